@@ -1,0 +1,165 @@
+"""FastWDSR: the drop-in inference module.
+
+A ``FastWDSR`` *is* a ``WDSR`` (same constructor, parameters and ``state_dict``, the authors' layouts
+included), so it trains like one: whenever autograd would record the forward, it runs the reference
+path. Under ``torch.no_grad()`` / ``torch.inference_mode()`` it folds weight norm once (refolding when a
+parameter changes), and runs the fused ops of a backend: ``"cuda"`` (csrc/), ``"triton"`` or ``"torch"``
+(the folded reference ops). ``backend="auto"`` picks the fastest that can run on the input's device;
+``last_backend`` says which one ran.
+
+    model = FastWDSR.from_reference(reference_model).cuda().eval()
+    with torch.inference_mode():
+        sr = model(lr.half())          # (N, 3, H, W) in [0, rgb_range] -> (N, 3, sH, sW)
+    print(model.last_backend)          # e.g. "cuda"
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import warnings
+from typing import Dict, Optional
+
+import torch
+
+from . import ops
+from .fold import FoldedWDSR, fold
+from .model import WDSR, check_image
+
+FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+class FastWDSR(WDSR):
+    """WDSR with fused inference. Extra keyword arguments beyond ``WDSR``'s:
+
+    backend: "auto" (default), "cuda", "triton" or "torch".
+    cuda_graphs: replay a captured CUDA graph per input shape/dtype (CUDA only); removes the per-op
+        host overhead, which dominates at small sizes.
+    check_finite: raise on NaN/inf input (costs a device sync per call; default True).
+    """
+
+    def __init__(self, *args, backend: str = "auto", cuda_graphs: bool = False, check_finite: bool = True,
+                 **kwargs):
+        super().__init__(*args, **kwargs)
+        if backend != "auto" and backend not in ops.BACKENDS:
+            raise ValueError(f"backend must be 'auto' or one of {ops.BACKENDS}, got {backend!r}")
+        self.backend = backend
+        self.cuda_graphs = cuda_graphs
+        self.check_finite = check_finite
+        self.last_backend: Optional[str] = None
+        self._folded: Dict[tuple, FoldedWDSR] = {}
+        self._folded_key: Optional[tuple] = None
+        self._graphs: Dict[tuple, "_Graph"] = {}
+        self._warned: set = set()
+
+    @classmethod
+    def from_reference(cls, model: WDSR, **kwargs) -> "FastWDSR":
+        """A FastWDSR with ``model``'s config and weights, on its device."""
+        fast = cls.from_config(model.config, **kwargs)
+        fast.load_state_dict(model.state_dict())
+        return fast.to(next(model.parameters()).device)
+
+    @classmethod
+    def from_config(cls, config, **kwargs) -> "FastWDSR":
+        return cls(**dataclasses.asdict(config), **kwargs)
+
+    # -- backend choice -------------------------------------------------------------------------
+    def resolve_backend(self, device: torch.device) -> str:
+        """The backend a call on ``device`` will use (warning once if the asked-for one cannot run)."""
+        if self.backend == "auto":
+            return ops.pick_backend(device)
+        if self.backend != "torch" and device.type == "cpu" and not _interpreting():
+            raise RuntimeError(
+                f"backend {self.backend!r} runs on CUDA tensors only, got a CPU tensor: move the model and "
+                f"input to a GPU, or use backend='torch' (or 'auto')")
+        reason = ops.unavailable_reason(self.backend, device)
+        if reason is None:
+            return self.backend
+        fallback = ops.pick_backend(device)
+        if self.backend not in self._warned:
+            self._warned.add(self.backend)
+            warnings.warn(f"FastWDSR: {reason}; falling back to backend {fallback!r}", stacklevel=3)
+        return fallback
+
+    # -- folded weights -------------------------------------------------------------------------
+    def _parameters_key(self) -> tuple:
+        return tuple((p.data_ptr(), p._version) for p in self.parameters())
+
+    def folded(self, device: torch.device, dtype: torch.dtype) -> FoldedWDSR:
+        """Weight norm folded into plain weights, cast to ``dtype`` on ``device``; cached until a
+        parameter changes (optimizer step, ``load_state_dict``, ``.to()``)."""
+        key = self._parameters_key()
+        if key != self._folded_key:
+            self._folded.clear()
+            self._graphs.clear()
+            self._folded_key = key
+        if (device, dtype) not in self._folded:
+            with torch.no_grad():
+                self._folded[(device, dtype)] = fold(self).to(device=device, dtype=dtype)
+        return self._folded[(device, dtype)]
+
+    # -- forward --------------------------------------------------------------------------------
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters()):
+            self.last_backend = "reference"
+            return super().forward(image)
+        self._check_input(image)
+        backend = self.resolve_backend(image.device)
+        self.last_backend = backend
+        folded = self.folded(image.device, image.dtype)
+        if self.cuda_graphs and image.device.type == "cuda":
+            return self._replay(backend, folded, image)
+        return run_folded(ops.get_backend(backend), folded, image)
+
+    def _check_input(self, image: torch.Tensor) -> None:
+        check_image(image)
+        if image.dtype not in FLOAT_DTYPES:
+            raise TypeError(f"FastWDSR takes float32, float16 or bfloat16 images, got {image.dtype}")
+        weight_device = self.head[0].weight_v.device
+        if image.device != weight_device:
+            raise RuntimeError(f"input is on {image.device} but the model is on {weight_device}: "
+                               f"move one of them (model.to(device) or image.to(device))")
+        if self.check_finite and not bool(torch.isfinite(image).all()):
+            raise ValueError("input image contains NaN or infinite values")
+
+    def _replay(self, backend: str, folded: FoldedWDSR, image: torch.Tensor) -> torch.Tensor:
+        key = (backend, tuple(image.shape), image.dtype, image.device, image.is_contiguous())
+        graph = self._graphs.get(key)
+        if graph is None:
+            graph = self._graphs[key] = _Graph(ops.get_backend(backend), folded, image)
+        return graph(image)
+
+
+def run_folded(backend_ops, folded: FoldedWDSR, image: torch.Tensor) -> torch.Tensor:
+    """One forward through a backend's fused ops: head, blocks, tail + skip + shuffle."""
+    cfg = folded.config
+    norm_scale = cfg.pixel_norm_scale
+    x = backend_ops.head_conv(image, *folded.head, folded.mean, norm_scale)
+    block = backend_ops.wdsr_a_block if cfg.variant == "a" else backend_ops.wdsr_b_block
+    for weights in folded.blocks:
+        x = block(x, *weights, cfg.res_scale)
+    return backend_ops.tail_shuffle(x, image, *folded.tail, *folded.skip, folded.mean, norm_scale, cfg.scale)
+
+
+class _Graph:
+    """A CUDA graph of ``run_folded`` for one input shape, dtype and layout."""
+
+    def __init__(self, backend_ops, folded: FoldedWDSR, image: torch.Tensor):
+        self.static_input = image.clone()
+        stream = torch.cuda.Stream(device=image.device)
+        stream.wait_stream(torch.cuda.current_stream(image.device))
+        with torch.cuda.stream(stream):  # warm-up outside capture (kernel compilation, autotuning)
+            for _ in range(2):
+                run_folded(backend_ops, folded, self.static_input)
+        torch.cuda.current_stream(image.device).wait_stream(stream)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.static_output = run_folded(backend_ops, folded, self.static_input)
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        self.static_input.copy_(image)
+        self.graph.replay()
+        return self.static_output.clone()
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"

@@ -1,0 +1,63 @@
+"""The fused ops and the registry that picks a backend for them.
+
+Every backend provides the same four ops with the signatures of ``reference.py``:
+
+    head_conv, wdsr_a_block, wdsr_b_block, tail_shuffle
+
+- ``"torch"``: ``reference.py`` itself (plain PyTorch on folded weights); runs anywhere.
+- ``"triton"``: ``triton_backend.py``, Triton kernels registered as ``torch.ops.wdsr_triton.*``;
+  CUDA tensors, or CPU tensors under ``TRITON_INTERPRET=1``.
+- ``"cuda"``: ``cuda_backend.py``, the CUDA C++ kernels of ``csrc/`` (``torch.ops.wdsr_cuda.*``).
+
+``get_backend(name)`` returns a module-like object holding the four ops; ``unavailable_reason(name,
+device)`` says why a backend cannot run on a device (None when it can); ``pick_backend(device)`` is
+the fastest that can.
+"""
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+from typing import Optional
+
+import torch
+
+from . import reference
+
+OP_NAMES = ("head_conv", "wdsr_a_block", "wdsr_b_block", "tail_shuffle")
+BACKENDS = ("cuda", "triton", "torch")  # fastest first
+_MODULES = {"torch": None, "triton": "triton_backend", "cuda": "cuda_backend"}
+
+
+def _load(name: str) -> ModuleType:
+    if name not in _MODULES:
+        raise ValueError(f"unknown backend {name!r}; choose one of {BACKENDS}")
+    if name == "torch":
+        return reference
+    return importlib.import_module(f".{_MODULES[name]}", __name__)
+
+
+def unavailable_reason(name: str, device: torch.device | str) -> Optional[str]:
+    """None if backend ``name`` can run on ``device``, else a sentence saying why not."""
+    if name == "torch":
+        return None
+    try:
+        module = _load(name)
+    except ImportError as exc:  # e.g. triton not installed
+        return f"backend {name!r} cannot be imported: {exc}"
+    return module.unavailable_reason(torch.device(device))
+
+
+def get_backend(name: str) -> ModuleType:
+    """The module holding backend ``name``'s ops (raises if it cannot even be imported)."""
+    return _load(name)
+
+
+def pick_backend(device: torch.device | str) -> str:
+    """The fastest backend that can run on ``device``."""
+    device = torch.device(device)
+    for name in BACKENDS:
+        if device.type != "cuda" and name != "torch":
+            continue  # the Triton interpreter runs on CPU but is a correctness tool, not a speed path
+        if unavailable_reason(name, device) is None:
+            return name
+    return "torch"
