@@ -1,9 +1,183 @@
-"""Checkpoints (placeholder: filled in by the checkpoint work)."""
+"""Checkpoints: ``load_model(path)`` and ``save_model(model, path)``.
+
+What loads:
+- our files: ``.safetensors`` (config as JSON in the metadata) and ``.pth``/``.pt`` (``{"config", "state_dict"}``);
+- bare state_dicts, or ones wrapped under ``state_dict``, ``model``, ``model_state_dict``, ``params`` or
+  ``params_ema``, with or without a ``module.`` prefix;
+- the authors' layouts: JiahuiYu/wdsr_ntire2018 (our native ``head/body/tail/skip`` keys) and ychfan/wdsr
+  (``body.0`` head, ``body.1..n`` blocks, ``body.n+1`` tail, ``skip.0``; its pretrained ``epoch_30.pth``
+  files), with either weight-norm API (``weight_g``/``weight_v`` or ``parametrizations.weight.original0/1``)
+  or plain ``weight`` tensors.
+Where no config is stored it is inferred from the tensor shapes.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Dict, Optional, Tuple
+
+import torch
+
+from .model import PRESETS, WDSR, WDSRConfig
+
+WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "params_ema", "params")
+YCHFAN_NORMALISATION = {k: PRESETS["ychfan-small"][k] for k in ("rgb_range", "rgb_mean", "norm_scale")}
 
 
-def load_model(path, map_location="cpu"):
-    raise NotImplementedError
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded, with the file and the reason."""
 
 
-def save_model(model, path):
-    raise NotImplementedError
+# -- key translation ------------------------------------------------------------------------------
+
+def _canonical_conv_keys(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """Strip ``module.``, map the parametrizations API and plain weights onto weight_g / weight_v."""
+    out = {}
+    for key, value in state.items():
+        while key.startswith("module."):
+            key = key[len("module."):]
+        key = key.replace(".parametrizations.weight.original0", ".weight_g")
+        key = key.replace(".parametrizations.weight.original1", ".weight_v")
+        if key.endswith(".weight") and value.dim() == 4:  # a plain conv: g = ||w|| per output, v = w
+            out[key[: -len("weight")] + "weight_g"] = value.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+            key = key[: -len("weight")] + "weight_v"
+        out[key] = value
+    return out
+
+
+def _is_ychfan(state: Dict[str, torch.Tensor]) -> bool:
+    return "body.0.weight_v" in state and "head.0.weight_v" not in state
+
+
+def _from_ychfan(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """ychfan/wdsr keys -> ours: body.0 -> head.0, body.k (1..n) -> body.(k-1), body.(n+1) -> tail.0."""
+    indices = {int(m.group(1)) for k in state if (m := re.match(r"body\.(\d+)\.", k))}
+    last = max(indices)
+    out = {}
+    for key, value in state.items():
+        m = re.match(r"body\.(\d+)\.(.*)", key)
+        if m is None:
+            out[key] = value
+            continue
+        index, rest = int(m.group(1)), m.group(2)
+        if index == 0:
+            out[f"head.0.{rest}"] = value
+        elif index == last:
+            out[f"tail.0.{rest}"] = value
+        else:
+            out[f"body.{index - 1}.{rest}"] = value
+    return out
+
+
+def translate_state_dict(state: Dict[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], bool]:
+    """Any supported layout -> our keys. Returns (state_dict, came_from_ychfan)."""
+    state = _canonical_conv_keys(state)
+    if _is_ychfan(state):
+        return _from_ychfan(state), True
+    return state, False
+
+
+# -- config inference -----------------------------------------------------------------------------
+
+def infer_config(state: Dict[str, torch.Tensor], ychfan: bool = False) -> WDSRConfig:
+    """The WDSRConfig a (translated) state_dict was made with, from its tensor shapes."""
+    try:
+        head = state["head.0.weight_v"]
+        tail = state["tail.0.weight_v"]
+        n_feats = head.shape[0]
+        blocks = {int(m.group(1)) for k in state if (m := re.match(r"body\.(\d+)\.body\.", k))}
+        n_resblocks = len(blocks)
+        scale = round((tail.shape[0] / 3) ** 0.5)
+        kwargs = dict(scale=scale, n_feats=n_feats, n_resblocks=n_resblocks)
+        if "body.0.body.3.weight_v" in state:  # WDSR-B: 1x1, 1x1, 3x3
+            wide = state["body.0.body.0.weight_v"].shape[0]
+            low_rank_width = state["body.0.body.2.weight_v"].shape[0]
+            kwargs.update(variant="b", expansion=wide // n_feats, low_rank=_low_rank_ratio(n_feats, low_rank_width))
+        else:
+            kwargs.update(variant="a", block_feats=state["body.0.body.0.weight_v"].shape[0])
+    except (KeyError, IndexError) as exc:
+        raise ValueError(f"cannot infer the WDSR configuration: missing or malformed tensor {exc}") from None
+    if ychfan:
+        kwargs.update(YCHFAN_NORMALISATION)
+    return WDSRConfig(**kwargs)
+
+
+def _low_rank_ratio(n_feats: int, width: int) -> float:
+    """A ratio r with int(n_feats * r) == width, 0.8 when that fits (the authors' constant)."""
+    if int(n_feats * 0.8) == width:
+        return 0.8
+    return (width + 0.5) / n_feats
+
+
+# -- files ----------------------------------------------------------------------------------------
+
+def _read(path: Path, map_location) -> Tuple[Dict[str, torch.Tensor], Optional[dict]]:
+    """(state_dict as stored, stored config or None)."""
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            metadata = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}
+        config = json.loads(metadata["config"]) if "config" in metadata else None
+        return {k: v.to(map_location) for k, v in state.items()}, config
+    obj = torch.load(str(path), map_location=map_location, weights_only=True)
+    if not isinstance(obj, dict):
+        raise ValueError(f"expected a dict of tensors, found a {type(obj).__name__}")
+    config = obj.get("config") if isinstance(obj.get("config"), dict) else None
+    for key in WRAPPER_KEYS:
+        if isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    state = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if not state:
+        raise ValueError(f"no tensors found (top-level keys: {sorted(map(str, obj))[:8]})")
+    return state, config
+
+
+def load_model(path, map_location="cpu") -> WDSR:
+    """A ready reference WDSR (eval mode) from any supported checkpoint file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        stored, config = _read(path, map_location)
+    except CheckpointError:
+        raise
+    except Exception as exc:  # truncated or corrupt files raise all sorts of errors
+        raise CheckpointError(f"{path}: cannot read the checkpoint ({type(exc).__name__}: {exc})") from None
+    try:
+        state, ychfan = translate_state_dict(stored)
+        cfg = WDSRConfig.from_dict(config) if config is not None else infer_config(state, ychfan)
+        model = WDSR.from_config(cfg)
+        model.load_state_dict(state)
+    except (ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    return model.to(map_location).eval()
+
+
+def save_model(model: WDSR, path) -> Path:
+    """Write ``model``'s config and weights atomically; the format follows the suffix (.safetensors, .pth, .pt)."""
+    path = Path(path)
+    if path.suffix not in (".safetensors", ".pth", ".pt"):
+        raise ValueError(f"{path}: unknown checkpoint format {path.suffix!r}; use .safetensors, .pth or .pt")
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    config = model.config.to_dict()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import save_file
+
+            save_file(state, tmp, metadata={"config": json.dumps(config), "format": "wdsr_fast"})
+        else:
+            torch.save({"config": config, "state_dict": state}, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path

@@ -196,6 +196,14 @@ class WDSR(nn.Module):
     def from_config(cls, config: WDSRConfig) -> "WDSR":
         return cls(**dataclasses.asdict(config))
 
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """Also accepts the authors' layouts (JiahuiYu, ychfan), the parametrizations weight-norm keys, plain
+        ``weight`` tensors and ``module.`` prefixes (see ``checkpoint.translate_state_dict``)."""
+        from .checkpoint import translate_state_dict
+
+        state, _ = translate_state_dict(dict(state_dict))
+        return super().load_state_dict(state, strict=strict, assign=assign)
+
     def normalise(self, image: torch.Tensor) -> torch.Tensor:
         mean = self._pixel_mean.to(device=image.device, dtype=image.dtype)
         return (image - mean) / self.config.pixel_norm_scale

@@ -1,0 +1,132 @@
+"""The reference WDSR against an independent float64 re-computation, parameter counts, folding, config errors."""
+import pytest
+import torch
+from torch.nn import functional as F
+
+import wdsr_fast
+from wdsr_fast import WDSR, count_parameters, fold, folded_copy, preset
+
+
+def randomise(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Fresh non-trivial weights (biases and gains too), so no term of the forward can hide."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.2 + (0.5 if p.dim() == 4 and p.shape[1:] == (1, 1, 1)
+                                                                  else 0.0))
+    return model
+
+
+def float64_forward(state: dict, cfg, image: torch.Tensor) -> torch.Tensor:
+    """WDSR written again from the paper's description, in float64, straight from the state_dict."""
+    s = {k: v.double() for k, v in state.items()}
+
+    def conv(prefix, x):
+        v, g = s[prefix + ".weight_v"], s[prefix + ".weight_g"]
+        weight = v * (g.flatten() / v.flatten(1).norm(dim=1)).view(-1, 1, 1, 1)
+        return F.conv2d(x, weight, s[prefix + ".bias"], padding=weight.shape[-1] // 2)
+
+    mean = torch.tensor(cfg.rgb_mean, dtype=torch.float64).view(1, 3, 1, 1) * cfg.rgb_range
+    x = (image.double() - mean) / cfg.pixel_norm_scale
+    skip = F.pixel_shuffle(conv("skip.0", x), cfg.scale)
+    h = conv("head.0", x)
+    for i in range(cfg.n_resblocks):
+        p = f"body.{i}.body"
+        if cfg.variant == "a":
+            r = conv(p + ".2", F.relu(conv(p + ".0", h)))
+        else:
+            r = conv(p + ".3", conv(p + ".2", F.relu(conv(p + ".0", h))))
+        h = h + cfg.res_scale * r
+    out = F.pixel_shuffle(conv("tail.0", h), cfg.scale) + skip
+    return out * cfg.pixel_norm_scale + mean
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+@pytest.mark.parametrize("variant", ["a", "b"])
+def test_reference_matches_float64(variant, scale):
+    model = randomise(WDSR(variant=variant, scale=scale, n_feats=8, n_resblocks=3, block_feats=24, res_scale=0.7))
+    image = torch.rand(2, 3, 11, 14) * 255
+    with torch.no_grad():
+        out = model(image)
+    expected = float64_forward(model.state_dict(), model.config, image)
+    assert out.shape == (2, 3, 11 * scale, 14 * scale)
+    rel = (out.double() - expected).abs().max() / expected.abs().max()
+    assert rel < 1e-5, rel
+
+
+def test_ychfan_normalisation_matches_float64():
+    model = randomise(preset("ychfan-small", 2, n_resblocks=2, n_feats=8, block_feats=16))
+    image = torch.rand(1, 3, 9, 7)  # [0, 1] input
+    with torch.no_grad():
+        out = model(image)
+    expected = float64_forward(model.state_dict(), model.config, image)
+    assert (out.double() - expected).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("scale,count", [(2, 1_190_100), (3, 1_195_605), (4, 1_203_312)])
+def test_wdsr_a_baseline_parameter_count(scale, count):
+    assert count_parameters(preset("wdsr-a-baseline", scale)) == count
+
+
+@pytest.mark.parametrize("scale,count", [(2, 303_604), (3, 309_109), (4, 316_816)])
+def test_wdsr_b_parameter_count(scale, count):
+    model = preset("wdsr-b-32x16", scale)
+    assert count_parameters(model) == count
+    assert model.body[0].body[0].weight_v.shape == (192, 32, 1, 1)  # expand
+    assert model.body[0].body[2].weight_v.shape == (25, 192, 1, 1)  # low-rank reduce: int(32 * 0.8)
+
+
+def test_authors_key_layout():
+    keys = list(preset("wdsr-b-32x16", 2, n_resblocks=1).state_dict())
+    assert keys == [f"{p}.{t}" for p in ("head.0", "body.0.body.0", "body.0.body.2", "body.0.body.3", "tail.0",
+                                          "skip.0") for t in ("bias", "weight_g", "weight_v")]
+
+
+@pytest.mark.parametrize("variant", ["a", "b"])
+def test_fold_is_exact(variant):
+    model = randomise(WDSR(variant=variant, scale=3, n_feats=8, n_resblocks=2, block_feats=16))
+    image = torch.rand(2, 3, 10, 13) * 255
+    with torch.no_grad():
+        assert torch.equal(folded_copy(model)(image), model(image))
+        folded = fold(model)
+        conv = model.body[1].body[0]
+        assert torch.equal(folded.blocks[1][0], torch._weight_norm(conv.weight_v, conv.weight_g, 0))
+        legacy = torch.nn.utils.weight_norm(torch.nn.Conv2d(8, conv.weight_v.shape[0], conv.kernel_size))
+        legacy.weight_g.copy_(conv.weight_g)
+        legacy.weight_v.copy_(conv.weight_v)
+        legacy.bias.copy_(conv.bias)
+        x = torch.randn(1, 8, 6, 6)
+        assert torch.equal(F.conv2d(x, *folded.blocks[1][:2]), legacy(x))
+
+
+def test_trainable():
+    model = preset("wdsr-b-32x16", 2, n_resblocks=2)
+    model(torch.rand(1, 3, 8, 8) * 255).abs().mean().backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(variant="c"), "variant"),
+    (dict(scale=5), "scale"),
+    (dict(n_feats=0), "n_feats"),
+    (dict(low_rank=0.01), "low_rank"),
+    (dict(rgb_mean=(0.5, 0.5)), "rgb_mean"),
+])
+def test_bad_config(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        WDSR(**kwargs)
+
+
+@pytest.mark.parametrize("image,error,match", [
+    (torch.rand(1, 4, 8, 8), ValueError, "RGB"),
+    (torch.rand(3, 8, 8), ValueError, "RGB"),
+    (torch.zeros(1, 3, 8, 8, dtype=torch.uint8), TypeError, "floating-point"),
+])
+def test_bad_input(image, error, match):
+    with pytest.raises(error, match=match):
+        preset("wdsr-b-32x16", 2, n_resblocks=1)(image)
+
+
+def test_unknown_preset():
+    with pytest.raises(ValueError, match="wdsr-b-32x16"):
+        wdsr_fast.preset("nope")
