@@ -1,0 +1,154 @@
+"""Checkpoint round trips, the authors' layouts, config inference, and every bad checkpoint."""
+import re
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+import wdsr_fast
+from wdsr_fast import WDSR, load_model, preset, save_model
+from wdsr_fast.checkpoint import CheckpointError
+
+from test_model import randomise
+
+
+def small(variant="b", scale=2, **kw):
+    return randomise(WDSR(variant=variant, scale=scale, n_feats=8, n_resblocks=2, block_feats=16, **kw))
+
+
+def same_output(a, b, image=None):
+    image = torch.rand(1, 3, 9, 11) * a.config.rgb_range if image is None else image
+    with torch.no_grad():
+        return torch.equal(a(image), b(image))
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pth", ".pt"])
+@pytest.mark.parametrize("variant", ["a", "b"])
+def test_round_trip(tmp_path, suffix, variant):
+    model = small(variant, scale=3, res_scale=0.5, rgb_mean=(0.1, 0.2, 0.3))
+    path = save_model(model, tmp_path / f"m{suffix}")
+    loaded = load_model(path)
+    assert loaded.config == model.config
+    assert same_output(model, loaded)
+    assert not list(tmp_path.glob(".*tmp"))  # the atomic write left no temp file
+
+
+@pytest.mark.parametrize("wrapper", [None, "state_dict", "model", "model_state_dict", "params", "params_ema"])
+def test_wrapped_and_prefixed_state_dicts(tmp_path, wrapper):
+    model = small("b", scale=4)
+    state = {f"module.{k}": v for k, v in model.state_dict().items()}
+    torch.save(state if wrapper is None else {wrapper: state, "epoch": 3}, tmp_path / "c.pth")
+    loaded = load_model(tmp_path / "c.pth")
+    assert (loaded.config.variant, loaded.config.scale, loaded.config.n_feats) == ("b", 4, 8)
+    assert loaded.config.low_rank_feats == 6 and loaded.config.wide_feats == 48
+    assert same_output(model, loaded)
+
+
+def test_parametrizations_api_keys():
+    model = small("a")
+    modern = WDSR(variant="a", scale=2, n_feats=8, n_resblocks=2, block_feats=16)
+    state = {}
+    for key, value in model.state_dict().items():  # the keys torch.nn.utils.parametrizations.weight_norm writes
+        key = key.replace(".weight_g", ".parametrizations.weight.original0")
+        state[key.replace(".weight_v", ".parametrizations.weight.original1")] = value
+    modern.load_state_dict(state)
+    assert same_output(model, modern)
+
+
+def test_plain_weight_keys():
+    model = small("b")
+    plain = wdsr_fast.folded_copy(model).state_dict()
+    loaded = WDSR(variant="b", scale=2, n_feats=8, n_resblocks=2)
+    loaded.load_state_dict(plain)
+    image = torch.rand(1, 3, 9, 11) * 255
+    with torch.no_grad():
+        assert (loaded(image) - model(image)).abs().max() < 1e-3
+
+
+def ychfan_state(model: WDSR) -> dict:
+    """Our state_dict in the ychfan/wdsr key layout (one `body` Sequential, as in its epoch_30.pth)."""
+    n = model.config.n_resblocks
+    out = {}
+    for key, value in model.state_dict().items():
+        key = key.replace("head.0.", "body.0.").replace("tail.0.", f"body.{n + 1}.")
+        m = re.match(r"body\.(\d+)\.body\.(.*)", key)
+        out[f"body.{int(m.group(1)) + 1}.body.{m.group(2)}" if m else key] = value
+    return out
+
+
+def ychfan_forward(state: dict, image: torch.Tensor, n_blocks: int, scale: int) -> torch.Tensor:
+    """The ychfan/wdsr forward, written from its description: [0,1] input, -0.5, body, +skip, shuffle, +0.5."""
+    def conv(prefix, x):
+        w = torch._weight_norm(state[prefix + ".weight_v"], state[prefix + ".weight_g"], 0)
+        return F.conv2d(x, w, state[prefix + ".bias"], padding=w.shape[-1] // 2)
+
+    x = image - 0.5
+    h = conv("body.0", x)
+    for i in range(1, n_blocks + 1):
+        h = h + conv(f"body.{i}.body.2", F.relu(conv(f"body.{i}.body.0", h)))
+    return F.pixel_shuffle(conv(f"body.{n_blocks + 1}", h) + conv("skip.0", x), scale) + 0.5
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_ychfan_checkpoint(tmp_path, scale):
+    source = randomise(preset("ychfan-small", scale, n_feats=8, block_feats=32, n_resblocks=3))
+    state = ychfan_state(source)
+    torch.save({"model_state_dict": state, "optimizer_state_dict": {}, "epoch": 30}, tmp_path / "epoch_30.pth")
+    loaded = load_model(tmp_path / "epoch_30.pth")
+    cfg = loaded.config
+    assert (cfg.variant, cfg.scale, cfg.n_resblocks, cfg.block_feats) == ("a", scale, 3, 32)
+    assert (cfg.rgb_range, cfg.rgb_mean, cfg.pixel_norm_scale, cfg.res_scale) == (1.0, (0.5,) * 3, 1.0, 1.0)
+    image = torch.rand(2, 3, 10, 7)
+    with torch.no_grad():
+        expected = ychfan_forward(state, image, 3, scale)
+        assert (loaded(image) - expected).abs().max() < 1e-5
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(CheckpointError, match="no such checkpoint file"):
+        load_model(tmp_path / "absent.pth")
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
+def test_truncated_file(tmp_path, suffix):
+    path = save_model(small(), tmp_path / f"m{suffix}")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=re.escape(str(path))):
+        load_model(path)
+
+
+def test_mismatched_config(tmp_path):
+    path = save_model(small("b", scale=2), tmp_path / "m.pth")
+    obj = torch.load(path, weights_only=True)
+    obj["config"]["scale"] = 3
+    torch.save(obj, path)
+    with pytest.raises(CheckpointError, match="tail.0"):
+        load_model(path)
+
+
+def test_missing_tensor(tmp_path):
+    state = small("b").state_dict()
+    del state["body.1.body.3.bias"]
+    torch.save(state, tmp_path / "m.pth")
+    with pytest.raises(CheckpointError, match="body.1.body.3.bias"):
+        load_model(tmp_path / "m.pth")
+
+
+def test_not_a_checkpoint(tmp_path):
+    torch.save([1, 2, 3], tmp_path / "list.pth")
+    with pytest.raises(CheckpointError, match="dict"):
+        load_model(tmp_path / "list.pth")
+    torch.save({"something": torch.zeros(3)}, tmp_path / "other.pth")
+    with pytest.raises(CheckpointError, match="configuration"):
+        load_model(tmp_path / "other.pth")
+
+
+def test_mismatched_state_dict_into_module():
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        WDSR(scale=3, n_feats=8, n_resblocks=2).load_state_dict(small("b", scale=2).state_dict())
+
+
+def test_unknown_suffix(tmp_path):
+    with pytest.raises(ValueError, match="format"):
+        save_model(small(), tmp_path / "m.bin")
