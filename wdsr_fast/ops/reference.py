@@ -10,9 +10,13 @@ import torch
 from torch.nn import functional as F
 
 
+def _at_least_fp32(t: torch.Tensor) -> torch.Tensor:
+    return t.to(torch.promote_types(t.dtype, torch.float32))
+
+
 def normalise(image: torch.Tensor, mean: torch.Tensor, norm_scale: float) -> torch.Tensor:
-    """(image - mean) / norm_scale, computed in fp32 whatever the image dtype."""
-    return ((image.float() - mean.view(1, -1, 1, 1)) / norm_scale).to(image.dtype)
+    """(image - mean) / norm_scale, computed in fp32 (or fp64) whatever the image dtype."""
+    return ((_at_least_fp32(image) - mean.view(1, -1, 1, 1)) / norm_scale).to(image.dtype)
 
 
 def head_conv(image: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, mean: torch.Tensor,
@@ -56,5 +60,5 @@ def tail_shuffle(features: torch.Tensor, image: torch.Tensor, w_tail: torch.Tens
     """
     summed = F.conv2d(features, w_tail, b_tail, padding=1)
     summed = summed + F.conv2d(normalise(image, mean, norm_scale), w_skip, b_skip, padding=2)
-    out = F.pixel_shuffle(summed, scale).float() * norm_scale + mean.view(1, -1, 1, 1)
+    out = _at_least_fp32(F.pixel_shuffle(summed, scale)) * norm_scale + mean.view(1, -1, 1, 1)
     return out.to(features.dtype).contiguous()

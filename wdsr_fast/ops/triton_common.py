@@ -1,0 +1,67 @@
+"""Pieces every Triton op shares: padded tile sizes, dot precision, output allocation, input checks."""
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+# Tests set this to fill every output with NaN before a kernel writes it, so a missed write shows.
+POISON_OUTPUTS = False
+
+
+def interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def pad(n: int, minimum: int = 16) -> int:
+    """A power of two >= n and >= minimum: tl.arange needs powers of two, tl.dot (GPU) needs K, N >= 16."""
+    return max(minimum, triton.next_power_of_2(n))
+
+
+def dot_config(dtype: torch.dtype) -> dict:
+    """Constexprs choosing the dtype tl.dot runs in and its fp32 precision.
+
+    fp32: IEEE unless the user opted into TF32 with ``torch.backends.cuda.matmul.allow_tf32``.
+    bf16 under the interpreter: fp32 (the interpreter's bf16 arithmetic is wrong); on GPU bf16 itself.
+    """
+    if dtype == torch.float32 or (dtype == torch.bfloat16 and interpreting()):
+        dot_dtype = tl.float32
+    else:
+        dot_dtype = tl.float16 if dtype == torch.float16 else tl.bfloat16
+    precision = "tf32" if torch.backends.cuda.matmul.allow_tf32 and not interpreting() else "ieee"
+    return dict(DOT_DTYPE=dot_dtype, PRECISION=precision)
+
+
+def new_output(shape, like: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    if POISON_OUTPUTS:
+        return torch.full(shape, float("nan"), dtype=like.dtype, device=like.device).contiguous(memory_format=fmt)
+    return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=fmt)
+
+
+def check_features(name: str, x: torch.Tensor) -> None:
+    if not isinstance(x, torch.Tensor) or x.dim() != 4:
+        raise ValueError(f"{name}: expected a 4-D (N, C, H, W) tensor, got {getattr(x, 'shape', type(x))}")
+    if x.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        raise TypeError(f"{name}: expected float32, float16 or bfloat16, got {x.dtype}")
+    if x.numel() == 0:
+        raise ValueError(f"{name}: empty tensor {tuple(x.shape)}")
+    if x.numel() >= 2**31:
+        raise ValueError(f"{name}: {tuple(x.shape)} has 2**31 or more elements; upscale it in tiles "
+                         f"(wdsr_fast.infer.upscale_tensor)")
+
+
+def check_weight(name: str, w: torch.Tensor, shape: tuple, x: torch.Tensor) -> None:
+    """A weight (or bias) of exactly ``shape``, in the activation dtype and on its device."""
+    if tuple(w.shape) != tuple(shape):
+        raise ValueError(f"{name}: expected shape {tuple(shape)}, got {tuple(w.shape)}")
+    if w.dtype != x.dtype or w.device != x.device:
+        raise TypeError(f"{name}: expected {x.dtype} on {x.device} like the input, got {w.dtype} on {w.device}")
+
+
+@triton.jit
+def mm(a, b, DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr):
+    """a @ b with fp32 accumulation, operands cast to DOT_DTYPE."""
+    return tl.dot(a.to(DOT_DTYPE), b.to(DOT_DTYPE), input_precision=PRECISION, out_dtype=tl.float32)
