@@ -21,7 +21,7 @@ def unavailable_reason(device: torch.device) -> Optional[str]:
 
 def _features_like(x: torch.Tensor, channels: int) -> torch.Tensor:
     n, _, h, w = x.shape
-    return x.new_empty((n, channels, h, w), memory_format=torch.channels_last)
+    return torch.empty((n, channels, h, w), dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
 
 
 @torch.library.custom_op("wdsr_triton::head_conv", mutates_args=())

@@ -1,0 +1,181 @@
+"""FastWDSR as a drop-in for the reference WDSR: outputs, state_dict, training, refolding, errors."""
+import warnings
+
+import pytest
+import torch
+
+from wdsr_fast import WDSR, FastWDSR, ops
+from wdsr_fast.ops import triton_common
+
+from test_model import float64_forward, randomise
+from test_ops import BACKENDS, DEVICE, TOLERANCE
+
+
+@pytest.fixture(autouse=True)
+def poison(monkeypatch):
+    monkeypatch.setattr(triton_common, "POISON_OUTPUTS", True)
+
+
+def small(variant, scale, **kw):
+    return randomise(WDSR(variant=variant, scale=scale, n_feats=8, n_resblocks=2, block_feats=16, res_scale=0.6, **kw))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("variant", ["a", "b"])
+@pytest.mark.parametrize("scale", [2, 3, 4])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_matches_reference(backend, variant, scale, dtype):
+    reference = small(variant, scale)
+    fast = FastWDSR.from_reference(reference, backend=backend).to(DEVICE).eval()
+    image = torch.rand(2, 3, 9, 13) * 255
+    with torch.inference_mode():
+        out = fast(image.to(DEVICE, dtype))
+    assert fast.last_backend == backend
+    expected = float64_forward(reference.state_dict(), reference.config, image.to(dtype))
+    err = ((out.cpu().double() - expected).abs().max() / expected.abs().max()).item()
+    assert out.dtype == dtype and err < TOLERANCE[dtype], err
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_channels_last_input(backend):
+    fast = FastWDSR.from_reference(small("b", 2), backend=backend).to(DEVICE).eval()
+    image = (torch.rand(1, 3, 10, 7) * 255).to(DEVICE)
+    with torch.no_grad():
+        assert torch.allclose(fast(image.contiguous(memory_format=torch.channels_last)), fast(image), atol=1e-3)
+
+
+def test_ychfan_normalisation_on_triton():
+    if "triton" not in BACKENDS:
+        pytest.skip("triton backend unavailable")
+    from wdsr_fast import preset
+
+    reference = randomise(preset("ychfan-small", 3, n_feats=8, block_feats=16, n_resblocks=2))
+    fast = FastWDSR.from_reference(reference, backend="triton").eval()
+    image = torch.rand(1, 3, 8, 9)
+    with torch.no_grad():
+        assert (fast(image) - reference(image)).abs().max() < 1e-5
+
+
+def test_same_constructor_and_state_dict():
+    fast = FastWDSR(variant="a", scale=3, n_feats=8, n_resblocks=2)
+    reference = WDSR(variant="a", scale=3, n_feats=8, n_resblocks=2)
+    assert list(fast.state_dict()) == list(reference.state_dict())
+    fast.load_state_dict(reference.state_dict())
+    reference.load_state_dict(fast.state_dict())
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        fast.load_state_dict(WDSR(variant="a", scale=2, n_feats=8, n_resblocks=2).state_dict())
+
+
+def test_training_runs_the_reference_path():
+    fast = FastWDSR(variant="b", scale=2, n_feats=8, n_resblocks=2, backend="torch")
+    out = fast(torch.rand(2, 3, 8, 8) * 255)
+    assert fast.last_backend == "reference"
+    out.mean().backward()
+    assert all(p.grad is not None for p in fast.parameters())
+
+
+def test_refolds_when_weights_change():
+    fast = FastWDSR.from_reference(small("b", 2), backend="torch").eval()
+    image = torch.rand(1, 3, 8, 8) * 255
+    with torch.no_grad():
+        before = fast(image)
+        fast.tail[0].bias.add_(1.0)  # as an optimizer step would
+        after = fast(image)
+        assert (after - before).abs().min() > 0.5
+        fast.load_state_dict(small("b", 2, rgb_mean=(0.4488, 0.4371, 0.4040)).state_dict())
+        assert torch.equal(fast(image), before)  # same seed, same weights as at first
+
+
+def test_auto_picks_a_backend_and_says_which():
+    fast = FastWDSR.from_reference(small("b", 2)).to(DEVICE).eval()
+    with torch.no_grad():
+        fast(torch.rand(1, 3, 5, 5, device=DEVICE) * 255)
+    assert fast.last_backend == ops.pick_backend(DEVICE)
+
+
+@pytest.mark.parametrize("image,error,match", [
+    (torch.rand(1, 4, 8, 8), ValueError, "RGB"),
+    (torch.randint(0, 255, (1, 3, 8, 8)), TypeError, "floating-point"),
+    (torch.rand(1, 3, 8, 8, dtype=torch.float64), TypeError, "float32, float16 or bfloat16"),
+    (torch.full((1, 3, 8, 8), float("nan")), ValueError, "NaN"),
+])
+def test_bad_input(image, error, match):
+    fast = FastWDSR(variant="b", scale=2, n_feats=8, n_resblocks=1, backend="torch").eval()
+    with torch.no_grad(), pytest.raises(error, match=match):
+        fast(image)
+
+
+def test_cpu_tensor_with_a_gpu_backend_asked_explicitly(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    for backend in ("cuda", "triton"):
+        fast = FastWDSR(variant="b", scale=2, n_feats=8, n_resblocks=1, backend=backend).eval()
+        with torch.no_grad(), pytest.raises(RuntimeError, match="CUDA tensors only"):
+            fast(torch.rand(1, 3, 8, 8))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the fallback where the CUDA extension cannot run")
+def test_unavailable_backend_falls_back_with_one_warning(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "1")  # a CPU tensor is acceptable input for a GPU backend here
+    fast = FastWDSR.from_reference(small("b", 2), backend="cuda").eval()
+    image = torch.rand(1, 3, 6, 6) * 255
+    with torch.no_grad():
+        with pytest.warns(UserWarning, match="falling back"):
+            first = fast(image)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            fast(image)  # no second warning
+    assert fast.last_backend == ops.pick_backend("cpu")
+    with torch.no_grad():
+        assert (first - WDSR.forward(fast, image)).abs().max() < 1e-3
+
+
+def test_model_and_input_on_different_devices():
+    fast = FastWDSR(variant="b", scale=2, n_feats=8, n_resblocks=1).eval()
+    with torch.no_grad(), pytest.raises(RuntimeError, match="move one of them"):
+        fast(torch.rand(1, 3, 8, 8, device="meta"))
+
+
+def test_unknown_backend():
+    with pytest.raises(ValueError, match="backend"):
+        FastWDSR(backend="tpu")
+
+
+def test_torch_compile_fullgraph_of_triton_op():
+    if "triton" not in BACKENDS:
+        pytest.skip("triton backend unavailable")
+    op = ops.get_backend("triton").wdsr_b_block
+    x = torch.randn(1, 8, 5, 6).to(DEVICE)
+    w = [t.to(DEVICE) for t in (torch.randn(48, 8, 1, 1), torch.randn(48), torch.randn(6, 48, 1, 1), torch.randn(6),
+                                torch.randn(8, 6, 3, 3), torch.randn(8))]
+    compiled = torch.compile(lambda x: op(x, *w, 0.5) * 2, fullgraph=True, backend="eager")
+    assert torch.allclose(compiled(x), op(x, *w, 0.5) * 2)
+
+
+def test_opcheck_triton_ops():
+    if "triton" not in BACKENDS:
+        pytest.skip("triton backend unavailable")
+    x = torch.randn(1, 8, 5, 6).to(DEVICE)
+    w = [t.to(DEVICE) for t in (torch.randn(48, 8, 1, 1), torch.randn(48), torch.randn(6, 48, 1, 1), torch.randn(6),
+                                torch.randn(8, 6, 3, 3), torch.randn(8))]
+    torch.library.opcheck(torch.ops.wdsr_triton.wdsr_b_block.default, (x, *w, 0.5),
+                          test_utils=("test_schema", "test_faketensor"))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", [b for b in ops.BACKENDS if b != "torch"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_whole_model_1080p_gpu(backend, dtype):
+    if ops.unavailable_reason(backend, "cuda"):
+        pytest.skip(ops.unavailable_reason(backend, "cuda"))
+    torch.backends.cudnn.allow_tf32 = False
+    from wdsr_fast import preset
+
+    reference = randomise(preset("wdsr-b-32x16", 2)).cuda()
+    image = torch.rand(1, 3, 540, 960, device="cuda") * 255
+    expected = float64_forward(reference.state_dict(), reference.config, image.to(dtype).double())
+    for graphs in (False, True):
+        fast = FastWDSR.from_reference(reference, backend=backend, cuda_graphs=graphs).eval()
+        with torch.inference_mode():
+            out = fast(image.to(dtype))
+        err = ((out.double() - expected).abs().max() / expected.abs().max()).item()
+        assert err < TOLERANCE[dtype], (graphs, err)

@@ -1,0 +1,159 @@
+"""Parity of each fused op, on every backend that can run here, against a float64 reference.
+
+Error measure: max |out - ref| / max |ref| over the whole output, the reference being the op of
+``ops/reference.py`` run in float64 on the same (rounded) inputs. Tolerances per dtype: fp32 1e-5, fp16 5e-3,
+bf16 2e-2 (bf16 only on GPU: the Triton interpreter's bf16 arithmetic is wrong). Outputs are poisoned with NaN
+before the kernels write them, so a missed write fails the test.
+"""
+import pytest
+import torch
+
+from wdsr_fast import ops
+from wdsr_fast.ops import reference
+from wdsr_fast.ops import triton_common
+
+TOLERANCE = {torch.float32: 1e-5, torch.float16: 5e-3, torch.bfloat16: 2e-2}
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+CPU_DTYPES = [torch.float32, torch.float16]
+BACKENDS = [b for b in ops.BACKENDS if ops.unavailable_reason(b, DEVICE) is None]
+
+
+@pytest.fixture(autouse=True)
+def poison(monkeypatch):
+    monkeypatch.setattr(triton_common, "POISON_OUTPUTS", True)
+
+
+def rel_error(out: torch.Tensor, ref: torch.Tensor) -> float:
+    assert out.shape == ref.shape
+    return ((out.double() - ref).abs().max() / ref.abs().max()).item()
+
+
+def weights(*shapes, dtype, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return [(torch.randn(s, generator=gen) * (0.3 if len(s) > 1 else 0.1)).to(DEVICE, dtype) for s in shapes]
+
+
+def features(n, c, h, w, dtype, channels_last, seed=1):
+    x = torch.randn(n, c, h, w, generator=torch.Generator().manual_seed(seed)).to(DEVICE, dtype)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def image(n, h, w, dtype, seed=2):
+    return (torch.rand(n, 3, h, w, generator=torch.Generator().manual_seed(seed)) * 255).to(DEVICE, dtype)
+
+
+def check(backend, name, args, dtype):
+    out = getattr(ops.get_backend(backend), name)(*args)
+    as64 = [a.double() if isinstance(a, torch.Tensor) else a for a in args]
+    ref = getattr(reference, name)(*as64)
+    assert out.dtype == dtype
+    assert not torch.isnan(out).any(), "an output element was never written"
+    err = rel_error(out, ref)
+    assert err < TOLERANCE[dtype], f"{backend} {name} {dtype}: relative error {err:.2e}"
+    return out
+
+
+MEAN = torch.tensor([114.4, 111.5, 103.0])
+SHAPES = [(2, 8, 9, 13), (1, 32, 17, 1), (2, 32, 1, 30)]  # odd sizes, edge sizes, not multiples of the tiles
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", CPU_DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_wdsr_b_block(backend, dtype, shape, channels_last):
+    n, c, h, w = shape
+    wide, low_rank = 6 * c, int(0.8 * c)
+    args = [features(*shape, dtype, channels_last)] + weights(
+        (wide, c, 1, 1), (wide,), (low_rank, wide, 1, 1), (low_rank,), (c, low_rank, 3, 3), (c,), dtype=dtype) + [0.7]
+    check(backend, "wdsr_b_block", args, dtype)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", CPU_DTYPES)
+@pytest.mark.parametrize("shape", SHAPES[:2])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_wdsr_a_block(backend, dtype, shape, channels_last):
+    n, c, h, w = shape
+    wide = 3 * c
+    args = [features(*shape, dtype, channels_last)] + weights(
+        (wide, c, 3, 3), (wide,), (c, wide, 3, 3), (c,), dtype=dtype) + [0.5]
+    check(backend, "wdsr_a_block", args, dtype)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", CPU_DTYPES)
+@pytest.mark.parametrize("hw", [(9, 13), (1, 5)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_head_conv(backend, dtype, hw, channels_last):
+    img = image(2, *hw, dtype)
+    img = img.contiguous(memory_format=torch.channels_last) if channels_last else img
+    args = [img] + weights((8, 3, 3, 3), (8,), dtype=dtype) + [MEAN.to(DEVICE), 127.5]
+    check(backend, "head_conv", args, dtype)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", CPU_DTYPES)
+@pytest.mark.parametrize("scale", [2, 3, 4])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_tail_shuffle(backend, dtype, scale, channels_last):
+    out_feats = 3 * scale**2
+    feats = features(2, 8, 9, 11, dtype, channels_last)
+    img = image(2, 9, 11, dtype)
+    args = [feats, img] + weights((out_feats, 8, 3, 3), (out_feats,), (out_feats, 3, 5, 5), (out_feats,),
+                                  dtype=dtype) + [MEAN.to(DEVICE), 127.5, scale]
+    out = check(backend, "tail_shuffle", args, dtype)
+    assert out.shape == (2, 3, 9 * scale, 11 * scale) and out.is_contiguous()
+
+
+def test_poison_catches_a_missed_write(monkeypatch):
+    """The NaN poison must be able to fail a test: drop the last output row and see it caught."""
+    if "triton" not in BACKENDS:
+        pytest.skip("triton backend unavailable")
+    from wdsr_fast.ops import triton_block_b
+
+    monkeypatch.setattr(triton_block_b, "TILE_H", 8)  # fewer rows per program...
+    x = features(1, 8, 9, 5, torch.float32, True)
+    args = [x] + weights((48, 8, 1, 1), (48,), (6, 48, 1, 1), (6,), (8, 6, 3, 3), (8,), dtype=torch.float32) + [1.0]
+    original_cdiv = triton_block_b.triton.cdiv
+    monkeypatch.setattr(triton_block_b.triton, "cdiv", lambda a, b: max(1, original_cdiv(a, b) - 1))  # ...one tile short
+    out = ops.get_backend("triton").wdsr_b_block(*args)
+    assert torch.isnan(out).any()
+
+
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "torch"])
+def test_bad_inputs(backend):
+    op = ops.get_backend(backend)
+    x = features(1, 8, 5, 5, torch.float32, True)
+    good = weights((48, 8, 1, 1), (48,), (6, 48, 1, 1), (6,), (8, 6, 3, 3), (8,), dtype=torch.float32)
+    with pytest.raises(ValueError, match="w_conv"):
+        op.wdsr_b_block(x, *good[:4], good[4][:, :5], good[5], 1.0)
+    with pytest.raises(TypeError, match="float16"):
+        op.wdsr_b_block(x.half(), *good, 1.0)
+    with pytest.raises((TypeError, RuntimeError), match="float32"):
+        op.wdsr_b_block(x.int(), *good, 1.0)
+    with pytest.raises(ValueError, match="RGB"):
+        op.head_conv(features(1, 4, 5, 5, torch.float32, False), *weights((8, 3, 3, 3), (8,), dtype=torch.float32),
+                     MEAN, 127.5)
+    with pytest.raises(ValueError, match="scale"):
+        op.tail_shuffle(x, image(1, 5, 5, torch.float32), *weights((12, 8, 3, 3), (12,), (12, 3, 5, 5), (12,),
+                                                                    dtype=torch.float32), MEAN, 127.5, 5)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", [b for b in ops.BACKENDS if b != "torch"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_1080p_parity_gpu(backend, dtype):
+    """960x540 input (1080p output at x2), the preset's widths; TF32 off for the reference."""
+    if ops.unavailable_reason(backend, "cuda"):
+        pytest.skip(ops.unavailable_reason(backend, "cuda"))
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    x = features(1, 32, 540, 960, dtype, True)
+    args = [x] + weights((192, 32, 1, 1), (192,), (25, 192, 1, 1), (25,), (32, 25, 3, 3), (32,), dtype=dtype) + [1.0]
+    check(backend, "wdsr_b_block", args, dtype)
+    for scale in (2, 3, 4):
+        o = 3 * scale**2
+        args = [x, image(1, 540, 960, dtype)] + weights((o, 32, 3, 3), (o,), (o, 3, 5, 5), (o,), dtype=dtype) + [
+            MEAN.to(DEVICE), 127.5, scale]
+        check(backend, "tail_shuffle", args, dtype)
