@@ -13,14 +13,13 @@ Where no config is stored it is inferred from the tensor shapes.
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
 import torch
 
+from .atomic import atomic_path
 from .model import PRESETS, WDSR, WDSRConfig
 
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "params_ema", "params")
@@ -166,18 +165,11 @@ def save_model(model: WDSR, path) -> Path:
         raise ValueError(f"{path}: unknown checkpoint format {path.suffix!r}; use .safetensors, .pth or .pt")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     config = model.config.to_dict()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         if path.suffix == ".safetensors":
             from safetensors.torch import save_file
 
             save_file(state, tmp, metadata={"config": json.dumps(config), "format": "wdsr_fast"})
         else:
             torch.save({"config": config, "state_dict": state}, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import demo, infer
+from . import demo, evaluate, infer, train
 
-SUBCOMMAND_MODULES = [infer, demo]
+SUBCOMMAND_MODULES = [infer, demo, train, evaluate]
 
 
 def main(argv=None) -> int:

@@ -9,15 +9,15 @@ so tiled and untiled outputs agree (to float rounding).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import List, Optional
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
+
+from .atomic import atomic_path
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -44,15 +44,8 @@ def read_rgb(path: Path) -> np.ndarray:
 
 def save_png(array: np.ndarray, path: Path) -> None:
     """Write an (H, W, 3) uint8 array as PNG atomically (a temp file in the same folder, then a rename)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         Image.fromarray(array, "RGB").save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def uint8_to_tensor(array: np.ndarray, rgb_range: float) -> torch.Tensor:

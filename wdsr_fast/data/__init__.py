@@ -1,0 +1,1 @@
+"""Training data: MATLAB-compatible bicubic resize and super-resolution datasets."""
