@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_bench:
         from . import bench
 
-        bench.main(["--quick", "--device", args.device])
+        bench.main(["--quick", "--device", args.device, "--out", str(args.out / "bench")])
     return 0
 
 

@@ -82,7 +82,9 @@ class FastWDSR(WDSR):
 
     # -- folded weights -------------------------------------------------------------------------
     def _parameters_key(self) -> tuple:
-        return tuple((p.data_ptr(), p._version) for p in self.parameters())
+        # Inference tensors (parameters made under torch.inference_mode) keep no version counter: only a
+        # replaced tensor is seen for them.
+        return tuple((p.data_ptr(), -1 if p.is_inference() else p._version) for p in self.parameters())
 
     def folded(self, device: torch.device, dtype: torch.dtype) -> FoldedWDSR:
         """Weight norm folded into plain weights, cast to ``dtype`` on ``device``; cached until a
@@ -133,6 +135,7 @@ def run_folded(backend_ops, folded: FoldedWDSR, image: torch.Tensor) -> torch.Te
     """One forward through a backend's fused ops: head, blocks, tail + skip + shuffle."""
     cfg = folded.config
     norm_scale = cfg.pixel_norm_scale
+    image = image.contiguous(memory_format=torch.channels_last)  # features follow it: NHWC convs are faster
     x = backend_ops.head_conv(image, *folded.head, folded.mean, norm_scale)
     block = backend_ops.wdsr_a_block if cfg.variant == "a" else backend_ops.wdsr_b_block
     for weights in folded.blocks:
