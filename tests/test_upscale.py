@@ -120,3 +120,24 @@ def test_module_entry_point(tmp_path, photos, weights):
                              str(tmp_path / "o"), "--weights", str(weights)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "o" / "chelsea_x2.png").is_file()
+
+
+@pytest.mark.parametrize("tile", [None, 4])
+def test_empty_image_is_refused(tile):
+    """0 px is too small for the network: a clear error, never an empty or missing output."""
+    model = WDSR(variant="b", scale=2, n_feats=8, n_resblocks=1).eval()
+    with pytest.raises(ValueError, match="empty image"):
+        upscale_tensor(model, torch.rand(1, 3, 0, 9), tile=tile)
+
+
+@pytest.mark.parametrize("kwargs,match", [(dict(tile=0), "tile must be"), (dict(tile=4, tile_pad=-1), "tile_pad")])
+def test_bad_tile_arguments(kwargs, match):
+    model = WDSR(variant="b", scale=2, n_feats=8, n_resblocks=1).eval()
+    with pytest.raises(ValueError, match=match):
+        upscale_tensor(model, torch.rand(1, 3, 6, 6), **kwargs)
+
+
+def test_tile_zero_is_a_usage_error(tmp_path, photos, weights, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["upscale", str(photos), "-o", str(tmp_path / "o"), "--weights", str(weights), "--tile", "0"])
+    assert exit_info.value.code == 2 and "must be an integer >= 1" in capsys.readouterr().err

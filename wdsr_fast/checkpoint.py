@@ -111,6 +111,22 @@ def _low_rank_ratio(n_feats: int, width: int) -> float:
     return (width + 0.5) / n_feats
 
 
+def describe_mismatch(expected: Dict[str, torch.Tensor], state: Dict[str, torch.Tensor], limit: int = 4) -> str:
+    """What differs between a model's state_dict and a (translated) checkpoint; "" when they fit."""
+    def shape(t):
+        return list(t.shape)
+
+    problems = [f"{k} has shape {shape(state[k])}, the config expects {shape(v)}"
+                for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    for label, keys in (("missing", missing), ("unexpected", unexpected)):
+        if keys:
+            more = f" and {len(keys) - limit} more" if len(keys) > limit else ""
+            problems.append(f"{label} tensors {', '.join(keys[:limit])}{more}")
+    return "; ".join(problems[:limit] + ([f"and {len(problems) - limit} more"] if len(problems) > limit else []))
+
+
 # -- files ----------------------------------------------------------------------------------------
 
 def _read(path: Path, map_location) -> Tuple[Dict[str, torch.Tensor], Optional[dict]]:
@@ -152,6 +168,10 @@ def load_model(path, map_location="cpu") -> WDSR:
         state, ychfan = translate_state_dict(stored)
         cfg = WDSRConfig.from_dict(config) if config is not None else infer_config(state, ychfan)
         model = WDSR.from_config(cfg)
+        mismatch = describe_mismatch(model.state_dict(), state)
+        if mismatch:
+            raise ValueError(f"the weights do not fit the configuration (WDSR-{cfg.variant.upper()} x{cfg.scale}, "
+                             f"n_feats {cfg.n_feats}, {cfg.n_resblocks} blocks): {mismatch}")
         model.load_state_dict(state)
     except (ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{path}: {exc}") from None

@@ -18,6 +18,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from .atomic import atomic_path
+from .model import check_image
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -65,15 +66,16 @@ def tensor_to_uint8(tensor: torch.Tensor, rgb_range: float) -> np.ndarray:
 def upscale_tensor(model, image: torch.Tensor, tile: Optional[int] = None,
                    tile_pad: Optional[int] = None) -> torch.Tensor:
     """model(image), computed tile by tile when ``tile`` is set. image: (N, 3, H, W) -> (N, 3, sH, sW)."""
-    height, width = image.shape[-2:]
-    if tile is None or (tile >= height and tile >= width):
-        return model(image)
-    if tile < 1:
+    check_image(image)
+    if tile is not None and tile < 1:
         raise ValueError(f"tile must be a positive number of pixels, got {tile}")
-    scale = model.config.scale
     pad = model.config.receptive_radius if tile_pad is None else tile_pad
     if pad < 0:
         raise ValueError(f"tile_pad must be >= 0, got {pad}")
+    height, width = image.shape[-2:]
+    if tile is None or (tile >= height and tile >= width):
+        return model(image)
+    scale = model.config.scale
     out = None
     for top in range(0, height, tile):
         for left in range(0, width, tile):
@@ -99,12 +101,22 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--scale", type=int, choices=(2, 3, 4),
                         help="upscaling factor (default: that of --weights, or 2 with the bundled weights)")
     parser.add_argument("--weights", type=Path, help="checkpoint (.safetensors/.pth; ours or the authors')")
-    parser.add_argument("--tile", type=int, help="tile size in input pixels (bounds memory on big images)")
-    parser.add_argument("--tile-pad", type=int, help="context around each tile (default: the receptive radius)")
+    parser.add_argument("--tile", type=_int_at_least(1), help="tile size in input pixels (bounds memory on big images)")
+    parser.add_argument("--tile-pad", type=_int_at_least(0),
+                        help="context around each tile (default: the receptive radius, which makes tiling exact)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--half", action="store_true", help="run in float16 (CUDA only)")
     parser.add_argument("--backend", choices=("auto", "cuda", "triton", "torch"), default="auto")
     parser.set_defaults(func=run)
+
+
+def _int_at_least(minimum: int):
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {value}")
+        return value
+    return parse
 
 
 def collect_images(inputs: List[Path]) -> List[Path]:
