@@ -13,7 +13,7 @@ from test_model import randomise
 
 
 def small(variant="b", scale=2, **kw):
-    return randomise(WDSR(variant=variant, scale=scale, n_feats=8, n_resblocks=2, block_feats=16, **kw))
+    return randomise(WDSR(**{**dict(variant=variant, scale=scale, n_feats=8, n_resblocks=2, block_feats=16), **kw}))
 
 
 def same_output(a, b, image=None):
@@ -154,3 +154,12 @@ def test_mismatched_state_dict_into_module():
 def test_unknown_suffix(tmp_path):
     with pytest.raises(ValueError, match="format"):
         save_model(small(), tmp_path / "m.bin")
+
+
+@pytest.mark.parametrize("n_feats,expansion,low_rank", [(10, 4, 0.5), (12, 3, 0.8), (7, 2, 1.0)])
+def test_inferred_config_rebuilds_the_same_shapes(tmp_path, n_feats, expansion, low_rank):
+    model = small("b", n_feats=n_feats, expansion=expansion, low_rank=low_rank)
+    torch.save(model.state_dict(), tmp_path / "bare.pth")  # no config stored: everything from the shapes
+    cfg = load_model(tmp_path / "bare.pth").config
+    assert (cfg.n_feats, cfg.expansion, cfg.low_rank_feats) == (n_feats, expansion, model.config.low_rank_feats)
+    assert (cfg.low_rank == 0.8) == (int(n_feats * 0.8) == model.config.low_rank_feats)

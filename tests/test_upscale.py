@@ -141,3 +141,19 @@ def test_tile_zero_is_a_usage_error(tmp_path, photos, weights, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["upscale", str(photos), "-o", str(tmp_path / "o"), "--weights", str(weights), "--tile", "0"])
     assert exit_info.value.code == 2 and "must be an integer >= 1" in capsys.readouterr().err
+
+
+def test_bundled_path(tmp_path, monkeypatch):
+    import wdsr_fast.weights as bundled
+
+    monkeypatch.setattr(bundled, "HERE", tmp_path)
+    assert bundled.bundled_path(3) is None
+    (tmp_path / "wdsr-b-32x16-x3.safetensors").write_bytes(b"")
+    assert bundled.bundled_path(3) == tmp_path / "wdsr-b-32x16-x3.safetensors"
+
+
+def test_bundled_weights_are_the_default(tmp_path, photos, weights, monkeypatch):
+    asked = []
+    monkeypatch.setattr("wdsr_fast.weights.bundled_path", lambda scale: asked.append(scale) or weights)
+    assert main(["upscale", str(photos / "astronaut.png"), "-o", str(tmp_path / "o")]) == 0
+    assert asked == [2] and (tmp_path / "o" / "astronaut_x2.png").is_file()
