@@ -157,3 +157,19 @@ def test_bundled_weights_are_the_default(tmp_path, photos, weights, monkeypatch)
     monkeypatch.setattr("wdsr_fast.weights.bundled_path", lambda scale: asked.append(scale) or weights)
     assert main(["upscale", str(photos / "astronaut.png"), "-o", str(tmp_path / "o")]) == 0
     assert asked == [2] and (tmp_path / "o" / "astronaut_x2.png").is_file()
+
+
+def test_ychfan_checkpoint_as_weights(tmp_path, photos):
+    """An authors' ychfan/wdsr epoch_30.pth works as --weights, with its [0, 1] normalisation."""
+    from test_checkpoint import ychfan_forward, ychfan_state
+    from wdsr_fast import preset
+
+    state = ychfan_state(randomise(preset("ychfan-small", 3, n_feats=8, block_feats=16, n_resblocks=2)))
+    torch.save({"model_state_dict": state, "epoch": 30}, tmp_path / "epoch_30.pth")
+    out = tmp_path / "o"
+    assert main(["upscale", str(photos / "astronaut.png"), "-o", str(out), "--weights", str(tmp_path / "epoch_30.pth"),
+                 "--scale", "3", "--tile", "16"]) == 0
+    lr = torch.from_numpy(np.asarray(Image.open(photos / "astronaut.png")).copy()).permute(2, 0, 1)[None] / 255.0
+    expected = tensor_to_uint8(ychfan_forward(state, lr, 2, 3), 1.0)
+    written = np.asarray(Image.open(out / "astronaut_x3.png"))
+    assert np.abs(written.astype(int) - expected).max() <= 1 and (written != expected).mean() < 1e-3

@@ -5,6 +5,12 @@ real context on every side (clipped at the image border, where the network zero-
 and only its own part of the output is kept. With ``tile_pad`` at least the network's receptive radius
 (``WDSRConfig.receptive_radius``, the default) every output pixel sees exactly the inputs it sees untiled,
 so tiled and untiled outputs agree (to float rounding).
+
+Choices the command makes: only RGB images are taken; grayscale, RGBA, palette or 16-bit files are refused with
+a message naming their mode (converting them would change the picture silently, e.g. dropping alpha). ``--half``
+without ``--device cuda`` is an error, not a warning. Without ``--weights`` the bundled checkpoint for the scale is
+used, and where none ships the command stops: it never upscales with random weights. A bad file is reported and
+skipped; the exit status is 1 when any file failed.
 """
 from __future__ import annotations
 
