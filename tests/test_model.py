@@ -82,6 +82,7 @@ def test_authors_key_layout():
                                           "skip.0") for t in ("bias", "weight_g", "weight_v")]
 
 
+@pytest.mark.filterwarnings("ignore:.*weight_norm.*is deprecated:FutureWarning")  # the legacy API on purpose
 @pytest.mark.parametrize("variant", ["a", "b"])
 def test_fold_is_exact(variant):
     model = randomise(WDSR(variant=variant, scale=3, n_feats=8, n_resblocks=2, block_feats=16))
