@@ -2,7 +2,8 @@
 
 Error measure: max |out - ref| / max |ref| over the whole output, the reference being the op of
 ``ops/reference.py`` run in float64 on the same (rounded) inputs. Tolerances per dtype: fp32 1e-5, fp16 5e-3,
-bf16 2e-2 (bf16 only on GPU: the Triton interpreter's bf16 arithmetic is wrong). Outputs are poisoned with NaN
+bf16 2e-2 (bf16 only on GPU: the Triton interpreter's bf16 arithmetic is wrong). On a GPU machine the same
+tests run every backend there (cuda, triton, torch) with TF32 off for the reference. Outputs are poisoned with NaN
 before the kernels write them, so a missed write fails the test.
 """
 import pytest
@@ -14,13 +15,15 @@ from wdsr_fast.ops import triton_common
 
 TOLERANCE = {torch.float32: 1e-5, torch.float16: 5e-3, torch.bfloat16: 2e-2}
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-CPU_DTYPES = [torch.float32, torch.float16]
+DTYPES = [torch.float32, torch.float16] + ([torch.bfloat16] if DEVICE == "cuda" else [])
 BACKENDS = [b for b in ops.BACKENDS if ops.unavailable_reason(b, DEVICE) is None]
 
 
 @pytest.fixture(autouse=True)
 def poison(monkeypatch):
     monkeypatch.setattr(triton_common, "POISON_OUTPUTS", True)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
 
 
 def rel_error(out: torch.Tensor, ref: torch.Tensor) -> float:
@@ -58,7 +61,7 @@ SHAPES = [(2, 8, 9, 13), (1, 32, 17, 1), (2, 32, 1, 30)]  # odd sizes, edge size
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("dtype", CPU_DTYPES)
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_wdsr_b_block(backend, dtype, shape, channels_last):
@@ -70,7 +73,7 @@ def test_wdsr_b_block(backend, dtype, shape, channels_last):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("dtype", CPU_DTYPES)
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", SHAPES[:2])
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_wdsr_a_block(backend, dtype, shape, channels_last):
@@ -82,7 +85,7 @@ def test_wdsr_a_block(backend, dtype, shape, channels_last):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("dtype", CPU_DTYPES)
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("hw", [(9, 13), (1, 5)])
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_head_conv(backend, dtype, hw, channels_last):
@@ -93,7 +96,7 @@ def test_head_conv(backend, dtype, hw, channels_last):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("dtype", CPU_DTYPES)
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("scale", [2, 3, 4])
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_tail_shuffle(backend, dtype, scale, channels_last):

@@ -9,7 +9,7 @@ from typing import Optional
 
 import torch
 
-from . import triton_block_b, triton_conv, triton_tail
+from . import register_fakes, triton_block_b, triton_conv, triton_tail
 from .triton_common import interpreting
 
 
@@ -19,20 +19,10 @@ def unavailable_reason(device: torch.device) -> Optional[str]:
     return f"the Triton kernels run on CUDA tensors (or on CPU under TRITON_INTERPRET=1), not on {device}"
 
 
-def _features_like(x: torch.Tensor, channels: int) -> torch.Tensor:
-    n, _, h, w = x.shape
-    return torch.empty((n, channels, h, w), dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
-
-
 @torch.library.custom_op("wdsr_triton::head_conv", mutates_args=())
 def head_conv(image: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, mean: torch.Tensor,
               norm_scale: float) -> torch.Tensor:
     return triton_conv.head_conv(image, weight, bias, mean, norm_scale)
-
-
-@head_conv.register_fake
-def _(image, weight, bias, mean, norm_scale):
-    return _features_like(image, weight.shape[0])
 
 
 @torch.library.custom_op("wdsr_triton::wdsr_a_block", mutates_args=())
@@ -41,20 +31,10 @@ def wdsr_a_block(x: torch.Tensor, w_expand: torch.Tensor, b_expand: torch.Tensor
     return triton_conv.wdsr_a_block(x, w_expand, b_expand, w_reduce, b_reduce, res_scale)
 
 
-@wdsr_a_block.register_fake
-def _(x, w_expand, b_expand, w_reduce, b_reduce, res_scale):
-    return _features_like(x, x.shape[1])
-
-
 @torch.library.custom_op("wdsr_triton::wdsr_b_block", mutates_args=())
 def wdsr_b_block(x: torch.Tensor, w_expand: torch.Tensor, b_expand: torch.Tensor, w_reduce: torch.Tensor,
                  b_reduce: torch.Tensor, w_conv: torch.Tensor, b_conv: torch.Tensor, res_scale: float) -> torch.Tensor:
     return triton_block_b.wdsr_b_block(x, w_expand, b_expand, w_reduce, b_reduce, w_conv, b_conv, res_scale)
-
-
-@wdsr_b_block.register_fake
-def _(x, w_expand, b_expand, w_reduce, b_reduce, w_conv, b_conv, res_scale):
-    return _features_like(x, x.shape[1])
 
 
 @torch.library.custom_op("wdsr_triton::tail_shuffle", mutates_args=())
@@ -64,7 +44,4 @@ def tail_shuffle(features: torch.Tensor, image: torch.Tensor, w_tail: torch.Tens
     return triton_tail.tail_shuffle(features, image, w_tail, b_tail, w_skip, b_skip, mean, norm_scale, scale)
 
 
-@tail_shuffle.register_fake
-def _(features, image, w_tail, b_tail, w_skip, b_skip, mean, norm_scale, scale):
-    n, _, h, w = features.shape
-    return features.new_empty((n, 3, h * scale, w * scale))
+register_fakes("wdsr_triton")

@@ -1,0 +1,297 @@
+// The fused WDSR-B block:  y = x + res_scale * conv3x3(conv1x1_reduce(relu(conv1x1_expand(x))))
+//
+// One CTA (8 warps) owns a 16 x 16 output tile. Its input tile with a one-pixel halo (18 x 18 = 324 pixels,
+// padded to 336 = 21 strips of 16 rows) is staged in shared memory, channels padded to 32.
+//
+// fp16 / bf16 (tensor cores, WMMA 16x16x16, fp32 accumulation):
+//   stage 1, per 16-pixel strip and warp: for each 64-wide chunk of the expansion, wide = relu(x W1^T + b1)
+//     ([16 x 64], parked in a per-warp shared scratch), then t += wide W2^T; the wide activation never leaves
+//     the SM. t + b2 (zeroed outside the image: the 3x3 zero-pads its input) goes to a shared t tile.
+//   stage 2, per output row and warp: the 3x3 is an implicit GEMM over K = 9 taps x 32 low-rank channels,
+//     each tap's A operand being 16 consecutive rows of the t tile; epilogue adds b3, scales, adds x.
+// fp32: the same staging with CUDA-core FMAs (no tensor cores), weights read through the L1 cache.
+#include <mma.h>
+
+#include "common.cuh"
+
+namespace wdsr {
+namespace {
+
+constexpr int kTile = 16;                    // output tile side
+constexpr int kHalo = kTile + 2;             // 18
+constexpr int kHaloPixels = kHalo * kHalo;   // 324
+constexpr int kHaloRows = 336;               // 21 strips of 16
+constexpr int kStrips = kHaloRows / 16;
+constexpr int kWarps = 8;
+constexpr int kThreads = kWarps * 32;
+constexpr int kChannels = kMaxFeats;         // C and L padded to 32
+constexpr int kChunk = 64;                   // expansion channels per stage-1 chunk
+
+struct TileOrigin {
+  int n, y0, x0;  // batch index and top-left output pixel of this CTA's tile
+};
+
+__device__ __forceinline__ TileOrigin tile_origin(int w) {
+  const int tiles_w = ceil_div(w, kTile);
+  return {static_cast<int>(blockIdx.y), static_cast<int>(blockIdx.x) / tiles_w * kTile,
+          static_cast<int>(blockIdx.x) % tiles_w * kTile};
+}
+
+// Image coordinates of haloed tile position p (0 <= p < kHaloPixels).
+__device__ __forceinline__ void halo_pixel(const TileOrigin& t, int p, int& gy, int& gx) {
+  gy = t.y0 + p / kHalo - 1;
+  gx = t.x0 + p % kHalo - 1;
+}
+
+// Shared-memory layout of the tensor-core kernel, in elements of T (sections 128-byte aligned).
+template <typename T>
+struct MmaSmem {
+  int wide_pad;
+  __host__ __device__ int w_expand() const { return 0; }                                   // [wide_pad][32]
+  __host__ __device__ int w_reduce() const { return w_expand() + wide_pad * kChannels; }   // [32][wide_pad]
+  __host__ __device__ int w_conv() const { return w_reduce() + kChannels * wide_pad; }     // [9][32][32]
+  __host__ __device__ int x_tile() const { return w_conv() + 9 * kChannels * kChannels; }  // [336][32]
+  __host__ __device__ int t_tile() const { return x_tile() + kHaloRows * kChannels; }      // [336][32]
+  __host__ __device__ int wide() const { return t_tile() + kHaloRows * kChannels; }        // [8][16][64]
+  __host__ __device__ int end_t() const { return wide() + kWarps * 16 * kChunk; }
+  // fp32 sections after the T ones: biases and per-warp accumulator scratch
+  __host__ __device__ int bytes_t() const { return round_up(end_t() * static_cast<int>(sizeof(T)), 128); }
+  __host__ __device__ int f_b_expand() const { return 0; }                                 // [wide_pad]
+  __host__ __device__ int f_b_reduce() const { return wide_pad; }                          // [32]
+  __host__ __device__ int f_b_conv() const { return wide_pad + kChannels; }                // [32]
+  __host__ __device__ int f_scratch() const { return wide_pad + 2 * kChannels; }           // [8][16][32]
+  __host__ __device__ int bytes() const {
+    return bytes_t() + (f_scratch() + kWarps * 16 * kChannels) * static_cast<int>(sizeof(float));
+  }
+};
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads) wdsr_b_block_mma(
+    const T* __restrict__ x, Strides xs, const T* __restrict__ w_expand, const T* __restrict__ b_expand,
+    const T* __restrict__ w_reduce, const T* __restrict__ b_reduce, const T* __restrict__ w_conv,
+    const T* __restrict__ b_conv, T* __restrict__ y, Strides ys, int c, int h, int w, int wide, int low_rank,
+    float res_scale) {
+  using namespace nvcuda;
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  const MmaSmem<T> layout{round_up(wide, kChunk)};
+  T* smem = reinterpret_cast<T*>(smem_raw);
+  float* fsmem = reinterpret_cast<float*>(smem_raw + layout.bytes_t());
+  T* s_w_expand = smem + layout.w_expand();
+  T* s_w_reduce = smem + layout.w_reduce();
+  T* s_w_conv = smem + layout.w_conv();
+  T* s_x = smem + layout.x_tile();
+  T* s_t = smem + layout.t_tile();
+  float* s_b_expand = fsmem + layout.f_b_expand();
+  float* s_b_reduce = fsmem + layout.f_b_reduce();
+  float* s_b_conv = fsmem + layout.f_b_conv();
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  T* s_wide = smem + layout.wide() + warp * 16 * kChunk;
+  float* s_acc = fsmem + layout.f_scratch() + warp * 16 * kChannels;
+  const T zero = from_float<T>(0.f);
+  const TileOrigin tile = tile_origin(w);
+
+  // Weights (zero-padded to the tile widths) and the haloed input tile into shared memory.
+  for (int i = tid; i < layout.wide_pad * kChannels; i += kThreads) {
+    const int e = i / kChannels, k = i % kChannels;
+    s_w_expand[i] = (e < wide && k < c) ? w_expand[e * c + k] : zero;
+  }
+  for (int i = tid; i < kChannels * layout.wide_pad; i += kThreads) {
+    const int l = i / layout.wide_pad, e = i % layout.wide_pad;
+    s_w_reduce[i] = (l < low_rank && e < wide) ? w_reduce[l * wide + e] : zero;
+  }
+  for (int i = tid; i < 9 * kChannels * kChannels; i += kThreads) {  // [tap][l][c] from OIHW [c][l][3][3]
+    const int tap = i / (kChannels * kChannels), l = i / kChannels % kChannels, k = i % kChannels;
+    s_w_conv[i] = (l < low_rank && k < c) ? w_conv[(k * low_rank + l) * 9 + tap] : zero;
+  }
+  for (int i = tid; i < layout.wide_pad; i += kThreads) s_b_expand[i] = i < wide ? to_float(b_expand[i]) : 0.f;
+  for (int i = tid; i < kChannels; i += kThreads) {
+    s_b_reduce[i] = i < low_rank ? to_float(b_reduce[i]) : 0.f;
+    s_b_conv[i] = i < c ? to_float(b_conv[i]) : 0.f;
+  }
+  const T* x_n = x + static_cast<int64_t>(tile.n) * xs.n;
+  for (int i = tid; i < kHaloRows * kChannels; i += kThreads) {
+    const int p = i / kChannels, k = i % kChannels;
+    int gy, gx;
+    halo_pixel(tile, p, gy, gx);
+    const bool inside = p < kHaloPixels && k < c && gy >= 0 && gy < h && gx >= 0 && gx < w;
+    s_x[i] = inside ? x_n[k * xs.c + gy * xs.h + gx * xs.w] : zero;
+  }
+  __syncthreads();
+
+  // Stage 1: t = (relu(x W1^T + b1)) W2^T + b2, strip by strip.
+  for (int strip = warp; strip < kStrips; strip += kWarps) {
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> t_acc[kChannels / 16];
+    for (auto& f : t_acc) wmma::fill_fragment(f, 0.f);
+    for (int e0 = 0; e0 < layout.wide_pad; e0 += kChunk) {
+      for (int nb = 0; nb < kChunk / 16; ++nb) {
+        wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+        wmma::fill_fragment(acc, 0.f);
+        for (int kb = 0; kb < kChannels / 16; ++kb) {
+          wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a;
+          wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> b;
+          wmma::load_matrix_sync(a, s_x + strip * 16 * kChannels + kb * 16, kChannels);
+          wmma::load_matrix_sync(b, s_w_expand + (e0 + nb * 16) * kChannels + kb * 16, kChannels);
+          wmma::mma_sync(acc, a, b, acc);
+        }
+        wmma::store_matrix_sync(s_acc, acc, kChannels, wmma::mem_row_major);  // [16][16] of the [16][32]
+        __syncwarp();
+        for (int i = lane; i < 16 * 16; i += 32) {
+          const int r = i / 16, col = i % 16;
+          const float v = s_acc[r * kChannels + col] + s_b_expand[e0 + nb * 16 + col];
+          s_wide[r * kChunk + nb * 16 + col] = from_float<T>(fmaxf(v, 0.f));
+        }
+        __syncwarp();
+      }
+      for (int lb = 0; lb < kChannels / 16; ++lb) {
+        for (int kb = 0; kb < kChunk / 16; ++kb) {
+          wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a;
+          wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> b;
+          wmma::load_matrix_sync(a, s_wide + kb * 16, kChunk);
+          wmma::load_matrix_sync(b, s_w_reduce + lb * 16 * layout.wide_pad + e0 + kb * 16, layout.wide_pad);
+          wmma::mma_sync(t_acc[lb], a, b, t_acc[lb]);
+        }
+      }
+      __syncwarp();  // s_wide is rewritten by the next chunk
+    }
+    for (int lb = 0; lb < kChannels / 16; ++lb)
+      wmma::store_matrix_sync(s_acc + lb * 16, t_acc[lb], kChannels, wmma::mem_row_major);
+    __syncwarp();
+    for (int i = lane; i < 16 * kChannels; i += 32) {
+      const int p = strip * 16 + i / kChannels, l = i % kChannels;
+      int gy, gx;
+      halo_pixel(tile, p, gy, gx);
+      const bool inside = p < kHaloPixels && gy >= 0 && gy < h && gx >= 0 && gx < w;
+      s_t[p * kChannels + l] = from_float<T>(inside ? s_acc[i] + s_b_reduce[l] : 0.f);
+    }
+    __syncwarp();
+  }
+  __syncthreads();
+
+  // Stage 2: 3x3 as an implicit GEMM, one output row (16 pixels) per warp at a time.
+  T* y_n = y + static_cast<int64_t>(tile.n) * ys.n;
+  for (int row = warp; row < kTile; row += kWarps) {
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[kChannels / 16];
+    for (auto& f : acc) wmma::fill_fragment(f, 0.f);
+    for (int tap = 0; tap < 9; ++tap) {
+      const T* a_rows = s_t + ((row + tap / 3) * kHalo + tap % 3) * kChannels;
+      for (int kb = 0; kb < kChannels / 16; ++kb) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a;
+        wmma::load_matrix_sync(a, a_rows + kb * 16, kChannels);
+        for (int cb = 0; cb < kChannels / 16; ++cb) {
+          wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> b;
+          wmma::load_matrix_sync(b, s_w_conv + (tap * kChannels + kb * 16) * kChannels + cb * 16, kChannels);
+          wmma::mma_sync(acc[cb], a, b, acc[cb]);
+        }
+      }
+    }
+    for (int cb = 0; cb < kChannels / 16; ++cb)
+      wmma::store_matrix_sync(s_acc + cb * 16, acc[cb], kChannels, wmma::mem_row_major);
+    __syncwarp();
+    const int gy = tile.y0 + row;
+    for (int i = lane; i < 16 * kChannels; i += 32) {
+      const int col = i / kChannels, k = i % kChannels, gx = tile.x0 + col;
+      if (k < c && gy < h && gx < w) {
+        const float residual = to_float(s_x[((row + 1) * kHalo + col + 1) * kChannels + k]);
+        y_n[k * ys.c + gy * ys.h + gx * ys.w] = from_float<T>(residual + res_scale * (s_acc[i] + s_b_conv[k]));
+      }
+    }
+    __syncwarp();
+  }
+}
+
+// fp32: CUDA-core FMAs, one thread per haloed pixel (stage 1) and per output pixel (stage 2).
+__global__ void __launch_bounds__(kThreads) wdsr_b_block_fma(
+    const float* __restrict__ x, Strides xs, const float* __restrict__ w_expand, const float* __restrict__ b_expand,
+    const float* __restrict__ w_reduce, const float* __restrict__ b_reduce, const float* __restrict__ w_conv,
+    const float* __restrict__ b_conv, float* __restrict__ y, Strides ys, int c, int h, int w, int wide, int low_rank,
+    float res_scale) {
+  __shared__ float s_t[kHaloPixels * kMaxLowRank];
+  const TileOrigin tile = tile_origin(w);
+  const float* x_n = x + static_cast<int64_t>(tile.n) * xs.n;
+  for (int p = threadIdx.x; p < kHaloPixels; p += kThreads) {
+    int gy, gx;
+    halo_pixel(tile, p, gy, gx);
+    const bool inside = gy >= 0 && gy < h && gx >= 0 && gx < w;
+    float t[kMaxLowRank];
+    for (int l = 0; l < kMaxLowRank; ++l) t[l] = 0.f;
+    if (inside) {
+      float xv[kMaxFeats];
+      for (int k = 0; k < kMaxFeats; ++k) xv[k] = k < c ? x_n[k * xs.c + gy * xs.h + gx * xs.w] : 0.f;
+      for (int e = 0; e < wide; ++e) {
+        float a = b_expand[e];
+#pragma unroll
+        for (int k = 0; k < kMaxFeats; ++k)
+          if (k < c) a = fmaf(xv[k], w_expand[e * c + k], a);
+        a = fmaxf(a, 0.f);
+#pragma unroll
+        for (int l = 0; l < kMaxLowRank; ++l)
+          if (l < low_rank) t[l] = fmaf(a, w_reduce[l * wide + e], t[l]);
+      }
+      for (int l = 0; l < kMaxLowRank; ++l) t[l] += l < low_rank ? b_reduce[l] : 0.f;
+    }
+    for (int l = 0; l < kMaxLowRank; ++l) s_t[p * kMaxLowRank + l] = t[l];
+  }
+  __syncthreads();
+  const int row = threadIdx.x / kTile, col = threadIdx.x % kTile;
+  const int gy = tile.y0 + row, gx = tile.x0 + col;
+  if (gy >= h || gx >= w) return;
+  float out[kMaxFeats];
+  for (int k = 0; k < kMaxFeats; ++k) out[k] = k < c ? b_conv[k] : 0.f;
+  for (int tap = 0; tap < 9; ++tap) {
+    const float* t = s_t + ((row + tap / 3) * kHalo + col + tap % 3) * kMaxLowRank;
+    for (int l = 0; l < low_rank; ++l) {
+      const float tl = t[l];
+#pragma unroll
+      for (int k = 0; k < kMaxFeats; ++k)
+        if (k < c) out[k] = fmaf(tl, w_conv[(k * low_rank + l) * 9 + tap], out[k]);
+    }
+  }
+  float* y_n = y + static_cast<int64_t>(tile.n) * ys.n;
+#pragma unroll
+  for (int k = 0; k < kMaxFeats; ++k) {
+    if (k < c) y_n[k * ys.c + gy * ys.h + gx * ys.w] = x_n[k * xs.c + gy * xs.h + gx * xs.w] + res_scale * out[k];
+  }
+}
+
+template <typename T>
+cudaError_t launch_mma(const void* x, Strides xs, const void* w_expand, const void* b_expand, const void* w_reduce,
+                       const void* b_reduce, const void* w_conv, const void* b_conv, void* y, Strides ys, int n,
+                       int c, int h, int w, int wide, int low_rank, float res_scale, cudaStream_t stream) {
+  const MmaSmem<T> layout{round_up(wide, kChunk)};
+  const int bytes = layout.bytes();
+  cudaError_t err = cudaFuncSetAttribute(wdsr_b_block_mma<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+  if (err != cudaSuccess) return err;
+  const dim3 grid(ceil_div(h, kTile) * ceil_div(w, kTile), n);
+  wdsr_b_block_mma<T><<<grid, kThreads, bytes, stream>>>(
+      static_cast<const T*>(x), xs, static_cast<const T*>(w_expand), static_cast<const T*>(b_expand),
+      static_cast<const T*>(w_reduce), static_cast<const T*>(b_reduce), static_cast<const T*>(w_conv),
+      static_cast<const T*>(b_conv), static_cast<T*>(y), ys, c, h, w, wide, low_rank, res_scale);
+  return cudaGetLastError();
+}
+
+}  // namespace
+
+cudaError_t launch_wdsr_b_block(DType dtype, const void* x, Strides xs, const void* w_expand, const void* b_expand,
+                                const void* w_reduce, const void* b_reduce, const void* w_conv, const void* b_conv,
+                                void* y, Strides ys, int n, int c, int h, int w, int wide, int low_rank,
+                                float res_scale, cudaStream_t stream) {
+  switch (dtype) {
+    case DType::Float16:
+      return launch_mma<__half>(x, xs, w_expand, b_expand, w_reduce, b_reduce, w_conv, b_conv, y, ys, n, c, h, w,
+                                wide, low_rank, res_scale, stream);
+    case DType::BFloat16:
+      return launch_mma<__nv_bfloat16>(x, xs, w_expand, b_expand, w_reduce, b_reduce, w_conv, b_conv, y, ys, n, c,
+                                       h, w, wide, low_rank, res_scale, stream);
+    case DType::Float32: {
+      const dim3 grid(ceil_div(h, kTile) * ceil_div(w, kTile), n);
+      wdsr_b_block_fma<<<grid, kThreads, 0, stream>>>(
+          static_cast<const float*>(x), xs, static_cast<const float*>(w_expand), static_cast<const float*>(b_expand),
+          static_cast<const float*>(w_reduce), static_cast<const float*>(b_reduce), static_cast<const float*>(w_conv),
+          static_cast<const float*>(b_conv), static_cast<float*>(y), ys, c, h, w, wide, low_rank, res_scale);
+      return cudaGetLastError();
+    }
+  }
+  return cudaErrorInvalidValue;
+}
+
+}  // namespace wdsr

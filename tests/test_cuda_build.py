@@ -1,0 +1,51 @@
+"""The CUDA extension is built and registers its ops (runs in CI's CUDA-torch venv, no GPU needed).
+
+Skipped, with the reason, where wdsr_fast._C is not importable (e.g. the CPU venv of the main test run).
+"""
+import pytest
+import torch
+
+from wdsr_fast.ops import cuda_backend
+
+pytestmark = pytest.mark.skipif(cuda_backend.LOAD_ERROR is not None, reason=str(cuda_backend.LOAD_ERROR))
+
+OPS = {
+    "head_conv": "head_conv(Tensor image, Tensor weight, Tensor bias, Tensor mean, float norm_scale) -> Tensor",
+    "wdsr_a_block": "wdsr_a_block(Tensor x, Tensor w_expand, Tensor b_expand, Tensor w_reduce, Tensor b_reduce, "
+                    "float res_scale) -> Tensor",
+    "wdsr_b_block": "wdsr_b_block(Tensor x, Tensor w_expand, Tensor b_expand, Tensor w_reduce, Tensor b_reduce, "
+                    "Tensor w_conv, Tensor b_conv, float res_scale) -> Tensor",
+    "tail_shuffle": "tail_shuffle(Tensor features, Tensor image, Tensor w_tail, Tensor b_tail, Tensor w_skip, "
+                    "Tensor b_skip, Tensor mean, float norm_scale, int scale) -> Tensor",
+}
+
+
+@pytest.mark.parametrize("name", sorted(OPS))
+def test_registered_with_the_reference_signature(name):
+    schema = str(getattr(torch.ops.wdsr_cuda, name).default._schema)
+    assert schema == "wdsr_cuda::" + OPS[name]
+
+
+def test_fake_shapes():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        x = torch.empty(2, 32, 17, 23, dtype=torch.float16, device="cuda")
+        image = torch.empty(2, 3, 17, 23, dtype=torch.float16, device="cuda")
+        w = lambda *s: torch.empty(*s, dtype=torch.float16, device="cuda")
+        y = torch.ops.wdsr_cuda.wdsr_b_block(x, w(192, 32, 1, 1), w(192), w(25, 192, 1, 1), w(25), w(32, 25, 3, 3),
+                                             w(32), 1.0)
+        assert y.shape == x.shape and y.is_contiguous(memory_format=torch.channels_last)
+        mean = torch.empty(3, device="cuda")
+        out = torch.ops.wdsr_cuda.tail_shuffle(x, image, w(27, 32, 3, 3), w(27), w(27, 3, 5, 5), w(27), mean, 127.5, 3)
+        assert out.shape == (2, 3, 51, 69)
+
+
+def test_cpu_tensor_is_refused_clearly():
+    x = torch.zeros(1, 8, 4, 4)
+    with pytest.raises(NotImplementedError, match="wdsr_cuda::wdsr_b_block"):  # no CPU kernel registered
+        torch.ops.wdsr_cuda.wdsr_b_block(x, x, x, x, x, x, x, 1.0)
+
+
+def test_backend_says_it_needs_a_gpu():
+    assert "CUDA tensors" in cuda_backend.unavailable_reason(torch.device("cpu"))
