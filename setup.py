@@ -18,6 +18,17 @@ DEFAULT_ARCHS = "8.0;9.0"
 SOURCES = ["csrc/ops.cpp", "csrc/wdsr_b_block.cu", "csrc/tail_shuffle.cu"]
 
 
+def pip_cuda_includes():
+    """Header folders of the CUDA libraries pip installed beside torch (nvidia/*/include: cusparse.h, cublas...).
+
+    ATen's CUDA headers include them, and a bare nvcc toolkit may not ship them."""
+    try:
+        import nvidia
+    except ImportError:
+        return []
+    return sorted(str(p) for base in nvidia.__path__ for p in Path(base).glob("*/include"))
+
+
 def cuda_extension():
     """(ext_modules, cmdclass) for wdsr_fast._C, or ([], {}) with the reason printed."""
     force = os.environ.get("WDSR_FAST_FORCE_CUDA") == "1"
@@ -43,6 +54,7 @@ def cuda_extension():
     extension = CUDAExtension(
         "wdsr_fast._C", SOURCES,
         define_macros=[("WDSR_FAST_PYTHON_MODULE", None)],
+        include_dirs=pip_cuda_includes(),
         extra_compile_args={"cxx": ["-O3"], "nvcc": ["-O3", "--use_fast_math", "-lineinfo"]},
     )
     return [extension], {"build_ext": BuildExtension.with_options(use_ninja=True)}
