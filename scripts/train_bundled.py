@@ -50,6 +50,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("runs/bundled"))
     parser.add_argument("--install", action="store_true", help="copy the weights into wdsr_fast/weights/")
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--photos-only", action="store_true", help="only write the train/held_out photo folders")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -59,6 +60,8 @@ def main() -> None:
     from wdsr_fast.weights import HERE
 
     train, held_out = write_photos(args.work)
+    if args.photos_only:
+        return
     out = args.work / f"x{args.scale}"
     cfg = TrainConfig(data=str(train), out=str(out), scale=args.scale, steps=args.steps, patch=args.patch,
                       batch=16, patches_per_image=1000, workers=0, log_every=50, checkpoint_every=250,

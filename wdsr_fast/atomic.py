@@ -17,6 +17,9 @@ def atomic_path(path) -> Iterator[str]:
     os.close(fd)
     try:
         yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp made it private; give it the permissions of a new file
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
