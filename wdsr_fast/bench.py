@@ -259,10 +259,17 @@ def format_table(rows: List[dict]) -> str:
             return "-"
         return f"{value:.3g}" if isinstance(value, float) else str(value)
 
-    shown = [c for c in COLUMNS if any(r.get(c) is not None for r in rows)]
-    table = [shown] + [[cell(r.get(c)) for c in shown] for r in rows]
+    measured = [r for r in rows if "skipped" not in r]
+    shown = [c for c in COLUMNS if c != "skipped" and any(r.get(c) is not None for r in measured)]
+    table = [shown] + [[cell(r.get(c)) for c in shown] for r in measured]
     widths = [max(len(row[i]) for row in table) for i in range(len(shown))]
-    return "\n".join("  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in table)
+    lines = ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in table]
+    skipped = {}
+    for r in rows:
+        if "skipped" in r:
+            skipped.setdefault(r["skipped"], []).append(r["row"])
+    lines += [f"skipped {', '.join(dict.fromkeys(names))}: {reason}" for reason, names in skipped.items()]
+    return "\n".join(lines)
 
 
 def write_results(rows: List[dict], env: dict, out: Path) -> None:
