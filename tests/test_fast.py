@@ -5,15 +5,9 @@ import pytest
 import torch
 
 from wdsr_fast import WDSR, FastWDSR, ops
-from wdsr_fast.ops import triton_common
 
 from test_model import float64_forward, randomise
-from test_ops import BACKENDS, DEVICE, TOLERANCE
-
-
-@pytest.fixture(autouse=True)
-def poison(monkeypatch):
-    monkeypatch.setattr(triton_common, "POISON_OUTPUTS", True)
+from test_ops import BACKENDS, DEVICE, TOLERANCE, poison  # noqa: F401  (autouse: NaN-poisoned outputs, no TF32)
 
 
 def small(variant, scale, **kw):
@@ -167,7 +161,6 @@ def test_opcheck_triton_ops():
 def test_whole_model_1080p_gpu(backend, dtype):
     if ops.unavailable_reason(backend, "cuda"):
         pytest.skip(ops.unavailable_reason(backend, "cuda"))
-    torch.backends.cudnn.allow_tf32 = False
     from wdsr_fast import preset
 
     reference = randomise(preset("wdsr-b-32x16", 2)).cuda()

@@ -21,9 +21,12 @@ BACKENDS = [b for b in ops.BACKENDS if ops.unavailable_reason(b, DEVICE) is None
 
 @pytest.fixture(autouse=True)
 def poison(monkeypatch):
+    """NaN-poisoned outputs, and exact fp32 (no TF32) for the references on GPU."""
     monkeypatch.setattr(triton_common, "POISON_OUTPUTS", True)
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 def rel_error(out: torch.Tensor, ref: torch.Tensor) -> float:
@@ -150,8 +153,6 @@ def test_1080p_parity_gpu(backend, dtype):
     """960x540 input (1080p output at x2), the preset's widths; TF32 off for the reference."""
     if ops.unavailable_reason(backend, "cuda"):
         pytest.skip(ops.unavailable_reason(backend, "cuda"))
-    torch.backends.cudnn.allow_tf32 = False
-    torch.backends.cuda.matmul.allow_tf32 = False
     x = features(1, 32, 540, 960, dtype, True)
     args = [x] + weights((192, 32, 1, 1), (192,), (25, 192, 1, 1), (25,), (32, 25, 3, 3), (32,), dtype=dtype) + [1.0]
     check(backend, "wdsr_b_block", args, dtype)
