@@ -11,7 +11,6 @@ import torch
 
 from wdsr_fast import ops
 from wdsr_fast.ops import reference
-from wdsr_fast.ops import triton_common
 
 TOLERANCE = {torch.float32: 1e-5, torch.float16: 5e-3, torch.bfloat16: 2e-2}
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -22,7 +21,7 @@ BACKENDS = [b for b in ops.BACKENDS if ops.unavailable_reason(b, DEVICE) is None
 @pytest.fixture(autouse=True)
 def poison(monkeypatch):
     """NaN-poisoned outputs, and exact fp32 (no TF32) for the references on GPU."""
-    monkeypatch.setattr(triton_common, "POISON_OUTPUTS", True)
+    monkeypatch.setenv(ops.POISON_ENV, "1")
     saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     yield

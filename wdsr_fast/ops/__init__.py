@@ -23,6 +23,7 @@ import torch
 
 from . import reference
 
+POISON_ENV = "WDSR_FAST_POISON_OUTPUTS"  # "1": every backend NaN-fills outputs before its kernels write (tests)
 OP_NAMES = ("head_conv", "wdsr_a_block", "wdsr_b_block", "tail_shuffle")
 BACKENDS = ("cuda", "triton", "torch")  # fastest first
 _MODULES = {"torch": None, "triton": "triton_backend", "cuda": "cuda_backend"}

@@ -7,9 +7,7 @@ import torch
 import triton
 import triton.language as tl
 
-# Tests set this to fill every output with NaN before a kernel writes it, so a missed write shows.
-POISON_OUTPUTS = False
-
+from . import POISON_ENV
 
 def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
@@ -36,7 +34,7 @@ def dot_config(dtype: torch.dtype) -> dict:
 
 def new_output(shape, like: torch.Tensor, channels_last: bool) -> torch.Tensor:
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    if POISON_OUTPUTS:
+    if os.environ.get(POISON_ENV) == "1":
         return torch.full(shape, float("nan"), dtype=like.dtype, device=like.device).contiguous(memory_format=fmt)
     return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=fmt)
 
