@@ -7,7 +7,7 @@ import torch
 from wdsr_fast import WDSR, FastWDSR, ops
 
 from test_model import float64_forward, randomise
-from test_ops import BACKENDS, DEVICE, TOLERANCE, poison  # noqa: F401  (autouse: NaN-poisoned outputs, no TF32)
+from test_ops import BACKENDS, DEVICE, TOLERANCE, poison, require_gpu_backend  # noqa: F401  (autouse: NaN-poisoned outputs, no TF32)
 
 
 def small(variant, scale, **kw):
@@ -134,23 +134,26 @@ def test_unknown_backend():
         FastWDSR(backend="tpu")
 
 
-def test_torch_compile_fullgraph_of_triton_op():
+@pytest.fixture()
+def triton_block_inputs():
+    """(x, weights) of a small WDSR-B block for the Triton op."""
     if "triton" not in BACKENDS:
         pytest.skip("triton backend unavailable")
-    op = ops.get_backend("triton").wdsr_b_block
     x = torch.randn(1, 8, 5, 6).to(DEVICE)
     w = [t.to(DEVICE) for t in (torch.randn(48, 8, 1, 1), torch.randn(48), torch.randn(6, 48, 1, 1), torch.randn(6),
                                 torch.randn(8, 6, 3, 3), torch.randn(8))]
+    return x, w
+
+
+def test_torch_compile_fullgraph_of_triton_op(triton_block_inputs):
+    x, w = triton_block_inputs
+    op = ops.get_backend("triton").wdsr_b_block
     compiled = torch.compile(lambda x: op(x, *w, 0.5) * 2, fullgraph=True, backend="eager")
     assert torch.allclose(compiled(x), op(x, *w, 0.5) * 2)
 
 
-def test_opcheck_triton_ops():
-    if "triton" not in BACKENDS:
-        pytest.skip("triton backend unavailable")
-    x = torch.randn(1, 8, 5, 6).to(DEVICE)
-    w = [t.to(DEVICE) for t in (torch.randn(48, 8, 1, 1), torch.randn(48), torch.randn(6, 48, 1, 1), torch.randn(6),
-                                torch.randn(8, 6, 3, 3), torch.randn(8))]
+def test_opcheck_triton_ops(triton_block_inputs):
+    x, w = triton_block_inputs
     torch.library.opcheck(torch.ops.wdsr_triton.wdsr_b_block.default, (x, *w, 0.5),
                           test_utils=("test_schema", "test_faketensor"))
 
@@ -159,8 +162,7 @@ def test_opcheck_triton_ops():
 @pytest.mark.parametrize("backend", [b for b in ops.BACKENDS if b != "torch"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 def test_whole_model_1080p_gpu(backend, dtype):
-    if ops.unavailable_reason(backend, "cuda"):
-        pytest.skip(ops.unavailable_reason(backend, "cuda"))
+    require_gpu_backend(backend)
     from wdsr_fast import preset
 
     reference = randomise(preset("wdsr-b-32x16", 2)).cuda()

@@ -58,6 +58,13 @@ def check(backend, name, args, dtype):
     return out
 
 
+def require_gpu_backend(backend):
+    """Skip, saying why, unless ``backend`` can run on the GPU here."""
+    reason = ops.unavailable_reason(backend, "cuda")
+    if reason:
+        pytest.skip(reason)
+
+
 MEAN = torch.tensor([114.4, 111.5, 103.0])
 SHAPES = [(2, 8, 9, 13), (1, 32, 17, 1), (2, 32, 1, 30)]  # odd sizes, edge sizes, not multiples of the tiles
 
@@ -150,8 +157,7 @@ def test_bad_inputs(backend):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 def test_1080p_parity_gpu(backend, dtype):
     """960x540 input (1080p output at x2), the preset's widths; TF32 off for the reference."""
-    if ops.unavailable_reason(backend, "cuda"):
-        pytest.skip(ops.unavailable_reason(backend, "cuda"))
+    require_gpu_backend(backend)
     x = features(1, 32, 540, 960, dtype, True)
     args = [x] + weights((192, 32, 1, 1), (192,), (25, 192, 1, 1), (25,), (32, 25, 3, 3), (32,), dtype=dtype) + [1.0]
     check(backend, "wdsr_b_block", args, dtype)

@@ -8,8 +8,6 @@ untrained network's output is not an upscaled image. A quick benchmark follows u
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from pathlib import Path
 
 import numpy as np
@@ -40,19 +38,11 @@ def load_photo() -> np.ndarray:
 
 
 def time_model(model, image: torch.Tensor, repeats: int):
-    """(output, median seconds per call) after one warm-up call (weight folding, kernel compilation)."""
+    """(output, median seconds per call after warm-up: weight folding, kernel compilation)."""
+    from .bench import time_call
+
     with torch.inference_mode():
-        out = model(image)
-        times = []
-        for _ in range(repeats):
-            if image.is_cuda:
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            out = model(image)
-            if image.is_cuda:
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - start)
-    return out, statistics.median(times)
+        return model(image), time_call(lambda: model(image), image.device, repeats)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..infer import uint8_to_tensor
 from .imresize import imresize
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
@@ -133,5 +134,4 @@ class PatchDataset(torch.utils.data.Dataset):
         hr_patch = hr[top * s:(top + p) * s, left * s:(left + p) * s]
         if self.augment:
             lr_patch, hr_patch = augment(lr_patch, hr_patch, rng)
-        to_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1).float() * (self.rgb_range / 255)
-        return to_tensor(lr_patch), to_tensor(hr_patch)
+        return uint8_to_tensor(lr_patch, self.rgb_range)[0], uint8_to_tensor(hr_patch, self.rgb_range)[0]
