@@ -66,7 +66,7 @@ struct MmaSmem {
 };
 
 template <typename T>
-__global__ void __launch_bounds__(kThreads) wdsr_b_block_mma(
+__global__ void __launch_bounds__(kThreads, 1) wdsr_b_block_mma(  // 1 CTA per SM: shared memory allows no more
     const T* __restrict__ x, Strides xs, const T* __restrict__ w_expand, const T* __restrict__ b_expand,
     const T* __restrict__ w_reduce, const T* __restrict__ b_reduce, const T* __restrict__ w_conv,
     const T* __restrict__ b_conv, T* __restrict__ y, Strides ys, int c, int h, int w, int wide, int low_rank,

@@ -1,0 +1,76 @@
+"""csrc/'s kernels as nvcc builds them for sm_80 and sm_90 (no GPU needed): no local memory (no stack frame, no
+spills) in any kernel, and tensor-core instructions (HMMA) in the fp16 and bf16 fused WDSR-B block.
+
+Skipped, with the reason, where nvcc (CUDA_HOME, default /usr/local/cuda-13.0) or cuobjdump (shipped in the
+triton wheel) is missing. Registers per kernel are printed with -s for the record."""
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+CSRC = Path(__file__).resolve().parents[1] / "csrc"
+NVCC = Path(os.environ.get("CUDA_HOME", "/usr/local/cuda-13.0")) / "bin" / "nvcc"
+SOURCES = ("wdsr_b_block.cu", "tail_shuffle.cu")
+
+
+def cuobjdump():
+    try:
+        import triton
+    except ImportError:
+        return shutil.which("cuobjdump")
+    bundled = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+    return str(bundled) if bundled.exists() else shutil.which("cuobjdump")
+
+
+pytestmark = pytest.mark.skipif(not NVCC.exists(), reason=f"needs nvcc ({NVCC} not found; set CUDA_HOME)")
+
+
+def ptxas_report(log: str) -> dict[str, dict[str, int]]:
+    """kernel name -> stack / spill_stores / spill_loads / registers, from nvcc -Xptxas -v output."""
+    kernels, name = {}, None
+    for line in log.splitlines():
+        if m := re.search(r"Compiling entry function '(\w+)'", line):
+            name = m.group(1)
+        elif name and (m := re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads", line)):
+            kernels[name] = dict(zip(("stack", "spill_stores", "spill_loads"), map(int, m.groups())))
+        elif name and (m := re.search(r"Used (\d+) registers", line)):
+            kernels[name]["registers"] = int(m.group(1))
+    return kernels
+
+
+@pytest.fixture(scope="module", params=["80", "90"], ids=lambda a: f"sm_{a}")
+def builds(request, tmp_path_factory):
+    arch, out = request.param, tmp_path_factory.mktemp(f"sm_{request.param}")
+    results = {}
+    for source in SOURCES:
+        cubin = out / (Path(source).stem + ".cubin")
+        done = subprocess.run([str(NVCC), "-std=c++17", "-O3", f"-arch=sm_{arch}", "-cubin", "-Xptxas", "-v",
+                               str(CSRC / source), "-o", str(cubin)], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-3000:]
+        results[source] = (cubin, ptxas_report(done.stderr))
+    return arch, results
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_no_local_memory(builds, source):
+    arch, results = builds
+    kernels = results[source][1]
+    assert kernels, f"no kernels found in the ptxas report of {source}"
+    for name, usage in kernels.items():
+        print(f"sm_{arch} {source} {name}: {usage}")
+        assert usage["stack"] == usage["spill_stores"] == usage["spill_loads"] == 0, (name, usage)
+
+
+def test_fused_block_uses_tensor_cores(builds):
+    tool = cuobjdump()
+    if tool is None:
+        pytest.skip("cuobjdump not found (it ships in the triton wheel)")
+    cubin = builds[1]["wdsr_b_block.cu"][0]
+    sass = subprocess.run([tool, "-sass", str(cubin)], capture_output=True, text=True, check=True).stdout
+    functions = dict(re.findall(r"Function : (\w+)\n(.*?)(?=\n\s*Function : |\Z)", sass, re.S))
+    mma = {name: body.count("HMMA") for name, body in functions.items() if "wdsr_b_block_mma" in name}
+    assert len(mma) == 2 and all(mma.values()), mma  # fp16 and bf16 instantiations, each with HMMA
+    assert not any("HMMA" in body for name, body in functions.items() if "wdsr_b_block_fma" in name)
