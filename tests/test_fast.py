@@ -174,3 +174,32 @@ def test_whole_model_1080p_gpu(backend, dtype):
             out = fast(image.to(dtype))
         err = ((out.double() - expected).abs().max() / expected.abs().max()).item()
         assert err < TOLERANCE[dtype], (graphs, err)
+
+
+def test_cuda_backend_declines_blocks_wider_than_its_kernel():
+    from pathlib import Path
+    import re
+
+    from wdsr_fast.ops import cuda_backend
+
+    header = (Path(__file__).resolve().parents[1] / "csrc" / "kernels.h").read_text()
+    limits = [int(re.search(rf"{name} = (\d+);", header).group(1)) for name in ("kMaxFeats", "kMaxWide", "kMaxLowRank")]
+    assert limits == [cuda_backend.MAX_FEATS, cuda_backend.MAX_WIDE, cuda_backend.MAX_LOW_RANK]
+    assert cuda_backend.unsupported_model(WDSR(variant="b", n_feats=32).config) is None
+    assert cuda_backend.unsupported_model(WDSR(variant="a", n_feats=128, block_feats=512).config) is None
+    reason = cuda_backend.unsupported_model(WDSR(variant="b", n_feats=48).config)
+    assert "n_feats <= 32" in reason and "48, 288 and 38" in reason
+
+
+@pytest.mark.gpu
+def test_wide_wdsr_b_falls_back_from_cuda_on_gpu():
+    require_gpu_backend("cuda")
+    model = randomise(WDSR(variant="b", scale=2, n_feats=48, n_resblocks=1))
+    auto = FastWDSR.from_reference(model).cuda().eval()
+    asked = FastWDSR.from_reference(model, backend="cuda").cuda().eval()
+    image = torch.rand(1, 3, 20, 20, device="cuda") * 255
+    with torch.no_grad():
+        auto(image)
+        with pytest.warns(UserWarning, match="n_feats <= 32"):
+            asked(image)
+    assert auto.last_backend == asked.last_backend == "triton"

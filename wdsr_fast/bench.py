@@ -150,7 +150,7 @@ def candidates(case: Case, device: torch.device, args) -> List[Tuple[str, Callab
             def make(backend=backend, graphs=graphs):
                 if graphs and device.type != "cuda":
                     raise RuntimeError("CUDA graphs need a GPU")
-                reason = ops.unavailable_reason(backend, device)
+                reason = ops.unavailable_reason(backend, device, reference.config)
                 if reason or (backend != "torch" and device.type != "cuda" and not args.triton_on_cpu):
                     raise RuntimeError(reason or f"{backend} on CPU is the interpreter (add --with-triton-on-cpu)")
                 model = FastWDSR.from_reference(reference, backend=backend, cuda_graphs=graphs,
@@ -164,7 +164,7 @@ def candidates(case: Case, device: torch.device, args) -> List[Tuple[str, Callab
             def make(op_name=op_name, backend=backend):
                 if op_name == "wdsr_b_block" and reference.config.variant != "b":
                     raise RuntimeError("WDSR-A has no wdsr_b_block")
-                reason = ops.unavailable_reason(backend, device)
+                reason = ops.unavailable_reason(backend, device, reference.config)
                 if reason or (backend != "torch" and device.type != "cuda" and not args.triton_on_cpu):
                     raise RuntimeError(reason or f"{backend} on CPU is the interpreter (add --with-triton-on-cpu)")
                 fns = ops.get_backend(backend)

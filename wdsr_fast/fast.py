@@ -66,15 +66,15 @@ class FastWDSR(WDSR):
     def resolve_backend(self, device: torch.device) -> str:
         """The backend a call on ``device`` will use (warning once if the asked-for one cannot run)."""
         if self.backend == "auto":
-            return ops.pick_backend(device)
+            return ops.pick_backend(device, self.config)
         if self.backend != "torch" and device.type == "cpu" and not _interpreting():
             raise RuntimeError(
                 f"backend {self.backend!r} runs on CUDA tensors only, got a CPU tensor: move the model and "
                 f"input to a GPU, or use backend='torch' (or 'auto')")
-        reason = ops.unavailable_reason(self.backend, device)
+        reason = ops.unavailable_reason(self.backend, device, self.config)
         if reason is None:
             return self.backend
-        fallback = ops.pick_backend(device)
+        fallback = ops.pick_backend(device, self.config)
         if self.backend not in self._warned:
             self._warned.add(self.backend)
             warnings.warn(f"FastWDSR: {reason}; falling back to backend {fallback!r}", stacklevel=3)

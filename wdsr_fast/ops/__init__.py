@@ -10,8 +10,8 @@ Every backend provides the same four ops with the signatures of ``reference.py``
 - ``"cuda"``: ``cuda_backend.py``, the CUDA C++ kernels of ``csrc/`` (``torch.ops.wdsr_cuda.*``).
 
 ``get_backend(name)`` returns a module-like object holding the four ops; ``unavailable_reason(name,
-device)`` says why a backend cannot run on a device (None when it can); ``pick_backend(device)`` is
-the fastest that can.
+device, config)`` says why a backend cannot run a model of ``config`` on a device (None when it can);
+``pick_backend(device, config)`` is the fastest that can.
 """
 from __future__ import annotations
 
@@ -37,15 +37,16 @@ def _load(name: str) -> ModuleType:
     return importlib.import_module(f".{_MODULES[name]}", __name__)
 
 
-def unavailable_reason(name: str, device: torch.device | str) -> Optional[str]:
-    """None if backend ``name`` can run on ``device``, else a sentence saying why not."""
+def unavailable_reason(name: str, device: torch.device | str, config=None) -> Optional[str]:
+    """None if backend ``name`` can run on ``device`` (a model of ``config``, a WDSRConfig, when given), else a
+    sentence saying why not."""
     if name == "torch":
         return None
     try:
         module = _load(name)
     except ImportError as exc:  # e.g. triton not installed
         return f"backend {name!r} cannot be imported: {exc}"
-    return module.unavailable_reason(torch.device(device))
+    return module.unavailable_reason(torch.device(device), config)
 
 
 def get_backend(name: str) -> ModuleType:
@@ -71,12 +72,12 @@ def register_fakes(namespace: str) -> None:
             (features.shape[0], 3, features.shape[2] * scale, features.shape[3] * scale)))
 
 
-def pick_backend(device: torch.device | str) -> str:
-    """The fastest backend that can run on ``device``."""
+def pick_backend(device: torch.device | str, config=None) -> str:
+    """The fastest backend that can run on ``device`` (a model of ``config``, when given)."""
     device = torch.device(device)
     for name in BACKENDS:
         if device.type != "cuda" and name != "torch":
             continue  # the Triton interpreter runs on CPU but is a correctness tool, not a speed path
-        if unavailable_reason(name, device) is None:
+        if unavailable_reason(name, device, config) is None:
             return name
     return "torch"

@@ -20,12 +20,28 @@ except (ImportError, OSError) as exc:  # not built, or built against another tor
     LOAD_ERROR = f"wdsr_fast._C is not built or does not load ({exc}); install with CUDA torch and nvcc present"
 
 
-def unavailable_reason(device: torch.device) -> Optional[str]:
+# The fused WDSR-B kernel keeps all of a block's weights in shared memory, which bounds its widths
+# (csrc/kernels.h: kMaxFeats, kMaxWide, kMaxLowRank).
+MAX_FEATS, MAX_WIDE, MAX_LOW_RANK = 32, 256, 32
+
+
+def unsupported_model(config) -> Optional[str]:
+    """Why the CUDA kernels cannot run a model of ``config`` (a WDSRConfig), or None."""
+    if config is None or config.variant != "b":
+        return None  # WDSR-A's blocks and the head go through cuDNN: any width
+    widths = (config.n_feats, config.wide_feats, config.low_rank_feats)
+    if widths[0] > MAX_FEATS or widths[1] > MAX_WIDE or widths[2] > MAX_LOW_RANK:
+        return (f"the fused CUDA WDSR-B block takes n_feats <= {MAX_FEATS}, expansion width <= {MAX_WIDE} and "
+                f"low-rank width <= {MAX_LOW_RANK}; this model has {widths[0]}, {widths[1]} and {widths[2]}")
+    return None
+
+
+def unavailable_reason(device: torch.device, config=None) -> Optional[str]:
     if LOAD_ERROR is not None:
         return LOAD_ERROR
     if device.type != "cuda":
         return f"the CUDA kernels run on CUDA tensors, not on {device}"
-    return None
+    return unsupported_model(config)
 
 
 if LOAD_ERROR is None:
