@@ -203,3 +203,17 @@ def test_wide_wdsr_b_falls_back_from_cuda_on_gpu():
         with pytest.warns(UserWarning, match="n_feats <= 32"):
             asked(image)
     assert auto.last_backend == asked.last_backend == "triton"
+
+
+def test_refolds_after_parameters_are_replaced():
+    """The cached parameter list follows new Parameter objects (assignment, load_state_dict(assign=True))."""
+    fast = FastWDSR.from_reference(small("b", 2), backend="torch").eval()
+    image = torch.rand(1, 3, 8, 8) * 255
+    with torch.no_grad():
+        before = fast(image)
+        fast.tail[0].bias = torch.nn.Parameter(fast.tail[0].bias + 1.0)
+        assert (fast(image) - before).abs().min() > 0.5
+        fast.load_state_dict(small("b", 2).state_dict(), assign=True)
+        assert torch.equal(fast(image), before)
+        fast.half().float()  # _apply may swap parameter objects
+        assert (fast(image) - before).abs().max() < 0.5
