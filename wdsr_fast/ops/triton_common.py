@@ -63,3 +63,11 @@ def check_weight(name: str, w: torch.Tensor, shape: tuple, x: torch.Tensor) -> N
 def mm(a, b, DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr):
     """a @ b with fp32 accumulation, operands cast to DOT_DTYPE."""
     return tl.dot(a.to(DOT_DTYPE), b.to(DOT_DTYPE), input_precision=PRECISION, out_dtype=tl.float32)
+
+
+@triton.jit
+def shifted(h, w, dy, dx, H, W):
+    """Pixel coordinates moved by (dy, dx), and whether they fall inside the H x W image (else zero padding)."""
+    hh = h + dy
+    ww = w + dx
+    return hh, ww, (hh >= 0) & (hh < H) & (ww >= 0) & (ww < W)

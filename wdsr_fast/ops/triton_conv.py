@@ -14,7 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .triton_common import check_features, check_weight, dot_config, interpreting, mm, new_output, pad
+from .triton_common import check_features, check_weight, dot_config, interpreting, mm, new_output, pad, shifted
 
 BLOCK_H, BLOCK_W = 8, 16
 MAX_K_BLOCK, MAX_CO_BLOCK = 64, 64
@@ -41,9 +41,7 @@ def _conv3x3_kernel(
     acc = tl.zeros([BLOCK_H * BLOCK_W, CO_BLOCK], dtype=tl.float32)
     x_base = x_ptr + n.to(tl.int64) * sxn
     for tap in tl.static_range(9):
-        hh = h + (tap // 3 - 1)
-        ww = w + (tap % 3 - 1)
-        ok = (hh >= 0) & (hh < H) & (ww >= 0) & (ww < W)
+        hh, ww, ok = shifted(h, w, tap // 3 - 1, tap % 3 - 1, H, W)
         for k0 in tl.static_range(0, CI, K_BLOCK):
             ci = k0 + tl.arange(0, K_BLOCK)
             ci_ok = ci < CI

@@ -14,7 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .triton_common import check_features, check_weight, dot_config, interpreting, mm, new_output, pad
+from .triton_common import check_features, check_weight, dot_config, interpreting, mm, new_output, pad, shifted
 
 BLOCK_H, BLOCK_W = 8, 16
 SKIP_TAPS = 25 * 3  # 5x5 taps x 3 colours
@@ -45,9 +45,7 @@ def _tail_shuffle_kernel(
     acc = tl.zeros([BLOCK_H * BLOCK_W, OUT_PAD], dtype=tl.float32)
     f_base = f_ptr + n.to(tl.int64) * sfn
     for tap in tl.static_range(9):
-        hh = h + (tap // 3 - 1)
-        ww = w + (tap % 3 - 1)
-        ok = (hh >= 0) & (hh < H) & (ww >= 0) & (ww < W)
+        hh, ww, ok = shifted(h, w, tap // 3 - 1, tap % 3 - 1, H, W)
         f = tl.load(f_base + hh[:, None] * sfh + ww[:, None] * sfw + c[None, :] * sfc,
                     mask=ok[:, None] & c_ok[None, :], other=0.0)
         w_tap = tl.load(w_tail_ptr + (o[None, :] * C + c[:, None]) * 9 + tap, mask=c_ok[:, None] & o_ok[None, :],
