@@ -166,3 +166,16 @@ def test_1080p_parity_gpu(backend, dtype):
         args = [x, image(1, 540, 960, dtype)] + weights((o, 32, 3, 3), (o,), (o, 3, 5, 5), (o,), dtype=dtype) + [
             MEAN.to(DEVICE), 127.5, scale]
         check(backend, "tail_shuffle", args, dtype)
+
+
+@pytest.mark.gpu
+def test_tf32_opt_in_gpu():
+    """fp32 Triton dots are IEEE by default; with TF32 opted into, the error stays under 1e-3."""
+    require_gpu_backend("triton")
+    x = features(2, 32, 37, 45, torch.float32, True)
+    args = [x] + weights((192, 32, 1, 1), (192,), (25, 192, 1, 1), (25,), (32, 25, 3, 3), (32,),
+                         dtype=torch.float32) + [1.0]
+    ref = reference.wdsr_b_block(*[a.double() if isinstance(a, torch.Tensor) else a for a in args])
+    torch.backends.cuda.matmul.allow_tf32 = True  # the poison fixture restores it
+    err = rel_error(ops.get_backend("triton").wdsr_b_block(*args), ref)
+    assert err < 1e-3, f"tf32: relative error {err:.2e}"
