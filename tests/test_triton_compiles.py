@@ -1,5 +1,6 @@
-"""The Triton kernels compile for sm_90 (H100), using tensor cores in fp16/bf16: every kernel in fp16, the fused
-block and tail in fp32 and bf16 too (`python tests/triton_gpu_compile.py` compiles all of them in all dtypes).
+"""The Triton kernels compile for sm_90 (H100), using tensor cores in fp16/bf16, and the fp16/bf16 fused block and
+tail without local memory: every kernel in fp16, the fused block and tail in fp32 and bf16 too
+(`python tests/triton_gpu_compile.py` compiles all of them in all dtypes).
 
 No GPU is needed to compile; this guards the GPU-only rules the interpreter does not enforce."""
 import os

@@ -2,9 +2,19 @@
 
 Run by tests/test_triton_compiles.py in a subprocess without TRITON_INTERPRET (the interpreter replaces the
 compiler). Catches what the interpreter does not check: GPU-only shape rules of tl.dot, type errors in the
-lowering, shared-memory overflows. Prints one line per kernel: name, shared memory bytes, tensor-core use.
+lowering, shared-memory overflows, and local memory (stack) in the fp16/bf16 fused block and tail, the WDSR-B
+speed path. Prints one line per kernel: name, shared memory, registers, stack bytes per thread, tensor-core use.
+
+Seen with triton 3.6: every fp32 kernel keeps a stack (block 14 KB, tail 10-24 KB, WDSR-A convs 2 KB per
+thread): IEEE fp32 tl.dot lowers to FMAs that hold whole K-slices of the operands per thread. Only an 8x8
+haloed block tile (78% of the 1x1 chain recomputed, against 31% at 16x16) compiled without one; which is faster
+is a question for a GPU timing. The CUDA backend's fp32 block has no stack (tests/test_cuda_resources.py).
 """
+import os
+import re
+import subprocess
 import sys
+import tempfile
 
 import triton
 import triton.language as tl
@@ -33,14 +43,29 @@ def compile_kernel(kernel, dtype: str, constexprs: dict, floats=(), fp32_pointer
     return triton.compile(source, target=TARGET, options={"num_warps": num_warps})
 
 
-def report(name, compiled, dtype):
+def registers_and_stack(compiled) -> tuple[int, int]:
+    """Registers and stack bytes per thread of the kernel's SASS (cuobjdump -res-usage on its cubin)."""
+    cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as cubin:
+        cubin.write(compiled.asm["cubin"])
+        cubin.flush()
+        usage = subprocess.run([cuobjdump, "-res-usage", cubin.name], capture_output=True, text=True, check=True)
+    registers, stack = re.search(r"REG:(\d+) STACK:(\d+)", usage.stdout).groups()
+    return int(registers), int(stack)
+
+
+def report(name, compiled, dtype, no_stack=False):
     ptx = compiled.asm["ptx"]
     tensor_cores = "wgmma" in ptx or "mma.sync" in ptx
     shared = compiled.metadata.shared
-    print(f"{name} {dtype}: shared {shared} B, tensor cores {'yes' if tensor_cores else 'no'}")
+    registers, stack = registers_and_stack(compiled)
+    print(f"{name} {dtype}: shared {shared} B, registers {registers}, stack {stack} B, "
+          f"tensor cores {'yes' if tensor_cores else 'no'}")
     assert shared <= H100_SHARED_BYTES, f"{name}: {shared} B of shared memory"
     if dtype != "fp32":
         assert tensor_cores, f"{name} {dtype}: no mma instruction in the PTX"
+    if no_stack:
+        assert stack == 0, f"{name} {dtype}: {stack} B of stack per thread (local memory)"
 
 
 def main(dtypes, quick=False):
@@ -51,13 +76,13 @@ def main(dtypes, quick=False):
         compiled = compile_kernel(triton_block_b._wdsr_b_block_kernel, dtype, dict(
             C=32, E=192, L=25, C_PAD=32, E_BLOCK=64, L_PAD=32, TILE_H=triton_block_b.TILE_H,
             TILE_W=triton_block_b.TILE_W, **dots), floats=("res_scale",), num_warps=8)
-        report("wdsr_b_block", compiled, dtype)
+        report("wdsr_b_block", compiled, dtype, no_stack=dtype != "fp32")
         for scale in (2, 3, 4) if every_kernel else (2,):
             compiled = compile_kernel(triton_tail._tail_shuffle_kernel, dtype, dict(
                 C=32, C_PAD=32, SCALE=scale, OUT_PAD=max(16, triton.next_power_of_2(3 * scale**2)),
                 BLOCK_H=triton_tail.BLOCK_H, BLOCK_W=triton_tail.BLOCK_W, SKIP_TAPS=triton_tail.SKIP_TAPS,
                 SKIP_K=triton_tail.SKIP_K, **dots), floats=("norm_scale",), fp32_pointers=("mean_ptr",))
-            report(f"tail_shuffle x{scale}", compiled, dtype)
+            report(f"tail_shuffle x{scale}", compiled, dtype, no_stack=dtype != "fp32")
         convs = (("head_conv", 3, 32, dict(NORMALISE=True, RELU=False, RESIDUAL=False)),
                  ("wdsr_a expand", 32, 128, dict(NORMALISE=False, RELU=True, RESIDUAL=False)),
                  ("wdsr_a reduce", 128, 32, dict(NORMALISE=False, RELU=False, RESIDUAL=True)))
