@@ -98,12 +98,15 @@ def test_whole_model(cuda_ops, dtype, scale):
 MUTANTS = {
     "halo off by one row": ("wdsr_b_block.cu", ("gy = t.y0 + p / kHalo - 1;", "gy = t.y0 + p / kHalo;"), "parity"),
     "shuffle rows and columns swapped": (
-        "tail_shuffle.cu", ("i = o % (SCALE * SCALE) / SCALE, j = o % SCALE", "j = o % (SCALE * SCALE) / SCALE, i = o % SCALE"),
+        "tail_shuffle.cu",
+        ("i = o % (SCALE * SCALE) / SCALE, j = o % SCALE", "j = o % (SCALE * SCALE) / SCALE, i = o % SCALE"),
         "parity"),
     "no bounds check on the last CTA": ("tail_shuffle.cu", ("if (pixel >= h * w) return;", ""), "guard"),
     "shared memory not raised above 48 KB": (
-        "wdsr_b_block.cu", ("cudaFuncSetAttribute(wdsr_b_block_mma<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes)",
-                            "cudaSuccess"), "launch"),
+        "wdsr_b_block.cu",
+        ("cudaFuncSetAttribute(wdsr_b_block_mma<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes)",
+         "cudaSuccess"),
+        "launch"),
 }
 
 
