@@ -217,3 +217,15 @@ def test_refolds_after_parameters_are_replaced():
         assert torch.equal(fast(image), before)
         fast.half().float()  # _apply may swap parameter objects
         assert (fast(image) - before).abs().max() < 0.5
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_whole_model_under_torch_compile(backend):
+    """torch.compile traces a FastWDSR whole (fullgraph) once the finite check, a host sync, is off."""
+    fast = FastWDSR.from_reference(small("b", 2), backend=backend, check_finite=False).to(DEVICE).eval()
+    image = (torch.rand(1, 3, 9, 11) * 255).to(DEVICE)
+    with torch.no_grad():
+        expected = fast(image)
+        compiled = torch.compile(fast, backend="eager", fullgraph=True)
+        assert torch.allclose(compiled(image), expected, atol=1e-4)
+        assert fast.last_backend == backend
