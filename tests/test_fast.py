@@ -221,11 +221,15 @@ def test_refolds_after_parameters_are_replaced():
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_whole_model_under_torch_compile(backend):
-    """torch.compile traces a FastWDSR whole (fullgraph) once the finite check, a host sync, is off."""
+    """torch.compile traces a FastWDSR whole (fullgraph) once the finite check, a host sync, is off; weight norm is
+    folded inside the graph, so a weight change reaches the compiled model too."""
     fast = FastWDSR.from_reference(small("b", 2), backend=backend, check_finite=False).to(DEVICE).eval()
     image = (torch.rand(1, 3, 9, 11) * 255).to(DEVICE)
     with torch.no_grad():
         expected = fast(image)
         compiled = torch.compile(fast, backend="eager", fullgraph=True)
         assert torch.allclose(compiled(image), expected, atol=1e-4)
-        assert fast.last_backend == backend
+        fast.tail[0].bias.add_(1.0)  # the compiled model folds the current weights, like the eager one
+        changed = compiled(image)
+        assert (changed - expected).abs().min() > 0.5 and torch.allclose(changed, fast(image), atol=1e-4)
+    assert fast.last_backend == backend

@@ -55,6 +55,7 @@ class FastWDSR(WDSR):
         super().__init__(*args, **kwargs)
         if backend != "auto" and backend not in ops.BACKENDS:
             raise ValueError(f"backend must be 'auto' or one of {ops.BACKENDS}, got {backend!r}")
+        ops.preload()  # so that forward imports nothing: torch.compile can trace it whole
         self.backend = backend
         self.cuda_graphs = cuda_graphs
         self.check_finite = check_finite
@@ -113,7 +114,10 @@ class FastWDSR(WDSR):
 
     def folded(self, device: torch.device, dtype: torch.dtype) -> FoldedWDSR:
         """Weight norm folded into plain weights, cast to ``dtype`` on ``device``; cached until a
-        parameter changes (optimizer step, ``load_state_dict``, ``.to()``)."""
+        parameter changes (optimizer step, ``load_state_dict``, ``.to()``). Under torch.compile the folding is
+        traced into the graph instead: a few small ops per call, always of the current weights."""
+        if torch.compiler.is_compiling():
+            return fold(self).to(device=device, dtype=dtype)
         key = self._parameters_key()
         if key != self._folded_key:
             self._folded.clear()

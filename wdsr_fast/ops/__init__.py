@@ -26,15 +26,27 @@ from . import reference
 POISON_ENV = "WDSR_FAST_POISON_OUTPUTS"  # "1": every backend NaN-fills outputs before its kernels write (tests)
 OP_NAMES = ("head_conv", "wdsr_a_block", "wdsr_b_block", "tail_shuffle")
 BACKENDS = ("cuda", "triton", "torch")  # fastest first
-_MODULES = {"torch": None, "triton": "triton_backend", "cuda": "cuda_backend"}
+_MODULES = {"triton": "triton_backend", "cuda": "cuda_backend"}
+_LOADED = {"torch": reference}  # backend name -> its module, once imported
 
 
 def _load(name: str) -> ModuleType:
-    if name not in _MODULES:
-        raise ValueError(f"unknown backend {name!r}; choose one of {BACKENDS}")
-    if name == "torch":
-        return reference
-    return importlib.import_module(f".{_MODULES[name]}", __name__)
+    """Backend ``name``'s module, imported on first use; after that a dict lookup, which torch.compile traces
+    (it refuses to trace an import)."""
+    if name not in _LOADED:
+        if name not in _MODULES:
+            raise ValueError(f"unknown backend {name!r}; choose one of {BACKENDS}")
+        _LOADED[name] = importlib.import_module(f".{_MODULES[name]}", __name__)
+    return _LOADED[name]
+
+
+def preload() -> None:
+    """Import every backend that can be imported, so that choosing one later imports nothing."""
+    for name in BACKENDS:
+        try:
+            _load(name)
+        except ImportError:
+            pass  # unavailable_reason says why, when asked
 
 
 def unavailable_reason(name: str, device: torch.device | str, config=None) -> Optional[str]:
