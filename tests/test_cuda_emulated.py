@@ -18,7 +18,7 @@ from wdsr_fast.ops import reference
 
 import cuda_emulator
 from test_model import float64_forward, randomise
-from test_ops import MEAN, TOLERANCE, rel_error
+from test_ops import MEAN, TOLERANCE, features, image, rel_error, weights
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++ to build the emulated kernels")
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
@@ -29,26 +29,20 @@ def cuda_ops(tmp_path_factory):
     return cuda_emulator.EmulatedCudaOps(cuda_emulator.build(tmp_path_factory.mktemp("emulated_cuda")))
 
 
-def randn(*shape, seed, scale=1.0):
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed)) * scale
+def on_cpu(args):
+    """The emulator runs on CPU tensors (test_ops' helpers make them on the GPU where there is one)."""
+    return [a.cpu() if isinstance(a, torch.Tensor) else a for a in args]
 
 
-def block_args(n, c, h, w, wide, low_rank, dtype, channels_last, seed=0):
-    x = randn(n, c, h, w, seed=seed).to(dtype)
-    x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
-    shapes = [(wide, c, 1, 1), (wide,), (low_rank, wide, 1, 1), (low_rank,), (c, low_rank, 3, 3), (c,)]
-    weights = [randn(*s, seed=seed + 1 + i, scale=0.3 if len(s) > 1 else 0.1).to(dtype) for i, s in enumerate(shapes)]
-    return [x, *weights, 0.7]
+def block_args(n, c, h, w, wide, low_rank, dtype, channels_last):
+    return on_cpu([features(n, c, h, w, dtype, channels_last), *weights(
+        (wide, c, 1, 1), (wide,), (low_rank, wide, 1, 1), (low_rank,), (c, low_rank, 3, 3), (c,), dtype=dtype), 0.7])
 
 
 def tail_args(scale, dtype, channels_last, n=2, c=8, h=9, w=11):
     out_feats = 3 * scale**2
-    feats = randn(n, c, h, w, seed=1).to(dtype)
-    feats = feats.contiguous(memory_format=torch.channels_last) if channels_last else feats
-    image = (torch.rand(n, 3, h, w, generator=torch.Generator().manual_seed(2)) * 255).to(dtype)
-    shapes = [(out_feats, c, 3, 3), (out_feats,), (out_feats, 3, 5, 5), (out_feats,)]
-    weights = [randn(*s, seed=3 + i, scale=0.3 if len(s) > 1 else 0.1).to(dtype) for i, s in enumerate(shapes)]
-    return [feats, image, *weights, MEAN, 127.5, scale]
+    return on_cpu([features(n, c, h, w, dtype, channels_last), image(n, h, w, dtype), *weights(
+        (out_feats, c, 3, 3), (out_feats,), (out_feats, 3, 5, 5), (out_feats,), dtype=dtype), MEAN, 127.5, scale])
 
 
 def error_against_reference(ops, name, args):
