@@ -5,7 +5,8 @@ NaN-filled shared memory, sm_90 launch limits); see tests/cuda_emulator/include/
 does and does not prove. Parity is measured as in test_ops.py, against the float64 reference, with the same
 per-dtype tolerances, bf16 included (the emulator's bf16 is exact IEEE rounding, unlike the Triton interpreter's).
 Every tensor sits inside a NaN guard band: an out-of-bounds read makes the output NaN, an out-of-bounds write
-fails the guard check. The last tests break the kernels on purpose and check that these tests notice.
+fails the guard check. A build under ThreadSanitizer checks that barriers order every shared-memory access.
+The mutant tests break the kernels on purpose and check that these tests notice.
 """
 import shutil
 
@@ -120,3 +121,27 @@ def test_broken_kernels_are_caught(tmp_path, mutant):
     else:
         with pytest.raises(RuntimeError, match="dynamic shared memory"):
             getattr(ops, name)(*args)
+
+
+def test_racecheck(tmp_path):
+    """ThreadSanitizer over the emulated kernels (every kernel and dtype once): no shared-memory access that no
+    barrier orders. The CPU counterpart of compute-sanitizer's racecheck, for the accesses the emulation makes."""
+    result = cuda_emulator.run_racecheck(tmp_path)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "all launches ran" in result.stdout
+
+
+# Barriers of wdsr_b_block.cu, each removed in turn: ThreadSanitizer must report the race it opens.
+BARRIERS = {
+    "after staging (tensor-core path)": ("  __syncthreads();\n\n  // Stage 1", "\n  // Stage 1"),
+    "after a warp's accumulator store": ("        __syncwarp();\n        for (int i = lane; i < 16 * 16;",
+                                         "        for (int i = lane; i < 16 * 16;"),
+    "between the stages (fp32 path)": ("  __syncthreads();\n  const int row = threadIdx.x / kTile",
+                                       "  const int row = threadIdx.x / kTile"),
+}
+
+
+@pytest.mark.parametrize("barrier", BARRIERS)
+def test_racecheck_finds_a_missing_barrier(tmp_path, barrier):
+    result = cuda_emulator.run_racecheck(tmp_path, {"wdsr_b_block.cu": BARRIERS[barrier]})
+    assert result.returncode == 66 and "ThreadSanitizer: data race" in result.stderr, result.stderr[-2000:]

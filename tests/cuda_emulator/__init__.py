@@ -6,10 +6,12 @@ cannot parse, into ``cuda_emulation::launch(kernel, grid, block, shared, stream)
 then offers ``wdsr_b_block`` and ``tail_shuffle`` with the signatures of ``wdsr_fast.ops.reference``, as
 ``csrc/ops.cpp`` does on a GPU: outputs NaN-poisoned, channels_last block outputs, and every tensor placed inside
 a NaN guard band so that an out-of-bounds read turns the output into NaN and an out-of-bounds write is caught.
+``run_racecheck()`` builds the kernels with ``racecheck.cpp`` under ThreadSanitizer and runs them.
 """
 from __future__ import annotations
 
 import ctypes
+import os
 import re
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
@@ -35,14 +37,10 @@ def emulated_source(cuda_source: str) -> str:
     return _DYNAMIC_SHARED.sub(r"\1* \2 = reinterpret_cast<\1*>(::cuda_emulation::dynamic_shared());", text)
 
 
-def build(workdir: Path, edits: dict[str, tuple[str, str]] | None = None) -> ctypes.CDLL:
-    """Compile csrc/'s kernels and the C harness into ``workdir/emulated_cuda.so`` and load it.
-
-    ``edits`` maps a kernel file name to one (old, new) text replacement, for the tests that check that a
-    broken kernel is caught.
-    """
+def _compile(workdir: Path, edits, flags: list[str], driver: Path) -> list[Path]:
+    """The kernel sources (after ``edits``) and ``driver``, compiled to object files in ``workdir``."""
     workdir.mkdir(parents=True, exist_ok=True)
-    units = [HERE / "harness.cpp"]
+    units = [driver]
     for name in KERNEL_SOURCES:
         text = (CSRC / name).read_text()
         if edits and name in edits:
@@ -52,7 +50,7 @@ def build(workdir: Path, edits: dict[str, tuple[str, str]] | None = None) -> cty
         unit = workdir / (Path(name).stem + ".cpp")
         unit.write_text(emulated_source(text))
         units.append(unit)
-    flags = ["-std=c++20", "-O2", "-fPIC", "-pthread", "-Wno-unknown-pragmas", f"-I{HERE / 'include'}", f"-I{CSRC}"]
+    flags = ["-std=c++20", "-fPIC", "-pthread", "-Wno-unknown-pragmas", f"-I{HERE / 'include'}", f"-I{CSRC}", *flags]
 
     def compile_unit(unit: Path) -> Path:
         obj = workdir / (unit.stem + ".o")
@@ -60,12 +58,31 @@ def build(workdir: Path, edits: dict[str, tuple[str, str]] | None = None) -> cty
         return obj
 
     with ThreadPoolExecutor(2) as pool:
-        objects = list(pool.map(compile_unit, units))
+        return list(pool.map(compile_unit, units))
+
+
+def build(workdir: Path, edits: dict[str, tuple[str, str]] | None = None) -> ctypes.CDLL:
+    """Compile csrc/'s kernels and the C harness into ``workdir/emulated_cuda.so`` and load it.
+
+    ``edits`` maps a kernel file name to one (old, new) text replacement, for the tests that check that a
+    broken kernel is caught.
+    """
+    objects = _compile(workdir, edits, ["-O2"], HERE / "harness.cpp")
     library = workdir / "emulated_cuda.so"
     subprocess.run(["g++", "-shared", "-pthread", *map(str, objects), "-o", str(library)], check=True)
     lib = ctypes.CDLL(str(library))
     lib.emulated_last_fault.restype = ctypes.c_char_p
     return lib
+
+
+def run_racecheck(workdir: Path, edits: dict[str, tuple[str, str]] | None = None) -> subprocess.CompletedProcess:
+    """Build racecheck.cpp with the kernels under ThreadSanitizer and run it; exit code 66 means a data race."""
+    flags = ["-O1", "-g", "-fsanitize=thread"]
+    objects = _compile(workdir, edits, flags, HERE / "racecheck.cpp")
+    program = workdir / "racecheck"
+    subprocess.run(["g++", *flags, "-pthread", *map(str, objects), "-o", str(program)], check=True)
+    env = {**os.environ, "TSAN_OPTIONS": "exitcode=66 halt_on_error=1"}
+    return subprocess.run([str(program)], capture_output=True, text=True, env=env, timeout=600)
 
 
 def guarded(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

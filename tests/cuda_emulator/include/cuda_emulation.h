@@ -9,6 +9,9 @@
 // 1024 threads, 48 KB of dynamic shared memory unless cudaFuncSetAttribute raised it, 227 KB at most, grid.y
 // and grid.z at most 65535; WMMA pointers must be 32-byte aligned and ldm a multiple of 16 bytes.
 //
+// Built with -fsanitize=thread (racecheck.cpp), the barriers and the threads' accesses give ThreadSanitizer a
+// happens-before graph: a shared-memory access that no barrier orders is reported whatever the timing.
+//
 // What it cannot show: timing, the hardware's fragment layouts and instruction selection, memory-model effects
 // beyond the barriers, out-of-bounds accesses to static shared memory. It checks the kernels' logic: tiling,
 // halos, indexing, strides, padding, synchronisation points and the arithmetic.

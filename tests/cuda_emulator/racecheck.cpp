@@ -1,0 +1,71 @@
+// One small launch of each csrc/ kernel and dtype, built with -fsanitize=thread by tests/cuda_emulator/__init__.py
+// (build_racecheck): ThreadSanitizer then reports any shared-memory access that no barrier orders, whatever the
+// thread timing. Exits non-zero on a launch error; ThreadSanitizer's exit code on a race is set by the caller.
+#include <cstdio>
+#include <random>
+#include <vector>
+
+#include "cuda_emulation.h"
+#include "kernels.h"
+
+namespace {
+
+std::mt19937 rng(0);
+
+template <typename T> T convert(float v);
+template <> float convert<float>(float v) { return v; }
+template <> __half convert<__half>(float v) { return __float2half_rn(v); }
+template <> __nv_bfloat16 convert<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+
+template <typename T>
+std::vector<T> random_values(size_t count, float scale) {
+  std::normal_distribution<float> normal(0.f, scale);
+  std::vector<T> values(count);
+  for (T& v : values) v = convert<T>(normal(rng));
+  return values;
+}
+
+wdsr::Strides nchw(int c, int h, int w) { return {int64_t(c) * h * w, int64_t(h) * w, w, 1}; }
+
+bool check(const char* what, cudaError_t error) {
+  if (error != cudaSuccess) std::fprintf(stderr, "%s: CUDA error %d: %s\n", what, int(error),
+                                         cuda_emulation::runtime().last_fault.c_str());
+  return error == cudaSuccess;
+}
+
+template <typename T>
+bool block(wdsr::DType dtype) {
+  const int n = 1, c = 32, h = 9, w = 21, wide = 192, low_rank = 25;  // two tiles of 16
+  auto x = random_values<T>(n * c * h * w, 1.f), y = random_values<T>(n * c * h * w, 1.f);
+  auto w_expand = random_values<T>(wide * c, .3f), b_expand = random_values<T>(wide, .1f);
+  auto w_reduce = random_values<T>(low_rank * wide, .3f), b_reduce = random_values<T>(low_rank, .1f);
+  auto w_conv = random_values<T>(c * low_rank * 9, .3f), b_conv = random_values<T>(c, .1f);
+  return check("wdsr_b_block", wdsr::launch_wdsr_b_block(dtype, x.data(), nchw(c, h, w), w_expand.data(),
+                                                         b_expand.data(), w_reduce.data(), b_reduce.data(),
+                                                         w_conv.data(), b_conv.data(), y.data(), nchw(c, h, w), n, c,
+                                                         h, w, wide, low_rank, 0.7f, nullptr));
+}
+
+template <typename T>
+bool tail(wdsr::DType dtype, int scale) {
+  const int n = 1, c = 8, h = 9, w = 11, out_feats = 3 * scale * scale;
+  auto features = random_values<T>(n * c * h * w, 1.f), image = random_values<T>(n * 3 * h * w, 50.f);
+  auto w_tail = random_values<T>(out_feats * c * 9, .3f), b_tail = random_values<T>(out_feats, .1f);
+  auto w_skip = random_values<T>(out_feats * 75, .3f), b_skip = random_values<T>(out_feats, .1f);
+  auto out = random_values<T>(n * 3 * h * scale * w * scale, 1.f);
+  const float mean[3] = {114.4f, 111.5f, 103.0f};
+  return check("tail_shuffle", wdsr::launch_tail_shuffle(dtype, features.data(), nchw(c, h, w), image.data(),
+                                                         nchw(3, h, w), w_tail.data(), b_tail.data(), w_skip.data(),
+                                                         b_skip.data(), mean, 127.5f, scale, out.data(), n, c, h, w,
+                                                         nullptr));
+}
+
+}  // namespace
+
+int main() {
+  bool ok = block<float>(wdsr::DType::Float32) && block<__half>(wdsr::DType::Float16) &&
+            block<__nv_bfloat16>(wdsr::DType::BFloat16);
+  for (int scale = 2; scale <= 4; ++scale) ok = ok && tail<__half>(wdsr::DType::Float16, scale);
+  std::puts(ok ? "racecheck: all launches ran" : "racecheck: a launch failed");
+  return ok ? 0 : 1;
+}
