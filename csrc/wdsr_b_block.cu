@@ -1,7 +1,8 @@
 // The fused WDSR-B block:  y = x + res_scale * conv3x3(conv1x1_reduce(relu(conv1x1_expand(x))))
 //
 // One CTA (8 warps) owns a 16 x 16 output tile. Its input tile with a one-pixel halo (18 x 18 = 324 pixels,
-// padded to 336 = 21 strips of 16 rows) is staged in shared memory, channels padded to 32.
+// padded to 336 = 21 strips of 16 rows) is staged in shared memory, channels padded to 32, rows padded
+// further against bank conflicts (kLd*, below): about 145 KB for n_feats 32, so one CTA per SM.
 //
 // fp16 / bf16 (tensor cores, WMMA 16x16x16, fp32 accumulation):
 //   stage 1, per 16-pixel strip and warp: for each 64-wide chunk of the expansion, wide = relu(x W1^T + b1)
@@ -27,6 +28,18 @@ constexpr int kThreads = kWarps * 32;
 constexpr int kChannels = kMaxFeats;         // C and L padded to 32
 constexpr int kChunk = 64;                   // expansion channels per stage-1 chunk
 
+// Leading dimensions (in elements) of the shared-memory tiles. WMMA needs ldm to be a multiple of 16 bytes and
+// every fragment pointer to be 32-byte aligned. Within those rules each tile's rows are padded so that the 8
+// rows one ldmatrix phase reads (16 bytes each) fall in different banks: rows 64, 128 or 384 bytes apart,
+// as unpadded ones would be, share banks (4- to 8-way conflicts).
+constexpr int kLdX = 40;        // x tile: fragments start on 16-pixel strips; 80-byte rows, conflict-free
+constexpr int kLdT = 48;        // t tile: stage 2's fragments start at any pixel, so rows must stay 32-byte
+                                // multiples; 96-byte rows, 2-way
+constexpr int kLdWeights = 40;  // w_expand (a row per wide channel) and w_conv (a row per tap and low-rank channel)
+constexpr int kLdWide = 72;     // per-warp wide scratch; 144-byte rows, conflict-free
+constexpr int kLdAcc = 36;      // per-warp fp32 accumulator scratch; 144-byte rows
+__host__ __device__ constexpr int reduce_ld(int wide_pad) { return wide_pad + 8; }  // w_reduce rows
+
 struct TileOrigin {
   int n, y0, x0;  // batch index and top-left output pixel of this CTA's tile
 };
@@ -43,25 +56,26 @@ __device__ __forceinline__ void halo_pixel(const TileOrigin& t, int p, int& gy, 
   gx = t.x0 + p % kHalo - 1;
 }
 
-// Shared-memory layout of the tensor-core kernel, in elements of T (sections 128-byte aligned).
+// Shared-memory layout of the tensor-core kernel, in elements of T (sections 128-byte aligned). [rows][ld]:
+// the first kChannels (or wide_pad) columns of each row are used, the rest is padding.
 template <typename T>
 struct MmaSmem {
   int wide_pad;
-  __host__ __device__ int w_expand() const { return 0; }                                   // [wide_pad][32]
-  __host__ __device__ int w_reduce() const { return w_expand() + wide_pad * kChannels; }   // [32][wide_pad]
-  __host__ __device__ int w_conv() const { return w_reduce() + kChannels * wide_pad; }     // [9][32][32]
-  __host__ __device__ int x_tile() const { return w_conv() + 9 * kChannels * kChannels; }  // [336][32]
-  __host__ __device__ int t_tile() const { return x_tile() + kHaloRows * kChannels; }      // [336][32]
-  __host__ __device__ int wide() const { return t_tile() + kHaloRows * kChannels; }        // [8][16][64]
-  __host__ __device__ int end_t() const { return wide() + kWarps * 16 * kChunk; }
+  __host__ __device__ int w_expand() const { return 0; }                                   // [wide_pad][kLdWeights]
+  __host__ __device__ int w_reduce() const { return w_expand() + wide_pad * kLdWeights; }  // [32][reduce_ld]
+  __host__ __device__ int w_conv() const { return w_reduce() + kChannels * reduce_ld(wide_pad); }  // [9*32][kLdWeights]
+  __host__ __device__ int x_tile() const { return w_conv() + 9 * kChannels * kLdWeights; }  // [336][kLdX]
+  __host__ __device__ int t_tile() const { return x_tile() + kHaloRows * kLdX; }            // [336][kLdT]
+  __host__ __device__ int wide() const { return t_tile() + kHaloRows * kLdT; }              // [8][16][kLdWide]
+  __host__ __device__ int end_t() const { return wide() + kWarps * 16 * kLdWide; }
   // fp32 sections after the T ones: biases and per-warp accumulator scratch
   __host__ __device__ int bytes_t() const { return round_up(end_t() * static_cast<int>(sizeof(T)), 128); }
   __host__ __device__ int f_b_expand() const { return 0; }                                 // [wide_pad]
   __host__ __device__ int f_b_reduce() const { return wide_pad; }                          // [32]
   __host__ __device__ int f_b_conv() const { return wide_pad + kChannels; }                // [32]
-  __host__ __device__ int f_scratch() const { return wide_pad + 2 * kChannels; }           // [8][16][32]
+  __host__ __device__ int f_scratch() const { return wide_pad + 2 * kChannels; }           // [8][16][kLdAcc]
   __host__ __device__ int bytes() const {
-    return bytes_t() + (f_scratch() + kWarps * 16 * kChannels) * static_cast<int>(sizeof(float));
+    return bytes_t() + (f_scratch() + kWarps * 16 * kLdAcc) * static_cast<int>(sizeof(float));
   }
 };
 
@@ -85,23 +99,24 @@ __global__ void __launch_bounds__(kThreads, 1) wdsr_b_block_mma(  // 1 CTA per S
   float* s_b_reduce = fsmem + layout.f_b_reduce();
   float* s_b_conv = fsmem + layout.f_b_conv();
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
-  T* s_wide = smem + layout.wide() + warp * 16 * kChunk;
-  float* s_acc = fsmem + layout.f_scratch() + warp * 16 * kChannels;
+  T* s_wide = smem + layout.wide() + warp * 16 * kLdWide;
+  float* s_acc = fsmem + layout.f_scratch() + warp * 16 * kLdAcc;
+  const int ld_reduce = reduce_ld(layout.wide_pad);
   const T zero = from_float<T>(0.f);
   const TileOrigin tile = tile_origin(w);
 
   // Weights (zero-padded to the tile widths) and the haloed input tile into shared memory.
   for (int i = tid; i < layout.wide_pad * kChannels; i += kThreads) {
     const int e = i / kChannels, k = i % kChannels;
-    s_w_expand[i] = (e < wide && k < c) ? w_expand[e * c + k] : zero;
+    s_w_expand[e * kLdWeights + k] = (e < wide && k < c) ? w_expand[e * c + k] : zero;
   }
   for (int i = tid; i < kChannels * layout.wide_pad; i += kThreads) {
     const int l = i / layout.wide_pad, e = i % layout.wide_pad;
-    s_w_reduce[i] = (l < low_rank && e < wide) ? w_reduce[l * wide + e] : zero;
+    s_w_reduce[l * ld_reduce + e] = (l < low_rank && e < wide) ? w_reduce[l * wide + e] : zero;
   }
   for (int i = tid; i < 9 * kChannels * kChannels; i += kThreads) {  // [tap][l][c] from OIHW [c][l][3][3]
-    const int tap = i / (kChannels * kChannels), l = i / kChannels % kChannels, k = i % kChannels;
-    s_w_conv[i] = (l < low_rank && k < c) ? w_conv[(k * low_rank + l) * 9 + tap] : zero;
+    const int row = i / kChannels, tap = row / kChannels, l = row % kChannels, k = i % kChannels;
+    s_w_conv[row * kLdWeights + k] = (l < low_rank && k < c) ? w_conv[(k * low_rank + l) * 9 + tap] : zero;
   }
   for (int i = tid; i < layout.wide_pad; i += kThreads) s_b_expand[i] = i < wide ? to_float(b_expand[i]) : 0.f;
   for (int i = tid; i < kChannels; i += kThreads) {
@@ -114,7 +129,7 @@ __global__ void __launch_bounds__(kThreads, 1) wdsr_b_block_mma(  // 1 CTA per S
     int gy, gx;
     halo_pixel(tile, p, gy, gx);
     const bool inside = p < kHaloPixels && k < c && gy >= 0 && gy < h && gx >= 0 && gx < w;
-    s_x[i] = inside ? x_n[k * xs.c + gy * xs.h + gx * xs.w] : zero;
+    s_x[p * kLdX + k] = inside ? x_n[k * xs.c + gy * xs.h + gx * xs.w] : zero;
   }
   __syncthreads();
 
@@ -129,16 +144,16 @@ __global__ void __launch_bounds__(kThreads, 1) wdsr_b_block_mma(  // 1 CTA per S
         for (int kb = 0; kb < kChannels / 16; ++kb) {
           wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a;
           wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> b;
-          wmma::load_matrix_sync(a, s_x + strip * 16 * kChannels + kb * 16, kChannels);
-          wmma::load_matrix_sync(b, s_w_expand + (e0 + nb * 16) * kChannels + kb * 16, kChannels);
+          wmma::load_matrix_sync(a, s_x + strip * 16 * kLdX + kb * 16, kLdX);
+          wmma::load_matrix_sync(b, s_w_expand + (e0 + nb * 16) * kLdWeights + kb * 16, kLdWeights);
           wmma::mma_sync(acc, a, b, acc);
         }
-        wmma::store_matrix_sync(s_acc, acc, kChannels, wmma::mem_row_major);  // [16][16] of the [16][32]
+        wmma::store_matrix_sync(s_acc, acc, kLdAcc, wmma::mem_row_major);  // the first 16 columns
         __syncwarp();
         for (int i = lane; i < 16 * 16; i += 32) {
           const int r = i / 16, col = i % 16;
-          const float v = s_acc[r * kChannels + col] + s_b_expand[e0 + nb * 16 + col];
-          s_wide[r * kChunk + nb * 16 + col] = from_float<T>(fmaxf(v, 0.f));
+          const float v = s_acc[r * kLdAcc + col] + s_b_expand[e0 + nb * 16 + col];
+          s_wide[r * kLdWide + nb * 16 + col] = from_float<T>(fmaxf(v, 0.f));
         }
         __syncwarp();
       }
@@ -146,22 +161,22 @@ __global__ void __launch_bounds__(kThreads, 1) wdsr_b_block_mma(  // 1 CTA per S
         for (int kb = 0; kb < kChunk / 16; ++kb) {
           wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a;
           wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> b;
-          wmma::load_matrix_sync(a, s_wide + kb * 16, kChunk);
-          wmma::load_matrix_sync(b, s_w_reduce + lb * 16 * layout.wide_pad + e0 + kb * 16, layout.wide_pad);
+          wmma::load_matrix_sync(a, s_wide + kb * 16, kLdWide);
+          wmma::load_matrix_sync(b, s_w_reduce + lb * 16 * ld_reduce + e0 + kb * 16, ld_reduce);
           wmma::mma_sync(t_acc[lb], a, b, t_acc[lb]);
         }
       }
       __syncwarp();  // s_wide is rewritten by the next chunk
     }
     for (int lb = 0; lb < kChannels / 16; ++lb)
-      wmma::store_matrix_sync(s_acc + lb * 16, t_acc[lb], kChannels, wmma::mem_row_major);
+      wmma::store_matrix_sync(s_acc + lb * 16, t_acc[lb], kLdAcc, wmma::mem_row_major);
     __syncwarp();
     for (int i = lane; i < 16 * kChannels; i += 32) {
-      const int p = strip * 16 + i / kChannels, l = i % kChannels;
+      const int r = i / kChannels, l = i % kChannels, p = strip * 16 + r;
       int gy, gx;
       halo_pixel(tile, p, gy, gx);
       const bool inside = p < kHaloPixels && gy >= 0 && gy < h && gx >= 0 && gx < w;
-      s_t[p * kChannels + l] = from_float<T>(inside ? s_acc[i] + s_b_reduce[l] : 0.f);
+      s_t[p * kLdT + l] = from_float<T>(inside ? s_acc[r * kLdAcc + l] + s_b_reduce[l] : 0.f);
     }
     __syncwarp();
   }
@@ -173,26 +188,27 @@ __global__ void __launch_bounds__(kThreads, 1) wdsr_b_block_mma(  // 1 CTA per S
     wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[kChannels / 16];
     for (auto& f : acc) wmma::fill_fragment(f, 0.f);
     for (int tap = 0; tap < 9; ++tap) {
-      const T* a_rows = s_t + ((row + tap / 3) * kHalo + tap % 3) * kChannels;
+      const T* a_rows = s_t + ((row + tap / 3) * kHalo + tap % 3) * kLdT;
       for (int kb = 0; kb < kChannels / 16; ++kb) {
         wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a;
-        wmma::load_matrix_sync(a, a_rows + kb * 16, kChannels);
+        wmma::load_matrix_sync(a, a_rows + kb * 16, kLdT);
         for (int cb = 0; cb < kChannels / 16; ++cb) {
           wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> b;
-          wmma::load_matrix_sync(b, s_w_conv + (tap * kChannels + kb * 16) * kChannels + cb * 16, kChannels);
+          wmma::load_matrix_sync(b, s_w_conv + (tap * kChannels + kb * 16) * kLdWeights + cb * 16, kLdWeights);
           wmma::mma_sync(acc[cb], a, b, acc[cb]);
         }
       }
     }
     for (int cb = 0; cb < kChannels / 16; ++cb)
-      wmma::store_matrix_sync(s_acc + cb * 16, acc[cb], kChannels, wmma::mem_row_major);
+      wmma::store_matrix_sync(s_acc + cb * 16, acc[cb], kLdAcc, wmma::mem_row_major);
     __syncwarp();
     const int gy = tile.y0 + row;
     for (int i = lane; i < 16 * kChannels; i += 32) {
       const int col = i / kChannels, k = i % kChannels, gx = tile.x0 + col;
       if (k < c && gy < h && gx < w) {
-        const float residual = to_float(s_x[((row + 1) * kHalo + col + 1) * kChannels + k]);
-        y_n[k * ys.c + gy * ys.h + gx * ys.w] = from_float<T>(residual + res_scale * (s_acc[i] + s_b_conv[k]));
+        const float residual = to_float(s_x[((row + 1) * kHalo + col + 1) * kLdX + k]);
+        const float conv = s_acc[col * kLdAcc + k] + s_b_conv[k];
+        y_n[k * ys.c + gy * ys.h + gx * ys.w] = from_float<T>(residual + res_scale * conv);
       }
     }
     __syncwarp();
