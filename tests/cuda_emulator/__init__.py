@@ -85,17 +85,24 @@ def run_racecheck(workdir: Path, edits: dict[str, tuple[str, str]] | None = None
     return subprocess.run([str(program)], capture_output=True, text=True, env=env, timeout=600)
 
 
+def nan_band(shape, stride, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """An all-NaN tensor of ``shape`` and ``stride`` inside a NaN band of GUARD elements each side: (view, band)."""
+    span = 1 + sum((size - 1) * step for size, step in zip(shape, stride))
+    band = torch.full((span + 2 * GUARD,), float("nan"), dtype=dtype)
+    return band.as_strided(shape, stride, GUARD), band
+
+
 def guarded(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """A copy of ``t`` with the same strides, inside a NaN band of GUARD elements each side: (copy, band)."""
-    span = 1 + sum((size - 1) * stride for size, stride in zip(t.shape, t.stride()))
-    band = torch.full((span + 2 * GUARD,), float("nan"), dtype=t.dtype)
-    copy = band.as_strided(t.shape, t.stride(), GUARD)
+    """A copy of ``t`` with the same strides, inside a NaN band: (copy, band)."""
+    copy, band = nan_band(t.shape, t.stride(), t.dtype)
     copy.copy_(t)
     return copy, band
 
 
 def new_guarded_output(shape, dtype, memory_format) -> tuple[torch.Tensor, torch.Tensor]:
-    return guarded(torch.full(shape, float("nan"), dtype=dtype).contiguous(memory_format=memory_format))
+    """A NaN-poisoned output in ``memory_format``, inside a NaN band."""
+    stride = torch.empty(shape, device="meta").contiguous(memory_format=memory_format).stride()
+    return nan_band(shape, stride, dtype)
 
 
 def check_guard(band: torch.Tensor, name: str) -> None:
