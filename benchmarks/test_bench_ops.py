@@ -27,7 +27,8 @@ def folded():
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_wdsr_b_block(benchmark, backend, folded):
-    x = torch.randn(1, 32, *SIZE, device=DEVICE, dtype=folded.head[0].dtype).contiguous(memory_format=torch.channels_last)
+    x = torch.randn(1, 32, *SIZE, device=DEVICE, dtype=folded.head[0].dtype)
+    x = x.contiguous(memory_format=torch.channels_last)
     op = ops.get_backend(backend).wdsr_b_block
     with torch.inference_mode():
         benchmark(sync(lambda: op(x, *folded.blocks[0], 1.0)))

@@ -19,7 +19,8 @@ def test_beats_bicubic_on_held_out_photo(scale, photo):
     if path is None:
         pytest.skip(f"no bundled weights for x{scale} in this install")
     model = load_model(path)
-    assert (model.config.variant, model.config.n_feats, model.config.n_resblocks, model.config.scale) == ("b", 32, 16, scale)
+    cfg = model.config
+    assert (cfg.variant, cfg.n_feats, cfg.n_resblocks, cfg.scale) == ("b", 32, 16, scale)
     hr = getattr(data, photo)()[HELD_OUT[photo]]  # 144 x 144: a multiple of 2, 3 and 4
     lr = imresize(hr, 1 / scale)
     with torch.inference_mode():

@@ -3,13 +3,12 @@ import re
 
 import pytest
 import torch
+from test_model import randomise
 from torch.nn import functional as F
 
 import wdsr_fast
 from wdsr_fast import WDSR, load_model, preset, save_model
 from wdsr_fast.checkpoint import CheckpointError
-
-from test_model import randomise
 
 
 def small(variant="b", scale=2, **kw):

@@ -32,7 +32,8 @@ def test_fake_shapes():
     with FakeTensorMode():
         x = torch.empty(2, 32, 17, 23, dtype=torch.float16, device="cuda")
         image = torch.empty(2, 3, 17, 23, dtype=torch.float16, device="cuda")
-        w = lambda *s: torch.empty(*s, dtype=torch.float16, device="cuda")
+        def w(*s):
+            return torch.empty(*s, dtype=torch.float16, device="cuda")
         y = torch.ops.wdsr_cuda.wdsr_b_block(x, w(192, 32, 1, 1), w(192), w(25, 192, 1, 1), w(25), w(32, 25, 3, 3),
                                              w(32), 1.0)
         assert y.shape == x.shape and y.is_contiguous(memory_format=torch.channels_last)

@@ -10,16 +10,15 @@ The mutant tests break the kernels on purpose and check that these tests notice.
 """
 import shutil
 
+import cuda_emulator
 import pytest
 import torch
+from test_model import float64_forward, randomise
+from test_ops import MEAN, TOLERANCE, features, image, rel_error, weights
 
 from wdsr_fast import WDSR, FastWDSR
 from wdsr_fast.fast import run_folded
 from wdsr_fast.ops import reference
-
-import cuda_emulator
-from test_model import float64_forward, randomise
-from test_ops import MEAN, TOLERANCE, features, image, rel_error, weights
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++ to build the emulated kernels")
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]

@@ -15,6 +15,8 @@ CSRC = Path(__file__).resolve().parents[1] / "csrc"
 NVCC = Path(os.environ.get("CUDA_HOME", "/usr/local/cuda-13.0")) / "bin" / "nvcc"
 SOURCES = ("wdsr_b_block.cu", "tail_shuffle.cu")
 
+STACK_LINE = r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads"
+
 
 def cuobjdump():
     try:
@@ -34,8 +36,8 @@ def ptxas_report(log: str) -> dict[str, dict[str, int]]:
     for line in log.splitlines():
         if m := re.search(r"Compiling entry function '(\w+)'", line):
             name = m.group(1)
-        elif name and (m := re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads", line)):
-            kernels[name] = dict(zip(("stack", "spill_stores", "spill_loads"), map(int, m.groups())))
+        elif name and (m := re.search(STACK_LINE, line)):
+            kernels[name] = dict(zip(("stack", "spill_stores", "spill_loads"), map(int, m.groups()), strict=False))
         elif name and (m := re.search(r"Used (\d+) registers", line)):
             kernels[name]["registers"] = int(m.group(1))
     return kernels

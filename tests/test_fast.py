@@ -3,11 +3,10 @@ import warnings
 
 import pytest
 import torch
-
-from wdsr_fast import WDSR, FastWDSR, ops
-
 from test_model import float64_forward, randomise
 from test_ops import BACKENDS, DEVICE, TOLERANCE, poison, require_gpu_backend  # noqa: F401  (autouse: NaN-poisoned outputs, no TF32)
+
+from wdsr_fast import WDSR, FastWDSR, ops
 
 
 def small(variant, scale, **kw):
@@ -177,8 +176,8 @@ def test_whole_model_1080p_gpu(backend, dtype):
 
 
 def test_cuda_backend_declines_blocks_wider_than_its_kernel():
-    from pathlib import Path
     import re
+    from pathlib import Path
 
     from wdsr_fast.ops import cuda_backend
 

@@ -128,7 +128,8 @@ def test_poison_catches_a_missed_write(monkeypatch):
     x = features(1, 8, 9, 5, torch.float32, True)
     args = [x] + weights((48, 8, 1, 1), (48,), (6, 48, 1, 1), (6,), (8, 6, 3, 3), (8,), dtype=torch.float32) + [1.0]
     original_cdiv = triton_block_b.triton.cdiv
-    monkeypatch.setattr(triton_block_b.triton, "cdiv", lambda a, b: max(1, original_cdiv(a, b) - 1))  # ...one tile short
+    # ...one tile short
+    monkeypatch.setattr(triton_block_b.triton, "cdiv", lambda a, b: max(1, original_cdiv(a, b) - 1))
     out = ops.get_backend("triton").wdsr_b_block(*args)
     assert torch.isnan(out).any()
 

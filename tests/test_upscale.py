@@ -4,12 +4,11 @@ import pytest
 import torch
 from PIL import Image
 from skimage import data
+from test_model import randomise
 
-from wdsr_fast import FastWDSR, WDSR, save_model
+from wdsr_fast import WDSR, FastWDSR, save_model
 from wdsr_fast.cli import main
 from wdsr_fast.infer import tensor_to_uint8, upscale_tensor
-
-from test_model import randomise
 
 
 @pytest.fixture(scope="module")
@@ -162,6 +161,7 @@ def test_bundled_weights_are_the_default(tmp_path, photos, weights, monkeypatch)
 def test_ychfan_checkpoint_as_weights(tmp_path, photos):
     """An authors' ychfan/wdsr epoch_30.pth works as --weights, with its [0, 1] normalisation."""
     from test_checkpoint import ychfan_forward, ychfan_state
+
     from wdsr_fast import preset
 
     state = ychfan_state(randomise(preset("ychfan-small", 3, n_feats=8, block_feats=16, n_resblocks=2)))

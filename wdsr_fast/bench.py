@@ -24,8 +24,8 @@ import platform
 import statistics
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
@@ -37,7 +37,7 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 # -- work counts ----------------------------------------------------------------------------------------
 
-def macs_per_pixel(cfg: WDSRConfig) -> Dict[str, int]:
+def macs_per_pixel(cfg: WDSRConfig) -> dict[str, int]:
     """Multiply-adds per LR pixel of each op (convs only)."""
     c, out = cfg.n_feats, cfg.out_feats
     if cfg.variant == "a":
@@ -48,7 +48,7 @@ def macs_per_pixel(cfg: WDSRConfig) -> Dict[str, int]:
             "tail_shuffle": 9 * c * out + 75 * out}
 
 
-def min_bytes_per_pixel(cfg: WDSRConfig, element_size: int) -> Dict[str, int]:
+def min_bytes_per_pixel(cfg: WDSRConfig, element_size: int) -> dict[str, int]:
     """Bytes per LR pixel each fused op must read and write (weights ignored)."""
     c, out = cfg.n_feats, cfg.out_feats
     block = 2 * c * element_size
@@ -56,7 +56,7 @@ def min_bytes_per_pixel(cfg: WDSRConfig, element_size: int) -> Dict[str, int]:
             "tail_shuffle": (c + 3 + out) * element_size}
 
 
-def model_work(cfg: WDSRConfig, lr_pixels: int, element_size: int) -> Tuple[float, float]:
+def model_work(cfg: WDSRConfig, lr_pixels: int, element_size: int) -> tuple[float, float]:
     """(FLOPs, minimum bytes) of one whole forward over ``lr_pixels`` LR pixels."""
     macs, nbytes = macs_per_pixel(cfg), min_bytes_per_pixel(cfg, element_size)
     ops = ("head_conv", "blocks", "tail_shuffle")
@@ -80,7 +80,7 @@ def time_call(fn: Callable[[], object], device: torch.device, repeats: int) -> f
     return statistics.median(times)
 
 
-def peak_rates(device: torch.device, dtype: torch.dtype, repeats: int) -> Tuple[float, float]:
+def peak_rates(device: torch.device, dtype: torch.dtype, repeats: int) -> tuple[float, float]:
     """(FLOP/s of a large matmul in ``dtype``, bytes/s of a large copy), measured now."""
     n = 8192 if device.type == "cuda" else 1024
     a = torch.randn(n, n, device=device).to(dtype if device.type == "cuda" else torch.float32)
@@ -91,7 +91,7 @@ def peak_rates(device: torch.device, dtype: torch.dtype, repeats: int) -> Tuple[
     return flops, bandwidth
 
 
-def peak_memory(fn: Callable[[], object], device: torch.device) -> Optional[int]:
+def peak_memory(fn: Callable[[], object], device: torch.device) -> int | None:
     if device.type != "cuda":
         return None
     torch.cuda.synchronize()
@@ -113,7 +113,7 @@ class Case:
     dtype: str
 
 
-def candidates(case: Case, device: torch.device, args) -> List[Tuple[str, Callable]]:
+def candidates(case: Case, device: torch.device, args) -> list[tuple[str, Callable]]:
     """(name, make) pairs; make() returns a zero-argument callable to time, or raises to skip the row."""
     from . import FastWDSR, folded_copy, ops, preset
 
@@ -181,7 +181,7 @@ def candidates(case: Case, device: torch.device, args) -> List[Tuple[str, Callab
     return rows
 
 
-def measure(case: Case, device: torch.device, args, peaks) -> List[dict]:
+def measure(case: Case, device: torch.device, args, peaks) -> list[dict]:
     cfg = WDSRConfig(**{**PRESETS[case.preset], "scale": case.scale})
     lr_pixels = case.batch * (case.out_h // case.scale) * (case.out_w // case.scale)
     element = torch.empty((), dtype=DTYPES[case.dtype]).element_size()
@@ -253,7 +253,7 @@ COLUMNS = ("preset", "scale", "out_w", "out_h", "batch", "dtype", "row", "ms_per
            "gbps", "roofline", "vs_eager_fp32", "vs_compile", "vs_reference_op", "peak_mem_mb", "skipped")
 
 
-def format_table(rows: List[dict]) -> str:
+def format_table(rows: list[dict]) -> str:
     def cell(value):
         if value is None:
             return "-"
@@ -263,7 +263,7 @@ def format_table(rows: List[dict]) -> str:
     shown = [c for c in COLUMNS if c != "skipped" and any(r.get(c) is not None for r in measured)]
     table = [shown] + [[cell(r.get(c)) for c in shown] for r in measured]
     widths = [max(len(row[i]) for row in table) for i in range(len(shown))]
-    lines = ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in table]
+    lines = ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=False)) for row in table]
     skipped = {}
     for r in rows:
         if "skipped" in r:
@@ -272,7 +272,7 @@ def format_table(rows: List[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_results(rows: List[dict], env: dict, out: Path) -> None:
+def write_results(rows: list[dict], env: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "results.json", json.dumps({"environment": env, "rows": rows}, indent=1))
     lines = [",".join(COLUMNS)] + [",".join("" if r.get(c) is None else str(r[c]).replace(",", ";") for c in COLUMNS)
@@ -281,7 +281,7 @@ def write_results(rows: List[dict], env: dict, out: Path) -> None:
     plot(rows, env, out / "throughput.png")
 
 
-def plot(rows: List[dict], env: dict, path: Path) -> None:
+def plot(rows: list[dict], env: dict, path: Path) -> None:
     """Output megapixels per second of each whole-model row, per output size."""
     import matplotlib
 
@@ -310,7 +310,7 @@ def plot(rows: List[dict], env: dict, path: Path) -> None:
 
 # -- command line ---------------------------------------------------------------------------------------
 
-def parse_size(text: str) -> Tuple[int, int]:
+def parse_size(text: str) -> tuple[int, int]:
     try:
         w, h = (int(v) for v in text.lower().split("x"))
     except ValueError:
@@ -330,7 +330,8 @@ def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--batch", nargs="+", type=int, default=[1, 4])
     parser.add_argument("--dtypes", nargs="+", default=None, choices=sorted(DTYPES),
                         help="default: fp32 fp16 bf16 on GPU, fp32 on CPU")
-    parser.add_argument("--backends", nargs="+", default=["torch", "triton", "cuda"], choices=("torch", "triton", "cuda"))
+    parser.add_argument("--backends", nargs="+", default=["torch", "triton", "cuda"],
+                        choices=("torch", "triton", "cuda"))
     parser.add_argument("--repeats", type=int, default=None, help="timed calls per row (default: 5 CPU, 100 GPU)")
     parser.add_argument("--out", type=Path, help="results folder (default: benchmarks/results/<date>-<device>)")
     parser.add_argument("--with-triton-on-cpu", dest="triton_on_cpu", action="store_true",
@@ -364,7 +365,8 @@ def run(args: argparse.Namespace) -> int:
     args.eager_fp32 = {}
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    peaks = {d: peak_rates(device, DTYPES[d], args.repeats) for d in sorted(set(dtypes), key=["fp32", "fp16", "bf16"].index)}
+    peaks = {d: peak_rates(device, DTYPES[d], args.repeats)
+             for d in sorted(set(dtypes), key=["fp32", "fp16", "bf16"].index)}
     env = environment(device)
     env["peaks"] = {d: {"tflops": f / 1e12, "gbps": b / 1e9} for d, (f, b) in peaks.items()}
     rows = []

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Dict, Optional, Tuple
 
 import torch
 
@@ -32,7 +31,7 @@ class CheckpointError(ValueError):
 
 # -- key translation ------------------------------------------------------------------------------
 
-def _canonical_conv_keys(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+def _canonical_conv_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Strip ``module.``, map the parametrizations API and plain weights onto weight_g / weight_v."""
     out = {}
     for key, value in state.items():
@@ -47,11 +46,11 @@ def _canonical_conv_keys(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tens
     return out
 
 
-def _is_ychfan(state: Dict[str, torch.Tensor]) -> bool:
+def _is_ychfan(state: dict[str, torch.Tensor]) -> bool:
     return "body.0.weight_v" in state and "head.0.weight_v" not in state
 
 
-def _from_ychfan(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+def _from_ychfan(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """ychfan/wdsr keys -> ours: body.0 -> head.0, body.k (1..n) -> body.(k-1), body.(n+1) -> tail.0."""
     indices = {int(m.group(1)) for k in state if (m := re.match(r"body\.(\d+)\.", k))}
     last = max(indices)
@@ -71,7 +70,7 @@ def _from_ychfan(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     return out
 
 
-def translate_state_dict(state: Dict[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], bool]:
+def translate_state_dict(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], bool]:
     """Any supported layout -> our keys. Returns (state_dict, came_from_ychfan)."""
     state = _canonical_conv_keys(state)
     if _is_ychfan(state):
@@ -81,7 +80,7 @@ def translate_state_dict(state: Dict[str, torch.Tensor]) -> Tuple[Dict[str, torc
 
 # -- config inference -----------------------------------------------------------------------------
 
-def infer_config(state: Dict[str, torch.Tensor], ychfan: bool = False) -> WDSRConfig:
+def infer_config(state: dict[str, torch.Tensor], ychfan: bool = False) -> WDSRConfig:
     """The WDSRConfig a (translated) state_dict was made with, from its tensor shapes."""
     try:
         head = state["head.0.weight_v"]
@@ -111,7 +110,7 @@ def _low_rank_ratio(n_feats: int, width: int) -> float:
     return (width + 0.5) / n_feats
 
 
-def describe_mismatch(expected: Dict[str, torch.Tensor], state: Dict[str, torch.Tensor], limit: int = 4) -> str:
+def describe_mismatch(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor], limit: int = 4) -> str:
     """What differs between a model's state_dict and a (translated) checkpoint; "" when they fit."""
     def shape(t):
         return list(t.shape)
@@ -129,7 +128,7 @@ def describe_mismatch(expected: Dict[str, torch.Tensor], state: Dict[str, torch.
 
 # -- files ----------------------------------------------------------------------------------------
 
-def _read(path: Path, map_location) -> Tuple[Dict[str, torch.Tensor], Optional[dict]]:
+def _read(path: Path, map_location) -> tuple[dict[str, torch.Tensor], dict | None]:
     """(state_dict as stored, stored config or None)."""
     if path.suffix == ".safetensors":
         from safetensors import safe_open

@@ -22,7 +22,8 @@ def add_parser(subparsers) -> None:
                                    description=__doc__.split("\n\n")[0])
     parser.add_argument("--scale", type=int, default=2, choices=(2, 3, 4))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=("cpu", "cuda"))
-    parser.add_argument("--out", type=Path, default=Path("demo_out"), help="folder for the images (default: %(default)s)")
+    parser.add_argument("--out", type=Path, default=Path("demo_out"),
+                        help="folder for the images (default: %(default)s)")
     parser.add_argument("--size", type=int, default=256, help="LR side in pixels for the timing (default: %(default)s)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs after one warm-up (default: %(default)s)")
     parser.add_argument("--no-bench", action="store_true", help="skip the quick benchmark")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import statistics
 from pathlib import Path
-from typing import Dict, List
 
 import numpy as np
 import torch
@@ -22,11 +21,11 @@ from .metrics import psnr_rgb, psnr_y, ssim_y
 METRICS = ("psnr_y", "ssim_y", "psnr_rgb")
 
 
-def score(sr: np.ndarray, hr: np.ndarray, scale: int) -> Dict[str, float]:
+def score(sr: np.ndarray, hr: np.ndarray, scale: int) -> dict[str, float]:
     return {"psnr_y": psnr_y(sr, hr, scale), "ssim_y": ssim_y(sr, hr, scale), "psnr_rgb": psnr_rgb(sr, hr, scale)}
 
 
-def evaluate(model, data, scale: int, device="cpu") -> List[dict]:
+def evaluate(model, data, scale: int, device="cpu") -> list[dict]:
     """Rows {image, method, psnr_y, ssim_y, psnr_rgb} for WDSR and bicubic on each image, then the two means."""
     pairs = find_pairs(data, scale) if not isinstance(data, list) else data
     model = model.to(device).eval()
@@ -35,7 +34,8 @@ def evaluate(model, data, scale: int, device="cpu") -> List[dict]:
         lr, hr = load_pair(pair, scale)
         with torch.inference_mode():
             sr = model(uint8_to_tensor(lr, model.config.rgb_range).to(device))
-        rows.append({"image": pair.name, "method": "wdsr", **score(tensor_to_uint8(sr, model.config.rgb_range), hr, scale)})
+        sr_uint8 = tensor_to_uint8(sr, model.config.rgb_range)
+        rows.append({"image": pair.name, "method": "wdsr", **score(sr_uint8, hr, scale)})
         rows.append({"image": pair.name, "method": "bicubic", **score(imresize(lr, scale), hr, scale)})
     for method in ("wdsr", "bicubic"):
         mine = [r for r in rows if r["method"] == method]
@@ -43,7 +43,7 @@ def evaluate(model, data, scale: int, device="cpu") -> List[dict]:
     return rows
 
 
-def format_rows(rows: List[dict]) -> str:
+def format_rows(rows: list[dict]) -> str:
     lines = [f"{'image':<24} {'method':<8} {'PSNR-Y':>8} {'SSIM-Y':>8} {'PSNR-RGB':>9}"]
     lines += [f"{r['image']:<24} {r['method']:<8} {r['psnr_y']:8.2f} {r['ssim_y']:8.4f} {r['psnr_rgb']:9.2f}"
               for r in rows]

@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import warnings
-from typing import Dict, Optional
 
 import torch
 
@@ -59,23 +58,23 @@ class FastWDSR(WDSR):
         self.backend = backend
         self.cuda_graphs = cuda_graphs
         self.check_finite = check_finite
-        self.last_backend: Optional[str] = None
-        self._folded: Dict[tuple, FoldedWDSR] = {}
-        self._folded_key: Optional[tuple] = None
-        self._graphs: Dict[tuple, "_Graph"] = {}
+        self.last_backend: str | None = None
+        self._folded: dict[tuple, FoldedWDSR] = {}
+        self._folded_key: tuple | None = None
+        self._graphs: dict[tuple, _Graph] = {}
         self._warned: set = set()
         self._parameter_list: list = []
         self._parameter_list_at = -1  # _parameter_registrations when _parameter_list was taken
 
     @classmethod
-    def from_reference(cls, model: WDSR, **kwargs) -> "FastWDSR":
+    def from_reference(cls, model: WDSR, **kwargs) -> FastWDSR:
         """A FastWDSR with ``model``'s config and weights, on its device."""
         fast = cls.from_config(model.config, **kwargs)
         fast.load_state_dict(model.state_dict())
         return fast.to(next(model.parameters()).device)
 
     @classmethod
-    def from_config(cls, config, **kwargs) -> "FastWDSR":
+    def from_config(cls, config, **kwargs) -> FastWDSR:
         return cls(**dataclasses.asdict(config), **kwargs)
 
     # -- backend choice -------------------------------------------------------------------------

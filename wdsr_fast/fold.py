@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from typing import List, Tuple
 
 import torch
 from torch import nn
 
 from .model import WDSR, WDSRConfig, WNConv2d
 
-Conv = Tuple[torch.Tensor, torch.Tensor]  # (weight O x I x k x k, bias O)
+Conv = tuple[torch.Tensor, torch.Tensor]  # (weight O x I x k x k, bias O)
 
 
 def fold_conv(conv: WNConv2d) -> Conv:
@@ -35,12 +34,12 @@ class FoldedWDSR:
 
     config: WDSRConfig
     head: Conv
-    blocks: List[Tuple[torch.Tensor, ...]]
+    blocks: list[tuple[torch.Tensor, ...]]
     tail: Conv
     skip: Conv
     mean: torch.Tensor  # (3,) fp32, in pixel units
 
-    def to(self, device=None, dtype=None) -> "FoldedWDSR":
+    def to(self, device=None, dtype=None) -> FoldedWDSR:
         """Weights cast to the activation dtype (the mean stays fp32), on ``device``."""
 
         def cast(ts):

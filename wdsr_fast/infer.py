@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import List, Optional
 
 import numpy as np
 import torch
@@ -69,8 +68,8 @@ def tensor_to_uint8(tensor: torch.Tensor, rgb_range: float) -> np.ndarray:
 
 # -- tiled inference ------------------------------------------------------------------------------
 
-def upscale_tensor(model, image: torch.Tensor, tile: Optional[int] = None,
-                   tile_pad: Optional[int] = None) -> torch.Tensor:
+def upscale_tensor(model, image: torch.Tensor, tile: int | None = None,
+                   tile_pad: int | None = None) -> torch.Tensor:
     """model(image), computed tile by tile when ``tile`` is set. image: (N, 3, H, W) -> (N, 3, sH, sW)."""
     check_image(image)
     if tile is not None and tile < 1:
@@ -125,7 +124,7 @@ def _int_at_least(minimum: int):
     return parse
 
 
-def collect_images(inputs: List[Path]) -> List[Path]:
+def collect_images(inputs: list[Path]) -> list[Path]:
     """Files as given, folders expanded to their PNG/JPEG files (sorted, not recursive)."""
     files = []
     for item in inputs:

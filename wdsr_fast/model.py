@@ -15,7 +15,7 @@ norm_scale 1 and res_scale 1; ``checkpoint.py`` maps its key layout onto this on
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -34,13 +34,13 @@ class WDSRConfig:
     scale: int = 2
     n_feats: int = 32
     n_resblocks: int = 16
-    block_feats: Optional[int] = None  # WDSR-A: width of the block's wide 3x3 (default 4 * n_feats)
+    block_feats: int | None = None  # WDSR-A: width of the block's wide 3x3 (default 4 * n_feats)
     expansion: int = 6  # WDSR-B: width of the 1x1 expand is n_feats * expansion
     low_rank: float = 0.8  # WDSR-B: width of the 1x1 reduce is int(n_feats * low_rank)
     res_scale: float = 1.0
     rgb_range: float = 255.0
     rgb_mean: tuple = DIV2K_RGB_MEAN  # fractions of rgb_range, one per colour
-    norm_scale: Optional[float] = None  # divisor of the normalisation (default rgb_range / 2)
+    norm_scale: float | None = None  # divisor of the normalisation (default rgb_range / 2)
 
     def __post_init__(self):
         if self.variant not in VARIANTS:
@@ -99,7 +99,7 @@ class WDSRConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "WDSRConfig":
+    def from_dict(cls, d: dict) -> WDSRConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
         if unknown:
@@ -173,9 +173,9 @@ class WDSR(nn.Module):
     """WDSR-A (``variant="a"``) or WDSR-B (``variant="b"``); see ``WDSRConfig`` for the arguments."""
 
     def __init__(self, variant: str = "b", scale: int = 2, n_feats: int = 32, n_resblocks: int = 16,
-                 block_feats: Optional[int] = None, expansion: int = 6, low_rank: float = 0.8,
+                 block_feats: int | None = None, expansion: int = 6, low_rank: float = 0.8,
                  res_scale: float = 1.0, rgb_range: float = 255.0, rgb_mean: Sequence[float] = DIV2K_RGB_MEAN,
-                 norm_scale: Optional[float] = None):
+                 norm_scale: float | None = None):
         super().__init__()
         cfg = WDSRConfig(variant=variant, scale=scale, n_feats=n_feats, n_resblocks=n_resblocks,
                          block_feats=block_feats, expansion=expansion, low_rank=low_rank, res_scale=res_scale,
@@ -193,7 +193,7 @@ class WDSR(nn.Module):
         self._pixel_mean = torch.tensor(cfg.pixel_mean, dtype=torch.float32).view(1, 3, 1, 1)
 
     @classmethod
-    def from_config(cls, config: WDSRConfig) -> "WDSR":
+    def from_config(cls, config: WDSRConfig) -> WDSR:
         return cls(**dataclasses.asdict(config))
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):

@@ -22,7 +22,6 @@ import os
 import statistics
 import sys
 from pathlib import Path
-from typing import List, Optional
 
 import torch
 from torch.nn import functional as F
@@ -40,7 +39,7 @@ LOG_FIELDS = ("step", "loss", "lr", "val_psnr_y", "val_ssim_y")
 @dataclasses.dataclass
 class TrainConfig:
     data: str = ""
-    val_data: Optional[str] = None
+    val_data: str | None = None
     out: str = "runs/wdsr"
     preset: str = "wdsr-b-32x16"
     scale: int = 2
@@ -50,10 +49,10 @@ class TrainConfig:
     patches_per_image: int = 1000
     steps: int = 300_000
     lr: float = 1e-3
-    milestones: Optional[List[int]] = None  # default: 2/3 and 5/6 of the steps
+    milestones: list[int] | None = None  # default: 2/3 and 5/6 of the steps
     gamma: float = 0.2
     ema: float = 0.0  # EMA decay (0 = off), e.g. 0.999
-    autocast: Optional[str] = None  # None (fp32), "bf16" or "fp16"
+    autocast: str | None = None  # None (fp32), "bf16" or "fp16"
     workers: int = 2
     seed: int = 0
     log_every: int = 100
@@ -67,7 +66,7 @@ class TrainConfig:
         return WDSRConfig(**{**PRESETS[self.preset], "scale": self.scale, **self.model})
 
 
-def load_config(path: Optional[Path], overrides: dict) -> TrainConfig:
+def load_config(path: Path | None, overrides: dict) -> TrainConfig:
     values = {}
     if path is not None:
         import yaml
@@ -257,7 +256,8 @@ class Log:
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser("train", help="train WDSR on a folder of images", description=__doc__.split("\n\n")[0])
+    parser = subparsers.add_parser("train", help="train WDSR on a folder of images",
+                                   description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", type=Path, help="YAML file with TrainConfig keys (flags override it)")
     for field in dataclasses.fields(TrainConfig):
         if field.name in ("model", "milestones"):

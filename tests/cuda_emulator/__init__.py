@@ -87,7 +87,7 @@ def run_racecheck(workdir: Path, edits: dict[str, tuple[str, str]] | None = None
 
 def nan_band(shape, stride, dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """An all-NaN tensor of ``shape`` and ``stride`` inside a NaN band of GUARD elements each side: (view, band)."""
-    span = 1 + sum((size - 1) * step for size, step in zip(shape, stride))
+    span = 1 + sum((size - 1) * step for size, step in zip(shape, stride, strict=False))
     band = torch.full((span + 2 * GUARD,), float("nan"), dtype=dtype)
     return band.as_strided(shape, stride, GUARD), band
 

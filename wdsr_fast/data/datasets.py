@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -30,14 +29,14 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 class Pair:
     name: str
     hr: Path
-    lr: Optional[Path]  # None: made from hr by imresize
+    lr: Path | None  # None: made from hr by imresize
 
 
-def _images(folder: Path) -> List[Path]:
+def _images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def _div2k_lr_folder(hr_folder: Path, scale: int) -> Optional[Path]:
+def _div2k_lr_folder(hr_folder: Path, scale: int) -> Path | None:
     stem = hr_folder.name[: -len("_HR")] if hr_folder.name.endswith("_HR") else None
     if stem is None:
         return None
@@ -45,7 +44,7 @@ def _div2k_lr_folder(hr_folder: Path, scale: int) -> Optional[Path]:
     return candidate if candidate.is_dir() else None
 
 
-def find_pairs(root, scale: int, lr_root=None) -> List[Pair]:
+def find_pairs(root, scale: int, lr_root=None) -> list[Pair]:
     """The (HR, LR) pairs under ``root`` in any supported layout (see the module docstring)."""
     root = Path(root)
     if not root.is_dir():
@@ -74,7 +73,7 @@ def read_rgb(path: Path) -> np.ndarray:
         return np.array(img.convert("RGB"))
 
 
-def load_pair(pair: Pair, scale: int) -> Tuple[np.ndarray, np.ndarray]:
+def load_pair(pair: Pair, scale: int) -> tuple[np.ndarray, np.ndarray]:
     """(lr, hr) uint8 arrays with hr exactly scale x lr in size."""
     hr = read_rgb(pair.hr)
     if pair.lr is None:
@@ -90,7 +89,7 @@ def load_pair(pair: Pair, scale: int) -> Tuple[np.ndarray, np.ndarray]:
     return lr, hr[:h, :w]
 
 
-def augment(lr: np.ndarray, hr: np.ndarray, rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
+def augment(lr: np.ndarray, hr: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """One of the 8 flips/90-degree rotations, the same for both."""
     k, flip = int(rng.integers(4)), bool(rng.integers(2))
     lr, hr = np.rot90(lr, k), np.rot90(hr, k)
@@ -103,7 +102,7 @@ class PatchDataset(torch.utils.data.Dataset):
     """Random aligned (LR, HR) patches: ``patches_per_image`` per image and epoch, as float tensors in
     [0, rgb_range], LR (3, patch, patch) and HR (3, scale*patch, scale*patch)."""
 
-    def __init__(self, pairs: List[Pair], scale: int, patch: int = 48, patches_per_image: int = 100,
+    def __init__(self, pairs: list[Pair], scale: int, patch: int = 48, patches_per_image: int = 100,
                  rgb_range: float = 255.0, augment: bool = True, seed: int = 0):
         if not pairs:
             raise ValueError("no training images")
@@ -115,7 +114,7 @@ class PatchDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.pairs) * self.patches_per_image
 
-    def _pair(self, i: int) -> Tuple[np.ndarray, np.ndarray]:
+    def _pair(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         if i not in self._cache:
             lr, hr = load_pair(self.pairs[i], self.scale)
             if min(lr.shape[:2]) < self.patch:
@@ -124,7 +123,7 @@ class PatchDataset(torch.utils.data.Dataset):
             self._cache[i] = (lr, hr)
         return self._cache[i]
 
-    def __getitem__(self, index: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         lr, hr = self._pair(index % len(self.pairs))
         rng = np.random.default_rng([self.seed, self.epoch, index])
         top = int(rng.integers(lr.shape[0] - self.patch + 1))

@@ -9,7 +9,6 @@ uint8 output, rounded and clipped.
 from __future__ import annotations
 
 import math
-from typing import Tuple
 
 import numpy as np
 
@@ -22,7 +21,7 @@ def cubic(x: np.ndarray) -> np.ndarray:
             + (-0.5 * ax3 + 2.5 * ax2 - 4 * ax + 2) * ((ax > 1) & (ax <= 2)))
 
 
-def contributions(in_len: int, out_len: int, scale: float) -> Tuple[np.ndarray, np.ndarray]:
+def contributions(in_len: int, out_len: int, scale: float) -> tuple[np.ndarray, np.ndarray]:
     """(weights, indices), each (out_len, taps): output i = sum_t weights[i, t] * input[indices[i, t]]."""
     shrink = scale < 1
     width = 4.0 / scale if shrink else 4.0

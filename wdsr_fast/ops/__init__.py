@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import importlib
 from types import ModuleType
-from typing import Optional
 
 import torch
 
@@ -49,7 +48,7 @@ def preload() -> None:
             pass  # unavailable_reason says why, when asked
 
 
-def unavailable_reason(name: str, device: torch.device | str, config=None) -> Optional[str]:
+def unavailable_reason(name: str, device: torch.device | str, config=None) -> str | None:
     """None if backend ``name`` can run on ``device`` (a model of ``config``, a WDSRConfig, when given), else a
     sentence saying why not."""
     if name == "torch":

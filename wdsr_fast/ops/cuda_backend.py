@@ -6,8 +6,6 @@ the signatures of ``reference.py``.
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 
 from . import register_fakes
@@ -15,7 +13,7 @@ from . import register_fakes
 try:
     from wdsr_fast import _C  # noqa: F401  (importing it registers the ops)
 
-    LOAD_ERROR: Optional[str] = None
+    LOAD_ERROR: str | None = None
 except (ImportError, OSError) as exc:  # not built, or built against another torch
     LOAD_ERROR = f"wdsr_fast._C is not built or does not load ({exc}); install with CUDA torch and nvcc present"
 
@@ -25,7 +23,7 @@ except (ImportError, OSError) as exc:  # not built, or built against another tor
 MAX_FEATS, MAX_WIDE, MAX_LOW_RANK = 32, 256, 32
 
 
-def unsupported_model(config) -> Optional[str]:
+def unsupported_model(config) -> str | None:
     """Why the CUDA kernels cannot run a model of ``config`` (a WDSRConfig), or None."""
     if config is None or config.variant != "b":
         return None  # WDSR-A's blocks and the head go through cuDNN: any width
@@ -36,7 +34,7 @@ def unsupported_model(config) -> Optional[str]:
     return None
 
 
-def unavailable_reason(device: torch.device, config=None) -> Optional[str]:
+def unavailable_reason(device: torch.device, config=None) -> str | None:
     if LOAD_ERROR is not None:
         return LOAD_ERROR
     if device.type != "cuda":

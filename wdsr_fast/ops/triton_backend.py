@@ -5,15 +5,13 @@ and CUDA-graph capture see them as single opaque ops with known output shapes.
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 
 from . import register_fakes, triton_block_b, triton_conv, triton_tail
 from .triton_common import interpreting
 
 
-def unavailable_reason(device: torch.device, config=None) -> Optional[str]:  # any WDSR config
+def unavailable_reason(device: torch.device, config=None) -> str | None:  # any WDSR config
     if device.type == "cuda" or interpreting():
         return None
     return f"the Triton kernels run on CUDA tensors (or on CPU under TRITON_INTERPRET=1), not on {device}"

@@ -49,8 +49,8 @@ def _wdsr_b_block_kernel(
     inside = (h >= 0) & (h < H) & (w >= 0) & (w < W)
     c = tl.arange(0, C_PAD)
     c_ok = c < C
-    l = tl.arange(0, L_PAD)
-    l_ok = l < L
+    rank = tl.arange(0, L_PAD)
+    l_ok = rank < L
 
     # Stage 1: x [M, C_PAD] -> low-rank t [M, L_PAD], the wide activation chunk by chunk.
     x_base = x_ptr + n.to(tl.int64) * sxn
@@ -64,14 +64,14 @@ def _wdsr_b_block_kernel(
                            other=0.0)  # [C_PAD, E_BLOCK]
         b_expand = tl.load(b_expand_ptr + e, mask=e_ok, other=0.0).to(tl.float32)
         wide = tl.maximum(mm(x, w_expand, DOT_DTYPE, PRECISION) + b_expand[None, :], 0.0)  # [M, E_BLOCK]
-        w_reduce = tl.load(w_reduce_ptr + l[None, :] * E + e[:, None], mask=e_ok[:, None] & l_ok[None, :],
+        w_reduce = tl.load(w_reduce_ptr + rank[None, :] * E + e[:, None], mask=e_ok[:, None] & l_ok[None, :],
                            other=0.0)  # [E_BLOCK, L_PAD]
         t += mm(wide, w_reduce, DOT_DTYPE, PRECISION)
-    b_reduce = tl.load(b_reduce_ptr + l, mask=l_ok, other=0.0).to(tl.float32)
+    b_reduce = tl.load(b_reduce_ptr + rank, mask=l_ok, other=0.0).to(tl.float32)
     t = tl.where(inside[:, None], t + b_reduce[None, :], 0.0)  # the 3x3 sees zeros outside the image
 
     scratch = scratch_ptr + (n * num_tiles + tile).to(tl.int64) * (M * L_PAD)
-    tl.store(scratch + rows[:, None] * L_PAD + l[None, :], t.to(scratch_ptr.dtype.element_ty))
+    tl.store(scratch + rows[:, None] * L_PAD + rank[None, :], t.to(scratch_ptr.dtype.element_ty))
     tl.debug_barrier()  # the whole tile's t is written before any thread reads a neighbour's
 
     # Stage 2: 3x3 over the staged tile, 9 shifted reloads.
@@ -80,8 +80,8 @@ def _wdsr_b_block_kernel(
         si = i + (tap // 3 - 1)
         sj = j + (tap % 3 - 1)
         ok = (si >= 0) & (si < TILE_H) & (sj >= 0) & (sj < TILE_W)
-        t_tap = tl.load(scratch + (si * TILE_W + sj)[:, None] * L_PAD + l[None, :], mask=ok[:, None], other=0.0)
-        w_tap = tl.load(w_conv_ptr + (c[None, :] * L + l[:, None]) * 9 + tap, mask=l_ok[:, None] & c_ok[None, :],
+        t_tap = tl.load(scratch + (si * TILE_W + sj)[:, None] * L_PAD + rank[None, :], mask=ok[:, None], other=0.0)
+        w_tap = tl.load(w_conv_ptr + (c[None, :] * L + rank[:, None]) * 9 + tap, mask=l_ok[:, None] & c_ok[None, :],
                         other=0.0)  # [L_PAD, C_PAD]
         acc += mm(t_tap, w_tap, DOT_DTYPE, PRECISION)
     b_conv = tl.load(b_conv_ptr + c, mask=c_ok, other=0.0).to(tl.float32)

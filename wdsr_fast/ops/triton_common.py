@@ -9,6 +9,7 @@ import triton.language as tl
 
 from . import POISON_ENV
 
+
 def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 

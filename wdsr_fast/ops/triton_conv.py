@@ -58,8 +58,8 @@ def _conv3x3_kernel(
         acc = tl.maximum(acc, 0.0)
     in_image = (h < H) & (w < W)
     if RESIDUAL:
-        residual = tl.load(residual_ptr + n.to(tl.int64) * srn + h[:, None] * srh + w[:, None] * srw + co[None, :] * src,
-                           mask=in_image[:, None] & co_ok[None, :], other=0.0)
+        residual_at = residual_ptr + n.to(tl.int64) * srn + h[:, None] * srh + w[:, None] * srw + co[None, :] * src
+        residual = tl.load(residual_at, mask=in_image[:, None] & co_ok[None, :], other=0.0)
         acc = residual.to(tl.float32) + res_scale * acc
     tl.store(y_ptr + n.to(tl.int64) * syn + h[:, None] * syh + w[:, None] * syw + co[None, :] * syc,
              acc.to(y_ptr.dtype.element_ty), mask=in_image[:, None] & co_ok[None, :])

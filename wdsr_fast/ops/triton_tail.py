@@ -94,7 +94,8 @@ def tail_shuffle(features: torch.Tensor, image: torch.Tensor, w_tail: torch.Tens
     n, c, height, width = features.shape
     if image.shape != (n, 3, height, width) or image.dtype != features.dtype or image.device != features.device:
         raise ValueError(f"tail_shuffle: image must be ({n}, 3, {height}, {width}) {features.dtype} on "
-                         f"{features.device} like the features, got {tuple(image.shape)} {image.dtype} on {image.device}")
+                         f"{features.device} like the features, "
+                         f"got {tuple(image.shape)} {image.dtype} on {image.device}")
     out_feats = 3 * scale**2
     for name, tensor, shape in (("w_tail", w_tail, (out_feats, c, 3, 3)), ("b_tail", b_tail, (out_feats,)),
                                 ("w_skip", w_skip, (out_feats, 3, 5, 5)), ("b_skip", b_skip, (out_feats,))):
