@@ -7,7 +7,7 @@ What loads:
 - the authors' layouts: JiahuiYu/wdsr_ntire2018 (our native ``head/body/tail/skip`` keys) and ychfan/wdsr
   (``body.0`` head, ``body.1..n`` blocks, ``body.n+1`` tail, ``skip.0``; its pretrained ``epoch_30.pth``
   files), with either weight-norm API (``weight_g``/``weight_v`` or ``parametrizations.weight.original0/1``)
-  or plain ``weight`` tensors.
+  or plain ``weight`` tensors (the key mapping itself is ``key_layouts.py``).
 Where no config is stored it is inferred from the tensor shapes.
 """
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from .atomic import atomic_path
+from .key_layouts import translate_state_dict
 from .model import PRESETS, WDSR, WDSRConfig
 
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "params_ema", "params")
@@ -27,55 +28,6 @@ YCHFAN_NORMALISATION = {k: PRESETS["ychfan-small"][k] for k in ("rgb_range", "rg
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be loaded, with the file and the reason."""
-
-
-# -- key translation ------------------------------------------------------------------------------
-
-def _canonical_conv_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Strip ``module.``, map the parametrizations API and plain weights onto weight_g / weight_v."""
-    out = {}
-    for key, value in state.items():
-        while key.startswith("module."):
-            key = key[len("module."):]
-        key = key.replace(".parametrizations.weight.original0", ".weight_g")
-        key = key.replace(".parametrizations.weight.original1", ".weight_v")
-        if key.endswith(".weight") and value.dim() == 4:  # a plain conv: g = ||w|| per output, v = w
-            out[key[: -len("weight")] + "weight_g"] = value.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
-            key = key[: -len("weight")] + "weight_v"
-        out[key] = value
-    return out
-
-
-def _is_ychfan(state: dict[str, torch.Tensor]) -> bool:
-    return "body.0.weight_v" in state and "head.0.weight_v" not in state
-
-
-def _from_ychfan(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """ychfan/wdsr keys -> ours: body.0 -> head.0, body.k (1..n) -> body.(k-1), body.(n+1) -> tail.0."""
-    indices = {int(m.group(1)) for k in state if (m := re.match(r"body\.(\d+)\.", k))}
-    last = max(indices)
-    out = {}
-    for key, value in state.items():
-        m = re.match(r"body\.(\d+)\.(.*)", key)
-        if m is None:
-            out[key] = value
-            continue
-        index, rest = int(m.group(1)), m.group(2)
-        if index == 0:
-            out[f"head.0.{rest}"] = value
-        elif index == last:
-            out[f"tail.0.{rest}"] = value
-        else:
-            out[f"body.{index - 1}.{rest}"] = value
-    return out
-
-
-def translate_state_dict(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], bool]:
-    """Any supported layout -> our keys. Returns (state_dict, came_from_ychfan)."""
-    state = _canonical_conv_keys(state)
-    if _is_ychfan(state):
-        return _from_ychfan(state), True
-    return state, False
 
 
 # -- config inference -----------------------------------------------------------------------------

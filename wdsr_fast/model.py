@@ -10,7 +10,7 @@ Forward, for an image x in [0, rgb_range]:
     return y * norm_scale + rgb_mean * rgb_range
 
 The authors' later release (ychfan/wdsr) is the same network with rgb_range 1, a scalar mean of 0.5,
-norm_scale 1 and res_scale 1; ``checkpoint.py`` maps its key layout onto this one.
+norm_scale 1 and res_scale 1; ``key_layouts.py`` maps its key layout onto this one.
 """
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from .key_layouts import translate_state_dict
 
 DIV2K_RGB_MEAN = (0.4488, 0.4371, 0.4040)
 VARIANTS = ("a", "b")
@@ -198,9 +200,7 @@ class WDSR(nn.Module):
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """Also accepts the authors' layouts (JiahuiYu, ychfan), the parametrizations weight-norm keys, plain
-        ``weight`` tensors and ``module.`` prefixes (see ``checkpoint.translate_state_dict``)."""
-        from .checkpoint import translate_state_dict
-
+        ``weight`` tensors and ``module.`` prefixes (see ``key_layouts.translate_state_dict``)."""
         state, _ = translate_state_dict(dict(state_dict))
         return super().load_state_dict(state, strict=strict, assign=assign)
 

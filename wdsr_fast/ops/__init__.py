@@ -21,9 +21,9 @@ from types import ModuleType
 import torch
 
 from . import reference
+from .common import OP_NAMES, POISON_ENV
 
-POISON_ENV = "WDSR_FAST_POISON_OUTPUTS"  # "1": every backend NaN-fills outputs before its kernels write (tests)
-OP_NAMES = ("head_conv", "wdsr_a_block", "wdsr_b_block", "tail_shuffle")
+__all__ = ["BACKENDS", "OP_NAMES", "POISON_ENV", "get_backend", "pick_backend", "preload", "unavailable_reason"]
 BACKENDS = ("cuda", "triton", "torch")  # fastest first
 _MODULES = {"triton": "triton_backend", "cuda": "cuda_backend"}
 _LOADED = {"torch": reference}  # backend name -> its module, once imported
@@ -63,24 +63,6 @@ def unavailable_reason(name: str, device: torch.device | str, config=None) -> st
 def get_backend(name: str) -> ModuleType:
     """The module holding backend ``name``'s ops (raises if it cannot even be imported)."""
     return _load(name)
-
-
-def register_fakes(namespace: str) -> None:
-    """Fake (meta) implementations of the four ops of ``namespace``, for torch.compile and opcheck."""
-
-    def features_like(x: torch.Tensor, channels: int) -> torch.Tensor:
-        n, _, h, w = x.shape
-        return torch.empty((n, channels, h, w), dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
-
-    torch.library.register_fake(f"{namespace}::head_conv")(
-        lambda image, weight, bias, mean, norm_scale: features_like(image, weight.shape[0]))
-    torch.library.register_fake(f"{namespace}::wdsr_a_block")(
-        lambda x, w_expand, b_expand, w_reduce, b_reduce, res_scale: features_like(x, x.shape[1]))
-    torch.library.register_fake(f"{namespace}::wdsr_b_block")(
-        lambda x, w_expand, b_expand, w_reduce, b_reduce, w_conv, b_conv, res_scale: features_like(x, x.shape[1]))
-    torch.library.register_fake(f"{namespace}::tail_shuffle")(
-        lambda features, image, w_tail, b_tail, w_skip, b_skip, mean, norm_scale, scale: features.new_empty(
-            (features.shape[0], 3, features.shape[2] * scale, features.shape[3] * scale)))
 
 
 def pick_backend(device: torch.device | str, config=None) -> str:

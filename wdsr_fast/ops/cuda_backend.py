@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from . import register_fakes
+from .common import register_fakes
 
 try:
     from wdsr_fast import _C  # noqa: F401  (importing it registers the ops)

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import torch
 
-from . import register_fakes, triton_block_b, triton_conv, triton_tail
+from . import triton_block_b, triton_conv, triton_tail
+from .common import register_fakes
 from .triton_common import interpreting
 
 

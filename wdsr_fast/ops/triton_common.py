@@ -7,7 +7,7 @@ import torch
 import triton
 import triton.language as tl
 
-from . import POISON_ENV
+from .common import POISON_ENV
 
 
 def interpreting() -> bool:

@@ -1,0 +1,28 @@
+"""What every backend shares: the op names, the poison switch of the tests, the fake implementations.
+
+Backend modules import from here, never from the package ``wdsr_fast.ops`` (the registry, which imports them).
+"""
+from __future__ import annotations
+
+import torch
+
+POISON_ENV = "WDSR_FAST_POISON_OUTPUTS"  # "1": every backend NaN-fills outputs before its kernels write (tests)
+OP_NAMES = ("head_conv", "wdsr_a_block", "wdsr_b_block", "tail_shuffle")
+
+
+def register_fakes(namespace: str) -> None:
+    """Fake (meta) implementations of the four ops of ``namespace``, for torch.compile and opcheck."""
+
+    def features_like(x: torch.Tensor, channels: int) -> torch.Tensor:
+        n, _, h, w = x.shape
+        return torch.empty((n, channels, h, w), dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
+
+    torch.library.register_fake(f"{namespace}::head_conv")(
+        lambda image, weight, bias, mean, norm_scale: features_like(image, weight.shape[0]))
+    torch.library.register_fake(f"{namespace}::wdsr_a_block")(
+        lambda x, w_expand, b_expand, w_reduce, b_reduce, res_scale: features_like(x, x.shape[1]))
+    torch.library.register_fake(f"{namespace}::wdsr_b_block")(
+        lambda x, w_expand, b_expand, w_reduce, b_reduce, w_conv, b_conv, res_scale: features_like(x, x.shape[1]))
+    torch.library.register_fake(f"{namespace}::tail_shuffle")(
+        lambda features, image, w_tail, b_tail, w_skip, b_skip, mean, norm_scale, scale: features.new_empty(
+            (features.shape[0], 3, features.shape[2] * scale, features.shape[3] * scale)))
