@@ -7,7 +7,7 @@ from wdsr_fast import FastWDSR, ops, preset
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 SIZE = (540, 960) if DEVICE == "cuda" else (64, 64)
-BACKENDS = [b for b in ops.BACKENDS if ops.unavailable_reason(b, DEVICE) is None and (DEVICE == "cuda" or b == "torch")]
+BACKENDS = [b for b in ops.BACKENDS if ops.native(b, DEVICE) and ops.unavailable_reason(b, DEVICE) is None]
 
 
 def sync(fn):

@@ -88,8 +88,8 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def wdsr_fast_graph() -> dict[str, set[str]]:
     graph = import_graph(PACKAGE_DIR, "wdsr_fast", extensions=("wdsr_fast._C",))  # csrc/, built by setup.py
-    for module in ops._MODULES.values():  # imported by name (importlib), when a backend is first asked for
-        graph["wdsr_fast.ops"].add(f"wdsr_fast.ops.{module}")
+    for entry in ops.REGISTRY.values():  # imported by name (importlib), when a backend is first asked for
+        graph["wdsr_fast.ops"].add(f"wdsr_fast.ops{entry.module}")
     return graph
 
 
@@ -105,7 +105,7 @@ def test_the_graph_sees_function_level_and_relative_imports():
     assert {"wdsr_fast.key_layouts"} <= graph["wdsr_fast.model"] and "wdsr_fast.checkpoint" not in graph[
         "wdsr_fast.model"]
     assert "wdsr_fast.ops" in graph["wdsr_fast.fast"]  # `from . import ops`: the subpackage
-    assert all(f"wdsr_fast.ops.{m}" in graph["wdsr_fast.ops"] for m in ops._MODULES.values())
+    assert all(f"wdsr_fast.ops{e.module}" in graph["wdsr_fast.ops"] for e in ops.REGISTRY.values())
 
 
 def write_package(root: Path, files: dict[str, str]) -> Path:

@@ -122,7 +122,7 @@ def test_poison_catches_a_missed_write(monkeypatch):
     """The NaN poison must be able to fail a test: drop the last output row and see it caught."""
     if "triton" not in BACKENDS:
         pytest.skip("triton backend unavailable")
-    from wdsr_fast.ops import triton_block_b
+    from wdsr_fast.ops.triton import block_b as triton_block_b
 
     monkeypatch.setattr(triton_block_b, "TILE_H", 8)  # fewer rows per program...
     x = features(1, 8, 9, 5, torch.float32, True)

@@ -21,7 +21,9 @@ import triton.language as tl
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from wdsr_fast.ops import triton_block_b, triton_conv, triton_tail
+from wdsr_fast.ops.triton import block_b as triton_block_b
+from wdsr_fast.ops.triton import conv as triton_conv
+from wdsr_fast.ops.triton import tail as triton_tail
 
 TARGET = GPUTarget("cuda", 90, 32)
 H100_SHARED_BYTES = 227 * 1024

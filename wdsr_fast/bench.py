@@ -29,8 +29,9 @@ from pathlib import Path
 
 import torch
 
+from . import ops
 from .atomic import atomic_path, write_text
-from .model import PRESETS, WDSRConfig
+from .model import PRESETS, SCALES, WDSRConfig
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -115,7 +116,7 @@ class Case:
 
 def candidates(case: Case, device: torch.device, args) -> list[tuple[str, Callable]]:
     """(name, make) pairs; make() returns a zero-argument callable to time, or raises to skip the row."""
-    from . import FastWDSR, folded_copy, ops, preset
+    from . import FastWDSR, folded_copy, preset
 
     dtype = DTYPES[case.dtype]
     lr = torch.rand(case.batch, 3, case.out_h // case.scale, case.out_w // case.scale, device=device) * 255
@@ -150,9 +151,7 @@ def candidates(case: Case, device: torch.device, args) -> list[tuple[str, Callab
             def make(backend=backend, graphs=graphs):
                 if graphs and device.type != "cuda":
                     raise RuntimeError("CUDA graphs need a GPU")
-                reason = ops.unavailable_reason(backend, device, reference.config)
-                if reason or (backend != "torch" and device.type != "cuda" and not args.triton_on_cpu):
-                    raise RuntimeError(reason or f"{backend} on CPU is the interpreter (add --with-triton-on-cpu)")
+                check_backend(backend, device, reference.config, args)
                 model = FastWDSR.from_reference(reference, backend=backend, cuda_graphs=graphs,
                                                 check_finite=False).to(device).eval()
                 x = lr.to(dtype)
@@ -164,9 +163,7 @@ def candidates(case: Case, device: torch.device, args) -> list[tuple[str, Callab
             def make(op_name=op_name, backend=backend):
                 if op_name == "wdsr_b_block" and reference.config.variant != "b":
                     raise RuntimeError("WDSR-A has no wdsr_b_block")
-                reason = ops.unavailable_reason(backend, device, reference.config)
-                if reason or (backend != "torch" and device.type != "cuda" and not args.triton_on_cpu):
-                    raise RuntimeError(reason or f"{backend} on CPU is the interpreter (add --with-triton-on-cpu)")
+                check_backend(backend, device, reference.config, args)
                 fns = ops.get_backend(backend)
                 folded = FastWDSR.from_reference(reference).folded(device, dtype)
                 x = torch.randn(case.batch, reference.config.n_feats, *lr.shape[-2:], device=device, dtype=dtype)
@@ -179,6 +176,15 @@ def candidates(case: Case, device: torch.device, args) -> list[tuple[str, Callab
                                                 cfg.pixel_norm_scale, cfg.scale)
             rows.append((f"op:{op_name}:{backend}", make))
     return rows
+
+
+def check_backend(backend: str, device: torch.device, config: WDSRConfig, args) -> None:
+    """Raise, saying why, unless ``backend`` can run here (the Triton interpreter only when asked for)."""
+    reason = ops.unavailable_reason(backend, device, config)
+    if reason is None and not ops.native(backend, device) and not args.triton_on_cpu:
+        reason = f"{backend} on {device.type} is the Triton interpreter (add --with-triton-on-cpu)"
+    if reason is not None:
+        raise RuntimeError(reason)
 
 
 def measure(case: Case, device: torch.device, args, peaks) -> list[dict]:
@@ -321,17 +327,17 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", choices=ops.DEVICE_TYPES, default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--quick", action="store_true", help="a run of under a minute: one small case")
     parser.add_argument("--presets", nargs="+", default=["wdsr-b-32x16", "wdsr-a-baseline"], choices=sorted(PRESETS))
-    parser.add_argument("--scales", nargs="+", type=int, default=[2, 3, 4], choices=(2, 3, 4))
+    parser.add_argument("--scales", nargs="+", type=int, default=list(SCALES), choices=SCALES)
     parser.add_argument("--sizes", nargs="+", type=parse_size, default=[(256, 256), (1280, 720), (1920, 1080)],
                         help="output sizes WxH")
     parser.add_argument("--batch", nargs="+", type=int, default=[1, 4])
     parser.add_argument("--dtypes", nargs="+", default=None, choices=sorted(DTYPES),
                         help="default: fp32 fp16 bf16 on GPU, fp32 on CPU")
-    parser.add_argument("--backends", nargs="+", default=["torch", "triton", "cuda"],
-                        choices=("torch", "triton", "cuda"))
+    parser.add_argument("--backends", nargs="+", default=list(reversed(ops.BACKENDS)), choices=ops.BACKENDS,
+                        help="default: all, the plain torch ops first")
     parser.add_argument("--repeats", type=int, default=None, help="timed calls per row (default: 5 CPU, 100 GPU)")
     parser.add_argument("--out", type=Path, help="results folder (default: benchmarks/results/<date>-<device>)")
     parser.add_argument("--with-triton-on-cpu", dest="triton_on_cpu", action="store_true",

@@ -13,6 +13,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .model import SCALES
+from .ops import DEVICE_TYPES
+
 SAMPLE_PHOTO = "astronaut"
 TIMED_PRESETS = ("wdsr-b-32x16", "wdsr-a-baseline")
 
@@ -20,8 +23,8 @@ TIMED_PRESETS = ("wdsr-b-32x16", "wdsr-a-baseline")
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("demo", help="upscale a real photo that ships offline and time it",
                                    description=__doc__.split("\n\n")[0])
-    parser.add_argument("--scale", type=int, default=2, choices=(2, 3, 4))
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--scale", type=int, default=2, choices=SCALES)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=DEVICE_TYPES)
     parser.add_argument("--out", type=Path, default=Path("demo_out"),
                         help="folder for the images (default: %(default)s)")
     parser.add_argument("--size", type=int, default=256, help="LR side in pixels for the timing (default: %(default)s)")

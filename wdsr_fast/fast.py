@@ -1,11 +1,14 @@
 """FastWDSR: the drop-in inference module.
 
 A ``FastWDSR`` *is* a ``WDSR`` (same constructor, parameters and ``state_dict``, the authors' layouts
-included), so it trains like one: whenever autograd would record the forward, it runs the reference
-path. Under ``torch.no_grad()`` / ``torch.inference_mode()`` it folds weight norm once (refolding when a
-parameter changes), and runs the fused ops of a backend: ``"cuda"`` (csrc/), ``"triton"`` or ``"torch"``
-(the folded reference ops). ``backend="auto"`` picks the fastest that can run on the input's device;
-``last_backend`` says which one ran.
+included), so it trains like one: whenever autograd would record the forward, it runs the trainable path of
+``WDSR`` (weight norm computed every call). Under ``torch.no_grad()`` / ``torch.inference_mode()`` it folds
+weight norm once (refolding when a parameter changes) and runs the four ops of a backend (``wdsr_fast.ops``):
+``"cuda"`` (csrc/), ``"triton"`` or ``"torch"`` (the plain-PyTorch ops of ``ops/reference.py``).
+``backend="auto"`` picks the fastest that can run on the input's device.
+
+``last_backend`` says what ran the last call: a backend name (``"cuda"``, ``"triton"``, ``"torch"``), or
+``"autograd"`` when autograd recorded the forward and the trainable path ran.
 
     model = FastWDSR.from_reference(reference_model).cuda().eval()
     with torch.inference_mode():
@@ -15,7 +18,6 @@ parameter changes), and runs the fused ops of a backend: ``"cuda"`` (csrc/), ``"
 from __future__ import annotations
 
 import dataclasses
-import os
 import warnings
 
 import torch
@@ -25,6 +27,7 @@ from .fold import FoldedWDSR, fold
 from .model import WDSR, check_image
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+AUTOGRAD = "autograd"  # last_backend when autograd recorded the forward: WDSR's trainable path ran
 
 # Walking the module tree for its parameters costs ~90 us of host time per forward (WDSR-B 32x16), a tenth of
 # the 1 ms frame we aim for; FastWDSR keeps the list, and rebuilds it after any module anywhere registers a
@@ -43,17 +46,20 @@ torch.nn.modules.module.register_module_parameter_registration_hook(_count_param
 class FastWDSR(WDSR):
     """WDSR with fused inference. Extra keyword arguments beyond ``WDSR``'s:
 
-    backend: "auto" (default), "cuda", "triton" or "torch".
+    backend: "auto" (default: the fastest that can run, per call), "cuda", "triton" or "torch".
     cuda_graphs: replay a captured CUDA graph per input shape/dtype (CUDA only); removes the per-op
         host overhead, which dominates at small sizes.
     check_finite: raise on NaN/inf input (costs a device sync per call; default True).
+
+    ``last_backend``: what ran the last call, a backend name or ``"autograd"`` (the trainable path, taken
+    whenever autograd records the forward).
     """
 
-    def __init__(self, *args, backend: str = "auto", cuda_graphs: bool = False, check_finite: bool = True,
+    def __init__(self, *args, backend: str = ops.AUTO, cuda_graphs: bool = False, check_finite: bool = True,
                  **kwargs):
         super().__init__(*args, **kwargs)
-        if backend != "auto" and backend not in ops.BACKENDS:
-            raise ValueError(f"backend must be 'auto' or one of {ops.BACKENDS}, got {backend!r}")
+        if backend != ops.AUTO and backend not in ops.BACKENDS:
+            raise ValueError(f"backend must be {ops.AUTO!r} or one of {ops.BACKENDS}, got {backend!r}")
         ops.preload()  # so that forward imports nothing: torch.compile can trace it whole
         self.backend = backend
         self.cuda_graphs = cuda_graphs
@@ -80,12 +86,12 @@ class FastWDSR(WDSR):
     # -- backend choice -------------------------------------------------------------------------
     def resolve_backend(self, device: torch.device) -> str:
         """The backend a call on ``device`` will use (warning once if the asked-for one cannot run)."""
-        if self.backend == "auto":
+        if self.backend == ops.AUTO:
             return ops.pick_backend(device, self.config)
-        if self.backend != "torch" and device.type == "cpu" and not _interpreting():
-            raise RuntimeError(
-                f"backend {self.backend!r} runs on CUDA tensors only, got a CPU tensor: move the model and "
-                f"input to a GPU, or use backend='torch' (or 'auto')")
+        wrong_device = ops.device_reason(self.backend, device)
+        if wrong_device is not None:  # an error, not a fallback: the model and input are not where asked
+            raise RuntimeError(f"{wrong_device}: move the model and input to such a device, or use "
+                               f"backend={ops.AUTO!r}")
         reason = ops.unavailable_reason(self.backend, device, self.config)
         if reason is None:
             return self.backend
@@ -130,7 +136,7 @@ class FastWDSR(WDSR):
     # -- forward --------------------------------------------------------------------------------
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled() and any(p.requires_grad for p in self._current_parameters()):
-            self.last_backend = "reference"
+            self.last_backend = AUTOGRAD
             return super().forward(image)
         self._check_input(image)
         backend = self.resolve_backend(image.device)
@@ -190,7 +196,3 @@ class _Graph:
         self.static_input.copy_(image)
         self.graph.replay()
         return self.static_output.clone()
-
-
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"

@@ -1,41 +1,74 @@
-"""The fused ops and the registry that picks a backend for them.
+"""The fused ops and the registry of backends that run them.
 
-Every backend provides the same four ops with the signatures of ``reference.py``:
+Every backend is one module with the same small interface:
 
+    NAME                                  its name in the registry ("torch", "triton", "cuda")
+    unavailable_reason(device, config)    None if it can run a model of ``config`` (a WDSRConfig, or None for
+                                          any) on tensors of ``device``, else a sentence saying why not
     head_conv, wdsr_a_block, wdsr_b_block, tail_shuffle
+                                          the four ops, with the signatures and semantics of ``reference.py``
 
-- ``"torch"``: ``reference.py`` itself (plain PyTorch on folded weights); runs anywhere.
-- ``"triton"``: ``triton_backend.py``, Triton kernels registered as ``torch.ops.wdsr_triton.*``;
-  CUDA tensors, or CPU tensors under ``TRITON_INTERPRET=1``.
+- ``"torch"``: ``torch_backend.py``, the plain-PyTorch ops of ``reference.py`` on folded weights; any device.
+- ``"triton"``: the ``triton/`` subpackage, Triton kernels registered as ``torch.ops.wdsr_triton.*``.
 - ``"cuda"``: ``cuda_backend.py``, the CUDA C++ kernels of ``csrc/`` (``torch.ops.wdsr_cuda.*``).
 
-``get_backend(name)`` returns a module-like object holding the four ops; ``unavailable_reason(name,
-device, config)`` says why a backend cannot run a model of ``config`` on a device (None when it can);
-``pick_backend(device, config)`` is the fastest that can.
+``REGISTRY`` is data: for each backend, fastest first, the module holding it and the device types whose tensors
+it takes. The device rule is written once, here (``device_reason``): a backend takes tensors of its device types;
+under ``TRITON_INTERPRET=1`` CPU tensors stand in for CUDA ones (the test suite runs the Triton kernels that way,
+without a GPU). ``unavailable_reason(name, device, config)`` applies that rule, then the backend's own
+``unavailable_reason`` (an extension not built, a model wider than a kernel); ``pick_backend(device, config)``
+returns the fastest backend that runs natively on the device (never the interpreter, a correctness tool).
+
+Adding a backend (e.g. a fused C++ ``cpu`` backend whose ops are registered as ``torch.ops.wdsr_cpu.*``) is one
+new module with the interface above (``cuda_backend.py`` is the model for a compiled extension: load it, say why
+not when it does not load, register the fake implementations of ``common.register_fakes``) and one entry in
+``REGISTRY``, placed by speed. Backend modules import only ``common.py`` (and their own files) from this package,
+never this registry, so that there is no import loop.
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from types import ModuleType
 
 import torch
 
-from . import reference
-from .common import OP_NAMES, POISON_ENV
+from .common import OP_NAMES, POISON_ENV, interpreting
 
-__all__ = ["BACKENDS", "OP_NAMES", "POISON_ENV", "get_backend", "pick_backend", "preload", "unavailable_reason"]
-BACKENDS = ("cuda", "triton", "torch")  # fastest first
-_MODULES = {"triton": "triton_backend", "cuda": "cuda_backend"}
-_LOADED = {"torch": reference}  # backend name -> its module, once imported
+__all__ = ["AUTO", "BACKENDS", "DEVICE_TYPES", "OP_NAMES", "POISON_ENV", "REGISTRY", "device_reason", "get_backend",
+           "native", "pick_backend", "preload", "unavailable_reason"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """Where a backend lives and what it runs on."""
+
+    module: str  # the module holding its interface, relative to this package
+    devices: tuple[str, ...] | None  # device types whose tensors it takes; None: any device PyTorch runs on
+
+
+REGISTRY = {  # fastest first
+    "cuda": Entry(".cuda_backend", ("cuda",)),
+    "triton": Entry(".triton", ("cuda",)),
+    "torch": Entry(".torch_backend", None),
+}
+BACKENDS = tuple(REGISTRY)
+AUTO = "auto"  # FastWDSR(backend=AUTO) and the commands' --backend auto: pick_backend per call
+DEVICE_TYPES = ("cpu", "cuda")  # the devices the commands offer (--device)
+_LOADED: dict[str, ModuleType] = {}  # backend name -> its module, once imported
+
+
+def _entry(name: str) -> Entry:
+    if name not in REGISTRY:
+        raise ValueError(f"unknown backend {name!r}; choose one of {BACKENDS}")
+    return REGISTRY[name]
 
 
 def _load(name: str) -> ModuleType:
     """Backend ``name``'s module, imported on first use; after that a dict lookup, which torch.compile traces
     (it refuses to trace an import)."""
     if name not in _LOADED:
-        if name not in _MODULES:
-            raise ValueError(f"unknown backend {name!r}; choose one of {BACKENDS}")
-        _LOADED[name] = importlib.import_module(f".{_MODULES[name]}", __name__)
+        _LOADED[name] = importlib.import_module(_entry(name).module, __name__)
     return _LOADED[name]
 
 
@@ -48,11 +81,29 @@ def preload() -> None:
             pass  # unavailable_reason says why, when asked
 
 
+def native(name: str, device: torch.device | str) -> bool:
+    """Whether backend ``name`` runs on ``device``'s tensors by design (not through the Triton interpreter)."""
+    devices = _entry(name).devices
+    return devices is None or torch.device(device).type in devices
+
+
+def device_reason(name: str, device: torch.device | str) -> str | None:
+    """None if backend ``name`` takes tensors on ``device``, else why not. The one device rule of every backend:
+    the device types of its registry entry; under TRITON_INTERPRET=1, CPU tensors stand in for CUDA ones."""
+    device = torch.device(device)
+    devices = _entry(name).devices
+    if native(name, device) or (device.type == "cpu" and "cuda" in devices and interpreting()):
+        return None
+    kinds = " or ".join(d.upper() for d in devices)
+    return f"backend {name!r} runs on {kinds} tensors only, got a {device.type.upper()} tensor"
+
+
 def unavailable_reason(name: str, device: torch.device | str, config=None) -> str | None:
     """None if backend ``name`` can run on ``device`` (a model of ``config``, a WDSRConfig, when given), else a
     sentence saying why not."""
-    if name == "torch":
-        return None
+    reason = device_reason(name, device)
+    if reason is not None:
+        return reason
     try:
         module = _load(name)
     except ImportError as exc:  # e.g. triton not installed
@@ -66,11 +117,8 @@ def get_backend(name: str) -> ModuleType:
 
 
 def pick_backend(device: torch.device | str, config=None) -> str:
-    """The fastest backend that can run on ``device`` (a model of ``config``, when given)."""
-    device = torch.device(device)
+    """The fastest backend that runs natively on ``device`` (a model of ``config``, when given)."""
     for name in BACKENDS:
-        if device.type != "cuda" and name != "torch":
-            continue  # the Triton interpreter runs on CPU but is a correctness tool, not a speed path
-        if unavailable_reason(name, device, config) is None:
+        if native(name, device) and unavailable_reason(name, device, config) is None:
             return name
-    return "torch"
+    raise RuntimeError(f"no backend runs on {device}")  # unreachable while "torch" runs anywhere

@@ -1,13 +1,21 @@
-"""What every backend shares: the op names, the poison switch of the tests, the fake implementations.
+"""What every backend shares: the op names, the Triton interpreter switch, the tests' poison switch, and the
+fake implementations of the ops.
 
 Backend modules import from here, never from the package ``wdsr_fast.ops`` (the registry, which imports them).
 """
 from __future__ import annotations
 
+import os
+
 import torch
 
-POISON_ENV = "WDSR_FAST_POISON_OUTPUTS"  # "1": every backend NaN-fills outputs before its kernels write (tests)
+POISON_ENV = "WDSR_FAST_POISON_OUTPUTS"  # "1": every fused backend NaN-fills outputs before its kernels write (tests)
 OP_NAMES = ("head_conv", "wdsr_a_block", "wdsr_b_block", "tail_shuffle")
+
+
+def interpreting() -> bool:
+    """Whether Triton kernels run in Triton's CPU interpreter (TRITON_INTERPRET=1), as in the test suite."""
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
 def register_fakes(namespace: str) -> None:

@@ -1,14 +1,16 @@
-"""The CUDA backend: the kernels of csrc/, registered in C++ as ``torch.ops.wdsr_cuda.*`` by ``wdsr_fast._C``.
+"""The ``cuda`` backend: the kernels of csrc/, registered in C++ as ``torch.ops.wdsr_cuda.*`` by ``wdsr_fast._C``.
 
 This module loads the extension if it was built (``pip install --no-build-isolation .`` where torch has CUDA
 and nvcc is found), adds the fake (meta) implementations torch.compile needs, and exposes the four ops with
-the signatures of ``reference.py``.
+the signatures of ``reference.py``; where the extension does not load, the four ops raise, saying why.
 """
 from __future__ import annotations
 
 import torch
 
 from .common import register_fakes
+
+NAME = "cuda"
 
 try:
     from wdsr_fast import _C  # noqa: F401  (importing it registers the ops)
@@ -37,8 +39,8 @@ def unsupported_model(config) -> str | None:
 def unavailable_reason(device: torch.device, config=None) -> str | None:
     if LOAD_ERROR is not None:
         return LOAD_ERROR
-    if device.type != "cuda":
-        return f"the CUDA kernels run on CUDA tensors, not on {device}"
+    if device.type != "cuda":  # CPU tensors standing in under TRITON_INTERPRET=1: an interpreter of Triton only
+        return "the CUDA kernels need CUDA tensors (TRITON_INTERPRET=1 runs Triton kernels on CPU, not these)"
     return unsupported_model(config)
 
 
@@ -48,3 +50,8 @@ if LOAD_ERROR is None:
     wdsr_a_block = torch.ops.wdsr_cuda.wdsr_a_block
     wdsr_b_block = torch.ops.wdsr_cuda.wdsr_b_block
     tail_shuffle = torch.ops.wdsr_cuda.tail_shuffle
+else:
+    def _not_loaded(*args, **kwargs):
+        raise RuntimeError(LOAD_ERROR)
+
+    head_conv = wdsr_a_block = wdsr_b_block = tail_shuffle = _not_loaded

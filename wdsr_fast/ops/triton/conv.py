@@ -14,7 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .triton_common import check_features, check_weight, dot_config, interpreting, mm, new_output, pad, shifted
+from .common import check_features, check_weight, dot_config, interpreting, mm, new_output, pad, shifted
 
 BLOCK_H, BLOCK_W = 8, 16
 MAX_K_BLOCK, MAX_CO_BLOCK = 64, 64

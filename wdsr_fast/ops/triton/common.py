@@ -7,11 +7,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import POISON_ENV
-
-
-def interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+from ..common import POISON_ENV, interpreting
 
 
 def pad(n: int, minimum: int = 16) -> int:

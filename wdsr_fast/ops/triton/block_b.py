@@ -23,7 +23,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .triton_common import check_features, check_weight, dot_config, interpreting, mm, new_output, pad
+from .common import check_features, check_weight, dot_config, interpreting, mm, new_output, pad
 
 TILE_H, TILE_W = 16, 16  # haloed; the interior written per program is 14 x 14
 E_BLOCK = 64  # wide channels per chunk of the expand
