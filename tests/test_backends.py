@@ -1,6 +1,7 @@
 """The backend registry: every backend has the same interface, and one device rule decides where each runs."""
 import pytest
 import torch
+from helpers import BACKENDS, op_args
 
 from wdsr_fast import ops
 from wdsr_fast.model import WDSRConfig
@@ -56,3 +57,30 @@ def test_cuda_ops_say_why_where_the_extension_does_not_load():
         pytest.skip("the CUDA extension loads here")
     with pytest.raises(RuntimeError, match="not built"):
         cuda.wdsr_b_block(torch.zeros(1, 8, 4, 4))
+
+
+PLAIN_PYTHON = {"torch"}  # backends whose ops are Python functions over ATen ops, not registered custom ops
+
+
+def registered_op(backend, op):
+    """The torch.ops overload behind ``op`` of ``backend``, or None where it is a plain Python function."""
+    fn = getattr(ops.get_backend(backend), op)
+    if isinstance(fn, torch.library.CustomOpDef):  # torch.library.custom_op (Triton)
+        return fn._opoverload
+    if isinstance(fn, torch._ops.OpOverloadPacket):  # TORCH_LIBRARY in C++ (CUDA)
+        return fn.default
+    return None
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("op", ops.OP_NAMES)
+def test_opcheck(backend, op):
+    """torch.library.opcheck on every registered op of every backend that runs here (schema, autograd registration,
+    fake implementation against the real one, AOT dispatch). The torch backend's ops are plain functions over ATen
+    ops: no registration for opcheck to check, and torch.compile traces through them (test_fast.py)."""
+    registered = registered_op(backend, op)
+    if backend in PLAIN_PYTHON:
+        assert registered is None
+        pytest.skip(f"backend {backend!r}: {op} is a plain Python function, not a registered op")
+    assert registered is not None, f"backend {backend!r}: {op} is not a registered op"
+    torch.library.opcheck(registered, tuple(op_args(op)))

@@ -3,16 +3,11 @@ import re
 
 import pytest
 import torch
-from test_model import randomise
-from torch.nn import functional as F
+from helpers import randomise, small_wdsr, ychfan_forward, ychfan_state
 
 import wdsr_fast
 from wdsr_fast import WDSR, load_model, preset, save_model
 from wdsr_fast.checkpoint import CheckpointError
-
-
-def small(variant="b", scale=2, **kw):
-    return randomise(WDSR(**{**dict(variant=variant, scale=scale, n_feats=8, n_resblocks=2, block_feats=16), **kw}))
 
 
 def same_output(a, b, image=None):
@@ -24,7 +19,7 @@ def same_output(a, b, image=None):
 @pytest.mark.parametrize("suffix", [".safetensors", ".pth", ".pt"])
 @pytest.mark.parametrize("variant", ["a", "b"])
 def test_round_trip(tmp_path, suffix, variant):
-    model = small(variant, scale=3, res_scale=0.5, rgb_mean=(0.1, 0.2, 0.3))
+    model = small_wdsr(variant, scale=3, res_scale=0.5, rgb_mean=(0.1, 0.2, 0.3))
     path = save_model(model, tmp_path / f"m{suffix}")
     loaded = load_model(path)
     assert loaded.config == model.config
@@ -34,7 +29,7 @@ def test_round_trip(tmp_path, suffix, variant):
 
 @pytest.mark.parametrize("wrapper", [None, "state_dict", "model", "model_state_dict", "params", "params_ema"])
 def test_wrapped_and_prefixed_state_dicts(tmp_path, wrapper):
-    model = small("b", scale=4)
+    model = small_wdsr("b", scale=4)
     state = {f"module.{k}": v for k, v in model.state_dict().items()}
     torch.save(state if wrapper is None else {wrapper: state, "epoch": 3}, tmp_path / "c.pth")
     loaded = load_model(tmp_path / "c.pth")
@@ -44,7 +39,7 @@ def test_wrapped_and_prefixed_state_dicts(tmp_path, wrapper):
 
 
 def test_parametrizations_api_keys():
-    model = small("a")
+    model = small_wdsr("a")
     modern = WDSR(variant="a", scale=2, n_feats=8, n_resblocks=2, block_feats=16)
     state = {}
     for key, value in model.state_dict().items():  # the keys torch.nn.utils.parametrizations.weight_norm writes
@@ -55,37 +50,13 @@ def test_parametrizations_api_keys():
 
 
 def test_plain_weight_keys():
-    model = small("b")
+    model = small_wdsr("b")
     plain = wdsr_fast.folded_copy(model).state_dict()
     loaded = WDSR(variant="b", scale=2, n_feats=8, n_resblocks=2)
     loaded.load_state_dict(plain)
     image = torch.rand(1, 3, 9, 11) * 255
     with torch.no_grad():
         assert (loaded(image) - model(image)).abs().max() < 1e-3
-
-
-def ychfan_state(model: WDSR) -> dict:
-    """Our state_dict in the ychfan/wdsr key layout (one `body` Sequential, as in its epoch_30.pth)."""
-    n = model.config.n_resblocks
-    out = {}
-    for key, value in model.state_dict().items():
-        key = key.replace("head.0.", "body.0.").replace("tail.0.", f"body.{n + 1}.")
-        m = re.match(r"body\.(\d+)\.body\.(.*)", key)
-        out[f"body.{int(m.group(1)) + 1}.body.{m.group(2)}" if m else key] = value
-    return out
-
-
-def ychfan_forward(state: dict, image: torch.Tensor, n_blocks: int, scale: int) -> torch.Tensor:
-    """The ychfan/wdsr forward, written from its description: [0,1] input, -0.5, body, +skip, shuffle, +0.5."""
-    def conv(prefix, x):
-        w = torch._weight_norm(state[prefix + ".weight_v"], state[prefix + ".weight_g"], 0)
-        return F.conv2d(x, w, state[prefix + ".bias"], padding=w.shape[-1] // 2)
-
-    x = image - 0.5
-    h = conv("body.0", x)
-    for i in range(1, n_blocks + 1):
-        h = h + conv(f"body.{i}.body.2", F.relu(conv(f"body.{i}.body.0", h)))
-    return F.pixel_shuffle(conv(f"body.{n_blocks + 1}", h) + conv("skip.0", x), scale) + 0.5
 
 
 @pytest.mark.parametrize("scale", [2, 3, 4])
@@ -110,7 +81,7 @@ def test_missing_file(tmp_path):
 
 @pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
 def test_truncated_file(tmp_path, suffix):
-    path = save_model(small(), tmp_path / f"m{suffix}")
+    path = save_model(small_wdsr(), tmp_path / f"m{suffix}")
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match=re.escape(str(path))):
@@ -118,7 +89,7 @@ def test_truncated_file(tmp_path, suffix):
 
 
 def test_mismatched_config(tmp_path):
-    path = save_model(small("b", scale=2), tmp_path / "m.pth")
+    path = save_model(small_wdsr("b", scale=2), tmp_path / "m.pth")
     obj = torch.load(path, weights_only=True)
     obj["config"]["scale"] = 3
     torch.save(obj, path)
@@ -128,7 +99,7 @@ def test_mismatched_config(tmp_path):
 
 
 def test_missing_tensor(tmp_path):
-    state = small("b").state_dict()
+    state = small_wdsr("b").state_dict()
     del state["body.1.body.3.bias"]
     state["extra.weight"] = torch.zeros(1)
     torch.save(state, tmp_path / "m.pth")
@@ -147,17 +118,17 @@ def test_not_a_checkpoint(tmp_path):
 
 def test_mismatched_state_dict_into_module():
     with pytest.raises(RuntimeError, match="size mismatch"):
-        WDSR(scale=3, n_feats=8, n_resblocks=2).load_state_dict(small("b", scale=2).state_dict())
+        WDSR(scale=3, n_feats=8, n_resblocks=2).load_state_dict(small_wdsr("b", scale=2).state_dict())
 
 
 def test_unknown_suffix(tmp_path):
     with pytest.raises(ValueError, match="format"):
-        save_model(small(), tmp_path / "m.bin")
+        save_model(small_wdsr(), tmp_path / "m.bin")
 
 
 @pytest.mark.parametrize("n_feats,expansion,low_rank", [(10, 4, 0.5), (12, 3, 0.8), (7, 2, 1.0)])
 def test_inferred_config_rebuilds_the_same_shapes(tmp_path, n_feats, expansion, low_rank):
-    model = small("b", n_feats=n_feats, expansion=expansion, low_rank=low_rank)
+    model = small_wdsr("b", n_feats=n_feats, expansion=expansion, low_rank=low_rank)
     torch.save(model.state_dict(), tmp_path / "bare.pth")  # no config stored: everything from the shapes
     cfg = load_model(tmp_path / "bare.pth").config
     assert (cfg.n_feats, cfg.expansion, cfg.low_rank_feats) == (n_feats, expansion, model.config.low_rank_feats)

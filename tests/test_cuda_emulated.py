@@ -13,8 +13,7 @@ import shutil
 import cuda_emulator
 import pytest
 import torch
-from test_model import float64_forward, randomise
-from test_ops import MEAN, TOLERANCE, features, image, rel_error, weights
+from helpers import MEAN, TOLERANCE, features, float64_forward, image, randomise, rel_error, weights
 
 from wdsr_fast import WDSR, FastWDSR
 from wdsr_fast.fast import run_folded

@@ -1,44 +1,11 @@
 """The reference WDSR against an independent float64 re-computation, parameter counts, folding, config errors."""
 import pytest
 import torch
+from helpers import float64_forward, randomise
 from torch.nn import functional as F
 
 import wdsr_fast
 from wdsr_fast import WDSR, count_parameters, fold, folded_copy, preset
-
-
-def randomise(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Fresh non-trivial weights (biases and gains too), so no term of the forward can hide."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen) * 0.2 + (0.5 if p.dim() == 4 and p.shape[1:] == (1, 1, 1)
-                                                                  else 0.0))
-    return model
-
-
-def float64_forward(state: dict, cfg, image: torch.Tensor) -> torch.Tensor:
-    """WDSR written again from the paper's description, in float64, straight from the state_dict."""
-    s = {k: v.double() for k, v in state.items()}
-
-    def conv(prefix, x):
-        v, g = s[prefix + ".weight_v"], s[prefix + ".weight_g"]
-        weight = v * (g.flatten() / v.flatten(1).norm(dim=1)).view(-1, 1, 1, 1)
-        return F.conv2d(x, weight, s[prefix + ".bias"], padding=weight.shape[-1] // 2)
-
-    mean = torch.tensor(cfg.rgb_mean, dtype=torch.float64).view(1, 3, 1, 1) * cfg.rgb_range
-    x = (image.double() - mean) / cfg.pixel_norm_scale
-    skip = F.pixel_shuffle(conv("skip.0", x), cfg.scale)
-    h = conv("head.0", x)
-    for i in range(cfg.n_resblocks):
-        p = f"body.{i}.body"
-        if cfg.variant == "a":
-            r = conv(p + ".2", F.relu(conv(p + ".0", h)))
-        else:
-            r = conv(p + ".3", conv(p + ".2", F.relu(conv(p + ".0", h))))
-        h = h + cfg.res_scale * r
-    out = F.pixel_shuffle(conv("tail.0", h), cfg.scale) + skip
-    return out * cfg.pixel_norm_scale + mean
 
 
 @pytest.mark.parametrize("scale", [2, 3, 4])

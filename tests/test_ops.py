@@ -8,43 +8,12 @@ before the kernels write them, so a missed write fails the test.
 """
 import pytest
 import torch
+from helpers import BACKENDS, DEVICE, DTYPES, MEAN, TOLERANCE, features, image, rel_error, require_gpu_backend, weights
 
 from wdsr_fast import ops
 from wdsr_fast.ops import reference
 
-TOLERANCE = {torch.float32: 1e-5, torch.float16: 5e-3, torch.bfloat16: 2e-2}
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-DTYPES = [torch.float32, torch.float16] + ([torch.bfloat16] if DEVICE == "cuda" else [])
-BACKENDS = [b for b in ops.BACKENDS if ops.unavailable_reason(b, DEVICE) is None]
-
-
-@pytest.fixture(autouse=True)
-def poison(monkeypatch):
-    """NaN-poisoned outputs, and exact fp32 (no TF32) for the references on GPU."""
-    monkeypatch.setenv(ops.POISON_ENV, "1")
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    yield
-    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
-
-
-def rel_error(out: torch.Tensor, ref: torch.Tensor) -> float:
-    assert out.shape == ref.shape
-    return ((out.double() - ref).abs().max() / ref.abs().max()).item()
-
-
-def weights(*shapes, dtype, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    return [(torch.randn(s, generator=gen) * (0.3 if len(s) > 1 else 0.1)).to(DEVICE, dtype) for s in shapes]
-
-
-def features(n, c, h, w, dtype, channels_last, seed=1):
-    x = torch.randn(n, c, h, w, generator=torch.Generator().manual_seed(seed)).to(DEVICE, dtype)
-    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
-
-
-def image(n, h, w, dtype, seed=2):
-    return (torch.rand(n, 3, h, w, generator=torch.Generator().manual_seed(seed)) * 255).to(DEVICE, dtype)
+pytestmark = pytest.mark.usefixtures("poison")  # NaN-poisoned outputs, no TF32 (conftest.py)
 
 
 def check(backend, name, args, dtype):
@@ -58,14 +27,6 @@ def check(backend, name, args, dtype):
     return out
 
 
-def require_gpu_backend(backend):
-    """Skip, saying why, unless ``backend`` can run on the GPU here."""
-    reason = ops.unavailable_reason(backend, "cuda")
-    if reason:
-        pytest.skip(reason)
-
-
-MEAN = torch.tensor([114.4, 111.5, 103.0])
 SHAPES = [(2, 8, 9, 13), (1, 32, 17, 1), (2, 32, 1, 30)]  # odd sizes, edge sizes, not multiples of the tiles
 
 

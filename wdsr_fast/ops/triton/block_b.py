@@ -23,7 +23,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import check_features, check_weight, dot_config, interpreting, mm, new_output, pad
+from .common import check_features, check_weights, dot_config, mm, new_output, num_warps, pad
 
 TILE_H, TILE_W = 16, 16  # haloed; the interior written per program is 14 x 14
 E_BLOCK = 64  # wide channels per chunk of the expand
@@ -99,10 +99,9 @@ def wdsr_b_block(x: torch.Tensor, w_expand: torch.Tensor, b_expand: torch.Tensor
     check_features("wdsr_b_block: x", x)
     n, c, height, width = x.shape
     wide, low_rank = w_expand.shape[0], w_reduce.shape[0]
-    for name, tensor, shape in (("w_expand", w_expand, (wide, c, 1, 1)), ("b_expand", b_expand, (wide,)),
-                                ("w_reduce", w_reduce, (low_rank, wide, 1, 1)), ("b_reduce", b_reduce, (low_rank,)),
-                                ("w_conv", w_conv, (c, low_rank, 3, 3)), ("b_conv", b_conv, (c,))):
-        check_weight(f"wdsr_b_block: {name}", tensor, shape, x)
+    check_weights("wdsr_b_block", x, w_expand=(w_expand, (wide, c, 1, 1)), b_expand=(b_expand, (wide,)),
+                  w_reduce=(w_reduce, (low_rank, wide, 1, 1)), b_reduce=(b_reduce, (low_rank,)),
+                  w_conv=(w_conv, (c, low_rank, 3, 3)), b_conv=(b_conv, (c,)))
     y = new_output(x.shape, x, channels_last=True)
     tiles_h, tiles_w = triton.cdiv(height, TILE_H - 2), triton.cdiv(width, TILE_W - 2)
     dots = dot_config(x.dtype)
@@ -113,5 +112,5 @@ def wdsr_b_block(x: torch.Tensor, w_expand: torch.Tensor, b_expand: torch.Tensor
         x, w_expand.contiguous(), b_expand, w_reduce.contiguous(), b_reduce, w_conv.contiguous(), b_conv, y, scratch,
         height, width, tiles_w, tiles_h * tiles_w, float(res_scale), *x.stride(), *y.stride(),
         C=c, E=wide, L=low_rank, C_PAD=pad(c), E_BLOCK=min(E_BLOCK, pad(wide)), L_PAD=l_pad,
-        TILE_H=TILE_H, TILE_W=TILE_W, num_warps=1 if interpreting() else 8, **dots)
+        TILE_H=TILE_H, TILE_W=TILE_W, num_warps=num_warps(8), **dots)
     return y

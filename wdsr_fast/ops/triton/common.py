@@ -1,4 +1,6 @@
-"""Pieces every Triton op shares: padded tile sizes, dot precision, output allocation, input checks."""
+"""Pieces every Triton op shares: padded tile sizes, dot precision, warps per program, output allocation and the
+input checks (the same messages and exception types as every backend: ValueError for shapes, TypeError for
+dtypes and devices)."""
 from __future__ import annotations
 
 import os
@@ -29,6 +31,11 @@ def dot_config(dtype: torch.dtype) -> dict:
     return dict(DOT_DTYPE=dot_dtype, PRECISION=precision)
 
 
+def num_warps(on_gpu: int) -> int:
+    """Warps per program: ``on_gpu`` on a GPU, 1 in the interpreter (which has no warps to spread work over)."""
+    return 1 if interpreting() else on_gpu
+
+
 def new_output(shape, like: torch.Tensor, channels_last: bool) -> torch.Tensor:
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     if os.environ.get(POISON_ENV) == "1":
@@ -48,12 +55,21 @@ def check_features(name: str, x: torch.Tensor) -> None:
                          f"(wdsr_fast.infer.upscale_tensor)")
 
 
-def check_weight(name: str, w: torch.Tensor, shape: tuple, x: torch.Tensor) -> None:
-    """A weight (or bias) of exactly ``shape``, in the activation dtype and on its device."""
-    if tuple(w.shape) != tuple(shape):
-        raise ValueError(f"{name}: expected shape {tuple(shape)}, got {tuple(w.shape)}")
-    if w.dtype != x.dtype or w.device != x.device:
-        raise TypeError(f"{name}: expected {x.dtype} on {x.device} like the input, got {w.dtype} on {w.device}")
+def check_weights(op: str, x: torch.Tensor, **weights: tuple[torch.Tensor, tuple]) -> None:
+    """Each weight (or bias), given as name=(tensor, expected shape), of exactly that shape, in the dtype of the
+    activations ``x`` and on their device."""
+    for name, (w, shape) in weights.items():
+        if tuple(w.shape) != tuple(shape):
+            raise ValueError(f"{op}: {name}: expected shape {tuple(shape)}, got {tuple(w.shape)}")
+        if w.dtype != x.dtype or w.device != x.device:
+            raise TypeError(f"{op}: {name}: expected {x.dtype} on {x.device} like the input, "
+                            f"got {w.dtype} on {w.device}")
+
+
+def check_mean(op: str, mean: torch.Tensor, x: torch.Tensor) -> None:
+    """The (3,) fp32 mean in pixel units, on the device of ``x``."""
+    if mean.shape != (3,) or mean.dtype != torch.float32 or mean.device != x.device:
+        raise ValueError(f"{op}: mean must be a (3,) float32 tensor on {x.device}")
 
 
 @triton.jit

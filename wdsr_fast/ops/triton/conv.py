@@ -14,7 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import check_features, check_weight, dot_config, interpreting, mm, new_output, pad, shifted
+from .common import check_features, check_mean, check_weights, dot_config, mm, new_output, num_warps, pad, shifted
 
 BLOCK_H, BLOCK_W = 8, 16
 MAX_K_BLOCK, MAX_CO_BLOCK = 64, 64
@@ -80,7 +80,7 @@ def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, *, relu: 
         height, width, tiles_w, float(res_scale), float(norm_scale), *x.stride(), *res.stride(), *y.stride(),
         CI=ci, CO=co, K_BLOCK=min(MAX_K_BLOCK, pad(ci)), CO_BLOCK=co_block, BLOCK_H=BLOCK_H, BLOCK_W=BLOCK_W,
         NORMALISE=mean is not None, RELU=relu, RESIDUAL=residual is not None,
-        num_warps=1 if interpreting() else 4, **dot_config(x.dtype))
+        num_warps=num_warps(4), **dot_config(x.dtype))
     return y
 
 
@@ -90,10 +90,8 @@ def head_conv(image: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, mea
     check_features("head_conv: image", image)
     if image.shape[1] != 3:
         raise ValueError(f"head_conv: expected an RGB image (N, 3, H, W), got {tuple(image.shape)}")
-    check_weight("head_conv: weight", weight, (weight.shape[0], 3, 3, 3), image)
-    check_weight("head_conv: bias", bias, (weight.shape[0],), image)
-    if mean.shape != (3,) or mean.dtype != torch.float32 or mean.device != image.device:
-        raise ValueError(f"head_conv: mean must be a (3,) float32 tensor on {image.device}")
+    check_weights("head_conv", image, weight=(weight, (weight.shape[0], 3, 3, 3)), bias=(bias, (weight.shape[0],)))
+    check_mean("head_conv", mean, image)
     return conv3x3(image, weight, bias, mean=mean, norm_scale=norm_scale)
 
 
@@ -102,8 +100,7 @@ def wdsr_a_block(x: torch.Tensor, w_expand: torch.Tensor, b_expand: torch.Tensor
     """Same contract as ``reference.wdsr_a_block``; the output is channels_last."""
     check_features("wdsr_a_block: x", x)
     c, wide = x.shape[1], w_expand.shape[0]
-    for name, tensor, shape in (("w_expand", w_expand, (wide, c, 3, 3)), ("b_expand", b_expand, (wide,)),
-                                ("w_reduce", w_reduce, (c, wide, 3, 3)), ("b_reduce", b_reduce, (c,))):
-        check_weight(f"wdsr_a_block: {name}", tensor, shape, x)
+    check_weights("wdsr_a_block", x, w_expand=(w_expand, (wide, c, 3, 3)), b_expand=(b_expand, (wide,)),
+                  w_reduce=(w_reduce, (c, wide, 3, 3)), b_reduce=(b_reduce, (c,)))
     expanded = conv3x3(x, w_expand, b_expand, relu=True)
     return conv3x3(expanded, w_reduce, b_reduce, residual=x, res_scale=res_scale)

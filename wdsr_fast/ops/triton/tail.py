@@ -14,7 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import check_features, check_weight, dot_config, interpreting, mm, new_output, pad, shifted
+from .common import check_features, check_mean, check_weights, dot_config, mm, new_output, num_warps, pad, shifted
 
 BLOCK_H, BLOCK_W = 8, 16
 SKIP_TAPS = 25 * 3  # 5x5 taps x 3 colours
@@ -97,11 +97,9 @@ def tail_shuffle(features: torch.Tensor, image: torch.Tensor, w_tail: torch.Tens
                          f"{features.device} like the features, "
                          f"got {tuple(image.shape)} {image.dtype} on {image.device}")
     out_feats = 3 * scale**2
-    for name, tensor, shape in (("w_tail", w_tail, (out_feats, c, 3, 3)), ("b_tail", b_tail, (out_feats,)),
-                                ("w_skip", w_skip, (out_feats, 3, 5, 5)), ("b_skip", b_skip, (out_feats,))):
-        check_weight(f"tail_shuffle: {name}", tensor, shape, features)
-    if mean.shape != (3,) or mean.dtype != torch.float32 or mean.device != features.device:
-        raise ValueError(f"tail_shuffle: mean must be a (3,) float32 tensor on {features.device}")
+    check_weights("tail_shuffle", features, w_tail=(w_tail, (out_feats, c, 3, 3)), b_tail=(b_tail, (out_feats,)),
+                  w_skip=(w_skip, (out_feats, 3, 5, 5)), b_skip=(b_skip, (out_feats,)))
+    check_mean("tail_shuffle", mean, features)
     out = new_output((n, 3, height * scale, width * scale), features, channels_last=False)
     if out.numel() >= 2**31:
         raise ValueError(f"tail_shuffle: output {tuple(out.shape)} has 2**31 or more elements; upscale in tiles")
@@ -110,5 +108,5 @@ def tail_shuffle(features: torch.Tensor, image: torch.Tensor, w_tail: torch.Tens
         features, image, w_tail.contiguous(), b_tail, w_skip.contiguous(), b_skip, mean, out,
         height, width, tiles_w, float(norm_scale), *features.stride(), *image.stride(),
         C=c, C_PAD=pad(c), SCALE=scale, OUT_PAD=pad(out_feats), BLOCK_H=BLOCK_H, BLOCK_W=BLOCK_W,
-        SKIP_TAPS=SKIP_TAPS, SKIP_K=SKIP_K, num_warps=1 if interpreting() else 4, **dot_config(features.dtype))
+        SKIP_TAPS=SKIP_TAPS, SKIP_K=SKIP_K, num_warps=num_warps(4), **dot_config(features.dtype))
     return out
