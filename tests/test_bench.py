@@ -3,7 +3,8 @@ import json
 
 import pytest
 
-from wdsr_fast.bench import macs_per_pixel, main, min_bytes_per_pixel, model_work
+from wdsr_fast.bench import main
+from wdsr_fast.bench.work import macs_per_pixel, min_bytes_per_pixel, model_work
 from wdsr_fast.model import PRESETS, WDSRConfig
 
 
@@ -53,3 +54,20 @@ def test_bad_arguments(argv):
 def test_bad_batch():
     with pytest.raises(SystemExit, match="batch"):
         main(["--device", "cpu", "--batch", "0"])
+
+
+def test_a_new_row_kind_is_one_function(tmp_path, monkeypatch):
+    """Rows are data: a kind added to ROW_KINDS is timed, stored with its fields and compared like the others."""
+    from wdsr_fast.bench import rows
+
+    def peer_rows(s):
+        return [rows.Row("peer", "peer-runtime", lambda: lambda: s.reference(s.lr), backend="peer")]
+
+    monkeypatch.setattr(rows, "ROW_KINDS", rows.ROW_KINDS + (peer_rows,))
+    assert main(["--device", "cpu", "--presets", "wdsr-b-32x16", "--scales", "2", "--sizes", "32x32", "--batch", "1",
+                 "--backends", "torch", "--repeats", "1", "--out", str(tmp_path)]) == 0
+    results = {r["row"]: r for r in json.loads((tmp_path / "results.json").read_text())["rows"]}
+    peer = results["peer"]
+    assert (peer["kind"], peer["backend"], peer["op"]) == ("peer-runtime", "peer", None)
+    assert peer["ms"] > 0 and peer["vs_eager_fp32"] > 0
+    assert results["op:tail_shuffle:torch"]["op"] == "tail_shuffle"

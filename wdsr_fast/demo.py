@@ -15,6 +15,7 @@ import torch
 
 from .model import SCALES
 from .ops import DEVICE_TYPES
+from .timing import time_call
 
 SAMPLE_PHOTO = "astronaut"
 TIMED_PRESETS = ("wdsr-b-32x16", "wdsr-a-baseline")
@@ -43,8 +44,6 @@ def load_photo() -> np.ndarray:
 
 def time_model(model, image: torch.Tensor, repeats: int):
     """(output, median seconds per call after warm-up: weight folding, kernel compilation)."""
-    from .bench import time_call
-
     with torch.inference_mode():
         return model(image), time_call(lambda: model(image), image.device, repeats)
 
