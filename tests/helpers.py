@@ -1,4 +1,4 @@
-"""Helpers shared by the test files (imported by them and by conftest.py; no test file imports another).
+"""Functions and constants shared by the test files (no test file imports another; fixtures are in conftest.py).
 
 Inputs are made on ``DEVICE`` (the GPU where there is one) from seeded CPU generators, so that every backend and
 every machine sees the same numbers. Parity is measured as ``rel_error``: max |out - ref| / max |ref| over the

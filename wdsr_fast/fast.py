@@ -30,8 +30,8 @@ FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 AUTOGRAD = "autograd"  # last_backend when autograd recorded the forward: WDSR's trainable path ran
 
 # Walking the module tree for its parameters costs ~90 us of host time per forward (WDSR-B 32x16), a tenth of
-# the 1 ms frame we aim for; FastWDSR keeps the list, and rebuilds it after any module anywhere registers a
-# parameter (this counter) or after its own _apply (.to(), .half(), ... may replace parameter objects).
+# the 1 ms per frame this package targets; FastWDSR keeps the list, and rebuilds it after any module anywhere
+# registers a parameter (this counter) or after its own _apply (.to(), .half(), ... may replace parameter objects).
 _parameter_registrations = 0
 
 
