@@ -7,10 +7,11 @@
         sr = fast(lr_image)                                       # (N,3,H,W) in [0,255] -> (N,3,sH,sW)
 """
 from .checkpoint import load_model, save_model
+from .export import export_onnx
 from .fast import FastWDSR
 from .fold import FoldedWDSR, fold, folded_copy
 from .model import PRESETS, WDSR, WDSRConfig, count_parameters, preset
 
 __all__ = ["WDSR", "WDSRConfig", "FastWDSR", "PRESETS", "preset", "count_parameters", "fold", "folded_copy",
-           "FoldedWDSR", "load_model", "save_model"]
+           "FoldedWDSR", "load_model", "save_model", "export_onnx"]
 __version__ = "0.1.0"
