@@ -69,7 +69,8 @@ def export_onnx(model: WDSR, path, *, static: tuple[int, int] | None = None, ops
     reference = _plain_copy(model)  # a CPU WDSR with model's weights, unaffected by later changes to model
     network = folded_copy(reference).to(dtype).eval()
     trace_size = static or TRACE_SIZE
-    example = torch.rand(1, 3, *trace_size, dtype=torch.float32).mul(reference.config.rgb_range).to(dtype)
+    generator = torch.Generator().manual_seed(0)  # the caller's random state stays as it was
+    example = (torch.rand(1, 3, *trace_size, generator=generator) * reference.config.rgb_range).to(dtype)
     dynamic_axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}
     if static is None:
         dynamic_axes[INPUT_NAME].update({2: "height", 3: "width"})
