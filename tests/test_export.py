@@ -141,7 +141,7 @@ def test_a_failing_check_replaces_nothing(tmp_path, monkeypatch):
 
 
 def test_argument_errors(tmp_path):
-    with pytest.raises(ValueError, match="opset must be at least 11"):
+    with pytest.raises(ValueError, match="opset must be from 11"):
         export_onnx(small(), tmp_path / "m.onnx", opset=9)
     with pytest.raises(ValueError, match="static"):
         export_onnx(small(), tmp_path / "m.onnx", static=(0, 8))
@@ -173,4 +173,10 @@ def test_command_errors(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["export", str(tmp_path / "missing.pth"), "-o", str(tmp_path / "m.onnx"), "--static", "16by24"])
     assert exc.value.code == 2 and "HEIGHTxWIDTH" in capsys.readouterr().err
-    assert not list(tmp_path.iterdir())
+    weights = wdsr_fast.save_model(small(), tmp_path / "m.safetensors")
+    with pytest.raises(SystemExit, match=r"^error: opset must be from 11 .* to 20 .*, got 99$"):
+        main(["export", str(weights), "-o", str(tmp_path / "m.onnx"), "--opset", "99"])
+    (tmp_path / "folder.onnx").mkdir()
+    with pytest.raises(SystemExit, match=r"^error: .*folder\.onnx"):
+        main(["export", str(weights), "-o", str(tmp_path / "folder.onnx")])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder.onnx", "m.safetensors"]

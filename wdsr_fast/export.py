@@ -38,6 +38,7 @@ INPUT_NAME = "lr"
 OUTPUT_NAME = "sr"
 DEFAULT_OPSET = 17
 MIN_OPSET = 11  # DepthToSpace with mode CRD (what the pixel shuffle becomes)
+MAX_OPSET = 20  # the highest the TorchScript-based exporter supports (torch 2.13 and 2.14)
 TOLERANCE = {torch.float32: 1e-4, torch.float16: 5e-3}
 TRACE_SIZE = (24, 32)  # height, width of the example input the exporter traces; never a checked size
 CHECK_SIZES = ((19, 27), (33, 14))  # height, width of the dynamic checks (odd, non-square, both orientations)
@@ -54,15 +55,16 @@ def export_onnx(model: WDSR, path, *, static: tuple[int, int] | None = None, ops
     """Write ``model`` (a ``WDSR`` or ``FastWDSR``) as an ONNX file at ``path``, checked in ONNX Runtime.
 
     static: (height, width) of a fixed-size file; None (default) leaves batch, height and width dynamic.
-    opset: ONNX opset (default 17; at least 11).
+    opset: ONNX opset (default 17; from 11 to 20).
     half: float16 weights, input and output (for GPU runtimes; the checks run on CPU all the same).
     Returns the path. Raises ``ExportError`` (nothing replaced) if the export or its checks fail, and
     ``ImportError`` naming the ``[onnx]`` extra if onnx or onnxruntime is missing.
     """
     onnx, ort = _import_onnx()
     path = Path(path)
-    if opset < MIN_OPSET:
-        raise ValueError(f"opset must be at least {MIN_OPSET} (DepthToSpace in CRD mode), got {opset}")
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ValueError(f"opset must be from {MIN_OPSET} (DepthToSpace in CRD mode) to {MAX_OPSET} (the exporter's "
+                         f"newest), got {opset}")
     if static is not None and (len(static) != 2 or min(static) < 1):
         raise ValueError(f"static must be (height, width) in positive pixels, got {static!r}")
     dtype = torch.float16 if half else torch.float32
@@ -86,7 +88,9 @@ def export_onnx(model: WDSR, path, *, static: tuple[int, int] | None = None, ops
                                   input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamic_axes=dynamic_axes,
                                   do_constant_folding=True)
         except Exception as exc:  # the exporter raises many kinds of errors (unsupported opset, ...)
-            raise ExportError(f"{path}: the ONNX export failed ({type(exc).__name__}: {exc})") from None
+            reason = next((line for line in str(exc).splitlines() if line.strip()), "")
+            raise ExportError(f"{path}: the ONNX export failed ({type(exc).__name__}: {reason}); "
+                              f"nothing was replaced") from None
         proto = onnx.load(tmp)
         _describe_graph(proto, reference, dtype)
         onnx.save(proto, tmp)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 def add_parser(subparsers) -> None:
-    from .export import DEFAULT_OPSET, MIN_OPSET
+    from .export import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
 
     parser = subparsers.add_parser(
         "export", help="write a checkpoint as an ONNX file (dynamic shapes, checked in ONNX Runtime)",
@@ -21,7 +21,7 @@ def add_parser(subparsers) -> None:
                         help="fix height and width (e.g. 256x256) for runtimes that want static shapes; "
                              "batch stays dynamic (default: batch, height and width dynamic)")
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET,
-                        help=f"ONNX opset (default: %(default)s; at least {MIN_OPSET})")
+                        help=f"ONNX opset (default: %(default)s; from {MIN_OPSET} to {MAX_OPSET})")
     parser.add_argument("--half", action="store_true", help="float16 weights, input and output")
     parser.set_defaults(func=run)
 
@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         model = load_model(args.weights)
         path = export_onnx(model, args.out, static=args.static, opset=args.opset, half=args.half)
-    except (CheckpointError, ExportError, ImportError, ValueError) as exc:
+    except (CheckpointError, ExportError, ImportError, ValueError, OSError) as exc:  # OSError: an unwritable --out
         raise SystemExit(f"error: {exc}") from None
     cfg = model.config
     shapes = "batch dynamic, {}x{} fixed".format(*args.static) if args.static else "batch, height and width dynamic"
