@@ -125,3 +125,18 @@ def ychfan_forward(state: dict, image: torch.Tensor, n_blocks: int, scale: int) 
     for i in range(1, n_blocks + 1):
         h = h + conv(f"body.{i}.body.2", F.relu(conv(f"body.{i}.body.0", h)))
     return F.pixel_shuffle(conv(f"body.{n_blocks + 1}", h) + conv("skip.0", x), scale) + 0.5
+
+
+def parametrizations_keys(state: dict) -> dict:
+    """A state_dict of ours with the keys torch.nn.utils.parametrizations.weight_norm writes."""
+    return {key.replace(".weight_g", ".parametrizations.weight.original0")
+               .replace(".weight_v", ".parametrizations.weight.original1"): value for key, value in state.items()}
+
+
+def photo(height: int, width: int, batch: int = 1) -> torch.Tensor:
+    """Crops of scikit-image's astronaut photo, (batch, 3, height, width) float32 in [0, 1]."""
+    from skimage import data
+
+    array = data.astronaut()  # (512, 512, 3) uint8
+    crops = [array[40 + 37 * i: 40 + 37 * i + height, 150 + 23 * i: 150 + 23 * i + width] for i in range(batch)]
+    return torch.stack([torch.from_numpy(c.copy()).permute(2, 0, 1) for c in crops]).float() / 255

@@ -18,10 +18,11 @@ import loops):
 5. the commands (upscale, train, eval, demo, bench), gathered by ``cli``.
 """
 from .checkpoint import load_model, save_model
+from .export import export_onnx
 from .fast import FastWDSR
 from .fold import FoldedWDSR, fold, folded_copy
 from .model import PRESETS, WDSR, WDSRConfig, count_parameters, preset
 
 __version__ = "0.1.0"  # the package's one version string (pyproject.toml reads it)
 __all__ = ["WDSR", "WDSRConfig", "FastWDSR", "PRESETS", "preset", "count_parameters", "fold", "folded_copy",
-           "FoldedWDSR", "load_model", "save_model"]
+           "FoldedWDSR", "load_model", "save_model", "export_onnx"]

@@ -144,3 +144,17 @@ def save_model(model: WDSR, path) -> Path:
         else:
             torch.save({"config": config, "state_dict": state}, tmp)
     return path
+
+
+def read_checkpoint(path, map_location="cpu") -> tuple[dict[str, torch.Tensor], dict | None]:
+    """A checkpoint's tensors as stored (wrappers removed, keys untouched) and its stored config (None if the
+    file has none): what ``wdsr-fast info`` reports the source layout from. CheckpointError if unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        return _read(path, map_location)
+    except Exception as exc:  # truncated or corrupt files raise all sorts of errors, some over many lines
+        text = str(exc).split("WeightsUnpickler error:")[-1]  # torch.load's weights_only preamble is no reason
+        reason = " ".join(next((line for line in text.splitlines() if line.strip()), "").split())
+        raise CheckpointError(f"{path}: cannot read the checkpoint ({type(exc).__name__}: {reason})") from None
