@@ -10,7 +10,8 @@ from .checkpoint import load_model, save_model
 from .fast import FastWDSR
 from .fold import FoldedWDSR, fold, folded_copy
 from .model import PRESETS, WDSR, WDSRConfig, count_parameters, preset
+from .upscaler import Upscaler
 
 __all__ = ["WDSR", "WDSRConfig", "FastWDSR", "PRESETS", "preset", "count_parameters", "fold", "folded_copy",
-           "FoldedWDSR", "load_model", "save_model"]
+           "FoldedWDSR", "load_model", "save_model", "Upscaler"]
 __version__ = "0.1.0"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import bench, demo, evaluate, infer, train
+from . import bench, demo, evaluate, train, upscale
 
-SUBCOMMAND_MODULES = [infer, demo, train, evaluate, bench]
+SUBCOMMAND_MODULES = [upscale, demo, train, evaluate, bench]
 
 
 def main(argv=None) -> int:

@@ -15,7 +15,7 @@ import torch
 
 from .data.datasets import find_pairs, load_pair
 from .data.imresize import imresize
-from .infer import tensor_to_uint8, uint8_to_tensor
+from .image_io import tensor_to_uint8, uint8_to_tensor
 from .metrics import psnr_rgb, psnr_y, ssim_y
 
 METRICS = ("psnr_y", "ssim_y", "psnr_rgb")
