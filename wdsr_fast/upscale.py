@@ -202,10 +202,10 @@ def run(args: argparse.Namespace) -> int:
 
     from .checkpoint import CheckpointError
 
-    check_output_folder(args.out)
     files = collect_images(args.inputs, args.recursive, args.out)
     if not files:
         raise SystemExit(f"error: no images ({', '.join(IMAGE_SUFFIXES)}) found in the inputs")
+    check_output_folder(args.out)
     try:
         upscaler = Upscaler(args.weights, args.scale, args.device, args.half, args.tile, args.tile_pad, args.backend,
                             args.alpha, progress=True)

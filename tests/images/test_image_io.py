@@ -86,6 +86,17 @@ def test_palette_becomes_rgb_or_rgba(tmp_path, transparency):
     assert np.array_equal(picture.pixels[..., :3], np.asarray(palette.convert("RGB")))
 
 
+@pytest.mark.parametrize("mode,key", [("RGB", (0, 0, 0)), ("L", 0)])
+def test_transparent_colour_becomes_alpha(tmp_path, mode, key):
+    pixels = astronaut() if mode == "RGB" else camera()
+    pixels = pixels.copy()
+    pixels[:4] = 0
+    Image.fromarray(pixels).save(tmp_path / "key.png", transparency=key)
+    picture = read_image(tmp_path / "key.png")
+    assert picture.notes == [f"{mode} with a transparent colour -> {mode}A"]
+    assert picture.has_alpha and (picture.pixels[:4, ..., -1] == 0).all()
+
+
 def test_cmyk_with_profile_is_converted_with_it(tmp_path):
     profile = cmyk_profile()
     Image.fromarray(astronaut()).convert("CMYK").save(tmp_path / "c.jpg", quality=95, icc_profile=profile)
