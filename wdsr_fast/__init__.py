@@ -5,6 +5,7 @@
     fast = wdsr_fast.FastWDSR.from_reference(model).eval()        # fused inference, same outputs
     with torch.inference_mode():
         sr = fast(lr_image)                                       # (N,3,H,W) in [0,255] -> (N,3,sH,sW)
+    big = wdsr_fast.Upscaler(scale=2).upscale(pil_image_or_array)  # whole images: any mode, 8/16 bits, tiled
 """
 from .checkpoint import load_model, save_model
 from .fast import FastWDSR

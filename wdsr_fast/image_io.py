@@ -227,10 +227,6 @@ def _ifd(exif: Image.Exif, tag: int) -> dict:
     return dict(value) if isinstance(value, dict) else dict(exif.get_ifd(tag))
 
 
-def _srgb_profile() -> bytes:
-    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
-
-
 def _to_working_mode(img: Image.Image, icc: bytes | None, notes: list[str]) -> tuple[Image.Image, bytes | None]:
     mode = img.mode
     if mode in ("L", "RGB") and "transparency" in img.info:
@@ -247,13 +243,12 @@ def _to_working_mode(img: Image.Image, icc: bytes | None, notes: list[str]) -> t
             notes.append("CMYK without an ICC profile -> RGB (plain inversion)")
             return img.convert("RGB"), None
         try:
-            rgb = ImageCms.profileToProfile(img, ImageCms.ImageCmsProfile(io.BytesIO(icc)),
-                                            ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")),
-                                            outputMode="RGB")
+            srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+            rgb = ImageCms.profileToProfile(img, ImageCms.ImageCmsProfile(io.BytesIO(icc)), srgb, outputMode="RGB")
         except (ImageCms.PyCMSError, OSError, ValueError) as exc:
             raise ImageError(f"CMYK image with an ICC profile that cannot be used ({exc})") from None
         notes.append("CMYK -> sRGB with its ICC profile")
-        return rgb, _srgb_profile()
+        return rgb, srgb.tobytes()
     if mode in CONVERTED_MODES:
         target = CONVERTED_MODES[mode]
         notes.append(f"{mode} -> {target}")

@@ -207,8 +207,8 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"error: no images ({', '.join(IMAGE_SUFFIXES)}) found in the inputs")
     check_output_folder(args.out)
     try:
-        upscaler = Upscaler(args.weights, args.scale, args.device, args.half, args.tile, args.tile_pad, args.backend,
-                            args.alpha, progress=True)
+        upscaler = Upscaler(weights=args.weights, scale=args.scale, device=args.device, half=args.half, tile=args.tile,
+                            tile_pad=args.tile_pad, backend=args.backend, alpha=args.alpha, progress=True)
     except (CheckpointError, ValueError) as exc:
         raise SystemExit(f"error: {exc}") from None
     scale = upscaler.scale

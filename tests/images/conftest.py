@@ -6,6 +6,7 @@ palette, CMYK with an ICC profile made here (no CMYK profile ships with Pillow),
 """
 from __future__ import annotations
 
+import functools
 import struct
 import zlib
 
@@ -84,7 +85,9 @@ def deep(pixels8: np.ndarray, seed: int = 0) -> np.ndarray:
 
 # -- metadata -------------------------------------------------------------------------------------------
 
+@functools.cache
 def srgb_profile() -> bytes:
+    """An sRGB ICC profile (made once: its header holds the time it was made)."""
     return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 
 
