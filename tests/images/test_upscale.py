@@ -297,6 +297,18 @@ def test_non_finite_output_is_one_line_per_file(tmp_path, photos, weights, capsy
     assert list((tmp_path / "o").iterdir()) == []
 
 
+def test_out_of_memory_is_one_line_per_file(tmp_path, photos, weights, capsys, monkeypatch):
+    from wdsr_fast.fast import FastWDSR
+
+    def too_big(self, image):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 12.00 GiB.\nGPU 0 has a total capacity")
+
+    monkeypatch.setattr(FastWDSR, "forward", too_big)
+    assert upscale(photos, "-o", tmp_path / "o", "--weights", weights) == 1
+    err = capsys.readouterr().err
+    assert err.count("out of memory on cpu with 16x16-pixel tiles (the smallest)") == 2 and "Traceback" not in err
+
+
 def test_pixel_budget_flag(tmp_path, photos, weights, capsys):
     assert upscale(photos / "astronaut.png", "-o", tmp_path / "o", "--weights", weights, "--max-pixels", 1000) == 1
     assert "over the pixel budget of 1,000" in capsys.readouterr().err
