@@ -5,7 +5,7 @@ from skimage import data
 
 from wdsr_fast import FastWDSR, load_model
 from wdsr_fast.data.imresize import imresize
-from wdsr_fast.infer import tensor_to_uint8, uint8_to_tensor
+from wdsr_fast.image_io import tensor_to_uint8, uint8_to_tensor
 from wdsr_fast.metrics import psnr_y
 from wdsr_fast.weights import bundled_path
 

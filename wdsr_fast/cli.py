@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import bench, demo, evaluate, export_command, infer, info_command, train
+from . import bench, demo, evaluate, export_command, info_command, train, upscale
 
-SUBCOMMAND_MODULES = [infer, demo, train, evaluate, bench, export_command, info_command]
+SUBCOMMAND_MODULES = [upscale, demo, train, evaluate, bench, export_command, info_command]
 
 
 def main(argv=None) -> int:

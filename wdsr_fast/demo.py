@@ -50,7 +50,7 @@ def time_model(model, image: torch.Tensor, repeats: int):
 
 def run(args: argparse.Namespace) -> int:
     from . import FastWDSR, load_model, preset
-    from .infer import uint8_to_tensor
+    from .image_io import uint8_to_tensor
     from .weights import bundled_path
 
     device = torch.device(args.device)
@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
 def upscale_photo(model, photo: np.ndarray, args: argparse.Namespace) -> None:
     """Downscale the photo, upscale it back with WDSR and bicubic, score both, write the images."""
     from .data.imresize import imresize
-    from .infer import save_png, tensor_to_uint8, uint8_to_tensor
+    from .image_io import save_png, tensor_to_uint8, uint8_to_tensor
     from .metrics import psnr_y
 
     s = args.scale

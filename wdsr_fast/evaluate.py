@@ -15,8 +15,10 @@ import torch
 
 from .data.datasets import find_pairs, load_pair
 from .data.imresize import imresize
-from .infer import tensor_to_uint8, uint8_to_tensor
+from .image_io import tensor_to_uint8, uint8_to_tensor
 from .metrics import psnr_rgb, psnr_y, ssim_y
+from .model import SCALES
+from .ops import DEVICE_TYPES
 
 METRICS = ("psnr_y", "ssim_y", "psnr_rgb")
 
@@ -56,8 +58,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--weights", type=Path, help="checkpoint (default: the bundled weights for --scale)")
     parser.add_argument("--data", type=Path, required=True, help="HR folder, DIV2K root, or HR folder with --lr")
     parser.add_argument("--lr", type=Path, help="folder of LR images matching --data (default: made by imresize)")
-    parser.add_argument("--scale", type=int, required=True, choices=(2, 3, 4))
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--scale", type=int, required=True, choices=SCALES)
+    parser.add_argument("--device", choices=DEVICE_TYPES, default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--csv", type=Path, help="also write the rows to this CSV file")
     parser.set_defaults(func=run)
 

@@ -17,12 +17,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
-from ..infer import uint8_to_tensor
+from ..image_io import IMAGE_SUFFIXES, read_rgb, uint8_to_tensor
 from .imresize import imresize
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
 
 @dataclass
@@ -65,12 +62,6 @@ def find_pairs(root, scale: int, lr_root=None) -> list[Pair]:
             raise ValueError(f"{hr}: no matching LR image ({hr.stem}x{scale} or {hr.stem}) in {lr_folder}")
         pairs.append(Pair(hr.stem, hr, lr))
     return pairs
-
-
-def read_rgb(path: Path) -> np.ndarray:
-    """Any image file as (H, W, 3) uint8 RGB (training data may be grayscale or RGBA; it is converted)."""
-    with Image.open(path) as img:
-        return np.array(img.convert("RGB"))
 
 
 def load_pair(pair: Pair, scale: int) -> tuple[np.ndarray, np.ndarray]:

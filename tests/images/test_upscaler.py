@@ -1,0 +1,278 @@
+"""Upscaler and tiling: exact tiles kept in host memory, automatic tile size and its halving on out-of-memory,
+alpha, gray, 16 bits, PIL and numpy in and out, devices, non-finite outputs."""
+import numpy as np
+import pytest
+import torch
+from conftest import astronaut, camera, deep, randomised, small_model, sprite_rgba, srgb_profile
+from PIL import Image
+
+from wdsr_fast import WDSR, FastWDSR, Upscaler
+from wdsr_fast.image_io import pixels_to_tensor, quantize, tensor_to_uint8
+from wdsr_fast.upscaler import (
+    MIN_TILE,
+    UpscaleError,
+    fitting_tile,
+    resolve_device,
+    tile_windows,
+    upscale_tensor,
+)
+
+
+def expected_rgb(model, pixels: np.ndarray) -> np.ndarray:
+    """The network's output for (H, W, 3) pixels, untiled, rounded to the pixels' dtype."""
+    with torch.inference_mode():
+        sr = model(pixels_to_tensor(pixels, model.config.rgb_range))
+    return quantize(sr[0], model.config.rgb_range, pixels.dtype).permute(1, 2, 0).numpy().astype(pixels.dtype)
+
+
+# -- tiling ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("variant", ["a", "b"])
+@pytest.mark.parametrize("tile", [5, 8, 13])
+def test_tiled_equals_untiled(variant, tile):
+    model = FastWDSR(variant=variant, scale=3, n_feats=8, n_resblocks=2, block_feats=16, backend="torch")
+    randomised(model).eval()
+    image = torch.rand(2, 3, 17, 22) * 255
+    with torch.inference_mode():
+        whole = model(image)
+        tiled = upscale_tensor(model, image, tile=tile)
+    assert (tiled - whole).abs().max() < 1e-3
+    assert np.array_equal(tensor_to_uint8(tiled[:1], 255), tensor_to_uint8(whole[:1], 255))
+
+
+def test_tile_pad_too_small_changes_the_result():
+    """The receptive-radius pad is what makes tiling exact: a pad of 0 must show seams (the test can fail)."""
+    model = randomised(FastWDSR(variant="b", scale=2, n_feats=8, n_resblocks=2, backend="torch")).eval()
+    image = torch.rand(1, 3, 16, 16) * 255
+    with torch.inference_mode():
+        assert (upscale_tensor(model, image, tile=8, tile_pad=0) - model(image)).abs().max() > 1e-2
+
+
+def test_tiles_cover_the_image_once():
+    windows = tile_windows(17, 22, 8, 3)
+    covered = np.zeros((17, 22), int)
+    for w in windows:
+        covered[w.top:w.bottom, w.left:w.right] += 1
+        assert (w.y0, w.x0) == (max(w.top - 3, 0), max(w.left - 3, 0))
+        assert (w.y1, w.x1) == (min(w.bottom + 3, 17), min(w.right + 3, 22))
+    assert (covered == 1).all() and len(windows) == 9
+
+
+def test_only_tiles_reach_the_model():
+    """The model sees padded tiles, never the whole image (what keeps a big image off the device)."""
+    seen = []
+
+    class Spy(FastWDSR):
+        def forward(self, image):
+            seen.append(tuple(image.shape[-2:]))
+            return super().forward(image)
+
+    model = randomised(Spy(variant="b", scale=2, n_feats=8, n_resblocks=1, backend="torch")).eval()
+    with torch.inference_mode():
+        upscale_tensor(model, torch.rand(1, 3, 40, 40) * 255, tile=16)
+    pad = model.config.receptive_radius
+    assert len(seen) == 9 and max(max(s) for s in seen) <= 16 + 2 * pad
+
+
+@pytest.mark.parametrize("tile", [None, 4])
+def test_empty_image_is_refused(tile):
+    """0 px is too small for the network: a clear error, never an empty or missing output."""
+    model = WDSR(variant="b", scale=2, n_feats=8, n_resblocks=1).eval()
+    with pytest.raises(ValueError, match="empty image"):
+        upscale_tensor(model, torch.rand(1, 3, 0, 9), tile=tile)
+
+
+@pytest.mark.parametrize("kwargs,match", [(dict(tile=0), "tile must be"), (dict(tile=4, tile_pad=-1), "tile_pad")])
+def test_bad_tile_arguments(kwargs, match):
+    model = WDSR(variant="b", scale=2, n_feats=8, n_resblocks=1).eval()
+    with pytest.raises(ValueError, match=match):
+        upscale_tensor(model, torch.rand(1, 3, 6, 6), **kwargs)
+
+
+# -- the Upscaler on every kind of picture --------------------------------------------------------------
+
+@pytest.mark.parametrize("tile", ["auto", None, 7])
+def test_rgb_is_the_network_output(weights, reference_model, tile):
+    upscaler = Upscaler(weights, device="cpu", tile=tile, backend="torch")
+    out = upscaler.upscale(astronaut())
+    assert out.dtype == np.uint8 and out.shape == (62, 74, 3)
+    assert np.array_equal(out, expected_rgb(reference_model, astronaut()))
+
+
+def test_16bit_keeps_16bit_precision(weights, reference_model):
+    pixels = deep(astronaut())
+    out = Upscaler(weights, device="cpu", tile=9, backend="torch").upscale(pixels)
+    assert out.dtype == np.uint16 and out.shape == (62, 74, 3)
+    expected = expected_rgb(reference_model, pixels)
+    assert np.abs(out.astype(int) - expected).max() <= 1
+    assert (out % 257 != 0).mean() > 0.9  # not an 8-bit result stretched to 16 bits
+    as_8bit = expected_rgb(reference_model, (pixels // 257).astype(np.uint8)).astype(int) * 257
+    assert np.abs(out.astype(int) - as_8bit).mean() > 20  # the low bytes of the input reached the network
+
+
+def test_gray_runs_as_rgb_and_comes_back_gray(weights, reference_model):
+    out = Upscaler(weights, device="cpu", backend="torch").upscale(camera())
+    assert out.shape == (58, 46) and out.dtype == np.uint8
+    with torch.inference_mode():
+        sr = reference_model(pixels_to_tensor(np.dstack([camera()] * 3), 255.0))
+    luma = (sr[0] * torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)).sum(0)
+    assert np.array_equal(out, luma.clamp(0, 255).round().to(torch.uint8).numpy())
+
+
+@pytest.mark.parametrize("tile", [None, 9])
+def test_alpha_bicubic(weights, reference_model, tile):
+    rgba = sprite_rgba()
+    out = Upscaler(weights, device="cpu", tile=tile, backend="torch").upscale(rgba)
+    assert out.shape == (80, 68, 4)
+    assert np.array_equal(out[..., :3], expected_rgb(reference_model, np.ascontiguousarray(rgba[..., :3])))
+    alpha = torch.nn.functional.interpolate(torch.from_numpy(rgba[..., 3]).float()[None, None], scale_factor=2,
+                                            mode="bicubic", align_corners=False)
+    assert np.array_equal(out[..., 3], alpha[0, 0].clamp(0, 255).round().to(torch.uint8).numpy())
+
+
+def test_alpha_through_the_network(weights):
+    rgba = sprite_rgba()
+    bicubic = Upscaler(weights, device="cpu", backend="torch").upscale(rgba)
+    wdsr = Upscaler(weights, device="cpu", backend="torch", alpha="wdsr").upscale(rgba)
+    assert np.array_equal(bicubic[..., :3], wdsr[..., :3])
+    assert np.abs(bicubic[..., 3].astype(int) - wdsr[..., 3]).mean() > 1
+
+
+def test_pil_in_pil_out_with_metadata(weights):
+    image = Image.fromarray(sprite_rgba(), "RGBA")
+    image.info["icc_profile"] = srgb_profile()
+    out = Upscaler(weights, device="cpu", backend="torch").upscale(image)
+    assert isinstance(out, Image.Image) and out.mode == "RGBA" and out.size == (68, 80)
+    assert out.info["icc_profile"] == srgb_profile()
+    gray16 = Image.fromarray(deep(camera()))
+    assert Upscaler(weights, device="cpu", backend="torch").upscale(gray16).mode == "I;16"
+
+
+def test_picture_notes(weights):
+    from wdsr_fast.image_io import Picture
+
+    picture = Picture(np.dstack([camera(), camera()]), notes=["palette -> RGBA"])
+    result = Upscaler(weights, device="cpu", backend="torch").upscale_picture(picture)
+    assert result.notes == ["palette -> RGBA", "gray run as RGB, written back gray", "alpha upscaled by bicubic"]
+
+
+def test_bad_images_and_arguments(weights):
+    upscaler = Upscaler(weights, device="cpu", backend="torch")
+    with pytest.raises(ValueError, match="float32"):
+        upscaler.upscale(np.zeros((4, 4, 3), np.float32))
+    with pytest.raises(TypeError, match="PIL image or a numpy array"):
+        upscaler.upscale([[1, 2]])
+    with pytest.raises(ValueError, match="alpha must be one of"):
+        Upscaler(weights, device="cpu", alpha="nearest")
+    with pytest.raises(ValueError, match="tile must be"):
+        Upscaler(weights, device="cpu", tile=0)
+    with pytest.raises(ValueError, match="x2 model but scale 3"):
+        Upscaler(weights, scale=3, device="cpu")
+
+
+# -- memory: automatic tiles, halving on out-of-memory ---------------------------------------------------
+
+class RunsOutOfMemory(FastWDSR):
+    """Raises torch.OutOfMemoryError for inputs above ``limit`` pixels, like a device that is too small."""
+    limit = 24 * 24
+    sizes: list
+
+    def forward(self, image):
+        self.sizes.append(image.shape[-2] * image.shape[-1])
+        if image.shape[-2] * image.shape[-1] > self.limit:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 12.00 GiB")
+        return super().forward(image)
+
+
+def oom_model(limit: int) -> RunsOutOfMemory:
+    model = randomised(RunsOutOfMemory(variant="b", scale=2, n_feats=8, n_resblocks=2, backend="torch"), seed=3)
+    model.limit, model.sizes = limit, []
+    return model.eval()
+
+
+def test_auto_tile_halves_on_out_of_memory_and_stays_exact(reference_model):
+    model = oom_model(24 * 24)
+    model.load_state_dict(reference_model.state_dict())
+    upscaler = Upscaler(model, device="cpu", tile="auto")
+    notes = []
+    pixels = astronaut(60, 70)
+    out = upscaler.upscale_pixels(pixels, notes)
+    assert np.array_equal(out, expected_rgb(reference_model, pixels))
+    assert notes and notes[-1].startswith("out of device memory: tile")
+    assert upscaler._fitted_tile == MIN_TILE  # 16 + 2 * 4 = 24: the first size that fits
+    assert max(model.sizes) > 24 * 24  # it did run out first
+    model.sizes.clear()
+    upscaler.upscale_pixels(pixels)  # the next image starts at the size that worked
+    assert max(model.sizes) <= 24 * 24
+
+
+def test_out_of_memory_with_the_smallest_tile_is_one_error():
+    upscaler = Upscaler(oom_model(1), device="cpu", tile="auto")
+    with pytest.raises(UpscaleError, match=f"out of memory on cpu with {MIN_TILE}x{MIN_TILE}-pixel tiles"):
+        upscaler.upscale(astronaut())
+
+
+def test_explicit_tile_is_not_changed():
+    upscaler = Upscaler(oom_model(24 * 24), device="cpu", tile=30)
+    with pytest.raises(UpscaleError, match="with 30x30-pixel tiles"):
+        upscaler.upscale(astronaut())
+
+
+def test_fitting_tile(monkeypatch):
+    config = small_model().config
+    sizes = {}
+    for free in (1 << 24, 1 << 30, 1 << 40):
+        monkeypatch.setattr("wdsr_fast.upscaler.free_memory", lambda device, free=free: free)
+        sizes[free] = fitting_tile(config, torch.device("cuda"), 4, 4)
+    assert MIN_TILE <= sizes[1 << 24] < sizes[1 << 30] < sizes[1 << 40]
+    assert all(side % 8 == 0 for side in sizes.values())
+    widest = max(config.wide_feats, config.out_feats)
+    assert (sizes[1 << 40] + 8) ** 2 * widest < 2**31  # the fused kernels' 32-bit indexing
+    assert fitting_tile(config, torch.device("cpu"), 4, 4) <= 512
+
+
+# -- devices, weights, outputs ---------------------------------------------------------------------------
+
+def test_devices():
+    assert resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match="not a torch device"):
+        resolve_device("gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA GPU is visible"):
+            resolve_device("cuda:1")
+
+
+def test_half_needs_a_gpu(weights):
+    with pytest.raises(ValueError, match="half precision needs a GPU device"):
+        Upscaler(weights, device="cpu", half=True)
+
+
+def test_nan_weights_are_refused_by_name(tmp_path):
+    from wdsr_fast import save_model
+
+    model = small_model()
+    with torch.no_grad():
+        model.tail[0].bias[0] = float("nan")
+    save_model(model, tmp_path / "broken.safetensors")
+    with pytest.raises(ValueError, match=r"broken.safetensors: weights hold NaN or infinite values \(tail.0.bias"):
+        Upscaler(tmp_path / "broken.safetensors", device="cpu")
+
+
+def test_non_finite_output_names_the_weights(weights):
+    upscaler = Upscaler(weights, device="cpu", backend="torch")
+
+    def overflow(image):
+        return torch.full((1, 3, 2 * image.shape[-2], 2 * image.shape[-1]), float("inf"))
+
+    upscaler.model.forward = overflow
+    with pytest.raises(UpscaleError, match=f"NaN or infinite values with weights {weights}"):
+        upscaler.upscale(astronaut())
+
+
+def test_bundled_weights_are_the_default(monkeypatch, weights):
+    asked = []
+    monkeypatch.setattr("wdsr_fast.weights.bundled_path", lambda scale: asked.append(scale) or weights)
+    assert Upscaler(device="cpu").scale == 2 and asked == [2]
+    monkeypatch.setattr("wdsr_fast.weights.bundled_path", lambda scale: None)
+    with pytest.raises(ValueError, match="no bundled weights for x3"):
+        Upscaler(scale=3, device="cpu")

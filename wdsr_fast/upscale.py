@@ -1,0 +1,247 @@
+"""The ``wdsr-fast upscale`` command: a loop over image files around ``Upscaler`` (see README, "Upscaling images").
+
+Before any model work the output folder is created and checked to be writable and the inputs are listed; each
+input gets one line (what was written and every conversion made, or why it failed); the batch goes on past a
+failed file and the exit status is 1 when any failed. Existing outputs are skipped unless ``--overwrite``;
+files are written atomically and their temporary files are removed on SIGINT/SIGTERM, and those a killed run
+left behind are removed when the next run writes that output.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import glob
+import os
+import signal
+import sys
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from . import ops
+from .image_io import FORMATS, IMAGE_SUFFIXES, ImageError, fit_alpha, read_image, write_image
+from .model import SCALES
+from .upscaler import ALPHA_MODES, UpscaleError, Upscaler
+
+EXTENSIONS = {"png": "PNG", "jpg": "JPEG", "webp": "WEBP", "tif": "TIFF", "same": None}
+SUFFIX_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF",
+                  ".bmp": "BMP"}
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "upscale", help="upscale images (PNG, JPEG, WebP, TIFF, BMP)",
+        description="Upscale image files (or folders of them) with WDSR and write <name><suffix>.<ext> files "
+                    "into OUTDIR.")
+    parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="image files or folders")
+    parser.add_argument("-o", "--out", type=Path, required=True, metavar="OUTDIR", help="output folder")
+    parser.add_argument("--scale", type=int, choices=SCALES,
+                        help="upscaling factor (default: that of --weights, or 2 with the bundled weights)")
+    parser.add_argument("--weights", type=Path, help="checkpoint (.safetensors/.pth; ours or the authors')")
+    parser.add_argument("--tile", type=_tile, default="auto",
+                        help="tile side in input pixels, or 'auto' (default): the largest that fits the device's "
+                             "free memory, halved on out-of-memory")
+    parser.add_argument("--tile-pad", type=_int_at_least(0),
+                        help="context around each tile (default: the receptive radius, which makes tiling exact)")
+    parser.add_argument("--device", default=None,
+                        help="any torch device: cpu, cuda, cuda:1, mps, ... (default: cuda if visible, else cpu)")
+    parser.add_argument("--half", action="store_true", help="run the network in float16 (GPU devices)")
+    parser.add_argument("--backend", choices=(ops.AUTO, *ops.BACKENDS), default=ops.AUTO)
+    parser.add_argument("--alpha", choices=ALPHA_MODES, default="bicubic",
+                        help="how transparency is upscaled: bicubic (default) or wdsr (the alpha plane as gray)")
+    parser.add_argument("--ext", choices=tuple(EXTENSIONS), default="png",
+                        help="output format (default: png); 'same' keeps each input's format")
+    parser.add_argument("--quality", type=_quality, default=95, help="JPEG/WebP quality 1-100 (default: 95)")
+    parser.add_argument("--suffix", help="added to each output's name (default: _x<scale>)")
+    parser.add_argument("--recursive", action="store_true",
+                        help="take images in sub-folders too, mirroring the folder tree under OUTDIR")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: skip them)")
+    parser.add_argument("--max-pixels", type=_int_at_least(0), default=Image.MAX_IMAGE_PIXELS,
+                        help="refuse inputs with more pixels, checked before decoding (default: %(default)s; "
+                             "0: no limit)")
+    parser.set_defaults(func=run)
+
+
+def _int_at_least(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {value}")
+        return value
+    return parse
+
+
+def _tile(text: str):
+    return "auto" if text == "auto" else _int_at_least(1)(text)
+
+
+def _quality(text: str) -> int:
+    value = _int_at_least(1)(text)
+    if value > 100:
+        raise argparse.ArgumentTypeError(f"must be between 1 and 100, got {value}")
+    return value
+
+
+@dataclass
+class Job:
+    source: Path
+    target: Path
+    fmt: str
+    problem: str | None = None  # known before reading: a name clash
+
+
+def collect_images(inputs: list[Path], recursive: bool, out: Path) -> list[tuple[Path, Path]]:
+    """(file, folder relative to OUTDIR) for files as given and the images in folders (sorted; with
+    ``recursive`` the sub-folders too, hidden ones and OUTDIR itself left out)."""
+    out_resolved = out.resolve()
+    found = []
+    for item in inputs:
+        if not item.is_dir():
+            found.append((item, Path()))
+            continue
+        for root, dirs, files in os.walk(item):
+            root = Path(root)
+            dirs[:] = sorted(d for d in dirs if recursive and not d.startswith(".")
+                             and (root / d).resolve() != out_resolved)
+            found.extend((root / name, root.relative_to(item)) for name in sorted(files)
+                         if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES)
+    return found
+
+
+def plan(files: list[tuple[Path, Path]], out: Path, ext: str, suffix: str) -> list[Job]:
+    """The output of each input; two inputs with one output, or an output that is an input, are refused by name."""
+    inputs = {path.resolve() for path, _ in files}
+    jobs, claimed = [], {}
+    for path, folder in files:
+        fmt = EXTENSIONS[ext] or SUFFIX_FORMATS.get(path.suffix.lower(), "PNG")
+        ending = path.suffix if ext == "same" and path.suffix.lower() in SUFFIX_FORMATS else FORMATS[fmt].suffix
+        target = out / folder / f"{path.stem}{suffix}{ending}"
+        job = Job(path, target, fmt)
+        key = target.resolve()
+        if key in claimed:
+            job.problem = f"{claimed[key]} is also written to {target}: rename one of them (or use --suffix)"
+        elif key in inputs:
+            job.problem = f"its output {target} is an input of this run: choose another --out or --suffix"
+        else:
+            claimed[key] = path
+        jobs.append(job)
+    return jobs
+
+
+def check_output_folder(out: Path) -> None:
+    """SystemExit unless ``out`` is (or can be made) a folder that files can be written in."""
+    if out.exists() and not out.is_dir():
+        raise SystemExit(f"error: output folder {out} is a file")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".wdsr-fast-write-check.", suffix=".tmp"):
+            pass
+    except OSError as exc:
+        raise SystemExit(f"error: cannot write into output folder {out}: {exc.strerror or exc}") from None
+
+
+def remove_leftovers(target: Path) -> None:
+    """Temporary files of ``target`` that a killed run left behind (the atomic writer names them .NAME.*.tmp)."""
+    for leftover in target.parent.glob(glob.escape(f".{target.name}.") + "*.tmp"):
+        with contextlib.suppress(OSError):
+            leftover.unlink()
+
+
+@contextlib.contextmanager
+def terminate_as_exit():
+    """SIGTERM raises SystemExit(143) so that temporary files are removed as on Ctrl-C."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def pixel_budget(max_pixels: int):
+    previous = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = max_pixels or None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
+
+
+def upscale_file(upscaler: Upscaler, job: Job, quality: int) -> str:
+    """Read, upscale and write one file; the log line. Raises ImageError/UpscaleError/OSError/MemoryError."""
+    picture = read_image(job.source)
+    before = picture.describe()
+    try:
+        picture = fit_alpha(picture, job.fmt)  # before the work: a transparent picture for JPEG is refused now
+    except ImageError as exc:
+        raise ImageError(f"{job.source}: {exc}") from None
+    result = upscaler.upscale_picture(picture)
+    try:
+        notes = result.notes + write_image(result, job.target, job.fmt, quality)
+    except ImageError as exc:
+        raise ImageError(f"{job.source}: {exc}") from None
+    except OSError as exc:
+        raise ImageError(f"{job.source}: cannot write {job.target}: {exc.strerror or exc}") from None
+    size = f"{result.pixels.shape[1]}x{result.pixels.shape[0]}"
+    return f"{job.source} -> {job.target} ({before} -> {size}" + "".join(f"; {n}" for n in notes) + ")"
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .checkpoint import CheckpointError
+
+    files = collect_images(args.inputs, args.recursive, args.out)
+    if not files:
+        raise SystemExit(f"error: no images ({', '.join(IMAGE_SUFFIXES)}) found in the inputs")
+    check_output_folder(args.out)
+    try:
+        upscaler = Upscaler(weights=args.weights, scale=args.scale, device=args.device, half=args.half, tile=args.tile,
+                            tile_pad=args.tile_pad, backend=args.backend, alpha=args.alpha, progress=True)
+    except (CheckpointError, ValueError) as exc:
+        raise SystemExit(f"error: {exc}") from None
+    scale = upscaler.scale
+    suffix = f"_x{scale}" if args.suffix is None else args.suffix
+    jobs = plan(files, args.out, args.ext, suffix)
+    done, skipped, failed = 0, 0, 0
+    with terminate_as_exit(), pixel_budget(args.max_pixels):
+        for job in tqdm(jobs, desc="upscaling", unit="image", file=sys.stderr):
+            if job.problem is not None:
+                failed += 1
+                tqdm.write(f"error: {job.source}: {job.problem}", file=sys.stderr)
+                continue
+            remove_leftovers(job.target)
+            if job.target.exists() and not args.overwrite:
+                skipped += 1
+                tqdm.write(f"skipped {job.source}: {job.target} exists (--overwrite replaces it)", file=sys.stderr)
+                continue
+            try:
+                tqdm.write(upscale_file(upscaler, job, args.quality), file=sys.stderr)
+                done += 1
+            except (ImageError, UpscaleError) as exc:
+                failed += 1
+                tqdm.write(f"error: {exc}", file=sys.stderr)
+            except MemoryError:
+                failed += 1
+                tqdm.write(f"error: {job.source}: out of host memory", file=sys.stderr)
+            except (ValueError, RuntimeError, OSError) as exc:
+                failed += 1
+                tqdm.write(f"error: {job.source}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+                           file=sys.stderr)
+    print(f"{done} of {len(jobs)} images upscaled x{scale} into {args.out}"
+          + (f"; {skipped} skipped (output exists)" if skipped else "")
+          + (f"; {failed} failed" if failed else ""))
+    return 1 if failed else 0
