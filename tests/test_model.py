@@ -26,7 +26,7 @@ def float64_forward(state: dict, cfg, image: torch.Tensor) -> torch.Tensor:
         weight = v * (g.flatten() / v.flatten(1).norm(dim=1)).view(-1, 1, 1, 1)
         return F.conv2d(x, weight, s[prefix + ".bias"], padding=weight.shape[-1] // 2)
 
-    mean = torch.tensor(cfg.rgb_mean, dtype=torch.float64).view(1, 3, 1, 1) * cfg.rgb_range
+    mean = torch.tensor(cfg.rgb_mean, dtype=torch.float64, device=image.device).view(1, 3, 1, 1) * cfg.rgb_range
     x = (image.double() - mean) / cfg.pixel_norm_scale
     skip = F.pixel_shuffle(conv("skip.0", x), cfg.scale)
     h = conv("head.0", x)
@@ -52,6 +52,14 @@ def test_reference_matches_float64(variant, scale):
     assert out.shape == (2, 3, 11 * scale, 14 * scale)
     rel = (out.double() - expected).abs().max() / expected.abs().max()
     assert rel < 1e-5, rel
+
+
+def test_float64_forward_runs_on_the_inputs_device():
+    """The float64 reference runs where its inputs are (the GPU tests call it with CUDA tensors); meta tensors stand
+    in for another device here."""
+    model = WDSR(variant="b", scale=3, n_feats=8, n_resblocks=1).to("meta")
+    out = float64_forward(model.state_dict(), model.config, torch.empty(2, 3, 5, 7, device="meta"))
+    assert out.device.type == "meta" and out.shape == (2, 3, 15, 21) and out.dtype == torch.float64
 
 
 def test_ychfan_normalisation_matches_float64():

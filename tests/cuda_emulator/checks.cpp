@@ -11,7 +11,8 @@ namespace {
 constexpr c10::DeviceType kDevice = c10::DeviceType::CPU;
 
 at::Tensor features_like(const at::Tensor& x, int64_t channels) {
-  return at::empty({x.size(0), channels, x.size(2), x.size(3)}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
+  return at::empty({x.size(0), channels, x.size(2), x.size(3)},
+                   x.options().memory_format(at::MemoryFormat::ChannelsLast));
 }
 
 at::Tensor head_conv(const at::Tensor& image, const at::Tensor& weight, const at::Tensor& bias, const at::Tensor& mean,
@@ -52,7 +53,8 @@ TORCH_LIBRARY(wdsr_cuda_checks, m) {
         "Tensor mean, float norm_scale, int scale) -> Tensor");
 }
 
-TORCH_LIBRARY_IMPL(wdsr_cuda_checks, CPU, m) {
+// For every device, so that an input on another device than the CPU reaches the checks too.
+TORCH_LIBRARY_IMPL(wdsr_cuda_checks, CompositeExplicitAutograd, m) {
   m.impl("head_conv", &head_conv);
   m.impl("wdsr_a_block", &wdsr_a_block);
   m.impl("wdsr_b_block", &wdsr_b_block);

@@ -1,6 +1,8 @@
-"""Pieces every Triton op shares: padded tile sizes, dot precision, output allocation, input checks."""
+"""Pieces every Triton op shares: padded tile sizes, dot precision, output allocation, input checks, the device a
+kernel launches on."""
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
@@ -12,6 +14,12 @@ from . import POISON_ENV
 
 def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def on_device(t: torch.Tensor):
+    """A context in which ``t``'s GPU is the current device: Triton launches on the current device, whatever the
+    tensors' (several GPUs). Nothing for a tensor off the GPU (the interpreter, shape-only meta tensors)."""
+    return torch.cuda.device(t.device) if t.device.type == "cuda" else contextlib.nullcontext()
 
 
 def pad(n: int, minimum: int = 16) -> int:
