@@ -3,7 +3,7 @@
 Every row is measured in the same process on the same inputs:
 - ``reference``: the trainable WDSR (weight norm computed every call), eager, NCHW or channels_last;
 - ``compile`` / ``compile-max``: the folded reference under ``torch.compile`` (default / max-autotune),
-  channels_last (on GPU; on CPU only with ``--compile-on-cpu``);
+  channels_last (on GPU; on CPU only with ``--compile-on-cpu``; ``--compile`` chooses which, or none);
 - ``fast-<backend>``: FastWDSR on each available backend, and ``+graphs`` with CUDA-graph replay (GPU);
 - ``op:wdsr_b_block`` and ``op:tail_shuffle``: one op of one backend against the same op of the reference.
 
@@ -143,7 +143,9 @@ def candidates(case: Case, device: torch.device, args) -> list[tuple[str, Callab
             return lambda: fn(x)
         return make
 
-    rows += [("compile", compiled(None)), ("compile-max", compiled("max-autotune"))]
+    compile_rows = {"all": [("compile", None), ("compile-max", "max-autotune")], "default": [("compile", None)],
+                    "max": [("compile-max", "max-autotune")], "none": []}[args.compile_rows]
+    rows += [(name, compiled(mode)) for name, mode in compile_rows]
 
     for backend in args.backends:
         for graphs in (False, True):
@@ -337,6 +339,9 @@ def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--with-triton-on-cpu", dest="triton_on_cpu", action="store_true",
                         help="time the Triton interpreter on CPU too (a correctness tool, very slow)")
     parser.add_argument("--compile-on-cpu", action="store_true", help="time torch.compile rows on CPU too (slow)")
+    parser.add_argument("--compile", dest="compile_rows", choices=("all", "default", "max", "none"), default="all",
+                        help="torch.compile rows: default and max-autotune (all), one of them, or none (max-autotune "
+                             "compiles for minutes)")
     return parser
 
 
