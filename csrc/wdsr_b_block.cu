@@ -1,8 +1,9 @@
 // The fused WDSR-B block:  y = x + res_scale * conv3x3(conv1x1_reduce(relu(conv1x1_expand(x))))
 //
-// One CTA (8 warps) owns a 16 x 16 output tile. Its input tile with a one-pixel halo (18 x 18 = 324 pixels,
-// padded to 336 = 21 strips of 16 rows) is staged in shared memory, channels padded to 32, rows padded
-// further against bank conflicts (kLd*, below): about 145 KB for n_feats 32, so one CTA per SM.
+// One CTA (8 warps) owns a 16 x 16 output tile of one image (CTAs along grid x, image by image: launch_grid.cuh).
+// Its input tile with a one-pixel halo (18 x 18 = 324 pixels, padded to 336 = 21 strips of 16 rows) is staged in
+// shared memory, channels padded to 32, rows padded further against bank conflicts (kLd*, below): about 145 KB for
+// n_feats 32, so one CTA per SM.
 //
 // fp16 / bf16 (tensor cores, WMMA 16x16x16, fp32 accumulation):
 //   stage 1, per 16-pixel strip and warp: for each 64-wide chunk of the expansion, wide = relu(x W1^T + b1)
@@ -20,7 +21,8 @@
 //   weights that stay in L2) at one CTA per SM; a persistent grid, each CTA looping over tiles, would load them
 //   once per SM.
 // - fp32: the low-rank tile's rows are kLdT32 = 33 floats apart, so the 32 lanes of a warp, each on its own pixel,
-//   hit 32 different banks (a row stride of 32 would put them all in one bank: a 32-way conflict).
+//   hit 32 different banks in stage 1, and at most two share one in stage 2 (with rows of 32 floats all 32 lanes
+//   would hit one bank: 32-way conflicts, and 16-way in stage 2).
 #include <mma.h>
 
 #include <algorithm>
