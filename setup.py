@@ -5,7 +5,8 @@ with ``pip install --no-build-isolation .`` so that this script sees the torch y
 build has no torch and installs the pure-Python package). Environment:
   WDSR_FAST_FORCE_CUDA=1     a missing toolkit is an error instead of a pure-Python install
   WDSR_FAST_SKIP_CUDA=1      never build the extension
-  TORCH_CUDA_ARCH_LIST       respected; default "8.0;9.0" (Ampere and Hopper)
+  TORCH_CUDA_ARCH_LIST       respected; default "8.0;9.0+PTX": Ampere and Hopper machine code, and PTX that the
+                             driver compiles at first use for newer GPUs (Blackwell and later)
   MAX_JOBS                   parallel compile jobs (torch's build respects it)
 """
 import os
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from setuptools import setup
 
-DEFAULT_ARCHS = "8.0;9.0"
+DEFAULT_ARCHS = "8.0;9.0+PTX"
 SOURCES = ["csrc/ops.cpp", "csrc/wdsr_b_block.cu", "csrc/tail_shuffle.cu"]
 
 

@@ -1,12 +1,14 @@
 // The launch API between the thin torch binding (ops.cpp) and the CUDA kernels (*.cu), which include only
-// CUDA headers so that they build quickly. Tensors are passed as raw pointers with element strides.
+// CUDA headers so that they build quickly. Each kernel takes one parameter struct, filled field by field by name
+// (ops.cpp: one function per op), so that no two same-typed arguments can be swapped silently. Tensors are raw
+// pointers with element strides.
 #pragma once
 #include <cstdint>
 #include <cuda_runtime.h>
 
 namespace wdsr {
 
-enum class DType { Float32, Float16, BFloat16 };
+enum class DType : int { Float32, Float16, BFloat16 };
 
 struct Strides {  // element strides of a logical (N, C, H, W) tensor
   int64_t n, c, h, w;
@@ -16,18 +18,50 @@ struct Strides {  // element strides of a logical (N, C, H, W) tensor
 constexpr int kMaxFeats = 32;     // n_feats
 constexpr int kMaxWide = 256;     // n_feats * expansion
 constexpr int kMaxLowRank = 32;   // int(n_feats * low_rank)
+// The oldest GPUs the kernels run on: bf16 tensor cores (WMMA) need compute capability 8.0.
+constexpr int kMinComputeCapability = 80;
 
 // y = x + res_scale * conv3x3(conv1x1_reduce(relu(conv1x1_expand(x)))); weights OIHW contiguous, in `dtype`.
-cudaError_t launch_wdsr_b_block(DType dtype, const void* x, Strides xs, const void* w_expand, const void* b_expand,
-                                const void* w_reduce, const void* b_reduce, const void* w_conv, const void* b_conv,
-                                void* y, Strides ys, int n, int c, int h, int w, int wide, int low_rank,
-                                float res_scale, cudaStream_t stream);
+struct WdsrBBlockParams {
+  DType dtype;
+  const void* x;          // (n, c, h, w), strides x_strides
+  Strides x_strides;
+  const void* w_expand;   // (wide, c)
+  const void* b_expand;   // (wide)
+  const void* w_reduce;   // (low_rank, wide)
+  const void* b_reduce;   // (low_rank)
+  const void* w_conv;     // (c, low_rank, 3, 3)
+  const void* b_conv;     // (c)
+  void* y;                // (n, c, h, w), strides y_strides
+  Strides y_strides;
+  int n, c, h, w, wide, low_rank;
+  float res_scale;
+};
+cudaError_t launch_wdsr_b_block(const WdsrBBlockParams& params, cudaStream_t stream);
+
+// Dynamic shared memory (bytes) one CTA of the fused block asks for, for `dtype` and expansion width `wide`:
+// 0 for fp32 (its CTA uses a static array under 48 KB). wdsr_fast/ops/cuda_backend.py computes the same number
+// (tests/test_cuda_emulated.py checks the two agree); ops.cpp checks it against the device before a launch.
+int wdsr_b_block_shared_bytes(DType dtype, int wide);
 
 // out (N, 3, s*H, s*W) contiguous = shuffle(conv3x3(features) + conv5x5((image - mean) / norm_scale))
 //                                   * norm_scale + mean
-cudaError_t launch_tail_shuffle(DType dtype, const void* features, Strides fs, const void* image, Strides is,
-                                const void* w_tail, const void* b_tail, const void* w_skip, const void* b_skip,
-                                const float* mean, float norm_scale, int scale, void* out, int n, int c, int h,
-                                int w, cudaStream_t stream);
+struct TailShuffleParams {
+  DType dtype;
+  const void* features;   // (n, c, h, w), strides feature_strides
+  Strides feature_strides;
+  const void* image;      // (n, 3, h, w), strides image_strides
+  Strides image_strides;
+  const void* w_tail;     // (3 s^2, c, 3, 3)
+  const void* b_tail;     // (3 s^2)
+  const void* w_skip;     // (3 s^2, 3, 5, 5)
+  const void* b_skip;     // (3 s^2)
+  const float* mean;      // (3), contiguous fp32
+  float norm_scale;
+  int scale;              // s: 2, 3 or 4
+  void* out;              // (n, 3, s*h, s*w), contiguous
+  int n, c, h, w;
+};
+cudaError_t launch_tail_shuffle(const TailShuffleParams& params, cudaStream_t stream);
 
 }  // namespace wdsr

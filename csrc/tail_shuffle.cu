@@ -7,11 +7,12 @@
 // to out[n, colour, y*s + i, x*s + j]: no separate shuffle or add pass. Weights are read through the L1 cache
 // (every thread of a warp reads the same weight: a broadcast).
 #include "common.cuh"
+#include "launch_grid.cuh"
 
 namespace wdsr {
 namespace {
 
-constexpr int kThreads = 128;
+constexpr int kThreads = kTailThreads;  // 128
 
 template <typename T, int SCALE>
 __global__ void __launch_bounds__(kThreads) tail_shuffle_kernel(
@@ -19,8 +20,8 @@ __global__ void __launch_bounds__(kThreads) tail_shuffle_kernel(
     const T* __restrict__ b_tail, const T* __restrict__ w_skip, const T* __restrict__ b_skip,
     const float* __restrict__ mean, float norm_scale, T* __restrict__ out, int c, int h, int w) {
   constexpr int kOut = 3 * SCALE * SCALE;
-  const int pixel = blockIdx.x * kThreads + threadIdx.x;
-  const int n = blockIdx.y;
+  const PixelIndex index = tail_pixel(blockIdx.x, threadIdx.x, h, w);
+  const int n = index.n, pixel = index.pixel;
   if (pixel >= h * w) return;
   const int py = pixel / w, px = pixel % w;
   float acc[kOut];
@@ -60,44 +61,37 @@ __global__ void __launch_bounds__(kThreads) tail_shuffle_kernel(
   }
 }
 
+// The kernel takes typed __restrict__ pointers (loads of read-only data then use the non-coherent cache path),
+// unpacked from the parameter struct here, in one place.
 template <typename T, int SCALE>
-cudaError_t launch(const void* features, Strides fs, const void* image, Strides is, const void* w_tail,
-                   const void* b_tail, const void* w_skip, const void* b_skip, const float* mean, float norm_scale,
-                   void* out, int n, int c, int h, int w, cudaStream_t stream) {
-  const dim3 grid(ceil_div(h * w, kThreads), n);
+void launch_scale(const TailShuffleParams& p, const dim3& grid, cudaStream_t stream) {
   tail_shuffle_kernel<T, SCALE><<<grid, kThreads, 0, stream>>>(
-      static_cast<const T*>(features), fs, static_cast<const T*>(image), is, static_cast<const T*>(w_tail),
-      static_cast<const T*>(b_tail), static_cast<const T*>(w_skip), static_cast<const T*>(b_skip), mean, norm_scale,
-      static_cast<T*>(out), c, h, w);
-  return cudaGetLastError();
+      static_cast<const T*>(p.features), p.feature_strides, static_cast<const T*>(p.image), p.image_strides,
+      static_cast<const T*>(p.w_tail), static_cast<const T*>(p.b_tail), static_cast<const T*>(p.w_skip),
+      static_cast<const T*>(p.b_skip), p.mean, p.norm_scale, static_cast<T*>(p.out), p.c, p.h, p.w);
 }
 
 template <typename T>
-cudaError_t launch_scale(int scale, const void* features, Strides fs, const void* image, Strides is,
-                         const void* w_tail, const void* b_tail, const void* w_skip, const void* b_skip,
-                         const float* mean, float norm_scale, void* out, int n, int c, int h, int w,
-                         cudaStream_t stream) {
-  switch (scale) {
-    case 2: return launch<T, 2>(features, fs, image, is, w_tail, b_tail, w_skip, b_skip, mean, norm_scale, out, n, c, h, w, stream);
-    case 3: return launch<T, 3>(features, fs, image, is, w_tail, b_tail, w_skip, b_skip, mean, norm_scale, out, n, c, h, w, stream);
-    case 4: return launch<T, 4>(features, fs, image, is, w_tail, b_tail, w_skip, b_skip, mean, norm_scale, out, n, c, h, w, stream);
+cudaError_t launch(const TailShuffleParams& params, cudaStream_t stream) {
+  const long long ctas = tail_grid_x(params.n, params.h, params.w);
+  if (ctas < 1 || ctas > kMaxGridX) return cudaErrorInvalidConfiguration;
+  const dim3 grid(static_cast<unsigned>(ctas));
+  switch (params.scale) {
+    case 2: launch_scale<T, 2>(params, grid, stream); break;
+    case 3: launch_scale<T, 3>(params, grid, stream); break;
+    case 4: launch_scale<T, 4>(params, grid, stream); break;
+    default: return cudaErrorInvalidValue;
   }
-  return cudaErrorInvalidValue;
+  return cudaGetLastError();
 }
 
 }  // namespace
 
-cudaError_t launch_tail_shuffle(DType dtype, const void* features, Strides fs, const void* image, Strides is,
-                                const void* w_tail, const void* b_tail, const void* w_skip, const void* b_skip,
-                                const float* mean, float norm_scale, int scale, void* out, int n, int c, int h,
-                                int w, cudaStream_t stream) {
-  switch (dtype) {
-    case DType::Float32:
-      return launch_scale<float>(scale, features, fs, image, is, w_tail, b_tail, w_skip, b_skip, mean, norm_scale, out, n, c, h, w, stream);
-    case DType::Float16:
-      return launch_scale<__half>(scale, features, fs, image, is, w_tail, b_tail, w_skip, b_skip, mean, norm_scale, out, n, c, h, w, stream);
-    case DType::BFloat16:
-      return launch_scale<__nv_bfloat16>(scale, features, fs, image, is, w_tail, b_tail, w_skip, b_skip, mean, norm_scale, out, n, c, h, w, stream);
+cudaError_t launch_tail_shuffle(const TailShuffleParams& params, cudaStream_t stream) {
+  switch (params.dtype) {
+    case DType::Float32: return launch<float>(params, stream);
+    case DType::Float16: return launch<__half>(params, stream);
+    case DType::BFloat16: return launch<__nv_bfloat16>(params, stream);
   }
   return cudaErrorInvalidValue;
 }

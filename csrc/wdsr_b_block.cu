@@ -1,8 +1,9 @@
 // The fused WDSR-B block:  y = x + res_scale * conv3x3(conv1x1_reduce(relu(conv1x1_expand(x))))
 //
-// One CTA (8 warps) owns a 16 x 16 output tile. Its input tile with a one-pixel halo (18 x 18 = 324 pixels,
-// padded to 336 = 21 strips of 16 rows) is staged in shared memory, channels padded to 32, rows padded
-// further against bank conflicts (kLd*, below): about 145 KB for n_feats 32, so one CTA per SM.
+// One CTA (8 warps) owns a 16 x 16 output tile of one image (CTAs along grid x, image by image: launch_grid.cuh).
+// Its input tile with a one-pixel halo (18 x 18 = 324 pixels, padded to 336 = 21 strips of 16 rows) is staged in
+// shared memory, channels padded to 32, rows padded further against bank conflicts (kLd*, below): about 145 KB for
+// n_feats 32, so one CTA per SM.
 //
 // fp16 / bf16 (tensor cores, WMMA 16x16x16, fp32 accumulation):
 //   stage 1, per 16-pixel strip and warp: for each 64-wide chunk of the expansion, wide = relu(x W1^T + b1)
@@ -11,14 +12,30 @@
 //   stage 2, per output row and warp: the 3x3 is an implicit GEMM over K = 9 taps x 32 low-rank channels,
 //     each tap's A operand being 16 consecutive rows of the t tile; epilogue adds b3, scales, adds x.
 // fp32: the same staging with CUDA-core FMAs (no tensor cores), weights read through the L1 cache.
+//
+// The shared-memory opt-in above 48 KB is set once per device and kernel, to what the widest block needs (capped
+// at the device's limit), so that host threads launching models of different widths never race on it.
+//
+// Performance to expect (read from the code, not measured):
+// - fp16/bf16: every 16 x 16 tile restages all weights into shared memory (about 51 KB with padding, from 36 KB of
+//   weights that stay in L2) at one CTA per SM; a persistent grid, each CTA looping over tiles, would load them
+//   once per SM.
+// - fp32: the low-rank tile's rows are kLdT32 = 33 floats apart, so the 32 lanes of a warp, each on its own pixel,
+//   hit 32 different banks in stage 1, and at most two share one in stage 2 (with rows of 32 floats all 32 lanes
+//   would hit one bank: 32-way conflicts, and 16-way in stage 2).
 #include <mma.h>
 
+#include <algorithm>
+#include <map>
+#include <mutex>
+
 #include "common.cuh"
+#include "launch_grid.cuh"
 
 namespace wdsr {
 namespace {
 
-constexpr int kTile = 16;                    // output tile side
+constexpr int kTile = kBlockTile;            // output tile side (16)
 constexpr int kHalo = kTile + 2;             // 18
 constexpr int kHaloPixels = kHalo * kHalo;   // 324
 constexpr int kHaloRows = 336;               // 21 strips of 16
@@ -39,16 +56,7 @@ constexpr int kLdWeights = 40;  // w_expand (a row per wide channel) and w_conv 
 constexpr int kLdWide = 72;     // per-warp wide scratch; 144-byte rows, conflict-free
 constexpr int kLdAcc = 36;      // per-warp fp32 accumulator scratch; 144-byte rows
 __host__ __device__ constexpr int reduce_ld(int wide_pad) { return wide_pad + 8; }  // w_reduce rows
-
-struct TileOrigin {
-  int n, y0, x0;  // batch index and top-left output pixel of this CTA's tile
-};
-
-__device__ __forceinline__ TileOrigin tile_origin(int w) {
-  const int tiles_w = ceil_div(w, kTile);
-  return {static_cast<int>(blockIdx.y), static_cast<int>(blockIdx.x) / tiles_w * kTile,
-          static_cast<int>(blockIdx.x) % tiles_w * kTile};
-}
+constexpr int kLdT32 = kMaxLowRank + 1;  // fp32 low-rank tile rows: 33 floats, conflict-free (see the top)
 
 // Image coordinates of haloed tile position p (0 <= p < kHaloPixels).
 __device__ __forceinline__ void halo_pixel(const TileOrigin& t, int p, int& gy, int& gx) {
@@ -103,7 +111,7 @@ __global__ void __launch_bounds__(kThreads, 1) wdsr_b_block_mma(  // 1 CTA per S
   float* s_acc = fsmem + layout.f_scratch() + warp * 16 * kLdAcc;
   const int ld_reduce = reduce_ld(layout.wide_pad);
   const T zero = from_float<T>(0.f);
-  const TileOrigin tile = tile_origin(w);
+  const TileOrigin tile = block_tile_origin(blockIdx.x, h, w);
 
   // Weights (zero-padded to the tile widths) and the haloed input tile into shared memory.
   for (int i = tid; i < layout.wide_pad * kChannels; i += kThreads) {
@@ -221,8 +229,8 @@ __global__ void __launch_bounds__(kThreads) wdsr_b_block_fma(
     const float* __restrict__ w_reduce, const float* __restrict__ b_reduce, const float* __restrict__ w_conv,
     const float* __restrict__ b_conv, float* __restrict__ y, Strides ys, int c, int h, int w, int wide, int low_rank,
     float res_scale) {
-  __shared__ float s_t[kHaloPixels * kMaxLowRank];
-  const TileOrigin tile = tile_origin(w);
+  __shared__ float s_t[kHaloPixels * kLdT32];
+  const TileOrigin tile = block_tile_origin(blockIdx.x, h, w);
   const float* x_n = x + static_cast<int64_t>(tile.n) * xs.n;
   for (int p = threadIdx.x; p < kHaloPixels; p += kThreads) {
     int gy, gx;
@@ -245,7 +253,7 @@ __global__ void __launch_bounds__(kThreads) wdsr_b_block_fma(
       }
       for (int l = 0; l < kMaxLowRank; ++l) t[l] += l < low_rank ? b_reduce[l] : 0.f;
     }
-    for (int l = 0; l < kMaxLowRank; ++l) s_t[p * kMaxLowRank + l] = t[l];
+    for (int l = 0; l < kMaxLowRank; ++l) s_t[p * kLdT32 + l] = t[l];
   }
   __syncthreads();
   const int row = threadIdx.x / kTile, col = threadIdx.x % kTile;
@@ -254,7 +262,7 @@ __global__ void __launch_bounds__(kThreads) wdsr_b_block_fma(
   float out[kMaxFeats];
   for (int k = 0; k < kMaxFeats; ++k) out[k] = k < c ? b_conv[k] : 0.f;
   for (int tap = 0; tap < 9; ++tap) {
-    const float* t = s_t + ((row + tap / 3) * kHalo + col + tap % 3) * kMaxLowRank;
+    const float* t = s_t + ((row + tap / 3) * kHalo + col + tap % 3) * kLdT32;
     for (int l = 0; l < low_rank; ++l) {
       const float tl = t[l];
 #pragma unroll
@@ -269,43 +277,76 @@ __global__ void __launch_bounds__(kThreads) wdsr_b_block_fma(
   }
 }
 
+// The dynamic shared memory the fused block may need at most (the widest expansion), for T.
 template <typename T>
-cudaError_t launch_mma(const void* x, Strides xs, const void* w_expand, const void* b_expand, const void* w_reduce,
-                       const void* b_reduce, const void* w_conv, const void* b_conv, void* y, Strides ys, int n,
-                       int c, int h, int w, int wide, int low_rank, float res_scale, cudaStream_t stream) {
-  const MmaSmem<T> layout{round_up(wide, kChunk)};
-  const int bytes = layout.bytes();
-  cudaError_t err = cudaFuncSetAttribute(wdsr_b_block_mma<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+int max_shared_bytes() {
+  return MmaSmem<T>{round_up(kMaxWide, kChunk)}.bytes();
+}
+
+// Raises wdsr_b_block_mma<T>'s dynamic shared-memory limit on the current device, once per device, to the most
+// any width needs (capped at the device's opt-in limit, so that narrower blocks still run on smaller GPUs).
+// Setting it per launch to that launch's size would let host threads running models of different widths race.
+template <typename T>
+cudaError_t raise_shared_memory_limit() {
+  static std::mutex mutex;
+  static std::map<int, bool> raised;  // device -> done
+  int device = 0;
+  cudaError_t err = cudaGetDevice(&device);
   if (err != cudaSuccess) return err;
-  const dim3 grid(ceil_div(h, kTile) * ceil_div(w, kTile), n);
+  const std::lock_guard<std::mutex> lock(mutex);
+  if (raised[device]) return cudaSuccess;
+  int optin = 0;
+  err = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+  if (err != cudaSuccess) return err;
+  const int limit = std::min(max_shared_bytes<T>(), optin);
+  err = cudaFuncSetAttribute(wdsr_b_block_mma<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, limit);
+  raised[device] = err == cudaSuccess;
+  return err;
+}
+
+// The kernels take typed __restrict__ pointers (loads of read-only data then use the non-coherent cache path),
+// unpacked from the parameter struct here, in one place per kernel.
+template <typename T>
+cudaError_t launch_mma(const WdsrBBlockParams& p, const dim3& grid, cudaStream_t stream) {
+  cudaError_t err = raise_shared_memory_limit<T>();
+  if (err != cudaSuccess) return err;
+  const int bytes = MmaSmem<T>{round_up(p.wide, kChunk)}.bytes();
   wdsr_b_block_mma<T><<<grid, kThreads, bytes, stream>>>(
-      static_cast<const T*>(x), xs, static_cast<const T*>(w_expand), static_cast<const T*>(b_expand),
-      static_cast<const T*>(w_reduce), static_cast<const T*>(b_reduce), static_cast<const T*>(w_conv),
-      static_cast<const T*>(b_conv), static_cast<T*>(y), ys, c, h, w, wide, low_rank, res_scale);
+      static_cast<const T*>(p.x), p.x_strides, static_cast<const T*>(p.w_expand), static_cast<const T*>(p.b_expand),
+      static_cast<const T*>(p.w_reduce), static_cast<const T*>(p.b_reduce), static_cast<const T*>(p.w_conv),
+      static_cast<const T*>(p.b_conv), static_cast<T*>(p.y), p.y_strides, p.c, p.h, p.w, p.wide, p.low_rank,
+      p.res_scale);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_fma(const WdsrBBlockParams& p, const dim3& grid, cudaStream_t stream) {
+  wdsr_b_block_fma<<<grid, kThreads, 0, stream>>>(
+      static_cast<const float*>(p.x), p.x_strides, static_cast<const float*>(p.w_expand),
+      static_cast<const float*>(p.b_expand), static_cast<const float*>(p.w_reduce),
+      static_cast<const float*>(p.b_reduce), static_cast<const float*>(p.w_conv), static_cast<const float*>(p.b_conv),
+      static_cast<float*>(p.y), p.y_strides, p.c, p.h, p.w, p.wide, p.low_rank, p.res_scale);
   return cudaGetLastError();
 }
 
 }  // namespace
 
-cudaError_t launch_wdsr_b_block(DType dtype, const void* x, Strides xs, const void* w_expand, const void* b_expand,
-                                const void* w_reduce, const void* b_reduce, const void* w_conv, const void* b_conv,
-                                void* y, Strides ys, int n, int c, int h, int w, int wide, int low_rank,
-                                float res_scale, cudaStream_t stream) {
+int wdsr_b_block_shared_bytes(DType dtype, int wide) {
   switch (dtype) {
-    case DType::Float16:
-      return launch_mma<__half>(x, xs, w_expand, b_expand, w_reduce, b_reduce, w_conv, b_conv, y, ys, n, c, h, w,
-                                wide, low_rank, res_scale, stream);
-    case DType::BFloat16:
-      return launch_mma<__nv_bfloat16>(x, xs, w_expand, b_expand, w_reduce, b_reduce, w_conv, b_conv, y, ys, n, c,
-                                       h, w, wide, low_rank, res_scale, stream);
-    case DType::Float32: {
-      const dim3 grid(ceil_div(h, kTile) * ceil_div(w, kTile), n);
-      wdsr_b_block_fma<<<grid, kThreads, 0, stream>>>(
-          static_cast<const float*>(x), xs, static_cast<const float*>(w_expand), static_cast<const float*>(b_expand),
-          static_cast<const float*>(w_reduce), static_cast<const float*>(b_reduce), static_cast<const float*>(w_conv),
-          static_cast<const float*>(b_conv), static_cast<float*>(y), ys, c, h, w, wide, low_rank, res_scale);
-      return cudaGetLastError();
-    }
+    case DType::Float16: return MmaSmem<__half>{round_up(wide, kChunk)}.bytes();
+    case DType::BFloat16: return MmaSmem<__nv_bfloat16>{round_up(wide, kChunk)}.bytes();
+    case DType::Float32: return 0;
+  }
+  return 0;
+}
+
+cudaError_t launch_wdsr_b_block(const WdsrBBlockParams& params, cudaStream_t stream) {
+  const long long ctas = block_grid_x(params.n, params.h, params.w);
+  if (ctas < 1 || ctas > kMaxGridX) return cudaErrorInvalidConfiguration;
+  const dim3 grid(static_cast<unsigned>(ctas));
+  switch (params.dtype) {
+    case DType::Float16: return launch_mma<__half>(params, grid, stream);
+    case DType::BFloat16: return launch_mma<__nv_bfloat16>(params, grid, stream);
+    case DType::Float32: return launch_fma(params, grid, stream);
   }
   return cudaErrorInvalidValue;
 }

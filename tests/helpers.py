@@ -88,7 +88,7 @@ def float64_forward(state: dict, cfg, image: torch.Tensor) -> torch.Tensor:
         weight = v * (g.flatten() / v.flatten(1).norm(dim=1)).view(-1, 1, 1, 1)
         return F.conv2d(x, weight, s[prefix + ".bias"], padding=weight.shape[-1] // 2)
 
-    mean = torch.tensor(cfg.rgb_mean, dtype=torch.float64).view(1, 3, 1, 1) * cfg.rgb_range
+    mean = torch.tensor(cfg.rgb_mean, dtype=torch.float64, device=image.device).view(1, 3, 1, 1) * cfg.rgb_range
     x = (image.double() - mean) / cfg.pixel_norm_scale
     skip = F.pixel_shuffle(conv("skip.0", x), cfg.scale)
     h = conv("head.0", x)

@@ -45,6 +45,15 @@ def test_quick_run_writes_results(tmp_path, capsys):
     assert "fast-torch" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("choice,rows", [("none", set()), ("default", {"compile"}), ("max", {"compile-max"}),
+                                         ("all", {"compile", "compile-max"})])
+def test_compile_rows_can_be_left_out(tmp_path, choice, rows):
+    main(["--device", "cpu", "--presets", "wdsr-b-32x16", "--scales", "3", "--sizes", "48x36", "--batch", "1",
+          "--backends", "torch", "--repeats", "1", "--compile", choice, "--out", str(tmp_path)])
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert {r["row"] for r in results["rows"]} & {"compile", "compile-max"} == rows
+
+
 @pytest.mark.parametrize("argv", [["--sizes", "big"], ["--scales", "5"], ["--presets", "nope"]])
 def test_bad_arguments(argv):
     with pytest.raises(SystemExit):

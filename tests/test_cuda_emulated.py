@@ -6,8 +6,11 @@ does and does not prove. Parity is measured as in test_ops.py, against the float
 per-dtype tolerances, bf16 included (the emulator's bf16 is exact IEEE rounding, unlike the Triton interpreter's).
 Every tensor sits inside a NaN guard band: an out-of-bounds read makes the output NaN, an out-of-bounds write
 fails the guard check. A build under ThreadSanitizer checks that barriers order every shared-memory access.
+The launch arithmetic (batch folded into grid x), the parameter structs' layout, the shared-memory size the Python
+side computes and the once-per-device shared-memory opt-in are checked against the compiled C++.
 The mutant tests break the kernels on purpose and check that these tests notice.
 """
+import ctypes
 import shutil
 
 import cuda_emulator
@@ -17,7 +20,7 @@ from helpers import MEAN, TOLERANCE, features, float64_forward, image, randomise
 
 from wdsr_fast import WDSR, FastWDSR
 from wdsr_fast.fast import run_folded
-from wdsr_fast.ops import reference
+from wdsr_fast.ops import cuda_backend, reference
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++ to build the emulated kernels")
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
@@ -26,6 +29,13 @@ DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 @pytest.fixture(scope="module")
 def cuda_ops(tmp_path_factory):
     return cuda_emulator.EmulatedCudaOps(cuda_emulator.build(tmp_path_factory.mktemp("emulated_cuda")))
+
+
+@pytest.fixture()
+def lib(cuda_ops):
+    """The emulated library, on device 0 again after the test."""
+    yield cuda_ops.lib
+    cuda_ops.lib.emulated_set_device(0)
 
 
 def on_cpu(args):
@@ -87,6 +97,108 @@ def test_whole_model(cuda_ops, dtype, scale):
     assert err < TOLERANCE[dtype], f"x{scale} {dtype}: relative error {err:.2e}"
 
 
+def attribute_calls(lib) -> list[tuple[int, int]]:
+    """(device, value) of every cudaFuncSetAttribute call the library made so far."""
+    count = lib.emulated_attribute_calls(None, 0)
+    buffer = (ctypes.c_int * (2 * count))()
+    lib.emulated_attribute_calls(buffer, count)
+    return [(buffer[2 * i], buffer[2 * i + 1]) for i in range(count)]
+
+
+def run_two_widths(ops, device: int, dtype=torch.float16) -> list[tuple[int, int]]:
+    """Fused blocks of two expansion widths on emulated ``device``; the attribute calls they made."""
+    ops.lib.emulated_set_device(device)
+    before = len(attribute_calls(ops.lib))
+    for shape in ((1, 8, 5, 6, 48, 6), (1, 32, 5, 6, 192, 25)):
+        ops.wdsr_b_block(*block_args(*shape, dtype, True))
+    return attribute_calls(ops.lib)[before:]
+
+
+def test_shared_memory_limit_is_set_once_per_device_to_the_maximum(cuda_ops, lib):
+    """One cudaFuncSetAttribute per device and kernel, to what the widest block needs, whatever the widths that
+    follow: a per-launch value could race between host threads running models of different widths."""
+    widest = cuda_backend.fused_block_shared_bytes(cuda_backend.MAX_WIDE)
+    assert run_two_widths(cuda_ops, 5) == [(5, widest)]
+    assert run_two_widths(cuda_ops, 5) == []  # already raised there
+    assert run_two_widths(cuda_ops, 5, torch.bfloat16) == [(5, widest)]  # the bf16 kernel is another function
+    assert run_two_widths(cuda_ops, 6) == [(6, widest)]
+
+
+def test_shared_memory_limit_is_capped_at_the_device_limit(cuda_ops, lib):
+    """On a GPU with 99 KB per block (sm_86, sm_89, sm_120) the limit is set to that, and a block needing more
+    fails its launch with a clear error (FastWDSR does not choose the CUDA backend there: see test_cuda_backend)."""
+    lib.emulated_set_shared_optin(7, 99 * 1024)
+    lib.emulated_set_device(7)
+    with pytest.raises(RuntimeError, match="dynamic shared memory 148224 > 101376"):
+        cuda_ops.wdsr_b_block(*block_args(*BLOCK_SHAPES[0], torch.float16, True))
+    assert attribute_calls(lib)[-1] == (7, 99 * 1024)
+
+
+def test_parameter_structs_match_kernels_h(cuda_ops):
+    """The ctypes mirrors of kernels.h's parameter structs have the C++ offsets and sizes, field for field."""
+    for structure, report in ((cuda_emulator.WdsrBBlockParams, cuda_ops.lib.emulated_block_params_layout),
+                              (cuda_emulator.TailShuffleParams, cuda_ops.lib.emulated_tail_params_layout)):
+        buffer = (ctypes.c_size_t * 64)()
+        count = report(buffer)
+        assert list(buffer[:count]) == cuda_emulator.struct_layout(structure), structure.__name__
+
+
+def test_shared_memory_size_matches_the_python_side(cuda_ops):
+    """cuda_backend.fused_block_shared_bytes (which decides whether a GPU can run the block) is the C++ layout's."""
+    for wide in range(1, cuda_backend.MAX_WIDE + 1):
+        expected = cuda_backend.fused_block_shared_bytes(wide)
+        for dtype in (torch.float16, torch.bfloat16):
+            assert cuda_ops.lib.emulated_wdsr_b_block_shared_bytes(cuda_emulator.DTYPE_CODES[dtype], wide) == expected
+        assert cuda_ops.lib.emulated_wdsr_b_block_shared_bytes(cuda_emulator.DTYPE_CODES[torch.float32], wide) == 0
+    assert cuda_backend.fused_block_shared_bytes(192) == 148_224  # WDSR-B 32x16
+    assert cuda_backend.fused_block_shared_bytes(256) == 157_696  # the widest block
+
+
+MAX_GRID_X, MAX_GRID_Y = 2**31 - 1, 65535
+
+
+def block_origin(lib, cta, h, w):
+    origin = (ctypes.c_int * 3)()
+    lib.emulated_block_tile_origin(cta, h, w, origin)
+    return tuple(origin)
+
+
+def tail_index(lib, cta, thread, h, w):
+    index = (ctypes.c_int * 2)()
+    lib.emulated_tail_pixel(cta, thread, h, w, index)
+    return tuple(index)
+
+
+def test_launch_grid_of_a_batch_of_70000(cuda_ops):
+    """On paper: the batch goes along grid x, so 70000 images (more than grid y's 65535) launch, and the last CTA
+    computes the last tile of the last image."""
+    lib, n = cuda_ops.lib, 70_000
+    for h, w in ((17, 17), (540, 960)):
+        tiles_h, tiles_w = -(-h // 16), -(-w // 16)
+        ctas = lib.emulated_block_grid_x(n, h, w)
+        assert ctas == n * tiles_h * tiles_w <= MAX_GRID_X and n > MAX_GRID_Y
+        assert block_origin(lib, ctas - 1, h, w) == (n - 1, (tiles_h - 1) * 16, (tiles_w - 1) * 16)
+        assert block_origin(lib, tiles_h * tiles_w, h, w) == (1, 0, 0)
+    h, w = 9, 11  # one tail CTA of 128 threads per image
+    ctas = lib.emulated_tail_grid_x(n, h, w)
+    assert ctas == n
+    assert tail_index(lib, ctas - 1, 98, h, w) == (n - 1, 98)
+    h, w = 540, 960
+    ctas = lib.emulated_tail_grid_x(n, h, w)
+    assert ctas == n * 4050 <= MAX_GRID_X and tail_index(lib, ctas - 1, 127, h, w) == (n - 1, h * w - 1)
+
+
+def test_launch_grid_covers_every_tile_and_pixel_once(cuda_ops):
+    """Small sizes, every CTA: each (image, tile) and (image, pixel) is computed by exactly one thread."""
+    lib, n, h, w = cuda_ops.lib, 3, 33, 17
+    origins = [block_origin(lib, cta, h, w) for cta in range(lib.emulated_block_grid_x(n, h, w))]
+    assert sorted(origins) == [(i, y, x) for i in range(n) for y in range(0, h, 16) for x in range(0, w, 16)]
+    pixels = [tail_index(lib, cta, thread, h, w) for cta in range(lib.emulated_tail_grid_x(n, h, w))
+              for thread in range(128)]
+    inside = sorted(p for p in pixels if p[1] < h * w)
+    assert inside == [(i, p) for i in range(n) for p in range(h * w)]
+
+
 # Deliberate bugs, one text edit each, and how the tests above must react.
 MUTANTS = {
     "halo off by one row": ("wdsr_b_block.cu", ("gy = t.y0 + p / kHalo - 1;", "gy = t.y0 + p / kHalo;"), "parity"),
@@ -97,9 +209,13 @@ MUTANTS = {
     "no bounds check on the last CTA": ("tail_shuffle.cu", ("if (pixel >= h * w) return;", ""), "guard"),
     "shared memory not raised above 48 KB": (
         "wdsr_b_block.cu",
-        ("cudaFuncSetAttribute(wdsr_b_block_mma<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes)",
-         "cudaSuccess"),
+        ("err = cudaFuncSetAttribute(wdsr_b_block_mma<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, limit);",
+         "err = limit > 0 ? cudaSuccess : cudaErrorInvalidValue;"),
         "launch"),
+    "shared memory limit set on every launch": (
+        "wdsr_b_block.cu", ("  if (raised[device]) return cudaSuccess;\n", ""), "attribute"),
+    "every CTA on the first image": (
+        "launch_grid.cuh", ("return {static_cast<int>(cta / tiles),", "return {0,"), "unwritten"),
 }
 
 
@@ -116,6 +232,11 @@ def test_broken_kernels_are_caught(tmp_path, mutant):
     elif symptom == "guard":
         with pytest.raises(AssertionError, match="wrote outside the tensor"):
             getattr(ops, name)(*args)
+    elif symptom == "unwritten":
+        with pytest.raises(AssertionError, match="never written"):
+            error_against_reference(ops, name, args)
+    elif symptom == "attribute":
+        assert len(run_two_widths(ops, 0)) == 2  # the test of the once-per-device limit would fail
     else:
         with pytest.raises(RuntimeError, match="dynamic shared memory"):
             getattr(ops, name)(*args)

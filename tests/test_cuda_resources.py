@@ -2,7 +2,10 @@
 spills) in any kernel, and tensor-core instructions (HMMA) in the fp16 and bf16 fused WDSR-B block.
 
 Skipped, with the reason, where nvcc (CUDA_HOME, default /usr/local/cuda-13.0) or cuobjdump (shipped in the
-triton wheel) is missing. Registers per kernel are printed with -s for the record."""
+triton wheel) is missing. Registers per kernel are printed with -s for the record.
+
+As a script, the same report and rules for a built extension (scripts/gpu_check's sass step):
+    python tests/test_cuda_resources.py --report wdsr_fast/_C.cpython-312-x86_64-linux-gnu.so"""
 import os
 import re
 import shutil
@@ -16,6 +19,12 @@ NVCC = Path(os.environ.get("CUDA_HOME", "/usr/local/cuda-13.0")) / "bin" / "nvcc
 SOURCES = ("wdsr_b_block.cu", "tail_shuffle.cu")
 
 STACK_LINE = r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads"
+
+
+def sass_functions(tool: str, binary: str) -> dict[str, str]:
+    """kernel name -> its SASS, from cuobjdump -sass of a cubin or a library."""
+    sass = subprocess.run([tool, "-sass", binary], capture_output=True, text=True, check=True).stdout
+    return dict(re.findall(r"Function : (\w+)\n(.*?)(?=\n\s*Function : |\Z)", sass, re.S))
 
 
 def cuobjdump():
@@ -70,9 +79,35 @@ def test_fused_block_uses_tensor_cores(builds):
     tool = cuobjdump()
     if tool is None:
         pytest.skip("cuobjdump not found (it ships in the triton wheel)")
-    cubin = builds[1]["wdsr_b_block.cu"][0]
-    sass = subprocess.run([tool, "-sass", str(cubin)], capture_output=True, text=True, check=True).stdout
-    functions = dict(re.findall(r"Function : (\w+)\n(.*?)(?=\n\s*Function : |\Z)", sass, re.S))
+    functions = sass_functions(tool, str(builds[1]["wdsr_b_block.cu"][0]))
     mma = {name: body.count("HMMA") for name, body in functions.items() if "wdsr_b_block_mma" in name}
     assert len(mma) == 2 and all(mma.values()), mma  # fp16 and bf16 instantiations, each with HMMA
     assert not any("HMMA" in body for name, body in functions.items() if "wdsr_b_block_fma" in name)
+
+
+def report(library: str) -> int:
+    """Registers, stack bytes and HMMA count of every kernel in a built library; non-zero if a kernel has a stack
+    or a tensor-core kernel has no HMMA."""
+    tool = cuobjdump()
+    if tool is None:
+        print("cuobjdump not found (CUDA toolkit or the triton wheel)")
+        return 1
+    usage = subprocess.run([tool, "-res-usage", library], capture_output=True, text=True, check=True).stdout
+    resources = dict(re.findall(r"Function (\w+):\s*\n\s*(REG:\d+ STACK:\d+[^\n]*)", usage))
+    functions, ok = sass_functions(tool, library), True
+    for name in sorted(set(resources) | set(functions)):
+        line = resources.get(name, "")
+        hmma = functions.get(name, "").count("HMMA")
+        print(f"{name}: {line} HMMA:{hmma}")
+        stack = re.search(r"STACK:(\d+)", line)
+        ok &= not (stack and int(stack.group(1))) and (hmma > 0 or "wdsr_b_block_mma" not in name)
+    print("resources ok" if ok and functions else "resources NOT ok")
+    return 0 if ok and functions else 1
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="resource report of a built CUDA extension")
+    parser.add_argument("--report", required=True, help="the built library (wdsr_fast/_C*.so)")
+    raise SystemExit(report(parser.parse_args().report))

@@ -6,6 +6,7 @@ import torch
 from helpers import BACKENDS, DEVICE, TOLERANCE, float64_forward, randomise, require_gpu_backend, small_wdsr
 
 from wdsr_fast import WDSR, FastWDSR, ops
+from wdsr_fast.fast import static_copy
 
 pytestmark = pytest.mark.usefixtures("poison")  # NaN-poisoned outputs, no TF32 (conftest.py)
 
@@ -168,6 +169,39 @@ def test_whole_model_1080p_gpu(backend, dtype):
             out = fast(image.to(dtype))
         err = ((out.double() - expected).abs().max() / expected.abs().max()).item()
         assert err < TOLERANCE[dtype], (graphs, err)
+
+
+def test_cuda_graph_static_input_is_an_ordinary_tensor():
+    """A graph captured under inference_mode replays under no_grad: its static input (made by static_copy) is an
+    ordinary tensor, which copy_ accepts in either mode; a plain clone made under inference_mode is not."""
+    with torch.inference_mode():
+        image = torch.rand(1, 3, 4, 4)
+        static, clone = static_copy(image), image.clone()
+    assert clone.is_inference() and not static.is_inference()
+    with torch.no_grad():
+        static.copy_(torch.rand(1, 3, 4, 4))
+        with pytest.raises(RuntimeError, match="inference tensor"):
+            clone.copy_(torch.rand(1, 3, 4, 4))
+    with torch.inference_mode():
+        static.copy_(torch.rand(1, 3, 4, 4))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", [b for b in ops.BACKENDS if b != "torch"])
+def test_cuda_graph_replays_across_inference_mode_and_no_grad_gpu(backend):
+    require_gpu_backend(backend)
+    fast = FastWDSR.from_reference(small("b", 2), backend=backend, cuda_graphs=True).cuda().eval()
+    images = [torch.rand(1, 3, 9, 13, device="cuda") * 255 for _ in range(3)]
+    with torch.inference_mode():
+        first = fast(images[0])  # captured here
+    with torch.no_grad():
+        second = fast(images[1])  # replayed here
+    with torch.inference_mode():
+        third = fast(images[2])
+    plain = FastWDSR.from_reference(small("b", 2), backend=backend).cuda().eval()
+    with torch.no_grad():
+        for image, out in zip(images, (first, second, third), strict=True):
+            assert torch.allclose(out, plain(image), atol=1e-3)
 
 
 def test_cuda_backend_declines_blocks_wider_than_its_kernel():

@@ -21,6 +21,14 @@ def test_reference_matches_float64(variant, scale):
     assert rel < 1e-5, rel
 
 
+def test_float64_forward_runs_on_the_inputs_device():
+    """The float64 reference runs where its inputs are (the GPU tests call it with CUDA tensors); meta tensors stand
+    in for another device here."""
+    model = WDSR(variant="b", scale=3, n_feats=8, n_resblocks=1).to("meta")
+    out = float64_forward(model.state_dict(), model.config, torch.empty(2, 3, 5, 7, device="meta"))
+    assert out.device.type == "meta" and out.shape == (2, 3, 15, 21) and out.dtype == torch.float64
+
+
 def test_ychfan_normalisation_matches_float64():
     model = randomise(preset("ychfan-small", 2, n_resblocks=2, n_feats=8, block_feats=16))
     image = torch.rand(1, 3, 9, 7)  # [0, 1] input

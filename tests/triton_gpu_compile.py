@@ -6,9 +6,11 @@ lowering, shared-memory overflows, and local memory (stack) in the fp16/bf16 fus
 speed path. Prints one line per kernel: name, shared memory, registers, stack bytes per thread, tensor-core use.
 
 Seen with triton 3.6: every fp32 kernel keeps a stack (block 14 KB, tail 10-24 KB, WDSR-A convs 2 KB per
-thread): IEEE fp32 tl.dot lowers to FMAs that hold whole K-slices of the operands per thread. Only an 8x8
-haloed block tile (78% of the 1x1 chain recomputed, against 31% at 16x16) compiled without one; which is faster
-is a question for a GPU timing. The CUDA backend's fp32 block has no stack (tests/test_cuda_resources.py).
+thread): IEEE fp32 tl.dot lowers to FMAs that hold whole K-slices of the operands per thread. The driver reserves
+local memory for the stack of every thread that can be resident: 14 KB x 2048 threads x 132 SMs is about 3.8 GB
+on an H100 (arithmetic, not measured). Only an 8x8 haloed block tile (78% of the 1x1 chain recomputed, against
+31% at 16x16) compiled without one; which is faster is a question for a GPU timing. The CUDA backend's fp32
+block has no stack (tests/test_cuda_resources.py).
 """
 import os
 import re

@@ -177,22 +177,36 @@ def run_folded(backend_ops, folded: FoldedWDSR, image: torch.Tensor) -> torch.Te
     return backend_ops.tail_shuffle(x, image, *folded.tail, *folded.skip, folded.mean, norm_scale, cfg.scale)
 
 
+def static_copy(t: torch.Tensor) -> torch.Tensor:
+    """A copy of ``t`` that is an ordinary tensor even when made under ``torch.inference_mode()`` (where a clone
+    would be an inference tensor, which a later ``copy_`` outside inference mode refuses)."""
+    with torch.inference_mode(False), torch.no_grad():
+        return t.clone()
+
+
 class _Graph:
-    """A CUDA graph of ``run_folded`` for one input shape, dtype and layout."""
+    """A CUDA graph of ``run_folded`` for one input shape, dtype and layout, on the input's device.
+
+    Its static input is an ordinary tensor and it is captured outside inference mode, so one captured under
+    ``torch.inference_mode()`` replays under ``torch.no_grad()`` too, and the other way round."""
 
     def __init__(self, backend_ops, folded: FoldedWDSR, image: torch.Tensor):
-        self.static_input = image.clone()
-        stream = torch.cuda.Stream(device=image.device)
-        stream.wait_stream(torch.cuda.current_stream(image.device))
-        with torch.cuda.stream(stream):  # warm-up outside capture (kernel compilation, autotuning)
-            for _ in range(2):
-                run_folded(backend_ops, folded, self.static_input)
-        torch.cuda.current_stream(image.device).wait_stream(stream)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.static_output = run_folded(backend_ops, folded, self.static_input)
+        self.device = image.device
+        with torch.cuda.device(self.device), torch.inference_mode(False), torch.no_grad():
+            self.static_input = static_copy(image)
+            stream = torch.cuda.Stream(device=self.device)
+            stream.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(stream):  # warm-up outside capture (kernel compilation, autotuning)
+                for _ in range(2):
+                    run_folded(backend_ops, folded, self.static_input)
+            torch.cuda.current_stream(self.device).wait_stream(stream)
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.static_output = run_folded(backend_ops, folded, self.static_input)
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
-        self.static_input.copy_(image)
-        self.graph.replay()
-        return self.static_output.clone()
+        with torch.cuda.device(self.device):
+            self.static_input.copy_(image)
+            self.graph.replay()
+            return self.static_output.clone()
+

@@ -4,9 +4,12 @@
 made to the source text is the launch syntax, ``kernel<<<grid, block, shared, stream>>>(args)``, which C++
 cannot parse, into ``cuda_emulation::launch(kernel, grid, block, shared, stream)(args)``. ``EmulatedCudaOps``
 then offers ``wdsr_b_block`` and ``tail_shuffle`` with the signatures of ``wdsr_fast.ops.reference``, as
-``csrc/ops.cpp`` does on a GPU: outputs NaN-poisoned, channels_last block outputs, and every tensor placed inside
+``csrc/ops.cpp`` does on a GPU: the launchers' parameter structs (csrc/kernels.h, mirrored here as ctypes
+Structures) filled by field name, outputs NaN-poisoned, channels_last block outputs, and every tensor placed inside
 a NaN guard band so that an out-of-bounds read turns the output into NaN and an out-of-bounds write is caught.
 ``run_racecheck()`` builds the kernels with ``racecheck.cpp`` under ThreadSanitizer and runs them.
+``build_checks()`` builds csrc/checks.h, the ops' input validation, into a CPU library of torch ops
+(``torch.ops.wdsr_cuda_checks.*``, see checks.cpp).
 """
 from __future__ import annotations
 
@@ -40,17 +43,29 @@ def emulated_source(cuda_source: str) -> str:
 def _compile(workdir: Path, edits, flags: list[str], driver: Path) -> list[Path]:
     """The kernel sources (after ``edits``) and ``driver``, compiled to object files in ``workdir``."""
     workdir.mkdir(parents=True, exist_ok=True)
-    units = [driver]
-    for name in KERNEL_SOURCES:
+    edits = edits or {}
+    for name in edits:
+        assert name in KERNEL_SOURCES or (CSRC / name).suffix in (".h", ".cuh"), f"cannot edit {name}"
+
+    def source(name: str) -> str:
         text = (CSRC / name).read_text()
-        if edits and name in edits:
+        if name in edits:
             old, new = edits[name]
             assert old in text, f"{name} no longer contains {old!r}"
             text = text.replace(old, new)
+        return text
+
+    # Edited headers go into workdir, searched before csrc/ by every unit (the harness's included: one definition).
+    for name in edits:
+        if name not in KERNEL_SOURCES:
+            (workdir / name).write_text(source(name))
+    units = [driver]
+    for name in KERNEL_SOURCES:
         unit = workdir / (Path(name).stem + ".cpp")
-        unit.write_text(emulated_source(text))
+        unit.write_text(emulated_source(source(name)))
         units.append(unit)
-    flags = ["-std=c++20", "-fPIC", "-pthread", "-Wno-unknown-pragmas", f"-I{HERE / 'include'}", f"-I{CSRC}", *flags]
+    flags = ["-std=c++20", "-fPIC", "-pthread", "-Wno-unknown-pragmas", f"-I{workdir}", f"-I{HERE / 'include'}",
+             f"-I{CSRC}", *flags]
 
     def compile_unit(unit: Path) -> Path:
         obj = workdir / (unit.stem + ".o")
@@ -64,14 +79,15 @@ def _compile(workdir: Path, edits, flags: list[str], driver: Path) -> list[Path]
 def build(workdir: Path, edits: dict[str, tuple[str, str]] | None = None) -> ctypes.CDLL:
     """Compile csrc/'s kernels and the C harness into ``workdir/emulated_cuda.so`` and load it.
 
-    ``edits`` maps a kernel file name to one (old, new) text replacement, for the tests that check that a
-    broken kernel is caught.
+    ``edits`` maps a kernel or header file name of csrc/ to one (old, new) text replacement, for the tests that
+    check that a broken kernel is caught.
     """
     objects = _compile(workdir, edits, ["-O2"], HERE / "harness.cpp")
     library = workdir / "emulated_cuda.so"
     subprocess.run(["g++", "-shared", "-pthread", *map(str, objects), "-o", str(library)], check=True)
     lib = ctypes.CDLL(str(library))
     lib.emulated_last_fault.restype = ctypes.c_char_p
+    lib.emulated_block_grid_x.restype = lib.emulated_tail_grid_x.restype = ctypes.c_longlong
     return lib
 
 
@@ -83,6 +99,23 @@ def run_racecheck(workdir: Path, edits: dict[str, tuple[str, str]] | None = None
     subprocess.run(["g++", *flags, "-pthread", *map(str, objects), "-o", str(program)], check=True)
     env = {**os.environ, "TSAN_OPTIONS": "exitcode=66 halt_on_error=1"}
     return subprocess.run([str(program)], capture_output=True, text=True, env=env, timeout=600)
+
+
+def build_checks(workdir: Path):
+    """csrc/checks.h built with checks.cpp into a CPU library, loaded: ``torch.ops.wdsr_cuda_checks`` (once per
+    process; a second call returns the loaded ops)."""
+    if not hasattr(torch.ops.wdsr_cuda_checks, "wdsr_b_block"):
+        from torch.utils import cpp_extension
+
+        workdir.mkdir(parents=True, exist_ok=True)
+        library = workdir / "wdsr_cuda_checks.so"
+        abi = int(torch._C._GLIBCXX_USE_CXX11_ABI)
+        subprocess.run(["g++", "-std=c++20", "-O0", "-fPIC", "-shared", f"-D_GLIBCXX_USE_CXX11_ABI={abi}",
+                        *[f"-I{p}" for p in cpp_extension.include_paths()], f"-I{CSRC}", str(HERE / "checks.cpp"),
+                        *[f"-L{p}" for p in cpp_extension.library_paths()], "-lc10", "-ltorch_cpu", "-o",
+                        str(library)], check=True, capture_output=True, text=True)
+        torch.ops.load_library(str(library))
+    return torch.ops.wdsr_cuda_checks
 
 
 def nan_band(shape, stride, dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -110,12 +143,40 @@ def check_guard(band: torch.Tensor, name: str) -> None:
         raise AssertionError(f"{name}: the kernel wrote outside the tensor")
 
 
-def _strides(t: torch.Tensor):
-    return (ctypes.c_int64 * 4)(*t.stride())
+class Strides(ctypes.Structure):
+    """wdsr::Strides: element strides of a logical (N, C, H, W) tensor."""
+
+    _fields_ = [(name, ctypes.c_int64) for name in ("n", "c", "h", "w")]
 
 
-def _ptr(t: torch.Tensor):
-    return ctypes.c_void_p(t.data_ptr())
+class WdsrBBlockParams(ctypes.Structure):
+    """wdsr::WdsrBBlockParams of csrc/kernels.h, field for field (test_cuda_emulated.py checks the layout)."""
+
+    _fields_ = [("dtype", ctypes.c_int), ("x", ctypes.c_void_p), ("x_strides", Strides),
+                *[(name, ctypes.c_void_p) for name in ("w_expand", "b_expand", "w_reduce", "b_reduce", "w_conv",
+                                                       "b_conv", "y")],
+                ("y_strides", Strides),
+                *[(name, ctypes.c_int) for name in ("n", "c", "h", "w", "wide", "low_rank")],
+                ("res_scale", ctypes.c_float)]
+
+
+class TailShuffleParams(ctypes.Structure):
+    """wdsr::TailShuffleParams of csrc/kernels.h, field for field (test_cuda_emulated.py checks the layout)."""
+
+    _fields_ = [("dtype", ctypes.c_int), ("features", ctypes.c_void_p), ("feature_strides", Strides),
+                ("image", ctypes.c_void_p), ("image_strides", Strides),
+                *[(name, ctypes.c_void_p) for name in ("w_tail", "b_tail", "w_skip", "b_skip", "mean")],
+                ("norm_scale", ctypes.c_float), ("scale", ctypes.c_int), ("out", ctypes.c_void_p),
+                *[(name, ctypes.c_int) for name in ("n", "c", "h", "w")]]
+
+
+def struct_layout(structure: type[ctypes.Structure]) -> list[int]:
+    """Field offsets in declaration order, then the size: what the harness's *_layout functions report."""
+    return [getattr(structure, name).offset for name, _ in structure._fields_] + [ctypes.sizeof(structure)]
+
+
+def _strides(t: torch.Tensor) -> Strides:
+    return Strides(*t.stride())
 
 
 class EmulatedCudaOps:
@@ -134,14 +195,16 @@ class EmulatedCudaOps:
 
     def wdsr_b_block(self, x, w_expand, b_expand, w_reduce, b_reduce, w_conv, b_conv, res_scale):
         n, c, h, w = x.shape
-        wide, low_rank = w_expand.shape[0], w_reduce.shape[0]
         x_in, _ = guarded(x)
-        weights = [guarded(t.contiguous())[0] for t in (w_expand, b_expand, w_reduce, b_reduce, w_conv, b_conv)]
+        weights = {name: guarded(t.contiguous())[0] for name, t in (
+            ("w_expand", w_expand), ("b_expand", b_expand), ("w_reduce", w_reduce), ("b_reduce", b_reduce),
+            ("w_conv", w_conv), ("b_conv", b_conv))}
         y, y_band = new_guarded_output(x.shape, x.dtype, torch.channels_last)
-        status = self.lib.emulated_wdsr_b_block(
-            DTYPE_CODES[x.dtype], _ptr(x_in), _strides(x_in), *map(_ptr, weights), _ptr(y), _strides(y), n, c, h, w,
-            wide, low_rank, ctypes.c_float(res_scale))
-        self._check("wdsr_b_block", status)
+        params = WdsrBBlockParams(
+            dtype=DTYPE_CODES[x.dtype], x=x_in.data_ptr(), x_strides=_strides(x_in),
+            **{name: t.data_ptr() for name, t in weights.items()}, y=y.data_ptr(), y_strides=_strides(y),
+            n=n, c=c, h=h, w=w, wide=w_expand.shape[0], low_rank=w_reduce.shape[0], res_scale=res_scale)
+        self._check("wdsr_b_block", self.lib.emulated_wdsr_b_block(ctypes.byref(params)))
         check_guard(y_band, "wdsr_b_block")
         return y
 
@@ -149,12 +212,14 @@ class EmulatedCudaOps:
         n, c, h, w = features.shape
         f_in, _ = guarded(features)
         i_in, _ = guarded(image)
-        weights = [guarded(t.contiguous())[0] for t in (w_tail, b_tail, w_skip, b_skip)]
+        weights = {name: guarded(t.contiguous())[0] for name, t in (
+            ("w_tail", w_tail), ("b_tail", b_tail), ("w_skip", w_skip), ("b_skip", b_skip))}
         mean_in, _ = guarded(mean.float().contiguous())
         out, out_band = new_guarded_output((n, 3, h * scale, w * scale), features.dtype, torch.contiguous_format)
-        status = self.lib.emulated_tail_shuffle(
-            DTYPE_CODES[features.dtype], _ptr(f_in), _strides(f_in), _ptr(i_in), _strides(i_in), *map(_ptr, weights),
-            _ptr(mean_in), ctypes.c_float(norm_scale), scale, _ptr(out), n, c, h, w)
-        self._check("tail_shuffle", status)
+        params = TailShuffleParams(
+            dtype=DTYPE_CODES[features.dtype], features=f_in.data_ptr(), feature_strides=_strides(f_in),
+            image=i_in.data_ptr(), image_strides=_strides(i_in), **{name: t.data_ptr() for name, t in weights.items()},
+            mean=mean_in.data_ptr(), norm_scale=norm_scale, scale=scale, out=out.data_ptr(), n=n, c=c, h=h, w=w)
+        self._check("tail_shuffle", self.lib.emulated_tail_shuffle(ctypes.byref(params)))
         check_guard(out_band, "tail_shuffle")
         return out

@@ -40,10 +40,21 @@ bool block(wdsr::DType dtype) {
   auto w_expand = random_values<T>(wide * c, .3f), b_expand = random_values<T>(wide, .1f);
   auto w_reduce = random_values<T>(low_rank * wide, .3f), b_reduce = random_values<T>(low_rank, .1f);
   auto w_conv = random_values<T>(c * low_rank * 9, .3f), b_conv = random_values<T>(c, .1f);
-  return check("wdsr_b_block", wdsr::launch_wdsr_b_block(dtype, x.data(), nchw(c, h, w), w_expand.data(),
-                                                         b_expand.data(), w_reduce.data(), b_reduce.data(),
-                                                         w_conv.data(), b_conv.data(), y.data(), nchw(c, h, w), n, c,
-                                                         h, w, wide, low_rank, 0.7f, nullptr));
+  wdsr::WdsrBBlockParams p{};
+  p.dtype = dtype;
+  p.x = x.data();
+  p.x_strides = nchw(c, h, w);
+  p.w_expand = w_expand.data();
+  p.b_expand = b_expand.data();
+  p.w_reduce = w_reduce.data();
+  p.b_reduce = b_reduce.data();
+  p.w_conv = w_conv.data();
+  p.b_conv = b_conv.data();
+  p.y = y.data();
+  p.y_strides = nchw(c, h, w);
+  p.n = n, p.c = c, p.h = h, p.w = w, p.wide = wide, p.low_rank = low_rank;
+  p.res_scale = 0.7f;
+  return check("wdsr_b_block", wdsr::launch_wdsr_b_block(p, nullptr));
 }
 
 template <typename T>
@@ -54,10 +65,22 @@ bool tail(wdsr::DType dtype, int scale) {
   auto w_skip = random_values<T>(out_feats * 75, .3f), b_skip = random_values<T>(out_feats, .1f);
   auto out = random_values<T>(n * 3 * h * scale * w * scale, 1.f);
   const float mean[3] = {114.4f, 111.5f, 103.0f};
-  return check("tail_shuffle", wdsr::launch_tail_shuffle(dtype, features.data(), nchw(c, h, w), image.data(),
-                                                         nchw(3, h, w), w_tail.data(), b_tail.data(), w_skip.data(),
-                                                         b_skip.data(), mean, 127.5f, scale, out.data(), n, c, h, w,
-                                                         nullptr));
+  wdsr::TailShuffleParams p{};
+  p.dtype = dtype;
+  p.features = features.data();
+  p.feature_strides = nchw(c, h, w);
+  p.image = image.data();
+  p.image_strides = nchw(3, h, w);
+  p.w_tail = w_tail.data();
+  p.b_tail = b_tail.data();
+  p.w_skip = w_skip.data();
+  p.b_skip = b_skip.data();
+  p.mean = mean;
+  p.norm_scale = 127.5f;
+  p.scale = scale;
+  p.out = out.data();
+  p.n = n, p.c = c, p.h = h, p.w = w;
+  return check("tail_shuffle", wdsr::launch_tail_shuffle(p, nullptr));
 }
 
 }  // namespace

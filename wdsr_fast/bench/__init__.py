@@ -3,7 +3,7 @@
 Every row is measured in the same process on the same inputs:
 - ``reference``: the trainable WDSR (weight norm computed every call), eager, NCHW or channels_last;
 - ``compile`` / ``compile-max``: the folded reference under ``torch.compile`` (default / max-autotune),
-  channels_last (on GPU; on CPU only with ``--compile-on-cpu``);
+  channels_last (on GPU; on CPU only with ``--compile-on-cpu``; ``--compile`` chooses which, or none);
 - ``fast-<backend>``: FastWDSR on each available backend, and ``+graphs`` with CUDA-graph replay (GPU);
 - ``op:wdsr_b_block:<backend>`` and ``op:tail_shuffle:<backend>``: one op of one backend against the same op of
   the torch backend (the plain-PyTorch ops of ``ops/reference.py``).

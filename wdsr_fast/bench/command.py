@@ -45,6 +45,9 @@ def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--with-triton-on-cpu", dest="triton_on_cpu", action="store_true",
                         help="time the Triton interpreter on CPU too (a correctness tool, very slow)")
     parser.add_argument("--compile-on-cpu", action="store_true", help="time torch.compile rows on CPU too (slow)")
+    parser.add_argument("--compile", dest="compile_rows", choices=("all", "default", "max", "none"), default="all",
+                        help="torch.compile rows: default and max-autotune (all), one of them, or none (max-autotune "
+                             "compiles for minutes)")
     return parser
 
 

@@ -101,8 +101,11 @@ def compile_rows(s: Setup) -> list[Row]:
             return lambda: fn(x)
         return make
 
-    return [Row("compile", COMPILE, compiled(None)),
-            Row("compile-max", COMPILE, compiled("max-autotune"), variant="max-autotune")]
+    wanted = getattr(s.args, "compile_rows", "all")  # --compile: all, default, max or none
+    rows = [Row("compile", COMPILE, compiled(None))] if wanted in ("all", "default") else []
+    if wanted in ("all", "max"):
+        rows.append(Row("compile-max", COMPILE, compiled("max-autotune"), variant="max-autotune"))
+    return rows
 
 
 def check_backend(backend: str, s: Setup) -> None:

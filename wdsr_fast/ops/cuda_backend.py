@@ -21,8 +21,23 @@ except (ImportError, OSError) as exc:  # not built, or built against another tor
 
 
 # The fused WDSR-B kernel keeps all of a block's weights in shared memory, which bounds its widths
-# (csrc/kernels.h: kMaxFeats, kMaxWide, kMaxLowRank).
+# (csrc/kernels.h: kMaxFeats, kMaxWide, kMaxLowRank), and uses bf16 tensor cores (kMinComputeCapability).
 MAX_FEATS, MAX_WIDE, MAX_LOW_RANK = 32, 256, 32
+MIN_COMPUTE_CAPABILITY = (8, 0)
+
+
+def fused_block_shared_bytes(wide: int) -> int:
+    """Dynamic shared memory (bytes) one CTA of the fp16/bf16 fused WDSR-B block asks for at expansion width
+    ``wide``: csrc/wdsr_b_block.cu's MmaSmem layout (tests/test_cuda_emulated.py checks that the two agree).
+    The fp32 block uses 42 KB of static shared memory, which every GPU it runs on has."""
+    wide_pad = -(-wide // 64) * 64  # expansion chunks of 64
+    halves = (wide_pad * 40            # w_expand rows, padded to 40
+              + 32 * (wide_pad + 8)    # w_reduce rows
+              + 9 * 32 * 40            # w_conv, a row per tap and low-rank channel
+              + 336 * 40 + 336 * 48    # the haloed x and t tiles (21 strips of 16 pixels)
+              + 8 * 16 * 72)           # a 16 x 64 wide scratch per warp
+    floats = wide_pad + 2 * 32 + 8 * 16 * 36  # biases and a 16 x 32 accumulator scratch per warp
+    return -(-halves * 2 // 128) * 128 + floats * 4
 
 
 def unsupported_model(config) -> str | None:
@@ -36,12 +51,40 @@ def unsupported_model(config) -> str | None:
     return None
 
 
+def shared_memory_per_block(properties) -> int | None:
+    """The most shared memory one block may opt into on a device (torch's device properties), or None if torch
+    does not say. Where torch gives only the amount per multiprocessor, 1 KB less: what CUDA reserves per block
+    on compute capability 8.0 and newer."""
+    optin = getattr(properties, "shared_memory_per_block_optin", None)
+    if optin is not None:
+        return optin
+    per_sm = getattr(properties, "shared_memory_per_multiprocessor", None)
+    return None if per_sm is None else per_sm - 1024
+
+
+def unsupported_device(device: torch.device, config=None) -> str | None:
+    """Why the CUDA kernels cannot run on ``device`` (a model of ``config``, when given), or None: compute
+    capability, and the fp16/bf16 fused block's shared memory against the device's limit per block. The check is
+    made for the half-precision block, the larger of the two, whatever the dtype a call will use."""
+    properties = torch.cuda.get_device_properties(device)
+    name, capability = properties.name, (properties.major, properties.minor)
+    if capability < MIN_COMPUTE_CAPABILITY:
+        return (f"the CUDA kernels need compute capability {MIN_COMPUTE_CAPABILITY[0]}.{MIN_COMPUTE_CAPABILITY[1]}"
+                f" or newer; {name} is {capability[0]}.{capability[1]}")
+    if config is not None and config.variant == "b":
+        need, limit = fused_block_shared_bytes(config.wide_feats), shared_memory_per_block(properties)
+        if limit is not None and need > limit:
+            return (f"the fused CUDA WDSR-B block needs {need} bytes of shared memory per block at expansion width "
+                    f"{config.wide_feats}; {name} allows {limit}")
+    return None
+
+
 def unavailable_reason(device: torch.device, config=None) -> str | None:
     if LOAD_ERROR is not None:
         return LOAD_ERROR
     if device.type != "cuda":  # CPU tensors standing in under TRITON_INTERPRET=1: an interpreter of Triton only
         return "the CUDA kernels need CUDA tensors (TRITON_INTERPRET=1 runs Triton kernels on CPU, not these)"
-    return unsupported_model(config)
+    return unsupported_model(config) or unsupported_device(device, config)
 
 
 if LOAD_ERROR is None:

@@ -6,8 +6,11 @@
 // a read of shared memory that the kernel never wrote shows up as NaN. WMMA is emulated per warp: lane 0 does
 // the loads, the multiply-adds (fp32 accumulation) and the stores, so another lane sees a stored tile only
 // after a __syncwarp, which the hardware requires too. Launch limits of an sm_90 part are enforced: at most
-// 1024 threads, 48 KB of dynamic shared memory unless cudaFuncSetAttribute raised it, 227 KB at most, grid.y
-// and grid.z at most 65535; WMMA pointers must be 32-byte aligned and ldm a multiple of 16 bytes.
+// 1024 threads, 48 KB of dynamic shared memory unless cudaFuncSetAttribute raised it on the current device, up to
+// that device's opt-in limit (227 KB unless a test sets another), grid.x at most 2**31 - 1, grid.y and grid.z at
+// most 65535; WMMA pointers must be 32-byte aligned and ldm a multiple of 16 bytes. Devices are numbers: the
+// current one (cudaSetDevice, per host thread) keys the kernels' attributes, and every cudaFuncSetAttribute call
+// is logged for the tests.
 //
 // Built with -fsanitize=thread (racecheck.cpp), the barriers and the threads' accesses give ThreadSanitizer a
 // happens-before graph: a shared-memory access that no barrier orders is reported whatever the timing.
@@ -24,12 +27,14 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #define __global__
@@ -54,10 +59,12 @@ enum cudaError_t {
   cudaSuccess = 0,
   cudaErrorInvalidValue = 1,
   cudaErrorInvalidConfiguration = 9,
+  cudaErrorInvalidDevice = 101,
   cudaErrorMisalignedAddress = 716,
   cudaErrorLaunchFailure = 719,
 };
 enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize = 8 };
+enum cudaDeviceAttr { cudaDevAttrMaxSharedMemoryPerBlockOptin = 97 };
 using cudaStream_t = struct CUstream_st*;
 
 // ---- storage types -------------------------------------------------------------------------------------------
@@ -96,7 +103,9 @@ namespace cuda_emulation {
 
 constexpr int kWarpSize = 32;
 constexpr size_t kDefaultDynamicShared = 48 * 1024;
-constexpr size_t kMaxDynamicShared = 227 * 1024;  // sm_90
+constexpr size_t kMaxDynamicShared = 227 * 1024;  // sm_90's opt-in limit, the default of every device
+constexpr unsigned kMaxGridX = 2147483647u;
+constexpr int kDevices = 8;
 constexpr auto kBarrierTimeout = std::chrono::seconds(60);
 
 // Thrown inside a CTA's thread when the kernel does something the hardware would fault on; ends the launch.
@@ -150,17 +159,25 @@ struct CtaState {
   std::vector<std::unique_ptr<Barrier>> warps;
 };
 
+struct AttributeCall {
+  int device, value;
+};
+
 struct Runtime {
   alignas(256) unsigned char dynamic_shared[kMaxDynamicShared];
-  std::map<const void*, size_t> max_dynamic_shared;  // per kernel, set by cudaFuncSetAttribute
+  std::map<std::pair<int, const void*>, size_t> max_dynamic_shared;  // (device, kernel) -> cudaFuncSetAttribute
+  size_t shared_optin[kDevices];                                      // per device, settable by the tests
+  std::vector<AttributeCall> attribute_calls;                         // every cudaFuncSetAttribute, in order
   cudaError_t last_error = cudaSuccess;
   std::string last_fault;
   CtaState* cta = nullptr;
+  Runtime() { std::fill(std::begin(shared_optin), std::end(shared_optin), kMaxDynamicShared); }
 };
 inline Runtime& runtime() {
   static Runtime instance;
   return instance;
 }
+inline thread_local int current_device = 0;
 
 inline unsigned char* dynamic_shared() { return runtime().dynamic_shared; }
 inline int linear_thread() { return threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z); }
@@ -175,10 +192,10 @@ template <typename Body>
 void run_grid(const void* kernel, dim3 grid, dim3 block, size_t shared_bytes, Body&& body) {
   Runtime& rt = runtime();
   const unsigned threads = block.x * block.y * block.z;
-  if (threads == 0 || threads > 1024 || grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.y > 65535 ||
-      grid.z > 65535)
+  if (threads == 0 || threads > 1024 || grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.x > kMaxGridX ||
+      grid.y > 65535 || grid.z > 65535)
     return fail(cudaErrorInvalidConfiguration, "invalid grid or block size");
-  const auto raised = rt.max_dynamic_shared.find(kernel);
+  const auto raised = rt.max_dynamic_shared.find({current_device, kernel});
   const size_t allowed = raised == rt.max_dynamic_shared.end() ? kDefaultDynamicShared : raised->second;
   if (shared_bytes > allowed)
     return fail(cudaErrorInvalidValue, "dynamic shared memory " + std::to_string(shared_bytes) + " > " +
@@ -238,12 +255,30 @@ inline void __syncwarp(unsigned mask = 0xffffffffu) {
       "__syncwarp");
 }
 
+inline cudaError_t cudaGetDevice(int* device) {
+  *device = cuda_emulation::current_device;
+  return cudaSuccess;
+}
+inline cudaError_t cudaSetDevice(int device) {
+  if (device < 0 || device >= cuda_emulation::kDevices) return cudaErrorInvalidDevice;
+  cuda_emulation::current_device = device;
+  return cudaSuccess;
+}
+inline cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attribute, int device) {
+  if (device < 0 || device >= cuda_emulation::kDevices) return cudaErrorInvalidDevice;
+  if (attribute != cudaDevAttrMaxSharedMemoryPerBlockOptin) return cudaErrorInvalidValue;
+  *value = static_cast<int>(cuda_emulation::runtime().shared_optin[device]);
+  return cudaSuccess;
+}
 template <typename Kernel>
 cudaError_t cudaFuncSetAttribute(Kernel* kernel, cudaFuncAttribute attribute, int value) {
+  cuda_emulation::Runtime& rt = cuda_emulation::runtime();
+  const int device = cuda_emulation::current_device;
+  rt.attribute_calls.push_back({device, value});
   if (attribute != cudaFuncAttributeMaxDynamicSharedMemorySize || value < 0 ||
-      static_cast<size_t>(value) > cuda_emulation::kMaxDynamicShared)
+      static_cast<size_t>(value) > rt.shared_optin[device])
     return cudaErrorInvalidValue;
-  cuda_emulation::runtime().max_dynamic_shared[reinterpret_cast<const void*>(kernel)] = value;
+  rt.max_dynamic_shared[{device, reinterpret_cast<const void*>(kernel)}] = value;
   return cudaSuccess;
 }
 inline cudaError_t cudaGetLastError() {

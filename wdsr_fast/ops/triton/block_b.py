@@ -10,12 +10,21 @@ biased, ReLU'd and immediately multiplied into the low-rank accumulator by its s
 wide activation (n_feats * 6 channels) only ever exists as one [256, 64] register tile and never reaches device
 memory. Halo pixels are recomputed (+31% of the 1x1 work for 16 x 16) rather than exchanged between programs.
 The low-rank tile is zeroed outside the image (the 3x3 zero-pads its input) and staged in a per-program scratch
-slab (L2-resident, 256 x L_PAD values), because Triton cannot shift a register tile by a pixel.
+slab (256 x L_PAD values), because Triton cannot shift a register tile by a pixel.
 
 Stage 2: the 3x3 is 9 shifted reloads of that slab, each a [256, L_PAD] @ [L_PAD, C_PAD] dot, then bias,
 res_scale and the residual (x, still in registers from stage 1) in the epilogue.
 Recomputing the 1x1 chain per 3x3 tap instead would cost about 5.8x the MACs; staging costs one small
-round trip through cache, hence staging.
+round trip through memory, hence staging.
+
+Programs run along grid axis 0 only, image by image (program = image * tiles per image + tile): axis 1 would cap
+the batch at 65535.
+
+Performance to expect (read from the code, not measured): the scratch is 16 KB per tile in fp16 (L_PAD 32), about
+44 MB per block at 960x540 (2691 tiles), beside 33 MB of activations read and written: together more than an
+H100's 50 MB L2, so the slabs are unlikely to stay in L2 and may cost a round trip to device memory. In fp32 the
+IEEE tl.dot keeps a per-thread stack (tests/triton_gpu_compile.py), for which the driver reserves local memory for
+every resident thread: gigabytes on a large GPU.
 """
 from __future__ import annotations
 
@@ -23,7 +32,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import check_features, check_weights, dot_config, mm, new_output, num_warps, pad
+from .common import check_features, check_weights, dot_config, mm, new_output, num_warps, on_device, pad
 
 TILE_H, TILE_W = 16, 16  # haloed; the interior written per program is 14 x 14
 E_BLOCK = 64  # wide channels per chunk of the expand
@@ -38,8 +47,9 @@ def _wdsr_b_block_kernel(
     C_PAD: tl.constexpr, E_BLOCK: tl.constexpr, L_PAD: tl.constexpr,
     TILE_H: tl.constexpr, TILE_W: tl.constexpr, DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr,
 ):
-    tile = tl.program_id(0)
-    n = tl.program_id(1)
+    program = tl.program_id(0)
+    n = program // num_tiles
+    tile = program % num_tiles
     M: tl.constexpr = TILE_H * TILE_W
     rows = tl.arange(0, M)
     i = rows // TILE_W  # position inside the haloed tile
@@ -70,7 +80,7 @@ def _wdsr_b_block_kernel(
     b_reduce = tl.load(b_reduce_ptr + rank, mask=l_ok, other=0.0).to(tl.float32)
     t = tl.where(inside[:, None], t + b_reduce[None, :], 0.0)  # the 3x3 sees zeros outside the image
 
-    scratch = scratch_ptr + (n * num_tiles + tile).to(tl.int64) * (M * L_PAD)
+    scratch = scratch_ptr + program.to(tl.int64) * (M * L_PAD)
     tl.store(scratch + rows[:, None] * L_PAD + rank[None, :], t.to(scratch_ptr.dtype.element_ty))
     tl.debug_barrier()  # the whole tile's t is written before any thread reads a neighbour's
 
@@ -108,9 +118,11 @@ def wdsr_b_block(x: torch.Tensor, w_expand: torch.Tensor, b_expand: torch.Tensor
     l_pad = pad(low_rank)
     scratch_dtype = torch.float32 if dots["DOT_DTYPE"] == triton.language.float32 else x.dtype
     scratch = torch.empty(n * tiles_h * tiles_w * TILE_H * TILE_W * l_pad, dtype=scratch_dtype, device=x.device)
-    _wdsr_b_block_kernel[(tiles_h * tiles_w, n)](
-        x, w_expand.contiguous(), b_expand, w_reduce.contiguous(), b_reduce, w_conv.contiguous(), b_conv, y, scratch,
-        height, width, tiles_w, tiles_h * tiles_w, float(res_scale), *x.stride(), *y.stride(),
-        C=c, E=wide, L=low_rank, C_PAD=pad(c), E_BLOCK=min(E_BLOCK, pad(wide)), L_PAD=l_pad,
-        TILE_H=TILE_H, TILE_W=TILE_W, num_warps=num_warps(8), **dots)
+    with on_device(x):
+        _wdsr_b_block_kernel[(n * tiles_h * tiles_w,)](
+            x, w_expand.contiguous(), b_expand.contiguous(), w_reduce.contiguous(), b_reduce.contiguous(),
+            w_conv.contiguous(), b_conv.contiguous(), y, scratch, height, width, tiles_w, tiles_h * tiles_w,
+            float(res_scale), *x.stride(), *y.stride(),
+            C=c, E=wide, L=low_rank, C_PAD=pad(c), E_BLOCK=min(E_BLOCK, pad(wide)), L_PAD=l_pad,
+            TILE_H=TILE_H, TILE_W=TILE_W, num_warps=num_warps(8), **dots)
     return y

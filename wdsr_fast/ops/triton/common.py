@@ -1,8 +1,9 @@
-"""Pieces every Triton op shares: padded tile sizes, dot precision, warps per program, output allocation and the
+"""Pieces every Triton op shares: padded tile sizes, dot precision, warps per program, output allocation, the
 input checks (the same messages and exception types as every backend: ValueError for shapes, TypeError for
-dtypes and devices)."""
+dtypes and devices) and the device a kernel launches on."""
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
@@ -10,6 +11,12 @@ import triton
 import triton.language as tl
 
 from ..common import POISON_ENV, interpreting
+
+
+def on_device(t: torch.Tensor):
+    """A context in which ``t``'s GPU is the current device: Triton launches on the current device, whatever the
+    tensors' (several GPUs). Nothing for a tensor off the GPU (the interpreter, shape-only meta tensors)."""
+    return torch.cuda.device(t.device) if t.device.type == "cuda" else contextlib.nullcontext()
 
 
 def pad(n: int, minimum: int = 16) -> int:

@@ -6,7 +6,9 @@
   wide activations would have to be recomputed 9 times to keep it on chip).
 
 One program computes BLOCK_H x BLOCK_W pixels by CO_BLOCK output channels, looping over the 9 taps and
-K_BLOCK-wide slices of the input channels; masked loads give the zero padding.
+K_BLOCK-wide slices of the input channels; masked loads give the zero padding. Grid axis 0 runs over images and
+tiles (program = image * tiles per image + tile; axis 1, capped at 65535, would cap the batch), axis 1 over the
+CO_BLOCK slices.
 """
 from __future__ import annotations
 
@@ -14,7 +16,18 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import check_features, check_mean, check_weights, dot_config, mm, new_output, num_warps, pad, shifted
+from .common import (
+    check_features,
+    check_mean,
+    check_weights,
+    dot_config,
+    mm,
+    new_output,
+    num_warps,
+    on_device,
+    pad,
+    shifted,
+)
 
 BLOCK_H, BLOCK_W = 8, 16
 MAX_K_BLOCK, MAX_CO_BLOCK = 64, 64
@@ -23,16 +36,17 @@ MAX_K_BLOCK, MAX_CO_BLOCK = 64, 64
 @triton.jit
 def _conv3x3_kernel(
     x_ptr, w_ptr, b_ptr, residual_ptr, mean_ptr, y_ptr,
-    H, W, tiles_w, res_scale, norm_scale,
+    H, W, tiles_w, num_tiles, res_scale, norm_scale,
     sxn, sxc, sxh, sxw, srn, src, srh, srw, syn, syc, syh, syw,
     CI: tl.constexpr, CO: tl.constexpr, K_BLOCK: tl.constexpr, CO_BLOCK: tl.constexpr,
     BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
     NORMALISE: tl.constexpr, RELU: tl.constexpr, RESIDUAL: tl.constexpr,
     DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr,
 ):
-    tile = tl.program_id(0)
-    n = tl.program_id(1)
-    co = tl.program_id(2) * CO_BLOCK + tl.arange(0, CO_BLOCK)
+    program = tl.program_id(0)
+    n = program // num_tiles
+    tile = program % num_tiles
+    co = tl.program_id(1) * CO_BLOCK + tl.arange(0, CO_BLOCK)
     co_ok = co < CO
     rows = tl.arange(0, BLOCK_H * BLOCK_W)
     h = (tile // tiles_w) * BLOCK_H + rows // BLOCK_W
@@ -75,12 +89,13 @@ def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, *, relu: 
     tiles_h, tiles_w = triton.cdiv(height, BLOCK_H), triton.cdiv(width, BLOCK_W)
     co_block = min(MAX_CO_BLOCK, pad(co))
     res = x if residual is None else residual
-    _conv3x3_kernel[(tiles_h * tiles_w, n, triton.cdiv(co, co_block))](
-        x, weight.contiguous(), bias, res, x if mean is None else mean, y,
-        height, width, tiles_w, float(res_scale), float(norm_scale), *x.stride(), *res.stride(), *y.stride(),
-        CI=ci, CO=co, K_BLOCK=min(MAX_K_BLOCK, pad(ci)), CO_BLOCK=co_block, BLOCK_H=BLOCK_H, BLOCK_W=BLOCK_W,
-        NORMALISE=mean is not None, RELU=relu, RESIDUAL=residual is not None,
-        num_warps=num_warps(4), **dot_config(x.dtype))
+    with on_device(x):
+        _conv3x3_kernel[(n * tiles_h * tiles_w, triton.cdiv(co, co_block))](
+            x, weight.contiguous(), bias.contiguous(), res, x if mean is None else mean.contiguous(), y,
+            height, width, tiles_w, tiles_h * tiles_w, float(res_scale), float(norm_scale), *x.stride(),
+            *res.stride(), *y.stride(), CI=ci, CO=co, K_BLOCK=min(MAX_K_BLOCK, pad(ci)), CO_BLOCK=co_block,
+            BLOCK_H=BLOCK_H, BLOCK_W=BLOCK_W, NORMALISE=mean is not None, RELU=relu, RESIDUAL=residual is not None,
+            num_warps=num_warps(4), **dot_config(x.dtype))
     return y
 
 

@@ -6,7 +6,11 @@ One program computes a BLOCK_H x BLOCK_W tile of LR pixels as a [pixels, 3s^2] a
 48 padded to 16, 32, 64): the tail is 9 tap dots over the features; the skip is a single dot whose K axis
 packs the 5x5 taps and the 3 colours (75 of 128), normalising the image on load (zero padding applies to the
 normalised values, as in the reference). The epilogue writes accumulator column k = colour*s^2 + di*s + dj of
-pixel (h, w) straight to out[n, colour, h*s + di, w*s + dj]: no shuffle pass, no add pass.
+pixel (h, w) straight to out[n, colour, h*s + di, w*s + dj]: no shuffle pass, no add pass. Programs run along grid
+axis 0 only, image by image (axis 1 would cap the batch at 65535).
+
+Performance to expect (not measured): in fp32 the IEEE tl.dot keeps a per-thread stack of 10-24 KB
+(tests/triton_gpu_compile.py), for which the driver reserves local memory for every resident thread.
 """
 from __future__ import annotations
 
@@ -14,7 +18,18 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import check_features, check_mean, check_weights, dot_config, mm, new_output, num_warps, pad, shifted
+from .common import (
+    check_features,
+    check_mean,
+    check_weights,
+    dot_config,
+    mm,
+    new_output,
+    num_warps,
+    on_device,
+    pad,
+    shifted,
+)
 
 BLOCK_H, BLOCK_W = 8, 16
 SKIP_TAPS = 25 * 3  # 5x5 taps x 3 colours
@@ -24,14 +39,15 @@ SKIP_K = 128  # SKIP_TAPS padded to a power of two
 @triton.jit
 def _tail_shuffle_kernel(
     f_ptr, image_ptr, w_tail_ptr, b_tail_ptr, w_skip_ptr, b_skip_ptr, mean_ptr, out_ptr,
-    H, W, tiles_w, norm_scale,
+    H, W, tiles_w, num_tiles, norm_scale,
     sfn, sfc, sfh, sfw, sin, sic, sih, siw,
     C: tl.constexpr, C_PAD: tl.constexpr, SCALE: tl.constexpr, OUT_PAD: tl.constexpr,
     BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, SKIP_TAPS: tl.constexpr, SKIP_K: tl.constexpr,
     DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr,
 ):
-    tile = tl.program_id(0)
-    n = tl.program_id(1)
+    program = tl.program_id(0)
+    n = program // num_tiles
+    tile = program % num_tiles
     rows = tl.arange(0, BLOCK_H * BLOCK_W)
     h = (tile // tiles_w) * BLOCK_H + rows // BLOCK_W
     w = (tile % tiles_w) * BLOCK_W + rows % BLOCK_W
@@ -104,9 +120,11 @@ def tail_shuffle(features: torch.Tensor, image: torch.Tensor, w_tail: torch.Tens
     if out.numel() >= 2**31:
         raise ValueError(f"tail_shuffle: output {tuple(out.shape)} has 2**31 or more elements; upscale in tiles")
     tiles_h, tiles_w = triton.cdiv(height, BLOCK_H), triton.cdiv(width, BLOCK_W)
-    _tail_shuffle_kernel[(tiles_h * tiles_w, n)](
-        features, image, w_tail.contiguous(), b_tail, w_skip.contiguous(), b_skip, mean, out,
-        height, width, tiles_w, float(norm_scale), *features.stride(), *image.stride(),
-        C=c, C_PAD=pad(c), SCALE=scale, OUT_PAD=pad(out_feats), BLOCK_H=BLOCK_H, BLOCK_W=BLOCK_W,
-        SKIP_TAPS=SKIP_TAPS, SKIP_K=SKIP_K, num_warps=num_warps(4), **dot_config(features.dtype))
+    with on_device(features):
+        _tail_shuffle_kernel[(n * tiles_h * tiles_w,)](
+            features, image, w_tail.contiguous(), b_tail.contiguous(), w_skip.contiguous(), b_skip.contiguous(),
+            mean.contiguous(), out, height, width, tiles_w, tiles_h * tiles_w, float(norm_scale), *features.stride(),
+            *image.stride(), C=c, C_PAD=pad(c), SCALE=scale, OUT_PAD=pad(out_feats), BLOCK_H=BLOCK_H,
+            BLOCK_W=BLOCK_W, SKIP_TAPS=SKIP_TAPS, SKIP_K=SKIP_K, num_warps=num_warps(4),
+            **dot_config(features.dtype))
     return out

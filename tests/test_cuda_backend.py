@@ -1,0 +1,97 @@
+"""Whether the CUDA backend takes a model on a GPU: the GPU's compute capability and shared memory per block against
+the fused WDSR-B block's need, with the device properties stubbed so that this runs without a GPU; and the default
+build targets, which must let newer GPUs than the listed ones run the kernels (PTX)."""
+import re
+import warnings
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from wdsr_fast import WDSR, FastWDSR, ops
+from wdsr_fast.ops import cuda_backend
+
+ROOT = Path(__file__).resolve().parents[1]
+WDSR_B = WDSR(variant="b", n_feats=32, n_resblocks=1).config  # expansion width 192: 148,224 B in fp16/bf16
+WDSR_A = WDSR(variant="a", n_feats=32, n_resblocks=1).config  # convolutions through cuDNN only
+
+# name, compute capability, shared memory per multiprocessor (bytes), as the CUDA runtime reports them
+GPUS = {
+    "H100": ("NVIDIA H100 80GB HBM3", (9, 0), 233_472),
+    "A100": ("NVIDIA A100-SXM4-40GB", (8, 0), 167_936),
+    "RTX 3090": ("NVIDIA GeForce RTX 3090", (8, 6), 102_400),
+    "RTX 4090": ("NVIDIA GeForce RTX 4090", (8, 9), 102_400),
+    "RTX 5090": ("NVIDIA GeForce RTX 5090", (12, 0), 102_400),
+    "T4": ("Tesla T4", (7, 5), 65_536),
+}
+
+
+@pytest.fixture()
+def gpu(monkeypatch):
+    """install(name): torch reports that GPU's properties (and the extension counts as loaded)."""
+    monkeypatch.setattr(cuda_backend, "LOAD_ERROR", None)
+
+    def install(name, **extra):
+        full_name, (major, minor), per_sm = GPUS[name]
+        properties = SimpleNamespace(name=full_name, major=major, minor=minor, shared_memory_per_multiprocessor=per_sm,
+                                     **extra)
+        monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device=None: properties)
+
+    return install
+
+
+@pytest.mark.parametrize("name", ["H100", "A100"])
+def test_gpus_with_enough_shared_memory_take_the_fused_block(gpu, name):
+    gpu(name)
+    assert cuda_backend.unavailable_reason(torch.device("cuda"), WDSR_B) is None
+
+
+@pytest.mark.parametrize("name", ["RTX 3090", "RTX 4090", "RTX 5090"])
+def test_gpus_with_99_kb_per_block_decline_the_fused_block(gpu, name):
+    gpu(name)
+    reason = cuda_backend.unavailable_reason(torch.device("cuda"), WDSR_B)
+    assert "148224 bytes of shared memory" in reason and "allows 101376" in reason and GPUS[name][0] in reason
+    assert cuda_backend.unavailable_reason(torch.device("cuda"), WDSR_A) is None  # no fused block needed
+
+
+def test_gpus_older_than_ampere_are_declined(gpu):
+    gpu("T4")
+    for config in (WDSR_A, WDSR_B, None):
+        assert "compute capability 8.0 or newer; Tesla T4 is 7.5" in cuda_backend.unavailable_reason(
+            torch.device("cuda"), config)
+
+
+def test_the_opt_in_limit_is_used_where_torch_reports_it(gpu):
+    gpu("RTX 3090", shared_memory_per_block_optin=160 * 1024)
+    assert cuda_backend.unavailable_reason(torch.device("cuda"), WDSR_B) is None
+
+
+def test_auto_picks_triton_where_the_fused_block_does_not_fit(gpu):
+    """backend="auto" falls back instead of failing every forward; an explicit "cuda" warns once and falls back."""
+    gpu("RTX 4090")
+    if ops.unavailable_reason("triton", "cuda") is not None:
+        pytest.skip("triton backend unavailable")
+    assert ops.pick_backend("cuda", WDSR_B) == "triton"
+    assert ops.pick_backend("cuda", WDSR_A) == "cuda"
+    model = FastWDSR(variant="b", n_feats=32, n_resblocks=1, backend="cuda")
+    with pytest.warns(UserWarning, match="shared memory.*falling back to backend 'triton'"):
+        assert model.resolve_backend(torch.device("cuda")) == "triton"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert model.resolve_backend(torch.device("cuda")) == "triton"
+
+
+def test_minimum_compute_capability_matches_kernels_h():
+    header = (ROOT / "csrc" / "kernels.h").read_text()
+    value = int(re.search(r"kMinComputeCapability = (\d+);", header).group(1))
+    assert (value // 10, value % 10) == cuda_backend.MIN_COMPUTE_CAPABILITY
+
+
+def test_default_arch_lists_embed_ptx_for_newer_gpus():
+    """Ampere and Hopper machine code, and Hopper PTX that the driver compiles for any newer GPU."""
+    archs = re.search(r'DEFAULT_ARCHS = "([^"]+)"', (ROOT / "setup.py").read_text()).group(1)
+    assert archs.split(";") == ["8.0", "9.0+PTX"]
+    cmake = (ROOT / "CMakeLists.txt").read_text()
+    assert re.search(r"set\(CMAKE_CUDA_ARCHITECTURES ([^)]+)\)", cmake).group(1).split() == ["80-real", "90"]
+    assert re.search(r'set\(ENV\{TORCH_CUDA_ARCH_LIST\} "([^"]+)"\)', cmake).group(1) == "8.0;9.0+PTX"

@@ -1,0 +1,184 @@
+"""scripts/gpu_check, exercised without a GPU wherever a CPU can run what it runs: its dry run, the benchmark command
+exactly as planned but on the CPU (--device cpu --quick), the test selections collected, the sanitizer command lines
+and the program they run, the step records that let a later call skip a step, and the fit of every step in one
+10-minute command."""
+import os
+import runpy
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "gpu_check"
+gpu_check = runpy.run_path(str(SCRIPT), run_name="gpu_check")  # its functions, main() not run
+
+
+@pytest.fixture(scope="module")
+def steps():
+    return {step.name: step for step in gpu_check["plan"]("out/gpu", python=sys.executable)}
+
+
+def run_env(command):
+    """The environment a step's command runs with, as run_step builds it."""
+    return {**os.environ, **gpu_check["common_env"](), **command.env}
+
+
+def test_dry_run_prints_every_step_command_and_duration(steps):
+    done = subprocess.run([sys.executable, str(SCRIPT), "--dry-run"], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    for number, step in enumerate(steps.values(), 1):
+        assert f"{number}. {step.name} (~{step.minutes:g} min)" in done.stdout
+        for command in step.commands:
+            assert shlex.join(command.argv) in done.stdout
+    unknown = subprocess.run([sys.executable, str(SCRIPT), "nope"], capture_output=True, text=True, cwd=ROOT)
+    assert unknown.returncode == 2 and "unknown step(s) nope" in unknown.stderr
+
+
+def test_every_step_fits_one_command(steps):
+    """Each step's commands are stopped before the 10-minute limit of a remote command, leaving time to write logs."""
+    for step in steps.values():
+        assert sum(c.timeout_s for c in step.commands) <= gpu_check["CALL_LIMIT_S"] - 30, step.name
+        assert step.minutes < 10, step.name
+
+
+def test_every_command_runs_from_the_repository_without_installing(steps):
+    """Nothing is installed: the package comes from the repository (PYTHONPATH), pytest-xdist only if present."""
+    env = gpu_check["common_env"]({"PATH": os.environ["PATH"]})
+    assert env["PYTHONPATH"].split(os.pathsep)[0] == str(ROOT)
+    for step in steps.values():
+        for command in step.commands:
+            assert "pip" not in command.argv and "install" not in command.argv, command.argv
+    without = gpu_check["plan"]("out/gpu", xdist=False)
+    assert all("-n" not in c.argv for s in without for c in s.commands)
+    assert "-n" in next(s for s in gpu_check["plan"]("out/gpu", xdist=True) if s.name == "tests-ops").commands[0].argv
+
+
+@pytest.mark.slow
+def test_bench_command_runs_on_the_cpu(steps, tmp_path):
+    """The benchmark command exactly as planned, with --device cpu --quick (and its output under tmp_path)."""
+    for name in ("bench", "bench-compile", "bench-compile-max"):
+        [command] = steps[name].commands
+        argv = list(command.argv)
+        assert argv[argv.index("--device") + 1] == "cuda" and argv[argv.index("--out") + 1] == f"out/gpu/{name}"
+    [command] = steps["bench"].commands
+    argv = list(command.argv)
+    argv[argv.index("--device") + 1] = "cpu"
+    argv[argv.index("--out") + 1] = str(tmp_path / "bench")
+    done = subprocess.run([*argv, "--quick"], cwd=ROOT, env=run_env(command), capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert (tmp_path / "bench" / "results.json").exists() and "fast-torch" in done.stdout
+
+
+@pytest.mark.parametrize("name", ["tests-ops", "tests-model"])
+def test_test_selection_collects(steps, name):
+    [command] = steps[name].commands
+    done = subprocess.run([*command.argv, "--collect-only"], cwd=ROOT, env=run_env(command), capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "error" not in done.stdout.lower().split("collected")[-1]
+    collected = [line for line in done.stdout.splitlines() if "::" in line]
+    files = {arg for arg in command.argv if arg.startswith("tests/")}
+    assert {line.split("::")[0] for line in collected} == files
+
+
+def test_sanitizer_commands(steps):
+    """Every tool on both backends, this project's kernels only, the caching allocator off, errors failing the step,
+    the small case as the program."""
+    seen = set()
+    for name in ("sanitize-cuda", "sanitize-triton-memory", "sanitize-triton-sync"):
+        for command in steps[name].commands:
+            argv = command.argv
+            assert Path(argv[0]).name == "compute-sanitizer"
+            tool = argv[argv.index("--tool") + 1]
+            backend = argv[argv.index("--backend") + 1]
+            seen.add((backend, tool))
+            assert argv[argv.index("--error-exitcode") + 1] != "0"
+            filters = [argv[i + 1] for i, arg in enumerate(argv) if arg == "--kernel-name"]
+            assert filters == ["kns=wdsr_b_block", "kns=tail_shuffle", "kns=conv3x3"]
+            program = argv.index(sys.executable)
+            assert all(arg.startswith("-") or argv[i - 1].startswith("-") for i, arg in enumerate(argv[1:program], 1))
+            assert (ROOT / argv[program + 1]).is_file()
+            assert command.env == {"PYTORCH_NO_CUDA_MEMORY_CACHING": "1"}
+            assert command.log == f"sanitize-{backend}-{tool}.log"
+    assert seen == {(b, t) for b in ("cuda", "triton") for t in gpu_check["SANITIZER_TOOLS"]}
+
+
+def test_sanitizer_program_runs_on_the_cpu(steps):
+    """The small case the sanitizers run, on the CPU with the torch backend: every dtype and scale."""
+    command = steps["sanitize-cuda"].commands[0]
+    argv = command.argv[command.argv.index(sys.executable):]
+    argv[argv.index("--backend") + 1] = "torch"
+    done = subprocess.run([*argv, "--device", "cpu"], cwd=ROOT, env=run_env(command), capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0 and "small case ok" in done.stdout, done.stdout + done.stderr
+
+
+def test_compute_sanitizer_is_found_in_the_cuda_toolkit(tmp_path):
+    """Not on PATH: found under CUDA_HOME, in bin/ or in the toolkit's compute-sanitizer/ folder."""
+    for layout in ("bin/compute-sanitizer", "compute-sanitizer/compute-sanitizer"):
+        home = tmp_path / layout.replace("/", "_")
+        for part in ("bin/nvcc", "include/cuda_runtime.h", layout):
+            (home / part).parent.mkdir(parents=True, exist_ok=True)
+            (home / part).write_text("")
+        (home / layout).chmod(0o755)
+        environ = {"PATH": str(tmp_path / "empty"), "CUDA_HOME": str(home)}
+        assert gpu_check["find_compute_sanitizer"](environ) == str(home / layout)
+        assert gpu_check["common_env"](environ)["PYTHONPATH"] == str(ROOT)
+    assert gpu_check["find_compute_sanitizer"]({"PATH": str(tmp_path / "empty")}) in (
+        "compute-sanitizer", *[str(Path(h) / "bin" / "compute-sanitizer") for h in gpu_check["cuda_homes"]({})])
+
+
+def test_a_passed_step_is_skipped_until_its_sources_change(tmp_path):
+    step = gpu_check["Step"]("build", "", 1, [], ("csrc/*",), ("wdsr_fast/_C*.so",))
+    (tmp_path / "csrc").mkdir()
+    (tmp_path / "csrc" / "kernel.cu").write_text("one")
+    state = tmp_path / "state"
+    already_done, mark_done = gpu_check["already_done"], gpu_check["mark_done"]
+    assert not already_done(step, tmp_path, state)
+    mark_done(step, tmp_path, state)
+    assert not already_done(step, tmp_path, state)  # the library it builds is missing
+    (tmp_path / "wdsr_fast").mkdir()
+    (tmp_path / "wdsr_fast" / "_C.so").write_text("")
+    assert already_done(step, tmp_path, state)
+    (tmp_path / "csrc" / "kernel.cu").write_text("two")
+    assert not already_done(step, tmp_path, state)
+    assert gpu_check["expand"](["--report", "wdsr_fast/_C*.so"], tmp_path) == ["--report", "wdsr_fast/_C.so"]
+
+
+def test_a_failing_or_overrunning_command_fails_its_step(tmp_path):
+    Step, Command = gpu_check["Step"], gpu_check["Command"]
+    slow = Step("slow", "", 1, [Command([sys.executable, "-c", "import time; time.sleep(30)"], "slow.log", 1)], ())
+    assert not gpu_check["run_step"](slow, tmp_path, {})
+    assert "stopped after 1 s" in (tmp_path / "slow.log").read_text()
+    failing = Step("failing", "", 1, [Command([sys.executable, "-c", "raise SystemExit(3)"], "f.log", 30),
+                                      Command([sys.executable, "-c", "print('not reached')"], "f.log", 30)], ())
+    assert not gpu_check["run_step"](failing, tmp_path, {})
+    assert "not reached" not in (tmp_path / "f.log").read_text()
+    passing = Step("passing", "", 1, [Command([sys.executable, "-c", "print('hello')"], "p.log", 30)], ())
+    assert gpu_check["run_step"](passing, tmp_path, {}) and "hello" in (tmp_path / "p.log").read_text()
+
+
+def test_steps_needing_the_extension_fail_clearly_without_it_and_the_build_keeps_it(steps, tmp_path):
+    """A step run without the built library (a fresh machine, nothing carried) fails at once, saying what to do;
+    the build step leaves the library in $OUT, to be carried into later calls."""
+    Step, Command = gpu_check["Step"], gpu_check["Command"]
+    extension = gpu_check["EXTENSION"]
+    assert all(extension in step.requires for name, step in steps.items()
+               if name not in ("build", "sanitize-triton-memory", "sanitize-triton-sync"))
+    assert steps["build"].keep == (extension,)
+    root, out = tmp_path / "repo", tmp_path / "out"
+    (root / "wdsr_fast").mkdir(parents=True)
+    out.mkdir()
+    needing = Step("tests", "", 1, [Command([sys.executable, "-c", "print('ran')"], "t.log", 30)], (),
+                   requires=(extension,))
+    assert not gpu_check["run_step"](needing, out, {}, root)
+    assert "needs wdsr_fast/_C*.so: run the build step first" in (out / "t.log").read_text()
+    (root / "wdsr_fast" / "_C.cpython-312-x86_64-linux-gnu.so").write_text("library")
+    assert gpu_check["run_step"](needing, out, {}, root)
+    build = Step("build", "", 1, [Command([sys.executable, "-c", "pass"], "b.log", 30)], (), keep=(extension,))
+    assert gpu_check["run_step"](build, out, {}, root)
+    assert (out / "_C.cpython-312-x86_64-linux-gnu.so").read_text() == "library"
