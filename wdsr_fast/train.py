@@ -28,7 +28,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, DistributedSampler
 
 from .atomic import atomic_path
-from .checkpoint import save_model
+from .checkpoint import load_model, save_model
 from .data.datasets import PatchDataset, find_pairs
 from .model import PRESETS, WDSR, WDSRConfig
 
@@ -59,6 +59,7 @@ class TrainConfig:
     val_every: int = 5000
     checkpoint_every: int = 1000
     device: str = "cuda" if torch.cuda.is_available() else "cpu"
+    init: str | None = None  # checkpoint to start from (fine-tuning)
 
     def model_config(self) -> WDSRConfig:
         if self.preset not in PRESETS:
@@ -84,6 +85,29 @@ def load_config(path: Path | None, overrides: dict) -> TrainConfig:
     return cfg
 
 
+ARCHITECTURE = ("variant", "n_feats", "n_resblocks", "wide_feats", "low_rank_feats", "res_scale")
+
+
+def fine_tune_config(start: WDSRConfig, wanted: WDSRConfig, path) -> WDSRConfig:
+    """The configuration of a run started from a checkpoint with config ``start``: ``wanted``'s architecture and
+    scale, the checkpoint's input convention (rgb_range, rgb_mean, norm_scale). A different architecture is an
+    error naming each field that differs."""
+    differ = [f"{name} {getattr(start, name)} (the run: {getattr(wanted, name)})" for name in ARCHITECTURE
+              if getattr(start, name) != getattr(wanted, name)]
+    if differ:
+        raise ValueError(f"--init {path}: a different architecture: " + ", ".join(differ)
+                         + "; choose the matching --preset / --model")
+    return dataclasses.replace(wanted, block_feats=start.block_feats, rgb_range=start.rgb_range,
+                               rgb_mean=start.rgb_mean, norm_scale=start.norm_scale)
+
+
+def transferable_weights(start: WDSR, model: WDSR) -> dict:
+    """``start``'s tensors that fit ``model``: all of them at the same scale; at another scale the head and body
+    (the tail and skip, whose widths depend on the scale, keep their fresh initialisation)."""
+    shapes = {name: value.shape for name, value in model.state_dict().items()}
+    return {name: value for name, value in start.state_dict().items() if shapes.get(name) == value.shape}
+
+
 class Run:
     """One training process (one rank under torchrun)."""
 
@@ -98,7 +122,15 @@ class Run:
             raise ValueError(f"batch {cfg.batch} is not divisible by the {self.world} processes")
         self.device = torch.device(cfg.device, int(os.environ.get("LOCAL_RANK", 0)) if cfg.device == "cuda" else None)
         torch.manual_seed(cfg.seed)
-        self.model = WDSR.from_config(cfg.model_config()).to(self.device)
+        model_config = cfg.model_config()
+        start = None
+        if cfg.init:
+            start = load_model(cfg.init)
+            model_config = fine_tune_config(start.config, model_config, cfg.init)
+        self.model = WDSR.from_config(model_config)
+        if start is not None and not resume:
+            self.model.load_state_dict(transferable_weights(start, self.model), strict=False)
+        self.model.to(self.device)
         self.net = self.model
         if self.world > 1:
             self.net = torch.nn.parallel.DistributedDataParallel(self.model)
