@@ -8,6 +8,12 @@ skip, whose widths depend on the scale, start fresh). Every scale continues from
 when there is one, so the same command, run again after an interruption, carries on exactly where it stopped;
 a scale whose WORK/xS/held_out.json exists is finished and skipped.
 
+    python scripts/train_bundled.py --work runs/bundled --report       # held-out scores of each run's checkpoint
+    python scripts/train_bundled.py --work runs/bundled --install 2    # its weights into wdsr_fast/weights/
+
+``--report`` scores the weights of each scale's latest checkpoint (the EMA weights) on the held-out photos;
+``--install S`` copies them into the package and prints the model card's rows for them.
+
 Training photos: every colour photograph bundled with scikit-image (coffee, rocket, immunohistochemistry,
 hubble_deep_field, retina, both views of stereo_motorcycle) and with matplotlib (grace_hopper.jpg); the
 synthetic colour images (colorwheel, logo, matplotlib's logo2 and Minduka_Present_Blue_Pack) are left out.
@@ -66,6 +72,33 @@ def write_photos(folder: Path) -> tuple[Path, Path]:
     return train, held_out
 
 
+def card_rows(rows: list[dict], scale: int) -> str:
+    """MODEL_CARD.md table rows (per image, then the mean) from ``evaluate``'s rows."""
+    by = {(r["image"], r["method"]): r for r in rows}
+    lines = []
+    for image in sorted({r["image"] for r in rows} - {"MEAN"}) + ["MEAN"]:
+        w, b = by[image, "wdsr"], by[image, "bicubic"]
+        cells = [f"{w['psnr_y']:.2f}", f"{b['psnr_y']:.2f}", f"{w['ssim_y']:.4f}", f"{b['ssim_y']:.4f}",
+                 f"{w['psnr_rgb']:.2f}", f"{b['psnr_rgb']:.2f}"]
+        if image == "MEAN":
+            cells = [f"**{c}**" if i % 2 == 0 else c for i, c in enumerate(cells)]
+        name = "**mean**" if image == "MEAN" else image
+        lines.append(f"| x{scale} | {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def checkpoint_scores(work: Path, scale: int, held_out: Path):
+    """(step, evaluate rows, model) of WORK/xS's latest checkpoint, or None if it has none."""
+    from wdsr_fast.evaluate import evaluate
+    from wdsr_fast.train import STATE_FILE, model_from_state, read_state
+
+    path = work / f"x{scale}" / STATE_FILE
+    if not path.is_file():
+        return None
+    model = model_from_state(path)
+    return read_state(path)["step"], evaluate(model, str(held_out), scale), model
+
+
 def train_scale(args, scale: int, steps: int, init: Path | None, train: Path, held_out: Path) -> Path:
     from wdsr_fast.evaluate import evaluate, format_rows
     from wdsr_fast.train import STATE_FILE, Run, TrainConfig
@@ -95,10 +128,27 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="CPU threads")
     parser.add_argument("--pid-file", type=Path, help="write this process's id here while it trains")
     parser.add_argument("--photos-only", action="store_true", help="only write the photo folders")
+    parser.add_argument("--report", action="store_true", help="score each scale's latest checkpoint; no training")
+    parser.add_argument("--install", type=int, nargs="+", choices=(2, 3, 4), metavar="SCALE",
+                        help="copy these scales' latest checkpoint weights into the package; no training")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     train, held_out = write_photos(args.work / "data")
     if args.photos_only:
+        return
+    if args.report or args.install:
+        from wdsr_fast import save_model
+        from wdsr_fast.weights import HERE
+
+        for scale in args.install or args.scales:
+            scored = checkpoint_scores(args.work, scale, held_out)
+            if scored is None:
+                print(f"x{scale}: no checkpoint yet")
+                continue
+            step, rows, model = scored
+            print(f"x{scale} at step {step}:\n{card_rows(rows, scale)}")
+            if args.install:
+                print(f"installed {save_model(model, HERE / f'wdsr-b-32x16-x{scale}.safetensors')}")
         return
     if args.pid_file:
         args.pid_file.write_text(f"{os.getpid()}\n")

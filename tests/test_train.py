@@ -16,7 +16,7 @@ from wdsr_fast import load_model
 from wdsr_fast.cli import main
 from wdsr_fast.data.datasets import ImageError, PatchDataset, check_pair, find_pairs, load_pair
 from wdsr_fast.data.imresize import imresize
-from wdsr_fast.train import PREVIOUS_STATE_FILE, STATE_FILE, Run, TrainConfig, load_config
+from wdsr_fast.train import PREVIOUS_STATE_FILE, STATE_FILE, Run, TrainConfig, load_config, model_from_state
 
 TINY_MODEL = {"n_feats": 8, "n_resblocks": 1}
 
@@ -129,14 +129,16 @@ def test_image_failing_later_gives_patches_of_the_next(photos, tmp_path):
 # -- training ------------------------------------------------------------------------------------------
 
 def test_train_writes_weights_log_and_state(photos, tmp_path):
-    cfg = config(photos, tmp_path / "run", val_data=str(photos / "val"), val_every=3)
-    final = Run(cfg).run()
-    from wdsr_fast import load_model
-
-    assert load_model(final).config.n_feats == 8
-    log = (tmp_path / "run" / "log.csv").read_text().splitlines()
-    assert log[0] == "step,loss,lr,val_psnr_y,val_ssim_y" and len(log) == 5  # steps 2, 3 (val), 4, 6
-    assert (tmp_path / "run" / STATE_FILE).is_file()
+    for ema in (0.0, 0.9):
+        out = tmp_path / f"run{ema}"
+        final = Run(config(photos, out, val_data=str(photos / "val"), val_every=3, ema=ema)).run()
+        assert load_model(final).config.n_feats == 8
+        log = (out / "log.csv").read_text().splitlines()
+        assert log[0] == "step,loss,lr,val_psnr_y,val_ssim_y" and len(log) == 5  # steps 2, 3 (val), 4, 6
+        saved, from_state = load_model(final).state_dict(), model_from_state(out / STATE_FILE).state_dict()
+        assert all(torch.equal(value, from_state[key]) for key, value in saved.items())
+    ema, plain = (load_model(tmp_path / f"run{e}" / "model.safetensors").state_dict() for e in (0.9, 0.0))
+    assert not torch.equal(ema["head.0.weight_v"], plain["head.0.weight_v"])
 
 
 def test_resume_is_exact(photos, tmp_path):

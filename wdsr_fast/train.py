@@ -208,6 +208,18 @@ def write_state(state: dict, out: Path) -> None:
                     shutil.copyfile(path, previous_tmp)
 
 
+def model_from_state(path: Path) -> WDSR:
+    """The weights a run saves (the EMA weights when EMA is on), from one of its state files."""
+    state = read_state(Path(path))
+    model = WDSR.from_config(WDSRConfig.from_dict(state["config"]))
+    if state.get("ema"):
+        prefix = "module."
+        model.load_state_dict({k[len(prefix):]: v for k, v in state["ema"].items() if k.startswith(prefix)})
+    else:
+        model.load_state_dict(state["model"])
+    return model.eval()
+
+
 def free_name(path: Path) -> Path:
     """``path`` with the first of .1, .2, ... appended that names no file yet."""
     n = 1
