@@ -181,7 +181,9 @@ def read_state(path: Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated or damaged files raise EOFError, RuntimeError, UnpicklingError, ...
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        if path.is_file() and path.stat().st_size == 0:
+            raise ValueError(f"{path}: damaged training state (an empty file)") from None
+        detail = str(exc).strip().split(". ")[0].splitlines()[0] if str(exc).strip() else ""
         raise ValueError(f"{path}: damaged training state ({type(exc).__name__}"
                          f"{': ' + detail if detail else ''})") from None
     missing = [key for key in STATE_KEYS if not isinstance(state, dict) or key not in state]
