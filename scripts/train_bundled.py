@@ -99,16 +99,36 @@ def checkpoint_scores(work: Path, scale: int, held_out: Path):
     return read_state(path)["step"], evaluate(model, str(held_out), scale), model
 
 
+def resume_point(out: Path):
+    """What ``Run(resume=...)`` continues the run in ``out`` from, so that the chain goes on unattended: its
+    train_state.pt, else (missing or damaged) its train_state.prev.pt, else nothing (a new run; a folder left
+    by a run that never reached a checkpoint is renamed, not removed)."""
+    from wdsr_fast.train import PREVIOUS_STATE_FILE, STATE_FILE, free_name, read_state
+
+    for name in (STATE_FILE, PREVIOUS_STATE_FILE):
+        try:
+            read_state(out / name)
+            return out / name if name != STATE_FILE else True
+        except ValueError as exc:
+            if (out / name).exists():
+                print(f"{exc}", flush=True)
+    if out.exists() and any(out.iterdir()):
+        aside = free_name(out)
+        out.rename(aside)
+        print(f"{out} held no readable checkpoint; moved to {aside}, starting afresh", flush=True)
+    return False
+
+
 def train_scale(args, scale: int, steps: int, init: Path | None, train: Path, held_out: Path) -> Path:
     from wdsr_fast.evaluate import evaluate, format_rows
-    from wdsr_fast.train import STATE_FILE, Run, TrainConfig
+    from wdsr_fast.train import Run, TrainConfig
 
     out = args.work / f"x{scale}"
     cfg = TrainConfig(data=str(train), val_data=str(held_out), out=str(out), scale=scale, steps=steps,
                       patch=args.patch, batch=16, patches_per_image=1000, ema=0.999,
                       milestones=[steps * 3 // 4, steps * 9 // 10], workers=0, log_every=50, val_every=1000,
                       checkpoint_every=250, device="cpu", seed=scale, init=str(init) if init else None)
-    run = Run(cfg, resume=(out / STATE_FILE).is_file())
+    run = Run(cfg, resume=resume_point(out))
     final = run.run()
     rows = evaluate(run.final_model(), str(held_out), scale)
     print(format_rows(rows), flush=True)
