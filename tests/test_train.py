@@ -1,4 +1,5 @@
-"""Datasets, training (exact resume, kill safety, DDP on CPU), and the eval command."""
+"""Datasets, training (exact resume, runs never destroyed, bad data, fine-tuning, fp16 scaler, validation,
+DDP on CPU), and the eval command."""
 import os
 import signal
 import subprocess
@@ -11,10 +12,11 @@ import torch
 from PIL import Image
 from skimage import data
 
+from wdsr_fast import load_model
 from wdsr_fast.cli import main
-from wdsr_fast.data.datasets import PatchDataset, find_pairs, load_pair
+from wdsr_fast.data.datasets import ImageError, PatchDataset, check_pair, find_pairs, load_pair
 from wdsr_fast.data.imresize import imresize
-from wdsr_fast.train import STATE_FILE, Run, TrainConfig, load_config
+from wdsr_fast.train import PREVIOUS_STATE_FILE, STATE_FILE, Run, TrainConfig, load_config, model_from_state
 
 TINY_MODEL = {"n_feats": 8, "n_resblocks": 1}
 
@@ -28,6 +30,21 @@ def photos(tmp_path_factory):
     Image.fromarray(data.rocket()[200:250, 300:364]).save(root / "train" / "rocket.png")
     Image.fromarray(data.astronaut()[0:48, 150:210]).save(root / "val" / "astronaut.png")
     return root
+
+
+def write_bad_images(folder):
+    """Four unusable images in ``folder``; returns their names."""
+    png = folder / "truncated.png"
+    Image.fromarray(data.coffee()[:60, :60]).save(png)
+    png.write_bytes(png.read_bytes()[:400])
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "garbage.png").write_bytes(b"\x89PNG not really a picture")
+    Image.fromarray(data.coffee()[:10, :10]).save(folder / "tiny.png")
+    return ["truncated.png", "empty.jpg", "garbage.png", "tiny.png"]
+
+
+def run_files(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
 
 
 def config(photos, out, **kw):
@@ -74,8 +91,8 @@ def test_mismatched_pair_and_missing_lr(tmp_path):
 
 def test_patches_are_aligned_and_deterministic(photos):
     dataset = PatchDataset(find_pairs(photos / "train", 2), 2, patch=8, patches_per_image=4)
-    lr, hr = dataset[5]
-    assert lr.shape == (3, 8, 8) and hr.shape == (3, 16, 16)
+    lr, hr, skipped = dataset[5]
+    assert lr.shape == (3, 8, 8) and hr.shape == (3, 16, 16) and skipped == ""
     assert torch.equal(dataset[5][0], lr)
     # aligned: downscaling the HR patch gives (nearly) the LR patch, away from the patch border
     down = imresize(hr.permute(1, 2, 0).numpy().astype(np.float64), 0.5)
@@ -84,23 +101,55 @@ def test_patches_are_aligned_and_deterministic(photos):
     assert not torch.equal(dataset[5][0], lr)
 
 
-def test_image_smaller_than_patch(photos):
-    dataset = PatchDataset(find_pairs(photos / "train", 2), 2, patch=40)
-    with pytest.raises(ValueError, match="smaller than the 40x40 patch"):
-        dataset[0]
+def test_check_pair_names_file_and_reason(tmp_path):
+    names = write_bad_images(tmp_path)
+    reasons = {}
+    for pair in find_pairs(tmp_path, 2):
+        with pytest.raises(ImageError) as caught:
+            check_pair(pair, 2, patch=8)
+        reasons[pair.hr.name] = str(caught.value)
+    assert sorted(reasons) == sorted(names)
+    assert all(str(tmp_path / name) in reasons[name] for name in names)
+    assert "truncated" in reasons["truncated.png"] and "not an image" in reasons["garbage.png"]
+    assert "smaller than the 8x8 patch" in reasons["tiny.png"]
+
+
+def test_16_bit_images_train_rounded_to_8_bits(tmp_path):
+    """A 48-bit PNG is a usable training image: its samples are rounded to 8 bits, not clipped."""
+    cv2 = pytest.importorskip("cv2")
+    deep = (data.coffee()[:40, :40].astype(np.uint16) * 257)[..., ::-1]  # 16-bit, BGR for OpenCV
+    cv2.imwrite(str(tmp_path / "deep.png"), deep)
+    (pair,) = find_pairs(tmp_path, 2)
+    check_pair(pair, 2, patch=8)
+    lr, hr = load_pair(pair, 2)
+    assert hr.dtype == np.uint8 and np.array_equal(hr, data.coffee()[:40, :40])
+
+
+def test_image_failing_later_gives_patches_of_the_next(photos, tmp_path):
+    for name in ("coffee.png", "rocket.png"):
+        (tmp_path / name).write_bytes((photos / "train" / name).read_bytes())
+    dataset = PatchDataset(find_pairs(tmp_path, 2), 2, patch=8, patches_per_image=4)
+    (tmp_path / "coffee.png").write_bytes(b"")  # pair 0 fails from now on
+    lr, hr, skipped = dataset[0]
+    assert "coffee.png" in skipped and lr.shape == (3, 8, 8)
+    assert dataset[1][2] == ""  # rocket's own item
+    _, _, again = dataset[2]  # pair 0 again (not read again): still skipped, still said
+    assert "coffee.png" in again
 
 
 # -- training ------------------------------------------------------------------------------------------
 
 def test_train_writes_weights_log_and_state(photos, tmp_path):
-    cfg = config(photos, tmp_path / "run", val_data=str(photos / "val"), val_every=3)
-    final = Run(cfg).run()
-    from wdsr_fast import load_model
-
-    assert load_model(final).config.n_feats == 8
-    log = (tmp_path / "run" / "log.csv").read_text().splitlines()
-    assert log[0] == "step,loss,lr,val_psnr_y,val_ssim_y" and len(log) == 5  # steps 2, 3 (val), 4, 6
-    assert (tmp_path / "run" / STATE_FILE).is_file()
+    for ema in (0.0, 0.9):
+        out = tmp_path / f"run{ema}"
+        final = Run(config(photos, out, val_data=str(photos / "val"), val_every=3, ema=ema)).run()
+        assert load_model(final).config.n_feats == 8
+        log = (out / "log.csv").read_text().splitlines()
+        assert log[0] == "step,loss,lr,val_psnr_y,val_ssim_y" and len(log) == 5  # steps 2, 3 (val), 4, 6
+        saved, from_state = load_model(final).state_dict(), model_from_state(out / STATE_FILE).state_dict()
+        assert all(torch.equal(value, from_state[key]) for key, value in saved.items())
+    ema, plain = (load_model(tmp_path / f"run{e}" / "model.safetensors").state_dict() for e in (0.9, 0.0))
+    assert not torch.equal(ema["head.0.weight_v"], plain["head.0.weight_v"])
 
 
 def test_resume_is_exact(photos, tmp_path):
@@ -149,6 +198,251 @@ def test_killed_training_resumes_from_its_last_checkpoint(photos, tmp_path):
     assert torch.load(out / STATE_FILE, weights_only=True)["step"] == saved["step"] + 2
 
 
+def test_rerun_without_resume_leaves_the_old_run_byte_identical(photos, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["train", "--data", str(photos / "train"), "--out", str(out), "--model", '{"n_feats": 8, "n_resblocks": 1}',
+            "--patch", "8", "--batch", "4", "--patches-per-image", "8", "--steps", "4", "--workers", "0",
+            "--checkpoint-every", "2", "--log-every", "1", "--device", "cpu"]
+    assert main(argv) == 0
+    before = run_files(out)
+    assert {STATE_FILE, PREVIOUS_STATE_FILE, "log.csv", "events.log", "model.safetensors"} <= set(before)
+    with pytest.raises(SystemExit, match=f"{out} already holds a training run .*--resume"):
+        main(argv + ["--steps", "6"])
+    assert run_files(out) == before
+    assert main(argv + ["--steps", "6", "--resume"]) == 0  # appended to, not replaced
+    log = (out / "log.csv").read_text().splitlines()
+    assert log[0].startswith("step,") and [row.split(",")[0] for row in log[1:]] == [str(s) for s in range(1, 7)]
+    assert "resumed at step 4" in (out / "events.log").read_text()
+
+
+def test_failed_start_leaves_no_run_behind(photos, tmp_path):
+    with pytest.raises(ValueError, match="unknown preset"):
+        Run(config(photos, tmp_path / "x", preset="nope")).run()
+    assert not (tmp_path / "x").exists()
+
+
+def test_checkpoints_keep_the_previous_one(photos, tmp_path):
+    Run(config(photos, tmp_path / "r", steps=6, checkpoint_every=2)).run()
+    assert torch.load(tmp_path / "r" / STATE_FILE, weights_only=True)["step"] == 6
+    assert torch.load(tmp_path / "r" / PREVIOUS_STATE_FILE, weights_only=True)["step"] == 4
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty"])
+def test_damaged_state_is_named_and_the_previous_checkpoint_resumes(photos, tmp_path, damage):
+    straight = Run(config(photos, tmp_path / "straight"))
+    straight.run()
+    out = tmp_path / "r"
+    Run(config(photos, out)).run()  # checkpoints at 3 and 6
+    state = out / STATE_FILE
+    state.write_bytes(state.read_bytes()[: state.stat().st_size // 2] if damage == "truncated" else b"")
+    with pytest.raises(ValueError) as caught:
+        Run(config(photos, out), resume=True)
+    message = str(caught.value)
+    assert message.startswith(f"{state}: damaged training state") and "\n" not in message
+    assert f"step 3) can continue the run: --resume {out / PREVIOUS_STATE_FILE}" in message
+    damaged = state.read_bytes()
+    resumed = Run(config(photos, out), resume=out / PREVIOUS_STATE_FILE)
+    assert resumed.step == 3
+    resumed.run()
+    assert (out / f"{STATE_FILE}.1").read_bytes() == damaged  # set aside, not destroyed
+    for key, value in straight.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[key]), key
+    assert torch.load(state, weights_only=True)["step"] == 6
+
+
+def test_resume_without_any_state(photos, tmp_path):
+    with pytest.raises(ValueError, match="holds no train_state.pt to continue; start without --resume"):
+        Run(config(photos, tmp_path / "none"), resume=True)
+    with pytest.raises(ValueError, match="no such state file"):
+        Run(config(photos, tmp_path / "none"), resume=tmp_path / "nothing.pt")
+    early = tmp_path / "early"  # a run that stopped before its first checkpoint
+    early.mkdir()
+    (early / "log.csv").write_text("step,loss,lr,val_psnr_y,val_ssim_y\n")
+    for resume in (False, True):
+        with pytest.raises(ValueError, match=r"\(log.csv\).* stopped before its first checkpoint"):
+            Run(config(photos, early), resume=resume)
+
+
+def test_bad_images_reported_once_and_skipped(photos, tmp_path, capsys):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for name in ("coffee.png", "rocket.png"):
+        (folder / name).write_bytes((photos / "train" / name).read_bytes())
+    names = write_bad_images(folder)
+    run = Run(config(photos, tmp_path / "r", data=str(folder)))
+    assert [p.hr.name for p in run.dataset.pairs] == ["coffee.png", "rocket.png"]
+    run.run()
+    events = (tmp_path / "r" / "events.log").read_text()
+    assert "4 of the 6 training images in" in events and "they are skipped" in events
+    assert all(str(folder / name) in events for name in names)
+    assert "4 of the 6 training images" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as caught:
+        main(["train", "--data", str(folder), "--out", str(tmp_path / "strict"), "--strict", "--patch", "8"])
+    assert "--strict" in str(caught.value) and all(str(folder / name) in str(caught.value) for name in names)
+    assert not (tmp_path / "strict").exists()
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_image_failing_during_training_is_skipped_and_logged(photos, tmp_path, workers):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for name in ("coffee.png", "rocket.png"):
+        (folder / name).write_bytes((photos / "train" / name).read_bytes())
+    run = Run(config(photos, tmp_path / "r", data=str(folder), workers=workers))
+    (folder / "rocket.png").write_bytes(b"")  # a disk error after the start-up check
+    run.run()
+    events = (tmp_path / "r" / "events.log").read_text()
+    assert events.count(f"skipped (its patches come from the next image): {folder / 'rocket.png'}") == 1
+    assert run.step == 6
+    strict = Run(config(photos, tmp_path / "s", data=str(photos / "train"), workers=workers, strict=True))
+    strict.dataset.pairs = [*strict.dataset.pairs[:1], find_pairs(folder, 2)[1]]
+    with pytest.raises(ValueError) as caught:  # one line naming the file, no worker traceback
+        strict.run()
+    assert str(caught.value).startswith(f"{folder / 'rocket.png'}: not an image file that can be read")
+    assert "\n" not in str(caught.value) and "Traceback" not in str(caught.value)
+
+
+def test_help_documents_every_option_with_its_default():
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    from wdsr_fast import train
+
+    train.add_parser(parser.add_subparsers())
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    options = [a for a in sub.choices["train"]._actions if a.option_strings != ["-h", "--help"]]
+    assert len(options) == len(dataclasses_fields()) + 2  # + --config, --resume
+    for action in options:
+        assert action.help and "(default: " in action.help, action.option_strings
+
+
+def dataclasses_fields():
+    import dataclasses
+
+    return dataclasses.fields(TrainConfig)
+
+
+def test_init_starts_at_its_loss(photos, tmp_path):
+    weights = Run(config(photos, tmp_path / "a", steps=6)).run()
+    start = load_model(weights)
+    fine = Run(config(photos, tmp_path / "b", init=str(weights), seed=5))
+    fresh = Run(config(photos, tmp_path / "c", seed=5))
+    lr, hr, _ = next(fine.batches())
+    with torch.no_grad():
+        expected = torch.nn.functional.l1_loss(start(lr) / 255, hr / 255).item()
+    assert fine.train_step(lr, hr) == pytest.approx(expected, rel=1e-6)
+    assert fresh.train_step(lr, hr) != pytest.approx(expected, rel=1e-2)  # the test can tell the two apart
+
+
+def test_init_from_other_layouts_and_scales(photos, tmp_path):
+    weights = Run(config(photos, tmp_path / "a", steps=2)).run()
+    start = load_model(weights)
+    wrapped = tmp_path / "wrapped.pth"  # a bare state_dict under "state_dict" with DataParallel's prefix
+    torch.save({"state_dict": {f"module.{k}": v for k, v in start.state_dict().items()}}, wrapped)
+    same = Run(config(photos, tmp_path / "b", init=str(wrapped)))
+    for key, value in start.state_dict().items():
+        assert torch.equal(same.model.state_dict()[key], value), key
+    x3 = Run(config(photos, tmp_path / "c", scale=3, init=str(weights)))
+    x3.run()
+    state = x3.model.state_dict()
+    assert "fresh: skip, tail" in (tmp_path / "c" / "events.log").read_text()
+    assert state["tail.0.weight_v"].shape[0] == 27
+    assert not torch.equal(state["head.0.weight_v"], start.state_dict()["head.0.weight_v"])  # trained on
+    untrained = Run(config(photos, tmp_path / "d", scale=3, init=str(weights), steps=1, lr=0.0))
+    assert torch.equal(untrained.model.state_dict()["body.0.body.0.weight_v"],
+                       start.state_dict()["body.0.body.0.weight_v"])
+
+
+def test_init_refuses_another_architecture_by_name(photos, tmp_path):
+    weights = Run(config(photos, tmp_path / "a", steps=2)).run()
+    with pytest.raises(ValueError, match=r"--init .*a different architecture: n_feats 8 \(the run: 16\)"):
+        Run(config(photos, tmp_path / "b", init=str(weights), model={"n_feats": 16, "n_resblocks": 1}))
+    with pytest.raises(ValueError, match="variant b"):
+        Run(config(photos, tmp_path / "b", init=str(weights), preset="wdsr-a-baseline"))
+    with pytest.raises(ValueError, match="no such checkpoint"):
+        Run(config(photos, tmp_path / "b", init=str(tmp_path / "missing.pt")))
+
+
+class SpyScaler(torch.amp.GradScaler):
+    made = []
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.calls = []
+        SpyScaler.made.append(self)
+
+    def scale(self, outputs):
+        self.calls.append("scale")
+        return super().scale(outputs)
+
+    def step(self, optimizer, *args, **kwargs):
+        self.calls.append("step")
+        return super().step(optimizer, *args, **kwargs)
+
+
+@pytest.mark.parametrize("autocast", [None, "fp16"])
+def test_fp16_autocast_uses_the_gradient_scaler(photos, tmp_path, monkeypatch, autocast):
+    monkeypatch.setattr(torch.amp, "GradScaler", SpyScaler)
+    SpyScaler.made.clear()
+    run = Run(config(photos, tmp_path / "r", steps=2, autocast=autocast))
+    run.run()
+    (scaler,) = SpyScaler.made
+    assert scaler.is_enabled() == (autocast == "fp16")
+    assert scaler.calls == ["scale", "step"] * 2
+    saved = torch.load(tmp_path / "r" / STATE_FILE, weights_only=True)["scaler"]
+    assert ("scale" in saved) == (autocast == "fp16")
+
+
+@pytest.mark.gpu
+def test_fp16_gradient_scaler_on_cuda(photos, tmp_path):
+    run = Run(config(photos, tmp_path / "r", steps=4, autocast="fp16", device="cuda"))
+    run.run()
+    assert run.scaler.is_enabled() and run.scaler.get_scale() > 1
+    resumed = Run(config(photos, tmp_path / "r", steps=5, autocast="fp16", device="cuda"), resume=True)
+    assert resumed.scaler.get_scale() == run.scaler.get_scale()
+    resumed.run()
+    assert all(torch.isfinite(v).all() for v in resumed.model.state_dict().values())
+
+
+def test_validation_keeps_the_best_weights(photos, tmp_path, capsys):
+    out = tmp_path / "r"
+    run = Run(config(photos, out, val_data=str(photos / "val"), val_every=1, ema=0.5, lr=0.05))
+    run.run()
+    rows = [row.split(",") for row in (out / "log.csv").read_text().splitlines()[1:]]
+    scores = [float(row[3]) for row in rows]
+    assert len(scores) == 6 and run.best_psnr_y == max(scores)
+    from wdsr_fast.evaluate import evaluate
+
+    best = evaluate(load_model(out / "best.safetensors"), str(photos / "val"), 2)
+    assert best[-2]["psnr_y"] == pytest.approx(max(scores), abs=1e-9)
+    assert torch.load(out / STATE_FILE, weights_only=True)["best_val_psnr_y"] == max(scores)
+    err = capsys.readouterr().err
+    assert "step/s" in err and "lr=" in err and "loss=" in err  # the progress bar
+
+
+def test_sigterm_saves_the_state_and_resume_continues(photos, tmp_path):
+    out = tmp_path / "stopped"
+    argv = [sys.executable, "-m", "wdsr_fast", "train", "--data", str(photos / "train"), "--out", str(out),
+            "--model", '{"n_feats": 8, "n_resblocks": 1}', "--patch", "8", "--batch", "4", "--patches-per-image",
+            "8", "--steps", "100000", "--workers", "0", "--checkpoint-every", "100000", "--log-every", "1",
+            "--device", "cpu"]
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 60
+        while not (out / "log.csv").exists() or len((out / "log.csv").read_text().splitlines()) < 4:
+            assert time.time() < deadline and process.poll() is None, "no training steps were logged"
+            time.sleep(0.05)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err[-2000:]
+    saved = torch.load(out / STATE_FILE, weights_only=True)["step"]
+    assert saved >= 3 and "stopped by SIGTERM at step" in (out / "events.log").read_text()
+    assert "Traceback" not in err
+    run = Run(config(photos, out, steps=saved + 1), resume=True)
+    assert run.step == saved
+
+
 def test_ddp_two_processes_on_cpu(photos, tmp_path):
     """torchrun --nproc_per_node 2 with gloo: both ranks train, rank 0 writes the weights."""
     out = tmp_path / "ddp"
@@ -157,11 +451,14 @@ def test_ddp_two_processes_on_cpu(photos, tmp_path):
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29731",
          "-m", "wdsr_fast", "train", "--data", str(photos / "train"), "--out", str(out), "--model",
          '{"n_feats": 8, "n_resblocks": 1}', "--patch", "8", "--batch", "4", "--patches-per-image", "8",
-         "--steps", "4", "--workers", "0", "--checkpoint-every", "2", "--device", "cpu"],
+         "--steps", "4", "--workers", "0", "--checkpoint-every", "2", "--device", "cpu", "--val-data",
+         str(photos / "val"), "--val-every", "2"],
         capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert (out / "model.safetensors").is_file()
+    assert (out / "model.safetensors").is_file() and (out / "best.safetensors").is_file()
     assert torch.load(out / STATE_FILE, weights_only=True)["step"] == 4
+    assert torch.load(out / PREVIOUS_STATE_FILE, weights_only=True)["step"] == 2
+    assert result.stderr.count("starting x2 training") == 1  # rank 0 alone reports
 
 
 def test_config_file_and_errors(photos, tmp_path):

@@ -2,38 +2,61 @@
 
 The paper's recipe is the default: L1 loss (on [0, 1]-scaled images), Adam with lr 1e-3 (weight norm allows
 it), batch 16 of 48x48 LR patches, the lr multiplied by ``gamma`` (0.2) at 2/3 and 5/6 of the steps (the
-authors' 20 and 25 of 30 epochs), fp32. Options: an EMA of the weights, autocast (bf16/fp16).
+authors' 20 and 25 of 30 epochs), fp32. Options: an EMA of the weights, autocast (bf16, or fp16 with a gradient
+scaler), validation on a held-out folder, fine-tuning from any checkpoint ``load_model`` reads (``init``).
 
-A run writes into ``--out``: ``train_state.pt`` (model, optimiser, scheduler, EMA, step, RNG; written
-atomically every ``checkpoint_every`` steps), ``log.csv`` (loss, lr, validation PSNR/SSIM), TensorBoard
-events if tensorboard is installed, and ``model.safetensors`` at the end (the EMA weights when EMA is on).
+A run lives in its folder ``--out``, and an existing run is never overwritten: a folder that holds one is
+refused unless ``--resume`` continues it.
+- ``train_state.pt``: everything needed to continue exactly (model, optimiser, scheduler, EMA, gradient scaler,
+  step, best validation score, RNG), written every ``checkpoint_every`` steps and when the run is interrupted
+  (Ctrl-C, SIGTERM); ``train_state.prev.pt``: the checkpoint before it. Each is written whole to a temporary
+  file, flushed to disk and renamed, so a crash at any moment leaves ``train_state.pt`` readable, and
+  ``train_state.prev.pt`` is there should the newest be damaged later (``--resume train_state.prev.pt``).
+- ``log.csv`` (loss, lr, validation PSNR-Y/SSIM-Y) and ``events.log`` (start, resume, skipped images, new
+  best, interruption), both appended to on resume; TensorBoard events if tensorboard is installed.
+- ``model.safetensors`` at the end and ``best.safetensors`` at the best validation PSNR-Y so far (the EMA
+  weights when EMA is on).
+
+Every training (and validation) image is decoded and checked once at start-up (readable, 8 bits per channel,
+sizes); one report names every unusable file, which is then skipped (``--strict``: an error). An image that
+fails to load later is skipped, its patches taken from the next image, and named in ``events.log``.
 ``--resume`` continues exactly where the state file left off: patches are a pure function of (seed, epoch,
 index), so the resumed run sees the batches the uninterrupted one would have.
 
 Under ``torchrun --nproc_per_node N`` the same command trains with DistributedDataParallel and a
-DistributedSampler (gloo on CPU, nccl on GPU); the global batch stays ``batch``.
+DistributedSampler (gloo on CPU, nccl on GPU); the global batch stays ``batch``; rank 0 writes the files.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import datetime
 import json
 import os
+import shutil
+import signal
 import statistics
 import sys
+import threading
 from pathlib import Path
 
 import torch
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
 
 from .atomic import atomic_path
-from .checkpoint import save_model
-from .data.datasets import PatchDataset, find_pairs
+from .checkpoint import load_model, save_model
+from .data.datasets import PatchDataset, find_pairs, split_usable
 from .model import PRESETS, WDSR, WDSRConfig
 
 STATE_FILE = "train_state.pt"
+PREVIOUS_STATE_FILE = "train_state.prev.pt"
+RUN_FILES = (STATE_FILE, PREVIOUS_STATE_FILE, "log.csv", "events.log", "model.safetensors", "best.safetensors")
+STATE_KEYS = ("model", "config", "optimizer", "scheduler", "step", "rng")
 LOG_FIELDS = ("step", "loss", "lr", "val_psnr_y", "val_ssim_y")
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclasses.dataclass
@@ -44,6 +67,7 @@ class TrainConfig:
     preset: str = "wdsr-b-32x16"
     scale: int = 2
     model: dict = dataclasses.field(default_factory=dict)  # WDSR keyword overrides, e.g. {n_resblocks: 8}
+    init: str | None = None  # checkpoint to start from (fine-tuning)
     patch: int = 48
     batch: int = 16
     patches_per_image: int = 1000
@@ -55,6 +79,7 @@ class TrainConfig:
     autocast: str | None = None  # None (fp32), "bf16" or "fp16"
     workers: int = 2
     seed: int = 0
+    strict: bool = False  # unusable images are an error instead of being skipped
     log_every: int = 100
     val_every: int = 5000
     checkpoint_every: int = 1000
@@ -64,6 +89,44 @@ class TrainConfig:
         if self.preset not in PRESETS:
             raise ValueError(f"unknown preset {self.preset!r}; choose one of {sorted(PRESETS)}")
         return WDSRConfig(**{**PRESETS[self.preset], "scale": self.scale, **self.model})
+
+
+# --help text of each TrainConfig field; the default is appended from TrainConfig.
+HELP = {
+    "data": "training images: an HR folder (LR made by MATLAB-compatible bicubic), or a DIV2K root with "
+            "*_HR and *_LR_bicubic/X{scale} folders",
+    "val_data": "held-out folder (same layouts) scored every --val-every steps: PSNR-Y and SSIM-Y, shave = "
+                "scale; the best weights are kept as best.safetensors",
+    "out": "run folder; one that already holds a run is refused unless --resume continues it",
+    "preset": f"architecture: one of {', '.join(sorted(PRESETS))}",
+    "scale": "upscaling factor: 2, 3 or 4",
+    "model": 'WDSR keyword overrides of the preset, as JSON, e.g. \'{"n_resblocks": 8}\'',
+    "init": "start from these weights (any checkpoint load_model reads, the authors' included); its "
+            "architecture must match --preset/--model; at another scale the head and body are taken and the "
+            "tail and skip start fresh",
+    "patch": "LR patch size in pixels (HR patches are scale times larger)",
+    "batch": "patches per step (over all processes under torchrun)",
+    "patches_per_image": "patches drawn from each image per epoch",
+    "steps": "optimiser steps in all",
+    "lr": "Adam learning rate",
+    "milestones": "comma-separated steps at which the lr is multiplied by --gamma",
+    "gamma": "lr factor at each milestone",
+    "ema": "decay of an exponential moving average of the weights, which are then the ones saved (0: off)",
+    "autocast": "mixed precision: bf16, or fp16 with a gradient scaler",
+    "workers": "data loader worker processes (0: load in the training process)",
+    "seed": "seed of the initialisation and of the patches",
+    "strict": "unusable images are an error instead of being skipped",
+    "log_every": "steps between log.csv rows (mean loss, lr)",
+    "val_every": "steps between validations on --val-data",
+    "checkpoint_every": "steps between checkpoints (train_state.pt, the previous one kept as train_state.prev.pt)",
+    "device": "cpu or cuda",
+}
+
+
+# Defaults whose value alone would not say what they do.
+SHOWN_DEFAULTS = {"data": "none", "val_data": "none, no validation", "init": "none, fresh weights",
+                  "model": "none", "milestones": "2/3 and 5/6 of --steps", "autocast": "none, fp32",
+                  "device": "cuda if available, else cpu"}
 
 
 def load_config(path: Path | None, overrides: dict) -> TrainConfig:
@@ -81,13 +144,113 @@ def load_config(path: Path | None, overrides: dict) -> TrainConfig:
         raise ValueError("no training data: give --data DIR (or `data:` in the config file)")
     if cfg.batch < 1 or cfg.steps < 1 or cfg.patch < 1:
         raise ValueError("batch, steps and patch must be positive")
+    if cfg.autocast is not None and cfg.autocast not in AUTOCAST_DTYPES:
+        raise ValueError(f"autocast must be one of {sorted(AUTOCAST_DTYPES)} (or unset for fp32), got {cfg.autocast!r}")
     return cfg
 
 
-class Run:
-    """One training process (one rank under torchrun)."""
+# -- fine-tuning -------------------------------------------------------------------------------------------
 
-    def __init__(self, cfg: TrainConfig, resume: bool = False):
+ARCHITECTURE = ("variant", "n_feats", "n_resblocks", "wide_feats", "low_rank_feats", "res_scale")
+
+
+def fine_tune_config(start: WDSRConfig, wanted: WDSRConfig, path) -> WDSRConfig:
+    """The configuration of a run started from a checkpoint with config ``start``: ``wanted``'s architecture and
+    scale, the checkpoint's input convention (rgb_range, rgb_mean, norm_scale). A different architecture is an
+    error naming each field that differs."""
+    differ = [f"{name} {getattr(start, name)} (the run: {getattr(wanted, name)})" for name in ARCHITECTURE
+              if getattr(start, name) != getattr(wanted, name)]
+    if differ:
+        raise ValueError(f"--init {path}: a different architecture: " + ", ".join(differ)
+                         + "; choose the matching --preset / --model")
+    return dataclasses.replace(wanted, block_feats=start.block_feats, rgb_range=start.rgb_range,
+                               rgb_mean=start.rgb_mean, norm_scale=start.norm_scale)
+
+
+def transferable_weights(start: WDSR, model: WDSR) -> dict:
+    """``start``'s tensors that fit ``model``: all of them at the same scale; at another scale the head and body
+    (the tail and skip, whose widths depend on the scale, keep their fresh initialisation)."""
+    shapes = {name: value.shape for name, value in model.state_dict().items()}
+    return {name: value for name, value in start.state_dict().items() if shapes.get(name) == value.shape}
+
+
+# -- state files -------------------------------------------------------------------------------------------
+
+def read_state(path: Path) -> dict:
+    """A training state file's contents, or a ValueError naming the file and what is wrong with it."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated or damaged files raise EOFError, RuntimeError, UnpicklingError, ...
+        if path.is_file() and path.stat().st_size == 0:
+            raise ValueError(f"{path}: damaged training state (an empty file)") from None
+        detail = str(exc).strip().split(". ")[0].splitlines()[0] if str(exc).strip() else ""
+        raise ValueError(f"{path}: damaged training state ({type(exc).__name__}"
+                         f"{': ' + detail if detail else ''})") from None
+    missing = [key for key in STATE_KEYS if not isinstance(state, dict) or key not in state]
+    if missing:
+        raise ValueError(f"{path}: not a training state (no {', '.join(missing)})")
+    return state
+
+
+def write_state(state: dict, out: Path) -> None:
+    """Write OUT/train_state.pt, keeping the file it replaces as OUT/train_state.prev.pt. The new state is
+    flushed to disk before it is renamed into place, so train_state.pt is whole at every moment."""
+    path, previous = out / STATE_FILE, out / PREVIOUS_STATE_FILE
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        if path.exists():
+            with atomic_path(previous) as previous_tmp:
+                os.remove(previous_tmp)
+                try:
+                    os.link(path, previous_tmp)
+                except OSError:  # a file system without hard links
+                    shutil.copyfile(path, previous_tmp)
+
+
+def model_from_state(path: Path) -> WDSR:
+    """The weights a run saves (the EMA weights when EMA is on), from one of its state files."""
+    state = read_state(Path(path))
+    model = WDSR.from_config(WDSRConfig.from_dict(state["config"]))
+    if state.get("ema"):
+        prefix = "module."
+        model.load_state_dict({k[len(prefix):]: v for k, v in state["ema"].items() if k.startswith(prefix)})
+    else:
+        model.load_state_dict(state["model"])
+    return model.eval()
+
+
+def free_name(path: Path) -> Path:
+    """``path`` with the first of .1, .2, ... appended that names no file yet."""
+    n = 1
+    while path.with_name(f"{path.name}.{n}").exists():
+        n += 1
+    return path.with_name(f"{path.name}.{n}")
+
+
+def _previous_hint(out: Path) -> str:
+    """How to continue from OUT/train_state.prev.pt, or that it cannot be."""
+    previous = out / PREVIOUS_STATE_FILE
+    if not previous.is_file():
+        return f"no previous checkpoint ({PREVIOUS_STATE_FILE}) is there"
+    try:
+        step = read_state(previous)["step"]
+    except ValueError as exc:
+        return f"the previous checkpoint is damaged too ({exc})"
+    return f"the previous checkpoint (step {step}) can continue the run: --resume {previous}"
+
+
+# -- the run -----------------------------------------------------------------------------------------------
+
+class Run:
+    """One training process (one rank under torchrun).
+
+    ``resume``: False for a new run (``cfg.out`` must not hold one), True to continue from
+    ``cfg.out/train_state.pt``, or the path of a state file to continue from (e.g. ``train_state.prev.pt``)."""
+
+    def __init__(self, cfg: TrainConfig, resume: bool | str | Path = False):
         self.cfg = cfg
         self.out = Path(cfg.out)
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -97,8 +260,23 @@ class Run:
         if cfg.batch % self.world:
             raise ValueError(f"batch {cfg.batch} is not divisible by the {self.world} processes")
         self.device = torch.device(cfg.device, int(os.environ.get("LOCAL_RANK", 0)) if cfg.device == "cuda" else None)
+        self.notes: list[str] = []  # start-up messages, written to events.log by run()
+        self.set_aside = None  # (train_state.pt, its new name) when continuing from another state file
+        state_path, state = self._state_to_resume(resume)
+
         torch.manual_seed(cfg.seed)
-        self.model = WDSR.from_config(cfg.model_config()).to(self.device)
+        model_config = cfg.model_config()
+        start = None
+        if cfg.init:
+            start = load_model(cfg.init)
+            model_config = fine_tune_config(start.config, model_config, cfg.init)
+        self.model = WDSR.from_config(model_config)
+        if start is not None and state is None:
+            weights = transferable_weights(start, self.model)
+            self.model.load_state_dict(weights, strict=False)
+            fresh = sorted({name.split(".")[0] for name in self.model.state_dict() if name not in weights})
+            self.notes.append(f"started from {cfg.init}" + (f" (fresh: {', '.join(fresh)})" if fresh else ""))
+        self.model.to(self.device)
         self.net = self.model
         if self.world > 1:
             self.net = torch.nn.parallel.DistributedDataParallel(self.model)
@@ -110,8 +288,14 @@ class Run:
             from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
             self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema))
+        self.autocast_dtype = AUTOCAST_DTYPES.get(cfg.autocast)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.autocast_dtype == torch.float16)
         self.step = 0
-        pairs = find_pairs(cfg.data, cfg.scale)
+        self.best_psnr_y = None
+
+        pairs = self._usable(find_pairs(cfg.data, cfg.scale), cfg.patch, f"training images in {cfg.data}")
+        self.val_pairs = (self._usable(find_pairs(cfg.val_data, cfg.scale), None, f"validation images in "
+                                       f"{cfg.val_data}") if cfg.val_data else [])
         self.dataset = PatchDataset(pairs, cfg.scale, cfg.patch, cfg.patches_per_image,
                                     self.model.config.rgb_range, seed=cfg.seed)
         self.steps_per_epoch = len(self.dataset) // cfg.batch
@@ -119,26 +303,68 @@ class Run:
             raise ValueError(f"{len(self.dataset)} patches per epoch is less than one batch of {cfg.batch}")
         self.sampler = DistributedSampler(self.dataset, self.world, self.rank, shuffle=True, seed=cfg.seed,
                                           drop_last=True)
-        if resume:
-            self.load_state()
+        if state is not None:
+            self._load(state, state_path)
+        self.saved_step = self.step
+        self.skipped: set[str] = set()
+        self.stop_signal = None
+        if self.world > 1:
+            torch.distributed.barrier()  # every rank has checked the folder before rank 0 writes into it
+
+    def _state_to_resume(self, resume) -> tuple[Path | None, dict | None]:
+        """(the state file to continue from, its contents), or (None, None) for a new run; errors for a folder
+        that holds a run without ``resume``, and for a missing or damaged state file."""
+        state_path = self.out / STATE_FILE
+        held = [name for name in RUN_FILES if (self.out / name).exists()]
+        checkpointed = state_path.exists() or (self.out / PREVIOUS_STATE_FILE).exists()
+        if not resume:
+            if held:
+                raise ValueError(f"{self.out} already holds a training run ({', '.join(held)}); "
+                                 + ("continue it with --resume, or choose another --out" if checkpointed else
+                                    "it stopped before its first checkpoint: choose another --out, or remove them"))
+            return None, None
+        if resume is True:
+            if not state_path.is_file():
+                raise ValueError(f"--resume: {self.out} holds no {STATE_FILE} to continue; "
+                                 + (_previous_hint(self.out) if checkpointed else
+                                    f"the run there ({', '.join(held)}) stopped before its first checkpoint: start "
+                                    f"a new one in another --out" if held else "start without --resume for a new run"))
+            try:
+                return state_path, read_state(state_path)
+            except ValueError as exc:
+                raise ValueError(f"{exc}; {_previous_hint(self.out)}") from None
+        chosen = Path(resume)
+        if not chosen.is_file():
+            raise ValueError(f"--resume {chosen}: no such state file")
+        if state_path.exists() and chosen.resolve() != state_path.resolve():
+            self.set_aside = (state_path, free_name(state_path))
+        return chosen, read_state(chosen)
+
+    def _usable(self, pairs: list, patch: int | None, what: str) -> list:
+        """The pairs that pass the start-up check; the others are reported (and, with --strict, an error)."""
+        usable, reasons = split_usable(pairs, self.cfg.scale, patch)
+        if reasons:
+            report = f"{len(reasons)} of the {len(pairs)} {what} cannot be used:\n" + "\n".join(f"  {r}"
+                                                                                                for r in reasons)
+            if self.cfg.strict or not usable:
+                raise ValueError(report + ("\n(--strict: fix or remove them)" if usable else ""))
+            self.notes.append(report + "\nthey are skipped")
+        return usable
 
     # -- state ----------------------------------------------------------------------------------------
     def state(self) -> dict:
         return {"model": self.model.state_dict(), "config": self.model.config.to_dict(),
                 "train_config": dataclasses.asdict(self.cfg), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "step": self.step,
-                "ema": self.ema.state_dict() if self.ema is not None else None, "rng": torch.get_rng_state()}
+                "ema": self.ema.state_dict() if self.ema is not None else None, "rng": torch.get_rng_state(),
+                "scaler": self.scaler.state_dict(), "best_val_psnr_y": self.best_psnr_y}
 
     def save_state(self) -> None:
         if self.rank == 0:
-            with atomic_path(self.out / STATE_FILE) as tmp:
-                torch.save(self.state(), tmp)
+            write_state(self.state(), self.out)
+        self.saved_step = self.step
 
-    def load_state(self) -> None:
-        path = self.out / STATE_FILE
-        if not path.is_file():
-            raise ValueError(f"--resume: no {STATE_FILE} in {self.out}")
-        state = torch.load(path, map_location=self.device, weights_only=True)
+    def _load(self, state: dict, path: Path) -> None:
         if state["config"] != self.model.config.to_dict():
             raise ValueError(f"--resume: {path} holds a different model ({state['config']})")
         self.model.load_state_dict(state["model"])
@@ -146,12 +372,16 @@ class Run:
         self.scheduler.load_state_dict(state["scheduler"])
         if self.ema is not None and state["ema"] is not None:
             self.ema.load_state_dict(state["ema"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.best_psnr_y = state.get("best_val_psnr_y")
         torch.set_rng_state(state["rng"].cpu())
         self.step = state["step"]
+        self.notes.append(f"resumed at step {self.step} from {path}")
 
     # -- loop -----------------------------------------------------------------------------------------
     def batches(self):
-        """(lr, hr) batches from the current step on, across epochs."""
+        """(lr, hr, skipped) batches from the current step on, across epochs."""
         per_rank = self.cfg.batch // self.world
         while True:
             epoch, skip = divmod(self.step, self.steps_per_epoch)
@@ -165,12 +395,13 @@ class Run:
     def train_step(self, lr: torch.Tensor, hr: torch.Tensor) -> float:
         self.net.train()
         range_ = self.model.config.rgb_range
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.cfg.autocast)
+        dtype = self.autocast_dtype
         with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
             loss = F.l1_loss(self.net(lr.to(self.device)) / range_, hr.to(self.device) / range_)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         self.scheduler.step()
         if self.ema is not None:
             self.ema.update_parameters(self.model)
@@ -183,37 +414,77 @@ class Run:
     def validate(self) -> dict:
         from .evaluate import evaluate
 
-        rows = evaluate(self.final_model(), self.cfg.val_data, self.cfg.scale, self.device)
+        rows = evaluate(self.final_model(), self.val_pairs, self.cfg.scale, self.device)
         mean = next(r for r in rows if r["image"] == "MEAN" and r["method"] == "wdsr")
         self.model.train()
         return {"val_psnr_y": mean["psnr_y"], "val_ssim_y": mean["ssim_y"]}
 
-    def run(self) -> Path:
-        from tqdm import tqdm
+    def _note_skipped(self, reasons, log: RunLog) -> None:
+        for reason in reasons:
+            if reason and reason not in self.skipped:
+                if self.cfg.strict:
+                    raise ValueError(f"{reason} (--strict)")
+                self.skipped.add(reason)
+                log.note(f"skipped (its patches come from the next image): {reason}", everywhere=True)
 
+    def _validate_and_keep_best(self, log: RunLog) -> dict:
+        row = self.validate()
+        if self.best_psnr_y is None or row["val_psnr_y"] > self.best_psnr_y:
+            self.best_psnr_y = row["val_psnr_y"]
+            save_model(self.final_model(), self.out / "best.safetensors")
+            log.note(f"best.safetensors: validation PSNR-Y {row['val_psnr_y']:.3f} dB, SSIM-Y "
+                     f"{row['val_ssim_y']:.4f}")
+        return row
+
+    def run(self) -> Path:
         cfg = self.cfg
-        log = Log(self.out, enabled=self.rank == 0)
+        if self.set_aside and self.rank == 0:
+            os.replace(*self.set_aside)
+            self.notes.insert(0, f"the newer {self.set_aside[0]} was moved to {self.set_aside[1]}")
+        log = RunLog(self.out, enabled=self.rank == 0)
+        log.note(f"{'continuing' if self.step else 'starting'} x{cfg.scale} training to step {cfg.steps}: "
+                 f"{json.dumps(dataclasses.asdict(cfg))}")
+        for note in self.notes:
+            log.note(note)
         losses = []
         bar = tqdm(total=cfg.steps, initial=self.step, desc="training", unit="step", disable=self.rank != 0,
-                   file=sys.stderr)
-        for lr, hr in self.batches():
-            if self.step >= cfg.steps:
-                break
-            losses.append(self.train_step(lr, hr))
-            bar.update(1)
-            row = {}
-            if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                row.update(loss=statistics.fmean(losses), lr=self.scheduler.get_last_lr()[0])
-                bar.set_postfix(loss=f"{row['loss']:.4f}")
-                losses = []
-            if cfg.val_data and self.rank == 0 and (self.step % cfg.val_every == 0 or self.step == cfg.steps):
-                row.update(self.validate())
-            if row:
-                log.write(self.step, row)
-            if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
-                self.save_state()
-        bar.close()
-        log.close()
+                   file=sys.stderr, dynamic_ncols=True,
+                   bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_noinv_fmt}{postfix}]")
+        batches = self.batches()
+        try:
+            with self._stop_on_signals():
+                while self.step < cfg.steps and self.stop_signal is None:
+                    try:
+                        lr, hr, skipped = next(batches)
+                    except Exception:
+                        if self.stop_signal is not None:  # a loader worker ended by the same signal
+                            break
+                        raise
+                    self._note_skipped(skipped, log)
+                    losses.append(self.train_step(lr, hr))
+                    bar.update(1)
+                    row = {}
+                    if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                        row.update(loss=statistics.fmean(losses), lr=self.scheduler.get_last_lr()[0])
+                        bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2g}")
+                        losses = []
+                    if self.val_pairs and self.rank == 0 and (self.step % cfg.val_every == 0
+                                                              or self.step == cfg.steps):
+                        row.update(self._validate_and_keep_best(log))
+                    if row:
+                        log.write(self.step, row)
+                    if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
+                        self.save_state()
+            if self.stop_signal is not None:
+                if self.step > self.saved_step:
+                    self.save_state()
+                log.note(f"stopped by {self.stop_signal} at step {self.step}; the state is saved: continue with "
+                         f"--resume")
+                raise KeyboardInterrupt
+        finally:
+            batches.close()  # ends the loader's worker processes now
+            bar.close()
+            log.close()
         final = self.out / "model.safetensors"
         if self.rank == 0:
             save_model(self.final_model(), final)
@@ -221,9 +492,29 @@ class Run:
             torch.distributed.barrier()
         return final
 
+    @contextlib.contextmanager
+    def _stop_on_signals(self):
+        """Within: SIGINT and SIGTERM end the loop after the current step (a second SIGINT stops at once)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
 
-class Log:
-    """log.csv (appended, so a resumed run continues it) and TensorBoard events if available."""
+        def stop(signum, frame):
+            if self.stop_signal is not None and signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            self.stop_signal = signal.Signals(signum).name
+
+        handlers = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+
+
+class RunLog:
+    """log.csv (a row every log_every steps), events.log (notes) and TensorBoard events if available; on
+    rank 0, appended to on resume. Notes also go to stderr."""
 
     def __init__(self, out: Path, enabled: bool):
         self.enabled = enabled
@@ -231,7 +522,7 @@ class Log:
         if not enabled:
             return
         out.mkdir(parents=True, exist_ok=True)
-        self.path = out / "log.csv"
+        self.path, self.events = out / "log.csv", out / "events.log"
         if not self.path.exists():
             self.path.write_text(",".join(LOG_FIELDS) + "\n")
         try:
@@ -250,6 +541,16 @@ class Log:
             for key, value in row.items():
                 self.writer.add_scalar(key, value, step)
 
+    def note(self, message: str, everywhere: bool = False) -> None:
+        """``message`` to stderr (on every rank if ``everywhere``) and to events.log."""
+        if not (self.enabled or everywhere):
+            return
+        tqdm.write(message, file=sys.stderr)
+        if self.enabled:
+            stamp = datetime.datetime.now().isoformat(timespec="seconds")
+            with self.events.open("a") as f:
+                f.write(f"{stamp} {message}\n")
+
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
@@ -257,16 +558,34 @@ class Log:
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("train", help="train WDSR on a folder of images",
-                                   description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", type=Path, help="YAML file with TrainConfig keys (flags override it)")
+                                   description="Train WDSR on a folder of images: the paper's recipe by default, "
+                                               "checkpointed, resumable exactly, never overwriting a run.",
+                                   epilog="Files of a run: train_state.pt (+ train_state.prev.pt), log.csv, "
+                                          "events.log, model.safetensors, best.safetensors (with --val-data).")
+    parser.add_argument("--config", type=Path,
+                        help="YAML file of the options below (underscores: patches_per_image); flags override it "
+                             "(default: none)")
+    defaults = TrainConfig()
+    types = {"int": int, "float": float}
     for field in dataclasses.fields(TrainConfig):
-        if field.name in ("model", "milestones"):
-            continue
-        kind = {"int": int, "float": float}.get(str(field.type).split("[")[-1].rstrip("]"), str)
-        parser.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, type=kind, default=None)
-    parser.add_argument("--milestones", type=lambda s: [int(v) for v in s.split(",")], help="e.g. 200000,250000")
-    parser.add_argument("--model", type=json.loads, help='WDSR overrides as JSON, e.g. \'{"n_resblocks": 8}\'')
-    parser.add_argument("--resume", action="store_true", help="continue from OUT/train_state.pt")
+        flag, default = f"--{field.name.replace('_', '-')}", getattr(defaults, field.name)
+        shown = SHOWN_DEFAULTS.get(field.name, "off" if default is False else default)
+        help_text = f"{HELP[field.name]} (default: {shown})"
+        if field.name == "strict":
+            parser.add_argument(flag, dest=field.name, action="store_true", default=None, help=help_text)
+        elif field.name == "milestones":
+            parser.add_argument(flag, dest=field.name, type=lambda s: [int(v) for v in s.split(",")],
+                                help=help_text, metavar="STEP,STEP")
+        elif field.name == "model":
+            parser.add_argument(flag, dest=field.name, type=json.loads, help=help_text, metavar="JSON")
+        else:
+            choices = {"scale": (2, 3, 4), "preset": sorted(PRESETS), "autocast": sorted(AUTOCAST_DTYPES),
+                       "device": ("cpu", "cuda")}.get(field.name)
+            parser.add_argument(flag, dest=field.name, type=types.get(str(field.type), str), default=None,
+                                choices=choices, help=help_text)
+    parser.add_argument("--resume", nargs="?", const=True, default=False, metavar="STATE",
+                        help=f"continue the run in --out from its {STATE_FILE}, or from the state file STATE "
+                             f"(e.g. OUT/{PREVIOUS_STATE_FILE}) (default: off, a new run)")
     parser.set_defaults(func=run)
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..image_io import IMAGE_SUFFIXES, read_rgb, uint8_to_tensor
+from ..image_io import IMAGE_SUFFIXES, ImageError, read_rgb, uint8_to_tensor
 from .imresize import imresize
 
 
@@ -64,20 +64,54 @@ def find_pairs(root, scale: int, lr_root=None) -> list[Pair]:
     return pairs
 
 
+def _hr_size_for(pair: Pair, lr_shape: tuple, hr: np.ndarray, scale: int) -> np.ndarray:
+    """``hr`` cropped to exactly scale x the LR size, or an ImageError if the two sizes disagree."""
+    h, w = lr_shape[0] * scale, lr_shape[1] * scale
+    if hr.shape[0] < h or hr.shape[1] < w or hr.shape[0] >= h + scale or hr.shape[1] >= w + scale:
+        raise ImageError(f"{pair.hr} is {hr.shape[1]}x{hr.shape[0]} but {pair.lr} is {lr_shape[1]}x{lr_shape[0]}: "
+                         f"sizes disagree at x{scale}")
+    return hr[:h, :w]
+
+
+def check_pair(pair: Pair, scale: int, patch: int | None = None) -> None:
+    """Raise ImageError if ``pair`` cannot give training patches of ``patch`` LR pixels (or, with ``patch``
+    None, cannot be evaluated): unreadable or truncated files, more than 8 bits per channel, sizes that
+    disagree, too small. The images are decoded in full, but no LR image is computed."""
+    hr = read_rgb(pair.hr)
+    if pair.lr is None:
+        lr_shape = (hr.shape[0] // scale, hr.shape[1] // scale)
+        where = f"{pair.hr} ({hr.shape[1]}x{hr.shape[0]})"
+    else:
+        lr_shape = read_rgb(pair.lr).shape[:2]
+        _hr_size_for(pair, lr_shape, hr, scale)
+        where = f"{pair.lr} ({lr_shape[1]}x{lr_shape[0]})"
+    if min(lr_shape) < (patch or 1):
+        need = f"the {patch}x{patch} patch" if patch else "one pixel"
+        raise ImageError(f"{where}: its LR image at x{scale} is {lr_shape[1]}x{lr_shape[0]}, smaller than {need}")
+
+
+def split_usable(pairs: list[Pair], scale: int, patch: int | None = None) -> tuple[list[Pair], list[str]]:
+    """(the pairs ``check_pair`` accepts, one reason for each pair it refuses)."""
+    usable, reasons = [], []
+    for pair in pairs:
+        try:
+            check_pair(pair, scale, patch)
+            usable.append(pair)
+        except ImageError as exc:
+            reasons.append(str(exc))
+    return usable, reasons
+
+
 def load_pair(pair: Pair, scale: int) -> tuple[np.ndarray, np.ndarray]:
     """(lr, hr) uint8 arrays with hr exactly scale x lr in size."""
     hr = read_rgb(pair.hr)
     if pair.lr is None:
         hr = hr[: hr.shape[0] // scale * scale, : hr.shape[1] // scale * scale]
         if hr.size == 0:
-            raise ValueError(f"{pair.hr}: {read_rgb(pair.hr).shape[:2]} is smaller than the scale {scale}")
+            raise ImageError(f"{pair.hr}: {read_rgb(pair.hr).shape[:2]} is smaller than the scale {scale}")
         return imresize(hr, 1 / scale), hr
     lr = read_rgb(pair.lr)
-    h, w = lr.shape[0] * scale, lr.shape[1] * scale
-    if hr.shape[0] < h or hr.shape[1] < w or hr.shape[0] >= h + scale or hr.shape[1] >= w + scale:
-        raise ValueError(f"{pair.hr} is {hr.shape[1]}x{hr.shape[0]} but {pair.lr} is {lr.shape[1]}x{lr.shape[0]}: "
-                         f"sizes disagree at x{scale}")
-    return lr, hr[:h, :w]
+    return lr, _hr_size_for(pair, lr.shape, hr, scale)
 
 
 def augment(lr: np.ndarray, hr: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -90,8 +124,10 @@ def augment(lr: np.ndarray, hr: np.ndarray, rng: np.random.Generator) -> tuple[n
 
 
 class PatchDataset(torch.utils.data.Dataset):
-    """Random aligned (LR, HR) patches: ``patches_per_image`` per image and epoch, as float tensors in
-    [0, rgb_range], LR (3, patch, patch) and HR (3, scale*patch, scale*patch)."""
+    """Random aligned (LR, HR) patches: ``patches_per_image`` per image and epoch. An item is
+    ``(lr, hr, skipped)``: float tensors in [0, rgb_range], LR (3, patch, patch) and HR (3, scale*patch,
+    scale*patch), and ``skipped``, the reason an image failed to load for this item ("" if none; the patch then
+    comes from the next image that loads, and the failed image is not tried again by this process)."""
 
     def __init__(self, pairs: list[Pair], scale: int, patch: int = 48, patches_per_image: int = 100,
                  rgb_range: float = 255.0, augment: bool = True, seed: int = 0):
@@ -101,21 +137,38 @@ class PatchDataset(torch.utils.data.Dataset):
         self.patches_per_image, self.rgb_range, self.augment, self.seed = patches_per_image, rgb_range, augment, seed
         self.epoch = 0
         self._cache = {}
+        self._failed = {}  # pair index -> reason
 
     def __len__(self) -> int:
         return len(self.pairs) * self.patches_per_image
 
     def _pair(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        if i in self._failed:
+            raise ImageError(self._failed[i])
         if i not in self._cache:
-            lr, hr = load_pair(self.pairs[i], self.scale)
-            if min(lr.shape[:2]) < self.patch:
-                raise ValueError(f"{self.pairs[i].hr}: its LR image {lr.shape[1]}x{lr.shape[0]} is smaller than "
-                                 f"the {self.patch}x{self.patch} patch")
+            try:
+                lr, hr = load_pair(self.pairs[i], self.scale)
+                if min(lr.shape[:2]) < self.patch:
+                    raise ImageError(f"{self.pairs[i].hr}: its LR image {lr.shape[1]}x{lr.shape[0]} is smaller "
+                                     f"than the {self.patch}x{self.patch} patch")
+            except ImageError as exc:
+                self._failed[i] = str(exc)
+                raise
             self._cache[i] = (lr, hr)
         return self._cache[i]
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        lr, hr = self._pair(index % len(self.pairs))
+    def _first_loadable(self, i: int) -> tuple[np.ndarray, np.ndarray, str]:
+        """Image ``i``'s arrays, or the next image's that loads, and the first failure's reason ("" if none)."""
+        reason = ""
+        for j in range(i, i + len(self.pairs)):
+            try:
+                return (*self._pair(j % len(self.pairs)), reason)
+            except ImageError as exc:
+                reason = reason or str(exc)
+        raise ImageError(f"none of the {len(self.pairs)} training images can be read; the first: {reason}")
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, str]:
+        lr, hr, skipped = self._first_loadable(index % len(self.pairs))
         rng = np.random.default_rng([self.seed, self.epoch, index])
         top = int(rng.integers(lr.shape[0] - self.patch + 1))
         left = int(rng.integers(lr.shape[1] - self.patch + 1))
@@ -124,4 +177,4 @@ class PatchDataset(torch.utils.data.Dataset):
         hr_patch = hr[top * s:(top + p) * s, left * s:(left + p) * s]
         if self.augment:
             lr_patch, hr_patch = augment(lr_patch, hr_patch, rng)
-        return uint8_to_tensor(lr_patch, self.rgb_range)[0], uint8_to_tensor(hr_patch, self.rgb_range)[0]
+        return uint8_to_tensor(lr_patch, self.rgb_range)[0], uint8_to_tensor(hr_patch, self.rgb_range)[0], skipped
