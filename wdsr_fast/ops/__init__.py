@@ -8,6 +8,7 @@ Every backend provides the same four ops with the signatures of ``reference.py``
 - ``"triton"``: ``triton_backend.py``, Triton kernels registered as ``torch.ops.wdsr_triton.*``;
   CUDA tensors, or CPU tensors under ``TRITON_INTERPRET=1``.
 - ``"cuda"``: ``cuda_backend.py``, the CUDA C++ kernels of ``csrc/`` (``torch.ops.wdsr_cuda.*``).
+- ``"cpu"``: ``cpu_backend.py``, the fused C++ CPU kernels of ``csrc/cpu/`` (``torch.ops.wdsr_cpu.*``); float32.
 
 ``get_backend(name)`` returns a module-like object holding the four ops; ``unavailable_reason(name,
 device, config)`` says why a backend cannot run a model of ``config`` on a device (None when it can);
@@ -24,8 +25,8 @@ from . import reference
 
 POISON_ENV = "WDSR_FAST_POISON_OUTPUTS"  # "1": every backend NaN-fills outputs before its kernels write (tests)
 OP_NAMES = ("head_conv", "wdsr_a_block", "wdsr_b_block", "tail_shuffle")
-BACKENDS = ("cuda", "triton", "torch")  # fastest first
-_MODULES = {"triton": "triton_backend", "cuda": "cuda_backend"}
+BACKENDS = ("cuda", "triton", "cpu", "torch")  # fastest first
+_MODULES = {"triton": "triton_backend", "cuda": "cuda_backend", "cpu": "cpu_backend"}
 _LOADED = {"torch": reference}  # backend name -> its module, once imported
 
 
@@ -87,7 +88,7 @@ def pick_backend(device: torch.device | str, config=None) -> str:
     """The fastest backend that can run on ``device`` (a model of ``config``, when given)."""
     device = torch.device(device)
     for name in BACKENDS:
-        if device.type != "cuda" and name != "torch":
+        if device.type != "cuda" and name == "triton":
             continue  # the Triton interpreter runs on CPU but is a correctness tool, not a speed path
         if unavailable_reason(name, device, config) is None:
             return name

@@ -1,0 +1,45 @@
+"""The CPU backend: the fused C++ kernels of csrc/cpu/, registered as ``torch.ops.wdsr_cpu.*`` by ``wdsr_fast._cpu``.
+
+float32 on CPU tensors (other dtypes raise TypeError), threads through ATen's ``parallel_for``, so
+``torch.set_num_threads`` applies. The kernels are compiled for several instruction sets and the fastest the CPU
+runs is used (``isa_paths()`` lists them); the environment variable ``WDSR_FAST_CPU_ISA`` (``avx512``, ``avx2`` or
+``generic``) picks another, read at every call. This module loads the extension if it was built (``pip install
+--no-build-isolation .`` with a C++ compiler), adds the fake (meta) implementations torch.compile needs, and
+exposes the four ops with the signatures of ``reference.py``.
+"""
+from __future__ import annotations
+
+import torch
+
+from . import register_fakes
+
+ISA_ENV = "WDSR_FAST_CPU_ISA"
+
+try:
+    from wdsr_fast import _cpu  # importing it registers the ops
+
+    LOAD_ERROR: str | None = None
+except (ImportError, OSError) as exc:  # not built (no compiler, or its build failed), or built against another torch
+    LOAD_ERROR = (f"wdsr_fast._cpu is not built or does not load ({exc}); it is built by `pip install "
+                  f"--no-build-isolation .` where a C++ compiler works, and the install prints why it was not")
+
+
+def isa_paths() -> tuple[str, ...]:
+    """The instruction-set paths of the kernels that this CPU runs, fastest (the default) first."""
+    return tuple(_cpu.isa_paths()) if LOAD_ERROR is None else ()
+
+
+def unavailable_reason(device: torch.device, config=None) -> str | None:  # any WDSR config
+    if LOAD_ERROR is not None:
+        return LOAD_ERROR
+    if device.type != "cpu":
+        return f"the CPU kernels run on CPU tensors, not on {device}"
+    return None
+
+
+if LOAD_ERROR is None:
+    register_fakes("wdsr_cpu")
+    head_conv = torch.ops.wdsr_cpu.head_conv
+    wdsr_a_block = torch.ops.wdsr_cpu.wdsr_a_block
+    wdsr_b_block = torch.ops.wdsr_cpu.wdsr_b_block
+    tail_shuffle = torch.ops.wdsr_cpu.tail_shuffle
