@@ -236,8 +236,8 @@ MUTANTS = [
     ("left halo column of a chunk", "const int ja = x0 == 0 ? 1 : 0;", "const int ja = 1;"),
     ("right halo column of a chunk", "const int jb = imin(x1 + 1, a.w) - x0 + 1;",
      "const int jb = imin(x1, a.w) - x0 + 1;"),
-    ("halo row above a band", "t_row(ctx, n, r0 - 1, x0, x1, ring[0]", "t_row(ctx, n, -1, x0, x1, ring[0]"),
-    ("ring rotation", "ring[0] = ring[1];\n      ring[1] = ring[2];", "ring[1] = ring[2];\n      ring[0] = ring[1];"),
+    ("halo row above a band", "t_row(ctx, n, r0 - 1, x0, x1, ring,", "t_row(ctx, n, -1, x0, x1, ring,"),
+    ("ring rotation", "top = (top + 1) % 3;", "top = (top + 2) % 3;"),
     ("last, partial pixel block of a row", "for (int xb = x0; xb < x1; xb += kConvPixels)",
      "for (int xb = x0; xb + kConvPixels <= x1; xb += kConvPixels)"),
 ]

@@ -5,10 +5,11 @@
 //   kAccumulators vector accumulators a register-blocked micro-kernel may keep live (the rest of the
 //                 register file holds its operands: 32 zmm -> 24 + 8, 16 ymm -> 12 + 4)
 //   vf, vzero, vset1, vload, vstore, vload_n / vstore_n (the first n lanes, 0 < n <= VW), vfma(a, b, c) = a*b + c,
-//   vmax, vmul, vadd
+//   vmax, vmul, vadd, vgather_n(p, stride, n) (lane i = p[i * stride] for i < n, else 0), prefetch(p) (into L1)
 // Everything lives in namespace wdsr_cpu::<isa> with internal linkage, so that no symbol compiled for one
 // instruction set can be picked by the linker for another.
 #pragma once
+#include <cstdint>
 #include <cstring>
 
 #if defined(WDSR_CPU_AVX512)
@@ -30,6 +31,12 @@ inline vf vfma(vf a, vf b, vf c) { return _mm512_fmadd_ps(a, b, c); }
 inline vf vmax(vf a, vf b) { return _mm512_max_ps(a, b); }
 inline vf vmul(vf a, vf b) { return _mm512_mul_ps(a, b); }
 inline vf vadd(vf a, vf b) { return _mm512_add_ps(a, b); }
+inline vf vgather_n(const float* p, int stride, int n) {
+  const __m512i index = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                           _mm512_set1_epi32(stride));
+  return _mm512_mask_i32gather_ps(_mm512_setzero_ps(), lanes(n), index, p, 4);
+}
+inline void prefetch(const void* p) { _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0); }
 }  // namespace
 }  // namespace wdsr_cpu::avx512
 
@@ -55,6 +62,11 @@ inline vf vfma(vf a, vf b, vf c) { return _mm256_fmadd_ps(a, b, c); }
 inline vf vmax(vf a, vf b) { return _mm256_max_ps(a, b); }
 inline vf vmul(vf a, vf b) { return _mm256_mul_ps(a, b); }
 inline vf vadd(vf a, vf b) { return _mm256_add_ps(a, b); }
+inline vf vgather_n(const float* p, int stride, int n) {
+  const __m256i index = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(stride));
+  return _mm256_mask_i32gather_ps(_mm256_setzero_ps(), p, index, _mm256_castsi256_ps(lanes(n)), 4);
+}
+inline void prefetch(const void* p) { _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0); }
 }  // namespace
 }  // namespace wdsr_cpu::avx2
 
@@ -104,6 +116,16 @@ inline vf vadd(vf a, vf b) {
   for (int i = 0; i < VW; ++i) a.lane[i] += b.lane[i];
   return a;
 }
+inline vf vgather_n(const float* p, int stride, int n) {
+  vf r = vzero();
+  for (int i = 0; i < n && i < VW; ++i) r.lane[i] = p[static_cast<int64_t>(i) * stride];
+  return r;
+}
+#if defined(__GNUC__)
+inline void prefetch(const void* p) { __builtin_prefetch(p); }
+#else
+inline void prefetch(const void*) {}
+#endif
 }  // namespace
 }  // namespace wdsr_cpu::generic
 
