@@ -230,7 +230,9 @@ def test_bad_inputs_say_what_is_wrong(monkeypatch):
 
 # ---- the halo logic through the ctypes harness, and deliberate bugs it must catch ------------------------
 HARNESS_FLAGS = {"avx512": ["-DWDSR_CPU_AVX512", "-mavx512f", "-mavx512vl", "-mavx2", "-mfma"],
-                 "avx2": ["-DWDSR_CPU_AVX2", "-mavx2", "-mfma"], "generic": ["-DWDSR_CPU_GENERIC"]}
+                 "avx2": ["-DWDSR_CPU_AVX2", "-mavx2", "-mfma"], "generic": ["-DWDSR_CPU_GENERIC"],
+                 # the portable path as compilers without GNU vector extensions build it
+                 "generic-structs": ["-DWDSR_CPU_GENERIC", "-DWDSR_CPU_NO_VECTOR_EXTENSIONS"]}
 # (what the bug breaks, text of block_b.h, its replacement)
 MUTANTS = [
     ("left halo column of a chunk", "const int ja = x0 == 0 ? 1 : 0;", "const int ja = 1;"),
@@ -285,7 +287,7 @@ def harness_error(lib):
     return worst
 
 
-@pytest.mark.parametrize("harness_isa", ISAS)
+@pytest.mark.parametrize("harness_isa", ISAS + ["generic-structs"])
 def test_narrow_chunks_through_the_harness(tmp_path, harness_isa):
     assert harness_error(build_harness(tmp_path, harness_isa)) < TOLERANCE
 

@@ -83,9 +83,14 @@ inline void pack_rows(const float* w, int rows, int k_count, float* packed) {
   }
 }
 
+// Also prefetches `ahead_floats` floats from `ahead`, spread over the register blocks (a burst of prefetches
+// would wait for free line-fill buffers).
 template <bool Relu>
-inline void chain_layer(const PackedRows& layer, const float* in, float* out, int ld_out) {
+inline void chain_layer(const PackedRows& layer, const float* in, float* out, int ld_out,
+                        const float* ahead = nullptr, int ahead_floats = 0) {
+  const int ahead_per_block = round_up(ceil_div(ahead_floats, layer.groups.count), 16);
   for (int g = 0; g < layer.groups.count; ++g) {
+    for (int f = g * ahead_per_block; f < imin((g + 1) * ahead_per_block, ahead_floats); f += 16) prefetch(ahead + f);
     const int start = layer.groups.start(g);
     with_rows<kChainRows>(layer.groups.size(g), [&]<int R>() {
       chain_rows<R, Relu>(layer.w + static_cast<int64_t>(start) * layer.k_count, layer.bias + start, in,
@@ -176,14 +181,17 @@ inline void t_row(const BlockBContext& ctx, int n, int row, int x0, int x1, floa
   for (int j = ja; j < jb; j += kTilePixels) {
     const int pixels = imin(kTilePixels, jb - j);
     const float* src = x_row + static_cast<int64_t>(x0 - 1 + j) * a.c;
-    // The next tile's pixels, from memory while this one computes (the gathers below would wait for them).
-    const int next_floats = imin(kTilePixels, imax(jb - j - kTilePixels, 0)) * a.c;
-    for (int f = 0; f < next_floats; f += 16) prefetch(src + kTilePixels * a.c + f);
     for (int k = 0; k < a.c; ++k)  // NHWC -> planar [k][pixel], zeros past the row's end
       for (int v = 0; v < kTileVecs; ++v)
         vstore(x_tile + k * kTilePixels + v * VW,
                pixels > v * VW ? vgather_n(src + v * VW * a.c + k, a.c, pixels - v * VW) : vzero());
-    chain_layer<true>(ctx.expand, x_tile, wide_tile, kTilePixels);
+    // The next tile's pixels (or the next row's first), from memory while this one computes: the gathers
+    // above would wait for them.
+    const bool last = j + kTilePixels >= jb;
+    const float* ahead = last ? x_row + (static_cast<int64_t>(a.w) + x0 - 1 + ja) * a.c : src + kTilePixels * a.c;
+    int ahead_pixels = imin(kTilePixels, jb - j - kTilePixels);
+    if (last) ahead_pixels = row + 1 < a.h ? imin(kTilePixels, jb - ja) : 0;
+    chain_layer<true>(ctx.expand, x_tile, wide_tile, kTilePixels, ahead, ahead_pixels * a.c);
     chain_layer<false>(ctx.reduce, wide_tile, dst + j, ldt);
   }
   for (int l = 0; l < a.low_rank; ++l) {

@@ -1,5 +1,5 @@
-// The CPU kernels (block_b.h, convs.h) in portable C++: 4-lane structs that the compiler vectorises for the
-// target's baseline (SSE2, NEON...), for every machine. This file includes no torch header.
+// The CPU kernels (block_b.h, convs.h) in portable C++ for every machine: 4-lane GNU vectors (or structs) that
+// the compiler maps to the target's baseline (SSE2, NEON...). This file includes no torch header.
 #define WDSR_CPU_GENERIC
 #include "simd.h"
 // simd.h first: the algorithm headers are written against its vector type

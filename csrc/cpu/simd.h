@@ -71,61 +71,69 @@ inline void prefetch(const void* p) { _mm_prefetch(static_cast<const char*>(p), 
 }  // namespace wdsr_cpu::avx2
 
 #elif defined(WDSR_CPU_GENERIC)
-// Plain C++: four lanes in a struct, loops the compiler vectorises for the baseline of the target (SSE2, NEON...).
+// Portable: 4 lanes, as a GNU vector type where the compiler has them (GCC, clang: SSE2 on x86-64, NEON with
+// fused multiply-adds on aarch64), else (or with WDSR_CPU_NO_VECTOR_EXTENSIONS) a struct whose lane loops the
+// compiler may vectorise.
 #define WDSR_CPU_ISA generic
 namespace wdsr_cpu::generic {
 namespace {
 constexpr int VW = 4;
 constexpr int kAccumulators = 12;
+#if defined(__GNUC__) && !defined(WDSR_CPU_NO_VECTOR_EXTENSIONS)
+typedef float vf __attribute__((vector_size(16)));
+inline vf vset1(float a) { return vf{a, a, a, a}; }
+inline vf vfma(vf a, vf b, vf c) { return a * b + c; }
+inline vf vmax(vf a, vf b) { return a > b ? a : b; }
+inline vf vmul(vf a, vf b) { return a * b; }
+inline vf vadd(vf a, vf b) { return a + b; }
+inline void prefetch(const void* p) { __builtin_prefetch(p); }
+#else
 struct vf {
-  float lane[VW];
+  float lanes[VW];
 };
 inline vf vset1(float a) {
   vf r;
-  for (int i = 0; i < VW; ++i) r.lane[i] = a;
+  for (int i = 0; i < VW; ++i) r.lanes[i] = a;
   return r;
-}
-inline vf vzero() { return vset1(0.0f); }
-inline vf vload_n(const float* p, int n) {
-  vf r = vzero();
-  std::memcpy(r.lane, p, sizeof(float) * static_cast<unsigned>(n < VW ? n : VW));
-  return r;
-}
-inline vf vload(const float* p) {
-  vf r;
-  std::memcpy(r.lane, p, sizeof r.lane);
-  return r;
-}
-inline void vstore(float* p, vf v) { std::memcpy(p, v.lane, sizeof v.lane); }
-inline void vstore_n(float* p, vf v, int n) {
-  std::memcpy(p, v.lane, sizeof(float) * static_cast<unsigned>(n < VW ? n : VW));
 }
 inline vf vfma(vf a, vf b, vf c) {
-  for (int i = 0; i < VW; ++i) c.lane[i] += a.lane[i] * b.lane[i];
+  for (int i = 0; i < VW; ++i) c.lanes[i] += a.lanes[i] * b.lanes[i];
   return c;
 }
 inline vf vmax(vf a, vf b) {
-  for (int i = 0; i < VW; ++i) a.lane[i] = a.lane[i] > b.lane[i] ? a.lane[i] : b.lane[i];
+  for (int i = 0; i < VW; ++i) a.lanes[i] = a.lanes[i] > b.lanes[i] ? a.lanes[i] : b.lanes[i];
   return a;
 }
 inline vf vmul(vf a, vf b) {
-  for (int i = 0; i < VW; ++i) a.lane[i] *= b.lane[i];
+  for (int i = 0; i < VW; ++i) a.lanes[i] *= b.lanes[i];
   return a;
 }
 inline vf vadd(vf a, vf b) {
-  for (int i = 0; i < VW; ++i) a.lane[i] += b.lane[i];
+  for (int i = 0; i < VW; ++i) a.lanes[i] += b.lanes[i];
   return a;
 }
-inline vf vgather_n(const float* p, int stride, int n) {
-  vf r = vzero();
-  for (int i = 0; i < n && i < VW; ++i) r.lane[i] = p[static_cast<int64_t>(i) * stride];
-  return r;
-}
-#if defined(__GNUC__)
-inline void prefetch(const void* p) { __builtin_prefetch(p); }
-#else
 inline void prefetch(const void*) {}
 #endif
+inline vf vzero() { return vset1(0.0f); }
+inline vf vload(const float* p) {
+  vf r;
+  std::memcpy(&r, p, sizeof r);
+  return r;
+}
+inline void vstore(float* p, vf v) { std::memcpy(p, &v, sizeof v); }
+inline vf vload_n(const float* p, int n) {
+  vf r = vzero();
+  std::memcpy(&r, p, sizeof(float) * static_cast<unsigned>(n < VW ? n : VW));
+  return r;
+}
+inline void vstore_n(float* p, vf v, int n) {
+  std::memcpy(p, &v, sizeof(float) * static_cast<unsigned>(n < VW ? n : VW));
+}
+inline vf vgather_n(const float* p, int stride, int n) {
+  float lanes[VW] = {};
+  for (int i = 0; i < n && i < VW; ++i) lanes[i] = p[static_cast<int64_t>(i) * stride];
+  return vload(lanes);
+}
 }  // namespace
 }  // namespace wdsr_cpu::generic
 

@@ -1,0 +1,188 @@
+#!/usr/bin/env python
+"""The fused CPU kernels against plain PyTorch, in one process, fp32.
+
+    python benchmarks/cpu_kernels.py                      # the default table (a few minutes on 2 cores)
+    python benchmarks/cpu_kernels.py --threads 1 --block-sizes 64x64 --model-sizes 128x128 --repeats 3
+
+Rows, per thread count:
+- ``matmul``: a 2048^3 fp32 matmul, the machine's measured peak (measured before and after the rows of each
+  thread count; the higher is used);
+- ``block:<path>``: one WDSR-B block (32 -> 192 -> 25 -> 3x3 -> 32) on a channels_last feature map: the fused op
+  of the cpu backend on each instruction-set path this CPU runs, and ``block:reference``, the op of
+  ``wdsr_fast/ops/reference.py`` on the same folded weights (what the torch backend runs);
+- ``model:<row>``: WDSR-B 32x16 x2 on an LR image: FastWDSR on the cpu backend (``fast-cpu``) and on the torch
+  backend (``fast-torch``), and the eager reference model in channels_last (``eager-cl``), the baseline of
+  the model rows (``block:reference`` is that of the block rows).
+The candidates of one size are timed round-robin (one call each, in turn), wall-clock; the table gives medians,
+GFLOP/s (2 FLOPs per multiply-add, convs only) and that rate over the matmul peak of the same thread count.
+Results: ``results.json`` and ``results.md`` in the output folder, with the CPU, torch version and commit.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+
+from wdsr_fast import FastWDSR, ops, preset
+from wdsr_fast.atomic import write_text
+from wdsr_fast.bench import macs_per_pixel
+from wdsr_fast.ops import cpu_backend, reference
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).parent)
+        return out.stdout.strip() or None
+    except OSError:
+        return None
+
+
+def round_robin(candidates: dict, repeats: int) -> dict[str, float]:
+    """Median seconds per call of each candidate, timed one call each in turn after a warm-up call each."""
+    for fn in candidates.values():
+        fn()
+    times = {name: [] for name in candidates}
+    for _ in range(repeats):
+        for name, fn in candidates.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def matmul_peak(repeats: int) -> float:
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    return 2 * 2048**3 / round_robin({"matmul": lambda: a @ b}, repeats)["matmul"]
+
+
+def with_isa(isa: str, fn):
+    def call():
+        saved = os.environ.get(cpu_backend.ISA_ENV)
+        os.environ[cpu_backend.ISA_ENV] = isa
+        try:
+            return fn()
+        finally:
+            if saved is None:
+                del os.environ[cpu_backend.ISA_ENV]
+            else:
+                os.environ[cpu_backend.ISA_ENV] = saved
+    return call
+
+
+def block_rows(model, size, repeats: int) -> list[dict]:
+    cfg = model.config
+    folded = FastWDSR.from_reference(model).folded(torch.device("cpu"), torch.float32)
+    weights = folded.blocks[0]
+    x = torch.randn(1, cfg.n_feats, *size).contiguous(memory_format=torch.channels_last)
+    candidates = {f"block:{isa}": with_isa(isa, lambda: cpu_backend.wdsr_b_block(x, *weights, cfg.res_scale))
+                  for isa in cpu_backend.isa_paths()}
+    candidates["block:reference"] = lambda: reference.wdsr_b_block(x, *weights, cfg.res_scale)
+    flops = 2.0 * macs_per_pixel(cfg)["block"] * size[0] * size[1]
+    return [dict(row=name, size=f"{size[0]}x{size[1]}", seconds=t, flops=flops)
+            for name, t in round_robin(candidates, repeats).items()]
+
+
+def model_rows(model, size, repeats: int) -> list[dict]:
+    cfg = model.config
+    image = torch.rand(1, 3, *size) * 255
+    fast_cpu = FastWDSR.from_reference(model, backend="auto", check_finite=False).eval()
+    fast_torch = FastWDSR.from_reference(model, backend="torch", check_finite=False).eval()
+    eager_cl = preset("wdsr-b-32x16", scale=cfg.scale).eval().to(memory_format=torch.channels_last)
+    eager_cl.load_state_dict(model.state_dict())
+    image_cl = image.contiguous(memory_format=torch.channels_last)
+    candidates = {"model:fast-cpu": lambda: fast_cpu(image), "model:fast-torch": lambda: fast_torch(image),
+                  "model:eager-cl": lambda: eager_cl(image_cl)}
+    with torch.inference_mode():
+        times = round_robin(candidates, repeats)
+    if fast_cpu.last_backend != "cpu":
+        raise RuntimeError(f"FastWDSR(backend='auto') ran {fast_cpu.last_backend!r}, not the cpu backend")
+    macs = macs_per_pixel(cfg)
+    flops = 2.0 * (macs["head_conv"] + macs["blocks"] + macs["tail_shuffle"]) * size[0] * size[1]
+    return [dict(row=name, size=f"{size[0]}x{size[1]}", seconds=t, flops=flops) for name, t in times.items()]
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    h, w = text.lower().split("x")
+    return int(h), int(w)
+
+
+def format_table(rows: list[dict]) -> str:
+    lines = ["| threads | size (HxW) | row | ms | GFLOP/s | of matmul peak | vs baseline |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        vs = f"{r['speedup']:.2f}x" if r.get("speedup") else "-"
+        lines.append(f"| {r['threads']} | {r['size']} | {r['row']} | {r['seconds'] * 1e3:.2f} | {r['gflops']:.1f} "
+                     f"| {r['of_peak']:.0%} | {vs} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--block-sizes", type=parse_size, nargs="+", default=["64x64", "128x128", "270x480"])
+    parser.add_argument("--model-sizes", type=parse_size, nargs="+", default=["128x128", "270x480"])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default benchmarks/results/"
+                                                                 "<date>-cpu-kernels)")
+    args = parser.parse_args()
+    reason = ops.unavailable_reason("cpu", "cpu")
+    if reason:
+        raise SystemExit(f"the cpu backend cannot run here: {reason}")
+    torch.manual_seed(0)
+    model = preset("wdsr-b-32x16", scale=2).eval()
+    rows = []
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        peak_before = matmul_peak(args.repeats)
+        measured = []
+        for size in args.block_sizes:
+            measured += block_rows(model, size, args.repeats)
+        for size in args.model_sizes:
+            measured += model_rows(model, size, args.repeats)
+        peak = max(peak_before, matmul_peak(args.repeats))
+        rows.append(dict(row="matmul", size="2048^3", seconds=2 * 2048**3 / peak, flops=2.0 * 2048**3))
+        rows += measured
+        baseline = {(r["size"], r["row"].split(":")[0]): r["seconds"] for r in measured
+                    if r["row"] in ("block:reference", "model:eager-cl")}
+        for r in rows:
+            r.setdefault("threads", threads)
+            if "gflops" not in r:
+                r["gflops"] = r["flops"] / r["seconds"] / 1e9
+                r["of_peak"] = r["flops"] / r["seconds"] / peak
+                base = baseline.get((r["size"], r["row"].split(":")[0]))
+                r["speedup"] = base / r["seconds"] if base and r["row"] != "matmul" else None
+        print(format_table([r for r in rows if r["threads"] == threads]), flush=True)
+    env = dict(date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), cpu=cpu_name(),
+               isa_paths=list(cpu_backend.isa_paths()), torch=torch.__version__, commit=commit(),
+               python=platform.python_version(), repeats=args.repeats)
+    out = args.out or Path(__file__).parent / "results" / f"{datetime.date.today()}-cpu-kernels"
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(out / "results.json", json.dumps(dict(environment=env, rows=rows), indent=1) + "\n")
+    header = (f"CPU: {env['cpu']}; instruction-set paths: {', '.join(env['isa_paths'])} (default first); "
+              f"torch {env['torch']}; commit {env['commit']}; {env['date']}; medians of {args.repeats} "
+              f"round-robin calls.\n\n")
+    write_text(out / "results.md", header + format_table(rows) + "\n")
+    print(f"results in {out}")
+
+
+if __name__ == "__main__":
+    main()
