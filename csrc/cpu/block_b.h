@@ -49,20 +49,21 @@ constexpr int kGroupLanes = kGroupVecs * VW;
 template <int R, bool Relu>
 inline void chain_rows(const float* w, const float* bias, const float* in, int k_count, float* out, int ld_out) {
   vf acc[R][kTileVecs];
-  for (int r = 0; r < R; ++r)
-    for (int v = 0; v < kTileVecs; ++v) acc[r][v] = vset1(bias[r]);
+  WDSR_UNROLL for (int r = 0; r < R; ++r)
+    WDSR_UNROLL for (int v = 0; v < kTileVecs; ++v) acc[r][v] = vset1(bias[r]);
   int k = 0;
   do {  // k_count >= 1; a loop that may run zero times makes GCC keep acc in memory as well
     vf in_v[kTileVecs];
-    for (int v = 0; v < kTileVecs; ++v) in_v[v] = vload(in + k * kTilePixels + v * VW);
+    WDSR_UNROLL for (int v = 0; v < kTileVecs; ++v) in_v[v] = vload(in + k * kTilePixels + v * VW);
     const float* wk = w + k * R;
-    for (int r = 0; r < R; ++r) {
+    WDSR_UNROLL for (int r = 0; r < R; ++r) {
       const vf b = vset1(wk[r]);
-      for (int v = 0; v < kTileVecs; ++v) acc[r][v] = vfma(b, in_v[v], acc[r][v]);
+      WDSR_UNROLL for (int v = 0; v < kTileVecs; ++v) acc[r][v] = vfma(b, in_v[v], acc[r][v]);
     }
   } while (++k < k_count);
-  for (int r = 0; r < R; ++r)
-    for (int v = 0; v < kTileVecs; ++v) vstore(out + r * ld_out + v * VW, Relu ? vmax(acc[r][v], vzero()) : acc[r][v]);
+  WDSR_UNROLL for (int r = 0; r < R; ++r)
+    WDSR_UNROLL for (int v = 0; v < kTileVecs; ++v)
+      vstore(out + r * ld_out + v * VW, Relu ? vmax(acc[r][v], vzero()) : acc[r][v]);
 }
 
 // A 1x1 conv, rows x k_count weights (OI), packed per register block as [k][R] (block g starts at start(g) * k).
@@ -107,18 +108,18 @@ template <int G>
 inline void conv3x3_pixels(const float* t, const int* taps, int tap_count, const float* w, const float* bias,
                            const float* x, float* y, int c_stride, int c_valid, int pixels, float res_scale) {
   vf acc[kConvPixels][G];
-  for (int v = 0; v < G; ++v) {
+  WDSR_UNROLL for (int v = 0; v < G; ++v) {
     const vf b = vload(bias + v * VW);
-    for (int p = 0; p < kConvPixels; ++p) acc[p][v] = b;
+    WDSR_UNROLL for (int p = 0; p < kConvPixels; ++p) acc[p][v] = b;
   }
   int tap = 0;
   do {  // tap_count >= 9 (see chain_rows for why not a for loop)
     const float* tt = t + taps[tap];
     vf wv[G];
-    for (int v = 0; v < G; ++v) wv[v] = vload(w + tap * kGroupLanes + v * VW);
-    for (int p = 0; p < kConvPixels; ++p) {
+    WDSR_UNROLL for (int v = 0; v < G; ++v) wv[v] = vload(w + tap * kGroupLanes + v * VW);
+    WDSR_UNROLL for (int p = 0; p < kConvPixels; ++p) {
       const vf tv = vset1(tt[p]);
-      for (int v = 0; v < G; ++v) acc[p][v] = vfma(tv, wv[v], acc[p][v]);
+      WDSR_UNROLL for (int v = 0; v < G; ++v) acc[p][v] = vfma(tv, wv[v], acc[p][v]);
     }
   } while (++tap < tap_count);
   const vf scale = vset1(res_scale);

@@ -5,6 +5,14 @@
 #include <cstring>
 #include <new>
 
+// Fully unrolls the loop that follows: the register-blocked micro-kernels rely on every accumulator index being a
+// constant (unrolled partly, GCC may interchange the loops and keep accumulators in memory).
+#if defined(__GNUC__)
+#define WDSR_UNROLL _Pragma("GCC unroll 32")
+#else
+#define WDSR_UNROLL
+#endif
+
 namespace wdsr_cpu::WDSR_CPU_ISA {
 namespace {
 

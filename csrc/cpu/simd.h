@@ -5,7 +5,8 @@
 //   kAccumulators vector accumulators a register-blocked micro-kernel may keep live (the rest of the
 //                 register file holds its operands: 32 zmm -> 24 + 8, 16 ymm -> 12 + 4)
 //   vf, vzero, vset1, vload, vstore, vload_n / vstore_n (the first n lanes, 0 < n <= VW), vfma(a, b, c) = a*b + c,
-//   vmax, vmul, vadd, vgather_n(p, stride, n) (lane i = p[i * stride] for i < n, else 0), prefetch(p) (into L1)
+//   vmax, vmul, vadd, vgather_n(p, stride, n) (lane i = p[i * stride] for i < n, else 0),
+//   vgather_idx_n(p, index, n) (lane i = p[index[i]] for i < n, else 0), prefetch(p) (into L1)
 // Everything lives in namespace wdsr_cpu::<isa> with internal linkage, so that no symbol compiled for one
 // instruction set can be picked by the linker for another.
 #pragma once
@@ -36,6 +37,9 @@ inline vf vgather_n(const float* p, int stride, int n) {
                                            _mm512_set1_epi32(stride));
   return _mm512_mask_i32gather_ps(_mm512_setzero_ps(), lanes(n), index, p, 4);
 }
+inline vf vgather_idx_n(const float* p, const int* index, int n) {
+  return _mm512_mask_i32gather_ps(_mm512_setzero_ps(), lanes(n), _mm512_maskz_loadu_epi32(lanes(n), index), p, 4);
+}
 inline void prefetch(const void* p) { _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0); }
 }  // namespace
 }  // namespace wdsr_cpu::avx512
@@ -65,6 +69,11 @@ inline vf vadd(vf a, vf b) { return _mm256_add_ps(a, b); }
 inline vf vgather_n(const float* p, int stride, int n) {
   const __m256i index = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(stride));
   return _mm256_mask_i32gather_ps(_mm256_setzero_ps(), p, index, _mm256_castsi256_ps(lanes(n)), 4);
+}
+inline vf vgather_idx_n(const float* p, const int* index, int n) {
+  const __m256i mask = lanes(n);
+  return _mm256_mask_i32gather_ps(_mm256_setzero_ps(), p, _mm256_maskload_epi32(index, mask),
+                                  _mm256_castsi256_ps(mask), 4);
 }
 inline void prefetch(const void* p) { _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0); }
 }  // namespace
@@ -132,6 +141,11 @@ inline void vstore_n(float* p, vf v, int n) {
 inline vf vgather_n(const float* p, int stride, int n) {
   float lanes[VW] = {};
   for (int i = 0; i < n && i < VW; ++i) lanes[i] = p[static_cast<int64_t>(i) * stride];
+  return vload(lanes);
+}
+inline vf vgather_idx_n(const float* p, const int* index, int n) {
+  float lanes[VW] = {};
+  for (int i = 0; i < n && i < VW; ++i) lanes[i] = p[index[i]];
   return vload(lanes);
 }
 }  // namespace
