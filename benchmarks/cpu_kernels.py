@@ -4,9 +4,9 @@
     python benchmarks/cpu_kernels.py                      # the default table (a few minutes on 2 cores)
     python benchmarks/cpu_kernels.py --threads 1 --block-sizes 64x64 --model-sizes 128x128 --repeats 3
 
-Rows, per thread count:
-- ``matmul``: a 2048^3 fp32 matmul, the machine's measured peak (measured before and after the rows of each
-  thread count; the higher is used);
+Rows, at each thread count (the thread counts interleaved too):
+- ``matmul``: a 2048^3 fp32 matmul, the machine's measured peak (measured before and after the other rows; the
+  better of the two is used);
 - ``block:<path>``: one WDSR-B block (32 -> 192 -> 25 -> 3x3 -> 32) on a channels_last feature map: the fused op
   of the cpu backend on each instruction-set path this CPU runs, and ``block:reference``, the op of
   ``wdsr_fast/ops/reference.py`` on the same folded weights (what the torch backend runs);
@@ -58,23 +58,33 @@ def commit() -> str | None:
         return None
 
 
-def round_robin(candidates: dict, repeats: int) -> dict[str, tuple[float, float]]:
-    """(median, best) seconds per call of each candidate, timed one call each in turn after a warm-up call each."""
-    for fn in candidates.values():
+def round_robin(candidates: dict, threads: list[int], repeats: int) -> dict[tuple[str, int], tuple[float, float]]:
+    """(median, best) seconds per call of each candidate at each thread count, keyed (name, threads): every
+    (candidate, threads) pair is called once in turn, `repeats` times over, after a warm-up call each."""
+    def call(fn, n):
+        torch.set_num_threads(n)
+        start = time.perf_counter()
         fn()
-    times = {name: [] for name in candidates}
+        return time.perf_counter() - start
+
+    pairs = [(name, n) for name in candidates for n in threads]
+    for name, n in pairs:
+        call(candidates[name], n)
+    times = {pair: [] for pair in pairs}
     for _ in range(repeats):
-        for name, fn in candidates.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: (statistics.median(t), min(t)) for name, t in times.items()}
+        for name, n in pairs:
+            times[(name, n)].append(call(candidates[name], n))
+    return {pair: (statistics.median(t), min(t)) for pair, t in times.items()}
 
 
-def matmul_rows(repeats: int) -> dict:
+def rows_of(times: dict, size: str, flops: float) -> list[dict]:
+    return [dict(row=name, threads=n, size=size, seconds=median, best_seconds=best, flops=flops)
+            for (name, n), (median, best) in times.items()]
+
+
+def matmul_rows(threads: list[int], repeats: int) -> list[dict]:
     a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
-    median, best = round_robin({"matmul": lambda: a @ b}, repeats)["matmul"]
-    return dict(row="matmul", size="2048^3", seconds=median, best_seconds=best, flops=2.0 * 2048**3)
+    return rows_of(round_robin({"matmul": lambda: a @ b}, threads, repeats), "2048^3", 2.0 * 2048**3)
 
 
 def with_isa(isa: str, fn):
@@ -91,7 +101,7 @@ def with_isa(isa: str, fn):
     return call
 
 
-def block_rows(model, size, repeats: int) -> list[dict]:
+def block_rows(model, size, threads: list[int], repeats: int) -> list[dict]:
     cfg = model.config
     folded = FastWDSR.from_reference(model).folded(torch.device("cpu"), torch.float32)
     weights = folded.blocks[0]
@@ -100,11 +110,10 @@ def block_rows(model, size, repeats: int) -> list[dict]:
                   for isa in cpu_backend.isa_paths()}
     candidates["block:reference"] = lambda: reference.wdsr_b_block(x, *weights, cfg.res_scale)
     flops = 2.0 * macs_per_pixel(cfg)["block"] * size[0] * size[1]
-    return [dict(row=name, size=f"{size[0]}x{size[1]}", seconds=median, best_seconds=best, flops=flops)
-            for name, (median, best) in round_robin(candidates, repeats).items()]
+    return rows_of(round_robin(candidates, threads, repeats), f"{size[0]}x{size[1]}", flops)
 
 
-def model_rows(model, size, repeats: int) -> list[dict]:
+def model_rows(model, size, threads: list[int], repeats: int) -> list[dict]:
     cfg = model.config
     image = torch.rand(1, 3, *size) * 255
     fast_cpu = FastWDSR.from_reference(model, backend="auto", check_finite=False).eval()
@@ -115,13 +124,12 @@ def model_rows(model, size, repeats: int) -> list[dict]:
     candidates = {"model:fast-cpu": lambda: fast_cpu(image), "model:fast-torch": lambda: fast_torch(image),
                   "model:eager-cl": lambda: eager_cl(image_cl)}
     with torch.inference_mode():
-        times = round_robin(candidates, repeats)
+        times = round_robin(candidates, threads, repeats)
     if fast_cpu.last_backend != "cpu":
         raise RuntimeError(f"FastWDSR(backend='auto') ran {fast_cpu.last_backend!r}, not the cpu backend")
     macs = macs_per_pixel(cfg)
     flops = 2.0 * (macs["head_conv"] + macs["blocks"] + macs["tail_shuffle"]) * size[0] * size[1]
-    return [dict(row=name, size=f"{size[0]}x{size[1]}", seconds=median, best_seconds=best, flops=flops)
-            for name, (median, best) in times.items()]
+    return rows_of(times, f"{size[0]}x{size[1]}", flops)
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -132,11 +140,23 @@ def parse_size(text: str) -> tuple[int, int]:
 def format_table(rows: list[dict]) -> str:
     lines = ["| threads | size (HxW) | row | median ms | best ms | GFLOP/s (median) | of matmul peak (median) "
              "| of matmul peak (best) | vs baseline (median) |", "| --- " * 9 + "|"]
-    for r in rows:
+    for r in sorted(rows, key=lambda r: r["threads"]):
         vs = f"{r['speedup']:.2f}x" if r.get("speedup") else "-"
         lines.append(f"| {r['threads']} | {r['size']} | {r['row']} | {r['seconds'] * 1e3:.2f} "
                      f"| {r['best_seconds'] * 1e3:.2f} | {r['gflops']:.1f} | {r['of_peak']:.0%} "
                      f"| {r['of_best_peak']:.0%} | {vs} |")
+    return "\n".join(lines)
+
+
+def format_scaling(rows: list[dict], threads: list[int]) -> str:
+    """Time at the fewest threads over time at each other thread count, per row and size."""
+    first = {(r["row"], r["size"]): r for r in rows if r["threads"] == threads[0]}
+    lines = ["| row | size (HxW) | threads | speed-up (median) | speed-up (best) |", "| --- " * 5 + "|"]
+    for r in rows:
+        base = first[(r["row"], r["size"])]
+        if r["threads"] != threads[0]:
+            lines.append(f"| {r['row']} | {r['size']} | {threads[0]} -> {r['threads']} "
+                         f"| {base['seconds'] / r['seconds']:.2f}x | {base['best_seconds'] / r['best_seconds']:.2f}x |")
     return "\n".join(lines)
 
 
@@ -154,30 +174,29 @@ def main() -> None:
         raise SystemExit(f"the cpu backend cannot run here: {reason}")
     torch.manual_seed(0)
     model = preset("wdsr-b-32x16", scale=2).eval()
-    rows = []
-    for threads in args.threads:
-        torch.set_num_threads(threads)
-        matmul_before = matmul_rows(args.repeats)
-        measured = []
-        for size in args.block_sizes:
-            measured += block_rows(model, size, args.repeats)
-        for size in args.model_sizes:
-            measured += model_rows(model, size, args.repeats)
-        matmul_after = matmul_rows(args.repeats)
-        matmul = min(matmul_before, matmul_after, key=lambda r: r["seconds"])
-        matmul["best_seconds"] = min(matmul_before["best_seconds"], matmul_after["best_seconds"])
-        peak, best_peak = matmul["flops"] / matmul["seconds"], matmul["flops"] / matmul["best_seconds"]
-        baseline = {(r["size"], r["row"].split(":")[0]): r["seconds"] for r in measured
-                    if r["row"] in ("block:reference", "model:eager-cl")}
-        for r in [matmul] + measured:
-            r["threads"] = threads
-            r["gflops"] = r["flops"] / r["seconds"] / 1e9
-            r["of_peak"] = r["flops"] / r["seconds"] / peak
-            r["of_best_peak"] = r["flops"] / r["best_seconds"] / best_peak
-            base = baseline.get((r["size"], r["row"].split(":")[0]))
-            r["speedup"] = base / r["seconds"] if base and r is not matmul else None
-        rows += [matmul] + measured
-        print(format_table([r for r in rows if r["threads"] == threads]), flush=True)
+    threads = sorted(args.threads)
+    measured = []
+    for size in args.block_sizes:
+        measured += block_rows(model, size, threads, args.repeats)
+    for size in args.model_sizes:
+        measured += model_rows(model, size, threads, args.repeats)
+    matmul = {}  # the better of two measurements, before and after the other rows
+    for r in matmul_rows(threads, args.repeats) + matmul_rows(threads, args.repeats):
+        best = matmul.setdefault(r["threads"], r)
+        best["best_seconds"] = min(best["best_seconds"], r["best_seconds"])
+        best["seconds"] = min(best["seconds"], r["seconds"])
+    rows = list(matmul.values()) + measured
+    baseline = {(r["size"], r["row"].split(":")[0], r["threads"]): r["seconds"] for r in measured
+                if r["row"] in ("block:reference", "model:eager-cl")}
+    for r in rows:
+        peak = matmul[r["threads"]]
+        r["gflops"] = r["flops"] / r["seconds"] / 1e9
+        r["of_peak"] = r["flops"] / r["seconds"] / (peak["flops"] / peak["seconds"])
+        r["of_best_peak"] = r["flops"] / r["best_seconds"] / (peak["flops"] / peak["best_seconds"])
+        base = baseline.get((r["size"], r["row"].split(":")[0], r["threads"]))
+        r["speedup"] = base / r["seconds"] if base and r["row"] != "matmul" else None
+    tables = format_table(rows) + ("\n\n" + format_scaling(rows, threads) if len(threads) > 1 else "")
+    print(tables)
     env = dict(date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), cpu=cpu_name(),
                isa_paths=list(cpu_backend.isa_paths()), torch=torch.__version__, commit=commit(),
                python=platform.python_version(), repeats=args.repeats)
@@ -185,9 +204,9 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "results.json", json.dumps(dict(environment=env, rows=rows), indent=1) + "\n")
     header = (f"CPU: {env['cpu']}; instruction-set paths: {', '.join(env['isa_paths'])} (default first); "
-              f"torch {env['torch']}; commit {env['commit']}; {env['date']}; medians of {args.repeats} "
-              f"round-robin calls.\n\n")
-    write_text(out / "results.md", header + format_table(rows) + "\n")
+              f"torch {env['torch']}; commit {env['commit']}; {env['date']}; {args.repeats} round-robin calls per "
+              f"row and thread count (median and best).\n\n")
+    write_text(out / "results.md", header + tables + "\n")
     print(f"results in {out}")
 
 
