@@ -27,10 +27,13 @@
 //   (dy, l, dx) tap 2 weight-vector loads and PB broadcasts of t for 2 PB FMAs, the 225 taps' ring offsets
 //   read from a table. Channel counts that are not a multiple of the vector width use zero-padded weights
 //   and masked stores. Bias, res_scale and the residual are applied in the epilogue, from the accumulators.
-// - Measured (one core of the AVX-512 Xeon, thread CPU time, against an FMA-only loop of the same width):
+// - Measured on one core of the AVX-512 Xeon (thread CPU time, against an FMA-only loop of the same width):
 //   the micro-kernels alone reach 0.72 (expand: 32 FMAs per accumulator between its bias and ReLU),
-//   0.82 (reduce) and 0.79 (3x3) of the FMA peak with AVX-512, 0.90-0.95 with AVX2; the whole block 0.69-0.75
-//   with AVX-512 and 0.77-0.88 with AVX2, at 64x64 to 270x480, linear in pixels.
+//   0.82 (reduce) and 0.79 (3x3) of the FMA peak with AVX-512, 0.90-0.95 with AVX2; the whole block
+//   0.73-0.77 with AVX-512 (the rest: the x gathers, ~5%, and the epilogues) and 0.77-0.88 with AVX2, at
+//   64x64 to 270x480, linear in pixels. Wall-clock on the same machine, quiet: 142-167 GFLOP/s on one
+//   thread (77-91% of its 2048^3 matmul), 1.9-2.0x that on two threads from 128x128 up
+//   (benchmarks/cpu_kernels.py).
 #pragma once
 #include "kernel_common.h"
 #include "kernels.h"
@@ -123,11 +126,11 @@ inline void conv3x3_pixels(const float* t, const int* taps, int tap_count, const
     }
   } while (++tap < tap_count);
   const vf scale = vset1(res_scale);
-  for (int p = 0; p < kConvPixels; ++p) {
+  WDSR_UNROLL for (int p = 0; p < kConvPixels; ++p) {
     if (p >= pixels) break;
     const float* xp = x + static_cast<int64_t>(p) * c_stride;
     float* yp = y + static_cast<int64_t>(p) * c_stride;
-    for (int v = 0; v < G; ++v) {
+    WDSR_UNROLL for (int v = 0; v < G; ++v) {
       const int lanes = c_valid - v * VW;
       if (lanes >= VW) {
         vstore(yp + v * VW, vfma(scale, acc[p][v], vload(xp + v * VW)));

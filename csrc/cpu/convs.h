@@ -140,8 +140,9 @@ inline void head_items(const void* context, int64_t begin, int64_t end) {
             block.taps(ctx.w + (static_cast<int64_t>(g) * 27 + dy * 9) * kGroupLanes, rows.row(row - 1 + dy) + xb,
                        taps, 9, 1);
           float* out = out_row + static_cast<int64_t>(xb) * a.c + g * kGroupLanes;
-          for (int p = 0; p < imin(kPixels<G>, a.w - xb); ++p)
-            for (int v = 0; v < G; ++v) {
+          WDSR_UNROLL for (int p = 0; p < kPixels<G>; ++p) {
+            if (p >= a.w - xb) break;
+            WDSR_UNROLL for (int v = 0; v < G; ++v) {
               const int lanes = c_valid - v * VW;
               if (lanes >= VW) {
                 vstore(out + static_cast<int64_t>(p) * a.c + v * VW, block.acc[p][v]);
@@ -149,6 +150,7 @@ inline void head_items(const void* context, int64_t begin, int64_t end) {
                 vstore_n(out + static_cast<int64_t>(p) * a.c + v * VW, block.acc[p][v], lanes);
               }
             }
+          }
         }
       });
     }
