@@ -92,6 +92,9 @@ def cpu_extension():
         return [], {}
     # at::parallel_for is inline OpenMP code when torch's threads are OpenMP's: the binding needs the flag.
     openmp = ["-fopenmp"] if torch._C.has_openmp and sys.platform.startswith("linux") else []
+    if torch._C.has_openmp and not openmp:
+        print("wdsr_fast: the CPU extension is built without OpenMP here, so its kernels run on one thread; "
+              "where torch runs several, FastWDSR uses the torch backend on CPU instead", file=sys.stderr)
     extension = CppExtension(CPU_EXTENSION, ["csrc/cpu/ops.cpp"], extra_compile_args=["-O3", *openmp],
                              extra_link_args=openmp)
 

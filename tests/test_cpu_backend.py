@@ -192,6 +192,20 @@ def test_registry_falls_back_with_the_reason(monkeypatch):
     assert ops.pick_backend("cpu") == "torch"
 
 
+def test_a_build_without_threads_is_not_picked_where_torch_has_several(monkeypatch):
+    assert cpu_backend.THREADED  # this build uses torch's threads
+    monkeypatch.setattr(cpu_backend, "THREADED", False)
+    saved = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert "without OpenMP" in ops.unavailable_reason("cpu", "cpu")
+        assert ops.pick_backend("cpu") == "torch"
+        torch.set_num_threads(1)
+        assert ops.pick_backend("cpu") == "cpu"
+    finally:
+        torch.set_num_threads(saved)
+
+
 def test_opcheck():
     x = randn(2, 8, 5, 7, seed=1).contiguous(memory_format=torch.channels_last)
     img = image(2, 5, 7)

@@ -62,6 +62,14 @@ const KernelTable& kernels(const char* op) {
   return *chosen;
 }
 
+// at::parallel_for is inline OpenMP code when torch's threads are OpenMP's: built without OpenMP, it runs on the
+// calling thread alone whatever torch.set_num_threads says (cpu_backend.py then declines to be picked).
+#if AT_PARALLEL_OPENMP && !defined(_OPENMP)
+constexpr bool kThreaded = false;
+#else
+constexpr bool kThreaded = true;
+#endif
+
 void run_parallel(int64_t items, void (*body)(const void*, int64_t, int64_t), const void* context) {
   at::parallel_for(0, items, 1, [&](int64_t begin, int64_t end) { body(context, begin, end); });
 }
@@ -246,6 +254,9 @@ PyObject* py_isa_paths(PyObject*, PyObject*) {
   return list;
 }
 
+// threaded() -> whether the ops use torch's intra-op threads (False: built without the OpenMP torch uses).
+PyObject* py_threaded(PyObject*, PyObject*) { return PyBool_FromLong(kThreaded ? 1 : 0); }
+
 }  // namespace
 
 TORCH_LIBRARY(wdsr_cpu, m) {
@@ -270,6 +281,8 @@ extern "C" PyMODINIT_FUNC PyInit__cpu(void) {
   static PyMethodDef methods[] = {
       {"isa_paths", py_isa_paths, METH_NOARGS,
        "The instruction-set paths this CPU and build run, fastest first (the first is the default)."},
+      {"threaded", py_threaded, METH_NOARGS,
+       "Whether the ops use torch's intra-op threads (False where built without the OpenMP torch uses)."},
       {nullptr, nullptr, 0, nullptr}};
   static PyModuleDef module = {PyModuleDef_HEAD_INIT, "_cpu", nullptr, -1, methods};
   return PyModule_Create(&module);

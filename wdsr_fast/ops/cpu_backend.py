@@ -19,9 +19,11 @@ try:
     from wdsr_fast import _cpu  # importing it registers the ops
 
     LOAD_ERROR: str | None = None
+    THREADED = _cpu.threaded()  # False: built without the OpenMP that torch's threads use
 except (ImportError, OSError) as exc:  # not built (no compiler, or its build failed), or built against another torch
     LOAD_ERROR = (f"wdsr_fast._cpu is not built or does not load ({exc}); it is built by `pip install "
                   f"--no-build-isolation .` where a C++ compiler works, and the install prints why it was not")
+    THREADED = False
 
 
 def isa_paths() -> tuple[str, ...]:
@@ -34,6 +36,9 @@ def unavailable_reason(device: torch.device, config=None) -> str | None:  # any 
         return LOAD_ERROR
     if device.type != "cpu":
         return f"the CPU kernels run on CPU tensors, not on {device}"
+    if not THREADED and torch.get_num_threads() > 1:
+        return (f"wdsr_fast._cpu was built without OpenMP, so its kernels would run on one thread where torch "
+                f"uses {torch.get_num_threads()}; rebuild it with a compiler that supports -fopenmp")
     return None
 
 
