@@ -10,6 +10,8 @@ Rows, at each thread count (the thread counts interleaved too):
 - ``block:<path>``: one WDSR-B block (32 -> 192 -> 25 -> 3x3 -> 32) on a channels_last feature map: the fused op
   of the cpu backend on each instruction-set path this CPU runs, and ``block:reference``, the op of
   ``wdsr_fast/ops/reference.py`` on the same folded weights (what the torch backend runs);
+- ``blockA:cpu`` / ``blockA:reference``: one WDSR-A block of the ``wdsr-a-baseline`` preset (32 -> 3x3 -> 128
+  -> ReLU -> 3x3 -> 32), the cpu backend's op (oneDNN convolutions) against the reference op;
 - ``model:<row>``: WDSR-B 32x16 x2 on an LR image: FastWDSR on the cpu backend (``fast-cpu``) and on the torch
   backend (``fast-torch``), and the eager reference model in channels_last (``eager-cl``), the baseline of
   the model rows (``block:reference`` is that of the block rows).
@@ -118,6 +120,19 @@ def block_rows(model, size, threads: list[int], repeats: int) -> list[dict]:
     return rows_of(round_robin(candidates, threads, repeats), f"{size[0]}x{size[1]}", flops)
 
 
+def block_a_rows(model, size, threads: list[int], repeats: int) -> list[dict]:
+    """One WDSR-A block (32 -> 3x3 -> 128 -> ReLU -> 3x3 -> 32): the cpu backend (oneDNN convolutions, ReLU and
+    residual in place) against the reference op."""
+    cfg = model.config
+    weights = FastWDSR.from_reference(model).folded(torch.device("cpu"), torch.float32).blocks[0]
+    x = torch.randn(1, cfg.n_feats, *size).contiguous(memory_format=torch.channels_last)
+    candidates = {"blockA:cpu": lambda: cpu_backend.wdsr_a_block(x, *weights, cfg.res_scale),
+                  "blockA:reference": lambda: reference.wdsr_a_block(x, *weights, cfg.res_scale)}
+    with torch.inference_mode():
+        times = round_robin(candidates, threads, repeats)
+    return rows_of(times, f"{size[0]}x{size[1]}", 2.0 * macs_per_pixel(cfg)["block"] * size[0] * size[1])
+
+
 def model_rows(model, size, threads: list[int], repeats: int) -> list[dict]:
     cfg = model.config
     image = torch.rand(1, 3, *size) * 255
@@ -179,10 +194,12 @@ def main() -> None:
         raise SystemExit(f"the cpu backend cannot run here: {reason}")
     torch.manual_seed(0)
     model = preset("wdsr-b-32x16", scale=2).eval()
+    model_a = preset("wdsr-a-baseline", scale=2).eval()
     threads = sorted(args.threads)
     measured = []
     for size in args.block_sizes:
         measured += block_rows(model, size, threads, args.repeats)
+        measured += block_a_rows(model_a, size, threads, args.repeats)
     for size in args.model_sizes:
         measured += model_rows(model, size, threads, args.repeats)
     matmul = {}  # the better of two measurements, before and after the other rows
@@ -192,7 +209,7 @@ def main() -> None:
         best["seconds"] = min(best["seconds"], r["seconds"])
     rows = list(matmul.values()) + measured
     baseline = {(r["size"], r["row"].split(":")[0], r["threads"]): r["seconds"] for r in measured
-                if r["row"] in ("block:reference", "model:eager-cl")}
+                if r["row"] in ("block:reference", "blockA:reference", "model:eager-cl")}
     for r in rows:
         peak = matmul[r["threads"]]
         r["gflops"] = r["flops"] / r["seconds"] / 1e9
