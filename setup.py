@@ -119,6 +119,8 @@ def cpu_extension():
         def build_extension(self, ext):
             if ext.name != CPU_EXTENSION:
                 return super().build_extension(ext)
+            if self.compiler.compiler_type == "msvc":  # MSVC does not optimise unless asked, and not with -O3
+                ext.extra_compile_args = ["/O2" if arg == "-O3" else arg for arg in ext.extra_compile_args]
             try:
                 ext.extra_objects = self.compile_cpu_kernels(ext)
                 super().build_extension(ext)
@@ -136,14 +138,15 @@ def cpu_extension():
                     continue
                 try:
                     objects += self.compiler.compile([source], output_dir=self.build_temp,
-                                                     extra_postargs=["-O3", *flags])
+                                                     extra_postargs=[*ext.extra_compile_args[:1], *flags])
                 except Exception as exc:
                     if isa == "generic" or force:
                         raise
                     print(f"wdsr_fast: the CPU extension is built without its {isa} kernels ({exc})",
                           file=sys.stderr)
                     continue
-                ext.define_macros.append((f"WDSR_CPU_HAVE_{isa.upper()}", None))
+                if flags:  # the portable kernels are always there
+                    ext.define_macros.append((f"WDSR_CPU_HAVE_{isa.upper()}", None))
             return objects
 
     return [extension], {"build_ext": BuildExtensions.with_options(use_ninja=True)}
