@@ -84,18 +84,19 @@ class FastWDSR(WDSR):
         return cls(**dataclasses.asdict(config), **kwargs)
 
     # -- backend choice -------------------------------------------------------------------------
-    def resolve_backend(self, device: torch.device) -> str:
-        """The backend a call on ``device`` will use (warning once if the asked-for one cannot run)."""
+    def resolve_backend(self, device: torch.device, dtype: torch.dtype | None = None) -> str:
+        """The backend a call on ``device`` with ``dtype`` images will use (warning once if the asked-for one cannot
+        run)."""
         if self.backend == ops.AUTO:
-            return ops.pick_backend(device, self.config)
+            return ops.pick_backend(device, self.config, dtype)
         wrong_device = ops.device_reason(self.backend, device)
         if wrong_device is not None:  # an error, not a fallback: the model and input are not where asked
             raise RuntimeError(f"{wrong_device}: move the model and input to such a device, or use "
                                f"backend={ops.AUTO!r}")
-        reason = ops.unavailable_reason(self.backend, device, self.config)
+        reason = ops.unavailable_reason(self.backend, device, self.config, dtype)
         if reason is None:
             return self.backend
-        fallback = ops.pick_backend(device, self.config)
+        fallback = ops.pick_backend(device, self.config, dtype)
         if self.backend not in self._warned:
             self._warned.add(self.backend)
             warnings.warn(f"FastWDSR: {reason}; falling back to backend {fallback!r}", stacklevel=3)
@@ -139,7 +140,7 @@ class FastWDSR(WDSR):
             self.last_backend = AUTOGRAD
             return super().forward(image)
         self._check_input(image)
-        backend = self.resolve_backend(image.device)
+        backend = self.resolve_backend(image.device, image.dtype)
         self.last_backend = backend
         folded = self.folded(image.device, image.dtype)
         if self.cuda_graphs and image.device.type == "cuda":

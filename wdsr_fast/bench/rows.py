@@ -110,7 +110,7 @@ def compile_rows(s: Setup) -> list[Row]:
 
 def check_backend(backend: str, s: Setup) -> None:
     """Raise, saying why, unless ``backend`` can run here (the Triton interpreter only when asked for)."""
-    reason = ops.unavailable_reason(backend, s.device, s.reference.config)
+    reason = ops.unavailable_reason(backend, s.device, s.reference.config, s.dtype)
     if reason is None and not ops.native(backend, s.device) and not s.args.triton_on_cpu:
         reason = f"{backend} on {s.device.type} is the Triton interpreter (add --with-triton-on-cpu)"
     if reason is not None:

@@ -2,15 +2,18 @@
 
 Every backend is one module with the same small interface:
 
-    NAME                                  its name in the registry ("torch", "triton", "cuda")
-    unavailable_reason(device, config)    None if it can run a model of ``config`` (a WDSRConfig, or None for
-                                          any) on tensors of ``device``, else a sentence saying why not
+    NAME                                  its name in the registry ("cuda", "triton", "cpu", "torch")
+    unavailable_reason(device, config, dtype)
+                                          None if it can run a model of ``config`` (a WDSRConfig; None: any) on
+                                          tensors of ``device`` and ``dtype`` (None: any it runs), else a
+                                          sentence saying why not
     head_conv, wdsr_a_block, wdsr_b_block, tail_shuffle
                                           the four ops, with the signatures and semantics of ``reference.py``
 
 - ``"torch"``: ``torch_backend.py``, the plain-PyTorch ops of ``reference.py`` on folded weights; any device.
 - ``"triton"``: the ``triton/`` subpackage, Triton kernels registered as ``torch.ops.wdsr_triton.*``.
 - ``"cuda"``: ``cuda_backend.py``, the CUDA C++ kernels of ``csrc/`` (``torch.ops.wdsr_cuda.*``).
+- ``"cpu"``: ``cpu_backend.py``, the fused C++ CPU kernels of ``csrc/cpu/`` (``torch.ops.wdsr_cpu.*``); float32.
 
 ``REGISTRY`` is data: for each backend, fastest first, the module holding it and the device types whose tensors
 it takes. The device rule is written once, here (``device_reason``): a backend takes tensors of its device types;
@@ -19,11 +22,10 @@ without a GPU). ``unavailable_reason(name, device, config)`` applies that rule, 
 ``unavailable_reason`` (an extension not built, a model wider than a kernel); ``pick_backend(device, config)``
 returns the fastest backend that runs natively on the device (never the interpreter, a correctness tool).
 
-Adding a backend (e.g. a fused C++ ``cpu`` backend whose ops are registered as ``torch.ops.wdsr_cpu.*``) is one
-new module with the interface above (``cuda_backend.py`` is the model for a compiled extension: load it, say why
-not when it does not load, register the fake implementations of ``common.register_fakes``) and one entry in
-``REGISTRY``, placed by speed. Backend modules import only ``common.py`` (and their own files) from this package,
-never this registry, so that there is no import loop.
+Adding a backend is one new module with the interface above (``cuda_backend.py`` and ``cpu_backend.py`` are the
+models for a compiled extension: load it, say why not when it does not load, register the fake implementations of
+``common.register_fakes``) and one entry in ``REGISTRY``, placed by speed. Backend modules import only
+``common.py`` (and their own files) from this package, never this registry, so that there is no import loop.
 """
 from __future__ import annotations
 
@@ -50,6 +52,7 @@ class Entry:
 REGISTRY = {  # fastest first
     "cuda": Entry(".cuda_backend", ("cuda",)),
     "triton": Entry(".triton", ("cuda",)),
+    "cpu": Entry(".cpu_backend", ("cpu",)),
     "torch": Entry(".torch_backend", None),
 }
 BACKENDS = tuple(REGISTRY)
@@ -98,9 +101,10 @@ def device_reason(name: str, device: torch.device | str) -> str | None:
     return f"backend {name!r} runs on {kinds} tensors only, got a {device.type.upper()} tensor"
 
 
-def unavailable_reason(name: str, device: torch.device | str, config=None) -> str | None:
-    """None if backend ``name`` can run on ``device`` (a model of ``config``, a WDSRConfig, when given), else a
-    sentence saying why not."""
+def unavailable_reason(name: str, device: torch.device | str, config=None, dtype: torch.dtype | None = None
+                       ) -> str | None:
+    """None if backend ``name`` can run on ``device`` (a model of ``config``, a WDSRConfig, and activations of
+    ``dtype``, when given), else a sentence saying why not."""
     reason = device_reason(name, device)
     if reason is not None:
         return reason
@@ -108,7 +112,7 @@ def unavailable_reason(name: str, device: torch.device | str, config=None) -> st
         module = _load(name)
     except ImportError as exc:  # e.g. triton not installed
         return f"backend {name!r} cannot be imported: {exc}"
-    return module.unavailable_reason(torch.device(device), config)
+    return module.unavailable_reason(torch.device(device), config, dtype)
 
 
 def get_backend(name: str) -> ModuleType:
@@ -116,9 +120,9 @@ def get_backend(name: str) -> ModuleType:
     return _load(name)
 
 
-def pick_backend(device: torch.device | str, config=None) -> str:
-    """The fastest backend that runs natively on ``device`` (a model of ``config``, when given)."""
+def pick_backend(device: torch.device | str, config=None, dtype: torch.dtype | None = None) -> str:
+    """The fastest backend that runs natively on ``device`` (a model of ``config`` in ``dtype``, when given)."""
     for name in BACKENDS:
-        if native(name, device) and unavailable_reason(name, device, config) is None:
+        if native(name, device) and unavailable_reason(name, device, config, dtype) is None:
             return name
     raise RuntimeError(f"no backend runs on {device}")  # unreachable while "torch" runs anywhere

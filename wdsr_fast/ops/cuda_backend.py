@@ -62,16 +62,16 @@ def shared_memory_per_block(properties) -> int | None:
     return None if per_sm is None else per_sm - 1024
 
 
-def unsupported_device(device: torch.device, config=None) -> str | None:
-    """Why the CUDA kernels cannot run on ``device`` (a model of ``config``, when given), or None: compute
-    capability, and the fp16/bf16 fused block's shared memory against the device's limit per block. The check is
-    made for the half-precision block, the larger of the two, whatever the dtype a call will use."""
+def unsupported_device(device: torch.device, config=None, dtype: torch.dtype | None = None) -> str | None:
+    """Why the CUDA kernels cannot run on ``device`` (a model of ``config`` in ``dtype``, when given), or None:
+    compute capability, and the fp16/bf16 fused block's shared memory against the device's limit per block (made
+    for the half-precision block unless ``dtype`` is float32, whose block fits every GPU the kernels run on)."""
     properties = torch.cuda.get_device_properties(device)
     name, capability = properties.name, (properties.major, properties.minor)
     if capability < MIN_COMPUTE_CAPABILITY:
         return (f"the CUDA kernels need compute capability {MIN_COMPUTE_CAPABILITY[0]}.{MIN_COMPUTE_CAPABILITY[1]}"
                 f" or newer; {name} is {capability[0]}.{capability[1]}")
-    if config is not None and config.variant == "b":
+    if config is not None and config.variant == "b" and dtype != torch.float32:
         need, limit = fused_block_shared_bytes(config.wide_feats), shared_memory_per_block(properties)
         if limit is not None and need > limit:
             return (f"the fused CUDA WDSR-B block needs {need} bytes of shared memory per block at expansion width "
@@ -79,12 +79,12 @@ def unsupported_device(device: torch.device, config=None) -> str | None:
     return None
 
 
-def unavailable_reason(device: torch.device, config=None) -> str | None:
+def unavailable_reason(device: torch.device, config=None, dtype: torch.dtype | None = None) -> str | None:
     if LOAD_ERROR is not None:
         return LOAD_ERROR
     if device.type != "cuda":  # CPU tensors standing in under TRITON_INTERPRET=1: an interpreter of Triton only
         return "the CUDA kernels need CUDA tensors (TRITON_INTERPRET=1 runs Triton kernels on CPU, not these)"
-    return unsupported_model(config) or unsupported_device(device, config)
+    return unsupported_model(config) or unsupported_device(device, config, dtype)
 
 
 if LOAD_ERROR is None:

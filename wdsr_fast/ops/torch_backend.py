@@ -13,5 +13,5 @@ NAME = "torch"
 __all__ = ["NAME", "head_conv", "tail_shuffle", "unavailable_reason", "wdsr_a_block", "wdsr_b_block"]
 
 
-def unavailable_reason(device: torch.device, config=None) -> str | None:
-    return None  # any device, any config
+def unavailable_reason(device: torch.device, config=None, dtype: torch.dtype | None = None) -> str | None:
+    return None  # any device, config and dtype

@@ -21,8 +21,8 @@ from . import block_b, conv, tail
 NAME = "triton"
 
 
-def unavailable_reason(device: torch.device, config=None) -> str | None:
-    return None  # any WDSR config, on the devices the registry's device rule lets through
+def unavailable_reason(device: torch.device, config=None, dtype: torch.dtype | None = None) -> str | None:
+    return None  # any WDSR config, fp32/fp16/bf16, on the devices the registry's device rule lets through
 
 
 @torch.library.custom_op("wdsr_triton::head_conv", mutates_args=())

@@ -1,0 +1,301 @@
+// The fused WDSR-B block on the CPU, written once for every vector width (simd.h):
+//   y = x + res_scale * conv3x3(t) + ...,  t = reduce1x1(relu(expand1x1(x)))   (biases everywhere)
+//
+// Design, in numbers for WDSR-B 32 (c = 32, wide = 192, low_rank = 25):
+// - Work per pixel: expand 2*32*192 = 12,288 FLOP, reduce 2*192*25 = 9,600, 3x3 2*9*25*32 = 14,400; 36,288 in
+//   all. The 192-channel wide activation (768 B a pixel) never leaves L1; the low-rank t (100 B a pixel) lives
+//   in a ring of three rows in L2; x is read once and y written once (128 B a pixel each).
+// - A work item is a band of rows of one image, restricted to a column chunk of at most kMaxChunkWidth = 512
+//   pixels. It slides down its rows: for each new row it computes that row's t once (the 1x1 chain on the
+//   chunk's pixels plus a one-pixel halo each side), then the 3x3 of the row above from the three t rows.
+//   t is zero outside the image (the 3x3 zero-pads its input), so halo columns are computed only at chunk
+//   edges inside the image: a 480-wide map is one chunk with no halo work. Recomputed work: 2 t rows per band
+//   and 2 t columns per interior chunk edge (+0.4% at 512 columns). Bands are as few as keep every thread
+//   busy: a 128-row map on 2 threads is 2 bands of 64 rows, +3% of the 1x1 work (+1.9% in all).
+// - t ring: 3 rows x 25 channels x ldt (>= chunk + 2 + padding) floats, planar per row [l][column]:
+//   154 KB for a 512-wide chunk, in L2 (2 MB a core on the Xeon we measure on, 512 KB on Zen 2/3).
+// - The 1x1 chain runs on micro-tiles of P = 2 vectors of pixels (32 with AVX-512, 16 with AVX2), gathered
+//   from NHWC to planar [channel][pixel] (the next tile prefetched: the gathers otherwise wait for memory),
+//   so that both GEMMs vectorise over pixels and odd channel counts (25) cost no padding: x tile 32 x P
+//   (4 KB with AVX-512), wide tile 192 x P (24 KB with AVX-512, 12 KB with AVX2), both in L1.
+//   Register blocks: R output channels x 2 pixel vectors with R = kAccumulators / 2 (12 on AVX-512: 24 zmm
+//   accumulators, 2 input vectors, 1 broadcast; 6 on AVX2: 12 ymm). Per input channel: 2 vector loads and
+//   R broadcast weights for 2R FMAs. Weights are packed per call as [group][k][R] so the broadcasts stream.
+//   expand: 192 rows = 16 blocks of 12 (AVX-512), 32 of 6 (AVX2); reduce: 25 rows = 9 + 8 + 8, or 5 x 5.
+// - The 3x3 vectorises over output channels instead, so that y is written in NHWC without a transpose:
+//   blocks of 2 channel vectors x PB pixels, PB = kAccumulators / 2 (12 on AVX-512, 6 on AVX2); per
+//   (dy, l, dx) tap 2 weight-vector loads and PB broadcasts of t for 2 PB FMAs, the 225 taps' ring offsets
+//   read from a table. Channel counts that are not a multiple of the vector width use zero-padded weights
+//   and masked stores. Bias, res_scale and the residual are applied in the epilogue, from the accumulators.
+// - Measured on one core of the AVX-512 Xeon (thread CPU time, against an FMA-only loop of the same width):
+//   the micro-kernels alone reach 0.72 (expand: 32 FMAs per accumulator between its bias and ReLU),
+//   0.82 (reduce) and 0.79 (3x3) of the FMA peak with AVX-512, 0.90-0.95 with AVX2; the whole block
+//   0.73-0.77 with AVX-512 (the rest: the x gathers, ~5%, and the epilogues) and 0.77-0.88 with AVX2, at
+//   64x64 to 270x480, linear in pixels. Wall-clock on the same machine, quiet: 142-167 GFLOP/s on one
+//   thread (77-91% of its 2048^3 matmul), 1.9-2.0x that on two threads from 128x128 up
+//   (benchmarks/cpu_kernels.py).
+#pragma once
+#include "kernel_common.h"
+#include "kernels.h"
+
+namespace wdsr_cpu::WDSR_CPU_ISA {
+namespace {
+
+constexpr int kTileVecs = 2;                           // pixel vectors per 1x1-chain micro-tile
+constexpr int kTilePixels = kTileVecs * VW;            // P
+constexpr int kChainRows = kAccumulators / kTileVecs;  // R: output channels per 1x1 register block
+constexpr int kGroupVecs = 2;                          // output-channel vectors per 3x3 register block
+constexpr int kConvPixels = kAccumulators / kGroupVecs;  // PB: pixels per 3x3 register block
+constexpr int kGroupLanes = kGroupVecs * VW;
+
+// 1x1 conv of a planar micro-tile: out[r][p] = act(bias[r] + sum_k w[k][r] * in[k][p]) for R rows.
+template <int R, bool Relu>
+inline void chain_rows(const float* w, const float* bias, const float* in, int k_count, float* out, int ld_out) {
+  vf acc[R][kTileVecs];
+  WDSR_UNROLL for (int r = 0; r < R; ++r)
+    WDSR_UNROLL for (int v = 0; v < kTileVecs; ++v) acc[r][v] = vset1(bias[r]);
+  int k = 0;
+  do {  // k_count >= 1; a loop that may run zero times makes GCC keep acc in memory as well
+    vf in_v[kTileVecs];
+    WDSR_UNROLL for (int v = 0; v < kTileVecs; ++v) in_v[v] = vload(in + k * kTilePixels + v * VW);
+    const float* wk = w + k * R;
+    WDSR_UNROLL for (int r = 0; r < R; ++r) {
+      const vf b = vset1(wk[r]);
+      WDSR_UNROLL for (int v = 0; v < kTileVecs; ++v) acc[r][v] = vfma(b, in_v[v], acc[r][v]);
+    }
+  } while (++k < k_count);
+  WDSR_UNROLL for (int r = 0; r < R; ++r)
+    WDSR_UNROLL for (int v = 0; v < kTileVecs; ++v)
+      vstore(out + r * ld_out + v * VW, Relu ? vmax(acc[r][v], vzero()) : acc[r][v]);
+}
+
+// A 1x1 conv, rows x k_count weights (OI), packed per register block as [k][R] (block g starts at start(g) * k).
+struct PackedRows {
+  RowGroups groups;
+  int k_count;
+  const float* w;
+  const float* bias;
+};
+
+inline void pack_rows(const float* w, int rows, int k_count, float* packed) {
+  const RowGroups groups = RowGroups::split(rows, kChainRows);
+  for (int g = 0; g < groups.count; ++g) {
+    const int start = groups.start(g), size = groups.size(g);
+    float* dst = packed + static_cast<int64_t>(start) * k_count;
+    for (int k = 0; k < k_count; ++k)
+      for (int r = 0; r < size; ++r) dst[k * size + r] = w[static_cast<int64_t>(start + r) * k_count + k];
+  }
+}
+
+// Also prefetches `ahead_floats` floats from `ahead`, spread over the register blocks (a burst of prefetches
+// would wait for free line-fill buffers).
+template <bool Relu>
+inline void chain_layer(const PackedRows& layer, const float* in, float* out, int ld_out,
+                        const float* ahead = nullptr, int ahead_floats = 0) {
+  const int ahead_per_block = round_up(ceil_div(ahead_floats, layer.groups.count), 16);
+  for (int g = 0; g < layer.groups.count; ++g) {
+    for (int f = g * ahead_per_block; f < imin((g + 1) * ahead_per_block, ahead_floats); f += 16) prefetch(ahead + f);
+    const int start = layer.groups.start(g);
+    with_rows<kChainRows>(layer.groups.size(g), [&]<int R>() {
+      chain_rows<R, Relu>(layer.w + static_cast<int64_t>(start) * layer.k_count, layer.bias + start, in,
+                          layer.k_count, out + static_cast<int64_t>(start) * ld_out, ld_out);
+    });
+  }
+}
+
+// 3x3 over the t ring for PB pixels and G channel vectors, with the residual epilogue:
+// y[p][c] = x[p][c] + res_scale * (bias[c] + sum_tap w[tap][c] * t[taps[tap] + p]), the taps (dy, l, dx) listed
+// as offsets into the ring (a table, not loop arithmetic: GCC would carry the broadcasts shared by neighbouring
+// dx taps in registers and spill accumulators for them).
+template <int G>
+inline void conv3x3_pixels(const float* t, const int* taps, int tap_count, const float* w, const float* bias,
+                           const float* x, float* y, int c_stride, int c_valid, int pixels, float res_scale) {
+  vf acc[kConvPixels][G];
+  WDSR_UNROLL for (int v = 0; v < G; ++v) {
+    const vf b = vload(bias + v * VW);
+    WDSR_UNROLL for (int p = 0; p < kConvPixels; ++p) acc[p][v] = b;
+  }
+  int tap = 0;
+  do {  // tap_count >= 9 (see chain_rows for why not a for loop)
+    const float* tt = t + taps[tap];
+    vf wv[G];
+    WDSR_UNROLL for (int v = 0; v < G; ++v) wv[v] = vload(w + tap * kGroupLanes + v * VW);
+    WDSR_UNROLL for (int p = 0; p < kConvPixels; ++p) {
+      const vf tv = vset1(tt[p]);
+      WDSR_UNROLL for (int v = 0; v < G; ++v) acc[p][v] = vfma(tv, wv[v], acc[p][v]);
+    }
+  } while (++tap < tap_count);
+  const vf scale = vset1(res_scale);
+  WDSR_UNROLL for (int p = 0; p < kConvPixels; ++p) {
+    if (p >= pixels) break;
+    const float* xp = x + static_cast<int64_t>(p) * c_stride;
+    float* yp = y + static_cast<int64_t>(p) * c_stride;
+    WDSR_UNROLL for (int v = 0; v < G; ++v) {
+      const int lanes = c_valid - v * VW;
+      if (lanes >= VW) {
+        vstore(yp + v * VW, vfma(scale, acc[p][v], vload(xp + v * VW)));
+      } else if (lanes > 0) {
+        vstore_n(yp + v * VW, vfma(scale, acc[p][v], vload_n(xp + v * VW, lanes)), lanes);
+      }
+    }
+  }
+}
+
+struct BlockBPlan {
+  int chunks, chunk_w, bands, ldt;
+  int64_t items;
+};
+
+inline BlockBPlan plan_block_b(const BlockBArgs& a, int threads) {
+  BlockBPlan plan{};
+  plan.chunks = ceil_div(a.w, a.max_chunk_w);
+  plan.chunk_w = ceil_div(a.w, plan.chunks);
+  // Bands: as few as keep every thread busy (each band recomputes two t rows), at most one per row.
+  const int64_t base = static_cast<int64_t>(a.n) * plan.chunks;
+  int bands = 1;
+  while (threads > 1 && bands < a.h && (base * bands) % threads != 0 && base * bands < 4 * threads) ++bands;
+  plan.bands = bands;
+  plan.items = base * bands;
+  plan.ldt = round_up(plan.chunk_w + 2 + imax(kTilePixels, kConvPixels + 2), VW);
+  return plan;
+}
+
+struct BlockBContext {
+  const BlockBArgs* a;
+  BlockBPlan plan;
+  PackedRows expand, reduce;
+  const float* w_conv;  // packed [channel group][dy][l][dx][kGroupLanes]
+  const float* b_conv;  // packed [channel group][kGroupLanes]
+  int conv_groups;
+};
+
+// One t row of the chunk [x0, x1) for image row `row` into dst ([low_rank][ldt]; column j is image column
+// x0 - 1 + j). Zero outside the image.
+inline void t_row(const BlockBContext& ctx, int n, int row, int x0, int x1, float* dst, float* x_tile,
+                  float* wide_tile) {
+  const BlockBArgs& a = *ctx.a;
+  const int ldt = ctx.plan.ldt;
+  if (row < 0 || row >= a.h) {
+    std::memset(dst, 0, sizeof(float) * static_cast<size_t>(a.low_rank) * ldt);
+    return;
+  }
+  const int ja = x0 == 0 ? 1 : 0;                 // first column inside the image
+  const int jb = imin(x1 + 1, a.w) - x0 + 1;     // one past the last
+  const float* x_row = a.x + (static_cast<int64_t>(n) * a.h + row) * a.w * a.c;
+  for (int j = ja; j < jb; j += kTilePixels) {
+    const int pixels = imin(kTilePixels, jb - j);
+    const float* src = x_row + static_cast<int64_t>(x0 - 1 + j) * a.c;
+    for (int k = 0; k < a.c; ++k)  // NHWC -> planar [k][pixel], zeros past the row's end
+      for (int v = 0; v < kTileVecs; ++v)
+        vstore(x_tile + k * kTilePixels + v * VW,
+               pixels > v * VW ? vgather_n(src + v * VW * a.c + k, a.c, pixels - v * VW) : vzero());
+    // The next tile's pixels (or the next row's first), from memory while this one computes: the gathers
+    // above would wait for them.
+    const bool last = j + kTilePixels >= jb;
+    const float* ahead = last ? x_row + (static_cast<int64_t>(a.w) + x0 - 1 + ja) * a.c : src + kTilePixels * a.c;
+    int ahead_pixels = imin(kTilePixels, jb - j - kTilePixels);
+    if (last) ahead_pixels = row + 1 < a.h ? imin(kTilePixels, jb - ja) : 0;
+    chain_layer<true>(ctx.expand, x_tile, wide_tile, kTilePixels, ahead, ahead_pixels * a.c);
+    chain_layer<false>(ctx.reduce, wide_tile, dst + j, ldt);
+  }
+  for (int l = 0; l < a.low_rank; ++l) {
+    float* dl = dst + static_cast<int64_t>(l) * ldt;
+    if (ja == 1) dl[0] = 0.0f;
+    std::memset(dl + jb, 0, sizeof(float) * static_cast<size_t>(ldt - jb));
+  }
+}
+
+// Row `row` of y over the chunk [x0, x1): ring holds the t rows, `taps` their offsets for this row's rotation.
+inline void conv_row(const BlockBContext& ctx, int n, int row, int x0, int x1, const float* ring, const int* taps) {
+  const BlockBArgs& a = *ctx.a;
+  const int64_t pixel0 = (static_cast<int64_t>(n) * a.h + row) * a.w;
+  const int tap_count = 9 * a.low_rank;
+  for (int xb = x0; xb < x1; xb += kConvPixels) {
+    const int pixels = imin(kConvPixels, x1 - xb);
+    const float* x = a.x + (pixel0 + xb) * a.c;
+    float* y = a.y + (pixel0 + xb) * a.c;
+    const float* t = ring + (xb - x0);
+    for (int g = 0; g < ctx.conv_groups; ++g) {
+      const int c0 = g * kGroupLanes;
+      const int c_valid = imin(kGroupLanes, a.c - c0);
+      const float* w = ctx.w_conv + static_cast<int64_t>(g) * tap_count * kGroupLanes;
+      const float* b = ctx.b_conv + g * kGroupLanes;
+      if (c_valid > VW) {
+        conv3x3_pixels<kGroupVecs>(t, taps, tap_count, w, b, x + c0, y + c0, a.c, c_valid, pixels, a.res_scale);
+      } else {
+        conv3x3_pixels<1>(t, taps, tap_count, w, b, x + c0, y + c0, a.c, c_valid, pixels, a.res_scale);
+      }
+    }
+  }
+}
+
+inline void block_b_items(const void* context, int64_t begin, int64_t end) {
+  const BlockBContext& ctx = *static_cast<const BlockBContext*>(context);
+  const BlockBArgs& a = *ctx.a;
+  const BlockBPlan& plan = ctx.plan;
+  const int64_t ring_floats = static_cast<int64_t>(a.low_rank) * plan.ldt;  // one t row
+  const int tap_count = 9 * a.low_rank;
+  Buffer scratch(3 * ring_floats + static_cast<int64_t>(a.c + a.wide) * kTilePixels + 3 * tap_count);
+  float* ring = scratch.get();
+  float* x_tile = ring + 3 * ring_floats;
+  float* wide_tile = x_tile + a.c * kTilePixels;
+  // taps[top][(dy * low_rank + l) * 3 + dx]: offset of t[row - 1 + dy][l][dx] when row - 1 is in ring slot top
+  int* taps = reinterpret_cast<int*>(wide_tile + a.wide * kTilePixels);
+  for (int top = 0; top < 3; ++top)
+    for (int dy = 0; dy < 3; ++dy)
+      for (int l = 0; l < a.low_rank; ++l)
+        for (int dx = 0; dx < 3; ++dx)
+          taps[top * tap_count + (dy * a.low_rank + l) * 3 + dx] =
+              static_cast<int>((top + dy) % 3 * ring_floats + static_cast<int64_t>(l) * plan.ldt + dx);
+  for (int64_t item = begin; item < end; ++item) {
+    const int chunk = static_cast<int>(item % plan.chunks);
+    const int band = static_cast<int>(item / plan.chunks % plan.bands);
+    const int n = static_cast<int>(item / (static_cast<int64_t>(plan.chunks) * plan.bands));
+    const int x0 = chunk * plan.chunk_w, x1 = imin(a.w, x0 + plan.chunk_w);
+    const int r0 = static_cast<int>(static_cast<int64_t>(band) * a.h / plan.bands);
+    const int r1 = static_cast<int>(static_cast<int64_t>(band + 1) * a.h / plan.bands);
+    int top = 0;  // the ring slot of t row `row - 1`; the next two slots (mod 3) hold rows `row` and `row + 1`
+    t_row(ctx, n, r0 - 1, x0, x1, ring, x_tile, wide_tile);
+    t_row(ctx, n, r0, x0, x1, ring + ring_floats, x_tile, wide_tile);
+    for (int row = r0; row < r1; ++row) {
+      t_row(ctx, n, row + 1, x0, x1, ring + (top + 2) % 3 * ring_floats, x_tile, wide_tile);
+      conv_row(ctx, n, row, x0, x1, ring, taps + top * tap_count);
+      top = (top + 1) % 3;
+    }
+  }
+}
+
+void wdsr_b_block(const BlockBArgs& a, const Parallel& parallel) {
+  BlockBContext ctx{};
+  ctx.a = &a;
+  ctx.plan = plan_block_b(a, parallel.threads);
+  ctx.conv_groups = ceil_div(a.c, kGroupLanes);
+  const int64_t expand_floats = static_cast<int64_t>(a.wide) * a.c;
+  const int64_t reduce_floats = static_cast<int64_t>(a.low_rank) * a.wide;
+  const int64_t conv_floats = static_cast<int64_t>(ctx.conv_groups) * 9 * a.low_rank * kGroupLanes;
+  Buffer packed(expand_floats + reduce_floats + conv_floats + ctx.conv_groups * kGroupLanes);
+  float* w_expand = packed.get();
+  float* w_reduce = w_expand + expand_floats;
+  float* w_conv = w_reduce + reduce_floats;
+  float* b_conv = w_conv + conv_floats;
+  pack_rows(a.w_expand, a.wide, a.c, w_expand);
+  pack_rows(a.w_reduce, a.low_rank, a.wide, w_reduce);
+  std::memset(w_conv, 0, sizeof(float) * static_cast<size_t>(conv_floats + ctx.conv_groups * kGroupLanes));
+  for (int c = 0; c < a.c; ++c) {
+    const int g = c / kGroupLanes, lane = c % kGroupLanes;
+    b_conv[g * kGroupLanes + lane] = a.b_conv[c];
+    for (int l = 0; l < a.low_rank; ++l)
+      for (int dy = 0; dy < 3; ++dy)
+        for (int dx = 0; dx < 3; ++dx)
+          w_conv[((static_cast<int64_t>(g) * 3 + dy) * a.low_rank + l) * 3 * kGroupLanes + dx * kGroupLanes + lane] =
+              a.w_conv[((static_cast<int64_t>(c) * a.low_rank + l) * 3 + dy) * 3 + dx];
+  }
+  ctx.expand = PackedRows{RowGroups::split(a.wide, kChainRows), a.c, w_expand, a.b_expand};
+  ctx.reduce = PackedRows{RowGroups::split(a.low_rank, kChainRows), a.wide, w_reduce, a.b_reduce};
+  ctx.w_conv = w_conv;
+  ctx.b_conv = b_conv;
+  parallel.run(ctx.plan.items, &block_b_items, &ctx);
+}
+
+}  // namespace
+}  // namespace wdsr_cpu::WDSR_CPU_ISA

@@ -1,0 +1,83 @@
+// The launch API between the torch binding (ops.cpp, the only file here that includes torch headers) and the
+// CPU kernels, which are compiled once per instruction set (kernels_avx512.cpp, kernels_avx2.cpp,
+// kernels_generic.cpp) from the width-templated algorithm of block_b.h and convs.h.
+//
+// Tensors are raw float32 pointers. Features are NHWC contiguous (channels_last); the image may have any
+// strides; conv weights are OIHW contiguous, exactly as the op receives them (each kernel repacks them).
+// Threads come from the binding: each kernel splits its work into independent items and hands them to
+// Parallel::run, which the binding implements with at::parallel_for (so torch.set_num_threads applies).
+#pragma once
+#include <cstdint>
+
+namespace wdsr_cpu {
+
+struct Parallel {
+  int threads;  // how many threads run() will use, for planning the split
+  // Calls body(context, begin, end) over disjoint ranges covering [0, items), possibly from several threads.
+  void (*run)(int64_t items, void (*body)(const void* context, int64_t begin, int64_t end), const void* context);
+};
+
+struct Image {  // a logical (N, 3, H, W) float32 image with element strides
+  const float* data;
+  int64_t stride_n, stride_c, stride_h, stride_w;
+};
+
+// features (N, H, W, c) = conv3x3((image - mean) / norm_scale, zero padded) + bias
+struct HeadArgs {
+  Image image;
+  const float* weight;  // (c, 3, 3, 3)
+  const float* bias;    // (c)
+  const float* mean;    // (3)
+  float norm_scale;
+  float* features;      // (N, H, W, c)
+  int n, h, w, c;
+};
+
+// y = x + res_scale * conv3x3(conv1x1_reduce(relu(conv1x1_expand(x)))), x and y (N, H, W, c)
+struct BlockBArgs {
+  const float* x;
+  const float* w_expand;  // (wide, c)
+  const float* b_expand;  // (wide)
+  const float* w_reduce;  // (low_rank, wide)
+  const float* b_reduce;  // (low_rank)
+  const float* w_conv;    // (c, low_rank, 3, 3)
+  const float* b_conv;    // (c)
+  float res_scale;
+  float* y;
+  int n, h, w, c, wide, low_rank;
+  int max_chunk_w;  // widest column chunk a work item covers (the binding passes kMaxChunkWidth)
+};
+
+// out (N, 3, s*H, s*W) NCHW contiguous = pixel_shuffle(conv3x3(features) + conv5x5((image - mean) / norm_scale))
+//                                        * norm_scale + mean
+struct TailArgs {
+  const float* features;  // (N, H, W, c)
+  Image image;
+  const float* w_tail;    // (3 s^2, c, 3, 3)
+  const float* b_tail;    // (3 s^2)
+  const float* w_skip;    // (3 s^2, 3, 5, 5)
+  const float* b_skip;    // (3 s^2)
+  const float* mean;      // (3)
+  float norm_scale;
+  float* out;
+  int n, h, w, c, scale;
+};
+
+// Column chunks of the fused block are at most this wide: its ring of three low-rank rows then stays in L2
+// (3 rows x 25 channels x 512 columns x 4 bytes = 154 KB for WDSR-B 32).
+constexpr int kMaxChunkWidth = 512;
+
+struct KernelTable {
+  const char* isa;  // "avx512", "avx2" or "generic"
+  void (*head_conv)(const HeadArgs&, const Parallel&);
+  void (*wdsr_b_block)(const BlockBArgs&, const Parallel&);
+  void (*tail_shuffle)(const TailArgs&, const Parallel&);
+};
+
+// Defined by the per-ISA translation units that were built (see setup.py); constant data, so that naming
+// a table runs no code of an instruction set the CPU may lack.
+extern const KernelTable kGenericKernels;
+extern const KernelTable kAvx2Kernels;
+extern const KernelTable kAvx512Kernels;
+
+}  // namespace wdsr_cpu

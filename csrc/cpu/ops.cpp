@@ -1,0 +1,289 @@
+// torch.ops.wdsr_cpu.*: the op schemas (same names and signatures as wdsr_fast/ops/reference.py), input
+// validation, output allocation, the choice of instruction-set path and the threads. The only file of the CPU
+// extension that includes torch headers; the kernels (kernels_*.cpp) include none and compile in seconds.
+// head_conv, wdsr_b_block and tail_shuffle are ours; wdsr_a_block runs oneDNN through ATen's convolution
+// (channels_last) with the ReLU and the residual done in place.
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/conv2d.h>
+#include <ATen/ops/empty.h>
+#include <Python.h>
+#include <torch/library.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "kernels.h"
+
+namespace {
+
+using wdsr_cpu::KernelTable;
+
+constexpr const char* kIsaEnv = "WDSR_FAST_CPU_ISA";
+
+// The instruction-set paths built into this extension that this CPU runs, fastest first.
+const std::vector<const KernelTable*>& available_tables() {
+  static const std::vector<const KernelTable*> tables = [] {
+    std::vector<const KernelTable*> found;
+#if defined(WDSR_CPU_HAVE_AVX512) || defined(WDSR_CPU_HAVE_AVX2)
+    __builtin_cpu_init();
+    const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#endif
+#ifdef WDSR_CPU_HAVE_AVX512
+    if (avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl"))
+      found.push_back(&wdsr_cpu::kAvx512Kernels);
+#endif
+#ifdef WDSR_CPU_HAVE_AVX2
+    if (avx2) found.push_back(&wdsr_cpu::kAvx2Kernels);
+#endif
+    found.push_back(&wdsr_cpu::kGenericKernels);
+    return found;
+  }();
+  return tables;
+}
+
+std::string isa_names() {
+  std::string names;
+  for (const KernelTable* t : available_tables()) names += (names.empty() ? "" : ", ") + std::string(t->isa);
+  return names;
+}
+
+// The fastest path, or the one WDSR_FAST_CPU_ISA names (read at every call, so tests can switch paths).
+const KernelTable& kernels(const char* op) {
+  const char* wanted = std::getenv(kIsaEnv);
+  if (wanted == nullptr || *wanted == '\0') return *available_tables().front();
+  const KernelTable* chosen = nullptr;
+  for (const KernelTable* t : available_tables())
+    if (std::string(t->isa) == wanted) chosen = t;
+  TORCH_CHECK_VALUE(chosen != nullptr, op, ": ", kIsaEnv, "=", wanted, " is not an instruction-set path this CPU "
+                    "and build run; choose one of: ", isa_names());
+  return *chosen;
+}
+
+// at::parallel_for is inline OpenMP code when torch's threads are OpenMP's: built without OpenMP, it runs on the
+// calling thread alone whatever torch.set_num_threads says (cpu_backend.py then declines to be picked).
+#if AT_PARALLEL_OPENMP && !defined(_OPENMP)
+constexpr bool kThreaded = false;
+#else
+constexpr bool kThreaded = true;
+#endif
+
+void run_parallel(int64_t items, void (*body)(const void*, int64_t, int64_t), const void* context) {
+  at::parallel_for(0, items, 1, [&](int64_t begin, int64_t end) { body(context, begin, end); });
+}
+
+wdsr_cpu::Parallel parallel() { return {at::get_num_threads(), &run_parallel}; }
+
+std::string dtype_name(const at::Tensor& t) {
+  return "torch." + std::string(c10::getDtypeNames(t.scalar_type()).first);
+}
+
+void check_features(const char* op, const char* name, const at::Tensor& t) {
+  TORCH_CHECK_VALUE(t.dim() == 4, op, ": ", name, " must be (N, C, H, W), got ", t.sizes());
+  TORCH_CHECK_VALUE(t.numel() > 0, op, ": ", name, " is empty: ", t.sizes());
+  for (int64_t d : t.sizes())
+    TORCH_CHECK_VALUE(d < (int64_t(1) << 31), op, ": ", name, " ", t.sizes(), " has a side of 2**31 or more");
+  TORCH_CHECK_TYPE(t.scalar_type() == at::kFloat, op, ": ", name,
+                   " must be torch.float32 (the CPU kernels compute in float32), got ", dtype_name(t));
+}
+
+void check_weight(const char* op, const char* name, const at::Tensor& w, at::IntArrayRef shape, const at::Tensor& x) {
+  TORCH_CHECK_VALUE(w.sizes() == shape, op, ": ", name, " must have shape ", shape, ", got ", w.sizes());
+  TORCH_CHECK_TYPE(w.scalar_type() == at::kFloat, op, ": ", name, " must be torch.float32 like the input, got ",
+                   dtype_name(w));
+  TORCH_CHECK_VALUE(w.device() == x.device(), op, ": ", name, " must be on ", x.device(), " like the input, got ",
+                    w.device());
+}
+
+void check_mean(const char* op, const at::Tensor& mean, const at::Tensor& x) {
+  TORCH_CHECK_VALUE(mean.sizes() == at::IntArrayRef({3}) && mean.scalar_type() == at::kFloat &&
+                        mean.device() == x.device(),
+                    op, ": mean must be a (3,) float32 tensor on ", x.device());
+}
+
+// WDSR_FAST_POISON_OUTPUTS=1 (set by the tests): outputs start as NaN, so an element a kernel misses shows.
+at::Tensor new_output(at::IntArrayRef sizes, const at::Tensor& like, at::MemoryFormat format) {
+  at::Tensor out = at::empty(sizes, like.options().memory_format(format));
+  const char* poison = std::getenv("WDSR_FAST_POISON_OUTPUTS");
+  if (poison != nullptr && std::string(poison) == "1") out.fill_(NAN);
+  return out;
+}
+
+at::Tensor channels_last(const at::Tensor& t) { return t.contiguous(at::MemoryFormat::ChannelsLast); }
+
+const float* floats(const at::Tensor& t) { return t.data_ptr<float>(); }
+
+wdsr_cpu::Image image_of(const at::Tensor& image) {
+  return {floats(image), image.stride(0), image.stride(1), image.stride(2), image.stride(3)};
+}
+
+at::Tensor head_conv(const at::Tensor& image, const at::Tensor& weight, const at::Tensor& bias,
+                     const at::Tensor& mean, double norm_scale) {
+  check_features("head_conv", "image", image);
+  TORCH_CHECK_VALUE(image.size(1) == 3, "head_conv: expected an RGB image (N, 3, H, W), got ", image.sizes());
+  const int64_t c = weight.dim() == 4 ? weight.size(0) : -1;
+  check_weight("head_conv", "weight", weight, {c, 3, 3, 3}, image);
+  check_weight("head_conv", "bias", bias, {c}, image);
+  check_mean("head_conv", mean, image);
+  const KernelTable& k = kernels("head_conv");
+  const at::Tensor w = weight.contiguous(), b = bias.contiguous();
+  at::Tensor features = new_output({image.size(0), c, image.size(2), image.size(3)}, image,
+                                   at::MemoryFormat::ChannelsLast);
+  wdsr_cpu::HeadArgs args{};
+  args.image = image_of(image);
+  args.weight = floats(w);
+  args.bias = floats(b);
+  args.mean = floats(mean);
+  args.norm_scale = static_cast<float>(norm_scale);
+  args.features = features.data_ptr<float>();
+  args.n = static_cast<int>(image.size(0));
+  args.h = static_cast<int>(image.size(2));
+  args.w = static_cast<int>(image.size(3));
+  args.c = static_cast<int>(c);
+  k.head_conv(args, parallel());
+  return features;
+}
+
+at::Tensor wdsr_a_block(const at::Tensor& x, const at::Tensor& w_expand, const at::Tensor& b_expand,
+                        const at::Tensor& w_reduce, const at::Tensor& b_reduce, double res_scale) {
+  check_features("wdsr_a_block", "x", x);
+  const int64_t c = x.size(1), wide = w_expand.dim() == 4 ? w_expand.size(0) : -1;
+  check_weight("wdsr_a_block", "w_expand", w_expand, {wide, c, 3, 3}, x);
+  check_weight("wdsr_a_block", "b_expand", b_expand, {wide}, x);
+  check_weight("wdsr_a_block", "w_reduce", w_reduce, {c, wide, 3, 3}, x);
+  check_weight("wdsr_a_block", "b_reduce", b_reduce, {c}, x);
+  const at::Tensor in = channels_last(x);
+  at::Tensor expanded = at::conv2d(in, w_expand, b_expand, 1, 1);
+  expanded.relu_();
+  at::Tensor y = channels_last(at::conv2d(expanded, w_reduce, b_reduce, 1, 1));
+  return y.mul_(res_scale).add_(in);
+}
+
+at::Tensor wdsr_b_block(const at::Tensor& x, const at::Tensor& w_expand, const at::Tensor& b_expand,
+                        const at::Tensor& w_reduce, const at::Tensor& b_reduce, const at::Tensor& w_conv,
+                        const at::Tensor& b_conv, double res_scale) {
+  check_features("wdsr_b_block", "x", x);
+  const int64_t c = x.size(1), wide = w_expand.dim() == 4 ? w_expand.size(0) : -1;
+  const int64_t low_rank = w_reduce.dim() == 4 ? w_reduce.size(0) : -1;
+  check_weight("wdsr_b_block", "w_expand", w_expand, {wide, c, 1, 1}, x);
+  check_weight("wdsr_b_block", "b_expand", b_expand, {wide}, x);
+  check_weight("wdsr_b_block", "w_reduce", w_reduce, {low_rank, wide, 1, 1}, x);
+  check_weight("wdsr_b_block", "b_reduce", b_reduce, {low_rank}, x);
+  check_weight("wdsr_b_block", "w_conv", w_conv, {c, low_rank, 3, 3}, x);
+  check_weight("wdsr_b_block", "b_conv", b_conv, {c}, x);
+  const KernelTable& k = kernels("wdsr_b_block");
+  const at::Tensor in = channels_last(x);
+  const at::Tensor we = w_expand.contiguous(), be = b_expand.contiguous(), wr = w_reduce.contiguous(),
+                   br = b_reduce.contiguous(), wc = w_conv.contiguous(), bc = b_conv.contiguous();
+  at::Tensor y = new_output(x.sizes(), x, at::MemoryFormat::ChannelsLast);
+  wdsr_cpu::BlockBArgs args{};
+  args.x = floats(in);
+  args.w_expand = floats(we);
+  args.b_expand = floats(be);
+  args.w_reduce = floats(wr);
+  args.b_reduce = floats(br);
+  args.w_conv = floats(wc);
+  args.b_conv = floats(bc);
+  args.res_scale = static_cast<float>(res_scale);
+  args.y = y.data_ptr<float>();
+  args.n = static_cast<int>(x.size(0));
+  args.c = static_cast<int>(c);
+  args.h = static_cast<int>(x.size(2));
+  args.w = static_cast<int>(x.size(3));
+  args.wide = static_cast<int>(wide);
+  args.low_rank = static_cast<int>(low_rank);
+  args.max_chunk_w = wdsr_cpu::kMaxChunkWidth;
+  k.wdsr_b_block(args, parallel());
+  return y;
+}
+
+at::Tensor tail_shuffle(const at::Tensor& features, const at::Tensor& image, const at::Tensor& w_tail,
+                        const at::Tensor& b_tail, const at::Tensor& w_skip, const at::Tensor& b_skip,
+                        const at::Tensor& mean, double norm_scale, int64_t scale) {
+  check_features("tail_shuffle", "features", features);
+  check_features("tail_shuffle", "image", image);
+  TORCH_CHECK_VALUE(scale >= 2 && scale <= 4, "tail_shuffle: scale must be 2, 3 or 4, got ", scale);
+  const int64_t n = features.size(0), c = features.size(1), h = features.size(2), w = features.size(3);
+  const int64_t out_feats = 3 * scale * scale;
+  TORCH_CHECK_VALUE(image.sizes() == at::IntArrayRef({n, 3, h, w}), "tail_shuffle: image must be (", n, ", 3, ", h,
+                    ", ", w, ") like the features, got ", image.sizes());
+  check_weight("tail_shuffle", "w_tail", w_tail, {out_feats, c, 3, 3}, features);
+  check_weight("tail_shuffle", "b_tail", b_tail, {out_feats}, features);
+  check_weight("tail_shuffle", "w_skip", w_skip, {out_feats, 3, 5, 5}, features);
+  check_weight("tail_shuffle", "b_skip", b_skip, {out_feats}, features);
+  check_mean("tail_shuffle", mean, features);
+  const KernelTable& k = kernels("tail_shuffle");
+  const at::Tensor in = channels_last(features);
+  const at::Tensor wt = w_tail.contiguous(), bt = b_tail.contiguous(), ws = w_skip.contiguous(),
+                   bs = b_skip.contiguous();
+  at::Tensor out = new_output({n, 3, h * scale, w * scale}, features, at::MemoryFormat::Contiguous);
+  wdsr_cpu::TailArgs args{};
+  args.features = floats(in);
+  args.image = image_of(image);
+  args.w_tail = floats(wt);
+  args.b_tail = floats(bt);
+  args.w_skip = floats(ws);
+  args.b_skip = floats(bs);
+  args.mean = floats(mean);
+  args.norm_scale = static_cast<float>(norm_scale);
+  args.out = out.data_ptr<float>();
+  args.n = static_cast<int>(n);
+  args.h = static_cast<int>(h);
+  args.w = static_cast<int>(w);
+  args.c = static_cast<int>(c);
+  args.scale = static_cast<int>(scale);
+  k.tail_shuffle(args, parallel());
+  return out;
+}
+
+// isa_paths() -> the instruction-set paths this CPU and build run, fastest first (the first is the default).
+PyObject* py_isa_paths(PyObject*, PyObject*) {
+  const auto& tables = available_tables();
+  PyObject* list = PyList_New(static_cast<Py_ssize_t>(tables.size()));
+  if (list == nullptr) return nullptr;
+  for (size_t i = 0; i < tables.size(); ++i) {
+    PyObject* name = PyUnicode_FromString(tables[i]->isa);
+    if (name == nullptr) {
+      Py_DECREF(list);
+      return nullptr;
+    }
+    PyList_SET_ITEM(list, static_cast<Py_ssize_t>(i), name);
+  }
+  return list;
+}
+
+// threaded() -> whether the ops use torch's intra-op threads (False: built without the OpenMP torch uses).
+PyObject* py_threaded(PyObject*, PyObject*) { return PyBool_FromLong(kThreaded ? 1 : 0); }
+
+}  // namespace
+
+TORCH_LIBRARY(wdsr_cpu, m) {
+  m.def("head_conv(Tensor image, Tensor weight, Tensor bias, Tensor mean, float norm_scale) -> Tensor");
+  m.def("wdsr_a_block(Tensor x, Tensor w_expand, Tensor b_expand, Tensor w_reduce, Tensor b_reduce, "
+        "float res_scale) -> Tensor");
+  m.def("wdsr_b_block(Tensor x, Tensor w_expand, Tensor b_expand, Tensor w_reduce, Tensor b_reduce, Tensor w_conv, "
+        "Tensor b_conv, float res_scale) -> Tensor");
+  m.def("tail_shuffle(Tensor features, Tensor image, Tensor w_tail, Tensor b_tail, Tensor w_skip, Tensor b_skip, "
+        "Tensor mean, float norm_scale, int scale) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(wdsr_cpu, CPU, m) {
+  m.impl("head_conv", &head_conv);
+  m.impl("wdsr_a_block", &wdsr_a_block);
+  m.impl("wdsr_b_block", &wdsr_b_block);
+  m.impl("tail_shuffle", &tail_shuffle);
+}
+
+// `import wdsr_fast._cpu` loads this library, which runs the registrations above.
+extern "C" PyMODINIT_FUNC PyInit__cpu(void) {
+  static PyMethodDef methods[] = {
+      {"isa_paths", py_isa_paths, METH_NOARGS,
+       "The instruction-set paths this CPU and build run, fastest first (the first is the default)."},
+      {"threaded", py_threaded, METH_NOARGS,
+       "Whether the ops use torch's intra-op threads (False where built without the OpenMP torch uses)."},
+      {nullptr, nullptr, 0, nullptr}};
+  static PyModuleDef module = {PyModuleDef_HEAD_INIT, "_cpu", nullptr, -1, methods};
+  return PyModule_Create(&module);
+}

@@ -1,0 +1,38 @@
+// Test harness: the fused WDSR-B block of csrc/cpu/block_b.h called from Python (ctypes) without torch, so
+// that tests can compile it in seconds, against the real headers or a deliberately broken copy of them, for
+// one instruction set (-DWDSR_CPU_GENERIC, -DWDSR_CPU_AVX2 -mavx2 -mfma, ...). Work items run one at a time,
+// each with fresh scratch, but are planned for `threads` threads, and the column chunks can be made narrow:
+// both exercise the halo logic on small images.
+#include "simd.h"
+// simd.h first: block_b.h is written against its vector type
+#include "block_b.h"
+
+namespace {
+void one_item_at_a_time(int64_t items, void (*body)(const void*, int64_t, int64_t), const void* context) {
+  for (int64_t item = items - 1; item >= 0; --item) body(context, item, item + 1);
+}
+}  // namespace
+
+extern "C" void harness_wdsr_b_block(const float* x, const float* w_expand, const float* b_expand,
+                                     const float* w_reduce, const float* b_reduce, const float* w_conv,
+                                     const float* b_conv, float res_scale, float* y, int n, int h, int w, int c,
+                                     int wide, int low_rank, int max_chunk_w, int threads) {
+  wdsr_cpu::BlockBArgs a{};
+  a.x = x;
+  a.w_expand = w_expand;
+  a.b_expand = b_expand;
+  a.w_reduce = w_reduce;
+  a.b_reduce = b_reduce;
+  a.w_conv = w_conv;
+  a.b_conv = b_conv;
+  a.res_scale = res_scale;
+  a.y = y;
+  a.n = n;
+  a.h = h;
+  a.w = w;
+  a.c = c;
+  a.wide = wide;
+  a.low_rank = low_rank;
+  a.max_chunk_w = max_chunk_w;
+  wdsr_cpu::WDSR_CPU_ISA::wdsr_b_block(a, wdsr_cpu::Parallel{threads, &one_item_at_a_time});
+}

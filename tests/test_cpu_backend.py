@@ -1,0 +1,331 @@
+"""The fused C++ CPU backend (csrc/cpu/, ``torch.ops.wdsr_cpu.*``) against the float64 reference.
+
+Every op, on every instruction-set path this machine runs (``WDSR_FAST_CPU_ISA``), with 1 and 2 threads, on
+odd sizes (1-pixel-wide and 1-row images, widths that are not multiples of any vector width, maps wider than a
+column chunk, bands of rows), batch 2, NCHW and channels_last inputs, the WDSR-B width of the presets and a
+narrower one, outputs poisoned with NaN first. Error: max |out - ref| / max |ref| below 1e-5 (float32).
+The halo logic is also run through a ctypes harness with narrow column chunks, where deliberately broken
+copies of the kernel source must fail the same check.
+"""
+import ctypes
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+from wdsr_fast import FastWDSR, ops
+from wdsr_fast.model import WDSR
+from wdsr_fast.ops import cpu_backend, reference
+
+pytestmark = pytest.mark.skipif(cpu_backend.LOAD_ERROR is not None, reason=str(cpu_backend.LOAD_ERROR))
+
+TOLERANCE = 1e-5
+MEAN = torch.tensor([114.4, 111.5, 103.0])
+ISAS = list(cpu_backend.isa_paths())
+KERNEL_DIR = Path(__file__).resolve().parents[1] / "csrc" / "cpu"
+HARNESS = Path(__file__).resolve().parent / "cpu_harness" / "block_b.cpp"
+
+
+@pytest.fixture(autouse=True)
+def poison(monkeypatch):
+    monkeypatch.setenv(ops.POISON_ENV, "1")
+
+
+@pytest.fixture(params=ISAS)
+def isa(request, monkeypatch):
+    monkeypatch.setenv(cpu_backend.ISA_ENV, request.param)
+    return request.param
+
+
+@pytest.fixture(params=[1, 2])
+def threads(request):
+    saved = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(saved)
+
+
+def rel_error(out: torch.Tensor, ref: torch.Tensor) -> float:
+    assert out.shape == ref.shape
+    return ((out.double() - ref).abs().max() / ref.abs().max()).item()
+
+
+def randn(*shape, seed, scale=1.0):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed)) * scale
+
+
+def block_b_weights(c, expansion, low_rank, seed=0):
+    wide, rank = c * expansion, int(c * low_rank)
+    shapes = [(wide, c, 1, 1), (wide,), (rank, wide, 1, 1), (rank,), (c, rank, 3, 3), (c,)]
+    return [randn(*s, seed=seed + i, scale=0.3 if len(s) > 1 else 0.1) for i, s in enumerate(shapes)]
+
+
+def image(n, h, w, seed=2):
+    return torch.rand(n, 3, h, w, generator=torch.Generator().manual_seed(seed)) * 255
+
+
+def layout(t, channels_last):
+    return t.contiguous(memory_format=torch.channels_last) if channels_last else t.contiguous()
+
+
+def check(name, args):
+    out = getattr(cpu_backend, name)(*args)
+    ref = getattr(reference, name)(*[a.double() if isinstance(a, torch.Tensor) else a for a in args])
+    assert out.dtype == torch.float32
+    assert not torch.isnan(out).any(), "an output element was never written"
+    err = rel_error(out, ref)
+    assert err < TOLERANCE, f"{name}: relative error {err:.2e}"
+    return out
+
+
+# n, c, h, w: odd sizes; 1 pixel wide; 1 row; wider than a column chunk (512); three chunks and two bands of rows
+BLOCK_SHAPES = [(2, 32, 9, 13), (1, 32, 17, 1), (2, 32, 1, 30), (1, 32, 5, 530), (1, 32, 7, 1100)]
+WIDTHS = [(6, 0.8), (4, 0.8)]  # (expansion, low_rank): the presets' WDSR-B and a narrower block
+
+
+@pytest.mark.parametrize("shape", BLOCK_SHAPES)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_wdsr_b_block(isa, threads, shape, channels_last):
+    x = layout(randn(*shape, seed=1), channels_last)
+    y = check("wdsr_b_block", [x, *block_b_weights(shape[1], 6, 0.8), 0.7])
+    assert y.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("c, expansion, low_rank", [(24, 4, 0.8), (8, 6, 0.8), (40, 3, 0.5)])
+def test_wdsr_b_block_other_widths(isa, threads, c, expansion, low_rank):
+    """Channel counts that are not multiples of the vector widths (24, 40; low ranks 19, 6, 20)."""
+    x = randn(2, c, 11, 19, seed=3)
+    check("wdsr_b_block", [x, *block_b_weights(c, expansion, low_rank), 1.0])
+
+
+@pytest.mark.parametrize("shape, wide", [((2, 32, 9, 13), 128), ((1, 24, 1, 7), 96)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_wdsr_a_block(threads, shape, wide, channels_last):
+    c = shape[1]
+    x = layout(randn(*shape, seed=1), channels_last)
+    w = [randn(wide, c, 3, 3, seed=4, scale=0.1), randn(wide, seed=5, scale=0.1),
+         randn(c, wide, 3, 3, seed=6, scale=0.05), randn(c, seed=7, scale=0.1)]
+    y = check("wdsr_a_block", [x, *w, 0.5])
+    assert y.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("hw", [(9, 13), (1, 5), (17, 1), (6, 40)])
+@pytest.mark.parametrize("c", [32, 24])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_head_conv(isa, threads, hw, c, channels_last):
+    img = layout(image(2, *hw), channels_last)
+    out = check("head_conv", [img, randn(c, 3, 3, 3, seed=8, scale=0.3), randn(c, seed=9, scale=0.1), MEAN, 127.5])
+    assert out.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+@pytest.mark.parametrize("shape", [(2, 32, 9, 11), (1, 24, 1, 7), (1, 32, 13, 1)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_tail_shuffle(isa, threads, scale, shape, channels_last):
+    n, c, h, w = shape
+    o = 3 * scale**2
+    feats = layout(randn(*shape, seed=1), channels_last)
+    img = layout(image(n, h, w), channels_last)
+    weights = [randn(o, c, 3, 3, seed=10, scale=0.3), randn(o, seed=11, scale=0.1),
+               randn(o, 3, 5, 5, seed=12, scale=0.3), randn(o, seed=13, scale=0.1)]
+    out = check("tail_shuffle", [feats, img, *weights, MEAN, 127.5, scale])
+    assert out.shape == (n, 3, h * scale, w * scale) and out.is_contiguous()
+
+
+def test_strided_image(isa):
+    """The head and the tail read the image through its strides (here a flipped, every-other-column view)."""
+    img = image(1, 9, 26).flip(2)[..., ::2]
+    check("head_conv", [img, randn(32, 3, 3, 3, seed=8, scale=0.3), randn(32, seed=9, scale=0.1), MEAN, 127.5])
+    weights = [randn(12, 32, 3, 3, seed=10, scale=0.3), randn(12, seed=11), randn(12, 3, 5, 5, seed=12),
+               randn(12, seed=13)]
+    check("tail_shuffle", [randn(1, 32, 9, 13, seed=1), img, *weights, MEAN, 127.5, 2])
+
+
+def test_thread_count_does_not_change_the_result(isa):
+    """Bands of rows change with the thread count; each pixel's arithmetic must not."""
+    x = randn(1, 32, 21, 37, seed=1)
+    w = block_b_weights(32, 6, 0.8)
+    saved = torch.get_num_threads()
+    try:
+        outs = []
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            outs.append(cpu_backend.wdsr_b_block(x, *w, 1.0))
+    finally:
+        torch.set_num_threads(saved)
+    assert torch.equal(outs[0], outs[1])
+
+
+@pytest.mark.parametrize("variant, scale", [("b", 2), ("b", 3), ("b", 4), ("a", 2)])
+def test_whole_model(isa, threads, variant, scale):
+    """FastWDSR on the cpu backend against the reference model run in float64."""
+    kwargs = dict(n_feats=32, block_feats=128) if variant == "a" else dict(n_feats=32, expansion=6, low_rank=0.8)
+    model = WDSR(variant=variant, scale=scale, n_resblocks=3, res_scale=0.5, **kwargs).eval()
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # non-trivial weights, biases and weight-norm gains
+        for p in model.parameters():
+            p.copy_(p + torch.randn(p.shape, generator=gen) * 0.05)
+    img = image(2, 11, 14)
+    with torch.inference_mode():
+        expected = WDSR.from_config(model.config).double().eval()
+        expected.load_state_dict(model.state_dict())
+        ref = expected(img.double())
+        for backend in ("cpu", "auto"):
+            fast = FastWDSR.from_reference(model, backend=backend).eval()
+            out = fast(layout(img, variant == "b"))
+            assert fast.last_backend == "cpu"
+            assert not torch.isnan(out).any()
+            err = rel_error(out, ref)
+            assert err < TOLERANCE, f"{backend}: relative error {err:.2e}"
+
+
+def test_registry_picks_cpu_on_cpu_tensors():
+    assert ops.pick_backend("cpu") == "cpu"
+    assert "CPU tensors" in ops.unavailable_reason("cpu", "meta")
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_on_cpu_runs_the_torch_backend(dtype):
+    """The CPU kernels take float32: auto picks the torch backend for other dtypes, and an explicit
+    backend="cpu" warns once and falls back to it."""
+    assert ops.pick_backend("cpu", dtype=dtype) == "torch"
+    assert "float32" in ops.unavailable_reason("cpu", "cpu", dtype=dtype)
+    model = WDSR(variant="b", scale=2, n_feats=8, n_resblocks=1)
+    image = (torch.rand(1, 3, 6, 5) * 255).to(dtype)
+    with torch.inference_mode():
+        auto = FastWDSR.from_reference(model).eval()
+        auto(image)
+        assert auto.last_backend == "torch"
+        asked = FastWDSR.from_reference(model, backend="cpu").eval()
+        with pytest.warns(UserWarning, match="float32"):
+            asked(image)
+        assert asked.last_backend == "torch"
+        asked(image.float())
+        assert asked.last_backend == "cpu"
+
+
+def test_registry_falls_back_with_the_reason(monkeypatch):
+    monkeypatch.setattr(cpu_backend, "LOAD_ERROR", "wdsr_fast._cpu is not built (no compiler)")
+    assert ops.unavailable_reason("cpu", "cpu") == "wdsr_fast._cpu is not built (no compiler)"
+    assert ops.pick_backend("cpu") == "torch"
+
+
+def test_a_build_without_threads_is_not_picked_where_torch_has_several(monkeypatch):
+    assert cpu_backend.THREADED  # this build uses torch's threads
+    monkeypatch.setattr(cpu_backend, "THREADED", False)
+    saved = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert "without OpenMP" in ops.unavailable_reason("cpu", "cpu")
+        assert ops.pick_backend("cpu") == "torch"
+        torch.set_num_threads(1)
+        assert ops.pick_backend("cpu") == "cpu"
+    finally:
+        torch.set_num_threads(saved)
+
+
+def test_opcheck():
+    x = randn(2, 8, 5, 7, seed=1).contiguous(memory_format=torch.channels_last)
+    img = image(2, 5, 7)
+    cases = {
+        "head_conv": (img, randn(8, 3, 3, 3, seed=2), randn(8, seed=3), MEAN, 127.5),
+        "wdsr_a_block": (x, randn(16, 8, 3, 3, seed=2), randn(16, seed=3), randn(8, 16, 3, 3, seed=4),
+                         randn(8, seed=5), 0.5),
+        "wdsr_b_block": (x, *block_b_weights(8, 6, 0.8), 0.5),
+        "tail_shuffle": (x, img, randn(27, 8, 3, 3, seed=2), randn(27, seed=3), randn(27, 3, 5, 5, seed=4),
+                         randn(27, seed=5), MEAN, 127.5, 3),
+    }
+    for name, args in cases.items():
+        torch.library.opcheck(getattr(torch.ops.wdsr_cpu, name).default, args)
+
+
+def test_bad_inputs_say_what_is_wrong(monkeypatch):
+    x = randn(1, 8, 5, 5, seed=1)
+    w = block_b_weights(8, 6, 0.8)
+    with pytest.raises(TypeError, match=r"wdsr_b_block: x must be torch\.float32.*torch\.float64"):
+        cpu_backend.wdsr_b_block(x.double(), *w, 1.0)
+    with pytest.raises(TypeError, match=r"b_conv must be torch\.float32 like the input, got torch\.float64"):
+        cpu_backend.wdsr_b_block(x, *w[:5], w[5].double(), 1.0)
+    with pytest.raises(ValueError, match=r"w_reduce must have shape \[6, 48, 1, 1\]"):
+        cpu_backend.wdsr_b_block(x, w[0], w[1], w[2][:, :40], *w[3:], 1.0)
+    with pytest.raises(ValueError, match="x is empty"):
+        cpu_backend.wdsr_b_block(x[:, :, :0], *w, 1.0)
+    with pytest.raises(ValueError, match="mean must be a"):
+        cpu_backend.head_conv(image(1, 5, 5), randn(8, 3, 3, 3, seed=2), randn(8, seed=3), MEAN.double(), 127.5)
+    with pytest.raises(ValueError, match=r"image must be \(1, 3, 5, 5\)"):
+        cpu_backend.tail_shuffle(x, image(1, 5, 6), randn(12, 8, 3, 3, seed=2), randn(12, seed=3),
+                                 randn(12, 3, 5, 5, seed=4), randn(12, seed=5), MEAN, 127.5, 2)
+    monkeypatch.setenv(cpu_backend.ISA_ENV, "sse9")
+    with pytest.raises(ValueError, match=r"WDSR_FAST_CPU_ISA=sse9 .* choose one of: " + ", ".join(ISAS)):
+        cpu_backend.wdsr_b_block(x, *w, 1.0)
+
+
+# ---- the halo logic through the ctypes harness, and deliberate bugs it must catch ------------------------
+HARNESS_FLAGS = {"avx512": ["-DWDSR_CPU_AVX512", "-mavx512f", "-mavx512vl", "-mavx2", "-mfma"],
+                 "avx2": ["-DWDSR_CPU_AVX2", "-mavx2", "-mfma"], "generic": ["-DWDSR_CPU_GENERIC"],
+                 # the portable path as compilers without GNU vector extensions build it
+                 "generic-structs": ["-DWDSR_CPU_GENERIC", "-DWDSR_CPU_NO_VECTOR_EXTENSIONS"]}
+# (what the bug breaks, text of block_b.h, its replacement)
+MUTANTS = [
+    ("left halo column of a chunk", "const int ja = x0 == 0 ? 1 : 0;", "const int ja = 1;"),
+    ("right halo column of a chunk", "const int jb = imin(x1 + 1, a.w) - x0 + 1;",
+     "const int jb = imin(x1, a.w) - x0 + 1;"),
+    ("halo row above a band", "t_row(ctx, n, r0 - 1, x0, x1, ring,", "t_row(ctx, n, -1, x0, x1, ring,"),
+    ("ring rotation", "top = (top + 1) % 3;", "top = (top + 2) % 3;"),
+    ("last, partial pixel block of a row", "for (int xb = x0; xb < x1; xb += kConvPixels)",
+     "for (int xb = x0; xb + kConvPixels <= x1; xb += kConvPixels)"),
+]
+
+
+def build_harness(tmp_path, isa, mutant=None):
+    compiler = shutil.which("c++") or shutil.which("g++")
+    if compiler is None:
+        pytest.skip("no C++ compiler to build the test harness")
+    include = KERNEL_DIR
+    if mutant is not None:
+        include = tmp_path / "mutant"
+        shutil.copytree(KERNEL_DIR, include)
+        source = (include / "block_b.h").read_text()
+        assert source.count(mutant[1]) == 1, f"mutant {mutant[0]!r}: its text is not in block_b.h once"
+        (include / "block_b.h").write_text(source.replace(mutant[1], mutant[2]))
+    library = tmp_path / f"harness_{isa}.so"
+    subprocess.run([compiler, "-std=c++20", "-O1", "-shared", "-fPIC", *HARNESS_FLAGS[isa], f"-I{include}",
+                    str(HARNESS), "-o", str(library)], check=True, capture_output=True)
+    return ctypes.CDLL(str(library))
+
+
+def harness_block(lib, x, weights, res_scale, max_chunk_w, threads):
+    """wdsr_b_block through the harness: x (N, C, H, W) -> y (N, C, H, W), NaN where nothing was written."""
+    n, c, h, w = x.shape
+    nhwc = x.permute(0, 2, 3, 1).contiguous()
+    y = torch.full_like(nhwc, float("nan"))
+    ws = [t.contiguous() for t in weights]
+    ptr = ctypes.c_void_p
+    lib.harness_wdsr_b_block(*[ptr(t.data_ptr()) for t in [nhwc, *ws]], ctypes.c_float(res_scale),
+                             ptr(y.data_ptr()), n, h, w, c, ws[0].shape[0], ws[2].shape[0], max_chunk_w, threads)
+    return y.permute(0, 3, 1, 2)
+
+
+def harness_error(lib):
+    """Worst relative error over cases with chunks of 5 and 8 columns and 1, 3 or 4 threads' bands."""
+    worst = 0.0
+    for shape, chunk, threads in [((2, 16, 11, 23), 8, 4), ((1, 16, 9, 17), 5, 3), ((1, 16, 6, 1), 8, 4),
+                                  ((1, 16, 1, 9), 5, 1)]:
+        x = randn(*shape, seed=1)
+        w = block_b_weights(shape[1], 6, 0.8)
+        out = harness_block(lib, x, w, 0.7, chunk, threads)
+        ref = reference.wdsr_b_block(x.double(), *[t.double() for t in w], 0.7)
+        worst = max(worst, float("inf") if torch.isnan(out).any() else rel_error(out, ref))
+    return worst
+
+
+@pytest.mark.parametrize("harness_isa", ISAS + ["generic-structs"])
+def test_narrow_chunks_through_the_harness(tmp_path, harness_isa):
+    assert harness_error(build_harness(tmp_path, harness_isa)) < TOLERANCE
+
+
+@pytest.mark.parametrize("mutant", MUTANTS, ids=[m[0] for m in MUTANTS])
+def test_deliberate_bugs_are_caught(tmp_path, mutant):
+    assert harness_error(build_harness(tmp_path, "generic", mutant)) > TOLERANCE

@@ -1,0 +1,59 @@
+"""The CPU backend: the fused C++ kernels of csrc/cpu/, registered as ``torch.ops.wdsr_cpu.*`` by ``wdsr_fast._cpu``.
+
+float32 on CPU tensors (other dtypes raise TypeError), threads through ATen's ``parallel_for``, so
+``torch.set_num_threads`` applies. The kernels are compiled for several instruction sets and the fastest the CPU
+runs is used (``isa_paths()`` lists them); the environment variable ``WDSR_FAST_CPU_ISA`` (``avx512``, ``avx2`` or
+``generic``) picks another, read at every call. This module loads the extension if it was built (``pip install
+--no-build-isolation .`` with a C++ compiler), adds the fake (meta) implementations torch.compile needs, and
+exposes the four ops with the signatures of ``reference.py``.
+"""
+from __future__ import annotations
+
+import torch
+
+from .common import register_fakes
+
+NAME = "cpu"
+
+ISA_ENV = "WDSR_FAST_CPU_ISA"
+
+try:
+    from wdsr_fast import _cpu  # importing it registers the ops
+
+    LOAD_ERROR: str | None = None
+    THREADED = _cpu.threaded()  # False: built without the OpenMP that torch's threads use
+except (ImportError, OSError) as exc:  # not built (no compiler, or its build failed), or built against another torch
+    LOAD_ERROR = (f"wdsr_fast._cpu is not built or does not load ({exc}); it is built by `pip install "
+                  f"--no-build-isolation .` where a C++ compiler works, and the install prints why it was not")
+    THREADED = False
+
+
+def isa_paths() -> tuple[str, ...]:
+    """The instruction-set paths of the kernels that this CPU runs, fastest (the default) first."""
+    return tuple(_cpu.isa_paths()) if LOAD_ERROR is None else ()
+
+
+def unavailable_reason(device: torch.device, config=None, dtype: torch.dtype | None = None) -> str | None:
+    if LOAD_ERROR is not None:
+        return LOAD_ERROR
+    if device.type != "cpu":
+        return f"the CPU kernels run on CPU tensors, not on {device}"
+    if dtype is not None and dtype != torch.float32:
+        return f"the CPU kernels run float32, not {dtype}"
+    if not THREADED and torch.get_num_threads() > 1:
+        return (f"wdsr_fast._cpu was built without OpenMP, so its kernels would run on one thread where torch "
+                f"uses {torch.get_num_threads()}; rebuild it with a compiler that supports -fopenmp")
+    return None
+
+
+if LOAD_ERROR is None:
+    register_fakes("wdsr_cpu")
+    head_conv = torch.ops.wdsr_cpu.head_conv
+    wdsr_a_block = torch.ops.wdsr_cpu.wdsr_a_block
+    wdsr_b_block = torch.ops.wdsr_cpu.wdsr_b_block
+    tail_shuffle = torch.ops.wdsr_cpu.tail_shuffle
+else:
+    def _not_loaded(*args, **kwargs):
+        raise RuntimeError(LOAD_ERROR)
+
+    head_conv = wdsr_a_block = wdsr_b_block = tail_shuffle = _not_loaded
