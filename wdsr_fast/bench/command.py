@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -111,8 +112,11 @@ def run(args: argparse.Namespace) -> int:
             for w, h in args.sizes:
                 for batch in args.batch:
                     for dtype in dtypes:
+                        case = Case(preset_name, scale, w, h, batch, dtype)
+                        print(f"measuring {preset_name} x{scale} {w}x{h} batch {batch} {dtype}, threads "
+                              f"{', '.join(map(str, threads))}, {rounds} rounds ...", file=sys.stderr, flush=True)
                         with tempfile.TemporaryDirectory() as folder:
-                            setup = Setup.of(Case(preset_name, scale, w, h, batch, dtype), device, args, Path(folder))
+                            setup = Setup.of(case, device, args, Path(folder))
                             rows += measure(setup, threads, rounds, repeats, peaks[dtype], eager_fp32, memory)
     if hasattr(os, "getloadavg"):
         env["load_average_at_end"] = os.getloadavg()
