@@ -7,9 +7,10 @@ once (on a GPU: one ``triton.testing.do_bench`` median), starting one row later 
 median over the rounds. Noise from other work on the machine thus falls on all rows alike. Torch's thread count is
 set to the row's before each call.
 
-The peaks, measured in the same run (before the cases) and interleaved the same way, the best round kept: an
-n x n x n matmul in the row's dtype (n = 2048 on CPU, 8192 on GPU) and a large copy. ``of_peak`` is a row's
-FLOP/s over the matmul's at the same thread count; ``roofline`` is max(FLOPs / peak FLOP/s, minimum bytes / peak
+The peaks, measured in the same run, the best round kept: an n x n x n matmul in the row's dtype (n = 2048 on
+CPU, 8192 on GPU) and a large copy, before the cases; the matmul again among each case's rows, in its rounds (the
+faster of the two is the row's ``peak_gflops``). ``of_peak`` is a row's FLOP/s over that peak at the same thread
+count; ``roofline`` is max(FLOPs / peak FLOP/s, minimum bytes / peak
 bandwidth) over the measured time.
 """
 from __future__ import annotations
@@ -64,11 +65,10 @@ def peak_rates(device: torch.device, dtype: torch.dtype, threads: list[int], rou
                repeats: int) -> dict[int, tuple[float, float]]:
     """{threads: (FLOP/s of a large matmul in ``dtype``, bytes/s of a large copy)}, measured now: the best of the
     rounds (a peak is what the machine can do; the rows are held to it with their medians)."""
-    n = GPU_MATMUL_SIZE if device.type == "cuda" else CPU_MATMUL_SIZE
-    a = torch.randn(n, n, device=device).to(dtype if device.type == "cuda" else torch.float32)
+    matmul, flops = matmul_call(device, dtype)
     src = torch.empty(2**28 if device.type == "cuda" else 2**26, dtype=torch.uint8, device=device)
     dst = torch.empty_like(src)
-    calls = [lambda: a @ a, lambda: dst.copy_(src)]
+    calls = [matmul, lambda: dst.copy_(src)]
     for t in threads:  # warm-up
         with torch_threads(t):
             for call in calls:
@@ -76,7 +76,14 @@ def peak_rates(device: torch.device, dtype: torch.dtype, threads: list[int], rou
     times = interleaved(calls * len(threads), device, max(rounds, PEAK_ROUNDS), repeats,
                         [t for t in threads for _ in calls])
     best = [min(t) for t in times]
-    return {t: (2 * n**3 / best[2 * i], 2 * src.numel() / best[2 * i + 1]) for i, t in enumerate(threads)}
+    return {t: (flops / best[2 * i], 2 * src.numel() / best[2 * i + 1]) for i, t in enumerate(threads)}
+
+
+def matmul_call(device: torch.device, dtype: torch.dtype) -> tuple[Callable[[], object], int]:
+    """(a call of the peak's n x n x n matmul, its FLOPs)."""
+    n = GPU_MATMUL_SIZE if device.type == "cuda" else CPU_MATMUL_SIZE
+    a = torch.randn(n, n, device=device).to(dtype if device.type == "cuda" else torch.float32)
+    return (lambda: a @ a), 2 * n**3
 
 
 def output_of(value) -> torch.Tensor:
@@ -140,10 +147,14 @@ def measure(base: Setup, threads: list[int], rounds: int, repeats: int, peaks: d
         setup = dataclasses.replace(base, threads=t)
         timed += [build(setup, row, expected) for row in rows_of(setup)]
     live = [x for x in timed if x.call is not None]
+    matmul, matmul_flops = matmul_call(base.device, base.dtype)  # the peak again, among the rows
     with torch.inference_mode():
-        times = interleaved([x.call for x in live], base.device, rounds, repeats, [x.setup.threads for x in live])
+        times = interleaved([x.call for x in live] + [matmul] * len(threads), base.device, rounds, repeats,
+                            [x.setup.threads for x in live] + threads)
+    peaks = {t: (max(peaks[t][0], matmul_flops / min(times[len(live) + i])), peaks[t][1])
+             for i, t in enumerate(threads)}
     element = torch.empty((), dtype=base.dtype).element_size()
-    for x, row_times in zip(live, times, strict=True):
+    for x, row_times in zip(live, times, strict=False):
         seconds = statistics.median(row_times)
         if x.row.op is None:
             flops, min_bytes = model_work(base.reference.config, case.lr_pixels, element)
@@ -153,6 +164,7 @@ def measure(base: Setup, threads: list[int], rounds: int, repeats: int, peaks: d
         x.result.update(ms=1e3 * seconds, ms_per_image=1e3 * seconds / case.batch,
                         mpix_per_s=case.batch * case.out_w * case.out_h / seconds / 1e6,
                         gflops=flops / seconds / 1e9, of_peak=flops / seconds / peak_flops,
+                        peak_gflops=peak_flops / 1e9,
                         gbps=min_bytes / seconds / 1e9,
                         roofline=max(flops / peak_flops, min_bytes / peak_bytes) / seconds, rounds=len(row_times))
     for x in live:
