@@ -26,11 +26,12 @@ from .common import POISON_ENV
 NAME = "torch"
 __all__ = ["NAME", "head_conv", "tail_shuffle", "unavailable_reason", "wdsr_a_block", "wdsr_b_block"]
 
-# Pixels per chunk of the WDSR-B block's 1x1 convs on CPU (a (16384, 192) fp32 wide chunk is 12 MB). Measured on an
-# Intel Xeon (AVX-512), 1 thread, one WDSR-B 32x16 block, interleaved medians: on 480x270 features chunks of 4096
-# to 16384 pixels all took 53-57 ms against 112-115 ms for 1x1 convs on the whole map; at 128x128 (one chunk)
-# 5.6 ms against 5.5 ms. Fewer, larger chunks mean fewer thread fork/joins, which cost most where cores are shared.
-CPU_CHUNK_PIXELS = 16384
+# Pixels per chunk of the WDSR-B block's 1x1 convs on CPU (a (8192, 192) fp32 wide chunk is 6 MB, 3 MB a thread
+# with 2 threads). Measured on an Intel Xeon (AVX-512), one WDSR-B 32x16 block, 1 thread, interleaved medians: on
+# 480x270 features, chunks of 2048 to 8192 pixels 74-78 ms, 16384 86 ms, 1x1 convs on the whole map 177 ms; on
+# 128x128 features, chunks 8.7-9.8 ms against 9.4 ms for the convs. Fewer, larger chunks mean fewer thread
+# fork/joins, which cost most where the cores are shared with other work.
+CPU_CHUNK_PIXELS = 8192
 
 _CHANNELS_LAST = torch.channels_last
 
