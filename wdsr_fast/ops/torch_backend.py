@@ -6,12 +6,13 @@ They compute what ``reference.py`` computes (tested against it in float64), arra
 the plain model's:
 
 - features are channels_last (an NCHW input is converted once), and every conv weight is used in the activation's
-  memory format (a mismatch makes oneDNN reorder per call);
-- ReLU, bias-free residual adds and the de-normalisation run in place: each intermediate tensor is allocated once;
-- the WDSR-B block's two 1x1 convs are matrix products over the pixels (a channels_last map is a (pixels, channels)
-  matrix without a copy). On CPU they run over chunks of ``CPU_CHUNK_PIXELS`` pixels through one reused buffer, so
-  the wide activation (6x the features, 100 MB at 480x270) never exists whole: the chunk stays in cache and the
-  low-rank result is written straight into its place. Elsewhere (GPU) one product covers all pixels.
+  memory format;
+- ReLU, the residual add and the de-normalisation run in place: each intermediate tensor is allocated once;
+- on CPU, the WDSR-B block's two 1x1 convs on a map larger than ``CPU_CHUNK_PIXELS`` pixels are matrix products
+  over chunks of that many pixels (a channels_last map is a (pixels, channels) matrix without a copy) through one
+  reused buffer, so the wide activation (6x the features, 100 MB at 480x270) never exists whole: the chunk stays in
+  cache and the low-rank result is written straight into its place. Smaller maps, and other devices, take the
+  1x1 convs whole.
 """
 from __future__ import annotations
 
@@ -26,12 +27,12 @@ from .common import POISON_ENV
 NAME = "torch"
 __all__ = ["NAME", "head_conv", "tail_shuffle", "unavailable_reason", "wdsr_a_block", "wdsr_b_block"]
 
-# Pixels per chunk of the WDSR-B block's 1x1 convs on CPU (a (8192, 192) fp32 wide chunk is 6 MB, 3 MB a thread
-# with 2 threads). Measured on an Intel Xeon (AVX-512), one WDSR-B 32x16 block, 1 thread, interleaved medians: on
-# 480x270 features, chunks of 2048 to 8192 pixels 74-78 ms, 16384 86 ms, 1x1 convs on the whole map 177 ms; on
-# 128x128 features, chunks 8.7-9.8 ms against 9.4 ms for the convs. Fewer, larger chunks mean fewer thread
-# fork/joins, which cost most where the cores are shared with other work.
-CPU_CHUNK_PIXELS = 8192
+# Pixels per chunk of the WDSR-B block's 1x1 convs on CPU (a (4096, 192) fp32 wide chunk is 3 MB, 1.5 MB a thread
+# with 2 threads: L2-sized). Maps of at most one chunk take the two 1x1 convs whole. Measured on an Intel Xeon
+# (AVX-512), 2 threads, one WDSR-B 32x16 block, interleaved medians, idle machine: on 480x270 features chunks of
+# 2048 / 4096 / 8192 / 16384 pixels 21.2 / 20.5 / 22.4 / 29.7 ms against 61.8 ms for 1x1 convs on the whole map; on
+# 128x128 features 2.62 / 2.56 / 2.84 / 2.85 ms against 2.49 ms; on 64x64 (one chunk) 0.70 ms against 0.60 ms.
+CPU_CHUNK_PIXELS = 4096
 
 _CHANNELS_LAST = torch.channels_last
 
@@ -88,20 +89,31 @@ def wdsr_b_block(x: torch.Tensor, w_expand: torch.Tensor, b_expand: torch.Tensor
                  res_scale: float) -> torch.Tensor:
     """``reference.wdsr_b_block``, channels_last; the 1x1 convs as chunked matrix products (module docstring)."""
     x = _channels_last(x)
+    n, _, h, w = x.shape
+    if x.device.type == "cpu" and n * h * w > CPU_CHUNK_PIXELS:
+        low_rank = _low_rank_in_chunks(x, w_expand, b_expand, w_reduce, b_reduce)
+    else:
+        wide = F.conv2d(x, _channels_last(w_expand), b_expand).relu_()
+        low_rank = F.conv2d(wide, _channels_last(w_reduce), b_reduce)
+    return _residual(x, F.conv2d(low_rank, _channels_last(w_conv), b_conv, padding=1), res_scale)
+
+
+def _low_rank_in_chunks(x: torch.Tensor, w_expand: torch.Tensor, b_expand: torch.Tensor, w_reduce: torch.Tensor,
+                        b_reduce: torch.Tensor) -> torch.Tensor:
+    """conv1x1_reduce(relu(conv1x1_expand(x))) of a channels_last x, CPU_CHUNK_PIXELS pixels at a time through one
+    reused wide buffer: (n, low_rank, h, w), channels_last."""
     n, c, h, w = x.shape
     wide_feats, low_rank_feats = w_expand.shape[0], w_reduce.shape[0]
     pixels = x.permute(0, 2, 3, 1).reshape(n * h * w, c)  # a view: (pixels, c)
     expand = w_expand.reshape(wide_feats, c).t()  # (c, wide)
     reduce = w_reduce.reshape(low_rank_feats, wide_feats).t()  # (wide, low_rank)
     low_rank = _new(x, (n * h * w, low_rank_feats))
-    chunk = CPU_CHUNK_PIXELS if x.device.type == "cpu" else max(1, n * h * w)
-    wide = _new(x, (min(chunk, n * h * w), wide_feats))  # reused by every chunk
-    for start, stop in _chunks(n * h * w, chunk):
+    wide = _new(x, (min(CPU_CHUNK_PIXELS, n * h * w), wide_feats))  # reused by every chunk
+    for start, stop in _chunks(n * h * w, CPU_CHUNK_PIXELS):
         wide_chunk = wide[: stop - start]
         torch.addmm(b_expand, pixels[start:stop], expand, out=wide_chunk).relu_()
         torch.addmm(b_reduce, wide_chunk, reduce, out=low_rank[start:stop])
-    low_rank = low_rank.view(n, h, w, low_rank_feats).permute(0, 3, 1, 2)  # (n, low_rank, h, w), channels_last
-    return _residual(x, F.conv2d(low_rank, _channels_last(w_conv), b_conv, padding=1), res_scale)
+    return low_rank.view(n, h, w, low_rank_feats).permute(0, 3, 1, 2)
 
 
 def tail_shuffle(features: torch.Tensor, image: torch.Tensor, w_tail: torch.Tensor, b_tail: torch.Tensor,
