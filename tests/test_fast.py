@@ -263,3 +263,26 @@ def test_whole_model_under_torch_compile(backend):
         changed = compiled(image)
         assert (changed - expected).abs().min() > 0.5 and torch.allclose(changed, fast(image), atol=1e-4)
     assert fast.last_backend == backend
+
+
+@pytest.mark.parametrize("how", ["eval", "train", "load_state_dict", "to", "refold"])
+@pytest.mark.parametrize("edit", ["copy_", "mul_"])
+def test_refolds_after_edits_through_data(how, edit):
+    """Edits through ``p.data`` leave no trace on the parameter; each documented call makes FastWDSR see them."""
+    fast = FastWDSR.from_reference(small("b", 2), backend="torch").eval()
+    image = torch.rand(1, 3, 8, 8) * 255
+    with torch.no_grad():
+        before = fast(image)
+        bias = fast.tail[0].bias
+        if edit == "copy_":
+            bias.data.copy_(bias.data + 1.0)
+        else:
+            bias.data.mul_(3.0).add_(1.0)
+        assert torch.equal(fast(image), before), "the edit is invisible without a refold (else this test is moot)"
+        {"eval": lambda: fast.eval(), "train": lambda: fast.train(),
+         "load_state_dict": lambda: fast.load_state_dict(fast.state_dict()),
+         "to": lambda: fast.to(torch.float32), "refold": fast.refold}[how]()
+        after = fast(image)
+    expected = WDSR.forward(fast, image)
+    assert (after - before).abs().max() > 0.5
+    assert (after - expected).abs().max() < 1e-3

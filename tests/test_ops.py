@@ -146,3 +146,34 @@ def test_tf32_opt_in_gpu():
     torch.backends.cuda.matmul.allow_tf32 = True  # the poison fixture restores it
     err = rel_error(ops.get_backend("triton").wdsr_b_block(*args), ref)
     assert err < 1e-3, f"tf32: relative error {err:.2e}"
+
+
+@pytest.fixture()
+def small_chunks(monkeypatch):
+    """The torch backend's WDSR-B block in chunks of 7 pixels: many chunks, the last one partial."""
+    from wdsr_fast.ops import torch_backend
+
+    monkeypatch.setattr(torch_backend, "CPU_CHUNK_PIXELS", 7)
+    return torch_backend
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_torch_backend_block_in_chunks(small_chunks, dtype, channels_last):
+    """The chunked 1x1 convs of the torch backend (CPU) against the reference; 2 x 9 x 13 = 234 pixels = 33 chunks of 7
+    and one of 3."""
+    if DEVICE != "cpu":
+        pytest.skip("the 1x1 convs run in chunks on CPU only")
+    args = [features(2, 8, 9, 13, dtype, channels_last)] + weights(
+        (48, 8, 1, 1), (48,), (6, 48, 1, 1), (6,), (8, 6, 3, 3), (8,), dtype=dtype) + [0.7]
+    out = check("torch", "wdsr_b_block", args, dtype)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_poison_catches_a_missed_chunk(small_chunks, monkeypatch):
+    """A chunk left out of the torch backend's block shows as NaN (the poison reaches its buffers)."""
+    chunks = small_chunks._chunks
+    monkeypatch.setattr(small_chunks, "_chunks", lambda total, chunk: list(chunks(total, chunk))[:-1])
+    args = [features(1, 8, 5, 6, torch.float32, True)] + weights(
+        (48, 8, 1, 1), (48,), (6, 48, 1, 1), (6,), (8, 6, 3, 3), (8,), dtype=torch.float32) + [1.0]
+    assert torch.isnan(small_chunks.wdsr_b_block(*args)).any()

@@ -4,11 +4,17 @@ A ``FastWDSR`` *is* a ``WDSR`` (same constructor, parameters and ``state_dict``,
 included), so it trains like one: whenever autograd would record the forward, it runs the trainable path of
 ``WDSR`` (weight norm computed every call). Under ``torch.no_grad()`` / ``torch.inference_mode()`` it folds
 weight norm once (refolding when a parameter changes) and runs the four ops of a backend (``wdsr_fast.ops``):
-``"cuda"`` (csrc/), ``"triton"`` or ``"torch"`` (the plain-PyTorch ops of ``ops/reference.py``).
+``"cuda"`` (csrc/), ``"triton"`` or ``"torch"`` (plain PyTorch ops, ``ops/torch_backend.py``).
 ``backend="auto"`` picks the fastest that can run on the input's device.
 
 ``last_backend`` says what ran the last call: a backend name (``"cuda"``, ``"triton"``, ``"torch"``), or
 ``"autograd"`` when autograd recorded the forward and the trainable path ran.
+
+The folded weights follow the parameters: a change through autograd-visible ops (an optimizer step,
+``p.copy_()`` under ``no_grad``, ``load_state_dict``) or a replaced parameter is seen on the next call. A change
+made behind autograd's back, through ``p.data`` (``p.data.copy_(...)``, ``p.data.mul_(...)``), leaves no trace
+on the parameter, so it is picked up at the next ``eval()``, ``train()``, ``load_state_dict()`` or ``.to()`` /
+``.half()`` / ``.cuda()``, or by calling ``refold()``.
 
     model = FastWDSR.from_reference(reference_model).cuda().eval()
     with torch.inference_mode():
@@ -53,6 +59,10 @@ class FastWDSR(WDSR):
 
     ``last_backend``: what ran the last call, a backend name or ``"autograd"`` (the trainable path, taken
     whenever autograd records the forward).
+
+    Weight norm is folded once and cached; the cache follows the parameters (optimizer steps, ``load_state_dict``,
+    replaced parameters). Edits through ``p.data`` are invisible to that check: ``eval()``, ``train()``,
+    ``load_state_dict()``, ``.to()`` (and ``.half()``, ``.cuda()``...) and ``refold()`` all refold.
     """
 
     def __init__(self, *args, backend: str = ops.AUTO, cuda_graphs: bool = False, check_finite: bool = True,
@@ -103,15 +113,35 @@ class FastWDSR(WDSR):
         return fallback
 
     # -- folded weights -------------------------------------------------------------------------
+    def refold(self) -> FastWDSR:
+        """Forget the folded weights (and CUDA graphs): the next inference call folds the current parameters.
+        Needed only after edits through ``p.data``; ``eval()``, ``train()``, ``load_state_dict()`` and ``.to()``
+        call it. Returns the model."""
+        self._folded.clear()
+        self._graphs.clear()
+        self._folded_key = None
+        return self
+
+    def train(self, mode: bool = True) -> FastWDSR:  # eval() is train(False)
+        super().train(mode)
+        return self.refold()
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        result = super().load_state_dict(state_dict, strict=strict, assign=assign)
+        self.refold()
+        return result
+
     def _current_parameters(self) -> list:
         if self._parameter_list_at != _parameter_registrations:
             self._parameter_list = list(self.parameters())
             self._parameter_list_at = _parameter_registrations
         return self._parameter_list
 
-    def _apply(self, fn, recurse=True):
+    def _apply(self, fn, recurse=True):  # .to(), .half(), .cuda(), ...
         self._parameter_list_at = -1
-        return super()._apply(fn, recurse)
+        result = super()._apply(fn, recurse)
+        self.refold()
+        return result
 
     def _parameters_key(self) -> tuple:
         # Inference tensors (parameters made under torch.inference_mode) keep no version counter: only a

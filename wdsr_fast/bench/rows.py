@@ -4,14 +4,20 @@ A row is data (its kind, backend, op and variant, and the label shown) plus ``ma
 to time or raises to skip the row with the reason. Each row kind is one function of a ``Setup`` returning its rows;
 ``ROW_KINDS`` lists them, in table order. Adding a way to run WDSR (another runtime, another backend) is one such
 function and one entry there; whole-model rows (``op`` None) are compared with eager fp32 and ``torch.compile``,
-op rows with the same op of the torch backend.
+op rows with the same op of ``ops/reference.py`` on folded weights. FastWDSR and op rows are made for every
+backend of the registry (``wdsr_fast.ops``) asked for, so a new backend gets its rows without a change here.
+
+A callable returns its output (a tensor or an array), which is checked against the eager fp32 reference.
+``make`` and the calls run under ``torch.inference_mode()``, with torch's thread count set to ``Setup.threads``.
 """
 from __future__ import annotations
 
 import argparse
 import copy
 import dataclasses
+import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
@@ -19,13 +25,19 @@ from .. import ops
 from ..fast import FastWDSR
 from ..fold import folded_copy
 from ..model import WDSR, preset
+from ..ops import reference as reference_ops
+from .runtimes import onnx_model, onnxruntime_runner, openvino_runner
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-TIMED_OPS = ("wdsr_b_block", "tail_shuffle")
+ROW_OPTIONS = ("backends", "compile_rows", "max_autotune_on_cpu", "triton_on_cpu")  # what rows read of the command
+REFERENCE_OPS = "reference"  # the op rows' baseline: the ops of ops/reference.py (the spec) on folded weights
 
 # Row kinds.
-REFERENCE = "reference"  # the trainable WDSR, eager (weight norm computed every call)
+EAGER = "eager"  # the trainable WDSR as it is (weight norm computed every call)
+FOLDED = "folded"  # the folded reference (plain convs), eager
+TORCHSCRIPT = "torchscript"  # the folded reference traced, frozen and optimize_for_inference
 COMPILE = "compile"  # the folded reference under torch.compile
+RUNTIME = "runtime"  # another inference runtime fed the folded model exported to ONNX
 FAST = "fast"  # FastWDSR on one backend
 OP = "op"  # one op of one backend, alone
 
@@ -47,7 +59,7 @@ class Case:
 @dataclasses.dataclass(frozen=True)
 class Row:
     label: str  # as printed and stored, e.g. "fast-triton+graphs", "op:wdsr_b_block:torch"
-    kind: str  # REFERENCE, COMPILE, FAST, OP, ...
+    kind: str  # EAGER, FOLDED, COMPILE, FAST, OP, ...
     make: Callable[[], Callable[[], object]] = dataclasses.field(compare=False, repr=False)
     backend: str | None = None
     op: str | None = None  # the op timed alone; None: the whole model
@@ -56,56 +68,113 @@ class Row:
 
 @dataclasses.dataclass
 class Setup:
-    """What every row of one case shares."""
+    """What every row of one case shares (the thread count is per row group: ``dataclasses.replace``)."""
 
     case: Case
     device: torch.device
     reference: WDSR  # fp32, eval mode, on the device
     lr: torch.Tensor  # (batch, 3, out_h / scale, out_w / scale) fp32 in [0, 255], on the device
-    args: argparse.Namespace  # the command line: backends, compile_on_cpu, triton_on_cpu
+    args: argparse.Namespace  # the command line (ROW_OPTIONS)
+    folder: Path  # scratch space of the case (the ONNX export)
+    threads: int = 1  # torch's intra-op threads for these rows, and the runtimes' threads
 
     @classmethod
-    def of(cls, case: Case, device: torch.device, args: argparse.Namespace) -> Setup:
+    def of(cls, case: Case, device: torch.device, args: argparse.Namespace, folder: Path) -> Setup:
         lr = torch.rand(case.batch, 3, case.out_h // case.scale, case.out_w // case.scale, device=device) * 255
-        return cls(case, device, preset(case.preset, case.scale).to(device).eval(), lr, args)
+        return cls(case, device, preset(case.preset, case.scale).to(device).eval(), lr, args, folder,
+                   torch.get_num_threads())
 
     @property
     def dtype(self) -> torch.dtype:
         return DTYPES[self.case.dtype]
 
+    @property
+    def on_cpu(self) -> bool:
+        return self.device.type == "cpu"
 
-def reference_rows(s: Setup) -> list[Row]:
+    def folded_model(self, channels_last: bool = True) -> torch.nn.Module:
+        model = folded_copy(self.reference).to(dtype=self.dtype)
+        return model.to(memory_format=torch.channels_last) if channels_last else model
+
+    def input(self, channels_last: bool = True) -> torch.Tensor:
+        x = self.lr.to(self.dtype)
+        return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def eager_rows(s: Setup) -> list[Row]:
     """The trainable WDSR as it is, eager, NCHW and channels_last."""
     def eager(channels_last):
         def make():
             model = copy.deepcopy(s.reference).to(dtype=s.dtype)
-            x = s.lr.to(s.dtype)
             if channels_last:
-                model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+                model = model.to(memory_format=torch.channels_last)
+            x = s.input(channels_last)
             return lambda: model(x)
         return make
 
-    return [Row("reference", REFERENCE, eager(False)),
-            Row("reference-cl", REFERENCE, eager(True), variant="channels_last")]
+    return [Row("eager", EAGER, eager(False)), Row("eager-cl", EAGER, eager(True), variant="channels_last")]
+
+
+def folded_rows(s: Setup) -> list[Row]:
+    """The folded reference (weight norm folded once into plain convs), eager, channels_last."""
+    def make():
+        model, x = s.folded_model(), s.input()
+        return lambda: model(x)
+
+    return [Row("folded-cl", FOLDED, make, variant="channels_last")]
+
+
+def torchscript_rows(s: Setup) -> list[Row]:
+    """The folded reference traced, ``torch.jit.freeze``-d and ``torch.jit.optimize_for_inference``, channels_last."""
+    def make():
+        model, x = s.folded_model(), s.input()
+        with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the tracer's warnings about input checks turned constants
+            traced = torch.jit.trace(model.eval(), x.clone())
+            optimised = torch.jit.optimize_for_inference(torch.jit.freeze(traced))
+        return lambda: optimised(x)
+
+    return [Row("torchscript", TORCHSCRIPT, make, variant="channels_last")]
 
 
 def compile_rows(s: Setup) -> list[Row]:
-    """The folded reference under torch.compile, default and max-autotune, channels_last (CPU only when asked)."""
-    def compiled(mode):
+    """The folded reference under torch.compile (inductor), channels_last: default mode, max-autotune, and on CPU
+    with inductor's freezing (weights as constants, prepacked for oneDNN), its setting for CPU inference. The first
+    call compiles (its time is the row's first-call time)."""
+    def compiled(mode, freezing):
         def make():
-            if s.device.type != "cuda" and not s.args.compile_on_cpu:
-                raise RuntimeError("torch.compile rows run on GPU only (add --compile-on-cpu)")
-            model = folded_copy(s.reference).to(dtype=s.dtype).to(memory_format=torch.channels_last)
-            fn = torch.compile(model, mode=mode)
-            x = s.lr.to(s.dtype).contiguous(memory_format=torch.channels_last)
+            if mode == "max-autotune" and s.on_cpu and not s.args.max_autotune_on_cpu:
+                raise RuntimeError("max-autotune on CPU tunes for minutes: add --max-autotune-on-cpu")
+            if freezing and not s.on_cpu:
+                raise RuntimeError("inductor freezing rows run on CPU")
+            model, x = s.folded_model(), s.input()
+            fn = torch.compile(model, mode=mode, options={"freezing": True} if freezing else None)
             return lambda: fn(x)
         return make
 
-    wanted = getattr(s.args, "compile_rows", "all")  # --compile: all, default, max or none
-    rows = [Row("compile", COMPILE, compiled(None))] if wanted in ("all", "default") else []
+    wanted = s.args.compile_rows  # --compile: all, default, max or none
+    rows = []
+    if wanted in ("all", "default"):
+        rows += [Row("compile", COMPILE, compiled(None, False)),
+                 Row("compile-freezing", COMPILE, compiled(None, True), variant="freezing")]
     if wanted in ("all", "max"):
-        rows.append(Row("compile-max", COMPILE, compiled("max-autotune"), variant="max-autotune"))
+        rows.append(Row("compile-max", COMPILE, compiled("max-autotune", False), variant="max-autotune"))
     return rows
+
+
+def runtime_rows(s: Setup) -> list[Row]:
+    """ONNX Runtime and OpenVINO on CPU, fp32, fed the folded model exported to ONNX, with ``s.threads`` threads."""
+    def runtime(runner):
+        def make():
+            if not s.on_cpu:
+                raise RuntimeError("the ONNX runtimes are raced on CPU (--device cpu)")
+            if s.dtype != torch.float32:
+                raise RuntimeError("the ONNX runtimes are raced in fp32")
+            return runner(onnx_model(s.reference, s.folder), s.lr.numpy(), s.threads)
+        return make
+
+    return [Row("onnxruntime", RUNTIME, runtime(onnxruntime_runner), backend="onnxruntime"),
+            Row("openvino", RUNTIME, runtime(openvino_runner), backend="openvino")]
 
 
 def check_backend(backend: str, s: Setup) -> None:
@@ -126,7 +195,7 @@ def fast_rows(s: Setup) -> list[Row]:
             check_backend(backend, s)
             model = FastWDSR.from_reference(s.reference, backend=backend, cuda_graphs=graphs,
                                             check_finite=False).to(s.device).eval()
-            x = s.lr.to(s.dtype)
+            x = s.input(channels_last=False)
             return lambda: model(x)
         return make
 
@@ -136,30 +205,34 @@ def fast_rows(s: Setup) -> list[Row]:
 
 
 def op_rows(s: Setup) -> list[Row]:
-    """The ops of TIMED_OPS alone, on the torch backend (the baseline) and each backend asked for."""
+    """The model's block op and the tail alone, channels_last features: the reference ops on folded weights (the
+    baseline), then each backend asked for."""
+    block = "wdsr_a_block" if s.reference.config.variant == "a" else "wdsr_b_block"
+
     def one_op(op, backend):
         def make():
-            if op == "wdsr_b_block" and s.reference.config.variant != "b":
-                raise RuntimeError("WDSR-A has no wdsr_b_block")
-            check_backend(backend, s)
-            fns = ops.get_backend(backend)
+            if backend != REFERENCE_OPS:
+                check_backend(backend, s)
+            fns = reference_ops if backend == REFERENCE_OPS else ops.get_backend(backend)
             folded = FastWDSR.from_reference(s.reference).folded(s.device, s.dtype)
             cfg = folded.config
-            x = torch.randn(s.case.batch, cfg.n_feats, *s.lr.shape[-2:], device=s.device, dtype=s.dtype)
-            x = x.contiguous(memory_format=torch.channels_last)
-            image = s.lr.to(s.dtype)
-            if op == "wdsr_b_block":
-                return lambda: fns.wdsr_b_block(x, *folded.blocks[0], cfg.res_scale)
+            generator = torch.Generator().manual_seed(0)  # the same features for every backend
+            x = torch.randn(s.case.batch, cfg.n_feats, *s.lr.shape[-2:], generator=generator)
+            x = x.to(s.device, s.dtype).contiguous(memory_format=torch.channels_last)
+            image = s.input()
+            if op == block:
+                return lambda: getattr(fns, op)(x, *folded.blocks[0], cfg.res_scale)
             return lambda: fns.tail_shuffle(x, image, *folded.tail, *folded.skip, folded.mean, cfg.pixel_norm_scale,
                                             cfg.scale)
         return make
 
-    backends = ["torch"] + [b for b in s.args.backends if b != "torch"]
+    backends = [REFERENCE_OPS] + list(s.args.backends)
     return [Row(f"op:{op}:{backend}", OP, one_op(op, backend), backend=backend, op=op)
-            for op in TIMED_OPS for backend in backends]
+            for op in (block, "tail_shuffle") for backend in backends]
 
 
-ROW_KINDS: tuple[Callable[[Setup], list[Row]], ...] = (reference_rows, compile_rows, fast_rows, op_rows)
+ROW_KINDS: tuple[Callable[[Setup], list[Row]], ...] = (eager_rows, folded_rows, torchscript_rows, compile_rows,
+                                                         runtime_rows, fast_rows, op_rows)
 
 
 def rows_of(s: Setup) -> list[Row]:

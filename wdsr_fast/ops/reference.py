@@ -19,6 +19,11 @@ def normalise(image: torch.Tensor, mean: torch.Tensor, norm_scale: float) -> tor
     return ((_at_least_fp32(image) - mean.view(1, -1, 1, 1)) / norm_scale).to(image.dtype)
 
 
+def denormalise(x: torch.Tensor, mean: torch.Tensor, norm_scale: float) -> torch.Tensor:
+    """x * norm_scale + mean, computed in fp32 (or fp64) whatever the dtype of x; contiguous NCHW in x's dtype."""
+    return (_at_least_fp32(x) * norm_scale + mean.view(1, -1, 1, 1)).to(x.dtype).contiguous()
+
+
 def head_conv(image: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, mean: torch.Tensor,
               norm_scale: float) -> torch.Tensor:
     """3x3 conv of the normalised image (zero padding applies to the normalised values).
@@ -60,5 +65,4 @@ def tail_shuffle(features: torch.Tensor, image: torch.Tensor, w_tail: torch.Tens
     """
     summed = F.conv2d(features, w_tail, b_tail, padding=1)
     summed = summed + F.conv2d(normalise(image, mean, norm_scale), w_skip, b_skip, padding=2)
-    out = _at_least_fp32(F.pixel_shuffle(summed, scale)) * norm_scale + mean.view(1, -1, 1, 1)
-    return out.to(features.dtype).contiguous()
+    return denormalise(F.pixel_shuffle(summed, scale), mean, norm_scale)
