@@ -7,6 +7,7 @@ import runpy
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -182,3 +183,17 @@ def test_steps_needing_the_extension_fail_clearly_without_it_and_the_build_keeps
     build = Step("build", "", 1, [Command([sys.executable, "-c", "pass"], "b.log", 30)], (), keep=(extension,))
     assert gpu_check["run_step"](build, out, {}, root)
     assert (out / "_C.cpython-312-x86_64-linux-gnu.so").read_text() == "library"
+
+
+def test_a_budget_stops_the_running_command_and_skips_the_steps_after_it(tmp_path):
+    """--budget-s: the command running when the call's budget ends is stopped (its log so far kept), and the steps
+    not begun are named as not run; the exit status says the checks are incomplete."""
+    Step, Command = gpu_check["Step"], gpu_check["Command"]
+    slow = Step("slow", "", 1, [Command([sys.executable, "-c", "import time; time.sleep(30)"], "slow.log", 60)], ())
+    started = time.monotonic()
+    assert not gpu_check["run_step"](slow, tmp_path, {}, deadline=time.monotonic() + 2)
+    assert time.monotonic() - started < 20
+    assert "stopped after 2 s" in (tmp_path / "slow.log").read_text()
+    done = subprocess.run([sys.executable, str(SCRIPT), "--budget-s", "5", "bench"], capture_output=True, text=True,
+                          env={**os.environ, "OUT": str(tmp_path / "out")}, timeout=60)
+    assert done.returncode == 1 and "not run (out of --budget-s): bench" in done.stdout
