@@ -47,8 +47,9 @@ def test_ychfan_normalisation_on_triton():
     from wdsr_fast import preset
 
     reference = randomise(preset("ychfan-small", 3, n_feats=8, block_feats=16, n_resblocks=2))
+    reference = reference.to(DEVICE)
     fast = FastWDSR.from_reference(reference, backend="triton").eval()
-    image = torch.rand(1, 3, 8, 9)
+    image = torch.rand(1, 3, 8, 9, device=DEVICE)
     with torch.no_grad():
         assert (fast(image) - reference(image)).abs().max() < 1e-5
 

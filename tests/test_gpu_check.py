@@ -100,6 +100,8 @@ def test_sanitizer_commands(steps):
             assert argv[argv.index("--error-exitcode") + 1] != "0"
             filters = [argv[i + 1] for i, arg in enumerate(argv) if arg == "--kernel-name"]
             assert filters == ["kns=wdsr_b_block", "kns=tail_shuffle", "kns=conv3x3"]
+            api_checked = "--check-api-memory-access" not in argv  # off for initcheck only: it would flag every
+            assert api_checked == (tool != "initcheck")              # copy of memory a PyTorch kernel wrote
             program = argv.index(sys.executable)
             assert all(arg.startswith("-") or argv[i - 1].startswith("-") for i, arg in enumerate(argv[1:program], 1))
             assert (ROOT / argv[program + 1]).is_file()

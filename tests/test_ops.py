@@ -137,7 +137,9 @@ def test_1080p_parity_gpu(backend, dtype):
 
 @pytest.mark.gpu
 def test_tf32_opt_in_gpu():
-    """fp32 Triton dots are IEEE by default; with TF32 opted into, the error stays under 1e-3."""
+    """fp32 Triton dots are IEEE by default; with TF32 opted into, the error stays under 5e-3: TF32 rounds both
+    operands of each of the three chained dots to 10 mantissa bits (2^-11, 4.9e-4, each), and the measure is the
+    largest error over the whole map (2.1e-3 measured on an H100)."""
     require_gpu_backend("triton")
     x = features(2, 32, 37, 45, torch.float32, True)
     args = [x] + weights((192, 32, 1, 1), (192,), (25, 192, 1, 1), (25,), (32, 25, 3, 3), (32,),
@@ -145,7 +147,7 @@ def test_tf32_opt_in_gpu():
     ref = reference.wdsr_b_block(*[a.double() if isinstance(a, torch.Tensor) else a for a in args])
     torch.backends.cuda.matmul.allow_tf32 = True  # the poison fixture restores it
     err = rel_error(ops.get_backend("triton").wdsr_b_block(*args), ref)
-    assert err < 1e-3, f"tf32: relative error {err:.2e}"
+    assert 1e-6 < err < 5e-3, f"tf32: relative error {err:.2e}"  # above 1e-6: TF32 was used
 
 
 @pytest.fixture()
@@ -171,9 +173,11 @@ def test_torch_backend_block_in_chunks(small_chunks, dtype, channels_last):
 
 
 def test_poison_catches_a_missed_chunk(small_chunks, monkeypatch):
-    """A chunk left out of the torch backend's block shows as NaN (the poison reaches its buffers)."""
+    """A chunk left out of the torch backend's block shows as NaN (the poison reaches its buffers). The chunks are
+    the backend's CPU path: the tensors are on the CPU wherever the suite runs."""
     chunks = small_chunks._chunks
     monkeypatch.setattr(small_chunks, "_chunks", lambda total, chunk: list(chunks(total, chunk))[:-1])
     args = [features(1, 8, 5, 6, torch.float32, True)] + weights(
-        (48, 8, 1, 1), (48,), (6, 48, 1, 1), (6,), (8, 6, 3, 3), (8,), dtype=torch.float32) + [1.0]
+        (48, 8, 1, 1), (48,), (6, 48, 1, 1), (6,), (8, 6, 3, 3), (8,), dtype=torch.float32)
+    args = [a.cpu() for a in args] + [1.0]
     assert torch.isnan(small_chunks.wdsr_b_block(*args)).any()

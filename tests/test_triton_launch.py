@@ -92,6 +92,8 @@ def test_convolutions_batch_along_axis_0(recorded):
         assert guards == [x.device]
 
 
+@pytest.mark.skipif(torch.cuda.is_available() and torch.cuda.device_count() < 2,
+                    reason="a fake tensor on cuda:1 initialises that GPU where CUDA is present; this machine has one")
 def test_on_device_makes_the_input_gpu_current():
     """For a CUDA tensor, on_device is torch.cuda.device of its index (no GPU needed to build it); for others, no
     guard (the interpreter runs on the CPU)."""
@@ -110,7 +112,7 @@ def test_a_strided_mean_is_read_correctly():
     """mean is a (3,) tensor of any strides: the kernels get a contiguous copy."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     gen = torch.Generator().manual_seed(0)
-    strided_mean = torch.stack([MEAN, torch.zeros(3)], dim=1).reshape(-1)[::2].to(device)
+    strided_mean = torch.stack([MEAN, torch.zeros(3)], dim=1).to(device).reshape(-1)[::2]
     assert not strided_mean.is_contiguous() and torch.equal(strided_mean.cpu(), MEAN)
     image = (torch.rand(2, 3, 9, 11, generator=gen) * 255).to(device)
     weight, bias = (torch.randn(8, 3, 3, 3, generator=gen) * 0.3).to(device), torch.randn(8, generator=gen).to(device)

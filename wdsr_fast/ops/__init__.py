@@ -16,12 +16,14 @@ Every backend is one module with the same small interface:
 - ``"cuda"``: ``cuda_backend.py``, the CUDA C++ kernels of ``csrc/`` (``torch.ops.wdsr_cuda.*``).
 - ``"cpu"``: ``cpu_backend.py``, the fused C++ CPU kernels of ``csrc/cpu/`` (``torch.ops.wdsr_cpu.*``); float32.
 
-``REGISTRY`` is data: for each backend, fastest first, the module holding it and the device types whose tensors
-it takes. The device rule is written once, here (``device_reason``): a backend takes tensors of its device types;
-under ``TRITON_INTERPRET=1`` CPU tensors stand in for CUDA ones (the test suite runs the Triton kernels that way,
-without a GPU). ``unavailable_reason(name, device, config)`` applies that rule, then the backend's own
-``unavailable_reason`` (an extension not built, a model wider than a kernel); ``pick_backend(device, config)``
-returns the fastest backend that runs natively on the device (never the interpreter, a correctness tool).
+``REGISTRY`` is data: for each backend, in the order ``auto`` tries them, the module holding it, the device types
+whose tensors it takes and the activation dtypes ``auto`` picks it for (where it was measured fastest). The device
+rule is written once, here (``device_reason``): a backend takes tensors of its device types; under
+``TRITON_INTERPRET=1`` CPU tensors stand in for CUDA ones (the test suite runs the Triton kernels that way, without
+a GPU). ``unavailable_reason(name, device, config)`` applies that rule, then the backend's own
+``unavailable_reason`` (an extension not built, a model wider than a kernel); ``pick_backend(device, config, dtype)``
+returns the first backend that runs natively on the device and is picked for the dtype (never the interpreter, a
+correctness tool).
 
 Adding a backend is one new module with the interface above (``cuda_backend.py`` and ``cpu_backend.py`` are the
 models for a compiled extension: load it, say why not when it does not load, register the fake implementations of
@@ -48,11 +50,16 @@ class Entry:
 
     module: str  # the module holding its interface, relative to this package
     devices: tuple[str, ...] | None  # device types whose tensors it takes; None: any device PyTorch runs on
+    auto_dtypes: tuple[torch.dtype, ...] | None = None  # dtypes pick_backend picks it for; None: every dtype it runs
 
 
-REGISTRY = {  # fastest first
-    "cuda": Entry(".cuda_backend", ("cuda",)),
-    "triton": Entry(".triton", ("cuda",)),
+HALF = (torch.float16, torch.bfloat16)
+# Measured on an H100 (benchmarks/results/2026-11-25-h100/), WDSR-B 32x16 x2 to 1920x1080: in fp16 the Triton
+# model ran 3.0-3.4 ms, the CUDA C++ one 12.5 ms, cuDNN (the torch backend) 14.6-15.1 ms; in fp32 cuDNN ran 22.6
+# ms, CUDA C++ (no tensor cores in fp32) 75 ms, Triton (IEEE fp32 dots) 667 ms: float32 on a GPU goes to cuDNN.
+REGISTRY = {  # in the order pick_backend tries them
+    "triton": Entry(".triton", ("cuda",), HALF),
+    "cuda": Entry(".cuda_backend", ("cuda",), HALF),
     "cpu": Entry(".cpu_backend", ("cpu",)),
     "torch": Entry(".torch_backend", None),
 }
@@ -122,8 +129,12 @@ def get_backend(name: str) -> ModuleType:
 
 
 def pick_backend(device: torch.device | str, config=None, dtype: torch.dtype | None = None) -> str:
-    """The fastest backend that runs natively on ``device`` (a model of ``config`` in ``dtype``, when given)."""
+    """The fastest backend that runs natively on ``device``, for a model of ``config`` (None: any) with activations
+    of ``dtype`` (None: torch's default dtype, float32 unless changed)."""
+    dtype = dtype or torch.get_default_dtype()
     for name in BACKENDS:
-        if native(name, device) and unavailable_reason(name, device, config, dtype) is None:
+        picked_for = REGISTRY[name].auto_dtypes
+        if (native(name, device) and (picked_for is None or dtype in picked_for)
+                and unavailable_reason(name, device, config, dtype) is None):
             return name
     raise RuntimeError(f"no backend runs on {device}")  # unreachable while "torch" runs anywhere
