@@ -38,17 +38,8 @@ import torch
 from wdsr_fast import FastWDSR, ops, preset
 from wdsr_fast.atomic import write_text
 from wdsr_fast.bench import macs_per_pixel
+from wdsr_fast.bench.report import cpu_name
 from wdsr_fast.ops import cpu_backend, reference
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def commit() -> str | None:

@@ -5,6 +5,7 @@
 #include <torch/library.h>
 
 #include "checks.h"
+#include "op_schemas.h"
 
 namespace {
 
@@ -44,13 +45,7 @@ at::Tensor tail_shuffle(const at::Tensor& features, const at::Tensor& image, con
 }  // namespace
 
 TORCH_LIBRARY(wdsr_cuda_checks, m) {
-  m.def("head_conv(Tensor image, Tensor weight, Tensor bias, Tensor mean, float norm_scale) -> Tensor");
-  m.def("wdsr_a_block(Tensor x, Tensor w_expand, Tensor b_expand, Tensor w_reduce, Tensor b_reduce, "
-        "float res_scale) -> Tensor");
-  m.def("wdsr_b_block(Tensor x, Tensor w_expand, Tensor b_expand, Tensor w_reduce, Tensor b_reduce, Tensor w_conv, "
-        "Tensor b_conv, float res_scale) -> Tensor");
-  m.def("tail_shuffle(Tensor features, Tensor image, Tensor w_tail, Tensor b_tail, Tensor w_skip, Tensor b_skip, "
-        "Tensor mean, float norm_scale, int scale) -> Tensor");
+  wdsr::define_ops(m);
 }
 
 // For every device, so that an input on another device than the CPU reaches the checks too.
