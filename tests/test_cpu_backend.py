@@ -111,6 +111,18 @@ def test_wdsr_a_block(threads, shape, wide, channels_last):
     assert y.is_contiguous(memory_format=torch.channels_last)
 
 
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this torch has no oneDNN")
+def test_wdsr_a_block_runs_onednn_fused_convolutions():
+    """Where torch has oneDNN, the block's two convolutions carry the ReLU and the residual as post-ops (the
+    parity tests above then check that path)."""
+    x = layout(randn(1, 8, 5, 7, seed=1), True)
+    w = [randn(16, 8, 3, 3, seed=2), randn(16, seed=3), randn(8, 16, 3, 3, seed=4), randn(8, seed=5)]
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        cpu_backend.wdsr_a_block(x, *w, 0.5)
+    names = [event.name for event in prof.events()]
+    assert names.count("mkldnn::_convolution_pointwise") == 2 and "aten::relu_" not in names
+
+
 @pytest.mark.parametrize("hw", [(9, 13), (1, 5), (17, 1), (6, 40)])
 @pytest.mark.parametrize("c", [32, 24])
 @pytest.mark.parametrize("channels_last", [False, True])

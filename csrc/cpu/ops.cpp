@@ -1,10 +1,11 @@
 // torch.ops.wdsr_cpu.*: the op schemas (same names and signatures as wdsr_fast/ops/reference.py), input
 // validation, output allocation, the choice of instruction-set path and the threads. The only file of the CPU
 // extension that includes torch headers; the kernels (kernels_*.cpp) include none and compile in seconds.
-// head_conv, wdsr_b_block and tail_shuffle are ours; wdsr_a_block runs oneDNN through ATen's convolution
-// (channels_last) with the ReLU and the residual done in place.
+// head_conv, wdsr_b_block and tail_shuffle are ours; wdsr_a_block runs oneDNN's convolutions (channels_last), the
+// ReLU and the residual fused into them as post-ops where this torch has oneDNN.
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
+#include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/ops/conv2d.h>
 #include <ATen/ops/empty.h>
 #include <Python.h>
@@ -12,7 +13,9 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "kernels.h"
@@ -147,6 +150,36 @@ at::Tensor head_conv(const at::Tensor& image, const at::Tensor& weight, const at
   return features;
 }
 
+// oneDNN convolutions with a fused post-op: the ops torch.compile's CPU backend emits, which ATen exposes through
+// the dispatcher only (mkldnn::_convolution_pointwise); absent where torch was built without oneDNN.
+using ScalarList = c10::List<std::optional<at::Scalar>>;
+// (input, weight, bias, padding, stride, dilation, groups, attr ("relu"), scalars, algorithm)
+using ConvUnary = at::Tensor(const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&, at::IntArrayRef,
+                             at::IntArrayRef, at::IntArrayRef, int64_t, std::string_view, ScalarList,
+                             std::optional<std::string_view>);
+// (input, other, weight, bias, padding, stride, dilation, groups, binary_attr ("add": + other), alpha, unary_attr,
+//  unary_scalars, unary_algorithm)
+using ConvBinary = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
+                              at::IntArrayRef, at::IntArrayRef, at::IntArrayRef, int64_t, std::string_view,
+                              std::optional<at::Scalar>, std::optional<std::string_view>, ScalarList,
+                              std::optional<std::string_view>);
+
+struct OneDnnConvs {
+  c10::TypedOperatorHandle<ConvUnary> unary;
+  c10::TypedOperatorHandle<ConvBinary> binary;
+};
+
+const std::optional<OneDnnConvs>& onednn_convs() {
+  static const std::optional<OneDnnConvs> convs = []() -> std::optional<OneDnnConvs> {
+    auto& dispatcher = c10::Dispatcher::singleton();
+    const auto unary = dispatcher.findSchema({"mkldnn::_convolution_pointwise", ""});
+    const auto binary = dispatcher.findSchema({"mkldnn::_convolution_pointwise", "binary"});
+    if (!unary || !binary || !unary->hasKernelForDispatchKey(c10::DispatchKey::CPU)) return std::nullopt;
+    return OneDnnConvs{unary->typed<ConvUnary>(), binary->typed<ConvBinary>()};
+  }();
+  return convs;
+}
+
 at::Tensor wdsr_a_block(const at::Tensor& x, const at::Tensor& w_expand, const at::Tensor& b_expand,
                         const at::Tensor& w_reduce, const at::Tensor& b_reduce, double res_scale) {
   check_features("wdsr_a_block", "x", x);
@@ -156,6 +189,15 @@ at::Tensor wdsr_a_block(const at::Tensor& x, const at::Tensor& w_expand, const a
   check_weight("wdsr_a_block", "w_reduce", w_reduce, {c, wide, 3, 3}, x);
   check_weight("wdsr_a_block", "b_reduce", b_reduce, {c}, x);
   const at::Tensor in = channels_last(x);
+  if (const auto& onednn = onednn_convs()) {
+    // y = conv(relu(conv(x, w_expand) + b_expand), res_scale * w_reduce) + res_scale * b_reduce + x: the ReLU and the
+    // residual ride on the convolutions (5% faster per block at 128x128 than separate passes, 2 threads, measured).
+    const std::vector<int64_t> one{1, 1};
+    const at::Tensor expanded =
+        onednn->unary.call(in, w_expand, b_expand, one, one, one, 1, "relu", ScalarList(), std::string_view(""));
+    return onednn->binary.call(expanded, in, w_reduce.mul(res_scale), b_reduce.mul(res_scale), one, one, one, 1, "add",
+                               std::nullopt, std::nullopt, ScalarList(), std::nullopt);
+  }
   at::Tensor expanded = at::conv2d(in, w_expand, b_expand, 1, 1);
   expanded.relu_();
   at::Tensor y = channels_last(at::conv2d(expanded, w_reduce, b_reduce, 1, 1));
