@@ -7,6 +7,7 @@ import runpy
 import shlex
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -120,6 +121,31 @@ def test_sanitizer_program_runs_on_the_cpu(steps):
     assert done.returncode == 0 and "small case ok" in done.stdout, done.stdout + done.stderr
 
 
+def test_layout_probe_runs_in_the_interpreter(steps):
+    """The probe of the Triton block's input layouts, exactly as planned but on CPU tensors through the Triton
+    interpreter (fp32 and fp16, the first shapes)."""
+    command = steps["probe-triton-layouts"].commands[0]
+    env = {**run_env(command), "TRITON_INTERPRET": "1"}
+    done = subprocess.run([*command.argv, "--device", "cpu", "--dtypes", "fp32", "fp16", "--shapes", "2"], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "0 case(s) failed" in done.stdout, done.stdout + done.stderr
+    assert done.stdout.count("pass") == 8  # 2 shapes x 2 dtypes x 2 layouts
+
+
+def test_pack_archives_every_result(tmp_path):
+    """--pack leaves one archive holding every file the steps wrote (a device call brings back 8 files at most)."""
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, str(SCRIPT), "--pack", "--budget-s", "5", "bench"], capture_output=True,
+                          text=True, env={**os.environ, "OUT": str(out)}, timeout=60)
+    assert "packed" in done.stdout
+    (out / "logs").mkdir()
+    (out / "logs" / "a.log").write_text("a")
+    subprocess.run([sys.executable, str(SCRIPT), "--pack", "--budget-s", "5", "bench"], capture_output=True,
+                   env={**os.environ, "OUT": str(out)}, timeout=60)
+    with tarfile.open(out / "gpu_check.tar.gz") as tar:
+        assert tar.getnames() == ["logs/a.log"]
+
+
 def test_compute_sanitizer_is_found_in_the_cuda_toolkit(tmp_path):
     """Not on PATH: found under CUDA_HOME, in bin/ or in the toolkit's compute-sanitizer/ folder."""
     for layout in ("bin/compute-sanitizer", "compute-sanitizer/compute-sanitizer"):
@@ -171,7 +197,7 @@ def test_steps_needing_the_extension_fail_clearly_without_it_and_the_build_keeps
     Step, Command = gpu_check["Step"], gpu_check["Command"]
     extension = gpu_check["EXTENSION"]
     assert all(extension in step.requires for name, step in steps.items()
-               if name not in ("build", "sanitize-triton-memory", "sanitize-triton-sync"))
+               if name not in ("build", "probe-triton-layouts", "sanitize-triton-memory", "sanitize-triton-sync"))
     assert steps["build"].keep == (extension,)
     root, out = tmp_path / "repo", tmp_path / "out"
     (root / "wdsr_fast").mkdir(parents=True)

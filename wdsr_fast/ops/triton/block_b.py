@@ -110,9 +110,15 @@ def wdsr_b_block(x: torch.Tensor, w_expand: torch.Tensor, b_expand: torch.Tensor
     The kernel reads x channels_last (one copy for an NCHW x; FastWDSR's features are channels_last already):
     on an H100 the kernel given NCHW fp16/bf16 x of 32 channels and a map one pixel high or wide wrote wrong values
     (relative error 0.8-1.0), where the same inputs channels_last were right; NCHW is not run until that is
-    understood."""
+    understood (``tests/gpu_probe_triton_layouts.py`` runs the kernel on both layouts, for that)."""
     check_features("wdsr_b_block: x", x)
-    x = x.contiguous(memory_format=torch.channels_last)
+    return launch(x.contiguous(memory_format=torch.channels_last), w_expand, b_expand, w_reduce, b_reduce, w_conv,
+                  b_conv, res_scale)
+
+
+def launch(x: torch.Tensor, w_expand: torch.Tensor, b_expand: torch.Tensor, w_reduce: torch.Tensor,
+           b_reduce: torch.Tensor, w_conv: torch.Tensor, b_conv: torch.Tensor, res_scale: float) -> torch.Tensor:
+    """The kernel on ``x`` as it is laid out (any strides); ``wdsr_b_block`` is the op."""
     n, c, height, width = x.shape
     wide, low_rank = w_expand.shape[0], w_reduce.shape[0]
     check_weights("wdsr_b_block", x, w_expand=(w_expand, (wide, c, 1, 1)), b_expand=(b_expand, (wide,)),
