@@ -337,13 +337,24 @@ def test_bad_arguments(tmp_path, photos, weights, argv, message, monkeypatch):
         main(["upscale", str(photos), "-o", str(tmp_path / "o")] + argv)
 
 
+def test_threads_flag(tmp_path, photos, weights, monkeypatch):
+    """--threads sets torch's CPU threads for the run; without it torch's default stands."""
+    before = torch.get_num_threads()
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: calls.append(n))
+    calls = []
+    assert upscale(photos / "astronaut.png", "-o", tmp_path / "a", "--weights", weights, "--threads", 1) == 0
+    assert upscale(photos / "astronaut.png", "-o", tmp_path / "b", "--weights", weights) == 0
+    assert calls == [1] and torch.get_num_threads() == before
+
+
 def test_no_images(tmp_path, weights):
     (tmp_path / "empty").mkdir()
     with pytest.raises(SystemExit, match="no images"):
         upscale(tmp_path / "empty", "-o", tmp_path / "o", "--weights", weights)
 
 
-@pytest.mark.parametrize("flag,value", [("--tile", "0"), ("--quality", "101"), ("--tile-pad", "-1")])
+@pytest.mark.parametrize("flag,value", [("--tile", "0"), ("--quality", "101"), ("--tile-pad", "-1"),
+                                        ("--threads", "0")])
 def test_flag_values_are_usage_errors(tmp_path, photos, weights, capsys, flag, value):
     with pytest.raises(SystemExit) as exit_info:
         upscale(photos, "-o", tmp_path / "o", "--weights", weights, flag, value)
