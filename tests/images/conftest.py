@@ -12,24 +12,14 @@ import zlib
 
 import numpy as np
 import pytest
-import torch
+from helpers import randomise
 from PIL import Image, ImageCms
 
 from wdsr_fast import WDSR, FastWDSR, save_model
 
 
-def randomised(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Non-trivial weights (biases and gains too) so that no term of the forward can hide."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            gain = 0.5 if p.dim() == 4 and p.shape[1:] == (1, 1, 1) else 0.0
-            p.copy_(torch.randn(p.shape, generator=gen) * 0.2 + gain)
-    return model
-
-
 def small_model(scale: int = 2, seed: int = 3) -> WDSR:
-    return randomised(WDSR(variant="b", scale=scale, n_feats=8, n_resblocks=2), seed=seed)
+    return randomise(WDSR(variant="b", scale=scale, n_feats=8, n_resblocks=2), seed=seed)
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,8 @@ alpha, gray, 16 bits, PIL and numpy in and out, devices, non-finite outputs."""
 import numpy as np
 import pytest
 import torch
-from conftest import astronaut, camera, deep, randomised, small_model, sprite_rgba, srgb_profile
+from conftest import astronaut, camera, deep, small_model, sprite_rgba, srgb_profile
+from helpers import randomise
 from PIL import Image
 
 from wdsr_fast import WDSR, FastWDSR, Upscaler
@@ -31,7 +32,7 @@ def expected_rgb(model, pixels: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("tile", [5, 8, 13])
 def test_tiled_equals_untiled(variant, tile):
     model = FastWDSR(variant=variant, scale=3, n_feats=8, n_resblocks=2, block_feats=16, backend="torch")
-    randomised(model).eval()
+    randomise(model).eval()
     image = torch.rand(2, 3, 17, 22) * 255
     with torch.inference_mode():
         whole = model(image)
@@ -42,7 +43,7 @@ def test_tiled_equals_untiled(variant, tile):
 
 def test_tile_pad_too_small_changes_the_result():
     """The receptive-radius pad is what makes tiling exact: a pad of 0 must show seams (the test can fail)."""
-    model = randomised(FastWDSR(variant="b", scale=2, n_feats=8, n_resblocks=2, backend="torch")).eval()
+    model = randomise(FastWDSR(variant="b", scale=2, n_feats=8, n_resblocks=2, backend="torch")).eval()
     image = torch.rand(1, 3, 16, 16) * 255
     with torch.inference_mode():
         assert (upscale_tensor(model, image, tile=8, tile_pad=0) - model(image)).abs().max() > 1e-2
@@ -67,7 +68,7 @@ def test_only_tiles_reach_the_model():
             seen.append(tuple(image.shape[-2:]))
             return super().forward(image)
 
-    model = randomised(Spy(variant="b", scale=2, n_feats=8, n_resblocks=1, backend="torch")).eval()
+    model = randomise(Spy(variant="b", scale=2, n_feats=8, n_resblocks=1, backend="torch")).eval()
     with torch.inference_mode():
         upscale_tensor(model, torch.rand(1, 3, 40, 40) * 255, tile=16)
     pad = model.config.receptive_radius
@@ -185,7 +186,7 @@ class RunsOutOfMemory(FastWDSR):
 
 
 def oom_model(limit: int) -> RunsOutOfMemory:
-    model = randomised(RunsOutOfMemory(variant="b", scale=2, n_feats=8, n_resblocks=2, backend="torch"), seed=3)
+    model = randomise(RunsOutOfMemory(variant="b", scale=2, n_feats=8, n_resblocks=2, backend="torch"), seed=3)
     model.limit, model.sizes = limit, []
     return model.eval()
 
