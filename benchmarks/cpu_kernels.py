@@ -37,8 +37,8 @@ import torch
 
 from wdsr_fast import FastWDSR, ops, preset
 from wdsr_fast.atomic import write_text
-from wdsr_fast.bench import macs_per_pixel
 from wdsr_fast.bench.report import cpu_name
+from wdsr_fast.bench.work import macs_per_pixel
 from wdsr_fast.ops import cpu_backend, reference
 
 

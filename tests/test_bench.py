@@ -3,7 +3,9 @@ reference) or a reason, the results are written, the peak memory of a row is mea
 import argparse
 import importlib.util
 import json
+import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -183,3 +185,18 @@ def test_a_new_row_kind_is_one_function(tiny_run):
     peer = rows[("peer", 1)]
     assert (peer["kind"], peer["backend"], peer["op"]) == ("peer-runtime", "peer", None)
     assert peer["ms"] > 0 and peer["vs_eager_fp32"] > 0 and peer["rel_err"] < 1e-4
+
+
+def test_cpu_kernels_script_runs(tmp_path):
+    """benchmarks/cpu_kernels.py end to end on a tiny case: every row it promises, with a time."""
+    from wdsr_fast import ops
+
+    if ops.unavailable_reason("cpu", "cpu"):
+        pytest.skip(f"the cpu backend cannot run here: {ops.unavailable_reason('cpu', 'cpu')}")
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "cpu_kernels.py"
+    subprocess.run([sys.executable, str(script), "--threads", "1", "--block-sizes", "8x8", "--model-sizes", "8x8",
+                    "--repeats", "1", "--out", str(tmp_path)], check=True, capture_output=True, timeout=600)
+    rows = json.loads((tmp_path / "results.json").read_text())["rows"]
+    names = {r["row"] for r in rows}
+    assert {"matmul", "block:reference", "blockA:cpu", "model:fast-cpu", "model:eager-cl"} <= names
+    assert all(r["seconds"] > 0 for r in rows)

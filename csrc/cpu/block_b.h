@@ -23,17 +23,21 @@
 //   R broadcast weights for 2R FMAs. Weights are packed per call as [group][k][R] so the broadcasts stream.
 //   expand: 192 rows = 16 blocks of 12 (AVX-512), 32 of 6 (AVX2); reduce: 25 rows = 9 + 8 + 8, or 5 x 5.
 // - The 3x3 vectorises over output channels instead, so that y is written in NHWC without a transpose:
-//   blocks of 2 channel vectors x PB pixels, PB = kAccumulators / 2 (12 on AVX-512, 6 on AVX2); per
-//   (dy, l, dx) tap 2 weight-vector loads and PB broadcasts of t for 2 PB FMAs, the 225 taps' ring offsets
-//   read from a table. Channel counts that are not a multiple of the vector width use zero-padded weights
-//   and masked stores. Bias, res_scale and the residual are applied in the epilogue, from the accumulators.
-// - Measured on one core of the AVX-512 Xeon (thread CPU time, against an FMA-only loop of the same width):
-//   the micro-kernels alone reach 0.72 (expand: 32 FMAs per accumulator between its bias and ReLU),
-//   0.82 (reduce) and 0.79 (3x3) of the FMA peak with AVX-512, 0.90-0.95 with AVX2; the whole block
-//   0.73-0.77 with AVX-512 (the rest: the x gathers, ~5%, and the epilogues) and 0.77-0.88 with AVX2, at
-//   64x64 to 270x480, linear in pixels. Wall-clock on the same machine, quiet: 142-167 GFLOP/s on one
-//   thread (77-91% of its 2048^3 matmul), 1.9-2.0x that on two threads from 128x128 up
-//   (benchmarks/cpu_kernels.py).
+//   blocks of 2 channel vectors x PB pixels, PB = kAccumulators / 2 (12 on AVX-512, 6 on AVX2), the 225 taps'
+//   ring offsets read from a table. AVX2: per (dy, l, dx) tap 2 weight-vector loads and PB broadcasts of t for
+//   2 PB FMAs. AVX-512: per (dy, l) the 3 dx taps' 6 weight vectors and 14 broadcasts for 72 FMAs (0.28 loads
+//   per FMA instead of 0.58; the block 4-7% faster on one core, measured). Channel counts that are not a
+//   multiple of the vector width use zero-padded weights and masked stores. Bias, res_scale and the residual
+//   are applied in the epilogue, from the accumulators.
+// - Measured on one core of the AVX-512 Xeon (3.7 GHz, an FMA-only loop of 24 zmm accumulators: 238 GFLOP/s):
+//   alone in cache, expand and reduce reach 0.78-0.87 of that FMA peak with AVX-512 and 0.95 with AVX2; inside
+//   the block at 128x128 the 1x1 chain (with its x gathers, under 1%) runs at 0.79 and the 3x3 at 0.73; the
+//   whole block at 0.76-0.83 (177-198 GFLOP/s), linear in pixels from 128x128 to 270x480. Two threads:
+//   1.9-2.0x one thread, 93-95% of the 2-thread 2048^3 matmul (benchmarks/cpu_kernels.py).
+// - Tried and measured slower: the 3x3 as Winograd F(2,3) along rows (4 multiply-adds per output pair instead
+//   of 6): its register blocks need 4 accumulators per pixel pair, so they stream 1.5x the weight bytes per
+//   FMA, and the transform of each t row costs what the saved multiply-adds gain (block 4% slower with
+//   AVX-512, 5-8% with AVX2, at 128x128).
 #pragma once
 #include "kernel_common.h"
 #include "kernels.h"
@@ -47,6 +51,10 @@ constexpr int kChainRows = kAccumulators / kTileVecs;  // R: output channels per
 constexpr int kGroupVecs = 2;                          // output-channel vectors per 3x3 register block
 constexpr int kConvPixels = kAccumulators / kGroupVecs;  // PB: pixels per 3x3 register block
 constexpr int kGroupLanes = kGroupVecs * VW;
+// The 3x3 loads the three dx taps' weights of a (dy, l) at once and broadcasts each of the PB + 2 t values once
+// for all the taps that use it where the registers hold that: 24 accumulators + 6 weights + 1 of 32 zmm. AVX2
+// runs tap by tap (12 + 6 + 1 > 16 ymm; as 1 x 12 or 2 x 4 blocks sharing broadcasts: 4-6% slower, measured).
+constexpr bool kShareTapBroadcasts = kAccumulators >= 24;
 
 // 1x1 conv of a planar micro-tile: out[r][p] = act(bias[r] + sum_k w[k][r] * in[k][p]) for R rows.
 template <int R, bool Relu>
@@ -116,15 +124,32 @@ inline void conv3x3_pixels(const float* t, const int* taps, int tap_count, const
     WDSR_UNROLL for (int p = 0; p < kConvPixels; ++p) acc[p][v] = b;
   }
   int tap = 0;
-  do {  // tap_count >= 9 (see chain_rows for why not a for loop)
-    const float* tt = t + taps[tap];
-    vf wv[G];
-    WDSR_UNROLL for (int v = 0; v < G; ++v) wv[v] = vload(w + tap * kGroupLanes + v * VW);
-    WDSR_UNROLL for (int p = 0; p < kConvPixels; ++p) {
-      const vf tv = vset1(tt[p]);
-      WDSR_UNROLL for (int v = 0; v < G; ++v) acc[p][v] = vfma(tv, wv[v], acc[p][v]);
-    }
-  } while (++tap < tap_count);
+  if constexpr (kShareTapBroadcasts) {
+    do {  // the taps dx = 0, 1, 2 of one (dy, l): 3G weight loads, PB + 2 broadcasts, 3 PB G FMAs
+      const float* tt = t + taps[tap];
+      vf wv[3][G];
+      WDSR_UNROLL for (int dx = 0; dx < 3; ++dx)
+        WDSR_UNROLL for (int v = 0; v < G; ++v)
+          wv[dx][v] = in_register(vload(w + (tap + dx) * kGroupLanes + v * VW));
+      WDSR_UNROLL for (int i = 0; i < kConvPixels + 2; ++i) {
+        const vf tv = vset1(tt[i]);
+        WDSR_UNROLL for (int dx = 0; dx < 3; ++dx) {
+          if (i - dx < 0 || i - dx >= kConvPixels) continue;
+          WDSR_UNROLL for (int v = 0; v < G; ++v) acc[i - dx][v] = vfma(tv, wv[dx][v], acc[i - dx][v]);
+        }
+      }
+    } while ((tap += 3) < tap_count);
+  } else {
+    do {  // tap_count >= 9 (see chain_rows for why not a for loop)
+      const float* tt = t + taps[tap];
+      vf wv[G];
+      WDSR_UNROLL for (int v = 0; v < G; ++v) wv[v] = vload(w + tap * kGroupLanes + v * VW);
+      WDSR_UNROLL for (int p = 0; p < kConvPixels; ++p) {
+        const vf tv = vset1(tt[p]);
+        WDSR_UNROLL for (int v = 0; v < G; ++v) acc[p][v] = vfma(tv, wv[v], acc[p][v]);
+      }
+    } while (++tap < tap_count);
+  }
   const vf scale = vset1(res_scale);
   WDSR_UNROLL for (int p = 0; p < kConvPixels; ++p) {
     if (p >= pixels) break;

@@ -6,7 +6,9 @@
 //                 register file holds its operands: 32 zmm -> 24 + 8, 16 ymm -> 12 + 4)
 //   vf, vzero, vset1, vload, vstore, vload_n / vstore_n (the first n lanes, 0 < n <= VW), vfma(a, b, c) = a*b + c,
 //   vmax, vmul, vadd, vgather_n(p, stride, n) (lane i = p[i * stride] for i < n, else 0),
-//   vgather_idx_n(p, index, n) (lane i = p[index[i]] for i < n, else 0), prefetch(p) (into L1)
+//   vgather_idx_n(p, index, n) (lane i = p[index[i]] for i < n, else 0), prefetch(p) (into L1),
+//   in_register(v) (v, kept in a register: GCC otherwise folds a load that several FMAs reuse into each of them,
+//   as a memory operand, and the loads then outnumber the FMAs)
 // Everything lives in namespace wdsr_cpu::<isa> with internal linkage, so that no symbol compiled for one
 // instruction set can be picked by the linker for another.
 #pragma once
@@ -41,6 +43,12 @@ inline vf vgather_idx_n(const float* p, const int* index, int n) {
   return _mm512_mask_i32gather_ps(_mm512_setzero_ps(), lanes(n), _mm512_maskz_loadu_epi32(lanes(n), index), p, 4);
 }
 inline void prefetch(const void* p) { _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0); }
+inline vf in_register(vf v) {
+#if defined(__GNUC__)
+  asm("" : "+v"(v));
+#endif
+  return v;
+}
 }  // namespace
 }  // namespace wdsr_cpu::avx512
 
@@ -76,6 +84,12 @@ inline vf vgather_idx_n(const float* p, const int* index, int n) {
                                   _mm256_castsi256_ps(mask), 4);
 }
 inline void prefetch(const void* p) { _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0); }
+inline vf in_register(vf v) {
+#if defined(__GNUC__)
+  asm("" : "+x"(v));
+#endif
+  return v;
+}
 }  // namespace
 }  // namespace wdsr_cpu::avx2
 
@@ -143,6 +157,7 @@ inline vf vgather_n(const float* p, int stride, int n) {
   for (int i = 0; i < n && i < VW; ++i) lanes[i] = p[static_cast<int64_t>(i) * stride];
   return vload(lanes);
 }
+inline vf in_register(vf v) { return v; }
 inline vf vgather_idx_n(const float* p, const int* index, int n) {
   float lanes[VW] = {};
   for (int i = 0; i < n && i < VW; ++i) lanes[i] = p[index[i]];
