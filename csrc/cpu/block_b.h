@@ -51,10 +51,11 @@ constexpr int kChainRows = kAccumulators / kTileVecs;  // R: output channels per
 constexpr int kGroupVecs = 2;                          // output-channel vectors per 3x3 register block
 constexpr int kConvPixels = kAccumulators / kGroupVecs;  // PB: pixels per 3x3 register block
 constexpr int kGroupLanes = kGroupVecs * VW;
-// The 3x3 loads the three dx taps' weights of a (dy, l) at once and broadcasts each of the PB + 2 t values once
-// for all the taps that use it where the registers hold that: 24 accumulators + 6 weights + 1 of 32 zmm. AVX2
-// runs tap by tap (12 + 6 + 1 > 16 ymm; as 1 x 12 or 2 x 4 blocks sharing broadcasts: 4-6% slower, measured).
-constexpr bool kShareTapBroadcasts = kAccumulators >= 24;
+// Whether a register block can hold the weights of K neighbouring taps (dx = 0 .. K - 1) besides its accumulators
+// and a broadcast, so that each input value is broadcast once for all the taps that use it: 24 accumulators + 6
+// weights + 1 of 32 zmm for the 3x3 with AVX-512. AVX2 runs tap by tap (12 + 6 + 1 > 16 ymm; as 1 x 12 or 2 x 4
+// blocks sharing broadcasts the block's 3x3 was 4-6% slower, measured).
+constexpr bool fits_tap_run(int taps, int vecs) { return kAccumulators + taps * vecs + 1 <= kRegisters; }
 
 // 1x1 conv of a planar micro-tile: out[r][p] = act(bias[r] + sum_k w[k][r] * in[k][p]) for R rows.
 template <int R, bool Relu>
@@ -124,7 +125,7 @@ inline void conv3x3_pixels(const float* t, const int* taps, int tap_count, const
     WDSR_UNROLL for (int p = 0; p < kConvPixels; ++p) acc[p][v] = b;
   }
   int tap = 0;
-  if constexpr (kShareTapBroadcasts) {
+  if constexpr (fits_tap_run(3, G)) {
     do {  // the taps dx = 0, 1, 2 of one (dy, l): 3G weight loads, PB + 2 broadcasts, 3 PB G FMAs
       const float* tt = t + taps[tap];
       vf wv[3][G];

@@ -2,6 +2,7 @@
 // ISA-specific code of the CPU kernels. The including file defines exactly one of WDSR_CPU_AVX512,
 // WDSR_CPU_AVX2 or WDSR_CPU_GENERIC (and its compiler flags), then the algorithm headers use:
 //   VW            lanes per vector
+//   kRegisters    vector registers (32 zmm, 16 ymm; 16 for the portable path, as SSE2 has)
 //   kAccumulators vector accumulators a register-blocked micro-kernel may keep live (the rest of the
 //                 register file holds its operands: 32 zmm -> 24 + 8, 16 ymm -> 12 + 4)
 //   vf, vzero, vset1, vload, vstore, vload_n / vstore_n (the first n lanes, 0 < n <= VW), vfma(a, b, c) = a*b + c,
@@ -21,6 +22,7 @@
 namespace wdsr_cpu::avx512 {
 namespace {
 constexpr int VW = 16;
+constexpr int kRegisters = 32;
 constexpr int kAccumulators = 24;
 using vf = __m512;
 inline vf vzero() { return _mm512_setzero_ps(); }
@@ -58,6 +60,7 @@ inline vf in_register(vf v) {
 namespace wdsr_cpu::avx2 {
 namespace {
 constexpr int VW = 8;
+constexpr int kRegisters = 16;
 constexpr int kAccumulators = 12;
 using vf = __m256;
 inline vf vzero() { return _mm256_setzero_ps(); }
@@ -101,6 +104,7 @@ inline vf in_register(vf v) {
 namespace wdsr_cpu::generic {
 namespace {
 constexpr int VW = 4;
+constexpr int kRegisters = 16;
 constexpr int kAccumulators = 12;
 #if defined(__GNUC__) && !defined(WDSR_CPU_NO_VECTOR_EXTENSIONS)
 typedef float vf __attribute__((vector_size(16)));
