@@ -17,7 +17,6 @@
 
 namespace {
 
-constexpr c10::DeviceType kDevice = c10::DeviceType::CUDA;
 
 // The kernels' dtype of a tensor that check_features has accepted.
 wdsr::DType dtype_of(const at::Tensor& t) {
@@ -127,14 +126,14 @@ wdsr::TailShuffleParams tail_shuffle_params(const at::Tensor& features, const at
 
 at::Tensor head_conv(const at::Tensor& image, const at::Tensor& weight, const at::Tensor& bias, const at::Tensor& mean,
                      double norm_scale) {
-  wdsr::check_head_conv(image, weight, bias, mean, kDevice);
+  wdsr::check_head_conv(image, weight, bias, mean, wdsr::kCudaTarget);
   const c10::cuda::CUDAGuard guard(image.device());
   return channels_last(at::conv2d(channels_last(normalise(image, mean, norm_scale)), weight, bias, 1, 1));
 }
 
 at::Tensor wdsr_a_block(const at::Tensor& x, const at::Tensor& w_expand, const at::Tensor& b_expand,
                         const at::Tensor& w_reduce, const at::Tensor& b_reduce, double res_scale) {
-  wdsr::check_wdsr_a_block(x, w_expand, b_expand, w_reduce, b_reduce, kDevice);
+  wdsr::check_wdsr_a_block(x, w_expand, b_expand, w_reduce, b_reduce, wdsr::kCudaTarget);
   const c10::cuda::CUDAGuard guard(x.device());
   const at::Tensor in = channels_last(x);
   const at::Tensor expanded = at::relu(at::conv2d(in, w_expand, b_expand, 1, 1));
@@ -144,7 +143,7 @@ at::Tensor wdsr_a_block(const at::Tensor& x, const at::Tensor& w_expand, const a
 at::Tensor wdsr_b_block(const at::Tensor& x, const at::Tensor& w_expand, const at::Tensor& b_expand,
                         const at::Tensor& w_reduce, const at::Tensor& b_reduce, const at::Tensor& w_conv,
                         const at::Tensor& b_conv, double res_scale) {
-  wdsr::check_wdsr_b_block(x, w_expand, b_expand, w_reduce, b_reduce, w_conv, b_conv, kDevice);
+  wdsr::check_wdsr_b_block(x, w_expand, b_expand, w_reduce, b_reduce, w_conv, b_conv, wdsr::kCudaTarget);
   const c10::cuda::CUDAGuard guard(x.device());
   check_block_fits(x, w_expand.size(0), w_reduce.size(0));
   at::Tensor y = new_output(x.sizes(), x.options().memory_format(at::MemoryFormat::ChannelsLast));
@@ -159,7 +158,7 @@ at::Tensor wdsr_b_block(const at::Tensor& x, const at::Tensor& w_expand, const a
 at::Tensor tail_shuffle(const at::Tensor& features, const at::Tensor& image, const at::Tensor& w_tail,
                         const at::Tensor& b_tail, const at::Tensor& w_skip, const at::Tensor& b_skip,
                         const at::Tensor& mean, double norm_scale, int64_t scale) {
-  wdsr::check_tail_shuffle(features, image, w_tail, b_tail, w_skip, b_skip, mean, scale, kDevice);
+  wdsr::check_tail_shuffle(features, image, w_tail, b_tail, w_skip, b_skip, mean, scale, wdsr::kCudaTarget);
   const c10::cuda::CUDAGuard guard(features.device());
   at::Tensor out = new_output({features.size(0), 3, features.size(2) * scale, features.size(3) * scale},
                               features.options());

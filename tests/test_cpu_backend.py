@@ -256,13 +256,14 @@ def test_opcheck():
 def test_bad_inputs_say_what_is_wrong(monkeypatch):
     x = randn(1, 8, 5, 5, seed=1)
     w = block_b_weights(8, 6, 0.8)
-    with pytest.raises(TypeError, match=r"wdsr_b_block: x must be torch\.float32.*torch\.float64"):
+    with pytest.raises(TypeError, match=r"wdsr_b_block: x: expected float32 \(the CPU kernels compute in float32\), "
+                                        r"got torch\.float64"):
         cpu_backend.wdsr_b_block(x.double(), *w, 1.0)
-    with pytest.raises(TypeError, match=r"b_conv must be torch\.float32 like the input, got torch\.float64"):
+    with pytest.raises(TypeError, match=r"b_conv: expected torch\.float32 on cpu like the input, got torch\.float64"):
         cpu_backend.wdsr_b_block(x, *w[:5], w[5].double(), 1.0)
-    with pytest.raises(ValueError, match=r"w_reduce must have shape \[6, 48, 1, 1\]"):
+    with pytest.raises(ValueError, match=r"w_reduce: expected shape \[6, 48, 1, 1\], got \[6, 40, 1, 1\]"):
         cpu_backend.wdsr_b_block(x, w[0], w[1], w[2][:, :40], *w[3:], 1.0)
-    with pytest.raises(ValueError, match="x is empty"):
+    with pytest.raises(ValueError, match=r"x: empty tensor \[1, 8, 0, 5\]"):
         cpu_backend.wdsr_b_block(x[:, :, :0], *w, 1.0)
     with pytest.raises(ValueError, match="mean must be a"):
         cpu_backend.head_conv(image(1, 5, 5), randn(8, 3, 3, 3, seed=2), randn(8, seed=3), MEAN.double(), 127.5)

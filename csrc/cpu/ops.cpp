@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "kernels.h"
+#include "../checks.h"
 #include "../op_schemas.h"
 
 namespace {
@@ -80,33 +81,6 @@ void run_parallel(int64_t items, void (*body)(const void*, int64_t, int64_t), co
 
 wdsr_cpu::Parallel parallel() { return {at::get_num_threads(), &run_parallel}; }
 
-std::string dtype_name(const at::Tensor& t) {
-  return "torch." + std::string(c10::getDtypeNames(t.scalar_type()).first);
-}
-
-void check_features(const char* op, const char* name, const at::Tensor& t) {
-  TORCH_CHECK_VALUE(t.dim() == 4, op, ": ", name, " must be (N, C, H, W), got ", t.sizes());
-  TORCH_CHECK_VALUE(t.numel() > 0, op, ": ", name, " is empty: ", t.sizes());
-  for (int64_t d : t.sizes())
-    TORCH_CHECK_VALUE(d < (int64_t(1) << 31), op, ": ", name, " ", t.sizes(), " has a side of 2**31 or more");
-  TORCH_CHECK_TYPE(t.scalar_type() == at::kFloat, op, ": ", name,
-                   " must be torch.float32 (the CPU kernels compute in float32), got ", dtype_name(t));
-}
-
-void check_weight(const char* op, const char* name, const at::Tensor& w, at::IntArrayRef shape, const at::Tensor& x) {
-  TORCH_CHECK_VALUE(w.sizes() == shape, op, ": ", name, " must have shape ", shape, ", got ", w.sizes());
-  TORCH_CHECK_TYPE(w.scalar_type() == at::kFloat, op, ": ", name, " must be torch.float32 like the input, got ",
-                   dtype_name(w));
-  TORCH_CHECK_VALUE(w.device() == x.device(), op, ": ", name, " must be on ", x.device(), " like the input, got ",
-                    w.device());
-}
-
-void check_mean(const char* op, const at::Tensor& mean, const at::Tensor& x) {
-  TORCH_CHECK_VALUE(mean.sizes() == at::IntArrayRef({3}) && mean.scalar_type() == at::kFloat &&
-                        mean.device() == x.device(),
-                    op, ": mean must be a (3,) float32 tensor on ", x.device());
-}
-
 // WDSR_FAST_POISON_OUTPUTS=1 (set by the tests): outputs start as NaN, so an element a kernel misses shows.
 at::Tensor new_output(at::IntArrayRef sizes, const at::Tensor& like, at::MemoryFormat format) {
   at::Tensor out = at::empty(sizes, like.options().memory_format(format));
@@ -125,12 +99,8 @@ wdsr_cpu::Image image_of(const at::Tensor& image) {
 
 at::Tensor head_conv(const at::Tensor& image, const at::Tensor& weight, const at::Tensor& bias,
                      const at::Tensor& mean, double norm_scale) {
-  check_features("head_conv", "image", image);
-  TORCH_CHECK_VALUE(image.size(1) == 3, "head_conv: expected an RGB image (N, 3, H, W), got ", image.sizes());
-  const int64_t c = weight.dim() == 4 ? weight.size(0) : -1;
-  check_weight("head_conv", "weight", weight, {c, 3, 3, 3}, image);
-  check_weight("head_conv", "bias", bias, {c}, image);
-  check_mean("head_conv", mean, image);
+  wdsr::check_head_conv(image, weight, bias, mean, wdsr::kCpuTarget);
+  const int64_t c = weight.size(0);
   const KernelTable& k = kernels("head_conv");
   const at::Tensor w = weight.contiguous(), b = bias.contiguous();
   at::Tensor features = new_output({image.size(0), c, image.size(2), image.size(3)}, image,
@@ -182,12 +152,7 @@ const std::optional<OneDnnConvs>& onednn_convs() {
 
 at::Tensor wdsr_a_block(const at::Tensor& x, const at::Tensor& w_expand, const at::Tensor& b_expand,
                         const at::Tensor& w_reduce, const at::Tensor& b_reduce, double res_scale) {
-  check_features("wdsr_a_block", "x", x);
-  const int64_t c = x.size(1), wide = w_expand.dim() == 4 ? w_expand.size(0) : -1;
-  check_weight("wdsr_a_block", "w_expand", w_expand, {wide, c, 3, 3}, x);
-  check_weight("wdsr_a_block", "b_expand", b_expand, {wide}, x);
-  check_weight("wdsr_a_block", "w_reduce", w_reduce, {c, wide, 3, 3}, x);
-  check_weight("wdsr_a_block", "b_reduce", b_reduce, {c}, x);
+  wdsr::check_wdsr_a_block(x, w_expand, b_expand, w_reduce, b_reduce, wdsr::kCpuTarget);
   const at::Tensor in = channels_last(x);
   if (const auto& onednn = onednn_convs()) {
     // y = conv(relu(conv(x, w_expand) + b_expand), res_scale * w_reduce) + res_scale * b_reduce + x: the ReLU and the
@@ -207,15 +172,8 @@ at::Tensor wdsr_a_block(const at::Tensor& x, const at::Tensor& w_expand, const a
 at::Tensor wdsr_b_block(const at::Tensor& x, const at::Tensor& w_expand, const at::Tensor& b_expand,
                         const at::Tensor& w_reduce, const at::Tensor& b_reduce, const at::Tensor& w_conv,
                         const at::Tensor& b_conv, double res_scale) {
-  check_features("wdsr_b_block", "x", x);
-  const int64_t c = x.size(1), wide = w_expand.dim() == 4 ? w_expand.size(0) : -1;
-  const int64_t low_rank = w_reduce.dim() == 4 ? w_reduce.size(0) : -1;
-  check_weight("wdsr_b_block", "w_expand", w_expand, {wide, c, 1, 1}, x);
-  check_weight("wdsr_b_block", "b_expand", b_expand, {wide}, x);
-  check_weight("wdsr_b_block", "w_reduce", w_reduce, {low_rank, wide, 1, 1}, x);
-  check_weight("wdsr_b_block", "b_reduce", b_reduce, {low_rank}, x);
-  check_weight("wdsr_b_block", "w_conv", w_conv, {c, low_rank, 3, 3}, x);
-  check_weight("wdsr_b_block", "b_conv", b_conv, {c}, x);
+  wdsr::check_wdsr_b_block(x, w_expand, b_expand, w_reduce, b_reduce, w_conv, b_conv, wdsr::kCpuTarget);
+  const int64_t c = x.size(1), wide = w_expand.size(0), low_rank = w_reduce.size(0);
   const KernelTable& k = kernels("wdsr_b_block");
   const at::Tensor in = channels_last(x);
   const at::Tensor we = w_expand.contiguous(), be = b_expand.contiguous(), wr = w_reduce.contiguous(),
@@ -245,18 +203,8 @@ at::Tensor wdsr_b_block(const at::Tensor& x, const at::Tensor& w_expand, const a
 at::Tensor tail_shuffle(const at::Tensor& features, const at::Tensor& image, const at::Tensor& w_tail,
                         const at::Tensor& b_tail, const at::Tensor& w_skip, const at::Tensor& b_skip,
                         const at::Tensor& mean, double norm_scale, int64_t scale) {
-  check_features("tail_shuffle", "features", features);
-  check_features("tail_shuffle", "image", image);
-  TORCH_CHECK_VALUE(scale >= 2 && scale <= 4, "tail_shuffle: scale must be 2, 3 or 4, got ", scale);
+  wdsr::check_tail_shuffle(features, image, w_tail, b_tail, w_skip, b_skip, mean, scale, wdsr::kCpuTarget);
   const int64_t n = features.size(0), c = features.size(1), h = features.size(2), w = features.size(3);
-  const int64_t out_feats = 3 * scale * scale;
-  TORCH_CHECK_VALUE(image.sizes() == at::IntArrayRef({n, 3, h, w}), "tail_shuffle: image must be (", n, ", 3, ", h,
-                    ", ", w, ") like the features, got ", image.sizes());
-  check_weight("tail_shuffle", "w_tail", w_tail, {out_feats, c, 3, 3}, features);
-  check_weight("tail_shuffle", "b_tail", b_tail, {out_feats}, features);
-  check_weight("tail_shuffle", "w_skip", w_skip, {out_feats, 3, 5, 5}, features);
-  check_weight("tail_shuffle", "b_skip", b_skip, {out_feats}, features);
-  check_mean("tail_shuffle", mean, features);
   const KernelTable& k = kernels("tail_shuffle");
   const at::Tensor in = channels_last(features);
   const at::Tensor wt = w_tail.contiguous(), bt = b_tail.contiguous(), ws = w_skip.contiguous(),

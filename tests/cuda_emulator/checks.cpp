@@ -9,7 +9,8 @@
 
 namespace {
 
-constexpr c10::DeviceType kDevice = c10::DeviceType::CPU;
+// The CUDA kernels' rules, on CPU tensors.
+constexpr wdsr::Target kTarget{c10::DeviceType::CPU, false, true};
 
 at::Tensor features_like(const at::Tensor& x, int64_t channels) {
   return at::empty({x.size(0), channels, x.size(2), x.size(3)},
@@ -18,27 +19,27 @@ at::Tensor features_like(const at::Tensor& x, int64_t channels) {
 
 at::Tensor head_conv(const at::Tensor& image, const at::Tensor& weight, const at::Tensor& bias, const at::Tensor& mean,
                      double) {
-  wdsr::check_head_conv(image, weight, bias, mean, kDevice);
+  wdsr::check_head_conv(image, weight, bias, mean, kTarget);
   return features_like(image, weight.size(0));
 }
 
 at::Tensor wdsr_a_block(const at::Tensor& x, const at::Tensor& w_expand, const at::Tensor& b_expand,
                         const at::Tensor& w_reduce, const at::Tensor& b_reduce, double) {
-  wdsr::check_wdsr_a_block(x, w_expand, b_expand, w_reduce, b_reduce, kDevice);
+  wdsr::check_wdsr_a_block(x, w_expand, b_expand, w_reduce, b_reduce, kTarget);
   return features_like(x, x.size(1));
 }
 
 at::Tensor wdsr_b_block(const at::Tensor& x, const at::Tensor& w_expand, const at::Tensor& b_expand,
                         const at::Tensor& w_reduce, const at::Tensor& b_reduce, const at::Tensor& w_conv,
                         const at::Tensor& b_conv, double) {
-  wdsr::check_wdsr_b_block(x, w_expand, b_expand, w_reduce, b_reduce, w_conv, b_conv, kDevice);
+  wdsr::check_wdsr_b_block(x, w_expand, b_expand, w_reduce, b_reduce, w_conv, b_conv, kTarget);
   return features_like(x, x.size(1));
 }
 
 at::Tensor tail_shuffle(const at::Tensor& features, const at::Tensor& image, const at::Tensor& w_tail,
                         const at::Tensor& b_tail, const at::Tensor& w_skip, const at::Tensor& b_skip,
                         const at::Tensor& mean, double, int64_t scale) {
-  wdsr::check_tail_shuffle(features, image, w_tail, b_tail, w_skip, b_skip, mean, scale, kDevice);
+  wdsr::check_tail_shuffle(features, image, w_tail, b_tail, w_skip, b_skip, mean, scale, kTarget);
   return at::empty({features.size(0), 3, features.size(2) * scale, features.size(3) * scale}, features.options());
 }
 
