@@ -100,9 +100,20 @@ def test_wdsr_b_block_other_widths(isa, threads, c, expansion, low_rank):
     check("wdsr_b_block", [x, *block_b_weights(c, expansion, low_rank), 1.0])
 
 
-@pytest.mark.parametrize("shape, wide", [((2, 32, 9, 13), 128), ((1, 24, 1, 7), 96)])
+A_BLOCK_PATHS = ["fused", "onednn"] if torch.backends.mkldnn.is_available() else ["fused"]
+
+
+@pytest.fixture(params=A_BLOCK_PATHS)
+def a_block_path(request, monkeypatch):
+    monkeypatch.setenv(cpu_backend.BLOCK_A_ENV, request.param)
+    return request.param
+
+
+# n, c, h, w: odd sizes, 1 row, two bands of rows on 2 threads, two column chunks (256)
+@pytest.mark.parametrize("shape, wide", [((2, 32, 9, 13), 128), ((1, 24, 1, 7), 96), ((1, 32, 7, 13), 128),
+                                         ((1, 32, 4, 300), 128)])
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_wdsr_a_block(threads, shape, wide, channels_last):
+def test_wdsr_a_block(isa, threads, a_block_path, shape, wide, channels_last):
     c = shape[1]
     x = layout(randn(*shape, seed=1), channels_last)
     w = [randn(wide, c, 3, 3, seed=4, scale=0.1), randn(wide, seed=5, scale=0.1),
@@ -111,16 +122,38 @@ def test_wdsr_a_block(threads, shape, wide, channels_last):
     assert y.is_contiguous(memory_format=torch.channels_last)
 
 
-@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this torch has no oneDNN")
-def test_wdsr_a_block_runs_onednn_fused_convolutions():
-    """Where torch has oneDNN, the block's two convolutions carry the ReLU and the residual as post-ops (the
-    parity tests above then check that path)."""
+def onednn_convolutions(monkeypatch, isa, path):
+    """How many oneDNN convolutions one WDSR-A block runs on `isa`, with WDSR_FAST_CPU_BLOCK_A=`path`."""
+    monkeypatch.setenv(cpu_backend.ISA_ENV, isa)
+    if path is None:
+        monkeypatch.delenv(cpu_backend.BLOCK_A_ENV, raising=False)
+    else:
+        monkeypatch.setenv(cpu_backend.BLOCK_A_ENV, path)
     x = layout(randn(1, 8, 5, 7, seed=1), True)
     w = [randn(16, 8, 3, 3, seed=2), randn(16, seed=3), randn(8, 16, 3, 3, seed=4), randn(8, seed=5)]
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
         cpu_backend.wdsr_a_block(x, *w, 0.5)
     names = [event.name for event in prof.events()]
-    assert names.count("mkldnn::_convolution_pointwise") == 2 and "aten::relu_" not in names
+    assert "aten::relu_" not in names and "aten::conv2d" not in names
+    return names.count("mkldnn::_convolution_pointwise")
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this torch has no oneDNN")
+def test_wdsr_a_block_path_by_instruction_set(monkeypatch):
+    """The fused kernel with AVX-512 (measured faster there), oneDNN's convolutions with the ReLU and the residual
+    as post-ops elsewhere; WDSR_FAST_CPU_BLOCK_A overrides it (the parity tests above run both)."""
+    for isa in ISAS:
+        assert onednn_convolutions(monkeypatch, isa, None) == (0 if isa == "avx512" else 2)
+        assert onednn_convolutions(monkeypatch, isa, "fused") == 0
+        assert onednn_convolutions(monkeypatch, isa, "onednn") == 2
+
+
+def test_wdsr_a_block_path_must_be_known(monkeypatch):
+    monkeypatch.setenv(cpu_backend.BLOCK_A_ENV, "winograd")
+    x = randn(1, 8, 5, 7, seed=1)
+    w = [randn(16, 8, 3, 3, seed=2), randn(16, seed=3), randn(8, 16, 3, 3, seed=4), randn(8, seed=5)]
+    with pytest.raises(ValueError, match=r"WDSR_FAST_CPU_BLOCK_A=winograd is not a way this build runs WDSR-A"):
+        cpu_backend.wdsr_a_block(x, *w, 0.5)
 
 
 @pytest.mark.parametrize("hw", [(9, 13), (1, 5), (17, 1), (6, 40)])

@@ -139,6 +139,18 @@ class NormalisedRows {
   int n_ = -1, first_ = 0, last_ = -1;  // the rows held: first_ .. last_ of batch element n_
 };
 
+// Columns xb - 1 .. xb + pixels of one NHWC feature row of `w` pixels x c channels, zero outside the row: the row
+// itself where the window lies inside it, else a zero-padded copy in `edge` ((pixels + 2) x c floats).
+inline const float* feature_window(const float* row, int xb, int pixels, int w, int c, float* edge) {
+  if (xb >= 1 && xb + pixels + 1 <= w) return row + static_cast<int64_t>(xb - 1) * c;
+  std::memset(edge, 0, sizeof(float) * static_cast<size_t>(pixels + 2) * c);
+  const int from = imax(xb - 1, 0), to = imin(xb + pixels + 1, w);
+  if (to > from)
+    std::memcpy(edge + static_cast<int64_t>(from - (xb - 1)) * c, row + static_cast<int64_t>(from) * c,
+                sizeof(float) * static_cast<size_t>(to - from) * c);
+  return edge;
+}
+
 // ---- head conv -------------------------------------------------------------------------------------------
 struct HeadContext {
   const HeadArgs* a;
@@ -234,22 +246,9 @@ inline void tail_items(const void* context, int64_t begin, int64_t end) {
     for (int g = 0; g < ctx.groups; ++g) {
       with_group_vecs(ctx.out_channels - g * kGroupLanes, [&]<int G>() {
         for (int xb = 0; xb < a.w; xb += kPixels<G>) {
-          // Interior blocks read columns xb - 1 .. xb + kPixels<G> of the tensor; edge blocks a padded copy.
-          const bool inside = xb >= 1 && xb + kPixels<G> + 1 <= a.w;
           const float* in[3];
-          for (int dy = 0; dy < 3; ++dy) {
-            if (inside) {
-              in[dy] = feature_rows[dy] + static_cast<int64_t>(xb - 1) * c;
-              continue;
-            }
-            float* e = edge + dy * edge_floats;
-            std::memset(e, 0, sizeof(float) * static_cast<size_t>(edge_floats));
-            const int from = imax(xb - 1, 0), to = imin(xb + kPixels<G> + 1, a.w);
-            if (to > from)
-              std::memcpy(e + (from - (xb - 1)) * c, feature_rows[dy] + static_cast<int64_t>(from) * c,
-                          sizeof(float) * static_cast<size_t>(to - from) * c);
-            in[dy] = e;
-          }
+          for (int dy = 0; dy < 3; ++dy)
+            in[dy] = feature_window(feature_rows[dy], xb, kPixels<G>, a.w, c, edge + dy * edge_floats);
           ConvBlock<G> block(ctx.bias + g * kGroupLanes);
           WDSR_UNROLL for (int dy = 0; dy < 3; ++dy)
             block.template tap_runs<3>(ctx.w_tail + (static_cast<int64_t>(g) * 3 + dy) * 3 * c * kGroupLanes, in[dy],

@@ -48,6 +48,18 @@ struct BlockBArgs {
   int max_chunk_w;  // widest column chunk a work item covers (the binding passes kMaxChunkWidth)
 };
 
+// y = x + res_scale * (conv3x3(relu(conv3x3(x, w_expand) + b_expand), w_reduce) + b_reduce), x and y (N, H, W, c)
+struct BlockAArgs {
+  const float* x;
+  const float* w_expand;  // (wide, c, 3, 3)
+  const float* b_expand;  // (wide)
+  const float* w_reduce;  // (c, wide, 3, 3)
+  const float* b_reduce;  // (c)
+  float res_scale;
+  float* y;
+  int n, h, w, c, wide;
+};
+
 // out (N, 3, s*H, s*W) NCHW contiguous = pixel_shuffle(conv3x3(features) + conv5x5((image - mean) / norm_scale))
 //                                        * norm_scale + mean
 struct TailArgs {
@@ -71,7 +83,11 @@ struct KernelTable {
   const char* isa;  // "avx512", "avx2" or "generic"
   void (*head_conv)(const HeadArgs&, const Parallel&);
   void (*wdsr_b_block)(const BlockBArgs&, const Parallel&);
+  void (*wdsr_a_block)(const BlockAArgs&, const Parallel&);
   void (*tail_shuffle)(const TailArgs&, const Parallel&);
+  // Whether wdsr_a_block beats oneDNN's convolutions on this path, so that the binding runs it where torch has
+  // oneDNN too (measured: 1.14x with AVX-512; 0.9x with AVX2, where oneDNN's kernels are used)
+  bool a_block_beats_onednn;
 };
 
 // Defined by the per-ISA translation units that were built (see setup.py); constant data, so that naming

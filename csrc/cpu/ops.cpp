@@ -1,12 +1,11 @@
 // torch.ops.wdsr_cpu.*: the op schemas (same names and signatures as wdsr_fast/ops/reference.py), input
 // validation, output allocation, the choice of instruction-set path and the threads. The only file of the CPU
 // extension that includes torch headers; the kernels (kernels_*.cpp) include none and compile in seconds.
-// head_conv, wdsr_b_block and tail_shuffle are ours; wdsr_a_block runs oneDNN's convolutions (channels_last), the
-// ReLU and the residual fused into them as post-ops where this torch has oneDNN.
+// All four ops run our kernels; wdsr_a_block runs oneDNN's convolutions (channels_last, the ReLU and the residual
+// fused into them as post-ops) instead on the instruction-set paths where those are faster.
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/core/dispatch/Dispatcher.h>
-#include <ATen/ops/conv2d.h>
 #include <ATen/ops/empty.h>
 #include <Python.h>
 #include <torch/library.h>
@@ -150,11 +149,27 @@ const std::optional<OneDnnConvs>& onednn_convs() {
   return convs;
 }
 
+// WDSR_FAST_CPU_BLOCK_A=fused|onednn (read at every call): how WDSR-A blocks run. Default: the fused kernel
+// (block_a.h) where it beats oneDNN's convolutions (KernelTable::a_block_beats_onednn) or torch has no oneDNN.
+constexpr const char* kBlockAEnv = "WDSR_FAST_CPU_BLOCK_A";
+
+bool fused_a_block(const KernelTable& k, bool have_onednn) {
+  const char* wanted = std::getenv(kBlockAEnv);
+  if (wanted == nullptr || *wanted == '\0') return k.a_block_beats_onednn || !have_onednn;
+  const std::string choice(wanted);
+  TORCH_CHECK_VALUE(choice == "fused" || (choice == "onednn" && have_onednn), "wdsr_a_block: ", kBlockAEnv, "=",
+                    choice, " is not a way this build runs WDSR-A blocks; choose ",
+                    have_onednn ? "fused or onednn" : "fused (this torch has no oneDNN)");
+  return choice == "fused";
+}
+
 at::Tensor wdsr_a_block(const at::Tensor& x, const at::Tensor& w_expand, const at::Tensor& b_expand,
                         const at::Tensor& w_reduce, const at::Tensor& b_reduce, double res_scale) {
   wdsr::check_wdsr_a_block(x, w_expand, b_expand, w_reduce, b_reduce, wdsr::kCpuTarget);
+  const KernelTable& k = kernels("wdsr_a_block");
   const at::Tensor in = channels_last(x);
-  if (const auto& onednn = onednn_convs()) {
+  const auto& onednn = onednn_convs();
+  if (!fused_a_block(k, onednn.has_value())) {
     // y = conv(relu(conv(x, w_expand) + b_expand), res_scale * w_reduce) + res_scale * b_reduce + x: the ReLU and the
     // residual ride on the convolutions (5% faster per block at 128x128 than separate passes, 2 threads, measured).
     const std::vector<int64_t> one{1, 1};
@@ -163,10 +178,24 @@ at::Tensor wdsr_a_block(const at::Tensor& x, const at::Tensor& w_expand, const a
     return onednn->binary.call(expanded, in, w_reduce.mul(res_scale), b_reduce.mul(res_scale), one, one, one, 1, "add",
                                std::nullopt, std::nullopt, ScalarList(), std::nullopt);
   }
-  at::Tensor expanded = at::conv2d(in, w_expand, b_expand, 1, 1);
-  expanded.relu_();
-  at::Tensor y = channels_last(at::conv2d(expanded, w_reduce, b_reduce, 1, 1));
-  return y.mul_(res_scale).add_(in);
+  const at::Tensor we = w_expand.contiguous(), be = b_expand.contiguous(), wr = w_reduce.contiguous(),
+                   br = b_reduce.contiguous();
+  at::Tensor y = new_output(x.sizes(), x, at::MemoryFormat::ChannelsLast);
+  wdsr_cpu::BlockAArgs args{};
+  args.x = floats(in);
+  args.w_expand = floats(we);
+  args.b_expand = floats(be);
+  args.w_reduce = floats(wr);
+  args.b_reduce = floats(br);
+  args.res_scale = static_cast<float>(res_scale);
+  args.y = y.data_ptr<float>();
+  args.n = static_cast<int>(x.size(0));
+  args.c = static_cast<int>(x.size(1));
+  args.h = static_cast<int>(x.size(2));
+  args.w = static_cast<int>(x.size(3));
+  args.wide = static_cast<int>(w_expand.size(0));
+  k.wdsr_a_block(args, parallel());
+  return y;
 }
 
 at::Tensor wdsr_b_block(const at::Tensor& x, const at::Tensor& w_expand, const at::Tensor& b_expand,
