@@ -11,7 +11,7 @@ Rows, at each thread count (the thread counts interleaved too):
   of the cpu backend on each instruction-set path this CPU runs, and ``block:reference``, the op of
   ``wdsr_fast/ops/reference.py`` on the same folded weights (what the torch backend runs);
 - ``blockA:cpu`` / ``blockA:reference``: one WDSR-A block of the ``wdsr-a-baseline`` preset (32 -> 3x3 -> 128
-  -> ReLU -> 3x3 -> 32), the cpu backend's op (oneDNN convolutions) against the reference op;
+  -> ReLU -> 3x3 -> 32), the cpu backend's op (its default path here) against the reference op;
 - ``model:<row>``: WDSR-B 32x16 x2 on an LR image: FastWDSR on the cpu backend (``fast-cpu``) and on the torch
   backend (``fast-torch``), and the eager reference model in channels_last (``eager-cl``), the baseline of
   the model rows (``block:reference`` is that of the block rows).
@@ -112,8 +112,8 @@ def block_rows(model, size, threads: list[int], repeats: int) -> list[dict]:
 
 
 def block_a_rows(model, size, threads: list[int], repeats: int) -> list[dict]:
-    """One WDSR-A block (32 -> 3x3 -> 128 -> ReLU -> 3x3 -> 32): the cpu backend (oneDNN convolutions, ReLU and
-    residual in place) against the reference op."""
+    """One WDSR-A block (32 -> 3x3 -> 128 -> ReLU -> 3x3 -> 32): the cpu backend (the fused block with AVX-512,
+    oneDNN's convolutions with the ReLU and residual fused in elsewhere) against the reference op."""
     cfg = model.config
     weights = FastWDSR.from_reference(model).folded(torch.device("cpu"), torch.float32).blocks[0]
     x = torch.randn(1, cfg.n_feats, *size).contiguous(memory_format=torch.channels_last)
