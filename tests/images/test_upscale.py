@@ -206,9 +206,11 @@ sys.exit(main(sys.argv[1:]))
 @pytest.mark.parametrize("sig,status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_signals_remove_temporary_files(tmp_path, photos, weights, sig, status):
     out = tmp_path / "out"
+    # Ctrl-C's default action, as under a terminal: a test run started in the background inherits SIGINT ignored
     process = subprocess.Popen([sys.executable, "-c", SLOW_WRITE, "upscale", str(photos / "astronaut.png"), "-o",
                                 str(out), "--weights", str(weights), "--device", "cpu"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert process.stdout.readline().strip() == "writing"
     assert [p.name for p in out.iterdir() if p.name.endswith(".tmp")]  # a temporary file exists now
     process.send_signal(sig)
