@@ -32,7 +32,8 @@ struct BlockAContext {
   const float* b_reduce;  // packed [group][kGroupLanes]
   const int* expand_taps;  // tap (k, dx) of one x row: dx * c + k
   const int* reduce_taps;  // tap (l, dx) of one ring row: dx * wide + l
-  int chunks, chunk_w, bands, ring_cols;
+  RowBands bands;
+  int ring_cols;  // columns of a ring row: the chunk, its halo and the last register block's overrun
 };
 
 // Wide row `row` of the chunk [x0, x1) into dst ([ring_cols][wide]; column j is image column x0 - 1 + j): the
@@ -119,12 +120,7 @@ inline void block_a_items(const void* context, int64_t begin, int64_t end) {
   float* ring = scratch.get();
   float* edge = ring + 3 * ring_floats;
   for (int64_t item = begin; item < end; ++item) {
-    const int chunk = static_cast<int>(item % ctx.chunks);
-    const int band = static_cast<int>(item / ctx.chunks % ctx.bands);
-    const int n = static_cast<int>(item / (static_cast<int64_t>(ctx.chunks) * ctx.bands));
-    const int x0 = chunk * ctx.chunk_w, x1 = imin(a.w, x0 + ctx.chunk_w);
-    const int r0 = static_cast<int>(static_cast<int64_t>(band) * a.h / ctx.bands);
-    const int r1 = static_cast<int>(static_cast<int64_t>(band + 1) * a.h / ctx.bands);
+    const auto [n, x0, x1, r0, r1] = ctx.bands.item(item);
     // Zero columns (outside the image, past the chunk) stay zero: expand_row writes only the others.
     auto fill = [&](int slot, int row) {
       float* dst = ring + slot * ring_floats;
@@ -151,16 +147,8 @@ inline void block_a_items(const void* context, int64_t begin, int64_t end) {
 void wdsr_a_block(const BlockAArgs& a, const Parallel& parallel) {
   BlockAContext ctx{};
   ctx.a = &a;
-  ctx.chunks = ceil_div(a.w, kMaxChunkA);
-  ctx.chunk_w = ceil_div(a.w, ctx.chunks);
-  ctx.ring_cols = ctx.chunk_w + 2 + kMaxPixels;  // the chunk, its halo and the last register block's overrun
-  // Bands: as few as keep every thread busy (each recomputes two wide rows), at most one per row.
-  const int64_t base = static_cast<int64_t>(a.n) * ctx.chunks;
-  int bands = 1;
-  while (parallel.threads > 1 && bands < a.h && (base * bands) % parallel.threads != 0 &&
-         base * bands < 4 * parallel.threads)
-    ++bands;
-  ctx.bands = bands;
+  ctx.bands = RowBands::plan(a.n, a.h, a.w, kMaxChunkA, parallel.threads);
+  ctx.ring_cols = ctx.bands.chunk_w + 2 + kMaxPixels;
   const int expand_groups = ceil_div(a.wide, kGroupLanes), reduce_groups = ceil_div(a.c, kGroupLanes);
   const int64_t w_expand_floats = static_cast<int64_t>(expand_groups) * 9 * a.c * kGroupLanes;
   const int64_t w_reduce_floats = static_cast<int64_t>(reduce_groups) * 9 * a.wide * kGroupLanes;
@@ -186,7 +174,7 @@ void wdsr_a_block(const BlockAArgs& a, const Parallel& parallel) {
   ctx.b_reduce = b_reduce;
   ctx.expand_taps = expand_taps;
   ctx.reduce_taps = reduce_taps;
-  parallel.run(base * bands, &block_a_items, &ctx);
+  parallel.run(ctx.bands.items, &block_a_items, &ctx);
 }
 
 }  // namespace

@@ -168,21 +168,14 @@ inline void conv3x3_pixels(const float* t, const int* taps, int tap_count, const
 }
 
 struct BlockBPlan {
-  int chunks, chunk_w, bands, ldt;
-  int64_t items;
+  RowBands bands;
+  int ldt;  // floats per channel of a t row: the chunk, its halo and padding
 };
 
 inline BlockBPlan plan_block_b(const BlockBArgs& a, int threads) {
   BlockBPlan plan{};
-  plan.chunks = ceil_div(a.w, a.max_chunk_w);
-  plan.chunk_w = ceil_div(a.w, plan.chunks);
-  // Bands: as few as keep every thread busy (each band recomputes two t rows), at most one per row.
-  const int64_t base = static_cast<int64_t>(a.n) * plan.chunks;
-  int bands = 1;
-  while (threads > 1 && bands < a.h && (base * bands) % threads != 0 && base * bands < 4 * threads) ++bands;
-  plan.bands = bands;
-  plan.items = base * bands;
-  plan.ldt = round_up(plan.chunk_w + 2 + imax(kTilePixels, kConvPixels + 2), VW);
+  plan.bands = RowBands::plan(a.n, a.h, a.w, a.max_chunk_w, threads);
+  plan.ldt = round_up(plan.bands.chunk_w + 2 + imax(kTilePixels, kConvPixels + 2), VW);
   return plan;
 }
 
@@ -274,12 +267,7 @@ inline void block_b_items(const void* context, int64_t begin, int64_t end) {
           taps[top * tap_count + (dy * a.low_rank + l) * 3 + dx] =
               static_cast<int>((top + dy) % 3 * ring_floats + static_cast<int64_t>(l) * plan.ldt + dx);
   for (int64_t item = begin; item < end; ++item) {
-    const int chunk = static_cast<int>(item % plan.chunks);
-    const int band = static_cast<int>(item / plan.chunks % plan.bands);
-    const int n = static_cast<int>(item / (static_cast<int64_t>(plan.chunks) * plan.bands));
-    const int x0 = chunk * plan.chunk_w, x1 = imin(a.w, x0 + plan.chunk_w);
-    const int r0 = static_cast<int>(static_cast<int64_t>(band) * a.h / plan.bands);
-    const int r1 = static_cast<int>(static_cast<int64_t>(band + 1) * a.h / plan.bands);
+    const auto [n, x0, x1, r0, r1] = plan.bands.item(item);
     int top = 0;  // the ring slot of t row `row - 1`; the next two slots (mod 3) hold rows `row` and `row + 1`
     t_row(ctx, n, r0 - 1, x0, x1, ring, x_tile, wide_tile);
     t_row(ctx, n, r0, x0, x1, ring + ring_floats, x_tile, wide_tile);
@@ -320,7 +308,7 @@ void wdsr_b_block(const BlockBArgs& a, const Parallel& parallel) {
   ctx.reduce = PackedRows{RowGroups::split(a.low_rank, kChainRows), a.wide, w_reduce, a.b_reduce};
   ctx.w_conv = w_conv;
   ctx.b_conv = b_conv;
-  parallel.run(ctx.plan.items, &block_b_items, &ctx);
+  parallel.run(ctx.plan.bands.items, &block_b_items, &ctx);
 }
 
 }  // namespace

@@ -51,6 +51,36 @@ struct RowGroups {
   int size(int g) const { return base + (g < extra ? 1 : 0); }
 };
 
+// The work items of a fused block: a band of rows of one column chunk (at most max_chunk_w pixels wide) of one
+// image. Bands are as few as keep every thread busy (each recomputes the two rows of its halo), at most one a row.
+struct RowBands {
+  int h = 0, w = 0, chunks = 0, chunk_w = 0, bands = 0;
+  int64_t items = 0;
+
+  static RowBands plan(int n, int h, int w, int max_chunk_w, int threads) {
+    RowBands p;
+    p.h = h;
+    p.w = w;
+    p.chunks = ceil_div(w, max_chunk_w);
+    p.chunk_w = ceil_div(w, p.chunks);
+    const int64_t base = static_cast<int64_t>(n) * p.chunks;
+    p.bands = 1;
+    while (threads > 1 && p.bands < h && (base * p.bands) % threads != 0 && base * p.bands < 4 * threads) ++p.bands;
+    p.items = base * p.bands;
+    return p;
+  }
+  struct Item {
+    int n, x0, x1, r0, r1;  // image n, columns [x0, x1), rows [r0, r1)
+  };
+  Item item(int64_t i) const {
+    const int chunk = static_cast<int>(i % chunks), band = static_cast<int>(i / chunks % bands);
+    const int x0 = chunk * chunk_w;
+    return {static_cast<int>(i / (static_cast<int64_t>(chunks) * bands)), x0, imin(w, x0 + chunk_w),
+            static_cast<int>(static_cast<int64_t>(band) * h / bands),
+            static_cast<int>(static_cast<int64_t>(band + 1) * h / bands)};
+  }
+};
+
 // Calls f(std::integral_constant-like R) for the runtime value r in [1, Max]: a switch over template
 // instantiations of a register-blocked micro-kernel.
 template <int Max, typename F>

@@ -92,6 +92,25 @@ at::Tensor channels_last(const at::Tensor& t) { return t.contiguous(at::MemoryFo
 
 const float* floats(const at::Tensor& t) { return t.data_ptr<float>(); }
 
+// The fields of BlockAArgs and BlockBArgs that both block ops set alike: x and y (NHWC), the 1x1 or 3x3 expand and
+// reduce convolutions (contiguous tensors the caller keeps alive), the sizes.
+template <typename Args>
+void set_block_args(Args& args, const at::Tensor& in, const at::Tensor& w_expand, const at::Tensor& b_expand,
+                    const at::Tensor& w_reduce, const at::Tensor& b_reduce, double res_scale, at::Tensor& y) {
+  args.x = floats(in);
+  args.w_expand = floats(w_expand);
+  args.b_expand = floats(b_expand);
+  args.w_reduce = floats(w_reduce);
+  args.b_reduce = floats(b_reduce);
+  args.res_scale = static_cast<float>(res_scale);
+  args.y = y.data_ptr<float>();
+  args.n = static_cast<int>(in.size(0));
+  args.c = static_cast<int>(in.size(1));
+  args.h = static_cast<int>(in.size(2));
+  args.w = static_cast<int>(in.size(3));
+  args.wide = static_cast<int>(w_expand.size(0));
+}
+
 wdsr_cpu::Image image_of(const at::Tensor& image) {
   return {floats(image), image.stride(0), image.stride(1), image.stride(2), image.stride(3)};
 }
@@ -182,18 +201,7 @@ at::Tensor wdsr_a_block(const at::Tensor& x, const at::Tensor& w_expand, const a
                    br = b_reduce.contiguous();
   at::Tensor y = new_output(x.sizes(), x, at::MemoryFormat::ChannelsLast);
   wdsr_cpu::BlockAArgs args{};
-  args.x = floats(in);
-  args.w_expand = floats(we);
-  args.b_expand = floats(be);
-  args.w_reduce = floats(wr);
-  args.b_reduce = floats(br);
-  args.res_scale = static_cast<float>(res_scale);
-  args.y = y.data_ptr<float>();
-  args.n = static_cast<int>(x.size(0));
-  args.c = static_cast<int>(x.size(1));
-  args.h = static_cast<int>(x.size(2));
-  args.w = static_cast<int>(x.size(3));
-  args.wide = static_cast<int>(w_expand.size(0));
+  set_block_args(args, in, we, be, wr, br, res_scale, y);
   k.wdsr_a_block(args, parallel());
   return y;
 }
@@ -202,28 +210,16 @@ at::Tensor wdsr_b_block(const at::Tensor& x, const at::Tensor& w_expand, const a
                         const at::Tensor& w_reduce, const at::Tensor& b_reduce, const at::Tensor& w_conv,
                         const at::Tensor& b_conv, double res_scale) {
   wdsr::check_wdsr_b_block(x, w_expand, b_expand, w_reduce, b_reduce, w_conv, b_conv, wdsr::kCpuTarget);
-  const int64_t c = x.size(1), wide = w_expand.size(0), low_rank = w_reduce.size(0);
   const KernelTable& k = kernels("wdsr_b_block");
   const at::Tensor in = channels_last(x);
   const at::Tensor we = w_expand.contiguous(), be = b_expand.contiguous(), wr = w_reduce.contiguous(),
                    br = b_reduce.contiguous(), wc = w_conv.contiguous(), bc = b_conv.contiguous();
   at::Tensor y = new_output(x.sizes(), x, at::MemoryFormat::ChannelsLast);
   wdsr_cpu::BlockBArgs args{};
-  args.x = floats(in);
-  args.w_expand = floats(we);
-  args.b_expand = floats(be);
-  args.w_reduce = floats(wr);
-  args.b_reduce = floats(br);
+  set_block_args(args, in, we, be, wr, br, res_scale, y);
   args.w_conv = floats(wc);
   args.b_conv = floats(bc);
-  args.res_scale = static_cast<float>(res_scale);
-  args.y = y.data_ptr<float>();
-  args.n = static_cast<int>(x.size(0));
-  args.c = static_cast<int>(c);
-  args.h = static_cast<int>(x.size(2));
-  args.w = static_cast<int>(x.size(3));
-  args.wide = static_cast<int>(wide);
-  args.low_rank = static_cast<int>(low_rank);
+  args.low_rank = static_cast<int>(w_reduce.size(0));
   args.max_chunk_w = wdsr_cpu::kMaxChunkWidth;
   k.wdsr_b_block(args, parallel());
   return y;
