@@ -63,19 +63,8 @@ inline void expand_row(const BlockAContext& ctx, int n, int row, int x0, int x1,
           block.template tap_runs<3>(ctx.w_expand + (static_cast<int64_t>(g) * 3 + dy) * 3 * a.c * kGroupLanes, in,
                                      ctx.expand_taps, 3 * a.c, a.c);
         }
-        float* out = dst + static_cast<int64_t>(xb - (x0 - 1)) * a.wide + g * kGroupLanes;
-        WDSR_UNROLL for (int p = 0; p < kPixels<G>; ++p) {
-          if (p >= end - xb) break;
-          WDSR_UNROLL for (int v = 0; v < G; ++v) {
-            const int lanes = c_valid - v * VW;
-            const vf value = vmax(block.acc[p][v], vzero());
-            if (lanes >= VW) {
-              vstore(out + static_cast<int64_t>(p) * a.wide + v * VW, value);
-            } else if (lanes > 0) {
-              vstore_n(out + static_cast<int64_t>(p) * a.wide + v * VW, value, lanes);
-            }
-          }
-        }
+        block.store(dst + static_cast<int64_t>(xb - (x0 - 1)) * a.wide + g * kGroupLanes, a.wide, end - xb, c_valid,
+                    [](vf acc, int64_t, int) { return vmax(acc, vzero()); });
       }
     });
   }
@@ -97,19 +86,10 @@ inline void reduce_row(const BlockAContext& ctx, int n, int row, int x0, int x1,
                                      rows[dy] + static_cast<int64_t>(xb - x0) * a.wide, ctx.reduce_taps, 3 * a.wide,
                                      a.wide);
         const float* x = a.x + (pixel0 + xb) * a.c + g * kGroupLanes;
-        float* y = a.y + (pixel0 + xb) * a.c + g * kGroupLanes;
-        WDSR_UNROLL for (int p = 0; p < kPixels<G>; ++p) {
-          if (p >= x1 - xb) break;
-          WDSR_UNROLL for (int v = 0; v < G; ++v) {
-            const int lanes = c_valid - v * VW;
-            const int64_t at = static_cast<int64_t>(p) * a.c + v * VW;
-            if (lanes >= VW) {
-              vstore(y + at, vfma(scale, block.acc[p][v], vload(x + at)));
-            } else if (lanes > 0) {
-              vstore_n(y + at, vfma(scale, block.acc[p][v], vload_n(x + at, lanes)), lanes);
-            }
-          }
-        }
+        block.store(a.y + (pixel0 + xb) * a.c + g * kGroupLanes, a.c, x1 - xb, c_valid,
+                    [&](vf acc, int64_t at, int lanes) {  // y = x + res_scale * acc
+                      return vfma(scale, acc, lanes >= VW ? vload(x + at) : vload_n(x + at, lanes));
+                    });
       }
     });
   }

@@ -51,6 +51,23 @@ struct ConvBlock {
       }
     } while (++tap < count);
   }
+  // Writes pixels p < `pixels` of the block to out[p * pixel_stride + channel], the first c_valid channels:
+  // value(acc, offset, lanes) gives what goes to out + offset (lanes < VW: only the first lanes are stored).
+  template <typename Value>
+  void store(float* out, int64_t pixel_stride, int pixels, int c_valid, Value&& value) const {
+    WDSR_UNROLL for (int p = 0; p < kPixels<G>; ++p) {
+      if (p >= pixels) break;
+      WDSR_UNROLL for (int v = 0; v < G; ++v) {
+        const int lanes = c_valid - v * VW;
+        const int64_t at = static_cast<int64_t>(p) * pixel_stride + v * VW;
+        if (lanes >= VW) {
+          vstore(out + at, value(acc[p][v], at, VW));
+        } else if (lanes > 0) {
+          vstore_n(out + at, value(acc[p][v], at, lanes), lanes);
+        }
+      }
+    }
+  }
   // The same over runs of K taps dx = 0 .. K - 1 (offsets[tap + dx] = offsets[tap] + dx * pixel_stride, count a
   // multiple of K): where the registers hold a run's K x G weights, each input value is broadcast once for the taps
   // of the run that use it (block_b.h's fits_tap_run).
@@ -178,18 +195,8 @@ inline void head_items(const void* context, int64_t begin, int64_t end) {
           WDSR_UNROLL for (int dy = 0; dy < 3; ++dy)
             block.template tap_runs<3>(ctx.w + (static_cast<int64_t>(g) * 27 + dy * 9) * kGroupLanes,
                               rows.row(row - 1 + dy) + xb, taps, 9, 1);
-          float* out = out_row + static_cast<int64_t>(xb) * a.c + g * kGroupLanes;
-          WDSR_UNROLL for (int p = 0; p < kPixels<G>; ++p) {
-            if (p >= a.w - xb) break;
-            WDSR_UNROLL for (int v = 0; v < G; ++v) {
-              const int lanes = c_valid - v * VW;
-              if (lanes >= VW) {
-                vstore(out + static_cast<int64_t>(p) * a.c + v * VW, block.acc[p][v]);
-              } else if (lanes > 0) {
-                vstore_n(out + static_cast<int64_t>(p) * a.c + v * VW, block.acc[p][v], lanes);
-              }
-            }
-          }
+          block.store(out_row + static_cast<int64_t>(xb) * a.c + g * kGroupLanes, a.c, a.w - xb, c_valid,
+                      [](vf acc, int64_t, int) { return acc; });
         }
       });
     }
