@@ -14,7 +14,8 @@
 //   (24 accumulators + 6 weights + 1 of 32 zmm); AVX2 and the portable path go tap by tap.
 // - Measured on the 2-core AVX-512 Xeon at 128x128, 2 threads: 350-366 GFLOP/s, 1.14x oneDNN's convolutions with
 //   the ReLU and the residual fused in (6.90 against 7.87 ms); on one thread 1.15x. With AVX2 (oneDNN held to
-//   AVX2 too) 0.9x of oneDNN's, which the binding therefore runs there (KernelTable::a_block_beats_onednn).
+//   AVX2 too) 0.9x of oneDNN's (13.3 against 12.1 ms; as 1 x 12 blocks sharing broadcasts, 12.9 against 11.2),
+//   which the binding therefore runs there (KernelTable::a_block_beats_onednn).
 #pragma once
 #include "convs.h"  // ConvBlock, feature_window, pack_conv, pack_bias
 #include "kernel_common.h"
