@@ -52,12 +52,13 @@ inline void check_features(const char* op, const char* name, const at::Tensor& t
   TORCH_CHECK_VALUE(t.dim() == 4, op, ": ", name, ": expected a 4-D (N, C, H, W) tensor, got ", t.sizes());
   check_dtype(op, name, t, target);
   TORCH_CHECK_VALUE(t.numel() > 0, op, ": ", name, ": empty tensor ", t.sizes());
-  if (target.int32_indexing) {
+  if (target.int32_indexing) {  // fewer elements than 2**31, so every side too
     TORCH_CHECK_VALUE(t.numel() < (int64_t(1) << 31), op, ": ", name, ": ", t.sizes(),
                       " has 2**31 or more elements; upscale it in tiles (wdsr_fast.upscaler.upscale_tensor)");
+  } else {
+    for (int64_t side : t.sizes())
+      TORCH_CHECK_VALUE(side < (int64_t(1) << 31), op, ": ", name, ": ", t.sizes(), " has a side of 2**31 or more");
   }
-  for (int64_t side : t.sizes())
-    TORCH_CHECK_VALUE(side < (int64_t(1) << 31), op, ": ", name, ": ", t.sizes(), " has a side of 2**31 or more");
   TORCH_CHECK_VALUE(t.device().type() == target.device, op, ": ", name, ": expected a tensor on ",
                     c10::DeviceTypeName(target.device, true), ", got one on ", t.device());
 }

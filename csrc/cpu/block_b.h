@@ -39,6 +39,7 @@
 //   FMA, and the transform of each t row costs what the saved multiply-adds gain (block 4% slower with
 //   AVX-512, 5-8% with AVX2, at 128x128).
 #pragma once
+#include "conv_block.h"
 #include "kernel_common.h"
 #include "kernels.h"
 
@@ -48,14 +49,7 @@ namespace {
 constexpr int kTileVecs = 2;                           // pixel vectors per 1x1-chain micro-tile
 constexpr int kTilePixels = kTileVecs * VW;            // P
 constexpr int kChainRows = kAccumulators / kTileVecs;  // R: output channels per 1x1 register block
-constexpr int kGroupVecs = 2;                          // output-channel vectors per 3x3 register block
-constexpr int kConvPixels = kAccumulators / kGroupVecs;  // PB: pixels per 3x3 register block
-constexpr int kGroupLanes = kGroupVecs * VW;
-// Whether a register block can hold the weights of K neighbouring taps (dx = 0 .. K - 1) besides its accumulators
-// and a broadcast, so that each input value is broadcast once for all the taps that use it: 24 accumulators + 6
-// weights + 1 of 32 zmm for the 3x3 with AVX-512. AVX2 runs tap by tap (12 + 6 + 1 > 16 ymm; as 1 x 12 or 2 x 4
-// blocks sharing broadcasts the block's 3x3 was 4-6% slower, measured).
-constexpr bool fits_tap_run(int taps, int vecs) { return kAccumulators + taps * vecs + 1 <= kRegisters; }
+constexpr int kConvPixels = kPixels<kGroupVecs>;  // PB: pixels per 3x3 register block
 
 // 1x1 conv of a planar micro-tile: out[r][p] = act(bias[r] + sum_k w[k][r] * in[k][p]) for R rows.
 template <int R, bool Relu>
@@ -119,52 +113,12 @@ inline void chain_layer(const PackedRows& layer, const float* in, float* out, in
 template <int G>
 inline void conv3x3_pixels(const float* t, const int* taps, int tap_count, const float* w, const float* bias,
                            const float* x, float* y, int c_stride, int c_valid, int pixels, float res_scale) {
-  vf acc[kConvPixels][G];
-  WDSR_UNROLL for (int v = 0; v < G; ++v) {
-    const vf b = vload(bias + v * VW);
-    WDSR_UNROLL for (int p = 0; p < kConvPixels; ++p) acc[p][v] = b;
-  }
-  int tap = 0;
-  if constexpr (fits_tap_run(3, G)) {
-    do {  // the taps dx = 0, 1, 2 of one (dy, l): 3G weight loads, PB + 2 broadcasts, 3 PB G FMAs
-      const float* tt = t + taps[tap];
-      vf wv[3][G];
-      WDSR_UNROLL for (int dx = 0; dx < 3; ++dx)
-        WDSR_UNROLL for (int v = 0; v < G; ++v)
-          wv[dx][v] = in_register(vload(w + (tap + dx) * kGroupLanes + v * VW));
-      WDSR_UNROLL for (int i = 0; i < kConvPixels + 2; ++i) {
-        const vf tv = vset1(tt[i]);
-        WDSR_UNROLL for (int dx = 0; dx < 3; ++dx) {
-          if (i - dx < 0 || i - dx >= kConvPixels) continue;
-          WDSR_UNROLL for (int v = 0; v < G; ++v) acc[i - dx][v] = vfma(tv, wv[dx][v], acc[i - dx][v]);
-        }
-      }
-    } while ((tap += 3) < tap_count);
-  } else {
-    do {  // tap_count >= 9 (see chain_rows for why not a for loop)
-      const float* tt = t + taps[tap];
-      vf wv[G];
-      WDSR_UNROLL for (int v = 0; v < G; ++v) wv[v] = vload(w + tap * kGroupLanes + v * VW);
-      WDSR_UNROLL for (int p = 0; p < kConvPixels; ++p) {
-        const vf tv = vset1(tt[p]);
-        WDSR_UNROLL for (int v = 0; v < G; ++v) acc[p][v] = vfma(tv, wv[v], acc[p][v]);
-      }
-    } while (++tap < tap_count);
-  }
+  ConvBlock<G, kConvPixels> block(bias);
+  block.template tap_runs<3>(w, t, taps, tap_count, 1);
   const vf scale = vset1(res_scale);
-  WDSR_UNROLL for (int p = 0; p < kConvPixels; ++p) {
-    if (p >= pixels) break;
-    const float* xp = x + static_cast<int64_t>(p) * c_stride;
-    float* yp = y + static_cast<int64_t>(p) * c_stride;
-    WDSR_UNROLL for (int v = 0; v < G; ++v) {
-      const int lanes = c_valid - v * VW;
-      if (lanes >= VW) {
-        vstore(yp + v * VW, vfma(scale, acc[p][v], vload(xp + v * VW)));
-      } else if (lanes > 0) {
-        vstore_n(yp + v * VW, vfma(scale, acc[p][v], vload_n(xp + v * VW, lanes)), lanes);
-      }
-    }
-  }
+  block.store(y, c_stride, pixels, c_valid, [&](vf acc, int64_t at, int lanes) {  // y = x + res_scale * acc
+    return vfma(scale, acc, lanes >= VW ? vload(x + at) : vload_n(x + at, lanes));
+  });
 }
 
 struct BlockBPlan {

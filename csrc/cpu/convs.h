@@ -15,85 +15,14 @@
 //   wasted). Its result row is kept as [pixel][channel] and written, de-normalised, into the pixel-shuffle
 //   positions of the (N, 3, sH, sW) output a vector at a time (gathered through an index table).
 #pragma once
-#include "block_b.h"  // kGroupVecs, kGroupLanes
+#include "conv_block.h"
 #include "kernel_common.h"
 #include "kernels.h"
 
 namespace wdsr_cpu::WDSR_CPU_ISA {
 namespace {
 
-// Register blocks of G output-channel vectors x kPixels<G> pixels (24 accumulators with AVX-512, 12 with AVX2).
-template <int G>
-constexpr int kPixels = kAccumulators / G;
 constexpr int kMaxPixels = kAccumulators;  // the widest block: staged rows are padded by this much
-
-// acc[p][v] = bias[v] + sum_tap w[tap][v] * in[offsets[tap] + p * pixel_stride], over any number of taps()
-// calls (offset tables and loops that run at least once: see block_b.h's conv3x3_pixels).
-template <int G>
-struct ConvBlock {
-  vf acc[kPixels<G>][G];
-
-  explicit ConvBlock(const float* bias) {
-    WDSR_UNROLL for (int v = 0; v < G; ++v) {
-      const vf b = vload(bias + v * VW);
-      WDSR_UNROLL for (int p = 0; p < kPixels<G>; ++p) acc[p][v] = b;
-    }
-  }
-  void taps(const float* w, const float* in, const int* offsets, int count, int pixel_stride) {
-    int tap = 0;
-    do {
-      const float* it = in + offsets[tap];
-      vf wv[G];
-      WDSR_UNROLL for (int v = 0; v < G; ++v) wv[v] = vload(w + tap * kGroupLanes + v * VW);
-      WDSR_UNROLL for (int p = 0; p < kPixels<G>; ++p) {
-        const vf iv = vset1(it[p * pixel_stride]);
-        WDSR_UNROLL for (int v = 0; v < G; ++v) acc[p][v] = vfma(iv, wv[v], acc[p][v]);
-      }
-    } while (++tap < count);
-  }
-  // Writes pixels p < `pixels` of the block to out[p * pixel_stride + channel], the first c_valid channels:
-  // value(acc, offset, lanes) gives what goes to out + offset (lanes < VW: only the first lanes are stored).
-  template <typename Value>
-  void store(float* out, int64_t pixel_stride, int pixels, int c_valid, Value&& value) const {
-    WDSR_UNROLL for (int p = 0; p < kPixels<G>; ++p) {
-      if (p >= pixels) break;
-      WDSR_UNROLL for (int v = 0; v < G; ++v) {
-        const int lanes = c_valid - v * VW;
-        const int64_t at = static_cast<int64_t>(p) * pixel_stride + v * VW;
-        if (lanes >= VW) {
-          vstore(out + at, value(acc[p][v], at, VW));
-        } else if (lanes > 0) {
-          vstore_n(out + at, value(acc[p][v], at, lanes), lanes);
-        }
-      }
-    }
-  }
-  // The same over runs of K taps dx = 0 .. K - 1 (offsets[tap + dx] = offsets[tap] + dx * pixel_stride, count a
-  // multiple of K): where the registers hold a run's K x G weights, each input value is broadcast once for the taps
-  // of the run that use it (block_b.h's fits_tap_run).
-  template <int K>
-  void tap_runs(const float* w, const float* in, const int* offsets, int count, int pixel_stride) {
-    if constexpr (fits_tap_run(K, G)) {
-      int tap = 0;
-      do {
-        const float* it = in + offsets[tap];
-        vf wv[K][G];
-        WDSR_UNROLL for (int dx = 0; dx < K; ++dx)
-          WDSR_UNROLL for (int v = 0; v < G; ++v)
-            wv[dx][v] = in_register(vload(w + (tap + dx) * kGroupLanes + v * VW));
-        WDSR_UNROLL for (int i = 0; i < kPixels<G> + K - 1; ++i) {
-          const vf iv = vset1(it[i * pixel_stride]);
-          WDSR_UNROLL for (int dx = 0; dx < K; ++dx) {
-            if (i - dx < 0 || i - dx >= kPixels<G>) continue;
-            WDSR_UNROLL for (int v = 0; v < G; ++v) acc[i - dx][v] = vfma(iv, wv[dx][v], acc[i - dx][v]);
-          }
-        }
-      } while ((tap += K) < count);
-    } else {
-      taps(w, in, offsets, count, pixel_stride);
-    }
-  }
-};
 
 // Runs f.template operator()<G>() with G = 2 channel vectors, or 1 for a last group of VW channels or fewer.
 template <typename F>

@@ -1,0 +1,93 @@
+// The register block of the CPU convolutions that vectorise over output channels (the 3x3 of block_b.h, the head
+// and tail of convs.h, both convolutions of block_a.h), written once for every vector width (simd.h): G vectors of
+// output channels x P pixels of accumulators, one broadcast input value per (tap, pixel).
+#pragma once
+#include "kernel_common.h"
+
+namespace wdsr_cpu::WDSR_CPU_ISA {
+namespace {
+
+constexpr int kGroupVecs = 2;  // output-channel vectors per register block (1 for a last group of VW or fewer)
+constexpr int kGroupLanes = kGroupVecs * VW;
+// Whether a register block can hold the weights of K neighbouring taps (dx = 0 .. K - 1) besides its accumulators
+// and a broadcast, so that each input value is broadcast once for all the taps that use it: 24 accumulators + 6
+// weights + 1 of 32 zmm for a 3x3 with AVX-512. AVX2 runs tap by tap (12 + 6 + 1 > 16 ymm; as 1 x 12 or 2 x 4
+// blocks sharing broadcasts the WDSR-B block's 3x3 was 4-6% slower, measured).
+constexpr bool fits_tap_run(int taps, int vecs) { return kAccumulators + taps * vecs + 1 <= kRegisters; }
+
+// Register blocks of G output-channel vectors x kPixels<G> pixels (24 accumulators with AVX-512, 12 with AVX2).
+template <int G>
+constexpr int kPixels = kAccumulators / G;
+
+// acc[p][v] = bias[v] + sum_tap w[tap][v] * in[offsets[tap] + p * pixel_stride] for P pixels, over any number of
+// taps() calls. Taps come from offset tables, not loop arithmetic (GCC would carry the broadcasts shared by
+// neighbouring dx taps in registers and spill accumulators for them), in loops that run at least once (see
+// block_b.h's chain_rows). Weights are packed [tap][kGroupLanes].
+template <int G, int P = kPixels<G>>
+struct ConvBlock {
+  vf acc[P][G];
+
+  explicit ConvBlock(const float* bias) {
+    WDSR_UNROLL for (int v = 0; v < G; ++v) {
+      const vf b = vload(bias + v * VW);
+      WDSR_UNROLL for (int p = 0; p < P; ++p) acc[p][v] = b;
+    }
+  }
+  void taps(const float* w, const float* in, const int* offsets, int count, int pixel_stride) {
+    int tap = 0;
+    do {
+      const float* it = in + offsets[tap];
+      vf wv[G];
+      WDSR_UNROLL for (int v = 0; v < G; ++v) wv[v] = vload(w + tap * kGroupLanes + v * VW);
+      WDSR_UNROLL for (int p = 0; p < P; ++p) {
+        const vf iv = vset1(it[p * pixel_stride]);
+        WDSR_UNROLL for (int v = 0; v < G; ++v) acc[p][v] = vfma(iv, wv[v], acc[p][v]);
+      }
+    } while (++tap < count);
+  }
+  // Writes pixels p < `pixels` of the block to out[p * pixel_stride + channel], the first c_valid channels:
+  // value(acc, offset, lanes) gives what goes to out + offset (lanes < VW: only the first lanes are stored).
+  template <typename Value>
+  void store(float* out, int64_t pixel_stride, int pixels, int c_valid, Value&& value) const {
+    WDSR_UNROLL for (int p = 0; p < P; ++p) {
+      if (p >= pixels) break;
+      WDSR_UNROLL for (int v = 0; v < G; ++v) {
+        const int lanes = c_valid - v * VW;
+        const int64_t at = static_cast<int64_t>(p) * pixel_stride + v * VW;
+        if (lanes >= VW) {
+          vstore(out + at, value(acc[p][v], at, VW));
+        } else if (lanes > 0) {
+          vstore_n(out + at, value(acc[p][v], at, lanes), lanes);
+        }
+      }
+    }
+  }
+  // The same over runs of K taps dx = 0 .. K - 1 (offsets[tap + dx] = offsets[tap] + dx * pixel_stride, count a
+  // multiple of K): where the registers hold a run's K x G weights, each input value is broadcast once for the taps
+  // of the run that use it (fits_tap_run).
+  template <int K>
+  void tap_runs(const float* w, const float* in, const int* offsets, int count, int pixel_stride) {
+    if constexpr (fits_tap_run(K, G)) {
+      int tap = 0;
+      do {
+        const float* it = in + offsets[tap];
+        vf wv[K][G];
+        WDSR_UNROLL for (int dx = 0; dx < K; ++dx)
+          WDSR_UNROLL for (int v = 0; v < G; ++v)
+            wv[dx][v] = in_register(vload(w + (tap + dx) * kGroupLanes + v * VW));
+        WDSR_UNROLL for (int i = 0; i < P + K - 1; ++i) {
+          const vf iv = vset1(it[i * pixel_stride]);
+          WDSR_UNROLL for (int dx = 0; dx < K; ++dx) {
+            if (i - dx < 0 || i - dx >= P) continue;
+            WDSR_UNROLL for (int v = 0; v < G; ++v) acc[i - dx][v] = vfma(iv, wv[dx][v], acc[i - dx][v]);
+          }
+        }
+      } while ((tap += K) < count);
+    } else {
+      taps(w, in, offsets, count, pixel_stride);
+    }
+  }
+};
+
+}  // namespace
+}  // namespace wdsr_cpu::WDSR_CPU_ISA
