@@ -39,7 +39,10 @@ SKIMAGE_PHOTOS = (("coffee", "coffee", None), ("rocket", "rocket", None),
                   ("hubble_deep_field", "hubble_deep_field", None), ("retina", "retina", None),
                   ("stereo_motorcycle_left", "stereo_motorcycle", 0),
                   ("stereo_motorcycle_right", "stereo_motorcycle", 1))
+# greyscale photographs, stored as RGB (R = G = B): they teach detail in Y, where the held-out scores are measured
+SKIMAGE_GREY_PHOTOS = ("camera", "brick", "grass", "gravel", "coins", "moon")
 MATPLOTLIB_PHOTOS = ("grace_hopper.jpg",)
+SKLEARN_PHOTOS = ("china.jpg", "flower.jpg")  # scikit-learn's sample images
 HELD_OUT = ("astronaut", "chelsea")
 
 
@@ -48,6 +51,14 @@ def skimage_photo(function: str, index: int | None) -> np.ndarray:
 
     image = getattr(data, function)()
     return image[index] if index is not None else image
+
+
+def sklearn_photo(name: str) -> np.ndarray:
+    try:
+        from sklearn.datasets import load_sample_image
+    except ImportError:
+        raise SystemExit("the training photos include scikit-learn's sample images: pip install scikit-learn") from None
+    return load_sample_image(name)
 
 
 def write_photos(folder: Path) -> tuple[Path, Path]:
@@ -59,6 +70,9 @@ def write_photos(folder: Path) -> tuple[Path, Path]:
     train, held_out = folder / "train", folder / "held_out"
     photos = {train / f"{name}.png": (lambda f=function, i=index: skimage_photo(f, i))
               for name, function, index in SKIMAGE_PHOTOS}
+    photos.update({train / f"{name}.png": (lambda f=name: np.stack([skimage_photo(f, None)] * 3, axis=-1))
+                   for name in SKIMAGE_GREY_PHOTOS})
+    photos.update({train / f"{Path(name).stem}.png": (lambda f=name: sklearn_photo(f)) for name in SKLEARN_PHOTOS})
     photos.update({held_out / f"{name}.png": (lambda f=name: skimage_photo(f, None)) for name in HELD_OUT})
     for name in MATPLOTLIB_PHOTOS:
         def read(name=name):
@@ -125,8 +139,9 @@ def train_scale(args, scale: int, steps: int, init: Path | None, train: Path, he
 
     out = args.work / f"x{scale}"
     cfg = TrainConfig(data=str(train), val_data=str(held_out), out=str(out), scale=scale, steps=steps,
-                      patch=args.patch, batch=16, patches_per_image=1000, ema=0.999,
-                      milestones=[steps * 3 // 4, steps * 9 // 10], workers=0, log_every=50, val_every=1000,
+                      patch=args.patch, batch=16, patches_per_image=1000, ema=0.999, lr=args.lr,
+                      milestones=[steps * 3 // 4, steps * 9 // 10], workers=0, log_every=50,
+                      val_every=args.val_every,
                       checkpoint_every=250, device="cpu", seed=scale, init=str(init) if init else None)
     run = Run(cfg, resume=resume_point(out))
     final = run.run()
@@ -145,6 +160,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30000, help="steps of the first scale")
     parser.add_argument("--fine-tune-steps", type=int, default=12000, help="steps of each later scale")
     parser.add_argument("--patch", type=int, default=48, help="LR patch size")
+    parser.add_argument("--init", type=Path,
+                        help="weights the first scale starts from (any checkpoint load_model reads); default: fresh")
+    parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate before its decays")
+    parser.add_argument("--val-every", type=int, default=1000, help="steps between held-out scores")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads")
     parser.add_argument("--pid-file", type=Path, help="write this process's id here while it trains")
     parser.add_argument("--photos-only", action="store_true", help="only write the photo folders")
@@ -177,7 +196,7 @@ def main() -> None:
         if (args.work / f"x{scale}" / "held_out.json").is_file():
             print(f"x{scale}: finished (see {args.work / f'x{scale}' / 'held_out.json'})", flush=True)
             continue
-        init = None if scale == first else args.work / f"x{first}" / "model.safetensors"
+        init = args.init if scale == first else args.work / f"x{first}" / "model.safetensors"
         final = train_scale(args, scale, args.steps if scale == first else args.fine_tune_steps, init, train,
                             held_out)
         print(f"x{scale}: weights in {final}", flush=True)
