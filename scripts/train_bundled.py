@@ -43,6 +43,10 @@ SKIMAGE_PHOTOS = (("coffee", "coffee", None), ("rocket", "rocket", None),
 SKIMAGE_GREY_PHOTOS = ("camera", "brick", "grass", "gravel", "coins", "moon")
 MATPLOTLIB_PHOTOS = ("grace_hopper.jpg",)
 SKLEARN_PHOTOS = ("china.jpg", "flower.jpg")  # scikit-learn's sample images
+# Every training photo is also stored downscaled by these factors (MATLAB-compatible bicubic) where the copy's
+# short side keeps at least MIN_SIDE pixels: more views of the few photos there are (scale augmentation).
+DOWNSCALES = (0.75, 0.5)
+MIN_SIDE = 240
 HELD_OUT = ("astronaut", "chelsea")
 
 
@@ -66,6 +70,7 @@ def write_photos(folder: Path) -> tuple[Path, Path]:
     import matplotlib.cbook
 
     from wdsr_fast.atomic import atomic_path
+    from wdsr_fast.data.imresize import imresize
 
     train, held_out = folder / "train", folder / "held_out"
     photos = {train / f"{name}.png": (lambda f=function, i=index: skimage_photo(f, i))
@@ -83,6 +88,14 @@ def write_photos(folder: Path) -> tuple[Path, Path]:
         if not path.exists():
             with atomic_path(path) as tmp:
                 Image.fromarray(read()).save(tmp, format="PNG")
+    for path in [path for path in photos if path.parent == train]:
+        with Image.open(path) as image:
+            photo = np.array(image)
+        for factor in DOWNSCALES:
+            copy = train / f"{path.stem}-{factor}.png"
+            if min(photo.shape[:2]) * factor >= MIN_SIDE and not copy.exists():
+                with atomic_path(copy) as tmp:
+                    Image.fromarray(imresize(photo, factor)).save(tmp, format="PNG")
     return train, held_out
 
 
