@@ -15,12 +15,16 @@ a scale whose WORK/xS/held_out.json exists is finished and skipped.
 ``--install S`` copies them into the package and prints the model card's rows for them.
 
 Training photos: every colour photograph bundled with scikit-image (coffee, rocket, immunohistochemistry,
-hubble_deep_field, retina, both views of stereo_motorcycle) and with matplotlib (grace_hopper.jpg); the
-synthetic colour images (colorwheel, logo, matplotlib's logo2 and Minduka_Present_Blue_Pack) are left out.
-Held out for evaluation: astronaut and chelsea (scikit-image's `cat` is the same photo). LR images are made by
-MATLAB-compatible bicubic. The recipe is the paper's (L1, Adam 1e-3, batch 16 of 48x48 LR patches, flips and
-rotations) with an EMA of the weights (decay 0.999, the weights saved) and the lr x0.2 at 3/4 and 9/10 of the
-steps; validation on the held-out photos every 1000 steps goes to WORK/xS/log.csv.
+hubble_deep_field, retina, both views of stereo_motorcycle), matplotlib (grace_hopper.jpg) and scikit-learn
+(china.jpg, flower.jpg), and scikit-image's greyscale photographs (camera, brick, grass, gravel, coins, moon) as
+RGB; the synthetic images (colorwheel, logo, matplotlib's logo2 and Minduka_Present_Blue_Pack), the text pages and
+greyscale microscopy are left out. Each is also stored downscaled by 0.75 and 0.5 where the copy keeps a 240-pixel
+short side (42 images in all). Held out for evaluation: astronaut and chelsea (scikit-image's `cat` is the same
+photo). LR images are made by MATLAB-compatible bicubic. The recipe is the paper's (L1, Adam 1e-3, batch 16 of 48x48
+LR patches, flips and rotations) with an EMA of the weights (decay 0.999, the weights saved) and the lr x0.2 at 3/4
+and 9/10 of the steps; validation on the held-out photos every --val-every steps goes to WORK/xS/log.csv, and the
+best-scoring EMA weights to WORK/xS/best.safetensors. ``--init`` and ``--lr`` continue from trained weights (the
+recipe of the installed x3 and x4 weights is in ``training/bundled/README.md``).
 """
 from __future__ import annotations
 
