@@ -18,13 +18,12 @@ Training photos: every colour photograph bundled with scikit-image (coffee, rock
 hubble_deep_field, retina, both views of stereo_motorcycle), matplotlib (grace_hopper.jpg) and scikit-learn
 (china.jpg, flower.jpg), and scikit-image's greyscale photographs (camera, brick, grass, gravel, coins, moon) as
 RGB; the synthetic images (colorwheel, logo, matplotlib's logo2 and Minduka_Present_Blue_Pack), the text pages and
-greyscale microscopy are left out. Each is also stored downscaled by 0.75 and 0.5 where the copy keeps a 240-pixel
-short side (42 images in all). Held out for evaluation: astronaut and chelsea (scikit-image's `cat` is the same
-photo). LR images are made by MATLAB-compatible bicubic. The recipe is the paper's (L1, Adam 1e-3, batch 16 of 48x48
-LR patches, flips and rotations) with an EMA of the weights (decay 0.999, the weights saved) and the lr x0.2 at 3/4
-and 9/10 of the steps; validation on the held-out photos every --val-every steps goes to WORK/xS/log.csv, and the
-best-scoring EMA weights to WORK/xS/best.safetensors. ``--init`` and ``--lr`` continue from trained weights (the
-recipe of the installed x3 and x4 weights is in ``training/bundled/README.md``).
+greyscale microscopy are left out: 16 photos in all. Held out for evaluation: astronaut and chelsea (scikit-image's
+`cat` is the same photo). LR images are made by MATLAB-compatible bicubic. The recipe is the paper's (L1, Adam 1e-3,
+batch 16 of 48x48 LR patches, flips and rotations) with an EMA of the weights (decay 0.999, the weights saved) and
+the lr x0.2 at 3/4 and 9/10 of the steps; validation on the held-out photos every --val-every steps goes to
+WORK/xS/log.csv, and the best-scoring EMA weights to WORK/xS/best.safetensors. ``--init`` and ``--lr`` continue from
+trained weights (the recipe of the installed x3 and x4 weights is in ``training/bundled/README.md``).
 """
 from __future__ import annotations
 
@@ -47,10 +46,6 @@ SKIMAGE_PHOTOS = (("coffee", "coffee", None), ("rocket", "rocket", None),
 SKIMAGE_GREY_PHOTOS = ("camera", "brick", "grass", "gravel", "coins", "moon")
 MATPLOTLIB_PHOTOS = ("grace_hopper.jpg",)
 SKLEARN_PHOTOS = ("china.jpg", "flower.jpg")  # scikit-learn's sample images
-# Every training photo is also stored downscaled by these factors (MATLAB-compatible bicubic) where the copy's
-# short side keeps at least MIN_SIDE pixels: more views of the few photos there are (scale augmentation).
-DOWNSCALES = (0.75, 0.5)
-MIN_SIDE = 240
 HELD_OUT = ("astronaut", "chelsea")
 
 
@@ -74,7 +69,6 @@ def write_photos(folder: Path) -> tuple[Path, Path]:
     import matplotlib.cbook
 
     from wdsr_fast.atomic import atomic_path
-    from wdsr_fast.data.imresize import imresize
 
     train, held_out = folder / "train", folder / "held_out"
     photos = {train / f"{name}.png": (lambda f=function, i=index: skimage_photo(f, i))
@@ -92,14 +86,6 @@ def write_photos(folder: Path) -> tuple[Path, Path]:
         if not path.exists():
             with atomic_path(path) as tmp:
                 Image.fromarray(read()).save(tmp, format="PNG")
-    for path in [path for path in photos if path.parent == train]:
-        with Image.open(path) as image:
-            photo = np.array(image)
-        for factor in DOWNSCALES:
-            copy = train / f"{path.stem}-{factor}.png"
-            if min(photo.shape[:2]) * factor >= MIN_SIDE and not copy.exists():
-                with atomic_path(copy) as tmp:
-                    Image.fromarray(imresize(photo, factor)).save(tmp, format="PNG")
     return train, held_out
 
 
