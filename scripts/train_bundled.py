@@ -200,8 +200,11 @@ def main() -> None:
             print(f"x{scale}: finished (see {args.work / f'x{scale}' / 'held_out.json'})", flush=True)
             continue
         init = args.init if scale == first else args.work / f"x{first}" / "model.safetensors"
-        final = train_scale(args, scale, args.steps if scale == first else args.fine_tune_steps, init, train,
-                            held_out)
+        try:
+            final = train_scale(args, scale, args.steps if scale == first else args.fine_tune_steps, init, train,
+                                held_out)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the run has saved its state and said so
+            raise SystemExit(130) from None
         print(f"x{scale}: weights in {final}", flush=True)
 
 
