@@ -28,6 +28,7 @@ trained weights (the recipe of the installed x3 and x4 weights is in ``training/
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 from pathlib import Path
@@ -75,7 +76,8 @@ def write_photos(folder: Path) -> tuple[Path, Path]:
               for name, function, index in SKIMAGE_PHOTOS}
     photos.update({train / f"{name}.png": (lambda f=name: np.stack([skimage_photo(f, None)] * 3, axis=-1))
                    for name in SKIMAGE_GREY_PHOTOS})
-    photos.update({train / f"{Path(name).stem}.png": (lambda f=name: sklearn_photo(f)) for name in SKLEARN_PHOTOS})
+    photos.update({train / f"{Path(name).stem}.png": functools.partial(sklearn_photo, name)
+                   for name in SKLEARN_PHOTOS})
     photos.update({held_out / f"{name}.png": (lambda f=name: skimage_photo(f, None)) for name in HELD_OUT})
     for name in MATPLOTLIB_PHOTOS:
         def read(name=name):
@@ -144,8 +146,8 @@ def train_scale(args, scale: int, steps: int, init: Path | None, train: Path, he
     cfg = TrainConfig(data=str(train), val_data=str(held_out), out=str(out), scale=scale, steps=steps,
                       patch=args.patch, batch=16, patches_per_image=1000, ema=0.999, lr=args.lr,
                       milestones=[steps * 3 // 4, steps * 9 // 10], workers=0, log_every=50,
-                      val_every=args.val_every,
-                      checkpoint_every=250, device="cpu", seed=scale, init=str(init) if init else None)
+                      val_every=args.val_every, checkpoint_every=250, device="cpu", seed=scale,
+                      init=str(init) if init else None)
     run = Run(cfg, resume=resume_point(out))
     final = run.run()
     rows = evaluate(run.final_model(), str(held_out), scale)
