@@ -176,6 +176,8 @@ def main() -> None:
     parser.add_argument("--install", type=int, nargs="+", choices=(2, 3, 4), metavar="SCALE",
                         help="copy these scales' latest checkpoint weights into the package; no training")
     args = parser.parse_args()
+    if args.init is not None and not args.init.is_file():
+        parser.error(f"--init {args.init}: no such checkpoint file")
     torch.set_num_threads(args.threads)
     train, held_out = write_photos(args.work / "data")
     if args.photos_only:
@@ -207,6 +209,8 @@ def main() -> None:
                                 held_out)
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the run has saved its state and said so
             raise SystemExit(130) from None
+        except ValueError as exc:  # a damaged checkpoint or state, unusable data: named by the message, as in the CLI
+            raise SystemExit(f"error: {exc}") from None
         print(f"x{scale}: weights in {final}", flush=True)
 
 

@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -484,3 +485,13 @@ def test_eval_command(photos, tmp_path, capsys):
     assert (tmp_path / "rows.csv").read_text().startswith("image,method,psnr_y,ssim_y,psnr_rgb")
     with pytest.raises(SystemExit, match="x2 model"):
         main(["eval", "--weights", str(weights), "--data", str(photos / "val"), "--scale", "3"])
+
+
+def test_train_bundled_refuses_a_missing_init_by_name(tmp_path):
+    script = Path(__file__).resolve().parents[1] / "scripts" / "train_bundled.py"
+    missing, work = tmp_path / "missing.safetensors", tmp_path / "work"
+    result = subprocess.run([sys.executable, str(script), "--work", str(work), "--scales", "3", "--init", str(missing)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].endswith(f"--init {missing}: no such checkpoint file")
+    assert "Traceback" not in result.stderr and not work.exists()
