@@ -508,3 +508,24 @@ def test_train_bundled_refuses_a_missing_init_by_name(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].endswith(f"--init {missing}: no such checkpoint file")
     assert "Traceback" not in result.stderr and not work.exists()
+
+
+def test_train_bundled_reads_a_photo_from_a_downloaded_wheel(tmp_path):
+    import bz2
+    import importlib.util
+    import io
+    import zipfile
+
+    spec = importlib.util.spec_from_file_location("train_bundled", Path(__file__).resolve().parents[1] / "scripts"
+                                                  / "train_bundled.py")
+    bundled = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bundled)
+    raccoon = np.random.default_rng(0).integers(0, 256, (768, 1024, 3), dtype=np.uint8)
+    portrait, png = raccoon[:40, :30].copy(), io.BytesIO()
+    Image.fromarray(portrait).save(png, format="PNG")
+    with zipfile.ZipFile(tmp_path / "scipy-1.9.3-cp311-cp311-manylinux2014_x86_64.whl", "w") as wheel:
+        wheel.writestr("scipy/misc/face.dat", bz2.compress(raccoon.tobytes()))
+        wheel.writestr("scipy/misc/portrait.png", png.getvalue())
+    # the wheel is already in the folder, so nothing is downloaded
+    assert np.array_equal(bundled.wheel_photo(tmp_path, "scipy==1.9.3", "scipy/misc/face.dat"), raccoon)
+    assert np.array_equal(bundled.wheel_photo(tmp_path, "scipy==1.9.3", "scipy/misc/portrait.png"), portrait)
