@@ -17,15 +17,17 @@ a scale whose WORK/xS/held_out.json exists is finished and skipped.
 Training photos: every colour photograph bundled with scikit-image (coffee, rocket, immunohistochemistry,
 hubble_deep_field, retina, both views of stereo_motorcycle), matplotlib (grace_hopper.jpg) and scikit-learn
 (china.jpg, flower.jpg), and scikit-image's greyscale photographs (camera, brick, grass, gravel, coins, moon) as
-RGB, and three colour photos read from other packages' wheels (scipy 1.9.3's raccoon face, imgaug's quokka,
-mahotas's portrait luispedro.jpg; the wheels are downloaded into WORK/data/wheels, not installed); the synthetic
-images (colorwheel, logo, matplotlib's logo2 and Minduka_Present_Blue_Pack, mahotas's DepartmentStore drawing), the
-text pages and greyscale microscopy are left out: 19 photos in all. Held out for evaluation: astronaut and chelsea
-(scikit-image's `cat` is the same photo). LR images are made by MATLAB-compatible bicubic. The recipe is the paper's
-(L1, Adam 1e-3, batch 16 of 48x48 LR patches, flips and rotations) with an EMA of the weights (decay 0.999, the
-weights saved) and the lr x0.2 at 3/4 and 9/10 of the steps; validation on the held-out photos every --val-every
-steps goes to WORK/xS/log.csv, and the best-scoring EMA weights to WORK/xS/best.safetensors. ``--init`` and ``--lr``
-continue from trained weights (the recipe of the installed x3 and x4 weights is in ``training/bundled/README.md``).
+RGB, and colour photos read from other packages' files on the package index (downloaded into WORK/data/packages, not
+installed): scipy 1.9.3's raccoon face, imgaug's quokka, mahotas's portrait luispedro.jpg and eleven photos of
+OpenCV's samples (baboon, fruits, leuvenA, leuvenB, messi5, squirrel_cls, graf1, rubberwhale1, aloeL, apple, orange;
+in the opencv-python source archive, whose download needs `pip install scikit-build`); the synthetic images
+(colorwheel, logo, matplotlib's logo2 and Minduka_Present_Blue_Pack), the text pages and greyscale microscopy are
+left out: 30 photos in all. Held out for evaluation: astronaut and chelsea (scikit-image's `cat` is the same photo).
+LR images are made by MATLAB-compatible bicubic. The recipe is the paper's (L1, Adam 1e-3, batch 16 of 48x48 LR
+patches, flips and rotations) with an EMA of the weights (decay 0.999, the weights saved) and the lr x0.2 at 3/4 and
+9/10 of the steps; validation on the held-out photos every --val-every steps goes to WORK/xS/log.csv, and the
+best-scoring EMA weights to WORK/xS/best.safetensors. ``--init`` and ``--lr`` continue from trained weights (the
+recipe of the installed x3 and x4 weights is in ``training/bundled/README.md``).
 """
 from __future__ import annotations
 
@@ -37,6 +39,7 @@ import json
 import os
 import subprocess
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -55,11 +58,16 @@ SKIMAGE_GREY_PHOTOS = ("camera", "brick", "grass", "gravel", "coins", "moon")
 MATPLOTLIB_PHOTOS = ("grace_hopper.jpg",)
 SKLEARN_PHOTOS = ("china.jpg", "flower.jpg")  # scikit-learn's sample images
 HELD_OUT = ("astronaut", "chelsea")
-# colour photos inside other packages' wheels, read from the wheel (downloaded once, never installed):
-# (file name, requirement, file in the wheel)
-WHEEL_PHOTOS = (("raccoon", "scipy==1.9.3", "scipy/misc/face.dat"),  # 768x1024 RGB bytes, bz2-compressed
-                ("quokka", "imgaug==0.4.0", "imgaug/quokka.jpg"),
-                ("luispedro", "mahotas==1.4.19", "mahotas/demos/data/luispedro.jpg"))
+# colour photos inside other packages' files on the package index, read from those files (downloaded once into
+# WORK/data/packages, never installed): (file name, requirement, path inside the wheel or source archive)
+OPENCV_PHOTOS = ("baboon.jpg", "fruits.jpg", "leuvenA.jpg", "leuvenB.jpg", "messi5.jpg", "squirrel_cls.jpg",
+                 "graf1.png", "rubberwhale1.png", "aloeL.jpg", "apple.jpg", "orange.jpg")
+PACKAGE_PHOTOS = (("raccoon", "scipy==1.9.3", "scipy/misc/face.dat"),  # 768x1024 RGB bytes, bz2-compressed
+                  ("quokka", "imgaug==0.4.0", "imgaug/quokka.jpg"),
+                  ("luispedro", "mahotas==1.4.19", "mahotas/demos/data/luispedro.jpg"),
+                  *((Path(name).stem, "opencv-python==4.10.0.84", f"opencv-python-4.10.0.84/opencv/samples/data/{name}")
+                    for name in OPENCV_PHOTOS))
+SOURCE_ONLY = {"opencv-python"}  # its sample photos are in its source archive only
 WHEEL_TAGS = ("--only-binary=:all:", "--python-version", "3.11", "--platform", "manylinux2014_x86_64",
               "--platform", "manylinux_2_28_x86_64")
 
@@ -79,17 +87,24 @@ def sklearn_photo(name: str) -> np.ndarray:
     return load_sample_image(name)
 
 
-def wheel_photo(wheels: Path, requirement: str, member: str) -> np.ndarray:
+def package_photo(folder: Path, requirement: str, member: str) -> np.ndarray:
     name, version = requirement.split("==")
-    found = sorted(wheels.glob(f"{name}-{version}-*.whl"))
+    found = sorted(folder.glob(f"{name}-{version}[-.]*"))
     if not found:
-        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--dest", str(wheels),
-                   *WHEEL_TAGS, requirement]
+        how = ("--no-binary", ":all:", "--no-build-isolation") if name in SOURCE_ONLY else WHEEL_TAGS
+        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--dest", str(folder), *how,
+                   requirement]
         if subprocess.run(command).returncode != 0:
-            raise SystemExit(f"error: could not download {requirement}, whose wheel holds the training photo {member}")
-        found = sorted(wheels.glob(f"{name}-{version}-*.whl"))
-    with zipfile.ZipFile(found[0]) as wheel:
-        raw = wheel.read(member)
+            raise SystemExit(f"error: could not download {requirement}, which holds the training photo {member}"
+                             + (" (its source download needs: pip install scikit-build)" if name in SOURCE_ONLY
+                                else ""))
+        found = sorted(folder.glob(f"{name}-{version}[-.]*"))
+    if found[0].suffix == ".whl":
+        with zipfile.ZipFile(found[0]) as wheel:
+            raw = wheel.read(member)
+    else:
+        with tarfile.open(found[0]) as archive:
+            raw = archive.extractfile(member).read()
     if member.endswith(".dat"):
         return np.frombuffer(bz2.decompress(raw), np.uint8).reshape(768, 1024, 3)
     with Image.open(io.BytesIO(raw)) as image:
@@ -109,8 +124,8 @@ def write_photos(folder: Path) -> tuple[Path, Path]:
                    for name in SKIMAGE_GREY_PHOTOS})
     photos.update({train / f"{Path(name).stem}.png": functools.partial(sklearn_photo, name)
                    for name in SKLEARN_PHOTOS})
-    photos.update({train / f"{name}.png": functools.partial(wheel_photo, folder / "wheels", requirement, member)
-                   for name, requirement, member in WHEEL_PHOTOS})
+    photos.update({train / f"{name}.png": functools.partial(package_photo, folder / "packages", requirement, member)
+                   for name, requirement, member in PACKAGE_PHOTOS})
     photos.update({held_out / f"{name}.png": (lambda f=name: skimage_photo(f, None)) for name in HELD_OUT})
     for name in MATPLOTLIB_PHOTOS:
         def read(name=name):

