@@ -193,7 +193,7 @@ def train_scale(args, scale: int, steps: int, init: Path | None, train: Path, he
     out = args.work / f"x{scale}"
     cfg = TrainConfig(data=str(train), val_data=str(held_out), out=str(out), scale=scale, steps=steps,
                       patch=args.patch, batch=16, patches_per_image=1000, ema=0.999, lr=args.lr,
-                      warmup=args.warmup,
+                      warmup=args.warmup, loss=args.loss,
                       milestones=[steps * 3 // 4, steps * 9 // 10], workers=0, log_every=50,
                       val_every=args.val_every, checkpoint_every=250, device="cpu", seed=scale,
                       init=str(init) if init else None)
@@ -217,6 +217,7 @@ def main() -> None:
     parser.add_argument("--init", type=Path,
                         help="weights the first scale starts from (any checkpoint load_model reads); default: fresh")
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate before its decays")
+    parser.add_argument("--loss", choices=("l1", "l2"), default="l1", help="pixel loss")
     parser.add_argument("--warmup", type=int, default=0, help="steps of linear lr warm-up")
     parser.add_argument("--val-every", type=int, default=1000, help="steps between held-out scores")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads")

@@ -178,6 +178,19 @@ def test_warmup_rises_linearly_then_follows_the_milestones(photos, tmp_path):
         load_config(None, {"data": str(photos / "train"), "warmup": -1})
 
 
+def test_l2_loss_is_the_mean_squared_error_of_the_batch(photos, tmp_path):
+    run = Run(config(photos, tmp_path / "run", loss="l2", lr=0.0, log_every=1, steps=1))
+    lr, hr = next(run.batches())[:2]
+    with torch.no_grad():
+        range_ = run.model.config.rgb_range
+        expected = torch.mean((run.model(lr) / range_ - hr / range_) ** 2).item()
+    run.run()
+    logged = float((tmp_path / "run" / "log.csv").read_text().splitlines()[1].split(",")[1])
+    assert logged == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(ValueError, match="loss must be one of"):
+        load_config(None, {"data": str(photos / "train"), "loss": "l3"})
+
+
 def test_resume_errors(photos, tmp_path):
     with pytest.raises(ValueError, match="no train_state.pt"):
         Run(config(photos, tmp_path / "none"), resume=True)

@@ -57,6 +57,7 @@ RUN_FILES = (STATE_FILE, PREVIOUS_STATE_FILE, "log.csv", "events.log", "model.sa
 STATE_KEYS = ("model", "config", "optimizer", "scheduler", "step", "rng")
 LOG_FIELDS = ("step", "loss", "lr", "val_psnr_y", "val_ssim_y")
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+LOSSES = {"l1": F.l1_loss, "l2": F.mse_loss}
 
 
 @dataclasses.dataclass
@@ -72,6 +73,7 @@ class TrainConfig:
     batch: int = 16
     patches_per_image: int = 1000
     steps: int = 300_000
+    loss: str = "l1"  # "l1" (the paper's) or "l2"
     lr: float = 1e-3
     warmup: int = 0  # steps of linear lr warm-up (0 = none)
     milestones: list[int] | None = None  # default: 2/3 and 5/6 of the steps
@@ -109,6 +111,7 @@ HELP = {
     "batch": "patches per step (over all processes under torchrun)",
     "patches_per_image": "patches drawn from each image per epoch",
     "steps": "optimiser steps in all",
+    "loss": "pixel loss on [0, 1] images: l1 (the paper's) or l2 (mean squared error, what PSNR measures)",
     "lr": "Adam learning rate",
     "warmup": "steps over which the lr rises linearly from lr/warmup to lr (0: none), e.g. for a fine-tune "
               "from trained weights (--init), whose optimiser starts afresh",
@@ -147,6 +150,8 @@ def load_config(path: Path | None, overrides: dict) -> TrainConfig:
         raise ValueError("no training data: give --data DIR (or `data:` in the config file)")
     if cfg.batch < 1 or cfg.steps < 1 or cfg.patch < 1:
         raise ValueError("batch, steps and patch must be positive")
+    if cfg.loss not in LOSSES:
+        raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {cfg.loss!r}")
     if cfg.warmup < 0:
         raise ValueError(f"warmup must be 0 or more steps, got {cfg.warmup}")
     if cfg.autocast is not None and cfg.autocast not in AUTOCAST_DTYPES:
@@ -415,7 +420,7 @@ class Run:
         range_ = self.model.config.rgb_range
         dtype = self.autocast_dtype
         with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
-            loss = F.l1_loss(self.net(lr.to(self.device)) / range_, hr.to(self.device) / range_)
+            loss = LOSSES[self.cfg.loss](self.net(lr.to(self.device)) / range_, hr.to(self.device) / range_)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
@@ -598,7 +603,7 @@ def add_parser(subparsers) -> None:
             parser.add_argument(flag, dest=field.name, type=json.loads, help=help_text, metavar="JSON")
         else:
             choices = {"scale": (2, 3, 4), "preset": sorted(PRESETS), "autocast": sorted(AUTOCAST_DTYPES),
-                       "device": ("cpu", "cuda")}.get(field.name)
+                       "loss": sorted(LOSSES), "device": ("cpu", "cuda")}.get(field.name)
             parser.add_argument(flag, dest=field.name, type=types.get(str(field.type), str), default=None,
                                 choices=choices, help=help_text)
     parser.add_argument("--resume", nargs="?", const=True, default=False, metavar="STATE",
