@@ -19,15 +19,16 @@ hubble_deep_field, retina, both views of stereo_motorcycle), matplotlib (grace_h
 (china.jpg, flower.jpg), and scikit-image's greyscale photographs (camera, brick, grass, gravel, coins, moon) as
 RGB, and colour photos read from other packages' files on the package index (downloaded into WORK/data/packages, not
 installed): scipy 1.9.3's raccoon face, imgaug's quokka, mahotas's portrait luispedro.jpg and eleven photos of
-OpenCV's samples (baboon, fruits, leuvenA, leuvenB, messi5, squirrel_cls, graf1, rubberwhale1, aloeL, apple, orange;
-in the opencv-python source archive, whose download needs `pip install scikit-build`); the synthetic images
-(colorwheel, logo, matplotlib's logo2 and Minduka_Present_Blue_Pack), the text pages and greyscale microscopy are
-left out: 30 photos in all. Held out for evaluation: astronaut and chelsea (scikit-image's `cat` is the same photo).
-LR images are made by MATLAB-compatible bicubic. The recipe is the paper's (L1, Adam 1e-3, batch 16 of 48x48 LR
-patches, flips and rotations) with an EMA of the weights (decay 0.999, the weights saved) and the lr x0.2 at 3/4 and
-9/10 of the steps; validation on the held-out photos every --val-every steps goes to WORK/xS/log.csv, and the
-best-scoring EMA weights to WORK/xS/best.safetensors. ``--init`` and ``--lr`` continue from trained weights (the
-recipe of the installed x3 and x4 weights is in ``training/bundled/README.md``).
+OpenCV's samples (baboon, fruits, leuvenA, leuvenB, messi5, squirrel_cls, graf1, rubberwhale1, aloeL, apple, orange)
+and ten of opencv-contrib's samples and tutorials (two portraits, a kitten, a rider, a plant, a church, a street,
+students, a landscape, a corridor), from the two source archives, whose download needs `pip install scikit-build`;
+the synthetic images (colorwheel, logo, matplotlib's logo2 and Minduka_Present_Blue_Pack), the text pages and
+greyscale microscopy are left out: 40 photos in all. Held out for evaluation: astronaut and chelsea (scikit-image's
+`cat` is the same photo). LR images are made by MATLAB-compatible bicubic. The recipe is the paper's (L1, Adam 1e-3,
+batch 16 of 48x48 LR patches, flips and rotations) with an EMA of the weights (decay 0.999, the weights saved) and
+the lr x0.2 at 3/4 and 9/10 of the steps; validation on the held-out photos every --val-every steps goes to
+WORK/xS/log.csv, and the best-scoring EMA weights to WORK/xS/best.safetensors. ``--init`` and ``--lr`` continue from
+trained weights (the recipe of the installed x3 and x4 weights is in ``training/bundled/README.md``).
 """
 from __future__ import annotations
 
