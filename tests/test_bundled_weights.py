@@ -102,7 +102,7 @@ def test_retrained_weights_beat_the_first_ones_on_every_photo(scale, eval_rows):
     assert eval_rows[scale, "MEAN", "wdsr"]["ssim_y"] > FIRST_WEIGHTS[scale][1]
 
 
-@pytest.mark.parametrize("scale", [2, 3, 4])
+@pytest.mark.parametrize("scale", sorted(RETRAINED))
 def test_retrained_weights_meet_the_goal(scale, eval_rows):
     if bundled_path(scale) is None:
         pytest.skip(f"no bundled weights for x{scale} in this install")
