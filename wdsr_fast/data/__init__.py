@@ -1,1 +1,0 @@
-"""Training data: MATLAB-compatible bicubic resize and super-resolution datasets."""
