@@ -36,9 +36,9 @@ from pathlib import Path
 import torch
 
 from wdsr_fast import FastWDSR, ops, preset
-from wdsr_fast.atomic import write_text
 from wdsr_fast.bench.report import cpu_name
 from wdsr_fast.bench.work import macs_per_pixel
+from wdsr_fast.io.atomic import write_text
 from wdsr_fast.ops import cpu_backend, reference
 
 

@@ -8,7 +8,7 @@ All options: python benchmarks/run.py --help (the same as `wdsr-fast bench`).
 """
 import sys
 
-from wdsr_fast.bench import main
+from wdsr_fast.cli.bench import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -2,8 +2,8 @@
 float64 reference: the probe for the first GPU run's finding (NCHW fp16/bf16 input of 32 channels one pixel high
 or wide gave wrong values on an H100, channels_last did not). ``scripts/gpu_check probe-triton-layouts`` runs it.
 
-    python tests/gpu_probe_triton_layouts.py                       # on a GPU: fp32, fp16, bf16
-    TRITON_INTERPRET=1 python tests/gpu_probe_triton_layouts.py --device cpu --dtypes fp32 fp16   # anywhere
+    python scripts/probe_triton_layouts.py                       # on a GPU: fp32, fp16, bf16
+    TRITON_INTERPRET=1 python scripts/probe_triton_layouts.py --device cpu --dtypes fp32 fp16   # anywhere
 
 Prints one line per case (layout, shape, dtype, relative error, pass/FAIL) and exits 1 if any case fails.
 """

@@ -1,8 +1,8 @@
 """One small FastWDSR forward per scale and dtype (odd sizes, batch 2) on one backend: the program that
 scripts/gpu_check runs under compute-sanitizer, so that every fused kernel of the backend runs in every variant.
 
-    python tests/gpu_sanitizer_case.py --backend cuda            # on a GPU, under compute-sanitizer
-    python tests/gpu_sanitizer_case.py --backend torch --device cpu   # the same program anywhere (CI)
+    python scripts/sanitizer_case.py --backend cuda            # on a GPU, under compute-sanitizer
+    python scripts/sanitizer_case.py --backend torch --device cpu   # the same program anywhere (CI)
 
 Exits non-zero, naming the case, if the backend asked for did not run or an output is not finite.
 """

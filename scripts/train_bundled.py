@@ -57,7 +57,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from wdsr_fast.data.imresize import imresize
+from wdsr_fast.train.imresize import imresize
 
 # (file name, scikit-image function, index into its tuple result or None)
 SKIMAGE_PHOTOS = (("coffee", "coffee", None), ("rocket", "rocket", None),
@@ -285,7 +285,7 @@ def write_photos(folder: Path) -> tuple[Path, Path]:
     """FOLDER/train and FOLDER/held_out as RGB PNGs (files already there are kept as they are)."""
     import matplotlib.cbook
 
-    from wdsr_fast.atomic import atomic_path
+    from wdsr_fast.io.atomic import atomic_path
 
     train, held_out = folder / "train", folder / "held_out"
     photos = {train / f"{name}.png": (lambda f=function, i=index: skimage_photo(f, i))
@@ -326,8 +326,8 @@ def card_rows(rows: list[dict], scale: int) -> str:
 
 def checkpoint_scores(work: Path, scale: int, held_out: Path):
     """(step, evaluate rows, model) of WORK/xS's latest checkpoint, or None if it has none."""
-    from wdsr_fast.evaluate import evaluate
-    from wdsr_fast.train import STATE_FILE, model_from_state, read_state
+    from wdsr_fast.train.evaluation import evaluate
+    from wdsr_fast.train.state import STATE_FILE, model_from_state, read_state
 
     path = work / f"x{scale}" / STATE_FILE
     if not path.is_file():
@@ -337,10 +337,10 @@ def checkpoint_scores(work: Path, scale: int, held_out: Path):
 
 
 def resume_point(out: Path):
-    """What ``Run(resume=...)`` continues the run in ``out`` from, so that the chain goes on unattended: its
+    """What ``Trainer(resume=...)`` continues the run in ``out`` from, so that the chain goes on unattended: its
     train_state.pt, else (missing or damaged) its train_state.prev.pt, else nothing (a new run; a folder left
     by a run that never reached a checkpoint is renamed, not removed)."""
-    from wdsr_fast.train import PREVIOUS_STATE_FILE, STATE_FILE, free_name, read_state
+    from wdsr_fast.train.state import PREVIOUS_STATE_FILE, STATE_FILE, free_name, read_state
 
     for name in (STATE_FILE, PREVIOUS_STATE_FILE):
         try:
@@ -357,8 +357,9 @@ def resume_point(out: Path):
 
 
 def train_scale(args, scale: int, steps: int, init: Path | None, train: Path, held_out: Path) -> Path:
-    from wdsr_fast.evaluate import evaluate, format_rows
-    from wdsr_fast.train import Run, TrainConfig
+    from wdsr_fast.train.config import TrainConfig
+    from wdsr_fast.train.evaluation import evaluate, format_rows
+    from wdsr_fast.train.loop import Trainer
 
     out = args.work / f"x{scale}"
     cfg = TrainConfig(data=str(train), val_data=str(held_out), out=str(out), scale=scale, steps=steps,
@@ -367,8 +368,8 @@ def train_scale(args, scale: int, steps: int, init: Path | None, train: Path, he
                       milestones=[steps * 3 // 4, steps * 9 // 10], workers=0, log_every=50,
                       val_every=args.val_every, checkpoint_every=250, device="cpu", seed=scale,
                       init=str(init) if init else None)
-    run = Run(cfg, resume=resume_point(out))
-    final = run.run()
+    run = Trainer(cfg, resume=resume_point(out))
+    final = run.fit()
     rows = evaluate(run.final_model(), str(held_out), scale)
     print(format_rows(rows), flush=True)
     (out / "held_out.json").write_text(json.dumps(rows, indent=1))
@@ -376,7 +377,7 @@ def train_scale(args, scale: int, steps: int, init: Path | None, train: Path, he
 
 
 def main() -> None:
-    from wdsr_fast.train import LOSSES
+    from wdsr_fast.train.config import LOSSES
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from wdsr_fast.bench import main
 from wdsr_fast.bench.work import macs_per_pixel, min_bytes_per_pixel, model_work
+from wdsr_fast.cli.bench import main
 from wdsr_fast.model import PRESETS, WDSRConfig
 
 

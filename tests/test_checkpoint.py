@@ -7,7 +7,7 @@ from helpers import randomise, small_wdsr, ychfan_forward, ychfan_state
 
 import wdsr_fast
 from wdsr_fast import WDSR, load_model, preset, save_model
-from wdsr_fast.checkpoint import CheckpointError
+from wdsr_fast.model.checkpoint import CheckpointError
 
 
 def same_output(a, b, image=None):

@@ -19,7 +19,7 @@ import torch
 from helpers import MEAN, TOLERANCE, features, float64_forward, image, randomise, rel_error, weights
 
 from wdsr_fast import WDSR, FastWDSR
-from wdsr_fast.fast import run_folded
+from wdsr_fast.inference.fast_wdsr import run_folded
 from wdsr_fast.ops import cuda_backend, reference
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++ to build the emulated kernels")

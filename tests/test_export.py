@@ -9,9 +9,10 @@ import torch
 from helpers import photo
 
 import wdsr_fast
-from wdsr_fast import WDSR, WDSRConfig, export
+from wdsr_fast import WDSR, WDSRConfig
 from wdsr_fast.cli import main
-from wdsr_fast.export import ExportError, export_onnx
+from wdsr_fast.deploy import onnx as export
+from wdsr_fast.deploy.onnx import ExportError, export_onnx
 from wdsr_fast.weights import bundled_path
 
 onnx = pytest.importorskip("onnx", reason="the [onnx] extra (onnx, onnxruntime) is not installed")

@@ -6,7 +6,7 @@ import torch
 from helpers import BACKENDS, DEVICE, TOLERANCE, float64_forward, randomise, require_gpu_backend, small_wdsr
 
 from wdsr_fast import WDSR, FastWDSR, ops
-from wdsr_fast.fast import static_copy
+from wdsr_fast.inference.fast_wdsr import static_copy
 
 pytestmark = pytest.mark.usefixtures("poison")  # NaN-poisoned outputs, no TF32 (conftest.py)
 

@@ -9,6 +9,8 @@ is not an edge: every submodule would otherwise be in a loop with the package th
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import wdsr_fast
@@ -101,11 +103,62 @@ def test_wdsr_fast_has_no_import_cycle():
 
 def test_the_graph_sees_function_level_and_relative_imports():
     graph = wdsr_fast_graph()
-    assert graph["wdsr_fast.key_layouts"] == set()  # pure data: nothing from the package
-    assert {"wdsr_fast.key_layouts"} <= graph["wdsr_fast.model"] and "wdsr_fast.checkpoint" not in graph[
-        "wdsr_fast.model"]
-    assert "wdsr_fast.ops" in graph["wdsr_fast.fast"]  # `from . import ops`: the subpackage
+    assert graph["wdsr_fast.model.key_layouts"] == set()  # pure data: nothing from the package
+    assert {"wdsr_fast.model.key_layouts"} <= graph["wdsr_fast.model.network"]
+    assert "wdsr_fast.model.checkpoint" not in graph["wdsr_fast.model.network"]
+    assert "wdsr_fast.ops" in graph["wdsr_fast.inference.fast_wdsr"]  # `from . import ops`: the subpackage
     assert all(f"wdsr_fast.ops{e.module}" in graph["wdsr_fast.ops"] for e in ops.REGISTRY.values())
+
+
+# The layers, bottom to top: a module imports only from its own layer or the layers below it.
+LAYERS = {"wdsr_fast.weights": 0, "wdsr_fast.io": 0, "wdsr_fast.model": 1, "wdsr_fast.ops": 2,
+          "wdsr_fast._C": 2, "wdsr_fast._cpu": 2, "wdsr_fast.inference": 3, "wdsr_fast.train": 4,
+          "wdsr_fast.deploy": 4, "wdsr_fast.bench": 5, "wdsr_fast.cli": 6, "wdsr_fast.__main__": 7, "wdsr_fast": 7}
+
+
+def layer_of(module: str) -> int:
+    while module not in LAYERS:
+        module = module.rpartition(".")[0]
+    return LAYERS[module]
+
+
+def test_every_import_points_down_the_layers():
+    graph = wdsr_fast_graph()
+    upward = [f"{a} ({layer_of(a)}) -> {b} ({layer_of(b)})" for a, targets in graph.items() for b in targets
+              if layer_of(b) > layer_of(a)]
+    assert not upward, "imports up the layers: " + "; ".join(sorted(upward))
+
+
+def test_the_top_of_the_package_is_its_public_face_and_subpackages():
+    top = {p.name for p in PACKAGE_DIR.iterdir() if p.suffix == ".py" or (p / "__init__.py").exists()}
+    assert top == {"__init__.py", "__main__.py", "model", "ops", "io", "inference", "train", "deploy", "bench", "cli",
+                   "weights"}
+
+
+PUBLIC_API = {"WDSR", "WDSRConfig", "FastWDSR", "PRESETS", "preset", "count_parameters", "fold", "folded_copy",
+              "FoldedWDSR", "load_model", "save_model", "export_onnx", "Upscaler"}
+
+
+def test_the_public_api_is_what_users_import():
+    assert set(wdsr_fast.__all__) == PUBLIC_API
+    assert all(getattr(wdsr_fast, name) is not None for name in PUBLIC_API)
+    assert isinstance(wdsr_fast.__version__, str)
+
+
+def test_importing_the_package_installs_no_hook_in_the_process():
+    """Importing (and running the CLI's --help) leaves torch's global hooks as they were; making a FastWDSR installs
+    its parameter-registration counter."""
+    code = ("import torch, torch.nn.modules.module as m; before = len(m._global_parameter_registration_hooks); "
+            "import wdsr_fast, wdsr_fast.cli; after_import = len(m._global_parameter_registration_hooks); "
+            "wdsr_fast.FastWDSR(n_resblocks=1); "
+            "print(before, after_import, len(m._global_parameter_registration_hooks))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["0", "0", "1"]
+
+
+def test_layer_check_can_fail():
+    assert layer_of("wdsr_fast.model.fold") < layer_of("wdsr_fast.inference.fast_wdsr")
+    assert layer_of("wdsr_fast.io.images") < layer_of("wdsr_fast.model.checkpoint")
 
 
 def write_package(root: Path, files: dict[str, str]) -> Path:

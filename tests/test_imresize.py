@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from wdsr_fast.data.imresize import contributions, cubic, imresize
+from wdsr_fast.train.imresize import contributions, cubic, imresize
 
 # Shrinking by 2: kernel 0.5 * cubic(0.5 * d) at distances d = +-0.5, +-1.5, +-2.5, +-3.5 (worked out by hand:
 # cubic(0.25) = 0.8671875, cubic(0.75) = 0.2265625, cubic(1.25) = -0.0703125, cubic(1.75) = -0.0234375).

@@ -6,7 +6,7 @@ from helpers import parametrizations_keys, ychfan_state
 import wdsr_fast
 from wdsr_fast import WDSR, preset
 from wdsr_fast.cli import main
-from wdsr_fast.describe import describe_file
+from wdsr_fast.deploy.describe import describe_file
 from wdsr_fast.weights import bundled_path
 
 

@@ -4,7 +4,7 @@ import pytest
 from skimage import data
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from wdsr_fast.metrics import psnr_rgb, psnr_y, rgb_to_y, ssim_y
+from wdsr_fast.train.metrics import psnr_rgb, psnr_y, rgb_to_y, ssim_y
 
 
 @pytest.fixture(scope="module")

@@ -15,9 +15,11 @@ from skimage import data
 
 from wdsr_fast import load_model
 from wdsr_fast.cli import main
-from wdsr_fast.data.datasets import ImageError, PatchDataset, check_pair, find_pairs, load_pair
-from wdsr_fast.data.imresize import imresize
-from wdsr_fast.train import PREVIOUS_STATE_FILE, STATE_FILE, Run, TrainConfig, load_config, model_from_state
+from wdsr_fast.train.config import TrainConfig, load_config
+from wdsr_fast.train.data import ImageError, PatchDataset, check_pair, find_pairs, load_pair
+from wdsr_fast.train.imresize import imresize
+from wdsr_fast.train.loop import Trainer
+from wdsr_fast.train.state import PREVIOUS_STATE_FILE, STATE_FILE, model_from_state
 
 TINY_MODEL = {"n_feats": 8, "n_resblocks": 1}
 
@@ -143,7 +145,7 @@ def test_image_failing_later_gives_patches_of_the_next(photos, tmp_path):
 def test_train_writes_weights_log_and_state(photos, tmp_path):
     for ema in (0.0, 0.9):
         out = tmp_path / f"run{ema}"
-        final = Run(config(photos, out, val_data=str(photos / "val"), val_every=3, ema=ema)).run()
+        final = Trainer(config(photos, out, val_data=str(photos / "val"), val_every=3, ema=ema)).fit()
         assert load_model(final).config.n_feats == 8
         log = (out / "log.csv").read_text().splitlines()
         assert log[0] == "step,loss,lr,val_psnr_y,val_ssim_y" and len(log) == 5  # steps 2, 3 (val), 4, 6
@@ -155,12 +157,12 @@ def test_train_writes_weights_log_and_state(photos, tmp_path):
 
 @pytest.mark.parametrize("warmup", [0, 5])  # with a warm-up, resumed in the middle of it
 def test_resume_is_exact(photos, tmp_path, warmup):
-    straight = Run(config(photos, tmp_path / "a", warmup=warmup))
-    straight.run()
-    Run(config(photos, tmp_path / "b", steps=3, warmup=warmup)).run()  # stops after the step-3 checkpoint
-    resumed = Run(config(photos, tmp_path / "b", warmup=warmup), resume=True)
+    straight = Trainer(config(photos, tmp_path / "a", warmup=warmup))
+    straight.fit()
+    Trainer(config(photos, tmp_path / "b", steps=3, warmup=warmup)).fit()  # stops after the step-3 checkpoint
+    resumed = Trainer(config(photos, tmp_path / "b", warmup=warmup), resume=True)
     assert resumed.step == 3
-    resumed.run()
+    resumed.fit()
     for key, value in straight.model.state_dict().items():
         assert torch.equal(value, resumed.model.state_dict()[key]), key
     assert resumed.optimizer.state_dict()["state"][0]["step"] == 6
@@ -168,23 +170,23 @@ def test_resume_is_exact(photos, tmp_path, warmup):
 
 def test_warmup_rises_linearly_then_follows_the_milestones(photos, tmp_path):
     out = tmp_path / "run"
-    Run(config(photos, out, lr=0.01, warmup=3, log_every=1)).run()
+    Trainer(config(photos, out, lr=0.01, warmup=3, log_every=1)).fit()
     logged = [float(line.split(",")[2]) for line in (out / "log.csv").read_text().splitlines()[1:]]
     # the lr after each of the 6 steps, i.e. the one the next step uses: 2/3, 1, 1, then x0.2 at 4 and at 5
     assert logged == pytest.approx([0.01 * 2 / 3, 0.01, 0.01, 0.002, 0.0004, 0.0004])
     with pytest.raises(ValueError, match="trained with --warmup 3, not 0"):
-        Run(config(photos, out, steps=8), resume=True)
+        Trainer(config(photos, out, steps=8), resume=True)
     with pytest.raises(ValueError, match="warmup must be 0 or more"):
         load_config(None, {"data": str(photos / "train"), "warmup": -1})
 
 
 def test_l2_loss_is_the_mean_squared_error_of_the_batch(photos, tmp_path):
-    run = Run(config(photos, tmp_path / "run", loss="l2", lr=0.0, log_every=1, steps=1))
+    run = Trainer(config(photos, tmp_path / "run", loss="l2", lr=0.0, log_every=1, steps=1))
     lr, hr = next(run.batches())[:2]
     with torch.no_grad():
         range_ = run.model.config.rgb_range
         expected = torch.mean((run.model(lr) / range_ - hr / range_) ** 2).item()
-    run.run()
+    run.fit()
     logged = float((tmp_path / "run" / "log.csv").read_text().splitlines()[1].split(",")[1])
     assert logged == pytest.approx(expected, rel=1e-5)
     with pytest.raises(ValueError, match="loss must be one of"):
@@ -193,10 +195,10 @@ def test_l2_loss_is_the_mean_squared_error_of_the_batch(photos, tmp_path):
 
 def test_resume_errors(photos, tmp_path):
     with pytest.raises(ValueError, match="no train_state.pt"):
-        Run(config(photos, tmp_path / "none"), resume=True)
-    Run(config(photos, tmp_path / "c", steps=3)).run()
+        Trainer(config(photos, tmp_path / "none"), resume=True)
+    Trainer(config(photos, tmp_path / "c", steps=3)).fit()
     with pytest.raises(ValueError, match="different model"):
-        Run(config(photos, tmp_path / "c", model={"n_feats": 16, "n_resblocks": 1}), resume=True)
+        Trainer(config(photos, tmp_path / "c", model={"n_feats": 16, "n_resblocks": 1}), resume=True)
 
 
 def test_killed_training_resumes_from_its_last_checkpoint(photos, tmp_path):
@@ -219,9 +221,9 @@ def test_killed_training_resumes_from_its_last_checkpoint(photos, tmp_path):
     assert saved["step"] % 5 == 0 and saved["step"] >= 5
     cfg = load_config(None, dict(data=str(photos / "train"), out=str(out), model=TINY_MODEL, patch=8, batch=4,
                                  patches_per_image=8, steps=saved["step"] + 2, workers=0, device="cpu"))
-    run = Run(cfg, resume=True)
+    run = Trainer(cfg, resume=True)
     assert run.step == saved["step"]
-    run.run()
+    run.fit()
     assert torch.load(out / STATE_FILE, weights_only=True)["step"] == saved["step"] + 2
 
 
@@ -244,33 +246,33 @@ def test_rerun_without_resume_leaves_the_old_run_byte_identical(photos, tmp_path
 
 def test_failed_start_leaves_no_run_behind(photos, tmp_path):
     with pytest.raises(ValueError, match="unknown preset"):
-        Run(config(photos, tmp_path / "x", preset="nope")).run()
+        Trainer(config(photos, tmp_path / "x", preset="nope")).fit()
     assert not (tmp_path / "x").exists()
 
 
 def test_checkpoints_keep_the_previous_one(photos, tmp_path):
-    Run(config(photos, tmp_path / "r", steps=6, checkpoint_every=2)).run()
+    Trainer(config(photos, tmp_path / "r", steps=6, checkpoint_every=2)).fit()
     assert torch.load(tmp_path / "r" / STATE_FILE, weights_only=True)["step"] == 6
     assert torch.load(tmp_path / "r" / PREVIOUS_STATE_FILE, weights_only=True)["step"] == 4
 
 
 @pytest.mark.parametrize("damage", ["truncated", "empty"])
 def test_damaged_state_is_named_and_the_previous_checkpoint_resumes(photos, tmp_path, damage):
-    straight = Run(config(photos, tmp_path / "straight"))
-    straight.run()
+    straight = Trainer(config(photos, tmp_path / "straight"))
+    straight.fit()
     out = tmp_path / "r"
-    Run(config(photos, out)).run()  # checkpoints at 3 and 6
+    Trainer(config(photos, out)).fit()  # checkpoints at 3 and 6
     state = out / STATE_FILE
     state.write_bytes(state.read_bytes()[: state.stat().st_size // 2] if damage == "truncated" else b"")
     with pytest.raises(ValueError) as caught:
-        Run(config(photos, out), resume=True)
+        Trainer(config(photos, out), resume=True)
     message = str(caught.value)
     assert message.startswith(f"{state}: damaged training state") and "\n" not in message
     assert f"step 3) can continue the run: --resume {out / PREVIOUS_STATE_FILE}" in message
     damaged = state.read_bytes()
-    resumed = Run(config(photos, out), resume=out / PREVIOUS_STATE_FILE)
+    resumed = Trainer(config(photos, out), resume=out / PREVIOUS_STATE_FILE)
     assert resumed.step == 3
-    resumed.run()
+    resumed.fit()
     assert (out / f"{STATE_FILE}.1").read_bytes() == damaged  # set aside, not destroyed
     for key, value in straight.model.state_dict().items():
         assert torch.equal(value, resumed.model.state_dict()[key]), key
@@ -279,15 +281,15 @@ def test_damaged_state_is_named_and_the_previous_checkpoint_resumes(photos, tmp_
 
 def test_resume_without_any_state(photos, tmp_path):
     with pytest.raises(ValueError, match="holds no train_state.pt to continue; start without --resume"):
-        Run(config(photos, tmp_path / "none"), resume=True)
+        Trainer(config(photos, tmp_path / "none"), resume=True)
     with pytest.raises(ValueError, match="no such state file"):
-        Run(config(photos, tmp_path / "none"), resume=tmp_path / "nothing.pt")
+        Trainer(config(photos, tmp_path / "none"), resume=tmp_path / "nothing.pt")
     early = tmp_path / "early"  # a run that stopped before its first checkpoint
     early.mkdir()
     (early / "log.csv").write_text("step,loss,lr,val_psnr_y,val_ssim_y\n")
     for resume in (False, True):
         with pytest.raises(ValueError, match=r"\(log.csv\).* stopped before its first checkpoint"):
-            Run(config(photos, early), resume=resume)
+            Trainer(config(photos, early), resume=resume)
 
 
 def test_bad_images_reported_once_and_skipped(photos, tmp_path, capsys):
@@ -296,9 +298,9 @@ def test_bad_images_reported_once_and_skipped(photos, tmp_path, capsys):
     for name in ("coffee.png", "rocket.png"):
         (folder / name).write_bytes((photos / "train" / name).read_bytes())
     names = write_bad_images(folder)
-    run = Run(config(photos, tmp_path / "r", data=str(folder)))
+    run = Trainer(config(photos, tmp_path / "r", data=str(folder)))
     assert [p.hr.name for p in run.dataset.pairs] == ["coffee.png", "rocket.png"]
-    run.run()
+    run.fit()
     events = (tmp_path / "r" / "events.log").read_text()
     assert "4 of the 6 training images in" in events and "they are skipped" in events
     assert all(str(folder / name) in events for name in names)
@@ -315,16 +317,16 @@ def test_image_failing_during_training_is_skipped_and_logged(photos, tmp_path, w
     folder.mkdir()
     for name in ("coffee.png", "rocket.png"):
         (folder / name).write_bytes((photos / "train" / name).read_bytes())
-    run = Run(config(photos, tmp_path / "r", data=str(folder), workers=workers))
+    run = Trainer(config(photos, tmp_path / "r", data=str(folder), workers=workers))
     (folder / "rocket.png").write_bytes(b"")  # a disk error after the start-up check
-    run.run()
+    run.fit()
     events = (tmp_path / "r" / "events.log").read_text()
     assert events.count(f"skipped (its patches come from the next image): {folder / 'rocket.png'}") == 1
     assert run.step == 6
-    strict = Run(config(photos, tmp_path / "s", data=str(photos / "train"), workers=workers, strict=True))
+    strict = Trainer(config(photos, tmp_path / "s", data=str(photos / "train"), workers=workers, strict=True))
     strict.dataset.pairs = [*strict.dataset.pairs[:1], find_pairs(folder, 2)[1]]
     with pytest.raises(ValueError) as caught:  # one line naming the file, no worker traceback
-        strict.run()
+        strict.fit()
     assert str(caught.value).startswith(f"{folder / 'rocket.png'}: not an image file that can be read")
     assert "\n" not in str(caught.value) and "Traceback" not in str(caught.value)
 
@@ -333,7 +335,7 @@ def test_help_documents_every_option_with_its_default():
     import argparse
 
     parser = argparse.ArgumentParser()
-    from wdsr_fast import train
+    from wdsr_fast.cli import train
 
     train.add_parser(parser.add_subparsers())
     (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
@@ -350,10 +352,10 @@ def dataclasses_fields():
 
 
 def test_init_starts_at_its_loss(photos, tmp_path):
-    weights = Run(config(photos, tmp_path / "a", steps=6)).run()
+    weights = Trainer(config(photos, tmp_path / "a", steps=6)).fit()
     start = load_model(weights)
-    fine = Run(config(photos, tmp_path / "b", init=str(weights), seed=5))
-    fresh = Run(config(photos, tmp_path / "c", seed=5))
+    fine = Trainer(config(photos, tmp_path / "b", init=str(weights), seed=5))
+    fresh = Trainer(config(photos, tmp_path / "c", seed=5))
     lr, hr, _ = next(fine.batches())
     with torch.no_grad():
         expected = torch.nn.functional.l1_loss(start(lr) / 255, hr / 255).item()
@@ -362,32 +364,32 @@ def test_init_starts_at_its_loss(photos, tmp_path):
 
 
 def test_init_from_other_layouts_and_scales(photos, tmp_path):
-    weights = Run(config(photos, tmp_path / "a", steps=2)).run()
+    weights = Trainer(config(photos, tmp_path / "a", steps=2)).fit()
     start = load_model(weights)
     wrapped = tmp_path / "wrapped.pth"  # a bare state_dict under "state_dict" with DataParallel's prefix
     torch.save({"state_dict": {f"module.{k}": v for k, v in start.state_dict().items()}}, wrapped)
-    same = Run(config(photos, tmp_path / "b", init=str(wrapped)))
+    same = Trainer(config(photos, tmp_path / "b", init=str(wrapped)))
     for key, value in start.state_dict().items():
         assert torch.equal(same.model.state_dict()[key], value), key
-    x3 = Run(config(photos, tmp_path / "c", scale=3, init=str(weights)))
-    x3.run()
+    x3 = Trainer(config(photos, tmp_path / "c", scale=3, init=str(weights)))
+    x3.fit()
     state = x3.model.state_dict()
     assert "fresh: skip, tail" in (tmp_path / "c" / "events.log").read_text()
     assert state["tail.0.weight_v"].shape[0] == 27
     assert not torch.equal(state["head.0.weight_v"], start.state_dict()["head.0.weight_v"])  # trained on
-    untrained = Run(config(photos, tmp_path / "d", scale=3, init=str(weights), steps=1, lr=0.0))
+    untrained = Trainer(config(photos, tmp_path / "d", scale=3, init=str(weights), steps=1, lr=0.0))
     assert torch.equal(untrained.model.state_dict()["body.0.body.0.weight_v"],
                        start.state_dict()["body.0.body.0.weight_v"])
 
 
 def test_init_refuses_another_architecture_by_name(photos, tmp_path):
-    weights = Run(config(photos, tmp_path / "a", steps=2)).run()
+    weights = Trainer(config(photos, tmp_path / "a", steps=2)).fit()
     with pytest.raises(ValueError, match=r"--init .*a different architecture: n_feats 8 \(the run: 16\)"):
-        Run(config(photos, tmp_path / "b", init=str(weights), model={"n_feats": 16, "n_resblocks": 1}))
+        Trainer(config(photos, tmp_path / "b", init=str(weights), model={"n_feats": 16, "n_resblocks": 1}))
     with pytest.raises(ValueError, match="variant b"):
-        Run(config(photos, tmp_path / "b", init=str(weights), preset="wdsr-a-baseline"))
+        Trainer(config(photos, tmp_path / "b", init=str(weights), preset="wdsr-a-baseline"))
     with pytest.raises(ValueError, match="no such checkpoint"):
-        Run(config(photos, tmp_path / "b", init=str(tmp_path / "missing.pt")))
+        Trainer(config(photos, tmp_path / "b", init=str(tmp_path / "missing.pt")))
 
 
 class SpyScaler(torch.amp.GradScaler):
@@ -411,8 +413,8 @@ class SpyScaler(torch.amp.GradScaler):
 def test_fp16_autocast_uses_the_gradient_scaler(photos, tmp_path, monkeypatch, autocast):
     monkeypatch.setattr(torch.amp, "GradScaler", SpyScaler)
     SpyScaler.made.clear()
-    run = Run(config(photos, tmp_path / "r", steps=2, autocast=autocast))
-    run.run()
+    run = Trainer(config(photos, tmp_path / "r", steps=2, autocast=autocast))
+    run.fit()
     (scaler,) = SpyScaler.made
     assert scaler.is_enabled() == (autocast == "fp16")
     assert scaler.calls == ["scale", "step"] * 2
@@ -422,23 +424,23 @@ def test_fp16_autocast_uses_the_gradient_scaler(photos, tmp_path, monkeypatch, a
 
 @pytest.mark.gpu
 def test_fp16_gradient_scaler_on_cuda(photos, tmp_path):
-    run = Run(config(photos, tmp_path / "r", steps=4, autocast="fp16", device="cuda"))
-    run.run()
+    run = Trainer(config(photos, tmp_path / "r", steps=4, autocast="fp16", device="cuda"))
+    run.fit()
     assert run.scaler.is_enabled() and run.scaler.get_scale() > 1
-    resumed = Run(config(photos, tmp_path / "r", steps=5, autocast="fp16", device="cuda"), resume=True)
+    resumed = Trainer(config(photos, tmp_path / "r", steps=5, autocast="fp16", device="cuda"), resume=True)
     assert resumed.scaler.get_scale() == run.scaler.get_scale()
-    resumed.run()
+    resumed.fit()
     assert all(torch.isfinite(v).all() for v in resumed.model.state_dict().values())
 
 
 def test_validation_keeps_the_best_weights(photos, tmp_path, capsys):
     out = tmp_path / "r"
-    run = Run(config(photos, out, val_data=str(photos / "val"), val_every=1, ema=0.5, lr=0.05))
-    run.run()
+    run = Trainer(config(photos, out, val_data=str(photos / "val"), val_every=1, ema=0.5, lr=0.05))
+    run.fit()
     rows = [row.split(",") for row in (out / "log.csv").read_text().splitlines()[1:]]
     scores = [float(row[3]) for row in rows]
     assert len(scores) == 6 and run.best_psnr_y == max(scores)
-    from wdsr_fast.evaluate import evaluate
+    from wdsr_fast.train.evaluation import evaluate
 
     best = evaluate(load_model(out / "best.safetensors"), str(photos / "val"), 2)
     assert best[-2]["psnr_y"] == pytest.approx(max(scores), abs=1e-9)
@@ -466,7 +468,7 @@ def test_sigterm_saves_the_state_and_resume_continues(photos, tmp_path):
     saved = torch.load(out / STATE_FILE, weights_only=True)["step"]
     assert saved >= 3 and "stopped by SIGTERM at step" in (out / "events.log").read_text()
     assert "Traceback" not in err
-    run = Run(config(photos, out, steps=saved + 1), resume=True)
+    run = Trainer(config(photos, out, steps=saved + 1), resume=True)
     assert run.step == saved
 
 
@@ -503,7 +505,7 @@ def test_config_file_and_errors(photos, tmp_path):
 # -- eval ----------------------------------------------------------------------------------------------
 
 def test_eval_command(photos, tmp_path, capsys):
-    weights = Run(config(photos, tmp_path / "e", steps=2)).run()
+    weights = Trainer(config(photos, tmp_path / "e", steps=2)).fit()
     assert main(["eval", "--weights", str(weights), "--data", str(photos / "val"), "--scale", "2", "--csv",
                  str(tmp_path / "rows.csv")]) == 0
     out = capsys.readouterr().out

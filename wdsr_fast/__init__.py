@@ -7,23 +7,25 @@
         sr = fast(lr_image)                                       # (N,3,H,W) in [0,255] -> (N,3,sH,sW)
     big = wdsr_fast.Upscaler(scale=2).upscale(pil_image_or_array)  # whole images: any mode, 8/16 bits, tiled
 
-The package in layers, each importing only from the layers below it (tests/test_imports.py checks there are no
-import loops):
-1. data and small libraries: ``model.WDSRConfig`` and the presets, ``key_layouts`` (checkpoint key layouts),
-   ``atomic`` (file writes), ``timing``, ``metrics``;
-2. networks: ``model`` (the trainable reference WDSR), ``fold`` (weight norm folded into plain weights),
-   ``checkpoint`` (files);
-3. ops: ``ops/reference.py`` (the op contract) and the backends that implement it, picked by the registry of
-   ``ops/__init__.py``;
-4. ``fast.FastWDSR``, the drop-in that runs a backend's ops;
-5. the commands (upscale, train, eval, demo, bench), gathered by ``cli``.
+The package in layers, each importing only from its own layer and those below it (tests/test_imports.py holds
+this, and that there are no import loops):
+0. ``io`` (image files, atomic writes) and ``weights`` (the bundled weights);
+1. ``model``: the config and presets, the trainable reference ``WDSR``, weight-norm folding, checkpoint files
+   and the authors' key layouts;
+2. ``ops``: ``ops/reference.py`` (the op contract) and the backends that implement it, picked by a registry;
+3. ``inference``: ``FastWDSR`` (the drop-in that runs a backend's ops), ``Upscaler`` (whole images), the batch over
+   image files;
+4. ``train`` (the loop, its options and files, data, metrics, evaluation) and ``deploy`` (ONNX, model-file
+   description, spandrel);
+5. ``bench``: side-by-side throughput;
+6. ``cli``: one thin module per ``wdsr-fast`` command: parse, call the library, print.
 """
-from .checkpoint import load_model, save_model
-from .export import export_onnx
-from .fast import FastWDSR
-from .fold import FoldedWDSR, fold, folded_copy
+from .deploy.onnx import export_onnx
+from .inference.fast_wdsr import FastWDSR
+from .inference.upscaler import Upscaler
 from .model import PRESETS, WDSR, WDSRConfig, count_parameters, preset
-from .upscaler import Upscaler
+from .model.checkpoint import load_model, save_model
+from .model.fold import FoldedWDSR, fold, folded_copy
 
 __version__ = "0.1.0"  # the package's one version string (pyproject.toml reads it)
 __all__ = ["WDSR", "WDSRConfig", "FastWDSR", "PRESETS", "preset", "count_parameters", "fold", "folded_copy",

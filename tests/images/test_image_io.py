@@ -21,7 +21,7 @@ from conftest import (
 )
 from PIL import Image, ImageCms, ImageOps
 
-from wdsr_fast.image_io import (
+from wdsr_fast.io.images import (
     FORMATS,
     ImageError,
     Picture,

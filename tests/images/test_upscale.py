@@ -14,7 +14,7 @@ from helpers import randomise, ychfan_forward, ychfan_state
 from PIL import Image
 
 from wdsr_fast.cli import main
-from wdsr_fast.image_io import tensor_to_uint8
+from wdsr_fast.io.images import tensor_to_uint8
 
 
 @pytest.fixture()
@@ -191,7 +191,7 @@ def test_leftovers_of_a_killed_run_are_removed(tmp_path, photos, weights):
 SLOW_WRITE = """
 import sys, time
 from PIL import Image
-import wdsr_fast.image_io as io
+import wdsr_fast.io.images as io
 real = io._write_pillow
 def slow(pixels, tmp, *rest):
     real(pixels, tmp, *rest)
@@ -225,7 +225,7 @@ def test_disk_full_is_one_line_per_file(tmp_path, photos, weights, capsys, monke
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr("wdsr_fast.image_io._write_pillow", full)
+    monkeypatch.setattr("wdsr_fast.io.images._write_pillow", full)
     out = tmp_path / "out"
     assert upscale(photos, "-o", out, "--weights", weights) == 1
     err = capsys.readouterr().err
@@ -259,7 +259,7 @@ def test_a_really_full_disk(tmp_path, weights, tiny_disk, capsys):
 def test_unusable_output_folder_stops_before_any_model_work(tmp_path, photos, weights, make, monkeypatch):
     (tmp_path / "taken").write_text("a file")
     out = tmp_path / "taken" if make == "file" else tmp_path / "taken" / "out"
-    monkeypatch.setattr("wdsr_fast.upscale.Upscaler", lambda *a, **k: pytest.fail("the model was loaded"))
+    monkeypatch.setattr("wdsr_fast.cli.upscale.Upscaler", lambda *a, **k: pytest.fail("the model was loaded"))
     with pytest.raises(SystemExit, match="output folder .*taken"):
         upscale(photos, "-o", out, "--weights", weights)
 
@@ -290,7 +290,7 @@ def test_nan_weights_stop_with_their_name(tmp_path, photos):
 
 
 def test_non_finite_output_is_one_line_per_file(tmp_path, photos, weights, capsys, monkeypatch):
-    from wdsr_fast.fast import FastWDSR
+    from wdsr_fast.inference.fast_wdsr import FastWDSR
 
     real = FastWDSR.forward
     monkeypatch.setattr(FastWDSR, "forward", lambda self, image: real(self, image) * float("inf"))
@@ -301,7 +301,7 @@ def test_non_finite_output_is_one_line_per_file(tmp_path, photos, weights, capsy
 
 
 def test_out_of_memory_is_one_line_per_file(tmp_path, photos, weights, capsys, monkeypatch):
-    from wdsr_fast.fast import FastWDSR
+    from wdsr_fast.inference.fast_wdsr import FastWDSR
 
     def too_big(self, image):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 12.00 GiB.\nGPU 0 has a total capacity")

@@ -8,8 +8,7 @@ from helpers import randomise
 from PIL import Image
 
 from wdsr_fast import WDSR, FastWDSR, Upscaler
-from wdsr_fast.image_io import pixels_to_tensor, quantize, tensor_to_uint8
-from wdsr_fast.upscaler import (
+from wdsr_fast.inference.upscaler import (
     MIN_TILE,
     UpscaleError,
     fitting_tile,
@@ -17,6 +16,7 @@ from wdsr_fast.upscaler import (
     tile_windows,
     upscale_tensor,
 )
+from wdsr_fast.io.images import pixels_to_tensor, quantize, tensor_to_uint8
 
 
 def expected_rgb(model, pixels: np.ndarray) -> np.ndarray:
@@ -150,7 +150,7 @@ def test_pil_in_pil_out_with_metadata(weights):
 
 
 def test_picture_notes(weights):
-    from wdsr_fast.image_io import Picture
+    from wdsr_fast.io.images import Picture
 
     picture = Picture(np.dstack([camera(), camera()]), notes=["palette -> RGBA"])
     result = Upscaler(weights, device="cpu", backend="torch").upscale_picture(picture)
@@ -223,7 +223,7 @@ def test_fitting_tile(monkeypatch):
     config = small_model().config
     sizes = {}
     for free in (1 << 24, 1 << 30, 1 << 40):
-        monkeypatch.setattr("wdsr_fast.upscaler.free_memory", lambda device, free=free: free)
+        monkeypatch.setattr("wdsr_fast.inference.upscaler.free_memory", lambda device, free=free: free)
         sizes[free] = fitting_tile(config, torch.device("cuda"), 4, 4)
     assert MIN_TILE <= sizes[1 << 24] < sizes[1 << 30] < sizes[1 << 40]
     assert all(side % 8 == 0 for side in sizes.values())

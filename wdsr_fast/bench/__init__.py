@@ -14,9 +14,6 @@ Every row is measured in the same process on the same inputs, interleaved (round
 The modules, one concern each: ``work.py`` counts FLOPs and minimum bytes from the architecture; ``rows.py`` says
 what is timed (a function per row kind, the place to add one); ``runtimes.py`` drives ONNX Runtime and OpenVINO;
 ``measure.py`` times the rows and holds them against the measured peaks; ``memory.py`` measures a forward's peak
-memory on CPU; ``report.py`` writes the table, JSON, CSV and plot; ``command.py`` is the command line. The GPU timer
-(``wdsr_fast.timing``) is shared with the demo.
+memory on CPU; ``report.py`` writes the table, JSON, CSV and plot; ``suite.py`` runs a plan of cases; ``timing.py``
+times a call (shared with the demo). The command line is ``wdsr_fast.cli.bench``.
 """
-from .command import add_parser, main, run
-
-__all__ = ["add_parser", "main", "run"]

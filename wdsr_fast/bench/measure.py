@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import statistics
 import time
 from collections.abc import Callable
@@ -24,9 +25,9 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from ..timing import time_call
 from .memory import peak_memory_cpu
 from .rows import COMPILE, EAGER, OP, REFERENCE_OPS, Row, Setup, rows_of
+from .timing import time_call
 from .work import model_work, op_work
 
 CPU_MATMUL_SIZE = 2048
@@ -149,7 +150,8 @@ def measure(base: Setup, threads: list[int], rounds: int, repeats: int, peaks: d
     live = [x for x in timed if x.call is not None]
     matmul, matmul_flops = matmul_call(base.device, base.dtype)  # the peak again, among the rows
     with torch.inference_mode():
-        times = interleaved([x.call for x in live] + [matmul] * len(threads), base.device, rounds, repeats,
+        calls = [x.call for x in live if x.call is not None]
+        times = interleaved(calls + [matmul] * len(threads), base.device, rounds, repeats,
                             [x.setup.threads for x in live] + threads)
     peaks = {t: (max(peaks[t][0], matmul_flops / min(times[len(live) + i])), peaks[t][1])
              for i, t in enumerate(threads)}
@@ -190,7 +192,7 @@ def row_memory(x: Timed) -> dict:
                 call()
                 torch.cuda.synchronize()
             return {"peak_mem_mb": torch.cuda.max_memory_allocated(s.device) / 2**20}
-        return {"peak_mem_mb": peak_memory_cpu(s.case, s.args, s.threads, x.row.label) / 2**20}
+        return {"peak_mem_mb": peak_memory_cpu(s.case, s.options, s.threads, x.row.label) / 2**20}
     except Exception as exc:
         return {"peak_mem_note": f"{type(exc).__name__}: {exc}".splitlines()[0][:200]}
 
@@ -215,8 +217,15 @@ def compare(case, timed: list[Timed], eager_fp32: dict) -> None:
                 result["vs_eager_fp32"] = eager_fp32[key] / result["ms"]
             if compiled := ms_of(threads, lambda r: r.kind == COMPILE and not r.variant):
                 result["vs_compile"] = compiled / result["ms"]
-        elif baseline := ms_of(threads, lambda r, op=row.op: r.kind == OP and r.op == op and
-                               r.backend == REFERENCE_OPS):
+        elif baseline := ms_of(threads, functools.partial(is_reference_op, op=row.op)):
             result["vs_reference_op"] = baseline / result["ms"]
-        if threads != fewest and (alone := ms_of(fewest, lambda r, label=row.label: r.label == label)):
+        if threads != fewest and (alone := ms_of(fewest, functools.partial(has_label, label=row.label))):
             result["thread_scaling"] = alone / result["ms"]
+
+
+def is_reference_op(row: Row, op: str | None) -> bool:
+    return row.kind == OP and row.op == op and row.backend == REFERENCE_OPS
+
+
+def has_label(row: Row, label: str) -> bool:
+    return row.label == label

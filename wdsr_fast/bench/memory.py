@@ -12,7 +12,6 @@ included and the input not. Linux only (VmHWM and its reset); elsewhere the rows
 """
 from __future__ import annotations
 
-import argparse
 import ctypes
 import ctypes.util
 import dataclasses
@@ -27,7 +26,7 @@ from pathlib import Path
 import torch
 
 from .. import ops
-from .rows import ROW_OPTIONS, Case, Setup, rows_of
+from .rows import Case, RowOptions, Setup, rows_of
 
 METHOD = ("peak resident set size (Linux VmHWM, reset before the forward) of one warmed-up forward, minus the "
           "resident size before the row was built (libraries loaded, input made); a fresh process per row; the output "
@@ -35,10 +34,10 @@ METHOD = ("peak resident set size (Linux VmHWM, reset before the forward) of one
 TIMEOUT_S = 1800
 
 
-def peak_memory_cpu(case: Case, args: argparse.Namespace, threads: int, label: str) -> int:
+def peak_memory_cpu(case: Case, options: RowOptions, threads: int, label: str) -> int:
     """Bytes: the peak memory of one forward of row ``label`` of ``case`` (module docstring), in a fresh process."""
     spec = {"case": dataclasses.asdict(case), "threads": threads, "label": label,
-            "options": {name: getattr(args, name) for name in ROW_OPTIONS}}
+            "options": dataclasses.asdict(options)}
     done = subprocess.run([sys.executable, "-c", f"from {__name__} import main; main()"], input=json.dumps(spec),
                           capture_output=True, text=True, timeout=TIMEOUT_S)
     if done.returncode != 0:
@@ -86,9 +85,9 @@ def _load_libraries(setup: Setup) -> None:
 
 def _measure(spec: dict) -> int:
     torch.set_num_threads(spec["threads"])
-    args = argparse.Namespace(**spec["options"])
+    options = RowOptions(**{**spec["options"], "backends": tuple(spec["options"]["backends"])})
     with tempfile.TemporaryDirectory() as folder, torch.inference_mode():
-        setup = dataclasses.replace(Setup.of(Case(**spec["case"]), torch.device("cpu"), args, Path(folder)),
+        setup = dataclasses.replace(Setup.of(Case(**spec["case"]), torch.device("cpu"), options, Path(folder)),
                                     threads=spec["threads"])
         row = next(r for r in rows_of(setup) if r.label == spec["label"])
         _load_libraries(setup)

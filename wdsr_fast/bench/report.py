@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from ..atomic import atomic_path, write_text
+from ..io.atomic import atomic_path, write_text
 
 COLUMNS = ("preset", "scale", "out_w", "out_h", "batch", "dtype", "threads", "row", "ms_per_image", "mpix_per_s",
            "gflops", "of_peak", "peak_gflops", "roofline", "vs_eager_fp32", "vs_compile", "vs_reference_op",
@@ -46,8 +46,8 @@ def cpu_flags() -> list[str]:
 def short_cpu_name() -> str:
     """e.g. "intel-xeon-avx512", "amd-epyc-7b13-avx2": the CPU model's words and the ISA torch uses, for folder
     names."""
-    words = re.sub(r"\((r|tm)\)|\bcpu\b|\bprocessor\b|@.*|\d+-core", " ", cpu_name().lower(), flags=re.I)
-    words = [w for w in re.split(r"[^a-z0-9]+", words) if w]
+    text = re.sub(r"\((r|tm)\)|\bcpu\b|\bprocessor\b|@.*|\d+-core", " ", cpu_name().lower(), flags=re.I)
+    words = [w for w in re.split(r"[^a-z0-9]+", text) if w]
     return "-".join(words[:3] + [torch.backends.cpu.get_cpu_capability().lower()])
 
 
@@ -89,7 +89,7 @@ def format_table(rows: list[dict]) -> str:
     table = [shown] + [[cell(r.get(c)) for c in shown] for r in measured]
     widths = [max(len(row[i]) for row in table) for i in range(len(shown))]
     lines = ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=False)) for row in table]
-    skipped = {}
+    skipped: dict[str, list[str]] = {}
     for r in rows:
         if "skipped" in r:
             skipped.setdefault(r["skipped"], []).append(r["row"])

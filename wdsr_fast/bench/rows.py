@@ -12,7 +12,6 @@ A callable returns its output (a tensor or an array), which is checked against t
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import dataclasses
 import warnings
@@ -22,14 +21,23 @@ from pathlib import Path
 import torch
 
 from .. import ops
-from ..fast import FastWDSR
-from ..fold import folded_copy
+from ..inference.fast_wdsr import FastWDSR
 from ..model import WDSR, preset
+from ..model.fold import folded_copy
 from ..ops import reference as reference_ops
 from .runtimes import onnx_model, onnxruntime_runner, openvino_runner
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-ROW_OPTIONS = ("backends", "compile_rows", "max_autotune_on_cpu", "triton_on_cpu")  # what rows read of the command
+
+
+@dataclasses.dataclass(frozen=True)
+class RowOptions:
+    """Which rows a case times beyond the fixed ones."""
+
+    backends: tuple[str, ...]  # FastWDSR backends, each a row (and +graphs on GPU) and op rows
+    compile_rows: str = "all"  # torch.compile rows: all, default, max or none
+    max_autotune_on_cpu: bool = False  # max-autotune takes minutes of tuning on CPU
+    triton_on_cpu: bool = False  # the Triton interpreter on CPU (a correctness tool, very slow)
 REFERENCE_OPS = "reference"  # the op rows' baseline: the ops of ops/reference.py (the spec) on folded weights
 
 # Row kinds.
@@ -74,14 +82,14 @@ class Setup:
     device: torch.device
     reference: WDSR  # fp32, eval mode, on the device
     lr: torch.Tensor  # (batch, 3, out_h / scale, out_w / scale) fp32 in [0, 255], on the device
-    args: argparse.Namespace  # the command line (ROW_OPTIONS)
+    options: RowOptions
     folder: Path  # scratch space of the case (the ONNX export)
     threads: int = 1  # torch's intra-op threads for these rows, and the runtimes' threads
 
     @classmethod
-    def of(cls, case: Case, device: torch.device, args: argparse.Namespace, folder: Path) -> Setup:
+    def of(cls, case: Case, device: torch.device, options: RowOptions, folder: Path) -> Setup:
         lr = torch.rand(case.batch, 3, case.out_h // case.scale, case.out_w // case.scale, device=device) * 255
-        return cls(case, device, preset(case.preset, case.scale).to(device).eval(), lr, args, folder,
+        return cls(case, device, preset(case.preset, case.scale).to(device).eval(), lr, options, folder,
                    torch.get_num_threads())
 
     @property
@@ -94,7 +102,7 @@ class Setup:
 
     def folded_model(self, channels_last: bool = True) -> torch.nn.Module:
         model = folded_copy(self.reference).to(dtype=self.dtype)
-        return model.to(memory_format=torch.channels_last) if channels_last else model
+        return model.to(memory_format=torch.channels_last) if channels_last else model  # type: ignore[call-overload]
 
     def input(self, channels_last: bool = True) -> torch.Tensor:
         x = self.lr.to(self.dtype)
@@ -143,7 +151,7 @@ def compile_rows(s: Setup) -> list[Row]:
     call compiles (its time is the row's first-call time)."""
     def compiled(mode, freezing):
         def make():
-            if mode == "max-autotune" and s.on_cpu and not s.args.max_autotune_on_cpu:
+            if mode == "max-autotune" and s.on_cpu and not s.options.max_autotune_on_cpu:
                 raise RuntimeError("max-autotune on CPU tunes for minutes: add --max-autotune-on-cpu")
             if freezing and not s.on_cpu:
                 raise RuntimeError("inductor freezing rows run on CPU")
@@ -152,7 +160,7 @@ def compile_rows(s: Setup) -> list[Row]:
             return lambda: fn(x)
         return make
 
-    wanted = s.args.compile_rows  # --compile: all, default, max or none
+    wanted = s.options.compile_rows  # --compile: all, default, max or none
     rows = []
     if wanted in ("all", "default"):
         rows += [Row("compile", COMPILE, compiled(None, False)),
@@ -180,7 +188,7 @@ def runtime_rows(s: Setup) -> list[Row]:
 def check_backend(backend: str, s: Setup) -> None:
     """Raise, saying why, unless ``backend`` can run here (the Triton interpreter only when asked for)."""
     reason = ops.unavailable_reason(backend, s.device, s.reference.config, s.dtype)
-    if reason is None and not ops.native(backend, s.device) and not s.args.triton_on_cpu:
+    if reason is None and not ops.native(backend, s.device) and not s.options.triton_on_cpu:
         reason = f"{backend} on {s.device.type} is the Triton interpreter (add --with-triton-on-cpu)"
     if reason is not None:
         raise RuntimeError(reason)
@@ -201,7 +209,7 @@ def fast_rows(s: Setup) -> list[Row]:
 
     return [Row(f"fast-{backend}" + ("+graphs" if graphs else ""), FAST, fast(backend, graphs), backend=backend,
                 variant="cuda-graphs" if graphs else "")
-            for backend in s.args.backends for graphs in (False, True)]
+            for backend in s.options.backends for graphs in (False, True)]
 
 
 def op_rows(s: Setup) -> list[Row]:
@@ -226,7 +234,7 @@ def op_rows(s: Setup) -> list[Row]:
                                             cfg.scale)
         return make
 
-    backends = [REFERENCE_OPS] + list(s.args.backends)
+    backends = [REFERENCE_OPS] + list(s.options.backends)
     return [Row(f"op:{op}:{backend}", OP, one_op(op, backend), backend=backend, op=op)
             for op in (block, "tail_shuffle") for backend in backends]
 

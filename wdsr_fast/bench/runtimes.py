@@ -1,6 +1,6 @@
 """The CPU inference runtimes the benchmark races WDSR against, fed the folded model exported to ONNX.
 
-``onnx_model(reference, folder)`` writes the ONNX file once (``wdsr_fast.export.export_onnx``: the folded
+``onnx_model(reference, folder)`` writes the ONNX file once (``wdsr_fast.deploy.onnx.export_onnx``: the folded
 network, dynamic shapes, checked in ONNX Runtime against the float64 reference). ``onnxruntime_runner`` and
 ``openvino_runner`` turn it into a callable over one fixed input, with a given number of threads; each raises
 ``RuntimeError`` saying what to install when its runtime is missing.
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..export import INPUT_NAME, export_onnx
+from ..deploy.onnx import INPUT_NAME, export_onnx
 from ..model import WDSR
 
 ONNX_FILE = "model.onnx"

@@ -13,9 +13,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .model import SCALES
-from .ops import DEVICE_TYPES
-from .timing import time_call
+from ..bench.suite import Plan, run_benchmark
+from ..bench.timing import time_call
+from ..inference.fast_wdsr import FastWDSR
+from ..io.images import save_png, tensor_to_uint8, uint8_to_tensor
+from ..model import SCALES, load_model, preset
+from ..ops import DEVICE_TYPES
+from ..train.imresize import imresize
+from ..train.metrics import psnr_y
+from ..weights import bundled_path
 
 SAMPLE_PHOTO = "astronaut"
 TIMED_PRESETS = ("wdsr-b-32x16", "wdsr-a-baseline")
@@ -49,10 +55,6 @@ def time_model(model, image: torch.Tensor, repeats: int):
 
 
 def run(args: argparse.Namespace) -> int:
-    from . import FastWDSR, load_model, preset
-    from .image_io import uint8_to_tensor
-    from .weights import bundled_path
-
     device = torch.device(args.device)
     photo = load_photo()
     weights = bundled_path(args.scale)
@@ -69,17 +71,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"{name} x{args.scale}: {w}x{h} -> {w * args.scale}x{h * args.scale} on {device} "
               f"(backend {model.last_backend}): {1e3 * seconds:.1f} ms per image, median of {args.repeats}")
     if not args.no_bench:
-        from . import bench
-
-        bench.main(["--quick", "--device", args.device, "--out", str(args.out / "bench")])
+        out = run_benchmark(Plan.of(args.device, quick=True, out=args.out / "bench"))
+        print(f"benchmark results in {out}/ (results.json, results.csv, throughput.png)")
     return 0
 
 
 def upscale_photo(model, photo: np.ndarray, args: argparse.Namespace) -> None:
     """Downscale the photo, upscale it back with WDSR and bicubic, score both, write the images."""
-    from .data.imresize import imresize
-    from .image_io import save_png, tensor_to_uint8, uint8_to_tensor
-    from .metrics import psnr_y
 
     s = args.scale
     hr = photo[: photo.shape[0] // s * s, : photo.shape[1] // s * s]

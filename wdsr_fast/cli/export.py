@@ -1,14 +1,15 @@
-"""`wdsr-fast export`: write a checkpoint as an ONNX file (see ``wdsr_fast.export`` for the file's contract)."""
+"""`wdsr-fast export`: write a checkpoint as an ONNX file (see ``wdsr_fast.deploy.onnx`` for the file's contract)."""
 from __future__ import annotations
 
 import argparse
 import re
 from pathlib import Path
 
+from ..deploy.onnx import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, ExportError, export_onnx
+from ..model.checkpoint import CheckpointError, load_model
+
 
 def add_parser(subparsers) -> None:
-    from .export import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
-
     parser = subparsers.add_parser(
         "export", help="write a checkpoint as an ONNX file (dynamic shapes, checked in ONNX Runtime)",
         description="Write WEIGHTS as an ONNX file: plain convolutions and a pixel shuffle, normalisation inside; "
@@ -34,9 +35,6 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .checkpoint import CheckpointError, load_model
-    from .export import ExportError, export_onnx
-
     try:
         model = load_model(args.weights)
         path = export_onnx(model, args.out, static=args.static, opset=args.opset, half=args.half)

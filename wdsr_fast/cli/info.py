@@ -1,9 +1,12 @@
-"""`wdsr-fast info`: what a checkpoint or ONNX file holds (see ``wdsr_fast.describe``)."""
+"""`wdsr-fast info`: what a checkpoint or ONNX file holds (see ``wdsr_fast.deploy.describe``)."""
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
+
+from ..deploy.describe import describe_file
+from ..model.checkpoint import CheckpointError
 
 
 def add_parser(subparsers) -> None:
@@ -16,9 +19,6 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .checkpoint import CheckpointError
-    from .describe import describe_file
-
     failures = 0
     for index, path in enumerate(args.files):
         try:

@@ -1,4 +1,4 @@
-"""The ``wdsr-fast upscale`` command: a loop over image files around ``Upscaler`` (see README, "Upscaling images").
+"""``wdsr-fast upscale``: a loop over image files around ``Upscaler`` (see README, "Upscaling images").
 
 Before any model work the output folder is created and checked to be writable and the inputs are listed; each
 input gets one line (what was written and every conversion made, or why it failed); the batch goes on past a
@@ -10,26 +10,29 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import glob
-import os
 import signal
 import sys
-import tempfile
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from PIL import Image
+from tqdm import tqdm
 
-from . import ops
-from .image_io import FORMATS, IMAGE_SUFFIXES, ImageError, fit_alpha, read_image, write_image
-from .model import SCALES
-from .upscaler import ALPHA_MODES, UpscaleError, Upscaler
-
-EXTENSIONS = {"png": "PNG", "jpg": "JPEG", "webp": "WEBP", "tif": "TIFF", "same": None}
-SUFFIX_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF",
-                  ".bmp": "BMP"}
+from .. import ops
+from ..inference.files import (
+    EXTENSIONS,
+    OutputFolderError,
+    check_output_folder,
+    collect_images,
+    pixel_budget,
+    plan,
+    upscale_file,
+)
+from ..inference.upscaler import ALPHA_MODES, UpscaleError, Upscaler
+from ..io.atomic import remove_leftovers
+from ..io.images import IMAGE_SUFFIXES, ImageError
+from ..model import SCALES, CheckpointError
 
 
 def add_parser(subparsers) -> None:
@@ -92,71 +95,6 @@ def _quality(text: str) -> int:
     return value
 
 
-@dataclass
-class Job:
-    source: Path
-    target: Path
-    fmt: str
-    problem: str | None = None  # known before reading: a name clash
-
-
-def collect_images(inputs: list[Path], recursive: bool, out: Path) -> list[tuple[Path, Path]]:
-    """(file, folder relative to OUTDIR) for files as given and the images in folders (sorted; with
-    ``recursive`` the sub-folders too, hidden ones and OUTDIR itself left out)."""
-    out_resolved = out.resolve()
-    found = []
-    for item in inputs:
-        if not item.is_dir():
-            found.append((item, Path()))
-            continue
-        for root, dirs, files in os.walk(item):
-            root = Path(root)
-            dirs[:] = sorted(d for d in dirs if recursive and not d.startswith(".")
-                             and (root / d).resolve() != out_resolved)
-            found.extend((root / name, root.relative_to(item)) for name in sorted(files)
-                         if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES)
-    return found
-
-
-def plan(files: list[tuple[Path, Path]], out: Path, ext: str, suffix: str) -> list[Job]:
-    """The output of each input; two inputs with one output, or an output that is an input, are refused by name."""
-    inputs = {path.resolve() for path, _ in files}
-    jobs, claimed = [], {}
-    for path, folder in files:
-        fmt = EXTENSIONS[ext] or SUFFIX_FORMATS.get(path.suffix.lower(), "PNG")
-        ending = path.suffix if ext == "same" and path.suffix.lower() in SUFFIX_FORMATS else FORMATS[fmt].suffix
-        target = out / folder / f"{path.stem}{suffix}{ending}"
-        job = Job(path, target, fmt)
-        key = target.resolve()
-        if key in claimed:
-            job.problem = f"{claimed[key]} is also written to {target}: rename one of them (or use --suffix)"
-        elif key in inputs:
-            job.problem = f"its output {target} is an input of this run: choose another --out or --suffix"
-        else:
-            claimed[key] = path
-        jobs.append(job)
-    return jobs
-
-
-def check_output_folder(out: Path) -> None:
-    """SystemExit unless ``out`` is (or can be made) a folder that files can be written in."""
-    if out.exists() and not out.is_dir():
-        raise SystemExit(f"error: output folder {out} is a file")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out, prefix=".wdsr-fast-write-check.", suffix=".tmp"):
-            pass
-    except OSError as exc:
-        raise SystemExit(f"error: cannot write into output folder {out}: {exc.strerror or exc}") from None
-
-
-def remove_leftovers(target: Path) -> None:
-    """Temporary files of ``target`` that a killed run left behind (the atomic writer names them .NAME.*.tmp)."""
-    for leftover in target.parent.glob(glob.escape(f".{target.name}.") + "*.tmp"):
-        with contextlib.suppress(OSError):
-            leftover.unlink()
-
-
 @contextlib.contextmanager
 def terminate_as_exit():
     """SIGTERM raises SystemExit(143) so that temporary files are removed as on Ctrl-C."""
@@ -174,44 +112,14 @@ def terminate_as_exit():
         signal.signal(signal.SIGTERM, previous)
 
 
-@contextlib.contextmanager
-def pixel_budget(max_pixels: int):
-    previous = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = max_pixels or None
-    try:
-        yield
-    finally:
-        Image.MAX_IMAGE_PIXELS = previous
-
-
-def upscale_file(upscaler: Upscaler, job: Job, quality: int) -> str:
-    """Read, upscale and write one file; the log line. Raises ImageError/UpscaleError/OSError/MemoryError."""
-    picture = read_image(job.source)
-    before = picture.describe()
-    try:
-        picture = fit_alpha(picture, job.fmt)  # before the work: a transparent picture for JPEG is refused now
-    except ImageError as exc:
-        raise ImageError(f"{job.source}: {exc}") from None
-    result = upscaler.upscale_picture(picture)
-    try:
-        notes = result.notes + write_image(result, job.target, job.fmt, quality)
-    except ImageError as exc:
-        raise ImageError(f"{job.source}: {exc}") from None
-    except OSError as exc:
-        raise ImageError(f"{job.source}: cannot write {job.target}: {exc.strerror or exc}") from None
-    size = f"{result.pixels.shape[1]}x{result.pixels.shape[0]}"
-    return f"{job.source} -> {job.target} ({before} -> {size}" + "".join(f"; {n}" for n in notes) + ")"
-
-
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from .checkpoint import CheckpointError
-
     files = collect_images(args.inputs, args.recursive, args.out)
     if not files:
         raise SystemExit(f"error: no images ({', '.join(IMAGE_SUFFIXES)}) found in the inputs")
-    check_output_folder(args.out)
+    try:
+        check_output_folder(args.out)
+    except OutputFolderError as exc:
+        raise SystemExit(f"error: {exc}") from None
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     try:
@@ -235,8 +143,11 @@ def run(args: argparse.Namespace) -> int:
                 tqdm.write(f"skipped {job.source}: {job.target} exists (--overwrite replaces it)", file=sys.stderr)
                 continue
             try:
-                tqdm.write(upscale_file(upscaler, job, args.quality), file=sys.stderr)
+                tqdm.write(upscale_file(upscaler, job, args.quality, replace=args.overwrite), file=sys.stderr)
                 done += 1
+            except FileExistsError as exc:
+                skipped += 1
+                tqdm.write(f"skipped {job.source}: {exc}", file=sys.stderr)
             except (ImageError, UpscaleError) as exc:
                 failed += 1
                 tqdm.write(f"error: {exc}", file=sys.stderr)

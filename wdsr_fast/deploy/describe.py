@@ -12,9 +12,9 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import CheckpointError, load_model, read_checkpoint
-from .key_layouts import translate_state_dict
-from .model import WDSRConfig, count_parameters
+from ..model import WDSRConfig, count_parameters
+from ..model.checkpoint import CheckpointError, load_model, read_checkpoint
+from ..model.key_layouts import translate_state_dict
 
 Rows = list[tuple[str, str]]
 

@@ -30,9 +30,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .atomic import atomic_path
-from .fold import folded_copy
-from .model import WDSR
+from ..io.atomic import atomic_path
+from ..model import WDSR
+from ..model.fold import folded_copy
 
 INPUT_NAME = "lr"
 OUTPUT_NAME = "sr"

@@ -1,9 +1,9 @@
 """WDSR in spandrel (the model loader of chaiNNer, ComfyUI, InvokeAI and others).
 
     import spandrel
-    import wdsr_fast.spandrel
+    import wdsr_fast.deploy.spandrel
 
-    wdsr_fast.spandrel.install()                  # adds the "WDSR" architecture to spandrel.MAIN_REGISTRY
+    wdsr_fast.deploy.spandrel.install()                  # adds the "WDSR" architecture to spandrel.MAIN_REGISTRY
     model = spandrel.ModelLoader().load_from_file("2x_WDSR-B_32x16.safetensors")
     sr = model(lr)                                # (1, 3, H, W) RGB in [0, 1] -> (1, 3, 2H, 2W) in [0, 1]
 
@@ -33,15 +33,15 @@ import dataclasses
 
 import torch
 
-from .checkpoint import describe_mismatch, infer_config
-from .fast import FastWDSR
-from .key_layouts import translate_state_dict
-from .model import WDSR, WDSRConfig
+from ..inference.fast_wdsr import FastWDSR
+from ..model import WDSR, WDSRConfig
+from ..model.checkpoint import describe_mismatch, infer_config
+from ..model.key_layouts import translate_state_dict
 
 try:
     from spandrel import MAIN_REGISTRY, Architecture, ArchSupport, ImageModelDescriptor, ModelTiling
 except ImportError as exc:  # an optional dependency
-    raise ImportError(f"wdsr_fast.spandrel needs spandrel ({exc}): pip install 'wdsr-fast[spandrel]'") from None
+    raise ImportError(f"wdsr_fast.deploy.spandrel needs spandrel ({exc}): pip install 'wdsr-fast[spandrel]'") from None
 
 ARCH_ID = "WDSR"
 SKIP_KEY_ENDINGS = ("skip.0.weight_v", "skip.0.parametrizations.weight.original1", "skip.0.weight")

@@ -28,9 +28,9 @@ import warnings
 
 import torch
 
-from . import ops
-from .fold import FoldedWDSR, fold
-from .model import WDSR, check_image
+from .. import ops
+from ..model import WDSR, check_image
+from ..model.fold import FoldedWDSR, fold
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 AUTOGRAD = "autograd"  # last_backend when autograd recorded the forward: WDSR's trainable path ran
@@ -38,7 +38,9 @@ AUTOGRAD = "autograd"  # last_backend when autograd recorded the forward: WDSR's
 # Walking the module tree for its parameters costs ~90 us of host time per forward (WDSR-B 32x16), a tenth of
 # the 1 ms per frame this package targets; FastWDSR keeps the list, and rebuilds it after any module anywhere
 # registers a parameter (this counter) or after its own _apply (.to(), .half(), ... may replace parameter objects).
+# The counting hook is installed when the first FastWDSR is made, not when the package is imported.
 _parameter_registrations = 0
+_counting_hook = None
 
 
 def _count_parameter_registration(module, name, param):
@@ -46,7 +48,11 @@ def _count_parameter_registration(module, name, param):
     _parameter_registrations += 1
 
 
-torch.nn.modules.module.register_module_parameter_registration_hook(_count_parameter_registration)
+def _count_parameter_registrations() -> None:
+    global _counting_hook
+    if _counting_hook is None:
+        _counting_hook = torch.nn.modules.module.register_module_parameter_registration_hook(
+            _count_parameter_registration)
 
 
 class FastWDSR(WDSR):
@@ -67,6 +73,7 @@ class FastWDSR(WDSR):
 
     def __init__(self, *args, backend: str = ops.AUTO, cuda_graphs: bool = False, check_finite: bool = True,
                  **kwargs):
+        _count_parameter_registrations()  # before the parameters exist: their registration is counted too
         super().__init__(*args, **kwargs)
         if backend != ops.AUTO and backend not in ops.BACKENDS:
             raise ValueError(f"backend must be {ops.AUTO!r} or one of {ops.BACKENDS}, got {backend!r}")

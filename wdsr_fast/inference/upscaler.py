@@ -24,8 +24,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .image_io import Picture, picture_from_pil, picture_to_pil, quantize
-from .model import WDSR, check_image
+from ..io.images import Picture, picture_from_pil, picture_to_pil, quantize
+from ..model import WDSR, check_image
+from ..model.checkpoint import load_model
+from ..weights import bundled_path
+from .fast_wdsr import FastWDSR
 
 ALPHA_MODES = ("bicubic", "wdsr")
 MIN_TILE = 16
@@ -167,10 +170,6 @@ class Upscaler:
 
     def __init__(self, weights=None, scale: int | None = None, device=None, half: bool = False, tile="auto",
                  tile_pad: int | None = None, backend: str = "auto", alpha: str = "bicubic", progress: bool = False):
-        from .checkpoint import load_model
-        from .fast import FastWDSR
-        from .weights import bundled_path
-
         if alpha not in ALPHA_MODES:
             raise ValueError(f"alpha must be one of {ALPHA_MODES}, got {alpha!r}")
         if tile != "auto" and tile is not None and (not isinstance(tile, int) or tile < 1):

@@ -151,7 +151,8 @@ def check_pixel_budget(path, size: tuple[int, int]) -> None:
 
 def picture_from_pil(img: Image.Image) -> Picture:
     """A loaded PIL image as an upright ``Picture`` in one of the working modes (L, LA, RGB, RGBA, 16-bit gray)."""
-    notes, source_format = [], img.format
+    notes: list[str] = []
+    source_format = img.format
     icc = img.info.get("icc_profile") or None
     exif, orientation = _exif_of(img, notes)
     if orientation != 1:
@@ -248,6 +249,7 @@ def _to_working_mode(img: Image.Image, icc: bytes | None, notes: list[str]) -> t
         except (ImageCms.PyCMSError, OSError, ValueError) as exc:
             raise ImageError(f"CMYK image with an ICC profile that cannot be used ({exc})") from None
         notes.append("CMYK -> sRGB with its ICC profile")
+        assert rgb is not None  # profileToProfile returns None only when asked to work in place
         return rgb, srgb.tobytes()
     if mode in CONVERTED_MODES:
         target = CONVERTED_MODES[mode]
@@ -263,7 +265,7 @@ def _is_16bit(img: Image.Image) -> bool:
     """Whether the file holds 16 bits per sample (Pillow would decode 16-bit RGB(A) and gray+alpha as 8 bits)."""
     if img.mode.startswith("I;16"):
         return True
-    return any(";16" in _rawmode(tile) for tile in img.tile)
+    return any(";16" in _rawmode(tile) for tile in getattr(img, "tile", ()))  # ImageFile's decoder tiles
 
 
 def _rawmode(tile) -> str:
@@ -288,9 +290,10 @@ def _read_16bit_color(path: Path, img: Image.Image) -> Picture:
     """16-bit RGB, RGBA or gray+alpha PNG/TIFF: metadata from Pillow, pixels from OpenCV."""
     import cv2
 
-    gray_alpha = any(_rawmode(tile).startswith("LA") for tile in img.tile)  # before anything loads the image
+    # before anything loads the image (loading empties the decoder tiles)
+    gray_alpha = any(_rawmode(tile).startswith("LA") for tile in getattr(img, "tile", ()))
     width, height = img.size
-    notes = []
+    notes: list[str] = []
     icc = img.info.get("icc_profile") or None
     exif, orientation = _exif_of(img, notes)
     with _opencv_quiet(cv2):
@@ -334,8 +337,9 @@ def to_8bit(pixels: np.ndarray) -> np.ndarray:
 
 # -- writing ------------------------------------------------------------------------------------------
 
-def write_image(picture: Picture, path, fmt: str = "PNG", quality: int = 95) -> list[str]:
+def write_image(picture: Picture, path, fmt: str = "PNG", quality: int = 95, replace: bool = True) -> list[str]:
     """Write ``picture`` to ``path`` atomically in ``fmt`` (a key of FORMATS); returns what the format changed.
+    ``replace=False``: a file that appears at ``path`` meanwhile is kept (``FileExistsError``).
 
     Transparency a format cannot hold (JPEG, BMP) is an ``ImageError`` unless the alpha is fully opaque
     (``fit_alpha``); 16 bits become 8 in 8-bit formats, gray becomes RGB in WebP, 16-bit gray + alpha is
@@ -363,7 +367,7 @@ def write_image(picture: Picture, path, fmt: str = "PNG", quality: int = 95) -> 
         notes.append("EXIF not written (16-bit TIFF)")
     elif picture.exif is not None and exif is None:
         notes.append(f"EXIF dropped ({fmt} has none)")
-    with atomic_path(path) as tmp:
+    with atomic_path(path, replace=replace) as tmp:
         if pixels.dtype == np.uint16:
             (_write_png16 if fmt == "PNG" else _write_tiff16)(pixels, tmp, icc, exif)
         else:

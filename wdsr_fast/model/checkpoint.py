@@ -18,9 +18,11 @@ from pathlib import Path
 
 import torch
 
-from .atomic import atomic_path
+from ..io.atomic import atomic_path
+from .config import WDSRConfig
 from .key_layouts import translate_state_dict
-from .model import PRESETS, WDSR, WDSRConfig
+from .network import WDSR
+from .presets import PRESETS
 
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "params_ema", "params")
 YCHFAN_NORMALISATION = {k: PRESETS["ychfan-small"][k] for k in ("rgb_range", "rgb_mean", "norm_scale")}

@@ -13,7 +13,8 @@ import dataclasses
 import torch
 from torch import nn
 
-from .model import WDSR, WDSRConfig, WNConv2d
+from .config import WDSRConfig
+from .network import WDSR, WNConv2d
 
 Conv = tuple[torch.Tensor, torch.Tensor]  # (weight O x I x k x k, bias O)
 
@@ -52,11 +53,16 @@ class FoldedWDSR:
 def fold(model: WDSR) -> FoldedWDSR:
     blocks = []
     for block in model.body:
-        convs = [m for m in block.body if isinstance(m, WNConv2d)]
+        convs = [m for m in block.modules() if isinstance(m, WNConv2d)]
         blocks.append(tuple(t for conv in convs for t in fold_conv(conv)))
-    mean = torch.tensor(model.config.pixel_mean, dtype=torch.float32, device=model.head[0].bias.device)
-    return FoldedWDSR(model.config, fold_conv(model.head[0]), blocks, fold_conv(model.tail[0]),
-                      fold_conv(model.skip[0]), mean)
+    head, tail, skip = (cast_wn(sequence[0]) for sequence in (model.head, model.tail, model.skip))
+    mean = torch.tensor(model.config.pixel_mean, dtype=torch.float32, device=head.bias.device)
+    return FoldedWDSR(model.config, fold_conv(head), blocks, fold_conv(tail), fold_conv(skip), mean)
+
+
+def cast_wn(module: nn.Module) -> WNConv2d:
+    assert isinstance(module, WNConv2d)
+    return module
 
 
 def folded_copy(model: WDSR) -> WDSR:
@@ -70,6 +76,6 @@ def folded_copy(model: WDSR) -> WDSR:
                                  device=weight.device, dtype=weight.dtype)
                 with torch.no_grad():
                     conv.weight.copy_(weight)
-                    conv.bias.copy_(bias)
+                    conv.bias.copy_(bias)  # type: ignore[union-attr]
                 setattr(parent, name, conv)
     return folded

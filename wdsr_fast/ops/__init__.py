@@ -103,7 +103,7 @@ def device_reason(name: str, device: torch.device | str) -> str | None:
     the device types of its registry entry; under TRITON_INTERPRET=1, CPU tensors stand in for CUDA ones."""
     device = torch.device(device)
     devices = _entry(name).devices
-    if native(name, device) or (device.type == "cpu" and "cuda" in devices and interpreting()):
+    if devices is None or native(name, device) or (device.type == "cpu" and "cuda" in devices and interpreting()):
         return None
     kinds = " or ".join(d.upper() for d in devices)
     return f"backend {name!r} runs on {kinds} tensors only, got a {device.type.upper()} tensor"

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..image_io import IMAGE_SUFFIXES, ImageError, read_rgb, uint8_to_tensor
+from ..io.images import IMAGE_SUFFIXES, ImageError, read_rgb, uint8_to_tensor
 from .imresize import imresize
 
 
@@ -136,8 +136,8 @@ class PatchDataset(torch.utils.data.Dataset):
         self.pairs, self.scale, self.patch = pairs, scale, patch
         self.patches_per_image, self.rgb_range, self.augment, self.seed = patches_per_image, rgb_range, augment, seed
         self.epoch = 0
-        self._cache = {}
-        self._failed = {}  # pair index -> reason
+        self._cache: dict[int, tuple] = {}
+        self._failed: dict[int, str] = {}  # pair index -> reason
 
     def __len__(self) -> int:
         return len(self.pairs) * self.patches_per_image

@@ -1,4 +1,4 @@
-"""Evaluation as SR papers do it, and the ``wdsr-fast eval`` command.
+"""Evaluation as SR papers do it.
 
 For each image: PSNR and SSIM on Y (BT.601) with ``scale`` pixels shaved, and RGB PSNR (same shave), of the
 model's output (clamped, rounded to uint8) against the HR image; bicubic (MATLAB-compatible) upscaling of the
@@ -6,19 +6,15 @@ same LR image is the baseline row. HR-only folders get their LR images by MATLAB
 """
 from __future__ import annotations
 
-import argparse
 import statistics
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from .data.datasets import find_pairs, load_pair
-from .data.imresize import imresize
-from .image_io import tensor_to_uint8, uint8_to_tensor
+from ..io.images import tensor_to_uint8, uint8_to_tensor
+from .data import find_pairs, load_pair
+from .imresize import imresize
 from .metrics import psnr_rgb, psnr_y, ssim_y
-from .model import SCALES
-from .ops import DEVICE_TYPES
 
 METRICS = ("psnr_y", "ssim_y", "psnr_rgb")
 
@@ -41,7 +37,8 @@ def evaluate(model, data, scale: int, device="cpu") -> list[dict]:
         rows.append({"image": pair.name, "method": "bicubic", **score(imresize(lr, scale), hr, scale)})
     for method in ("wdsr", "bicubic"):
         mine = [r for r in rows if r["method"] == method]
-        rows.append({"image": "MEAN", "method": method, **{m: statistics.fmean(r[m] for r in mine) for m in METRICS}})
+        means = {m: statistics.fmean(float(r[m]) for r in mine) for m in METRICS}
+        rows.append({"image": "MEAN", "method": method, **means})
     return rows
 
 
@@ -52,42 +49,7 @@ def format_rows(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser("eval", help="PSNR/SSIM of a model on a folder of images, with bicubic",
-                                   description=__doc__.split("\n\n")[0])
-    parser.add_argument("--weights", type=Path, help="checkpoint (default: the bundled weights for --scale)")
-    parser.add_argument("--data", type=Path, required=True, help="HR folder, DIV2K root, or HR folder with --lr")
-    parser.add_argument("--lr", type=Path, help="folder of LR images matching --data (default: made by imresize)")
-    parser.add_argument("--scale", type=int, required=True, choices=SCALES)
-    parser.add_argument("--device", choices=DEVICE_TYPES, default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--csv", type=Path, help="also write the rows to this CSV file")
-    parser.set_defaults(func=run)
-
-
-def run(args: argparse.Namespace) -> int:
-    from .checkpoint import CheckpointError, load_model
-    from .fast import FastWDSR
-    from .weights import bundled_path
-
-    weights = args.weights or bundled_path(args.scale)
-    if weights is None:
-        raise SystemExit(f"error: no bundled weights for x{args.scale}; pass --weights FILE")
-    try:
-        model = load_model(weights)
-    except CheckpointError as exc:
-        raise SystemExit(f"error: {exc}") from None
-    if model.config.scale != args.scale:
-        raise SystemExit(f"error: {weights} is a x{model.config.scale} model but --scale {args.scale} was asked")
-    try:
-        pairs = find_pairs(args.data, args.scale, args.lr)
-        rows = evaluate(FastWDSR.from_reference(model), pairs, args.scale, args.device)
-    except ValueError as exc:
-        raise SystemExit(f"error: {exc}") from None
-    print(format_rows(rows))
-    if args.csv:
-        from .atomic import write_text
-
-        header = ["image", "method", *METRICS]
-        lines = [",".join(header)] + [",".join(str(r[k]) for k in header) for r in rows]
-        write_text(args.csv, "\n".join(lines) + "\n")
-    return 0
+def rows_csv(rows: list[dict]) -> str:
+    """The rows as CSV text, with a header line."""
+    header = ["image", "method", *METRICS]
+    return "\n".join([",".join(header)] + [",".join(str(r[k]) for k in header) for r in rows]) + "\n"

@@ -1,4 +1,4 @@
-"""Training on the reference path, and the ``wdsr-fast train`` command.
+"""Training on the reference path.
 
 The paper's recipe is the default: L1 loss (on [0, 1]-scaled images), Adam with lr 1e-3 (weight norm allows
 it), batch 16 of 48x48 LR patches, the lr multiplied by ``gamma`` (0.2) at 2/3 and 5/6 of the steps (the
@@ -28,13 +28,11 @@ DistributedSampler (gloo on CPU, nccl on GPU); the global batch stays ``batch``;
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import datetime
 import json
 import os
-import shutil
 import signal
 import statistics
 import sys
@@ -42,214 +40,15 @@ import threading
 from pathlib import Path
 
 import torch
-from torch.nn import functional as F
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from .atomic import atomic_path
-from .checkpoint import load_model, save_model
-from .data.datasets import PatchDataset, find_pairs, split_usable
-from .model import PRESETS, WDSR, WDSRConfig
+from ..model import WDSR, load_model, save_model
+from .config import AUTOCAST_DTYPES, LOSSES, TrainConfig, fine_tune_config, transferable_weights
+from .data import PatchDataset, find_pairs, split_usable
+from .state import PREVIOUS_STATE_FILE, RUN_FILES, STATE_FILE, free_name, previous_hint, read_state, write_state
 
-STATE_FILE = "train_state.pt"
-PREVIOUS_STATE_FILE = "train_state.prev.pt"
-RUN_FILES = (STATE_FILE, PREVIOUS_STATE_FILE, "log.csv", "events.log", "model.safetensors", "best.safetensors")
-STATE_KEYS = ("model", "config", "optimizer", "scheduler", "step", "rng")
 LOG_FIELDS = ("step", "loss", "lr", "val_psnr_y", "val_ssim_y")
-AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-LOSSES = {"l1": F.l1_loss, "l2": F.mse_loss}
-
-
-@dataclasses.dataclass
-class TrainConfig:
-    data: str = ""
-    val_data: str | None = None
-    out: str = "runs/wdsr"
-    preset: str = "wdsr-b-32x16"
-    scale: int = 2
-    model: dict = dataclasses.field(default_factory=dict)  # WDSR keyword overrides, e.g. {n_resblocks: 8}
-    init: str | None = None  # checkpoint to start from (fine-tuning)
-    patch: int = 48
-    batch: int = 16
-    patches_per_image: int = 1000
-    steps: int = 300_000
-    loss: str = "l1"  # "l1" (the paper's) or "l2"
-    lr: float = 1e-3
-    warmup: int = 0  # steps of linear lr warm-up (0 = none)
-    milestones: list[int] | None = None  # default: 2/3 and 5/6 of the steps
-    gamma: float = 0.2
-    ema: float = 0.0  # EMA decay (0 = off), e.g. 0.999
-    autocast: str | None = None  # None (fp32), "bf16" or "fp16"
-    workers: int = 2
-    seed: int = 0
-    strict: bool = False  # unusable images are an error instead of being skipped
-    log_every: int = 100
-    val_every: int = 5000
-    checkpoint_every: int = 1000
-    device: str = "cuda" if torch.cuda.is_available() else "cpu"
-
-    def model_config(self) -> WDSRConfig:
-        if self.preset not in PRESETS:
-            raise ValueError(f"unknown preset {self.preset!r}; choose one of {sorted(PRESETS)}")
-        return WDSRConfig(**{**PRESETS[self.preset], "scale": self.scale, **self.model})
-
-
-# --help text of each TrainConfig field; the default is appended from TrainConfig.
-HELP = {
-    "data": "training images: an HR folder (LR made by MATLAB-compatible bicubic), or a DIV2K root with "
-            "*_HR and *_LR_bicubic/X{scale} folders",
-    "val_data": "held-out folder (same layouts) scored every --val-every steps: PSNR-Y and SSIM-Y, shave = "
-                "scale; the best weights are kept as best.safetensors",
-    "out": "run folder; one that already holds a run is refused unless --resume continues it",
-    "preset": f"architecture: one of {', '.join(sorted(PRESETS))}",
-    "scale": "upscaling factor: 2, 3 or 4",
-    "model": 'WDSR keyword overrides of the preset, as JSON, e.g. \'{"n_resblocks": 8}\'',
-    "init": "start from these weights (any checkpoint load_model reads, the authors' included); its "
-            "architecture must match --preset/--model; at another scale the head and body are taken and the "
-            "tail and skip start fresh",
-    "patch": "LR patch size in pixels (HR patches are scale times larger)",
-    "batch": "patches per step (over all processes under torchrun)",
-    "patches_per_image": "patches drawn from each image per epoch",
-    "steps": "optimiser steps in all",
-    "loss": "pixel loss on [0, 1] images: l1 (the paper's) or l2 (mean squared error, what PSNR measures)",
-    "lr": "Adam learning rate",
-    "warmup": "steps over which the lr rises linearly from lr/warmup to lr (0: none), e.g. for a fine-tune "
-              "from trained weights (--init), whose optimiser starts afresh",
-    "milestones": "comma-separated steps at which the lr is multiplied by --gamma",
-    "gamma": "lr factor at each milestone",
-    "ema": "decay of an exponential moving average of the weights, which are then the ones saved (0: off)",
-    "autocast": "mixed precision: bf16, or fp16 with a gradient scaler",
-    "workers": "data loader worker processes (0: load in the training process)",
-    "seed": "seed of the initialisation and of the patches",
-    "strict": "unusable images are an error instead of being skipped",
-    "log_every": "steps between log.csv rows (mean loss, lr)",
-    "val_every": "steps between validations on --val-data",
-    "checkpoint_every": "steps between checkpoints (train_state.pt, the previous one kept as train_state.prev.pt)",
-    "device": "cpu or cuda",
-}
-
-
-# Defaults whose value alone would not say what they do.
-SHOWN_DEFAULTS = {"data": "none", "val_data": "none, no validation", "init": "none, fresh weights",
-                  "model": "none", "milestones": "2/3 and 5/6 of --steps", "autocast": "none, fp32",
-                  "device": "cuda if available, else cpu"}
-
-
-def load_config(path: Path | None, overrides: dict) -> TrainConfig:
-    values = {}
-    if path is not None:
-        import yaml
-
-        values = yaml.safe_load(Path(path).read_text()) or {}
-        unknown = set(values) - {f.name for f in dataclasses.fields(TrainConfig)}
-        if unknown:
-            raise ValueError(f"{path}: unknown keys {sorted(unknown)}")
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    cfg = TrainConfig(**values)
-    if not cfg.data:
-        raise ValueError("no training data: give --data DIR (or `data:` in the config file)")
-    if cfg.batch < 1 or cfg.steps < 1 or cfg.patch < 1:
-        raise ValueError("batch, steps and patch must be positive")
-    if cfg.loss not in LOSSES:
-        raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {cfg.loss!r}")
-    if cfg.warmup < 0:
-        raise ValueError(f"warmup must be 0 or more steps, got {cfg.warmup}")
-    if cfg.autocast is not None and cfg.autocast not in AUTOCAST_DTYPES:
-        raise ValueError(f"autocast must be one of {sorted(AUTOCAST_DTYPES)} (or unset for fp32), got {cfg.autocast!r}")
-    return cfg
-
-
-# -- fine-tuning -------------------------------------------------------------------------------------------
-
-ARCHITECTURE = ("variant", "n_feats", "n_resblocks", "wide_feats", "low_rank_feats", "res_scale")
-
-
-def fine_tune_config(start: WDSRConfig, wanted: WDSRConfig, path) -> WDSRConfig:
-    """The configuration of a run started from a checkpoint with config ``start``: ``wanted``'s architecture and
-    scale, the checkpoint's input convention (rgb_range, rgb_mean, norm_scale). A different architecture is an
-    error naming each field that differs."""
-    differ = [f"{name} {getattr(start, name)} (the run: {getattr(wanted, name)})" for name in ARCHITECTURE
-              if getattr(start, name) != getattr(wanted, name)]
-    if differ:
-        raise ValueError(f"--init {path}: a different architecture: " + ", ".join(differ)
-                         + "; choose the matching --preset / --model")
-    return dataclasses.replace(wanted, block_feats=start.block_feats, rgb_range=start.rgb_range,
-                               rgb_mean=start.rgb_mean, norm_scale=start.norm_scale)
-
-
-def transferable_weights(start: WDSR, model: WDSR) -> dict:
-    """``start``'s tensors that fit ``model``: all of them at the same scale; at another scale the head and body
-    (the tail and skip, whose widths depend on the scale, keep their fresh initialisation)."""
-    shapes = {name: value.shape for name, value in model.state_dict().items()}
-    return {name: value for name, value in start.state_dict().items() if shapes.get(name) == value.shape}
-
-
-# -- state files -------------------------------------------------------------------------------------------
-
-def read_state(path: Path) -> dict:
-    """A training state file's contents, or a ValueError naming the file and what is wrong with it."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated or damaged files raise EOFError, RuntimeError, UnpicklingError, ...
-        if path.is_file() and path.stat().st_size == 0:
-            raise ValueError(f"{path}: damaged training state (an empty file)") from None
-        detail = str(exc).strip().split(". ")[0].splitlines()[0] if str(exc).strip() else ""
-        raise ValueError(f"{path}: damaged training state ({type(exc).__name__}"
-                         f"{': ' + detail if detail else ''})") from None
-    missing = [key for key in STATE_KEYS if not isinstance(state, dict) or key not in state]
-    if missing:
-        raise ValueError(f"{path}: not a training state (no {', '.join(missing)})")
-    return state
-
-
-def write_state(state: dict, out: Path) -> None:
-    """Write OUT/train_state.pt, keeping the file it replaces as OUT/train_state.prev.pt. The new state is
-    flushed to disk before it is renamed into place, so train_state.pt is whole at every moment."""
-    path, previous = out / STATE_FILE, out / PREVIOUS_STATE_FILE
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        if path.exists():
-            with atomic_path(previous) as previous_tmp:
-                os.remove(previous_tmp)
-                try:
-                    os.link(path, previous_tmp)
-                except OSError:  # a file system without hard links
-                    shutil.copyfile(path, previous_tmp)
-
-
-def model_from_state(path: Path) -> WDSR:
-    """The weights a run saves (the EMA weights when EMA is on), from one of its state files."""
-    state = read_state(Path(path))
-    model = WDSR.from_config(WDSRConfig.from_dict(state["config"]))
-    if state.get("ema"):
-        prefix = "module."
-        model.load_state_dict({k[len(prefix):]: v for k, v in state["ema"].items() if k.startswith(prefix)})
-    else:
-        model.load_state_dict(state["model"])
-    return model.eval()
-
-
-def free_name(path: Path) -> Path:
-    """``path`` with the first of .1, .2, ... appended that names no file yet."""
-    n = 1
-    while path.with_name(f"{path.name}.{n}").exists():
-        n += 1
-    return path.with_name(f"{path.name}.{n}")
-
-
-def _previous_hint(out: Path) -> str:
-    """How to continue from OUT/train_state.prev.pt, or that it cannot be."""
-    previous = out / PREVIOUS_STATE_FILE
-    if not previous.is_file():
-        return f"no previous checkpoint ({PREVIOUS_STATE_FILE}) is there"
-    try:
-        step = read_state(previous)["step"]
-    except ValueError as exc:
-        return f"the previous checkpoint is damaged too ({exc})"
-    return f"the previous checkpoint (step {step}) can continue the run: --resume {previous}"
 
 
 def lr_schedule(optimizer, warmup: int, milestones: list[int], gamma: float):
@@ -262,9 +61,7 @@ def lr_schedule(optimizer, warmup: int, milestones: list[int], gamma: float):
     return torch.optim.lr_scheduler.ChainedScheduler([rise, steps], optimizer)
 
 
-# -- the run -----------------------------------------------------------------------------------------------
-
-class Run:
+class Trainer:
     """One training process (one rank under torchrun).
 
     ``resume``: False for a new run (``cfg.out`` must not hold one), True to continue from
@@ -273,33 +70,59 @@ class Run:
     def __init__(self, cfg: TrainConfig, resume: bool | str | Path = False):
         self.cfg = cfg
         self.out = Path(cfg.out)
+        self.notes: list[str] = []  # start-up messages, written to events.log by fit()
+        self.set_aside: tuple[Path, Path] | None = None  # (train_state.pt, its new name) when continuing from another
+        # state file
+        self.step = 0
+        self.best_psnr_y = None
+        self.skipped: set[str] = set()
+        self.stop_signal = None
+        self._join_processes()
+        state_path, state = self._state_to_resume(resume)
+        torch.manual_seed(cfg.seed)
+        self._build_model(fresh=state is None)
+        self._build_optimisation()
+        self._build_data()
+        if state_path is not None and state is not None:
+            self._load(state, state_path)
+        self.saved_step = self.step
+        if self.world > 1:
+            torch.distributed.barrier()  # every rank has checked the folder before rank 0 writes into it
+
+    def _join_processes(self) -> None:
+        """This process's rank and device; under torchrun, the process group."""
+        cfg = self.cfg
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
         if self.world > 1 and not torch.distributed.is_initialized():
             torch.distributed.init_process_group("nccl" if cfg.device == "cuda" else "gloo")
         if cfg.batch % self.world:
             raise ValueError(f"batch {cfg.batch} is not divisible by the {self.world} processes")
-        self.device = torch.device(cfg.device, int(os.environ.get("LOCAL_RANK", 0)) if cfg.device == "cuda" else None)
-        self.notes: list[str] = []  # start-up messages, written to events.log by run()
-        self.set_aside = None  # (train_state.pt, its new name) when continuing from another state file
-        state_path, state = self._state_to_resume(resume)
+        self.device = (torch.device(cfg.device, int(os.environ.get("LOCAL_RANK", 0))) if cfg.device == "cuda"
+                       else torch.device(cfg.device))
 
-        torch.manual_seed(cfg.seed)
+    def _build_model(self, fresh: bool) -> None:
+        """The network, from ``--init``'s weights where given (unless a state file will replace them)."""
+        cfg = self.cfg
         model_config = cfg.model_config()
         start = None
         if cfg.init:
             start = load_model(cfg.init)
             model_config = fine_tune_config(start.config, model_config, cfg.init)
         self.model = WDSR.from_config(model_config)
-        if start is not None and state is None:
+        if start is not None and fresh:
             weights = transferable_weights(start, self.model)
             self.model.load_state_dict(weights, strict=False)
-            fresh = sorted({name.split(".")[0] for name in self.model.state_dict() if name not in weights})
-            self.notes.append(f"started from {cfg.init}" + (f" (fresh: {', '.join(fresh)})" if fresh else ""))
+            new = sorted({name.split(".")[0] for name in self.model.state_dict() if name not in weights})
+            self.notes.append(f"started from {cfg.init}" + (f" (fresh: {', '.join(new)})" if new else ""))
         self.model.to(self.device)
-        self.net = self.model
+        self.net: torch.nn.Module = self.model
         if self.world > 1:
             self.net = torch.nn.parallel.DistributedDataParallel(self.model)
+
+    def _build_optimisation(self) -> None:
+        """Adam, the lr schedule, the EMA of the weights and the gradient scaler."""
+        cfg = self.cfg
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
         milestones = cfg.milestones or [cfg.steps * 2 // 3, cfg.steps * 5 // 6]
         self.scheduler = lr_schedule(self.optimizer, cfg.warmup, milestones, cfg.gamma)
@@ -308,11 +131,12 @@ class Run:
             from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
             self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema))
-        self.autocast_dtype = AUTOCAST_DTYPES.get(cfg.autocast)
+        self.autocast_dtype = AUTOCAST_DTYPES.get(cfg.autocast) if cfg.autocast else None
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.autocast_dtype == torch.float16)
-        self.step = 0
-        self.best_psnr_y = None
 
+    def _build_data(self) -> None:
+        """The usable training and validation pairs, the patch dataset and its sampler."""
+        cfg = self.cfg
         pairs = self._usable(find_pairs(cfg.data, cfg.scale), cfg.patch, f"training images in {cfg.data}")
         self.val_pairs = (self._usable(find_pairs(cfg.val_data, cfg.scale), None, f"validation images in "
                                        f"{cfg.val_data}") if cfg.val_data else [])
@@ -321,15 +145,8 @@ class Run:
         self.steps_per_epoch = len(self.dataset) // cfg.batch
         if self.steps_per_epoch == 0:
             raise ValueError(f"{len(self.dataset)} patches per epoch is less than one batch of {cfg.batch}")
-        self.sampler = DistributedSampler(self.dataset, self.world, self.rank, shuffle=True, seed=cfg.seed,
-                                          drop_last=True)
-        if state is not None:
-            self._load(state, state_path)
-        self.saved_step = self.step
-        self.skipped: set[str] = set()
-        self.stop_signal = None
-        if self.world > 1:
-            torch.distributed.barrier()  # every rank has checked the folder before rank 0 writes into it
+        self.sampler: DistributedSampler = DistributedSampler(self.dataset, self.world, self.rank, shuffle=True,
+                                                              seed=cfg.seed, drop_last=True)
 
     def _state_to_resume(self, resume) -> tuple[Path | None, dict | None]:
         """(the state file to continue from, its contents), or (None, None) for a new run; errors for a folder
@@ -346,13 +163,13 @@ class Run:
         if resume is True:
             if not state_path.is_file():
                 raise ValueError(f"--resume: {self.out} holds no {STATE_FILE} to continue; "
-                                 + (_previous_hint(self.out) if checkpointed else
+                                 + (previous_hint(self.out) if checkpointed else
                                     f"the run there ({', '.join(held)}) stopped before its first checkpoint: start "
                                     f"a new one in another --out" if held else "start without --resume for a new run"))
             try:
                 return state_path, read_state(state_path)
             except ValueError as exc:
-                raise ValueError(f"{exc}; {_previous_hint(self.out)}") from None
+                raise ValueError(f"{exc}; {previous_hint(self.out)}") from None
         chosen = Path(resume)
         if not chosen.is_file():
             raise ValueError(f"--resume {chosen}: no such state file")
@@ -432,10 +249,12 @@ class Run:
         return loss.item()
 
     def final_model(self) -> WDSR:
-        return self.ema.module if self.ema is not None else self.model
+        model = self.ema.module if self.ema is not None else self.model
+        assert isinstance(model, WDSR)
+        return model
 
     def validate(self) -> dict:
-        from .evaluate import evaluate
+        from .evaluation import evaluate
 
         rows = evaluate(self.final_model(), self.val_pairs, self.cfg.scale, self.device)
         mean = next(r for r in rows if r["image"] == "MEAN" and r["method"] == "wdsr")
@@ -459,7 +278,7 @@ class Run:
                      f"{row['val_ssim_y']:.4f}")
         return row
 
-    def run(self) -> Path:
+    def fit(self) -> Path:
         cfg = self.cfg
         if self.set_aside and self.rank == 0:
             os.replace(*self.set_aside)
@@ -486,7 +305,7 @@ class Run:
                     self._note_skipped(skipped, log)
                     losses.append(self.train_step(lr, hr))
                     bar.update(1)
-                    row = {}
+                    row: dict[str, float] = {}
                     if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                         row.update(loss=statistics.fmean(losses), lr=self.scheduler.get_last_lr()[0])
                         bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2g}")
@@ -577,48 +396,3 @@ class RunLog:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
-
-
-def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser("train", help="train WDSR on a folder of images",
-                                   description="Train WDSR on a folder of images: the paper's recipe by default, "
-                                               "checkpointed, resumable exactly, never overwriting a run.",
-                                   epilog="Files of a run: train_state.pt (+ train_state.prev.pt), log.csv, "
-                                          "events.log, model.safetensors, best.safetensors (with --val-data).")
-    parser.add_argument("--config", type=Path,
-                        help="YAML file of the options below (underscores: patches_per_image); flags override it "
-                             "(default: none)")
-    defaults = TrainConfig()
-    types = {"int": int, "float": float}
-    for field in dataclasses.fields(TrainConfig):
-        flag, default = f"--{field.name.replace('_', '-')}", getattr(defaults, field.name)
-        shown = SHOWN_DEFAULTS.get(field.name, "off" if default is False else default)
-        help_text = f"{HELP[field.name]} (default: {shown})"
-        if field.name == "strict":
-            parser.add_argument(flag, dest=field.name, action="store_true", default=None, help=help_text)
-        elif field.name == "milestones":
-            parser.add_argument(flag, dest=field.name, type=lambda s: [int(v) for v in s.split(",")],
-                                help=help_text, metavar="STEP,STEP")
-        elif field.name == "model":
-            parser.add_argument(flag, dest=field.name, type=json.loads, help=help_text, metavar="JSON")
-        else:
-            choices = {"scale": (2, 3, 4), "preset": sorted(PRESETS), "autocast": sorted(AUTOCAST_DTYPES),
-                       "loss": sorted(LOSSES), "device": ("cpu", "cuda")}.get(field.name)
-            parser.add_argument(flag, dest=field.name, type=types.get(str(field.type), str), default=None,
-                                choices=choices, help=help_text)
-    parser.add_argument("--resume", nargs="?", const=True, default=False, metavar="STATE",
-                        help=f"continue the run in --out from its {STATE_FILE}, or from the state file STATE "
-                             f"(e.g. OUT/{PREVIOUS_STATE_FILE}) (default: off, a new run)")
-    parser.set_defaults(func=run)
-
-
-def run(args: argparse.Namespace) -> int:
-    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
-    try:
-        cfg = load_config(args.config, overrides)
-        final = Run(cfg, resume=args.resume).run()
-    except ValueError as exc:
-        raise SystemExit(f"error: {exc}") from None
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(f"trained {cfg.steps} steps; weights in {final}")
-    return 0

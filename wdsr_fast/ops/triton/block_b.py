@@ -23,7 +23,7 @@ the batch at 65535.
 Measured on an H100 (benchmarks/results/2026-11-25-h100/), WDSR-B 32 at 960x540: 0.198 ms per block in fp16
 (18.8 GFLOP at 36,288 FLOP a pixel: 95 TFLOP/s, 13% of the card's measured fp16 matmul), 4.7x the plain PyTorch
 block and 3.8x the CUDA C++ one; 41 ms in fp32, whose IEEE tl.dot keeps a per-thread stack
-(tests/triton_gpu_compile.py). Where the time goes is not yet profiled. Read from the code: the scratch is 16 KB per
+(scripts/triton_sm90_compile.py). Where the time goes is not yet profiled. Read from the code: the scratch is 16 KB per
 tile in fp16 (L_PAD 32), about 44 MB per block at 960x540 (2691 tiles), beside 33 MB of activations read and
 written, more than the H100's 50 MB L2 together; the halo recomputes 31% of the 1x1 work.
 """
@@ -111,7 +111,7 @@ def wdsr_b_block(x: torch.Tensor, w_expand: torch.Tensor, b_expand: torch.Tensor
     The kernel reads x channels_last (one copy for an NCHW x; FastWDSR's features are channels_last already):
     on an H100 the kernel given NCHW fp16/bf16 x of 32 channels and a map one pixel high or wide wrote wrong values
     (relative error 0.8-1.0), where the same inputs channels_last were right; NCHW is not run until that is
-    understood (``tests/gpu_probe_triton_layouts.py`` runs the kernel on both layouts, for that)."""
+    understood (``scripts/probe_triton_layouts.py`` runs the kernel on both layouts, for that)."""
     check_features("wdsr_b_block: x", x)
     return launch(x.contiguous(memory_format=torch.channels_last), w_expand, b_expand, w_reduce, b_reduce, w_conv,
                   b_conv, res_scale)

@@ -59,7 +59,7 @@ def check_features(name: str, x: torch.Tensor) -> None:
         raise ValueError(f"{name}: empty tensor {tuple(x.shape)}")
     if x.numel() >= 2**31:
         raise ValueError(f"{name}: {tuple(x.shape)} has 2**31 or more elements; upscale it in tiles "
-                         f"(wdsr_fast.upscaler.upscale_tensor)")
+                         f"(wdsr_fast.inference.upscaler.upscale_tensor)")
 
 
 def check_weights(op: str, x: torch.Tensor, **weights: tuple[torch.Tensor, tuple]) -> None:

@@ -80,7 +80,7 @@ def _conv3x3_kernel(
 
 
 def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, *, relu: bool = False,
-            residual: torch.Tensor = None, res_scale: float = 1.0, mean: torch.Tensor = None,
+            residual: torch.Tensor | None = None, res_scale: float = 1.0, mean: torch.Tensor | None = None,
             norm_scale: float = 1.0) -> torch.Tensor:
     """conv3x3(x or its normalisation) + bias [, ReLU] [, residual + res_scale * that]; channels_last output."""
     n, ci, height, width = x.shape

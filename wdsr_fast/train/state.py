@@ -1,0 +1,83 @@
+"""The files of a training run: the state to continue from exactly (``train_state.pt``, the one before it kept as
+``train_state.prev.pt``), written whole at every moment."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+from ..io.atomic import atomic_path
+from ..model import WDSR, WDSRConfig
+
+STATE_FILE = "train_state.pt"
+PREVIOUS_STATE_FILE = "train_state.prev.pt"
+RUN_FILES = (STATE_FILE, PREVIOUS_STATE_FILE, "log.csv", "events.log", "model.safetensors", "best.safetensors")
+STATE_KEYS = ("model", "config", "optimizer", "scheduler", "step", "rng")
+
+
+def read_state(path: Path) -> dict:
+    """A training state file's contents, or a ValueError naming the file and what is wrong with it."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated or damaged files raise EOFError, RuntimeError, UnpicklingError, ...
+        if path.is_file() and path.stat().st_size == 0:
+            raise ValueError(f"{path}: damaged training state (an empty file)") from None
+        detail = str(exc).strip().split(". ")[0].splitlines()[0] if str(exc).strip() else ""
+        raise ValueError(f"{path}: damaged training state ({type(exc).__name__}"
+                         f"{': ' + detail if detail else ''})") from None
+    missing = [key for key in STATE_KEYS if not isinstance(state, dict) or key not in state]
+    if missing:
+        raise ValueError(f"{path}: not a training state (no {', '.join(missing)})")
+    return state
+
+
+def write_state(state: dict, out: Path) -> None:
+    """Write OUT/train_state.pt, keeping the file it replaces as OUT/train_state.prev.pt. The new state is
+    flushed to disk before it is renamed into place, so train_state.pt is whole at every moment."""
+    path, previous = out / STATE_FILE, out / PREVIOUS_STATE_FILE
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        if path.exists():
+            with atomic_path(previous) as previous_tmp:
+                os.remove(previous_tmp)
+                try:
+                    os.link(path, previous_tmp)
+                except OSError:  # a file system without hard links
+                    shutil.copyfile(path, previous_tmp)
+
+
+def model_from_state(path: Path) -> WDSR:
+    """The weights a run saves (the EMA weights when EMA is on), from one of its state files."""
+    state = read_state(Path(path))
+    model = WDSR.from_config(WDSRConfig.from_dict(state["config"]))
+    if state.get("ema"):
+        prefix = "module."
+        model.load_state_dict({k[len(prefix):]: v for k, v in state["ema"].items() if k.startswith(prefix)})
+    else:
+        model.load_state_dict(state["model"])
+    return model.eval()
+
+
+def free_name(path: Path) -> Path:
+    """``path`` with the first of .1, .2, ... appended that names no file yet."""
+    n = 1
+    while path.with_name(f"{path.name}.{n}").exists():
+        n += 1
+    return path.with_name(f"{path.name}.{n}")
+
+
+def previous_hint(out: Path) -> str:
+    """How to continue from OUT/train_state.prev.pt, or that it cannot be."""
+    previous = out / PREVIOUS_STATE_FILE
+    if not previous.is_file():
+        return f"no previous checkpoint ({PREVIOUS_STATE_FILE}) is there"
+    try:
+        step = read_state(previous)["step"]
+    except ValueError as exc:
+        return f"the previous checkpoint is damaged too ({exc})"
+    return f"the previous checkpoint (step {step}) can continue the run: --resume {previous}"
