@@ -24,10 +24,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .. import weights as bundled_weights
 from ..io.images import Picture, picture_from_pil, picture_to_pil, quantize
 from ..model import WDSR, check_image
 from ..model.checkpoint import load_model
-from ..weights import bundled_path
 from .fast_wdsr import FastWDSR
 
 ALPHA_MODES = ("bicubic", "wdsr")
@@ -183,7 +183,7 @@ class Upscaler:
             reference, self.weights = weights, "the given model"
         else:
             if weights is None:
-                weights = bundled_path(scale or 2)
+                weights = bundled_weights.bundled_path(scale or 2)
                 if weights is None:
                     raise ValueError(f"no bundled weights for x{scale or 2} in this install; pass a checkpoint file")
             reference, self.weights = load_model(weights), str(weights)
