@@ -137,9 +137,8 @@ def free_memory(device: torch.device) -> int:
 
 def activation_bytes_per_pixel(config, element_size: int) -> int:
     """An upper estimate of the bytes a forward keeps alive per LR pixel: the input, head output and block
-    input/output, two wide activations, and the tail, skip and shuffle outputs. Measured on CPU (peak resident
-    growth, float32, 512x512 input, x2): WDSR-B 32x16 1788 B/pixel with FastWDSR's torch backend and 2094 with
-    the reference, estimate 2124; WDSR-A baseline 1202 and 1476, estimate 1612. Not yet measured on a GPU."""
+    input/output, two wide activations, and the tail, skip and shuffle outputs (held against measurements in
+    benchmarks/README.md, "Where the design numbers come from")."""
     channels = 3 + 3 * config.n_feats + 2 * config.wide_feats + 4 * config.out_feats
     return element_size * channels
 

@@ -28,10 +28,8 @@ NAME = "torch"
 __all__ = ["NAME", "head_conv", "tail_shuffle", "unavailable_reason", "wdsr_a_block", "wdsr_b_block"]
 
 # Pixels per chunk of the WDSR-B block's 1x1 convs on CPU (a (4096, 192) fp32 wide chunk is 3 MB, 1.5 MB a thread
-# with 2 threads: L2-sized). Maps of at most one chunk take the two 1x1 convs whole. Measured on an Intel Xeon
-# (AVX-512), 2 threads, one WDSR-B 32x16 block, interleaved medians, idle machine: on 480x270 features chunks of
-# 2048 / 4096 / 8192 / 16384 pixels 21.2 / 20.5 / 22.4 / 29.7 ms against 61.8 ms for 1x1 convs on the whole map; on
-# 128x128 features 2.62 / 2.56 / 2.84 / 2.85 ms against 2.49 ms; on 64x64 (one chunk) 0.70 ms against 0.60 ms.
+# with 2 threads: L2-sized). Maps of at most one chunk take the two 1x1 convs whole. The chunk sizes tried and their
+# timings: benchmarks/README.md, "Where the design numbers come from".
 CPU_CHUNK_PIXELS = 4096
 
 _CHANNELS_LAST = torch.channels_last

@@ -20,12 +20,10 @@ round trip through memory, hence staging.
 Programs run along grid axis 0 only, image by image (program = image * tiles per image + tile): axis 1 would cap
 the batch at 65535.
 
-Measured on an H100 (benchmarks/results/2026-11-25-h100/), WDSR-B 32 at 960x540: 0.198 ms per block in fp16
-(18.8 GFLOP at 36,288 FLOP a pixel: 95 TFLOP/s, 13% of the card's measured fp16 matmul), 4.7x the plain PyTorch
-block and 3.8x the CUDA C++ one; 41 ms in fp32, whose IEEE tl.dot keeps a per-thread stack
-(scripts/triton_sm90_compile.py). Where the time goes is not yet profiled. Read from the code: the scratch is 16 KB per
-tile in fp16 (L_PAD 32), about 44 MB per block at 960x540 (2691 tiles), beside 33 MB of activations read and
-written, more than the H100's 50 MB L2 together; the halo recomputes 31% of the 1x1 work.
+In fp32 the IEEE tl.dot keeps a per-thread stack (scripts/triton_sm90_compile.py). Read from the code: the scratch
+is 16 KB per tile in fp16 (L_PAD 32), about 44 MB per block at 960x540 (2691 tiles), beside 33 MB of activations read
+and written, more than an H100's 50 MB L2 together; the halo recomputes 31% of the 1x1 work. Timings:
+benchmarks/README.md, "Where the design numbers come from".
 """
 from __future__ import annotations
 

@@ -9,10 +9,8 @@ normalised values, as in the reference). The epilogue writes accumulator column 
 pixel (h, w) straight to out[n, colour, h*s + di, w*s + dj]: no shuffle pass, no add pass. Programs run along grid
 axis 0 only, image by image (axis 1 would cap the batch at 65535).
 
-Measured on an H100 (benchmarks/results/2026-11-25-h100/), WDSR-B 32 x2 to 1920x1080: 0.151 ms in fp16, 2.3x the
-plain PyTorch tail; 10.8 ms in fp32, whose IEEE tl.dot keeps a per-thread stack of 10-24 KB
-(scripts/triton_sm90_compile.py), for which the driver reserves local memory for every resident thread (a launch ran
-out of memory with 15 test processes on the card).
+In fp32 the IEEE tl.dot keeps a per-thread stack of 10-24 KB (scripts/triton_sm90_compile.py), for which the driver
+reserves local memory for every resident thread. Timings: benchmarks/README.md, "Where the design numbers come from".
 """
 from __future__ import annotations
 
