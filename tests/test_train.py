@@ -181,7 +181,7 @@ def test_warmup_rises_linearly_then_follows_the_milestones(photos, tmp_path):
 
 
 def test_l2_loss_is_the_mean_squared_error_of_the_batch(photos, tmp_path):
-    run = Trainer(config(photos, tmp_path / "run", loss="l2", lr=0.0, log_every=1, steps=1))
+    run = Trainer(config(photos, tmp_path / "run", loss="l2", log_every=1, steps=1))  # step 1's loss: before its update
     lr, hr = next(run.batches())[:2]
     with torch.no_grad():
         range_ = run.model.config.rgb_range
@@ -377,7 +377,7 @@ def test_init_from_other_layouts_and_scales(photos, tmp_path):
     assert "fresh: skip, tail" in (tmp_path / "c" / "events.log").read_text()
     assert state["tail.0.weight_v"].shape[0] == 27
     assert not torch.equal(state["head.0.weight_v"], start.state_dict()["head.0.weight_v"])  # trained on
-    untrained = Trainer(config(photos, tmp_path / "d", scale=3, init=str(weights), steps=1, lr=0.0))
+    untrained = Trainer(config(photos, tmp_path / "d", scale=3, init=str(weights), steps=1))  # not trained at all
     assert torch.equal(untrained.model.state_dict()["body.0.body.0.weight_v"],
                        start.state_dict()["body.0.body.0.weight_v"])
 
@@ -500,6 +500,84 @@ def test_config_file_and_errors(photos, tmp_path):
         load_config(path, {})
     with pytest.raises(ValueError, match="no training data"):
         load_config(None, {})
+
+
+# -- nothing lost, nothing silent (issue 26) --------------------------------------------------------
+
+TINY_ARGV = ["--model", '{"n_feats": 8, "n_resblocks": 1}', "--patch", "8", "--batch", "4", "--patches-per-image",
+             "8", "--steps", "6", "--workers", "0", "--device", "cpu"]
+
+
+def train_error(argv) -> str:
+    """The message ``wdsr-fast train ARGV`` exits with: one line, starting "error: "."""
+    with pytest.raises(SystemExit) as caught:
+        main(["train", *argv])
+    message = caught.value.code
+    assert isinstance(message, str) and message.startswith("error: ") and "\n" not in message, message
+    return message
+
+
+@pytest.mark.parametrize("flag, text, value", [
+    ("--checkpoint-every", "0", 0), ("--log-every", "0", 0), ("--val-every", "0", 0), ("--gamma", "-1", -1.0),
+    ("--gamma", "0", 0.0), ("--workers", "-1", -1), ("--lr", "0", 0.0), ("--lr", "-0.1", -0.1),
+    ("--lr", "nan", float("nan")), ("--lr", "inf", float("inf")), ("--ema", "1", 1.0), ("--ema", "-0.5", -0.5),
+    ("--patches-per-image", "0", 0), ("--steps", "0", 0), ("--milestones", "4,x", [4, "x"]), ("--seed", "-1", -1)])
+def test_bad_option_writes_nothing(photos, tmp_path, flag, text, value):
+    out = tmp_path / "run"
+    message = train_error(["--data", str(photos / "train"), "--out", str(out), *TINY_ARGV, flag, text])
+    assert message.startswith(f"error: {flag} must be") and text in message
+    assert not out.exists()
+    if flag == "--checkpoint-every":  # the corrected retry into the same --out runs
+        assert main(["train", "--data", str(photos / "train"), "--out", str(out), *TINY_ARGV]) == 0
+    with pytest.raises(ValueError, match=f"{flag} must be"):  # the Python API checks the same, as early
+        Trainer(config(photos, tmp_path / "api", **{flag[2:].replace("-", "_"): value}))
+    assert not (tmp_path / "api").exists()
+
+
+@pytest.mark.parametrize("model, expected", [
+    ('{"foo": 1}', "error: --model: unknown key foo; the known keys: block_feats, expansion, low_rank, n_feats, "),
+    ('[1, 2]', "error: --model must be a JSON object (a mapping of WDSR keyword overrides"),
+    ('{"n_feats": 8', "error: --model {\"n_feats\": 8: not valid JSON (Expecting ',' delimiter: line 1 column 14"),
+    ('{"n_feats": "x"}', "error: --model {\"n_feats\": \"x\"}: n_feats must be a positive integer, got 'x'"),
+    ('{"scale": 3}', "error: --model: unknown key scale (give --scale instead)")])
+def test_model_option_errors(photos, tmp_path, model, expected):
+    argv = ["--data", str(photos / "train"), "--out", str(tmp_path / "run"), *TINY_ARGV]
+    argv[argv.index("--model") + 1] = model
+    assert train_error(argv).startswith(expected)
+    assert not (tmp_path / "run").exists()
+
+
+def test_config_file_errors_name_the_file_and_line(photos, tmp_path):
+    path = tmp_path / "train.yaml"
+    argv = ["--config", str(path), "--out", str(tmp_path / "run")]
+    path.write_text(f"data: {photos / 'train'}\nsteps: [1, 2\n")
+    assert train_error(argv) == (f"error: --config {path}: line 3, column 1: not valid YAML: expected ',' or ']', but "
+                                 f"got '<stream end>' (while parsing a flow sequence at line 2)")
+    path.write_text("data: a: b\n")
+    assert train_error(argv).startswith(f"error: --config {path}: line 1, column 8: not valid YAML: mapping values")
+    path.write_text("- 1\n- 2\n")
+    assert train_error(argv) == (f"error: --config {path}: expected a mapping of options (one `name: value` a line), "
+                                 f"got a list ([1, 2])")
+    path.write_text("steps: six\n")
+    assert train_error(argv + ["--data", str(photos / "train")]) == "error: --steps must be a whole number, got a " \
+                                                                    "string ('six')"
+    assert train_error(["--config", str(tmp_path / "missing.yaml")]) == \
+        f"error: --config {tmp_path / 'missing.yaml'}: no such file"
+    path.write_text(f"data: {photos / 'train'}\nlr: 1e-3\nmilestones: 4,5\nmodel: '{{\"n_feats\": 8}}'\n")
+    cfg = load_config(path, {})  # YAML reads 1e-3 (no dot) as text; a flag's forms are understood
+    assert cfg.lr == 0.001 and cfg.milestones == [4, 5] and cfg.model == {"n_feats": 8}
+    assert not (tmp_path / "run").exists()
+
+
+def test_user_errors_are_one_line_without_a_traceback(photos, tmp_path):
+    (tmp_path / "bad.yaml").write_text("data: [\n")
+    for argv in (["--config", str(tmp_path / "bad.yaml")],
+                 ["--data", str(photos / "train"), "--out", str(tmp_path / "run"), "--checkpoint-every", "0"]):
+        result = subprocess.run([sys.executable, "-m", "wdsr_fast", "train", *argv], capture_output=True, text=True,
+                                timeout=120)
+        assert result.returncode != 0 and result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, \
+            result.stderr[-2000:]
+    assert not (tmp_path / "run").exists()
 
 
 # -- eval ----------------------------------------------------------------------------------------------

@@ -68,6 +68,7 @@ class Trainer:
     ``cfg.out/train_state.pt``, or the path of a state file to continue from (e.g. ``train_state.prev.pt``)."""
 
     def __init__(self, cfg: TrainConfig, resume: bool | str | Path = False):
+        cfg.check()
         self.cfg = cfg
         self.out = Path(cfg.out)
         self.notes: list[str] = []  # start-up messages, written to events.log by fit()
@@ -96,6 +97,8 @@ class Trainer:
         self.rank = int(os.environ.get("RANK", "0"))
         if self.world > 1 and not torch.distributed.is_initialized():
             torch.distributed.init_process_group("nccl" if cfg.device == "cuda" else "gloo")
+        if torch.device(cfg.device).type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"--device {cfg.device}: no CUDA device is available here (try --device cpu)")
         if cfg.batch % self.world:
             raise ValueError(f"batch {cfg.batch} is not divisible by the {self.world} processes")
         self.device = (torch.device(cfg.device, int(os.environ.get("LOCAL_RANK", 0))) if cfg.device == "cuda"
