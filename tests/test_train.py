@@ -1,6 +1,7 @@
 """Datasets, training (exact resume, runs never destroyed, bad data, fine-tuning, fp16 scaler, validation,
 DDP on CPU), and the eval command."""
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -515,6 +516,59 @@ def train_error(argv) -> str:
     message = caught.value.code
     assert isinstance(message, str) and message.startswith("error: ") and "\n" not in message, message
     return message
+
+
+def all_finite(path) -> bool:
+    state = torch.load(path, weights_only=True)
+    tensors = [*state["model"].values(), *(v for s in state["optimizer"]["state"].values() for v in s.values())]
+    return all(torch.isfinite(t).all() for t in tensors if t.is_floating_point())
+
+
+def test_diverging_run_stops_at_the_first_nonfinite_step(photos, tmp_path):
+    out = tmp_path / "nan"
+    message = train_error(["--data", str(photos / "train"), "--out", str(out), *TINY_ARGV, "--lr", "1e30",
+                           "--checkpoint-every", "1", "--log-every", "1"])
+    step = int(re.match(r"error: training diverged at step (\d+): the (loss|gradient)", message)[1])
+    assert f"the last good checkpoint is {out / STATE_FILE} (step {step - 1})" in message and "--lr" in message
+    assert torch.load(out / STATE_FILE, weights_only=True)["step"] == step - 1 and all_finite(out / STATE_FILE)
+    assert not (out / "model.safetensors").exists() and "training diverged" in (out / "events.log").read_text()
+    assert len((out / "log.csv").read_text().splitlines()) == step  # the header and the steps before it
+
+
+def test_nan_loss_after_a_checkpoint_keeps_it(photos, tmp_path, monkeypatch):
+    from wdsr_fast.train.config import LOSSES
+
+    calls = []
+
+    def l1_then_nan(output, target):
+        calls.append(1)
+        return torch.nn.functional.l1_loss(output, target) * (torch.nan if len(calls) == 5 else 1.0)
+
+    monkeypatch.setitem(LOSSES, "l1", l1_then_nan)
+    out = tmp_path / "r"
+    run = Trainer(config(photos, out, val_data=str(photos / "val"), val_every=1))
+    with pytest.raises(ValueError, match=f"diverged at step 5: the loss is nan; nothing after step 3 was saved: "
+                                         f"the last good checkpoint is {out / STATE_FILE} \\(step 3\\)"):
+        run.fit()
+    assert torch.load(out / STATE_FILE, weights_only=True)["step"] == 3 and not (out / "model.safetensors").exists()
+    best = load_model(out / "best.safetensors").state_dict()
+    assert all(torch.isfinite(v).all() for v in best.values())
+    assert all(torch.isfinite(p).all() for p in run.model.parameters())  # the bad step was not taken
+
+
+def test_nonfinite_weights_are_never_written(photos, tmp_path):
+    out = tmp_path / "r"
+    run = Trainer(config(photos, out, steps=2, checkpoint_every=1))
+    run.fit()
+    before = run_files(out)
+    with torch.no_grad():
+        run.model.head[0].weight_v[0, 0, 0, 0] = torch.inf
+    with pytest.raises(ValueError, match=r"diverged by step 2: model\.head\.0\.weight_v is not finite; nothing "
+                                         r"after step 2 was saved"):
+        run.save_state()
+    with pytest.raises(ValueError, match="head.0.weight_v is not finite; best.safetensors was not written"):
+        run._write_model(out / "best.safetensors")
+    assert run_files(out) == before
 
 
 @pytest.mark.parametrize("flag, text, value", [

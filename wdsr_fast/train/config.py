@@ -46,7 +46,8 @@ class TrainConfig:
     steps: int = option(300_000, "optimiser steps in all")
     loss: str = option("l1", "pixel loss on [0, 1] images: l1 (the paper's) or l2 (mean squared error, what PSNR "
                              "measures)")
-    lr: float = option(1e-3, "Adam learning rate (positive)")
+    lr: float = option(1e-3, "Adam learning rate (positive); a run whose loss or gradients stop being finite "
+                             "stops, its last checkpoint kept")
     warmup: int = option(0, "steps over which the lr rises linearly from lr/warmup to lr (0: none), e.g. for a "
                             "fine-tune from trained weights (--init), whose optimiser starts afresh")
     milestones: list[int] | None = option(None, "comma-separated steps at which the lr is multiplied by --gamma",

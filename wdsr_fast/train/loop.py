@@ -17,6 +17,11 @@ refused unless ``--resume`` continues it.
 - ``model.safetensors`` at the end and ``best.safetensors`` at the best validation PSNR-Y so far (the EMA
   weights when EMA is on).
 
+Nothing is lost, nothing is silent. Every option is checked before anything is created. A run stops at the first
+loss or gradient that is not finite (a diverged run; with the fp16 gradient scaler, which skips such steps, at
+a non-finite loss), before the optimiser step, naming the step and its last checkpoint; no file with a NaN or an
+infinity is ever written.
+
 Every training (and validation) image is decoded and checked once at start-up (readable, 8 bits per channel,
 sizes); one report names every unusable file, which is then skipped (``--strict``: an error). An image that
 fails to load later is skipped, its patches taken from the next image, and named in ``events.log``.
@@ -32,6 +37,7 @@ import contextlib
 import dataclasses
 import datetime
 import json
+import math
 import os
 import signal
 import statistics
@@ -46,7 +52,17 @@ from tqdm import tqdm
 from ..model import WDSR, load_model, save_model
 from .config import AUTOCAST_DTYPES, LOSSES, TrainConfig, fine_tune_config, transferable_weights
 from .data import PatchDataset, find_pairs, split_usable
-from .state import PREVIOUS_STATE_FILE, RUN_FILES, STATE_FILE, free_name, previous_hint, read_state, write_state
+from .state import (
+    PREVIOUS_STATE_FILE,
+    RUN_FILES,
+    STATE_FILE,
+    TrainingDiverged,
+    free_name,
+    nonfinite,
+    previous_hint,
+    read_state,
+    write_state,
+)
 
 LOG_FIELDS = ("step", "loss", "lr", "val_psnr_y", "val_ssim_y")
 
@@ -87,6 +103,7 @@ class Trainer:
         if state_path is not None and state is not None:
             self._load(state, state_path)
         self.saved_step = self.step
+        self.checkpoint = state_path  # the state file holding step saved_step (None before the first)
         if self.world > 1:
             torch.distributed.barrier()  # every rank has checked the folder before rank 0 writes into it
 
@@ -200,9 +217,33 @@ class Trainer:
                 "scaler": self.scaler.state_dict(), "best_val_psnr_y": self.best_psnr_y}
 
     def save_state(self) -> None:
+        """Write the checkpoint (rank 0); a TrainingDiverged error instead if it holds a NaN or an infinity."""
         if self.rank == 0:
-            write_state(self.state(), self.out)
+            state = self.state()
+            bad = nonfinite({key: state[key] for key in ("model", "ema", "optimizer")})
+            if bad is not None:
+                raise TrainingDiverged(f"training diverged by step {self.step}: {bad} is not finite; "
+                                       f"{self._last_good()}")
+            write_state(state, self.out)
         self.saved_step = self.step
+        self.checkpoint = self.out / STATE_FILE
+
+    def _last_good(self) -> str:
+        """What is kept of a diverged run and how to go on, for a message."""
+        advice = "try a lower --lr (or a --warmup) in a new --out"
+        if self.checkpoint is None:
+            return f"no checkpoint was written before it; {advice}"
+        return (f"nothing after step {self.saved_step} was saved: the last good checkpoint is {self.checkpoint} "
+                f"(step {self.saved_step}); {advice} (--init {self.checkpoint} starts from its weights)")
+
+    def _write_model(self, path: Path) -> None:
+        """The weights the run saves (the EMA weights when EMA is on) to ``path``, unless they are not finite."""
+        model = self.final_model()
+        bad = nonfinite(model.state_dict())
+        if bad is not None:
+            raise TrainingDiverged(f"training diverged by step {self.step}: the weight {bad} is not finite; "
+                                   f"{path.name} was not written; {self._last_good()}")
+        save_model(model, path)
 
     def _load(self, state: dict, path: Path) -> None:
         if state["config"] != self.model.config.to_dict():
@@ -243,13 +284,37 @@ class Trainer:
             loss = LOSSES[self.cfg.loss](self.net(lr.to(self.device)) / range_, hr.to(self.device) / range_)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        value = self._finite_loss(loss)  # before the optimiser step: the weights stay those of the last good step
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
         if self.ema is not None:
             self.ema.update_parameters(self.model)
         self.step += 1
-        return loss.item()
+        return value
+
+    def _finite_loss(self, loss: torch.Tensor) -> float:
+        """The loss's value; a TrainingDiverged error if it, or a gradient, is not finite on any process. With
+        the fp16 gradient scaler, whose job it is to skip steps with infinite gradients, only the loss counts."""
+        loss = loss.detach().float()
+        finite = torch.isfinite(loss)
+        grads = [] if self.scaler.is_enabled() else [p.grad for p in self.model.parameters() if p.grad is not None]
+        if grads:
+            finite = finite & torch.stack([torch.isfinite(g).all() for g in grads]).all()
+        if self.world > 1:  # every process stops at the same step
+            flag = finite.to(torch.int32)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+            finite = flag.bool()
+        value, ok = torch.stack([loss, finite.to(loss.dtype)]).tolist()
+        if ok:
+            return value
+        if not math.isfinite(value):
+            what = f"the loss is {value}"
+        else:
+            what = next((f"the gradient of {name} is not finite" for name, p in self.model.named_parameters()
+                         if p.grad is not None and not bool(torch.isfinite(p.grad).all())),
+                        "another process's loss or gradient is not finite")
+        raise TrainingDiverged(f"training diverged at step {self.step + 1}: {what}; {self._last_good()}")
 
     def final_model(self) -> WDSR:
         model = self.ema.module if self.ema is not None else self.model
@@ -274,9 +339,9 @@ class Trainer:
 
     def _validate_and_keep_best(self, log: RunLog) -> dict:
         row = self.validate()
-        if self.best_psnr_y is None or row["val_psnr_y"] > self.best_psnr_y:
+        if not math.isnan(row["val_psnr_y"]) and (self.best_psnr_y is None or row["val_psnr_y"] > self.best_psnr_y):
+            self._write_model(self.out / "best.safetensors")
             self.best_psnr_y = row["val_psnr_y"]
-            save_model(self.final_model(), self.out / "best.safetensors")
             log.note(f"best.safetensors: validation PSNR-Y {row['val_psnr_y']:.3f} dB, SSIM-Y "
                      f"{row['val_ssim_y']:.4f}")
         return row
@@ -326,13 +391,16 @@ class Trainer:
                 log.note(f"stopped by {self.stop_signal} at step {self.step}; the state is saved: continue with "
                          f"--resume")
                 raise KeyboardInterrupt
+        except TrainingDiverged as exc:
+            log.note(str(exc), echo=False)  # the caller reports it
+            raise
         finally:
             batches.close()  # ends the loader's worker processes now
             bar.close()
             log.close()
         final = self.out / "model.safetensors"
         if self.rank == 0:
-            save_model(self.final_model(), final)
+            self._write_model(final)
         if self.world > 1:
             torch.distributed.barrier()
         return final
@@ -386,11 +454,13 @@ class RunLog:
             for key, value in row.items():
                 self.writer.add_scalar(key, value, step)
 
-    def note(self, message: str, everywhere: bool = False) -> None:
-        """``message`` to stderr (on every rank if ``everywhere``) and to events.log."""
+    def note(self, message: str, everywhere: bool = False, echo: bool = True) -> None:
+        """``message`` to stderr (on every rank if ``everywhere``; not at all without ``echo``) and to
+        events.log."""
         if not (self.enabled or everywhere):
             return
-        tqdm.write(message, file=sys.stderr)
+        if echo:
+            tqdm.write(message, file=sys.stderr)
         if self.enabled:
             stamp = datetime.datetime.now().isoformat(timespec="seconds")
             with self.events.open("a") as f:

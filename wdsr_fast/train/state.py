@@ -1,5 +1,6 @@
 """The files of a training run: the state to continue from exactly (``train_state.pt``, the one before it kept as
-``train_state.prev.pt``), written whole at every moment."""
+``train_state.prev.pt``), written whole at every moment; what stops a run (a
+diverged run)."""
 from __future__ import annotations
 
 import os
@@ -81,3 +82,20 @@ def previous_hint(out: Path) -> str:
     except ValueError as exc:
         return f"the previous checkpoint is damaged too ({exc})"
     return f"the previous checkpoint (step {step}) can continue the run: --resume {previous}"
+
+
+class TrainingDiverged(ValueError):
+    """The loss, a gradient or the weights stopped being finite; nothing non-finite was written."""
+
+
+def nonfinite(tree, name: str = "") -> str | None:
+    """The name (``model``, ``optimizer``, ...) of the first floating-point tensor in ``tree`` (a tensor or nested
+    dicts, lists and tuples of them) that holds a NaN or an infinity; None if there is none."""
+    if isinstance(tree, torch.Tensor):
+        return name if tree.is_floating_point() and not bool(torch.isfinite(tree).all()) else None
+    items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, (list, tuple)) else ()
+    for key, value in items:
+        found = nonfinite(value, f"{name}.{key}" if name else str(key))
+        if found is not None:
+            return found
+    return None
