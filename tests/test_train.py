@@ -571,6 +571,31 @@ def test_nonfinite_weights_are_never_written(photos, tmp_path):
     assert run_files(out) == before
 
 
+def deny_writes(monkeypatch, folder):
+    """``folder`` read-only (mode 555); for root, whom modes do not stop, os.access answers as for any user."""
+    folder.chmod(0o555)
+    if os.geteuid() == 0:
+        real = os.access
+        monkeypatch.setattr(os, "access", lambda path, mode, **kw: (not (mode & os.W_OK and Path(path).resolve()
+                                                                         .is_relative_to(folder.resolve()))
+                                                                    and real(path, mode, **kw)))
+
+
+@pytest.mark.parametrize("where", ["inside", "itself"])
+def test_read_only_out_is_one_line(photos, tmp_path, monkeypatch, where):
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    out = folder / "run" if where == "inside" else folder
+    deny_writes(monkeypatch, folder)
+    try:
+        message = train_error(["--data", str(photos / "train"), "--out", str(out), *TINY_ARGV])
+        assert message == (f"error: cannot write the run into {out}: Permission denied"
+                           + (f" ({folder} is the nearest folder that exists)" if where == "inside" else ""))
+        assert list(folder.iterdir()) == []
+    finally:
+        folder.chmod(0o755)
+
+
 @pytest.mark.parametrize("flag, text, value", [
     ("--checkpoint-every", "0", 0), ("--log-every", "0", 0), ("--val-every", "0", 0), ("--gamma", "-1", -1.0),
     ("--gamma", "0", 0.0), ("--workers", "-1", -1), ("--lr", "0", 0.0), ("--lr", "-0.1", -0.1),
@@ -632,6 +657,33 @@ def test_user_errors_are_one_line_without_a_traceback(photos, tmp_path):
         assert result.returncode != 0 and result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, \
             result.stderr[-2000:]
     assert not (tmp_path / "run").exists()
+
+
+def test_full_disk_at_a_checkpoint_keeps_the_one_before(photos, tmp_path, monkeypatch):
+    import errno
+
+    real_save, saves = torch.save, []
+
+    def save_until_the_disk_is_full(obj, f, *args, **kwargs):
+        saves.append(1)
+        if len(saves) == 1:
+            return real_save(obj, f, *args, **kwargs)
+        f.write(b"\0" * 1000)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    out = tmp_path / "full"
+    monkeypatch.setattr(torch, "save", save_until_the_disk_is_full)
+    argv = ["train", "--data", str(photos / "train"), "--out", str(out), *TINY_ARGV, "--checkpoint-every", "2"]
+    before = None
+    with pytest.raises(SystemExit) as caught:
+        main(argv)
+    assert caught.value.code == (f"error: cannot write {out / STATE_FILE}: No space left on device; the last "
+                                 f"checkpoint, {out / STATE_FILE} (step 2), is intact: --resume continues it")
+    monkeypatch.undo()
+    before = torch.load(out / STATE_FILE, weights_only=True)
+    assert before["step"] == 2 and not (out / PREVIOUS_STATE_FILE).exists() and not list(out.glob(".*.tmp"))
+    assert not (out / "model.safetensors").exists()
+    assert main(argv + ["--resume"]) == 0 and torch.load(out / STATE_FILE, weights_only=True)["step"] == 6
 
 
 # -- eval ----------------------------------------------------------------------------------------------

@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         cfg = load_config(args.config, overrides)
         final = Trainer(cfg, resume=args.resume).fit()
-    except ValueError as exc:
+    except (ValueError, OSError) as exc:  # the library's errors are one line each
         raise SystemExit(f"error: {exc}") from None
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"trained {cfg.steps} steps; weights in {final}")

@@ -20,7 +20,8 @@ refused unless ``--resume`` continues it.
 Nothing is lost, nothing is silent. Every option is checked before anything is created. A run stops at the first
 loss or gradient that is not finite (a diverged run; with the fp16 gradient scaler, which skips such steps, at
 a non-finite loss), before the optimiser step, naming the step and its last checkpoint; no file with a NaN or an
-infinity is ever written.
+infinity is ever written. A file that cannot be written (a full disk) stops the run with one line naming it, the
+checkpoint before it intact.
 
 Every training (and validation) image is decoded and checked once at start-up (readable, 8 bits per channel,
 sizes); one report names every unusable file, which is then skipped (``--strict``: an error). An image that
@@ -57,11 +58,13 @@ from .state import (
     RUN_FILES,
     STATE_FILE,
     TrainingDiverged,
+    check_writable,
     free_name,
     nonfinite,
     previous_hint,
     read_state,
     write_state,
+    writing,
 )
 
 LOG_FIELDS = ("step", "loss", "lr", "val_psnr_y", "val_ssim_y")
@@ -95,6 +98,7 @@ class Trainer:
         self.skipped: set[str] = set()
         self.stop_signal = None
         self._join_processes()
+        check_writable(self.out)
         state_path, state = self._state_to_resume(resume)
         torch.manual_seed(cfg.seed)
         self._build_model(fresh=state is None)
@@ -217,16 +221,26 @@ class Trainer:
                 "scaler": self.scaler.state_dict(), "best_val_psnr_y": self.best_psnr_y}
 
     def save_state(self) -> None:
-        """Write the checkpoint (rank 0); a TrainingDiverged error instead if it holds a NaN or an infinity."""
+        """Write the checkpoint (rank 0); a TrainingDiverged error instead if it holds a NaN or an infinity, and a
+        RunWriteError if it cannot be written, the checkpoint before it left as it was."""
         if self.rank == 0:
             state = self.state()
             bad = nonfinite({key: state[key] for key in ("model", "ema", "optimizer")})
             if bad is not None:
                 raise TrainingDiverged(f"training diverged by step {self.step}: {bad} is not finite; "
                                        f"{self._last_good()}")
-            write_state(state, self.out)
+            with writing(self.out / STATE_FILE, self._last_checkpoint()):
+                write_state(state, self.out)
         self.saved_step = self.step
         self.checkpoint = self.out / STATE_FILE
+
+    def _last_checkpoint(self) -> str:
+        """Where the run can continue from, for a message."""
+        if self.checkpoint is None:
+            first = min(self.cfg.checkpoint_every, self.cfg.steps)
+            return f"no checkpoint of the run was written yet (the first is due at step {first})"
+        resume = "--resume" if self.checkpoint == self.out / STATE_FILE else f"--resume {self.checkpoint}"
+        return f"the last checkpoint, {self.checkpoint} (step {self.saved_step}), is intact: {resume} continues it"
 
     def _last_good(self) -> str:
         """What is kept of a diverged run and how to go on, for a message."""
@@ -243,7 +257,8 @@ class Trainer:
         if bad is not None:
             raise TrainingDiverged(f"training diverged by step {self.step}: the weight {bad} is not finite; "
                                    f"{path.name} was not written; {self._last_good()}")
-        save_model(model, path)
+        with writing(path, self._last_checkpoint()):
+            save_model(model, path)
 
     def _load(self, state: dict, path: Path) -> None:
         if state["config"] != self.model.config.to_dict():
@@ -349,7 +364,8 @@ class Trainer:
     def fit(self) -> Path:
         cfg = self.cfg
         if self.set_aside and self.rank == 0:
-            os.replace(*self.set_aside)
+            with writing(self.set_aside[1]):
+                os.replace(*self.set_aside)
             self.notes.insert(0, f"the newer {self.set_aside[0]} was moved to {self.set_aside[1]}")
         log = RunLog(self.out, enabled=self.rank == 0)
         log.note(f"{'continuing' if self.step else 'starting'} x{cfg.scale} training to step {cfg.steps}: "
@@ -427,17 +443,20 @@ class Trainer:
 
 class RunLog:
     """log.csv (a row every log_every steps), events.log (notes) and TensorBoard events if available; on
-    rank 0, appended to on resume. Notes also go to stderr."""
+    rank 0, appended to on resume. Notes also go to stderr. A file that cannot be written is a RunWriteError
+    naming it."""
 
     def __init__(self, out: Path, enabled: bool):
         self.enabled = enabled
         self.writer = None
         if not enabled:
             return
-        out.mkdir(parents=True, exist_ok=True)
         self.path, self.events = out / "log.csv", out / "events.log"
-        if not self.path.exists():
-            self.path.write_text(",".join(LOG_FIELDS) + "\n")
+        with writing(out):
+            out.mkdir(parents=True, exist_ok=True)
+        with writing(self.path):
+            if not self.path.exists():
+                self.path.write_text(",".join(LOG_FIELDS) + "\n")
         try:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -448,7 +467,7 @@ class RunLog:
     def write(self, step: int, row: dict) -> None:
         if not self.enabled:
             return
-        with self.path.open("a") as f:
+        with writing(self.path), self.path.open("a") as f:
             f.write(",".join(str(row.get(k, "")) if k != "step" else str(step) for k in LOG_FIELDS) + "\n")
         if self.writer is not None:
             for key, value in row.items():
@@ -463,7 +482,7 @@ class RunLog:
             tqdm.write(message, file=sys.stderr)
         if self.enabled:
             stamp = datetime.datetime.now().isoformat(timespec="seconds")
-            with self.events.open("a") as f:
+            with writing(self.events), self.events.open("a") as f:
                 f.write(f"{stamp} {message}\n")
 
     def close(self) -> None:
