@@ -176,7 +176,7 @@ def test_warmup_rises_linearly_then_follows_the_milestones(photos, tmp_path):
     # the lr after each of the 6 steps, i.e. the one the next step uses: 2/3, 1, 1, then x0.2 at 4 and at 5
     assert logged == pytest.approx([0.01 * 2 / 3, 0.01, 0.01, 0.002, 0.0004, 0.0004])
     with pytest.raises(ValueError, match="trained with --warmup 3, not 0"):
-        Trainer(config(photos, out, steps=8), resume=True)
+        Trainer(config(photos, out, lr=0.01, steps=8), resume=True)
     with pytest.raises(ValueError, match="warmup must be 0 or more"):
         load_config(None, {"data": str(photos / "train"), "warmup": -1})
 
@@ -469,7 +469,7 @@ def test_sigterm_saves_the_state_and_resume_continues(photos, tmp_path):
     saved = torch.load(out / STATE_FILE, weights_only=True)["step"]
     assert saved >= 3 and "stopped by SIGTERM at step" in (out / "events.log").read_text()
     assert "Traceback" not in err
-    run = Trainer(config(photos, out, steps=saved + 1), resume=True)
+    run = Trainer(config(photos, out, steps=saved + 1, milestones=None), resume=True)  # the run's milestones
     assert run.step == saved
 
 
@@ -657,6 +657,47 @@ def test_user_errors_are_one_line_without_a_traceback(photos, tmp_path):
         assert result.returncode != 0 and result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, \
             result.stderr[-2000:]
     assert not (tmp_path / "run").exists()
+
+
+def test_resume_refuses_options_that_change_the_run(photos, tmp_path):
+    out = tmp_path / "r"
+    Trainer(config(photos, out, steps=3)).fit()
+    with pytest.raises(ValueError) as caught:
+        Trainer(config(photos, out, lr=0.01, batch=2, patch=6, loss="l2"), resume=True)
+    assert str(caught.value) == (f"--resume: {out / STATE_FILE} was trained with --patch 8, not 6; --batch 4, not 2; "
+                                 f"--loss l1, not l2; --lr 0.001, not 0.01: a continued run keeps these options (drop "
+                                 f"them, or start a new run in another --out, e.g. with --init {out / STATE_FILE} to "
+                                 f"start from its weights)")
+    with pytest.raises(ValueError, match="--milestones 4,5, not unset; --ema 0.0, not 0.5"):
+        Trainer(config(photos, out, milestones=None, ema=0.5), resume=True)
+    # what does not change the course may: more steps, the intervals, the workers
+    resumed = Trainer(config(photos, out, steps=5, log_every=1, checkpoint_every=1, workers=1), resume=True)
+    resumed.fit()
+    assert resumed.step == 5 and "continuing to step 5, not 3; the lr milestones stay at steps 4, 5" in \
+        (out / "events.log").read_text()
+
+
+def test_resume_drops_the_rows_and_files_of_a_killed_process(photos, tmp_path):
+    out = tmp_path / "r"
+    straight = tmp_path / "straight"
+    Trainer(config(photos, straight, log_every=1)).fit()
+    Trainer(config(photos, out, log_every=1)).fit()
+    # as a process killed at step 7 leaves it: the checkpoint of step 3, rows after it, one cut short, and
+    # temporary files
+    os.replace(out / PREVIOUS_STATE_FILE, out / STATE_FILE)
+    with (out / "log.csv").open("a") as f:
+        f.write("7,0.1")
+    with (out / "events.log").open("a") as f:
+        f.write("2026-01-01T00:00:00 a note cut sh")
+    for name in (f".{STATE_FILE}.k1ll3d.tmp", ".log.csv.k1ll3d.tmp", ".model.safetensors.k1ll3d.tmp"):
+        (out / name).write_bytes(b"partial")
+    Trainer(config(photos, out, log_every=1), resume=True).fit()
+    assert [row.split(",")[:2] for row in (out / "log.csv").read_text().splitlines()] == \
+        [row.split(",")[:2] for row in (straight / "log.csv").read_text().splitlines()]
+    assert not list(out.glob(".*.tmp"))
+    events = (out / "events.log").read_text()
+    assert "log.csv: dropped 4 rows written after step 3" in events and "removed 3 temporary files" in events
+    assert "a note cut sh\n" in events  # the next note starts on a line of its own
 
 
 def test_full_disk_at_a_checkpoint_keeps_the_one_before(photos, tmp_path, monkeypatch):

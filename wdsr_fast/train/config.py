@@ -200,6 +200,30 @@ def _flag(name: str) -> str:
     return f"--{name.replace('_', '-')}"
 
 
+# The options that set a run's course (the weights it arrives at): a continued run (--resume) keeps the saved
+# ones. The architecture (--preset, --scale, --model, --init) is checked as the model itself; the others (--steps,
+# to extend a run, the intervals, --workers, --device, --strict, the folders) may change.
+COURSE = ("patch", "batch", "patches_per_image", "loss", "lr", "warmup", "milestones", "gamma", "ema", "autocast",
+          "seed")
+
+
+def course_changes(saved: dict, cfg: TrainConfig) -> list[str]:
+    """The options in ``COURSE`` on which ``cfg`` differs from ``saved`` (a run's stored ``train_config``; an
+    option it lacks, from before the option existed, counts as its default), each as "--lr 0.01, not 0.001"."""
+    def shown(value) -> str:
+        if value is None:
+            return "unset"
+        return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+
+    defaults = TrainConfig()
+    changes = []
+    for name in COURSE:
+        before, now = saved.get(name, getattr(defaults, name)), getattr(cfg, name)
+        if before != now:
+            changes.append(f"{_flag(name)} {shown(before)}, not {shown(now)}")
+    return changes
+
+
 ARCHITECTURE = ("variant", "n_feats", "n_resblocks", "wide_feats", "low_rank_feats", "res_scale")
 
 

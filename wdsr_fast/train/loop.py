@@ -21,7 +21,9 @@ Nothing is lost, nothing is silent. Every option is checked before anything is c
 loss or gradient that is not finite (a diverged run; with the fp16 gradient scaler, which skips such steps, at
 a non-finite loss), before the optimiser step, naming the step and its last checkpoint; no file with a NaN or an
 infinity is ever written. A file that cannot be written (a full disk) stops the run with one line naming it, the
-checkpoint before it intact.
+checkpoint before it intact. ``--resume`` refuses options that would change the run's course (``COURSE`` in
+``config``), drops the ``log.csv`` rows a killed process wrote after the checkpoint it continues from, and
+removes the temporary files killed processes left.
 
 Every training (and validation) image is decoded and checked once at start-up (readable, 8 bits per channel,
 sizes); one report names every unusable file, which is then skipped (``--strict``: an error). An image that
@@ -50,8 +52,9 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
+from ..io.atomic import write_text
 from ..model import WDSR, load_model, save_model
-from .config import AUTOCAST_DTYPES, LOSSES, TrainConfig, fine_tune_config, transferable_weights
+from .config import AUTOCAST_DTYPES, LOSSES, TrainConfig, course_changes, fine_tune_config, transferable_weights
 from .data import PatchDataset, find_pairs, split_usable
 from .state import (
     PREVIOUS_STATE_FILE,
@@ -63,6 +66,7 @@ from .state import (
     nonfinite,
     previous_hint,
     read_state,
+    remove_run_leftovers,
     write_state,
     writing,
 )
@@ -100,6 +104,8 @@ class Trainer:
         self._join_processes()
         check_writable(self.out)
         state_path, state = self._state_to_resume(resume)
+        if state_path is not None and state is not None:
+            self._check_course(state, state_path)
         torch.manual_seed(cfg.seed)
         self._build_model(fresh=state is None)
         self._build_optimisation()
@@ -108,6 +114,7 @@ class Trainer:
             self._load(state, state_path)
         self.saved_step = self.step
         self.checkpoint = state_path  # the state file holding step saved_step (None before the first)
+        self.resumed_at = self.step if state is not None else None
         if self.world > 1:
             torch.distributed.barrier()  # every rank has checked the folder before rank 0 writes into it
 
@@ -201,6 +208,27 @@ class Trainer:
             self.set_aside = (state_path, free_name(state_path))
         return chosen, read_state(chosen)
 
+    def _check_course(self, state: dict, path: Path) -> None:
+        """An error naming each option that would change the course of the run continued from ``state``; notes
+        for the changes it takes (more steps, other folders)."""
+        saved = state.get("train_config")
+        if not isinstance(saved, dict):
+            self.notes.append(f"{path} holds no options to compare (an old state file): the run goes on with these")
+            return
+        changes = course_changes(saved, self.cfg)
+        if changes:
+            raise ValueError(f"--resume: {path} was trained with {'; '.join(changes)}: a continued run keeps these "
+                             f"options (drop them, or start a new run in another --out, e.g. with --init {path} "
+                             f"to start from its weights)")
+        if saved.get("steps", self.cfg.steps) != self.cfg.steps:
+            milestones = saved.get("milestones") or [saved["steps"] * 2 // 3, saved["steps"] * 5 // 6]
+            self.notes.append(f"continuing to step {self.cfg.steps}, not {saved['steps']}; the lr milestones stay "
+                              f"at steps {', '.join(map(str, milestones))}")
+        for name in ("data", "val_data"):
+            if saved.get(name, getattr(self.cfg, name)) != getattr(self.cfg, name):
+                self.notes.append(f"--{name.replace('_', '-')} is now {getattr(self.cfg, name)} (the run was "
+                                  f"trained on {saved[name]})")
+
     def _usable(self, pairs: list, patch: int | None, what: str) -> list:
         """The pairs that pass the start-up check; the others are reported (and, with --strict, an error)."""
         usable, reasons = split_usable(pairs, self.cfg.scale, patch)
@@ -265,9 +293,6 @@ class Trainer:
             raise ValueError(f"--resume: {path} holds a different model ({state['config']})")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        saved_warmup = state.get("train_config", {}).get("warmup", 0)
-        if saved_warmup != self.cfg.warmup:
-            raise ValueError(f"--resume: {path} was trained with --warmup {saved_warmup}, not {self.cfg.warmup}")
         self.scheduler.load_state_dict(state["scheduler"])
         if self.ema is not None and state["ema"] is not None:
             self.ema.load_state_dict(state["ema"])
@@ -367,9 +392,17 @@ class Trainer:
             with writing(self.set_aside[1]):
                 os.replace(*self.set_aside)
             self.notes.insert(0, f"the newer {self.set_aside[0]} was moved to {self.set_aside[1]}")
-        log = RunLog(self.out, enabled=self.rank == 0)
+        log = RunLog(self.out, enabled=self.rank == 0, resumed_at=self.resumed_at)
         log.note(f"{'continuing' if self.step else 'starting'} x{cfg.scale} training to step {cfg.steps}: "
                  f"{json.dumps(dataclasses.asdict(cfg))}")
+        if log.dropped:
+            log.note(f"log.csv: dropped {log.dropped} rows written after step {self.step} by a process that stopped "
+                     f"without a checkpoint (they are written again)")
+        if self.rank == 0:
+            leftovers = remove_run_leftovers(self.out)
+            if leftovers:
+                log.note(f"removed {len(leftovers)} temporary files left by killed processes: "
+                         f"{', '.join(p.name for p in leftovers)}")
         for note in self.notes:
             log.note(note)
         losses = []
@@ -443,26 +476,51 @@ class Trainer:
 
 class RunLog:
     """log.csv (a row every log_every steps), events.log (notes) and TensorBoard events if available; on
-    rank 0, appended to on resume. Notes also go to stderr. A file that cannot be written is a RunWriteError
-    naming it."""
+    rank 0, appended to on resume (``resumed_at``: the step continued from), the rows after that step, which a
+    killed process wrote, dropped (``dropped``: how many). Notes also go to stderr. A file that cannot be written
+    is a RunWriteError naming it."""
 
-    def __init__(self, out: Path, enabled: bool):
+    def __init__(self, out: Path, enabled: bool, resumed_at: int | None = None):
         self.enabled = enabled
         self.writer = None
+        self.dropped = 0
         if not enabled:
             return
         self.path, self.events = out / "log.csv", out / "events.log"
         with writing(out):
             out.mkdir(parents=True, exist_ok=True)
         with writing(self.path):
-            if not self.path.exists():
+            if not self.path.exists() or not self.path.read_text().strip():
                 self.path.write_text(",".join(LOG_FIELDS) + "\n")
+            elif resumed_at is not None:
+                self.dropped = self._keep_through(resumed_at)
+        with writing(self.events):
+            if self.events.exists() and self.events.stat().st_size:
+                with self.events.open("rb+") as f:
+                    f.seek(-1, os.SEEK_END)
+                    if f.read(1) != b"\n":
+                        f.write(b"\n")  # a line cut short by a killed process stays apart from the next
         try:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(str(out))
+            self.writer = SummaryWriter(str(out), purge_step=None if resumed_at is None else resumed_at + 1)
         except ImportError:
             pass
+
+    def _keep_through(self, step: int) -> int:
+        """Drop the rows of log.csv after ``step``, and a last row cut short; returns how many were dropped."""
+        lines = self.path.read_text().splitlines(keepends=True)
+
+        def after(line: str) -> bool:
+            try:
+                return int(line.split(",", 1)[0]) > step
+            except ValueError:
+                return False  # the header, or a row this version did not write: kept
+
+        kept = [line for line in lines if line.endswith("\n") and not after(line)]
+        if len(kept) != len(lines):
+            write_text(self.path, "".join(kept))
+        return len(lines) - len(kept)
 
     def write(self, step: int, row: dict) -> None:
         if not self.enabled:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from ..io.atomic import atomic_path
+from ..io.atomic import atomic_path, remove_leftovers
 from ..model import WDSR, WDSRConfig
 
 STATE_FILE = "train_state.pt"
@@ -123,6 +123,12 @@ def check_writable(out: Path) -> None:
             read_only = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
         reason = os.strerror(errno.EROFS if read_only else errno.EACCES)
         raise ValueError(f"cannot write the run into {out}: {reason}{where}")
+
+
+def remove_run_leftovers(out: Path) -> list[Path]:
+    """The temporary files of the run's files that killed processes left behind, removed (never one a live
+    process is writing)."""
+    return [leftover for name in RUN_FILES for leftover in remove_leftovers(out / name)]
 
 
 def nonfinite(tree, name: str = "") -> str | None:
