@@ -1,6 +1,7 @@
 """Datasets, training (exact resume, runs never destroyed, bad data, fine-tuning, fp16 scaler, validation,
 DDP on CPU), and the eval command."""
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -175,13 +176,13 @@ def test_warmup_rises_linearly_then_follows_the_milestones(photos, tmp_path):
     # the lr after each of the 6 steps, i.e. the one the next step uses: 2/3, 1, 1, then x0.2 at 4 and at 5
     assert logged == pytest.approx([0.01 * 2 / 3, 0.01, 0.01, 0.002, 0.0004, 0.0004])
     with pytest.raises(ValueError, match="trained with --warmup 3, not 0"):
-        Trainer(config(photos, out, steps=8), resume=True)
+        Trainer(config(photos, out, lr=0.01, steps=8), resume=True)
     with pytest.raises(ValueError, match="warmup must be 0 or more"):
         load_config(None, {"data": str(photos / "train"), "warmup": -1})
 
 
 def test_l2_loss_is_the_mean_squared_error_of_the_batch(photos, tmp_path):
-    run = Trainer(config(photos, tmp_path / "run", loss="l2", lr=0.0, log_every=1, steps=1))
+    run = Trainer(config(photos, tmp_path / "run", loss="l2", log_every=1, steps=1))  # step 1's loss: before its update
     lr, hr = next(run.batches())[:2]
     with torch.no_grad():
         range_ = run.model.config.rgb_range
@@ -377,7 +378,7 @@ def test_init_from_other_layouts_and_scales(photos, tmp_path):
     assert "fresh: skip, tail" in (tmp_path / "c" / "events.log").read_text()
     assert state["tail.0.weight_v"].shape[0] == 27
     assert not torch.equal(state["head.0.weight_v"], start.state_dict()["head.0.weight_v"])  # trained on
-    untrained = Trainer(config(photos, tmp_path / "d", scale=3, init=str(weights), steps=1, lr=0.0))
+    untrained = Trainer(config(photos, tmp_path / "d", scale=3, init=str(weights), steps=1))  # not trained at all
     assert torch.equal(untrained.model.state_dict()["body.0.body.0.weight_v"],
                        start.state_dict()["body.0.body.0.weight_v"])
 
@@ -468,7 +469,7 @@ def test_sigterm_saves_the_state_and_resume_continues(photos, tmp_path):
     saved = torch.load(out / STATE_FILE, weights_only=True)["step"]
     assert saved >= 3 and "stopped by SIGTERM at step" in (out / "events.log").read_text()
     assert "Traceback" not in err
-    run = Trainer(config(photos, out, steps=saved + 1), resume=True)
+    run = Trainer(config(photos, out, steps=saved + 1, milestones=None), resume=True)  # the run's milestones
     assert run.step == saved
 
 
@@ -500,6 +501,230 @@ def test_config_file_and_errors(photos, tmp_path):
         load_config(path, {})
     with pytest.raises(ValueError, match="no training data"):
         load_config(None, {})
+
+
+# -- nothing lost, nothing silent (issue 26) --------------------------------------------------------
+
+TINY_ARGV = ["--model", '{"n_feats": 8, "n_resblocks": 1}', "--patch", "8", "--batch", "4", "--patches-per-image",
+             "8", "--steps", "6", "--workers", "0", "--device", "cpu"]
+
+
+def train_error(argv) -> str:
+    """The message ``wdsr-fast train ARGV`` exits with: one line, starting "error: "."""
+    with pytest.raises(SystemExit) as caught:
+        main(["train", *argv])
+    message = caught.value.code
+    assert isinstance(message, str) and message.startswith("error: ") and "\n" not in message, message
+    return message
+
+
+def all_finite(path) -> bool:
+    state = torch.load(path, weights_only=True)
+    tensors = [*state["model"].values(), *(v for s in state["optimizer"]["state"].values() for v in s.values())]
+    return all(torch.isfinite(t).all() for t in tensors if t.is_floating_point())
+
+
+def test_diverging_run_stops_at_the_first_nonfinite_step(photos, tmp_path):
+    out = tmp_path / "nan"
+    message = train_error(["--data", str(photos / "train"), "--out", str(out), *TINY_ARGV, "--lr", "1e30",
+                           "--checkpoint-every", "1", "--log-every", "1"])
+    step = int(re.match(r"error: training diverged at step (\d+): the (loss|gradient)", message)[1])
+    assert f"the last good checkpoint is {out / STATE_FILE} (step {step - 1})" in message and "--lr" in message
+    assert torch.load(out / STATE_FILE, weights_only=True)["step"] == step - 1 and all_finite(out / STATE_FILE)
+    assert not (out / "model.safetensors").exists() and "training diverged" in (out / "events.log").read_text()
+    assert len((out / "log.csv").read_text().splitlines()) == step  # the header and the steps before it
+
+
+def test_nan_loss_after_a_checkpoint_keeps_it(photos, tmp_path, monkeypatch):
+    from wdsr_fast.train.config import LOSSES
+
+    calls = []
+
+    def l1_then_nan(output, target):
+        calls.append(1)
+        return torch.nn.functional.l1_loss(output, target) * (torch.nan if len(calls) == 5 else 1.0)
+
+    monkeypatch.setitem(LOSSES, "l1", l1_then_nan)
+    out = tmp_path / "r"
+    run = Trainer(config(photos, out, val_data=str(photos / "val"), val_every=1))
+    with pytest.raises(ValueError, match=f"diverged at step 5: the loss is nan; nothing after step 3 was saved: "
+                                         f"the last good checkpoint is {out / STATE_FILE} \\(step 3\\)"):
+        run.fit()
+    assert torch.load(out / STATE_FILE, weights_only=True)["step"] == 3 and not (out / "model.safetensors").exists()
+    best = load_model(out / "best.safetensors").state_dict()
+    assert all(torch.isfinite(v).all() for v in best.values())
+    assert all(torch.isfinite(p).all() for p in run.model.parameters())  # the bad step was not taken
+
+
+def test_nonfinite_weights_are_never_written(photos, tmp_path):
+    out = tmp_path / "r"
+    run = Trainer(config(photos, out, steps=2, checkpoint_every=1))
+    run.fit()
+    before = run_files(out)
+    with torch.no_grad():
+        run.model.head[0].weight_v[0, 0, 0, 0] = torch.inf
+    with pytest.raises(ValueError, match=r"diverged by step 2: model\.head\.0\.weight_v is not finite; nothing "
+                                         r"after step 2 was saved"):
+        run.save_state()
+    with pytest.raises(ValueError, match="head.0.weight_v is not finite; best.safetensors was not written"):
+        run._write_model(out / "best.safetensors")
+    assert run_files(out) == before
+
+
+def deny_writes(monkeypatch, folder):
+    """``folder`` read-only (mode 555); for root, whom modes do not stop, os.access answers as for any user."""
+    folder.chmod(0o555)
+    if os.geteuid() == 0:
+        real = os.access
+        monkeypatch.setattr(os, "access", lambda path, mode, **kw: (not (mode & os.W_OK and Path(path).resolve()
+                                                                         .is_relative_to(folder.resolve()))
+                                                                    and real(path, mode, **kw)))
+
+
+@pytest.mark.parametrize("where", ["inside", "itself"])
+def test_read_only_out_is_one_line(photos, tmp_path, monkeypatch, where):
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    out = folder / "run" if where == "inside" else folder
+    deny_writes(monkeypatch, folder)
+    try:
+        message = train_error(["--data", str(photos / "train"), "--out", str(out), *TINY_ARGV])
+        assert message == (f"error: cannot write the run into {out}: Permission denied"
+                           + (f" ({folder} is the nearest folder that exists)" if where == "inside" else ""))
+        assert list(folder.iterdir()) == []
+    finally:
+        folder.chmod(0o755)
+
+
+@pytest.mark.parametrize("flag, text, value", [
+    ("--checkpoint-every", "0", 0), ("--log-every", "0", 0), ("--val-every", "0", 0), ("--gamma", "-1", -1.0),
+    ("--gamma", "0", 0.0), ("--workers", "-1", -1), ("--lr", "0", 0.0), ("--lr", "-0.1", -0.1),
+    ("--lr", "nan", float("nan")), ("--lr", "inf", float("inf")), ("--ema", "1", 1.0), ("--ema", "-0.5", -0.5),
+    ("--patches-per-image", "0", 0), ("--steps", "0", 0), ("--milestones", "4,x", [4, "x"]), ("--seed", "-1", -1)])
+def test_bad_option_writes_nothing(photos, tmp_path, flag, text, value):
+    out = tmp_path / "run"
+    message = train_error(["--data", str(photos / "train"), "--out", str(out), *TINY_ARGV, flag, text])
+    assert message.startswith(f"error: {flag} must be") and text in message
+    assert not out.exists()
+    if flag == "--checkpoint-every":  # the corrected retry into the same --out runs
+        assert main(["train", "--data", str(photos / "train"), "--out", str(out), *TINY_ARGV]) == 0
+    with pytest.raises(ValueError, match=f"{flag} must be"):  # the Python API checks the same, as early
+        Trainer(config(photos, tmp_path / "api", **{flag[2:].replace("-", "_"): value}))
+    assert not (tmp_path / "api").exists()
+
+
+@pytest.mark.parametrize("model, expected", [
+    ('{"foo": 1}', "error: --model: unknown key foo; the known keys: block_feats, expansion, low_rank, n_feats, "),
+    ('[1, 2]', "error: --model must be a JSON object (a mapping of WDSR keyword overrides"),
+    ('{"n_feats": 8', "error: --model {\"n_feats\": 8: not valid JSON (Expecting ',' delimiter: line 1 column 14"),
+    ('{"n_feats": "x"}', "error: --model {\"n_feats\": \"x\"}: n_feats must be a positive integer, got 'x'"),
+    ('{"scale": 3}', "error: --model: unknown key scale (give --scale instead)")])
+def test_model_option_errors(photos, tmp_path, model, expected):
+    argv = ["--data", str(photos / "train"), "--out", str(tmp_path / "run"), *TINY_ARGV]
+    argv[argv.index("--model") + 1] = model
+    assert train_error(argv).startswith(expected)
+    assert not (tmp_path / "run").exists()
+
+
+def test_config_file_errors_name_the_file_and_line(photos, tmp_path):
+    path = tmp_path / "train.yaml"
+    argv = ["--config", str(path), "--out", str(tmp_path / "run")]
+    path.write_text(f"data: {photos / 'train'}\nsteps: [1, 2\n")
+    assert train_error(argv) == (f"error: --config {path}: line 3, column 1: not valid YAML: expected ',' or ']', but "
+                                 f"got '<stream end>' (while parsing a flow sequence at line 2)")
+    path.write_text("data: a: b\n")
+    assert train_error(argv).startswith(f"error: --config {path}: line 1, column 8: not valid YAML: mapping values")
+    path.write_text("- 1\n- 2\n")
+    assert train_error(argv) == (f"error: --config {path}: expected a mapping of options (one `name: value` a line), "
+                                 f"got a list ([1, 2])")
+    path.write_text("steps: six\n")
+    assert train_error(argv + ["--data", str(photos / "train")]) == "error: --steps must be a whole number, got a " \
+                                                                    "string ('six')"
+    assert train_error(["--config", str(tmp_path / "missing.yaml")]) == \
+        f"error: --config {tmp_path / 'missing.yaml'}: no such file"
+    path.write_text(f"data: {photos / 'train'}\nlr: 1e-3\nmilestones: 4,5\nmodel: '{{\"n_feats\": 8}}'\n")
+    cfg = load_config(path, {})  # YAML reads 1e-3 (no dot) as text; a flag's forms are understood
+    assert cfg.lr == 0.001 and cfg.milestones == [4, 5] and cfg.model == {"n_feats": 8}
+    assert not (tmp_path / "run").exists()
+
+
+def test_user_errors_are_one_line_without_a_traceback(photos, tmp_path):
+    (tmp_path / "bad.yaml").write_text("data: [\n")
+    for argv in (["--config", str(tmp_path / "bad.yaml")],
+                 ["--data", str(photos / "train"), "--out", str(tmp_path / "run"), "--checkpoint-every", "0"]):
+        result = subprocess.run([sys.executable, "-m", "wdsr_fast", "train", *argv], capture_output=True, text=True,
+                                timeout=120)
+        assert result.returncode != 0 and result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, \
+            result.stderr[-2000:]
+    assert not (tmp_path / "run").exists()
+
+
+def test_resume_refuses_options_that_change_the_run(photos, tmp_path):
+    out = tmp_path / "r"
+    Trainer(config(photos, out, steps=3)).fit()
+    with pytest.raises(ValueError) as caught:
+        Trainer(config(photos, out, lr=0.01, batch=2, patch=6, loss="l2"), resume=True)
+    assert str(caught.value) == (f"--resume: {out / STATE_FILE} was trained with --patch 8, not 6; --batch 4, not 2; "
+                                 f"--loss l1, not l2; --lr 0.001, not 0.01: a continued run keeps these options (drop "
+                                 f"them, or start a new run in another --out, e.g. with --init {out / STATE_FILE} to "
+                                 f"start from its weights)")
+    with pytest.raises(ValueError, match="--milestones 4,5, not unset; --ema 0.0, not 0.5"):
+        Trainer(config(photos, out, milestones=None, ema=0.5), resume=True)
+    # what does not change the course may: more steps, the intervals, the workers
+    resumed = Trainer(config(photos, out, steps=5, log_every=1, checkpoint_every=1, workers=1), resume=True)
+    resumed.fit()
+    assert resumed.step == 5 and "continuing to step 5, not 3; the lr milestones stay at steps 4, 5" in \
+        (out / "events.log").read_text()
+
+
+def test_resume_drops_the_rows_and_files_of_a_killed_process(photos, tmp_path):
+    out = tmp_path / "r"
+    straight = tmp_path / "straight"
+    Trainer(config(photos, straight, log_every=1)).fit()
+    Trainer(config(photos, out, log_every=1)).fit()
+    # as a process killed at step 7 leaves it: the checkpoint of step 3, rows after it, one cut short, and
+    # temporary files
+    os.replace(out / PREVIOUS_STATE_FILE, out / STATE_FILE)
+    with (out / "log.csv").open("a") as f:
+        f.write("7,0.1")
+    with (out / "events.log").open("a") as f:
+        f.write("2026-01-01T00:00:00 a note cut sh")
+    for name in (f".{STATE_FILE}.k1ll3d.tmp", ".log.csv.k1ll3d.tmp", ".model.safetensors.k1ll3d.tmp"):
+        (out / name).write_bytes(b"partial")
+    Trainer(config(photos, out, log_every=1), resume=True).fit()
+    assert [row.split(",")[:2] for row in (out / "log.csv").read_text().splitlines()] == \
+        [row.split(",")[:2] for row in (straight / "log.csv").read_text().splitlines()]
+    assert not list(out.glob(".*.tmp"))
+    events = (out / "events.log").read_text()
+    assert "log.csv: dropped 4 rows written after step 3" in events and "removed 3 temporary files" in events
+    assert "a note cut sh\n" in events  # the next note starts on a line of its own
+
+
+def test_full_disk_at_a_checkpoint_keeps_the_one_before(photos, tmp_path, monkeypatch):
+    import errno
+
+    real_save, saves = torch.save, []
+
+    def save_until_the_disk_is_full(obj, f, *args, **kwargs):
+        saves.append(1)
+        if len(saves) == 1:
+            return real_save(obj, f, *args, **kwargs)
+        f.write(b"\0" * 1000)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    out = tmp_path / "full"
+    monkeypatch.setattr(torch, "save", save_until_the_disk_is_full)
+    argv = ["train", "--data", str(photos / "train"), "--out", str(out), *TINY_ARGV, "--checkpoint-every", "2"]
+    before = None
+    with pytest.raises(SystemExit) as caught:
+        main(argv)
+    assert caught.value.code == (f"error: cannot write {out / STATE_FILE}: No space left on device; the last "
+                                 f"checkpoint, {out / STATE_FILE} (step 2), is intact: --resume continues it")
+    monkeypatch.undo()
+    before = torch.load(out / STATE_FILE, weights_only=True)
+    assert before["step"] == 2 and not (out / PREVIOUS_STATE_FILE).exists() and not list(out.glob(".*.tmp"))
+    assert not (out / "model.safetensors").exists()
+    assert main(argv + ["--resume"]) == 0 and torch.load(out / STATE_FILE, weights_only=True)["step"] == 6
 
 
 # -- eval ----------------------------------------------------------------------------------------------

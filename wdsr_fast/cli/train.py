@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 from pathlib import Path
 
@@ -30,11 +29,9 @@ def add_parser(subparsers) -> None:
         help_text = f"{field.metadata['help']} (default: {shown})"
         if field.name == "strict":
             parser.add_argument(flag, dest=field.name, action="store_true", default=None, help=help_text)
-        elif field.name == "milestones":
-            parser.add_argument(flag, dest=field.name, type=lambda s: [int(v) for v in s.split(",")],
-                                help=help_text, metavar="STEP,STEP")
-        elif field.name == "model":
-            parser.add_argument(flag, dest=field.name, type=json.loads, help=help_text, metavar="JSON")
+        elif field.name in ("milestones", "model"):  # text, read by load_config (so is a YAML file's)
+            parser.add_argument(flag, dest=field.name, help=help_text,
+                                metavar="STEP,STEP" if field.name == "milestones" else "JSON")
         else:
             choices = {"scale": (2, 3, 4), "preset": sorted(PRESETS), "autocast": sorted(AUTOCAST_DTYPES),
                        "loss": sorted(LOSSES), "device": ("cpu", "cuda")}.get(field.name)
@@ -51,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         cfg = load_config(args.config, overrides)
         final = Trainer(cfg, resume=args.resume).fit()
-    except ValueError as exc:
+    except (ValueError, OSError) as exc:  # the library's errors are one line each
         raise SystemExit(f"error: {exc}") from None
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"trained {cfg.steps} steps; weights in {final}")

@@ -2,13 +2,16 @@
 flags, and checked before anything is written."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
+import math
 from pathlib import Path
 
 import torch
 from torch.nn import functional as F
 
-from ..model import PRESETS, WDSR, WDSRConfig
+from ..model import PRESETS, SCALES, WDSR, WDSRConfig
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 LOSSES = {"l1": F.l1_loss, "l2": F.mse_loss}
@@ -43,14 +46,15 @@ class TrainConfig:
     steps: int = option(300_000, "optimiser steps in all")
     loss: str = option("l1", "pixel loss on [0, 1] images: l1 (the paper's) or l2 (mean squared error, what PSNR "
                              "measures)")
-    lr: float = option(1e-3, "Adam learning rate")
+    lr: float = option(1e-3, "Adam learning rate (positive); a run whose loss or gradients stop being finite "
+                             "stops, its last checkpoint kept")
     warmup: int = option(0, "steps over which the lr rises linearly from lr/warmup to lr (0: none), e.g. for a "
                             "fine-tune from trained weights (--init), whose optimiser starts afresh")
     milestones: list[int] | None = option(None, "comma-separated steps at which the lr is multiplied by --gamma",
                                           shown="2/3 and 5/6 of --steps")
-    gamma: float = option(0.2, "lr factor at each milestone")
+    gamma: float = option(0.2, "lr factor at each milestone (positive)")
     ema: float = option(0.0, "decay of an exponential moving average of the weights, which are then the ones saved "
-                             "(0: off), e.g. 0.999")
+                             "(0: off; below 1), e.g. 0.999")
     autocast: str | None = option(None, "mixed precision: bf16, or fp16 with a gradient scaler", shown="none, fp32")
     workers: int = option(2, "data loader worker processes (0: load in the training process)")
     seed: int = option(0, "seed of the initialisation and of the patches")
@@ -67,29 +71,157 @@ class TrainConfig:
             raise ValueError(f"unknown preset {self.preset!r}; choose one of {sorted(PRESETS)}")
         return WDSRConfig(**{**PRESETS[self.preset], "scale": self.scale, **self.model})
 
+    def check(self) -> None:
+        """A one-line ValueError naming the first option with a value that cannot run (a wrong type, out of
+        range, an unknown name); run before anything is created, so that a corrected retry is never refused."""
+        for field in dataclasses.fields(self):
+            value, kinds = getattr(self, field.name), FIELD_KINDS[str(field.type)]
+            if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+                raise ValueError(f"{_flag(field.name)} must be {FIELD_KIND_NAMES[str(field.type)]}, got "
+                                 f"{_kind(value)}")
+        if not self.data:
+            raise ValueError("no training data: give --data DIR (or `data:` in the config file)")
+        if not self.out:
+            raise ValueError("--out must name the run's folder")
+        for name in ("patch", "batch", "steps", "patches_per_image", "log_every", "val_every", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{_flag(name)} must be at least 1, got {getattr(self, name)}")
+        for name in ("warmup", "workers", "seed"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{_flag(name)} must be 0 or more, got {getattr(self, name)}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"--lr must be a positive number, got {self.lr}")
+        if not (math.isfinite(self.gamma) and self.gamma > 0):
+            raise ValueError(f"--gamma must be a positive number (the lr factor at each milestone), got {self.gamma}")
+        if not 0 <= self.ema < 1:
+            raise ValueError(f"--ema must be at least 0 (off) and below 1, got {self.ema}")
+        if self.milestones is not None and not all(isinstance(step, int) and not isinstance(step, bool) and step >= 1
+                                                   for step in self.milestones):
+            raise ValueError(f"--milestones must be steps of 1 or more, got {self.milestones}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"--loss must be one of {sorted(LOSSES)}, got {self.loss!r}")
+        if self.autocast is not None and self.autocast not in AUTOCAST_DTYPES:
+            raise ValueError(f"--autocast must be one of {sorted(AUTOCAST_DTYPES)} (or unset for fp32), got "
+                             f"{self.autocast!r}")
+        try:
+            torch.device(self.device)
+        except RuntimeError:
+            raise ValueError(f"--device must be cpu or cuda, got {self.device!r}") from None
+        if self.scale not in SCALES:
+            raise ValueError(f"--scale must be one of {', '.join(map(str, SCALES))}, got {self.scale}")
+        if self.preset not in PRESETS:
+            raise ValueError(f"unknown preset {self.preset!r}; choose one of {sorted(PRESETS)}")
+        known = sorted(f.name for f in dataclasses.fields(WDSRConfig) if f.name != "scale")
+        unknown = sorted(map(str, set(self.model) - set(known)))
+        if unknown:
+            raise ValueError(f"--model: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}"
+                             f"{' (give --scale instead)' if unknown == ['scale'] else ''}; the known keys: "
+                             f"{', '.join(known)}")
+        try:
+            self.model_config()
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"--model {json.dumps(self.model)}: {exc}") from None
+
+
+# The types a TrainConfig field takes, by its annotation, and how an error names them.
+FIELD_KINDS: dict[str, tuple[type, ...]] = {
+    "str": (str,), "str | None": (str, type(None)), "int": (int,), "float": (int, float), "bool": (bool,),
+    "dict": (dict,), "list[int] | None": (list, type(None))}
+FIELD_KIND_NAMES = {"str": "text", "str | None": "text (or unset)", "int": "a whole number", "float": "a number",
+                    "bool": "true or false", "dict": "a JSON object (a mapping of WDSR keyword overrides, e.g. "
+                                                     '{"n_resblocks": 8})',
+                    "list[int] | None": "steps separated by commas, e.g. 4000,5000 (or unset)"}
+
 
 def load_config(path: Path | None, overrides: dict) -> TrainConfig:
-    values: dict = {}
-    if path is not None:
-        import yaml
-
-        values = yaml.safe_load(Path(path).read_text()) or {}
-        unknown = set(values) - {f.name for f in dataclasses.fields(TrainConfig)}
-        if unknown:
-            raise ValueError(f"{path}: unknown keys {sorted(unknown)}")
+    """The options of a run: the YAML file ``path`` (if any), overridden by ``overrides`` (None values ignored),
+    checked (``TrainConfig.check``). Every problem is a one-line ValueError naming the file or the option."""
+    values: dict = read_config_file(Path(path)) if path is not None else {}
     values.update({k: v for k, v in overrides.items() if v is not None})
+    for field in dataclasses.fields(TrainConfig):  # what a YAML file or a flag spells as text
+        value = values.get(field.name)
+        if isinstance(value, str) and field.type == "float":
+            with contextlib.suppress(ValueError):
+                values[field.name] = float(value)  # YAML reads 1e-3 (no dot) as a string
+        elif isinstance(value, str) and field.name == "milestones":
+            with contextlib.suppress(ValueError):
+                values[field.name] = [int(v) for v in value.split(",")]
+        elif isinstance(value, str) and field.name == "model":
+            try:
+                values[field.name] = json.loads(value)
+            except ValueError as exc:
+                raise ValueError(f"--model {value}: not valid JSON ({exc})") from None
     cfg = TrainConfig(**values)
-    if not cfg.data:
-        raise ValueError("no training data: give --data DIR (or `data:` in the config file)")
-    if cfg.batch < 1 or cfg.steps < 1 or cfg.patch < 1:
-        raise ValueError("batch, steps and patch must be positive")
-    if cfg.loss not in LOSSES:
-        raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {cfg.loss!r}")
-    if cfg.warmup < 0:
-        raise ValueError(f"warmup must be 0 or more steps, got {cfg.warmup}")
-    if cfg.autocast is not None and cfg.autocast not in AUTOCAST_DTYPES:
-        raise ValueError(f"autocast must be one of {sorted(AUTOCAST_DTYPES)} (or unset for fp32), got {cfg.autocast!r}")
+    cfg.check()
     return cfg
+
+
+def read_config_file(path: Path) -> dict:
+    """The options in the YAML file ``path``; a one-line ValueError naming the file (and the line) for a missing
+    or unreadable file, malformed YAML, anything but a mapping, and unknown keys."""
+    import yaml
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ValueError(f"--config {path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ValueError(f"--config {path}: cannot be read ({reason})") from None
+    try:
+        values = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark, problem = getattr(exc, "problem_mark", None), getattr(exc, "problem", None) or str(exc)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+        if context and context_mark is not None and mark is not None and context_mark.line != mark.line:
+            problem += f" ({context} at line {context_mark.line + 1})"
+        raise ValueError(f"--config {path}: {where}not valid YAML: {' '.join(str(problem).split())}") from None
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise ValueError(f"--config {path}: expected a mapping of options (one `name: value` a line), got "
+                         f"{_kind(values)}")
+    unknown = sorted(map(str, set(values) - {f.name for f in dataclasses.fields(TrainConfig)}))
+    if unknown:
+        raise ValueError(f"--config {path}: unknown keys {unknown}; the options are "
+                         f"{', '.join(f.name for f in dataclasses.fields(TrainConfig))}")
+    return values
+
+
+def _kind(value) -> str:
+    """What a value from JSON or YAML is, in words."""
+    kinds = {list: "a list", str: "a string", bool: "a boolean", int: "a number", float: "a number",
+             type(None): "nothing"}
+    return f"{kinds.get(type(value), type(value).__name__)} ({value!r})"
+
+
+def _flag(name: str) -> str:
+    return f"--{name.replace('_', '-')}"
+
+
+# The options that set a run's course (the weights it arrives at): a continued run (--resume) keeps the saved
+# ones. The architecture (--preset, --scale, --model, --init) is checked as the model itself; the others (--steps,
+# to extend a run, the intervals, --workers, --device, --strict, the folders) may change.
+COURSE = ("patch", "batch", "patches_per_image", "loss", "lr", "warmup", "milestones", "gamma", "ema", "autocast",
+          "seed")
+
+
+def course_changes(saved: dict, cfg: TrainConfig) -> list[str]:
+    """The options in ``COURSE`` on which ``cfg`` differs from ``saved`` (a run's stored ``train_config``; an
+    option it lacks, from before the option existed, counts as its default), each as "--lr 0.01, not 0.001"."""
+    def shown(value) -> str:
+        if value is None:
+            return "unset"
+        return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+
+    defaults = TrainConfig()
+    changes = []
+    for name in COURSE:
+        before, now = saved.get(name, getattr(defaults, name)), getattr(cfg, name)
+        if before != now:
+            changes.append(f"{_flag(name)} {shown(before)}, not {shown(now)}")
+    return changes
 
 
 ARCHITECTURE = ("variant", "n_feats", "n_resblocks", "wide_feats", "low_rank_feats", "res_scale")

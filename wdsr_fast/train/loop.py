@@ -17,6 +17,14 @@ refused unless ``--resume`` continues it.
 - ``model.safetensors`` at the end and ``best.safetensors`` at the best validation PSNR-Y so far (the EMA
   weights when EMA is on).
 
+Nothing is lost, nothing is silent. Every option is checked before anything is created. A run stops at the first
+loss or gradient that is not finite (a diverged run; with the fp16 gradient scaler, which skips such steps, at
+a non-finite loss), before the optimiser step, naming the step and its last checkpoint; no file with a NaN or an
+infinity is ever written. A file that cannot be written (a full disk) stops the run with one line naming it, the
+checkpoint before it intact. ``--resume`` refuses options that would change the run's course (``COURSE`` in
+``config``), drops the ``log.csv`` rows a killed process wrote after the checkpoint it continues from, and
+removes the temporary files killed processes left.
+
 Every training (and validation) image is decoded and checked once at start-up (readable, 8 bits per channel,
 sizes); one report names every unusable file, which is then skipped (``--strict``: an error). An image that
 fails to load later is skipped, its patches taken from the next image, and named in ``events.log``.
@@ -32,6 +40,7 @@ import contextlib
 import dataclasses
 import datetime
 import json
+import math
 import os
 import signal
 import statistics
@@ -43,10 +52,24 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
+from ..io.atomic import write_text
 from ..model import WDSR, load_model, save_model
-from .config import AUTOCAST_DTYPES, LOSSES, TrainConfig, fine_tune_config, transferable_weights
+from .config import AUTOCAST_DTYPES, LOSSES, TrainConfig, course_changes, fine_tune_config, transferable_weights
 from .data import PatchDataset, find_pairs, split_usable
-from .state import PREVIOUS_STATE_FILE, RUN_FILES, STATE_FILE, free_name, previous_hint, read_state, write_state
+from .state import (
+    PREVIOUS_STATE_FILE,
+    RUN_FILES,
+    STATE_FILE,
+    TrainingDiverged,
+    check_writable,
+    free_name,
+    nonfinite,
+    previous_hint,
+    read_state,
+    remove_run_leftovers,
+    write_state,
+    writing,
+)
 
 LOG_FIELDS = ("step", "loss", "lr", "val_psnr_y", "val_ssim_y")
 
@@ -68,6 +91,7 @@ class Trainer:
     ``cfg.out/train_state.pt``, or the path of a state file to continue from (e.g. ``train_state.prev.pt``)."""
 
     def __init__(self, cfg: TrainConfig, resume: bool | str | Path = False):
+        cfg.check()
         self.cfg = cfg
         self.out = Path(cfg.out)
         self.notes: list[str] = []  # start-up messages, written to events.log by fit()
@@ -78,7 +102,10 @@ class Trainer:
         self.skipped: set[str] = set()
         self.stop_signal = None
         self._join_processes()
+        check_writable(self.out)
         state_path, state = self._state_to_resume(resume)
+        if state_path is not None and state is not None:
+            self._check_course(state, state_path)
         torch.manual_seed(cfg.seed)
         self._build_model(fresh=state is None)
         self._build_optimisation()
@@ -86,6 +113,8 @@ class Trainer:
         if state_path is not None and state is not None:
             self._load(state, state_path)
         self.saved_step = self.step
+        self.checkpoint = state_path  # the state file holding step saved_step (None before the first)
+        self.resumed_at = self.step if state is not None else None
         if self.world > 1:
             torch.distributed.barrier()  # every rank has checked the folder before rank 0 writes into it
 
@@ -96,6 +125,8 @@ class Trainer:
         self.rank = int(os.environ.get("RANK", "0"))
         if self.world > 1 and not torch.distributed.is_initialized():
             torch.distributed.init_process_group("nccl" if cfg.device == "cuda" else "gloo")
+        if torch.device(cfg.device).type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"--device {cfg.device}: no CUDA device is available here (try --device cpu)")
         if cfg.batch % self.world:
             raise ValueError(f"batch {cfg.batch} is not divisible by the {self.world} processes")
         self.device = (torch.device(cfg.device, int(os.environ.get("LOCAL_RANK", 0))) if cfg.device == "cuda"
@@ -177,6 +208,27 @@ class Trainer:
             self.set_aside = (state_path, free_name(state_path))
         return chosen, read_state(chosen)
 
+    def _check_course(self, state: dict, path: Path) -> None:
+        """An error naming each option that would change the course of the run continued from ``state``; notes
+        for the changes it takes (more steps, other folders)."""
+        saved = state.get("train_config")
+        if not isinstance(saved, dict):
+            self.notes.append(f"{path} holds no options to compare (an old state file): the run goes on with these")
+            return
+        changes = course_changes(saved, self.cfg)
+        if changes:
+            raise ValueError(f"--resume: {path} was trained with {'; '.join(changes)}: a continued run keeps these "
+                             f"options (drop them, or start a new run in another --out, e.g. with --init {path} "
+                             f"to start from its weights)")
+        if saved.get("steps", self.cfg.steps) != self.cfg.steps:
+            milestones = saved.get("milestones") or [saved["steps"] * 2 // 3, saved["steps"] * 5 // 6]
+            self.notes.append(f"continuing to step {self.cfg.steps}, not {saved['steps']}; the lr milestones stay "
+                              f"at steps {', '.join(map(str, milestones))}")
+        for name in ("data", "val_data"):
+            if saved.get(name, getattr(self.cfg, name)) != getattr(self.cfg, name):
+                self.notes.append(f"--{name.replace('_', '-')} is now {getattr(self.cfg, name)} (the run was "
+                                  f"trained on {saved[name]})")
+
     def _usable(self, pairs: list, patch: int | None, what: str) -> list:
         """The pairs that pass the start-up check; the others are reported (and, with --strict, an error)."""
         usable, reasons = split_usable(pairs, self.cfg.scale, patch)
@@ -197,18 +249,50 @@ class Trainer:
                 "scaler": self.scaler.state_dict(), "best_val_psnr_y": self.best_psnr_y}
 
     def save_state(self) -> None:
+        """Write the checkpoint (rank 0); a TrainingDiverged error instead if it holds a NaN or an infinity, and a
+        RunWriteError if it cannot be written, the checkpoint before it left as it was."""
         if self.rank == 0:
-            write_state(self.state(), self.out)
+            state = self.state()
+            bad = nonfinite({key: state[key] for key in ("model", "ema", "optimizer")})
+            if bad is not None:
+                raise TrainingDiverged(f"training diverged by step {self.step}: {bad} is not finite; "
+                                       f"{self._last_good()}")
+            with writing(self.out / STATE_FILE, self._last_checkpoint()):
+                write_state(state, self.out)
         self.saved_step = self.step
+        self.checkpoint = self.out / STATE_FILE
+
+    def _last_checkpoint(self) -> str:
+        """Where the run can continue from, for a message."""
+        if self.checkpoint is None:
+            first = min(self.cfg.checkpoint_every, self.cfg.steps)
+            return f"no checkpoint of the run was written yet (the first is due at step {first})"
+        resume = "--resume" if self.checkpoint == self.out / STATE_FILE else f"--resume {self.checkpoint}"
+        return f"the last checkpoint, {self.checkpoint} (step {self.saved_step}), is intact: {resume} continues it"
+
+    def _last_good(self) -> str:
+        """What is kept of a diverged run and how to go on, for a message."""
+        advice = "try a lower --lr (or a --warmup) in a new --out"
+        if self.checkpoint is None:
+            return f"no checkpoint was written before it; {advice}"
+        return (f"nothing after step {self.saved_step} was saved: the last good checkpoint is {self.checkpoint} "
+                f"(step {self.saved_step}); {advice} (--init {self.checkpoint} starts from its weights)")
+
+    def _write_model(self, path: Path) -> None:
+        """The weights the run saves (the EMA weights when EMA is on) to ``path``, unless they are not finite."""
+        model = self.final_model()
+        bad = nonfinite(model.state_dict())
+        if bad is not None:
+            raise TrainingDiverged(f"training diverged by step {self.step}: the weight {bad} is not finite; "
+                                   f"{path.name} was not written; {self._last_good()}")
+        with writing(path, self._last_checkpoint()):
+            save_model(model, path)
 
     def _load(self, state: dict, path: Path) -> None:
         if state["config"] != self.model.config.to_dict():
             raise ValueError(f"--resume: {path} holds a different model ({state['config']})")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        saved_warmup = state.get("train_config", {}).get("warmup", 0)
-        if saved_warmup != self.cfg.warmup:
-            raise ValueError(f"--resume: {path} was trained with --warmup {saved_warmup}, not {self.cfg.warmup}")
         self.scheduler.load_state_dict(state["scheduler"])
         if self.ema is not None and state["ema"] is not None:
             self.ema.load_state_dict(state["ema"])
@@ -240,13 +324,37 @@ class Trainer:
             loss = LOSSES[self.cfg.loss](self.net(lr.to(self.device)) / range_, hr.to(self.device) / range_)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        value = self._finite_loss(loss)  # before the optimiser step: the weights stay those of the last good step
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
         if self.ema is not None:
             self.ema.update_parameters(self.model)
         self.step += 1
-        return loss.item()
+        return value
+
+    def _finite_loss(self, loss: torch.Tensor) -> float:
+        """The loss's value; a TrainingDiverged error if it, or a gradient, is not finite on any process. With
+        the fp16 gradient scaler, whose job it is to skip steps with infinite gradients, only the loss counts."""
+        loss = loss.detach().float()
+        finite = torch.isfinite(loss)
+        grads = [] if self.scaler.is_enabled() else [p.grad for p in self.model.parameters() if p.grad is not None]
+        if grads:
+            finite = finite & torch.stack([torch.isfinite(g).all() for g in grads]).all()
+        if self.world > 1:  # every process stops at the same step
+            flag = finite.to(torch.int32)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+            finite = flag.bool()
+        value, ok = torch.stack([loss, finite.to(loss.dtype)]).tolist()
+        if ok:
+            return value
+        if not math.isfinite(value):
+            what = f"the loss is {value}"
+        else:
+            what = next((f"the gradient of {name} is not finite" for name, p in self.model.named_parameters()
+                         if p.grad is not None and not bool(torch.isfinite(p.grad).all())),
+                        "another process's loss or gradient is not finite")
+        raise TrainingDiverged(f"training diverged at step {self.step + 1}: {what}; {self._last_good()}")
 
     def final_model(self) -> WDSR:
         model = self.ema.module if self.ema is not None else self.model
@@ -271,9 +379,9 @@ class Trainer:
 
     def _validate_and_keep_best(self, log: RunLog) -> dict:
         row = self.validate()
-        if self.best_psnr_y is None or row["val_psnr_y"] > self.best_psnr_y:
+        if not math.isnan(row["val_psnr_y"]) and (self.best_psnr_y is None or row["val_psnr_y"] > self.best_psnr_y):
+            self._write_model(self.out / "best.safetensors")
             self.best_psnr_y = row["val_psnr_y"]
-            save_model(self.final_model(), self.out / "best.safetensors")
             log.note(f"best.safetensors: validation PSNR-Y {row['val_psnr_y']:.3f} dB, SSIM-Y "
                      f"{row['val_ssim_y']:.4f}")
         return row
@@ -281,11 +389,20 @@ class Trainer:
     def fit(self) -> Path:
         cfg = self.cfg
         if self.set_aside and self.rank == 0:
-            os.replace(*self.set_aside)
+            with writing(self.set_aside[1]):
+                os.replace(*self.set_aside)
             self.notes.insert(0, f"the newer {self.set_aside[0]} was moved to {self.set_aside[1]}")
-        log = RunLog(self.out, enabled=self.rank == 0)
+        log = RunLog(self.out, enabled=self.rank == 0, resumed_at=self.resumed_at)
         log.note(f"{'continuing' if self.step else 'starting'} x{cfg.scale} training to step {cfg.steps}: "
                  f"{json.dumps(dataclasses.asdict(cfg))}")
+        if log.dropped:
+            log.note(f"log.csv: dropped {log.dropped} rows written after step {self.step} by a process that stopped "
+                     f"without a checkpoint (they are written again)")
+        if self.rank == 0:
+            leftovers = remove_run_leftovers(self.out)
+            if leftovers:
+                log.note(f"removed {len(leftovers)} temporary files left by killed processes: "
+                         f"{', '.join(p.name for p in leftovers)}")
         for note in self.notes:
             log.note(note)
         losses = []
@@ -323,13 +440,16 @@ class Trainer:
                 log.note(f"stopped by {self.stop_signal} at step {self.step}; the state is saved: continue with "
                          f"--resume")
                 raise KeyboardInterrupt
+        except TrainingDiverged as exc:
+            log.note(str(exc), echo=False)  # the caller reports it
+            raise
         finally:
             batches.close()  # ends the loader's worker processes now
             bar.close()
             log.close()
         final = self.out / "model.safetensors"
         if self.rank == 0:
-            save_model(self.final_model(), final)
+            self._write_model(final)
         if self.world > 1:
             torch.distributed.barrier()
         return final
@@ -356,41 +476,71 @@ class Trainer:
 
 class RunLog:
     """log.csv (a row every log_every steps), events.log (notes) and TensorBoard events if available; on
-    rank 0, appended to on resume. Notes also go to stderr."""
+    rank 0, appended to on resume (``resumed_at``: the step continued from), the rows after that step, which a
+    killed process wrote, dropped (``dropped``: how many). Notes also go to stderr. A file that cannot be written
+    is a RunWriteError naming it."""
 
-    def __init__(self, out: Path, enabled: bool):
+    def __init__(self, out: Path, enabled: bool, resumed_at: int | None = None):
         self.enabled = enabled
         self.writer = None
+        self.dropped = 0
         if not enabled:
             return
-        out.mkdir(parents=True, exist_ok=True)
         self.path, self.events = out / "log.csv", out / "events.log"
-        if not self.path.exists():
-            self.path.write_text(",".join(LOG_FIELDS) + "\n")
+        with writing(out):
+            out.mkdir(parents=True, exist_ok=True)
+        with writing(self.path):
+            if not self.path.exists() or not self.path.read_text().strip():
+                self.path.write_text(",".join(LOG_FIELDS) + "\n")
+            elif resumed_at is not None:
+                self.dropped = self._keep_through(resumed_at)
+        with writing(self.events):
+            if self.events.exists() and self.events.stat().st_size:
+                with self.events.open("rb+") as f:
+                    f.seek(-1, os.SEEK_END)
+                    if f.read(1) != b"\n":
+                        f.write(b"\n")  # a line cut short by a killed process stays apart from the next
         try:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(str(out))
+            self.writer = SummaryWriter(str(out), purge_step=None if resumed_at is None else resumed_at + 1)
         except ImportError:
             pass
+
+    def _keep_through(self, step: int) -> int:
+        """Drop the rows of log.csv after ``step``, and a last row cut short; returns how many were dropped."""
+        lines = self.path.read_text().splitlines(keepends=True)
+
+        def after(line: str) -> bool:
+            try:
+                return int(line.split(",", 1)[0]) > step
+            except ValueError:
+                return False  # the header, or a row this version did not write: kept
+
+        kept = [line for line in lines if line.endswith("\n") and not after(line)]
+        if len(kept) != len(lines):
+            write_text(self.path, "".join(kept))
+        return len(lines) - len(kept)
 
     def write(self, step: int, row: dict) -> None:
         if not self.enabled:
             return
-        with self.path.open("a") as f:
+        with writing(self.path), self.path.open("a") as f:
             f.write(",".join(str(row.get(k, "")) if k != "step" else str(step) for k in LOG_FIELDS) + "\n")
         if self.writer is not None:
             for key, value in row.items():
                 self.writer.add_scalar(key, value, step)
 
-    def note(self, message: str, everywhere: bool = False) -> None:
-        """``message`` to stderr (on every rank if ``everywhere``) and to events.log."""
+    def note(self, message: str, everywhere: bool = False, echo: bool = True) -> None:
+        """``message`` to stderr (on every rank if ``everywhere``; not at all without ``echo``) and to
+        events.log."""
         if not (self.enabled or everywhere):
             return
-        tqdm.write(message, file=sys.stderr)
+        if echo:
+            tqdm.write(message, file=sys.stderr)
         if self.enabled:
             stamp = datetime.datetime.now().isoformat(timespec="seconds")
-            with self.events.open("a") as f:
+            with writing(self.events), self.events.open("a") as f:
                 f.write(f"{stamp} {message}\n")
 
     def close(self) -> None:

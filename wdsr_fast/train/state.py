@@ -1,14 +1,18 @@
 """The files of a training run: the state to continue from exactly (``train_state.pt``, the one before it kept as
-``train_state.prev.pt``), written whole at every moment."""
+``train_state.prev.pt``), written whole at every moment; where a run can be written, and what stops one (a
+diverged run, a file that cannot be written)."""
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 
-from ..io.atomic import atomic_path
+from ..io.atomic import atomic_path, remove_leftovers
 from ..model import WDSR, WDSRConfig
 
 STATE_FILE = "train_state.pt"
@@ -81,3 +85,60 @@ def previous_hint(out: Path) -> str:
     except ValueError as exc:
         return f"the previous checkpoint is damaged too ({exc})"
     return f"the previous checkpoint (step {step}) can continue the run: --resume {previous}"
+
+
+class TrainingDiverged(ValueError):
+    """The loss, a gradient or the weights stopped being finite; nothing non-finite was written."""
+
+
+class RunWriteError(OSError):
+    """A file of the run could not be written (a full disk, a folder made read-only); the message is one line
+    naming the file, the reason and the checkpoint the run can continue from."""
+
+
+@contextlib.contextmanager
+def writing(path: Path, after: str = "") -> Iterator[None]:
+    """Within: an OSError becomes a RunWriteError naming ``path`` (not a hidden temporary file) and the reason,
+    followed by ``after``."""
+    try:
+        yield
+    except RunWriteError:
+        raise
+    except OSError as exc:
+        raise RunWriteError(f"cannot write {path}: {exc.strerror or exc}{'; ' + after if after else ''}") from None
+
+
+def check_writable(out: Path) -> None:
+    """A ValueError naming ``out`` and the reason if a run cannot be written there (a file in the way, a folder
+    without write permission, a read-only file system); nothing is created."""
+    folder = out
+    while not folder.exists() and not folder.is_symlink() and folder.parent != folder:
+        folder = folder.parent
+    where = "" if folder == out else f" ({folder} is the nearest folder that exists)"
+    if not folder.is_dir():
+        raise ValueError(f"cannot write the run into {out}: {folder} is not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        read_only = False
+        with contextlib.suppress(OSError):
+            read_only = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+        reason = os.strerror(errno.EROFS if read_only else errno.EACCES)
+        raise ValueError(f"cannot write the run into {out}: {reason}{where}")
+
+
+def remove_run_leftovers(out: Path) -> list[Path]:
+    """The temporary files of the run's files that killed processes left behind, removed (never one a live
+    process is writing)."""
+    return [leftover for name in RUN_FILES for leftover in remove_leftovers(out / name)]
+
+
+def nonfinite(tree, name: str = "") -> str | None:
+    """The name (``model``, ``optimizer``, ...) of the first floating-point tensor in ``tree`` (a tensor or nested
+    dicts, lists and tuples of them) that holds a NaN or an infinity; None if there is none."""
+    if isinstance(tree, torch.Tensor):
+        return name if tree.is_floating_point() and not bool(torch.isfinite(tree).all()) else None
+    items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, (list, tuple)) else ()
+    for key, value in items:
+        found = nonfinite(value, f"{name}.{key}" if name else str(key))
+        if found is not None:
+            return found
+    return None
