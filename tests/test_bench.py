@@ -1,6 +1,5 @@
 """The benchmark's work counts (checked by hand), and tiny runs: every row kind gives a row (checked against the
 reference) or a reason, the results are written, the peak memory of a row is measured. No timing is asserted."""
-import argparse
 import importlib.util
 import json
 import subprocess
@@ -147,12 +146,12 @@ def test_no_compile_and_quick_flags(tmp_path, capsys):
 def test_peak_memory_of_a_row_in_a_fresh_process():
     """On Linux: the forward's peak resident memory above the baseline, at least its output (3 x 96 x 72 fp32)."""
     from wdsr_fast.bench.memory import peak_memory_cpu
-    from wdsr_fast.bench.rows import Case
+    from wdsr_fast.bench.rows import Case, RowOptions
 
     if not sys.platform.startswith("linux"):
         pytest.skip("peak memory is measured on Linux only")
-    args = argparse.Namespace(backends=["torch"], compile_rows="none", max_autotune_on_cpu=False, triton_on_cpu=False)
-    peak = peak_memory_cpu(Case("wdsr-b-32x16", 2, 192, 144, 1, "fp32"), args, 1, "folded-cl")
+    options = RowOptions(backends=("torch",), compile_rows="none")
+    peak = peak_memory_cpu(Case("wdsr-b-32x16", 2, 192, 144, 1, "fp32"), options, 1, "folded-cl")
     assert 3 * 192 * 144 * 4 < peak < 2**30
 
 

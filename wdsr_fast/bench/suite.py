@@ -47,7 +47,8 @@ class Plan:
         assert isinstance(device, torch.device)
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError("--device cuda but no CUDA GPU is visible to torch")
-        for name, values in (("batch", batches), ("threads", threads or [1]), ("repeats", [repeats or 1])):
+        for name, values in (("batch", batches), ("threads", threads or ()),
+                             ("repeats", () if repeats is None else (repeats,))):
             if any(v < 1 for v in values):
                 raise ValueError(f"--{name} must be positive")
         on_cpu = device.type == "cpu"
