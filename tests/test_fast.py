@@ -287,3 +287,24 @@ def test_refolds_after_edits_through_data(how, edit):
     expected = WDSR.forward(fast, image)
     assert (after - before).abs().max() > 0.5
     assert (after - expected).abs().max() < 1e-3
+
+
+@pytest.mark.parametrize("backend", ["auto", "torch"])
+def test_frozen_model_passes_gradients_to_its_input(backend):
+    """A frozen model as a differentiable layer (perceptual losses, attacks): an input that requires grad makes
+    autograd record the forward, so the trainable path runs and the input's gradient is the reference's."""
+    reference = small("b", 2)
+    fast = FastWDSR.from_reference(reference, backend=backend).eval().requires_grad_(False)
+    reference.requires_grad_(False)
+    image = torch.rand(1, 3, 7, 9) * 255
+    x = image.clone().requires_grad_(True)
+    out = fast(x)
+    assert fast.last_backend == "autograd" and out.requires_grad
+    (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+    x_ref = image.clone().requires_grad_(True)
+    (reference(x_ref) * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+    assert x.grad is not None and torch.allclose(x.grad, x_ref.grad, rtol=1e-4, atol=1e-6)
+    assert all(p.grad is None for p in fast.parameters())
+    with torch.no_grad():
+        fast(x)  # no recording, no autograd path: the fused ops run
+    assert fast.last_backend != "autograd"

@@ -1,7 +1,8 @@
 """FastWDSR: the drop-in inference module.
 
 A ``FastWDSR`` *is* a ``WDSR`` (same constructor, parameters and ``state_dict``, the authors' layouts
-included), so it trains like one: whenever autograd would record the forward, it runs the trainable path of
+included), so it trains like one: whenever autograd would record the forward (grad mode on, and a parameter or
+the input requiring grad: a frozen model still passes gradients to its input), it runs the trainable path of
 ``WDSR`` (weight norm computed every call). Under ``torch.no_grad()`` / ``torch.inference_mode()`` it folds
 weight norm once (refolding when a parameter changes) and runs the four ops of a backend (``wdsr_fast.ops``):
 ``"cuda"`` (csrc/), ``"triton"`` or ``"torch"`` (plain PyTorch ops, ``ops/torch_backend.py``).
@@ -64,7 +65,8 @@ class FastWDSR(WDSR):
     check_finite: raise on NaN/inf input (costs a device sync per call; default True).
 
     ``last_backend``: what ran the last call, a backend name or ``"autograd"`` (the trainable path, taken
-    whenever autograd records the forward).
+    whenever autograd records the forward: grad mode on and a parameter or the input requiring grad, so a frozen
+    model passes gradients to its input).
 
     Weight norm is folded once and cached; the cache follows the parameters (optimizer steps, ``load_state_dict``,
     replaced parameters). Edits through ``p.data`` are invisible to that check: ``eval()``, ``train()``,
@@ -173,7 +175,7 @@ class FastWDSR(WDSR):
 
     # -- forward --------------------------------------------------------------------------------
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled() and any(p.requires_grad for p in self._current_parameters()):
+        if self._recorded(image):
             self.last_backend = AUTOGRAD
             return super().forward(image)
         self._check_input(image)
@@ -183,6 +185,13 @@ class FastWDSR(WDSR):
         if self.cuda_graphs and image.device.type == "cuda":
             return self._replay(backend, folded, image)
         return run_folded(ops.get_backend(backend), folded, image)
+
+    def _recorded(self, image: torch.Tensor) -> bool:
+        """Whether autograd would record a forward of ``image``: grad mode on and the image or any parameter
+        requiring grad (a frozen model still passes gradients to its input: perceptual losses, attacks)."""
+        return torch.is_grad_enabled() and (
+            (isinstance(image, torch.Tensor) and image.requires_grad)
+            or any(p.requires_grad for p in self._current_parameters()))
 
     def _check_input(self, image: torch.Tensor) -> None:
         check_image(image)
