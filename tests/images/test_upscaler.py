@@ -277,3 +277,27 @@ def test_bundled_weights_are_the_default(monkeypatch, weights):
     monkeypatch.setattr("wdsr_fast.weights.bundled_path", lambda scale: None)
     with pytest.raises(ValueError, match="no bundled weights for x3"):
         Upscaler(scale=3, device="cpu")
+
+
+@pytest.mark.parametrize("fmt,suffix", [("GIF", ".gif"), ("WEBP", ".webp"), ("TIFF", ".tif")])
+def test_several_frames_are_refused_as_the_command_refuses_them(weights, tmp_path, fmt, suffix):
+    """An animation or a multi-page file is refused by the API with the command's message (never its first frame
+    alone, silently); one frame picked by the caller is upscaled."""
+    from wdsr_fast.io.images import ImageError, read_image
+
+    frames = [Image.fromarray(astronaut()), Image.fromarray(astronaut()[::-1].copy())]
+    path = tmp_path / f"animated{suffix}"
+    frames[0].save(path, format=fmt, save_all=True, append_images=frames[1:])
+    with pytest.raises(ImageError) as from_file:
+        read_image(path)
+    upscaler = Upscaler(weights, device="cpu", backend="torch")
+    with Image.open(path) as image, pytest.raises(ImageError) as from_api:
+        upscaler.upscale(image)
+    assert str(from_api.value) == str(from_file.value) and "has 2 frames" in str(from_api.value)
+    with Image.open(path) as image:
+        buffered = image.copy()  # a copy keeps no frames of the file, only the current one
+    assert upscaler.upscale(buffered).size == (74, 62)
+    with Image.open(path) as image:
+        image.seek(1)
+        with pytest.raises(ImageError, match="has 2 frames"):
+            upscaler.upscale(image)  # the second frame of the file is not silently what comes back either

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .. import weights as bundled_weights
-from ..io.images import Picture, picture_from_pil, picture_to_pil, quantize
+from ..io.images import ImageError, Picture, picture_from_pil, picture_to_pil, quantize
 from ..model import WDSR, check_image
 from ..model.checkpoint import load_model
 from .fast_wdsr import FastWDSR
@@ -166,6 +166,9 @@ class Upscaler:
 
     ``upscale(image)`` takes a PIL image or a numpy array (H, W) / (H, W, C), uint8 or uint16, C = 1 gray,
     2 gray + alpha, 3 RGB, 4 RGBA, and returns the same kind, ``scale`` times larger, same mode and depth.
+    A PIL image with several frames (an animated GIF, WebP or PNG, a multi-page TIFF) is refused with
+    ``ImageError``, as the command refuses such a file: upscale frames one by one (``image.seek(i)``, then
+    ``image.copy()``, a single frame).
     """
 
     def __init__(self, weights=None, scale: int | None = None, device=None, half: bool = False, tile="auto",
@@ -206,6 +209,7 @@ class Upscaler:
     def upscale(self, image):
         """A PIL image or numpy array, upscaled (see the class docstring)."""
         if isinstance(image, Image.Image):
+            check_single_frame(image)
             return picture_to_pil(self.upscale_picture(picture_from_pil(image)))
         if isinstance(image, np.ndarray):
             out = self.upscale_picture(Picture(image)).pixels
@@ -297,6 +301,16 @@ class Upscaler:
             raise UpscaleError(f"the network produced NaN or infinite values with weights {self.weights}"
                                + (" in float16 (try without half precision)" if self.dtype == torch.float16 else ""))
         return sr
+
+
+def check_single_frame(image: Image.Image) -> None:
+    """``ImageError`` for a PIL image with several frames (an animated GIF, WebP or PNG, a multi-page TIFF): the
+    message ``read_image`` gives for such a file, so that the API refuses what the command refuses."""
+    frames = getattr(image, "n_frames", 1)
+    if frames > 1:
+        name = getattr(image, "filename", "") or "the PIL image"
+        raise ImageError(f"{name}: has {frames} frames (an animation or a multi-page file); only single images are "
+                         f"upscaled")
 
 
 def _to_gray(rgb: torch.Tensor) -> torch.Tensor:
