@@ -301,3 +301,48 @@ def test_several_frames_are_refused_as_the_command_refuses_them(weights, tmp_pat
         image.seek(1)
         with pytest.raises(ImageError, match="has 2 frames"):
             upscaler.upscale(image)  # the second frame of the file is not silently what comes back either
+
+
+def _rgb_with(mode: str, transparency=None) -> Image.Image:
+    image = Image.fromarray(astronaut()).convert(mode)
+    if transparency is not None:
+        image.info["transparency"] = transparency
+    return image
+
+
+PIL_MODES = [  # (the image given, the mode that comes back, the line of Upscaler's docstring that says so)
+    (lambda: _rgb_with("L"), "L", "the mode itself for\n    L, LA, RGB, RGBA and I;16"),
+    (lambda: _rgb_with("RGBA"), "RGBA", "the mode itself for\n    L, LA, RGB, RGBA and I;16"),
+    (lambda: Image.frombytes("I;16B", camera().shape[::-1], deep(camera()).astype(">u2").tobytes()), "I;16",
+     "I;16B, I;16L, I;16N -> I;16"),
+    (lambda: _rgb_with("1"), "L", "1 -> L"),
+    (lambda: _rgb_with("P"), "RGB", "P -> RGB, or RGBA when the palette has a transparent entry"),
+    (lambda: _rgb_with("P", transparency=0), "RGBA", "P -> RGB, or RGBA when the palette has a transparent entry"),
+    (lambda: _rgb_with("PA"), "RGBA", "PA -> RGBA"),
+    (lambda: _rgb_with("L", transparency=0), "LA", "L, RGB with a transparent colour"),
+    (lambda: _rgb_with("RGB", transparency=(0, 0, 0)), "RGBA", "L, RGB with a transparent colour"),
+    (lambda: _rgb_with("LA").convert("La"), "LA", "La -> LA, RGBa -> RGBA"),
+    (lambda: _rgb_with("RGBA").convert("RGBa"), "RGBA", "La -> LA, RGBa -> RGBA"),
+    (lambda: _rgb_with("RGBX"), "RGB", "RGBX, YCbCr -> RGB"),
+    (lambda: _rgb_with("YCbCr"), "RGB", "RGBX, YCbCr -> RGB"),
+    (lambda: _rgb_with("CMYK"), "RGB", "CMYK -> RGB"),
+]
+
+
+@pytest.mark.parametrize("make,mode,documented", PIL_MODES)
+def test_pil_modes_come_back_as_documented(weights, make, mode, documented):
+    """Modes other than the working ones cannot come back as they were (a palette, two levels, CMYK): what comes
+    back for each is in Upscaler's docstring, and is what comes back."""
+    image = make()
+    out = Upscaler(weights, device="cpu", backend="torch").upscale(image)
+    assert out.mode == mode and out.size == (2 * image.width, 2 * image.height)
+    assert documented in Upscaler.__doc__
+
+
+@pytest.mark.parametrize("mode", ["I", "F", "HSV"])
+def test_pil_modes_that_are_refused(weights, mode):
+    from wdsr_fast.io.images import ImageError
+
+    with pytest.raises(ImageError, match=f"mode {mode!r}"):
+        Upscaler(weights, device="cpu", backend="torch").upscale(_rgb_with(mode))
+    assert "I (32-bit integer), F (32-bit float) and other modes are refused" in Upscaler.__doc__

@@ -165,7 +165,21 @@ class Upscaler:
     progress: a tqdm bar over the tiles of each image that has more than one.
 
     ``upscale(image)`` takes a PIL image or a numpy array (H, W) / (H, W, C), uint8 or uint16, C = 1 gray,
-    2 gray + alpha, 3 RGB, 4 RGBA, and returns the same kind, ``scale`` times larger, same mode and depth.
+    2 gray + alpha, 3 RGB, 4 RGBA, and returns the same kind, ``scale`` times larger. A numpy array comes back
+    with the same shape and dtype. A PIL image comes back in the working mode of its mode (the mode itself for
+    L, LA, RGB, RGBA and I;16; the network works on these):
+
+    - I;16B, I;16L, I;16N -> I;16 (the same 16-bit values, native byte order)
+    - 1 -> L (the upscaled gray is kept, not thresholded back to two levels)
+    - P -> RGB, or RGBA when the palette has a transparent entry; PA -> RGBA (never quantised back to a palette)
+    - L, RGB with a transparent colour (``info["transparency"]``) -> LA, RGBA
+    - La -> LA, RGBa -> RGBA (alpha no longer premultiplied)
+    - RGBX, YCbCr -> RGB
+    - CMYK -> RGB: through its ICC profile to sRGB (the output carries the sRGB profile), or by plain inversion
+      when it has none
+    - I (32-bit integer), F (32-bit float) and other modes are refused (``ImageError``)
+
+    ``upscale_picture`` lists the conversions made in the picture's notes.
     A PIL image with several frames (an animated GIF, WebP or PNG, a multi-page TIFF) is refused with
     ``ImageError``, as the command refuses such a file: upscale frames one by one (``image.seek(i)``, then
     ``image.copy()``, a single frame).
