@@ -346,3 +346,21 @@ def test_pil_modes_that_are_refused(weights, mode):
     with pytest.raises(ImageError, match=f"mode {mode!r}"):
         Upscaler(weights, device="cpu", backend="torch").upscale(_rgb_with(mode))
     assert "I (32-bit integer), F (32-bit float) and other modes are refused" in Upscaler.__doc__
+
+
+@pytest.mark.parametrize("tile", [True, False, 2.5, "16"])
+def test_tile_must_be_a_number_of_pixels_not_a_flag(weights, tile):
+    """tile=True once ran 1-pixel tiles (a bool is an int to Python): it is refused, as are other non-integers."""
+    with pytest.raises(ValueError, match=f"tile must be 'auto', None or a positive number of pixels, got {tile!r}"):
+        Upscaler(weights, device="cpu", tile=tile)
+    model = WDSR(variant="b", scale=2, n_feats=8, n_resblocks=1).eval()
+    with pytest.raises(ValueError, match="tile must be"):
+        upscale_tensor(model, torch.rand(1, 3, 6, 6), tile=tile)
+    with pytest.raises(ValueError, match="tile_pad must be"):
+        Upscaler(weights, device="cpu", tile=8, tile_pad=True)
+
+
+def test_tile_may_be_a_numpy_integer(weights):
+    upscaler = Upscaler(weights, device="cpu", tile=np.int64(9), tile_pad=np.int32(4), backend="torch")
+    assert upscaler.tile == 9 and type(upscaler.tile) is int and upscaler.tile_pad == 4
+    assert upscaler.upscale(astronaut()).shape == (62, 74, 3)

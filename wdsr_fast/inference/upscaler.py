@@ -15,6 +15,7 @@ memory, down to ``MIN_TILE``; the size that worked is kept for the next images.
 from __future__ import annotations
 
 import math
+import numbers
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -90,16 +91,25 @@ def upscale_tensor(model, image: torch.Tensor, tile: int | None = None, tile_pad
     CUDA model: only tiles occupy the GPU).
     """
     check_image(image)
-    if tile is not None and tile < 1:
-        raise ValueError(f"tile must be a positive number of pixels, got {tile}")
-    pad = model.config.receptive_radius if tile_pad is None else tile_pad
-    if pad < 0:
-        raise ValueError(f"tile_pad must be >= 0, got {pad}")
+    if tile is not None:
+        tile = pixel_count(tile, 1, "tile must be a positive number of pixels")
+    pad = model.config.receptive_radius if tile_pad is None else pixel_count(tile_pad, 0, TILE_PAD_RULE)
     height, width = image.shape[-2:]
     scale = model.config.scale
     device = next(model.parameters()).device
     out = image.new_empty(image.shape[0], 3, height * scale, width * scale)
     return run_tiled(lambda lr: model(lr.to(device)), image, out, scale, tile or max(height, width), pad, on_tile)
+
+
+TILE_PAD_RULE = "tile_pad must be a number of pixels >= 0"
+
+
+def pixel_count(value, minimum: int, rule: str) -> int:
+    """``value`` as an int of at least ``minimum``; ``ValueError(f"{rule}, got {value!r}")`` otherwise. A bool is
+    refused although Python takes it for an int (``tile=True`` is no tile size)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{rule}, got {value!r}")
+    return int(value)
 
 
 def resolve_device(spec) -> torch.device:
@@ -160,8 +170,8 @@ class Upscaler:
 
     weights: a checkpoint path (ours or the authors'), a ``WDSR`` model, or None for the bundled weights of
     ``scale`` (default 2). device: any torch device string (default: CUDA if visible, else CPU). half: float16
-    on a GPU. tile: "auto" (fit the device memory, halve on out-of-memory), a side in LR pixels, or None (whole
-    images). alpha: "bicubic" (default) or "wdsr" (the alpha plane through the network as gray).
+    on a GPU. tile: "auto" (fit the device memory, halve on out-of-memory), a side in LR pixels (an int; not a
+    bool), or None (whole images). alpha: "bicubic" (default) or "wdsr" (the alpha plane through the network as gray).
     progress: a tqdm bar over the tiles of each image that has more than one.
 
     ``upscale(image)`` takes a PIL image or a numpy array (H, W) / (H, W, C), uint8 or uint16, C = 1 gray,
@@ -189,10 +199,10 @@ class Upscaler:
                  tile_pad: int | None = None, backend: str = "auto", alpha: str = "bicubic", progress: bool = False):
         if alpha not in ALPHA_MODES:
             raise ValueError(f"alpha must be one of {ALPHA_MODES}, got {alpha!r}")
-        if tile != "auto" and tile is not None and (not isinstance(tile, int) or tile < 1):
-            raise ValueError(f"tile must be 'auto', None or a positive number of pixels, got {tile!r}")
-        if tile_pad is not None and tile_pad < 0:
-            raise ValueError(f"tile_pad must be >= 0, got {tile_pad}")
+        if not (isinstance(tile, str) and tile == "auto") and tile is not None:
+            tile = pixel_count(tile, 1, "tile must be 'auto', None or a positive number of pixels")
+        if tile_pad is not None:
+            tile_pad = pixel_count(tile_pad, 0, TILE_PAD_RULE)
         self.device = resolve_device(device)
         if half and self.device.type == "cpu":
             raise ValueError("half precision needs a GPU device (float16 convolutions are not a CPU speed path)")
