@@ -308,3 +308,22 @@ def test_frozen_model_passes_gradients_to_its_input(backend):
     with torch.no_grad():
         fast(x)  # no recording, no autograd path: the fused ops run
     assert fast.last_backend != "autograd"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("grad", [False, True])
+def test_empty_batch_gives_an_empty_batch(backend, grad):
+    """(0, 3, H, W) -> (0, 3, sH, sW), as for any other batch size, on every path (a filtered batch can be empty);
+    an image of 0 pixels is still refused."""
+    reference = small("b", 3)
+    fast = FastWDSR.from_reference(reference, backend=backend).to(DEVICE).train(grad)
+    image = torch.rand(0, 3, 5, 7, device=DEVICE) * 255
+    with torch.set_grad_enabled(grad):
+        for model in (reference.to(DEVICE), fast):
+            out = model(image)
+            assert out.shape == (0, 3, 15, 21) and out.dtype == image.dtype and out.device == image.device
+            assert out.requires_grad == grad
+    assert fast.last_backend == ("autograd" if grad else backend)
+    for model in (reference, fast):
+        with torch.no_grad(), pytest.raises(ValueError, match=r"empty image \(1, 3, 0, 7\)"):
+            model(torch.rand(1, 3, 0, 7, device=DEVICE))

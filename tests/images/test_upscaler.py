@@ -364,3 +364,10 @@ def test_tile_may_be_a_numpy_integer(weights):
     upscaler = Upscaler(weights, device="cpu", tile=np.int64(9), tile_pad=np.int32(4), backend="torch")
     assert upscaler.tile == 9 and type(upscaler.tile) is int and upscaler.tile_pad == 4
     assert upscaler.upscale(astronaut()).shape == (62, 74, 3)
+
+
+@pytest.mark.parametrize("tile", [None, 4])
+def test_empty_batch_gives_an_empty_batch(tile):
+    model = WDSR(variant="b", scale=2, n_feats=8, n_resblocks=1).eval()
+    with torch.no_grad():
+        assert upscale_tensor(model, torch.rand(0, 3, 9, 11), tile=tile).shape == (0, 3, 18, 22)

@@ -181,6 +181,9 @@ class FastWDSR(WDSR):
         self._check_input(image)
         backend = self.resolve_backend(image.device, image.dtype)
         self.last_backend = backend
+        if image.shape[0] == 0:  # an empty batch: nothing for the kernels to do
+            scale = self.config.scale
+            return image.new_empty((0, 3, image.shape[2] * scale, image.shape[3] * scale))
         folded = self.folded(image.device, image.dtype)
         if self.cuda_graphs and image.device.type == "cuda":
             return self._replay(backend, folded, image)
