@@ -327,3 +327,43 @@ def test_empty_batch_gives_an_empty_batch(backend, grad):
     for model in (reference, fast):
         with torch.no_grad(), pytest.raises(ValueError, match=r"empty image \(1, 3, 0, 7\)"):
             model(torch.rand(1, 3, 0, 7, device=DEVICE))
+
+
+@pytest.mark.parametrize("how", ["training", "frozen, input requires grad"])
+def test_nan_input_on_the_autograd_path(how):
+    """The autograd path refuses NaN/inf input as the fused path does (check_finite), and only then."""
+    fast = FastWDSR.from_reference(small("b", 2), backend="torch")
+    if how == "training":
+        fast.train()
+    else:
+        fast.eval().requires_grad_(False)
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        image = torch.rand(1, 3, 8, 8) * 255
+        image[0, 1, 3, 4] = bad
+        image.requires_grad_(how != "training")
+        with pytest.raises(ValueError, match="input image contains NaN or infinite values"):
+            fast(image)
+    fast.check_finite = False
+    assert torch.isnan(fast(image * float("nan"))).all() and fast.last_backend == "autograd"
+
+
+@pytest.mark.parametrize("path", ["fused", "autograd"])
+def test_unit_range_input_warns_once(path):
+    """Pixels in [0, 1] given to a model of rgb_range 255 get one hint per model, from the finite check's sync."""
+    fast = FastWDSR.from_reference(small("b", 2), backend="torch").train(path == "autograd")
+    with torch.set_grad_enabled(path == "autograd"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            fast(torch.rand(1, 3, 8, 8) * 255)  # an ordinary image
+            fast(torch.zeros(1, 3, 8, 8))  # all black: nothing to say
+        with pytest.warns(UserWarning, match=r"largest value is 0\.9.*at most 1.*rgb_range 255.*\[0, 1\]"):
+            fast(torch.rand(1, 3, 8, 8) * 0.99)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            fast(torch.rand(1, 3, 8, 8))  # once per model
+    other = FastWDSR.from_reference(small("b", 2), backend="torch").train(path == "autograd")
+    with torch.set_grad_enabled(path == "autograd"), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        FastWDSR.from_reference(small("b", 2, rgb_range=1.0), backend="torch")(torch.rand(1, 3, 8, 8))  # [0, 1] model
+        other.check_finite = False
+        other(torch.rand(1, 3, 8, 8))  # no finite check, no sync: no hint either

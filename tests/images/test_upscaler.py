@@ -371,3 +371,14 @@ def test_empty_batch_gives_an_empty_batch(tile):
     model = WDSR(variant="b", scale=2, n_feats=8, n_resblocks=1).eval()
     with torch.no_grad():
         assert upscale_tensor(model, torch.rand(0, 3, 9, 11), tile=tile).shape == (0, 3, 18, 22)
+
+
+def test_a_dark_image_gets_no_unit_range_hint(weights):
+    """The [0, 1]-input hint of FastWDSR is for tensors given by hand: the Upscaler scales pixels itself, so an 8-bit
+    image whose brightest sample is 1 (1.0 in [0, 255]) is no mistake."""
+    import warnings
+
+    dark = (astronaut() > 128).astype(np.uint8)  # values 0 and 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert Upscaler(weights, device="cpu", backend="torch").upscale(dark).shape == (62, 74, 3)

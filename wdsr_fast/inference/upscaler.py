@@ -222,6 +222,7 @@ class Upscaler:
                              f"{', ...' if len(bad) > 3 else ''})")
         model = reference if isinstance(reference, FastWDSR) else FastWDSR.from_reference(reference, backend=backend)
         self.model = model.to(self.device).eval()
+        self.model.range_hint = False  # the pixels are scaled to [0, rgb_range] here: a dark image is no mistake
         self.config = self.model.config
         self.scale = self.config.scale
         self.dtype = torch.float16 if half else torch.float32
