@@ -133,3 +133,39 @@ def test_inferred_config_rebuilds_the_same_shapes(tmp_path, n_feats, expansion, 
     cfg = load_model(tmp_path / "bare.pth").config
     assert (cfg.n_feats, cfg.expansion, cfg.low_rank_feats) == (n_feats, expansion, model.config.low_rank_feats)
     assert (cfg.low_rank == 0.8) == (int(n_feats * 0.8) == model.config.low_rank_feats)
+
+
+@pytest.mark.parametrize("name", ["notes.pth", "notes.pt", "notes.safetensors"])
+@pytest.mark.parametrize("content", [b"hello, this is not a checkpoint\n", b"", b"\x00" * 64])
+def test_a_file_that_is_no_checkpoint_is_one_line(tmp_path, name, content):
+    from wdsr_fast.model.checkpoint import read_checkpoint
+
+    path = tmp_path / name
+    path.write_bytes(content)
+    for read in (load_model, read_checkpoint):
+        with pytest.raises(CheckpointError) as exc:
+            read(path)
+        assert str(exc.value).startswith(f"{path}: not a checkpoint"), str(exc.value)
+        assert "\n" not in str(exc.value) and "KeyError" not in str(exc.value)
+
+
+class Payload:
+    """What a malicious pickle carries: an object whose unpickling would run code."""
+
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+def test_a_pickle_with_objects_is_refused_for_safety(tmp_path, capsys):
+    from wdsr_fast.model.checkpoint import read_checkpoint
+
+    path = tmp_path / "evil.pth"
+    torch.save({"state_dict": small_wdsr().state_dict(), "payload": Payload()}, path)
+    for read in (load_model, read_checkpoint):
+        with pytest.raises(CheckpointError) as exc:
+            read(path)
+        message = str(exc.value)
+        assert message.startswith(f"{path}: holds objects other than tensors (print)"), message
+        assert "refused for safety" in message and "\n" not in message
+        assert "weights_only" not in message and "False" not in message  # never the advice to load it unsafely
+    assert "must never run" not in capsys.readouterr().out

@@ -181,3 +181,69 @@ def test_command_errors(tmp_path, capsys):
     with pytest.raises(SystemExit, match=r"^error: .*folder\.onnx"):
         main(["export", str(weights), "-o", str(tmp_path / "folder.onnx")])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["folder.onnx", "m.safetensors"]
+
+
+def test_command_never_writes_over_its_input(tmp_path):
+    """`export w.safetensors -o w.safetensors` once replaced the user's weights with ONNX bytes (exit 0)."""
+    weights = wdsr_fast.save_model(small(), tmp_path / "w.safetensors")
+    before = weights.read_bytes()
+    for extra in ([], ["--overwrite", "--force-suffix"]):
+        with pytest.raises(SystemExit, match=r"^error: -o .*w\.safetensors is the input checkpoint"):
+            main(["export", str(weights), "-o", str(weights), *extra])
+    (tmp_path / "sub").mkdir()
+    roundabout = tmp_path / "sub" / ".." / "w.safetensors"  # the same file by another name
+    with pytest.raises(SystemExit, match="is the input checkpoint"):
+        main(["export", str(weights), "-o", str(roundabout), "--overwrite", "--force-suffix"])
+    (tmp_path / "link.onnx").symlink_to(weights)
+    with pytest.raises(SystemExit, match="is the input checkpoint"):
+        main(["export", str(weights), "-o", str(tmp_path / "link.onnx"), "--overwrite"])
+    assert weights.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.onnx", "sub", "w.safetensors"]
+
+
+def test_command_wants_an_onnx_suffix_unless_forced(tmp_path, capsys):
+    weights = wdsr_fast.save_model(small(), tmp_path / "w.safetensors")
+    with pytest.raises(SystemExit, match=r"^error: -o .*model\.pth: not an \.onnx file name .*--force-suffix"):
+        main(["export", str(weights), "-o", str(tmp_path / "model.pth")])
+    assert not (tmp_path / "model.pth").exists()
+    assert main(["export", str(weights), "-o", str(tmp_path / "model.bin"), "--force-suffix"]) == 0
+    assert onnx.load(str(tmp_path / "model.bin")).graph.input[0].name == "lr"
+    assert main(["export", str(weights), "-o", str(tmp_path / "UPPER.ONNX")]) == 0
+    capsys.readouterr()
+
+
+def test_command_keeps_an_existing_file_unless_overwrite(tmp_path, capsys):
+    weights = wdsr_fast.save_model(small(), tmp_path / "w.safetensors")
+    target = tmp_path / "m.onnx"
+    target.write_bytes(b"the user's previous file")
+    with pytest.raises(SystemExit, match=r"^error: .*m\.onnx exists \(--overwrite replaces it\)$"):
+        main(["export", str(weights), "-o", str(target)])
+    assert target.read_bytes() == b"the user's previous file"
+    with pytest.raises(ExportError, match=r"m\.onnx exists; nothing was written \(replace=True replaces it\)"):
+        export_onnx(small(), target, replace=False)
+    assert target.read_bytes() == b"the user's previous file"
+    assert main(["export", str(weights), "-o", str(target), "--overwrite"]) == 0
+    assert onnx.load(str(target)).graph.output[0].name == "sr"
+    assert export_onnx(small(), tmp_path / "new.onnx", replace=False).is_file()
+    capsys.readouterr()
+
+
+def test_errors_name_the_target_not_the_temporary_file(tmp_path, monkeypatch):
+    (tmp_path / "folder.onnx").mkdir()
+    with pytest.raises(ExportError) as exc:
+        export_onnx(small(), tmp_path / "folder.onnx")
+    assert str(exc.value).startswith(f"{tmp_path / 'folder.onnx'}: ") and ".tmp" not in str(exc.value)
+    weights = wdsr_fast.save_model(small(), tmp_path / "w.safetensors")
+    with pytest.raises(SystemExit, match=r"^error: .*folder\.onnx") as exc:
+        main(["export", str(weights), "-o", str(tmp_path / "folder.onnx"), "--overwrite"])
+    assert ".tmp" not in str(exc.value)
+
+    def failing_session(path, providers):  # what ONNX Runtime says about a file it cannot load
+        raise RuntimeError(f"[ONNXRuntimeError] : 7 : INVALID_PROTOBUF : Load model from {path} failed")
+
+    monkeypatch.setattr(ort, "InferenceSession", failing_session)
+    target = tmp_path / "m.onnx"
+    with pytest.raises(SystemExit, match=r"^error: .*m\.onnx: ONNX Runtime cannot load") as exc:
+        main(["export", str(weights), "-o", str(target)])
+    assert ".tmp" not in str(exc.value) and f"Load model from {target} failed" in str(exc.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder.onnx", "w.safetensors"]

@@ -287,3 +287,83 @@ def test_refolds_after_edits_through_data(how, edit):
     expected = WDSR.forward(fast, image)
     assert (after - before).abs().max() > 0.5
     assert (after - expected).abs().max() < 1e-3
+
+
+@pytest.mark.parametrize("backend", ["auto", "torch"])
+def test_frozen_model_passes_gradients_to_its_input(backend):
+    """A frozen model as a differentiable layer (perceptual losses, attacks): an input that requires grad makes
+    autograd record the forward, so the trainable path runs and the input's gradient is the reference's."""
+    reference = small("b", 2)
+    fast = FastWDSR.from_reference(reference, backend=backend).eval().requires_grad_(False)
+    reference.requires_grad_(False)
+    image = torch.rand(1, 3, 7, 9) * 255
+    x = image.clone().requires_grad_(True)
+    out = fast(x)
+    assert fast.last_backend == "autograd" and out.requires_grad
+    (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+    x_ref = image.clone().requires_grad_(True)
+    (reference(x_ref) * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+    assert x.grad is not None and torch.allclose(x.grad, x_ref.grad, rtol=1e-4, atol=1e-6)
+    assert all(p.grad is None for p in fast.parameters())
+    with torch.no_grad():
+        fast(x)  # no recording, no autograd path: the fused ops run
+    assert fast.last_backend != "autograd"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("grad", [False, True])
+def test_empty_batch_gives_an_empty_batch(backend, grad):
+    """(0, 3, H, W) -> (0, 3, sH, sW), as for any other batch size, on every path (a filtered batch can be empty);
+    an image of 0 pixels is still refused."""
+    reference = small("b", 3)
+    fast = FastWDSR.from_reference(reference, backend=backend).to(DEVICE).train(grad)
+    image = torch.rand(0, 3, 5, 7, device=DEVICE) * 255
+    with torch.set_grad_enabled(grad):
+        for model in (reference.to(DEVICE), fast):
+            out = model(image)
+            assert out.shape == (0, 3, 15, 21) and out.dtype == image.dtype and out.device == image.device
+            assert out.requires_grad == grad
+    assert fast.last_backend == ("autograd" if grad else backend)
+    for model in (reference, fast):
+        with torch.no_grad(), pytest.raises(ValueError, match=r"empty image \(1, 3, 0, 7\)"):
+            model(torch.rand(1, 3, 0, 7, device=DEVICE))
+
+
+@pytest.mark.parametrize("how", ["training", "frozen, input requires grad"])
+def test_nan_input_on_the_autograd_path(how):
+    """The autograd path refuses NaN/inf input as the fused path does (check_finite), and only then."""
+    fast = FastWDSR.from_reference(small("b", 2), backend="torch")
+    if how == "training":
+        fast.train()
+    else:
+        fast.eval().requires_grad_(False)
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        image = torch.rand(1, 3, 8, 8) * 255
+        image[0, 1, 3, 4] = bad
+        image.requires_grad_(how != "training")
+        with pytest.raises(ValueError, match="input image contains NaN or infinite values"):
+            fast(image)
+    fast.check_finite = False
+    assert torch.isnan(fast(image * float("nan"))).all() and fast.last_backend == "autograd"
+
+
+@pytest.mark.parametrize("path", ["fused", "autograd"])
+def test_unit_range_input_warns_once(path):
+    """Pixels in [0, 1] given to a model of rgb_range 255 get one hint per model, from the finite check's sync."""
+    fast = FastWDSR.from_reference(small("b", 2), backend="torch").train(path == "autograd")
+    with torch.set_grad_enabled(path == "autograd"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            fast(torch.rand(1, 3, 8, 8) * 255)  # an ordinary image
+            fast(torch.zeros(1, 3, 8, 8))  # all black: nothing to say
+        with pytest.warns(UserWarning, match=r"largest value is 0\.9.*at most 1.*rgb_range 255.*\[0, 1\]"):
+            fast(torch.rand(1, 3, 8, 8) * 0.99)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            fast(torch.rand(1, 3, 8, 8))  # once per model
+    other = FastWDSR.from_reference(small("b", 2), backend="torch").train(path == "autograd")
+    with torch.set_grad_enabled(path == "autograd"), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        FastWDSR.from_reference(small("b", 2, rgb_range=1.0), backend="torch")(torch.rand(1, 3, 8, 8))  # [0, 1] model
+        other.check_finite = False
+        other(torch.rand(1, 3, 8, 8))  # no finite check, no sync: no hint either

@@ -77,4 +77,5 @@ def test_command_goes_on_past_bad_files(tmp_path, capsys):
     errors = err.strip().splitlines()
     assert len(errors) == 3 and all(line.startswith("error: ") for line in errors)
     assert "missing.safetensors: no such checkpoint file" in errors[0]
-    assert "junk.pth: cannot read the checkpoint" in errors[1] and "junk.onnx: not a readable ONNX file" in errors[2]
+    assert "junk.pth: not a checkpoint (neither a PyTorch file nor safetensors)" in errors[1]
+    assert "junk.onnx: not a readable ONNX file" in errors[2]

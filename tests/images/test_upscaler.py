@@ -277,3 +277,108 @@ def test_bundled_weights_are_the_default(monkeypatch, weights):
     monkeypatch.setattr("wdsr_fast.weights.bundled_path", lambda scale: None)
     with pytest.raises(ValueError, match="no bundled weights for x3"):
         Upscaler(scale=3, device="cpu")
+
+
+@pytest.mark.parametrize("fmt,suffix", [("GIF", ".gif"), ("WEBP", ".webp"), ("TIFF", ".tif")])
+def test_several_frames_are_refused_as_the_command_refuses_them(weights, tmp_path, fmt, suffix):
+    """An animation or a multi-page file is refused by the API with the command's message (never its first frame
+    alone, silently); one frame picked by the caller is upscaled."""
+    from wdsr_fast.io.images import ImageError, read_image
+
+    frames = [Image.fromarray(astronaut()), Image.fromarray(astronaut()[::-1].copy())]
+    path = tmp_path / f"animated{suffix}"
+    frames[0].save(path, format=fmt, save_all=True, append_images=frames[1:])
+    with pytest.raises(ImageError) as from_file:
+        read_image(path)
+    upscaler = Upscaler(weights, device="cpu", backend="torch")
+    with Image.open(path) as image, pytest.raises(ImageError) as from_api:
+        upscaler.upscale(image)
+    assert str(from_api.value) == str(from_file.value) and "has 2 frames" in str(from_api.value)
+    with Image.open(path) as image:
+        buffered = image.copy()  # a copy keeps no frames of the file, only the current one
+    assert upscaler.upscale(buffered).size == (74, 62)
+    with Image.open(path) as image:
+        image.seek(1)
+        with pytest.raises(ImageError, match="has 2 frames"):
+            upscaler.upscale(image)  # the second frame of the file is not silently what comes back either
+
+
+def _rgb_with(mode: str, transparency=None) -> Image.Image:
+    image = Image.fromarray(astronaut()).convert(mode)
+    if transparency is not None:
+        image.info["transparency"] = transparency
+    return image
+
+
+PIL_MODES = [  # (the image given, the mode that comes back, the line of Upscaler's docstring that says so)
+    (lambda: _rgb_with("L"), "L", "the mode itself for\n    L, LA, RGB, RGBA and I;16"),
+    (lambda: _rgb_with("RGBA"), "RGBA", "the mode itself for\n    L, LA, RGB, RGBA and I;16"),
+    (lambda: Image.frombytes("I;16B", camera().shape[::-1], deep(camera()).astype(">u2").tobytes()), "I;16",
+     "I;16B, I;16L, I;16N -> I;16"),
+    (lambda: _rgb_with("1"), "L", "1 -> L"),
+    (lambda: _rgb_with("P"), "RGB", "P -> RGB, or RGBA when the palette has a transparent entry"),
+    (lambda: _rgb_with("P", transparency=0), "RGBA", "P -> RGB, or RGBA when the palette has a transparent entry"),
+    (lambda: _rgb_with("PA"), "RGBA", "PA -> RGBA"),
+    (lambda: _rgb_with("L", transparency=0), "LA", "L, RGB with a transparent colour"),
+    (lambda: _rgb_with("RGB", transparency=(0, 0, 0)), "RGBA", "L, RGB with a transparent colour"),
+    (lambda: _rgb_with("LA").convert("La"), "LA", "La -> LA, RGBa -> RGBA"),
+    (lambda: _rgb_with("RGBA").convert("RGBa"), "RGBA", "La -> LA, RGBa -> RGBA"),
+    (lambda: _rgb_with("RGBX"), "RGB", "RGBX, YCbCr -> RGB"),
+    (lambda: _rgb_with("YCbCr"), "RGB", "RGBX, YCbCr -> RGB"),
+    (lambda: _rgb_with("CMYK"), "RGB", "CMYK -> RGB"),
+]
+
+
+@pytest.mark.parametrize("make,mode,documented", PIL_MODES)
+def test_pil_modes_come_back_as_documented(weights, make, mode, documented):
+    """Modes other than the working ones cannot come back as they were (a palette, two levels, CMYK): what comes
+    back for each is in Upscaler's docstring, and is what comes back."""
+    image = make()
+    out = Upscaler(weights, device="cpu", backend="torch").upscale(image)
+    assert out.mode == mode and out.size == (2 * image.width, 2 * image.height)
+    assert documented in Upscaler.__doc__
+
+
+@pytest.mark.parametrize("mode", ["I", "F", "HSV"])
+def test_pil_modes_that_are_refused(weights, mode):
+    from wdsr_fast.io.images import ImageError
+
+    with pytest.raises(ImageError, match=f"mode {mode!r}"):
+        Upscaler(weights, device="cpu", backend="torch").upscale(_rgb_with(mode))
+    assert "I (32-bit integer), F (32-bit float) and other modes are refused" in Upscaler.__doc__
+
+
+@pytest.mark.parametrize("tile", [True, False, 2.5, "16"])
+def test_tile_must_be_a_number_of_pixels_not_a_flag(weights, tile):
+    """tile=True once ran 1-pixel tiles (a bool is an int to Python): it is refused, as are other non-integers."""
+    with pytest.raises(ValueError, match=f"tile must be 'auto', None or a positive number of pixels, got {tile!r}"):
+        Upscaler(weights, device="cpu", tile=tile)
+    model = WDSR(variant="b", scale=2, n_feats=8, n_resblocks=1).eval()
+    with pytest.raises(ValueError, match="tile must be"):
+        upscale_tensor(model, torch.rand(1, 3, 6, 6), tile=tile)
+    with pytest.raises(ValueError, match="tile_pad must be"):
+        Upscaler(weights, device="cpu", tile=8, tile_pad=True)
+
+
+def test_tile_may_be_a_numpy_integer(weights):
+    upscaler = Upscaler(weights, device="cpu", tile=np.int64(9), tile_pad=np.int32(4), backend="torch")
+    assert upscaler.tile == 9 and type(upscaler.tile) is int and upscaler.tile_pad == 4
+    assert upscaler.upscale(astronaut()).shape == (62, 74, 3)
+
+
+@pytest.mark.parametrize("tile", [None, 4])
+def test_empty_batch_gives_an_empty_batch(tile):
+    model = WDSR(variant="b", scale=2, n_feats=8, n_resblocks=1).eval()
+    with torch.no_grad():
+        assert upscale_tensor(model, torch.rand(0, 3, 9, 11), tile=tile).shape == (0, 3, 18, 22)
+
+
+def test_a_dark_image_gets_no_unit_range_hint(weights):
+    """The [0, 1]-input hint of FastWDSR is for tensors given by hand: the Upscaler scales pixels itself, so an 8-bit
+    image whose brightest sample is 1 (1.0 in [0, 255]) is no mistake."""
+    import warnings
+
+    dark = (astronaut() > 128).astype(np.uint8)  # values 0 and 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert Upscaler(weights, device="cpu", backend="torch").upscale(dark).shape == (62, 74, 3)

@@ -17,8 +17,9 @@ The file is written to a temporary path beside the target and checked there: ``o
 (CPU) against the reference WDSR computed in float64, at batch 2 and two sizes that differ from the traced one
 (for a static file: at its size, batches 1 and 2). Relative error (max |ort - ref| / max |ref|) must be below
 1e-4 in float32 and 5e-3 in float16 (the reference then takes the same fp16-rounded input, with unrounded
-weights). Only a file that passes replaces the target; a failure raises ``ExportError`` saying what differed,
-and leaves whatever was at the target as it was.
+weights). Only a file that passes replaces the target (or, with ``replace=False``, takes a name that is free); a failure
+raises ``ExportError`` saying what differed, naming the target (never the temporary file), and leaves whatever was
+at the target as it was.
 """
 from __future__ import annotations
 
@@ -51,14 +52,16 @@ class ExportError(RuntimeError):
 
 
 def export_onnx(model: WDSR, path, *, static: tuple[int, int] | None = None, opset: int = DEFAULT_OPSET,
-                half: bool = False) -> Path:
+                half: bool = False, replace: bool = True) -> Path:
     """Write ``model`` (a ``WDSR`` or ``FastWDSR``) as an ONNX file at ``path``, checked in ONNX Runtime.
 
     static: (height, width) of a fixed-size file; None (default) leaves batch, height and width dynamic.
     opset: ONNX opset (default 17; from 11 to 20).
     half: float16 weights, input and output (for GPU runtimes; the checks run on CPU all the same).
-    Returns the path. Raises ``ExportError`` (nothing replaced) if the export or its checks fail, and
-    ``ImportError`` naming the ``[onnx]`` extra if onnx or onnxruntime is missing.
+    replace: replace a file already at ``path`` (default); False keeps it and raises ``ExportError``.
+    Returns the path. Raises ``ExportError`` (nothing replaced) if the export or its checks fail or ``path``
+    cannot be written, and ``ImportError`` naming the ``[onnx]`` extra if onnx or onnxruntime is missing. Messages
+    name ``path``, never the temporary file the export is checked in.
     """
     onnx, ort = _import_onnx()
     path = Path(path)
@@ -67,6 +70,8 @@ def export_onnx(model: WDSR, path, *, static: tuple[int, int] | None = None, ops
                          f"newest), got {opset}")
     if static is not None and (len(static) != 2 or min(static) < 1):
         raise ValueError(f"static must be (height, width) in positive pixels, got {static!r}")
+    if not replace and path.exists():
+        raise ExportError(f"{path} exists; nothing was written (replace=True replaces it)")
     dtype = torch.float16 if half else torch.float32
     reference = _plain_copy(model)  # a CPU WDSR with model's weights, unaffected by later changes to model
     network = folded_copy(reference).to(dtype).eval()
@@ -77,30 +82,39 @@ def export_onnx(model: WDSR, path, *, static: tuple[int, int] | None = None, ops
     if static is None:
         dynamic_axes[INPUT_NAME].update({2: "height", 3: "width"})
         dynamic_axes[OUTPUT_NAME].update({2: "out_height", 3: "out_width"})
-    with atomic_path(path) as tmp:
-        try:
-            with warnings.catch_warnings(), torch.no_grad():
-                # The TorchScript exporter warns that it is the legacy one, and the tracer that the input checks
-                # of WDSR.forward become constants: both expected (shapes are checked by the runtime instead).
-                warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
-                warnings.simplefilter("ignore", category=DeprecationWarning)
-                torch.onnx.export(network, (example,), tmp, dynamo=False, opset_version=opset,
-                                  input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamic_axes=dynamic_axes,
-                                  do_constant_folding=True)
-        except Exception as exc:  # the exporter raises many kinds of errors (unsupported opset, ...)
-            reason = next((line for line in str(exc).splitlines() if line.strip()), "")
-            raise ExportError(f"{path}: the ONNX export failed ({type(exc).__name__}: {reason}); "
-                              f"nothing was replaced") from None
-        proto = onnx.load(tmp)
-        _describe_graph(proto, reference, dtype)
-        onnx.save(proto, tmp)
-        try:
-            onnx.checker.check_model(tmp, full_check=True)
-        except Exception as exc:
-            raise ExportError(f"{path}: the exported graph fails onnx.checker ({exc}); nothing was replaced") from None
-        problem = _check_in_runtime(ort, tmp, reference, dtype, static)
-        if problem:
-            raise ExportError(f"{path}: {problem}; nothing was replaced")
+    tmp = ""
+    try:
+        with atomic_path(path, replace=replace) as tmp:
+            try:
+                with warnings.catch_warnings(), torch.no_grad():
+                    # The TorchScript exporter warns that it is the legacy one, and the tracer that the input checks
+                    # of WDSR.forward become constants: both expected (shapes are checked by the runtime instead).
+                    warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
+                    warnings.simplefilter("ignore", category=DeprecationWarning)
+                    torch.onnx.export(network, (example,), tmp, dynamo=False, opset_version=opset,
+                                      input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamic_axes=dynamic_axes,
+                                      do_constant_folding=True)
+            except Exception as exc:  # the exporter raises many kinds of errors (unsupported opset, ...)
+                reason = next((line for line in str(exc).splitlines() if line.strip()), "")
+                raise ExportError(f"{path}: the ONNX export failed ({type(exc).__name__}: {reason}); "
+                                  f"nothing was replaced") from None
+            proto = onnx.load(tmp)
+            _describe_graph(proto, reference, dtype)
+            onnx.save(proto, tmp)
+            try:
+                onnx.checker.check_model(tmp, full_check=True)
+            except Exception as exc:
+                raise ExportError(f"{path}: the exported graph fails onnx.checker ({exc}); "
+                                  f"nothing was replaced") from None
+            problem = _check_in_runtime(ort, tmp, reference, dtype, static)
+            if problem:
+                raise ExportError(f"{path}: {problem}; nothing was replaced")
+    except ExportError as exc:  # the exporter, checker and runtime name the file they were given: name the target
+        raise ExportError(str(exc).replace(tmp, str(path)) if tmp else str(exc)) from None
+    except OSError as exc:  # the target is a folder, its folder cannot be written, ...
+        if exc.errno is None:  # atomic_path's own: a file appeared at the target meanwhile (its message names it)
+            raise ExportError(str(exc)) from None
+        raise ExportError(f"{path}: cannot be written ({exc.strerror}); nothing was replaced") from None
     return path
 
 

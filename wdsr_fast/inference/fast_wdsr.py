@@ -1,7 +1,8 @@
 """FastWDSR: the drop-in inference module.
 
 A ``FastWDSR`` *is* a ``WDSR`` (same constructor, parameters and ``state_dict``, the authors' layouts
-included), so it trains like one: whenever autograd would record the forward, it runs the trainable path of
+included), so it trains like one: whenever autograd would record the forward (grad mode on, and a parameter or
+the input requiring grad: a frozen model still passes gradients to its input), it runs the trainable path of
 ``WDSR`` (weight norm computed every call). Under ``torch.no_grad()`` / ``torch.inference_mode()`` it folds
 weight norm once (refolding when a parameter changes) and runs the four ops of a backend (``wdsr_fast.ops``):
 ``"cuda"`` (csrc/), ``"triton"`` or ``"torch"`` (plain PyTorch ops, ``ops/torch_backend.py``).
@@ -24,6 +25,7 @@ on the parameter, so it is picked up at the next ``eval()``, ``train()``, ``load
 from __future__ import annotations
 
 import dataclasses
+import math
 import warnings
 
 import torch
@@ -34,6 +36,7 @@ from ..model.fold import FoldedWDSR, fold
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 AUTOGRAD = "autograd"  # last_backend when autograd recorded the forward: WDSR's trainable path ran
+UNIT_RANGE = "unit range"  # the [0, 1]-input hint, in FastWDSR._warned once given
 
 # Walking the module tree for its parameters costs ~90 us of host time per forward (WDSR-B 32x16), a tenth of
 # the 1 ms per frame this package targets; FastWDSR keeps the list, and rebuilds it after any module anywhere
@@ -61,10 +64,15 @@ class FastWDSR(WDSR):
     backend: "auto" (default: the fastest that can run, per call), "cuda", "triton" or "torch".
     cuda_graphs: replay a captured CUDA graph per input shape/dtype (CUDA only); removes the per-op
         host overhead, which dominates at small sizes.
-    check_finite: raise on NaN/inf input (costs a device sync per call; default True).
+    check_finite: raise ValueError on NaN/inf input, on the fused and the autograd path alike (costs one device
+        sync per call; default True). The same sync gives a hint, once per model, when the input looks like pixels
+        in [0, 1] given to a model of ``rgb_range`` above 1: its largest value at most 1 and above 0 (an all-black
+        image says nothing). ``range_hint = False`` turns the hint off (the ``Upscaler`` does: it scales pixels
+        itself); ``check_finite=False`` turns both off and adds no sync.
 
     ``last_backend``: what ran the last call, a backend name or ``"autograd"`` (the trainable path, taken
-    whenever autograd records the forward).
+    whenever autograd records the forward: grad mode on and a parameter or the input requiring grad, so a frozen
+    model passes gradients to its input).
 
     Weight norm is folded once and cached; the cache follows the parameters (optimizer steps, ``load_state_dict``,
     replaced parameters). Edits through ``p.data`` are invisible to that check: ``eval()``, ``train()``,
@@ -81,6 +89,7 @@ class FastWDSR(WDSR):
         self.backend = backend
         self.cuda_graphs = cuda_graphs
         self.check_finite = check_finite
+        self.range_hint = True
         self.last_backend: str | None = None
         self._folded: dict[tuple, FoldedWDSR] = {}
         self._folded_key: tuple | None = None
@@ -173,16 +182,29 @@ class FastWDSR(WDSR):
 
     # -- forward --------------------------------------------------------------------------------
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled() and any(p.requires_grad for p in self._current_parameters()):
+        if self._recorded(image):
             self.last_backend = AUTOGRAD
+            check_image(image)
+            self._check_values(image)
             return super().forward(image)
         self._check_input(image)
-        backend = self.resolve_backend(image.device, image.dtype)
+        backend = self.resolve_backend(image.device, image.dtype)  # its errors before the values' hint
+        self._check_values(image)
         self.last_backend = backend
+        if image.shape[0] == 0:  # an empty batch: nothing for the kernels to do
+            scale = self.config.scale
+            return image.new_empty((0, 3, image.shape[2] * scale, image.shape[3] * scale))
         folded = self.folded(image.device, image.dtype)
         if self.cuda_graphs and image.device.type == "cuda":
             return self._replay(backend, folded, image)
         return run_folded(ops.get_backend(backend), folded, image)
+
+    def _recorded(self, image: torch.Tensor) -> bool:
+        """Whether autograd would record a forward of ``image``: grad mode on and the image or any parameter
+        requiring grad (a frozen model still passes gradients to its input: perceptual losses, attacks)."""
+        return torch.is_grad_enabled() and (
+            (isinstance(image, torch.Tensor) and image.requires_grad)
+            or any(p.requires_grad for p in self._current_parameters()))
 
     def _check_input(self, image: torch.Tensor) -> None:
         check_image(image)
@@ -192,8 +214,21 @@ class FastWDSR(WDSR):
         if image.device != weight_device:
             raise RuntimeError(f"input is on {image.device} but the model is on {weight_device}: "
                                f"move one of them (model.to(device) or image.to(device))")
-        if self.check_finite and not bool(torch.isfinite(image).all()):
+
+    def _check_values(self, image: torch.Tensor) -> None:
+        """With ``check_finite``: ValueError for NaN/inf input, and the [0, 1] hint, from one device sync (the
+        smallest and largest value: NaN makes both NaN, an infinity shows in one)."""
+        if not self.check_finite or image.numel() == 0:
+            return
+        low, high = torch.stack(torch.aminmax(image.detach())).tolist()
+        if not (math.isfinite(low) and math.isfinite(high)):
             raise ValueError("input image contains NaN or infinite values")
+        rgb_range = self.config.rgb_range
+        if self.range_hint and rgb_range > 1 and 0 < high <= 1 and UNIT_RANGE not in self._warned:
+            self._warned.add(UNIT_RANGE)
+            warnings.warn(f"FastWDSR: the input's largest value is {high:.3g}, at most 1, but this model takes pixels "
+                          f"in [0, {rgb_range:g}] (rgb_range {rgb_range:g}): scale images in [0, 1] by {rgb_range:g} "
+                          f"(shown once per model)", stacklevel=5)  # the caller of model(image)
 
     def _replay(self, backend: str, folded: FoldedWDSR, image: torch.Tensor) -> torch.Tensor:
         key = (backend, tuple(image.shape), image.dtype, image.device, image.is_contiguous())

@@ -15,6 +15,7 @@ memory, down to ``MIN_TILE``; the size that worked is kept for the next images.
 from __future__ import annotations
 
 import math
+import numbers
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .. import weights as bundled_weights
-from ..io.images import Picture, picture_from_pil, picture_to_pil, quantize
+from ..io.images import ImageError, Picture, picture_from_pil, picture_to_pil, quantize
 from ..model import WDSR, check_image
 from ..model.checkpoint import load_model
 from .fast_wdsr import FastWDSR
@@ -90,16 +91,25 @@ def upscale_tensor(model, image: torch.Tensor, tile: int | None = None, tile_pad
     CUDA model: only tiles occupy the GPU).
     """
     check_image(image)
-    if tile is not None and tile < 1:
-        raise ValueError(f"tile must be a positive number of pixels, got {tile}")
-    pad = model.config.receptive_radius if tile_pad is None else tile_pad
-    if pad < 0:
-        raise ValueError(f"tile_pad must be >= 0, got {pad}")
+    if tile is not None:
+        tile = pixel_count(tile, 1, "tile must be a positive number of pixels")
+    pad = model.config.receptive_radius if tile_pad is None else pixel_count(tile_pad, 0, TILE_PAD_RULE)
     height, width = image.shape[-2:]
     scale = model.config.scale
     device = next(model.parameters()).device
     out = image.new_empty(image.shape[0], 3, height * scale, width * scale)
     return run_tiled(lambda lr: model(lr.to(device)), image, out, scale, tile or max(height, width), pad, on_tile)
+
+
+TILE_PAD_RULE = "tile_pad must be a number of pixels >= 0"
+
+
+def pixel_count(value, minimum: int, rule: str) -> int:
+    """``value`` as an int of at least ``minimum``; ``ValueError(f"{rule}, got {value!r}")`` otherwise. A bool is
+    refused although Python takes it for an int (``tile=True`` is no tile size)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{rule}, got {value!r}")
+    return int(value)
 
 
 def resolve_device(spec) -> torch.device:
@@ -159,22 +169,39 @@ class Upscaler:
 
     weights: a checkpoint path (ours or the authors'), a ``WDSR`` model, or None for the bundled weights of
     ``scale`` (default 2). device: any torch device string (default: CUDA if visible, else CPU). half: float16
-    on a GPU. tile: "auto" (fit the device memory, halve on out-of-memory), a side in LR pixels, or None (whole
-    images). alpha: "bicubic" (default) or "wdsr" (the alpha plane through the network as gray).
+    on a GPU. tile: "auto" (fit the device memory, halve on out-of-memory), a side in LR pixels (an int; not a
+    bool), or None (whole images). alpha: "bicubic" (default) or "wdsr" (the alpha plane through the network as gray).
     progress: a tqdm bar over the tiles of each image that has more than one.
 
     ``upscale(image)`` takes a PIL image or a numpy array (H, W) / (H, W, C), uint8 or uint16, C = 1 gray,
-    2 gray + alpha, 3 RGB, 4 RGBA, and returns the same kind, ``scale`` times larger, same mode and depth.
+    2 gray + alpha, 3 RGB, 4 RGBA, and returns the same kind, ``scale`` times larger. A numpy array comes back
+    with the same shape and dtype. A PIL image comes back in the working mode of its mode (the mode itself for
+    L, LA, RGB, RGBA and I;16; the network works on these):
+
+    - I;16B, I;16L, I;16N -> I;16 (the same 16-bit values, native byte order)
+    - 1 -> L (the upscaled gray is kept, not thresholded back to two levels)
+    - P -> RGB, or RGBA when the palette has a transparent entry; PA -> RGBA (never quantised back to a palette)
+    - L, RGB with a transparent colour (``info["transparency"]``) -> LA, RGBA
+    - La -> LA, RGBa -> RGBA (alpha no longer premultiplied)
+    - RGBX, YCbCr -> RGB
+    - CMYK -> RGB: through its ICC profile to sRGB (the output carries the sRGB profile), or by plain inversion
+      when it has none
+    - I (32-bit integer), F (32-bit float) and other modes are refused (``ImageError``)
+
+    ``upscale_picture`` lists the conversions made in the picture's notes.
+    A PIL image with several frames (an animated GIF, WebP or PNG, a multi-page TIFF) is refused with
+    ``ImageError``, as the command refuses such a file: upscale frames one by one (``image.seek(i)``, then
+    ``image.copy()``, a single frame).
     """
 
     def __init__(self, weights=None, scale: int | None = None, device=None, half: bool = False, tile="auto",
                  tile_pad: int | None = None, backend: str = "auto", alpha: str = "bicubic", progress: bool = False):
         if alpha not in ALPHA_MODES:
             raise ValueError(f"alpha must be one of {ALPHA_MODES}, got {alpha!r}")
-        if tile != "auto" and tile is not None and (not isinstance(tile, int) or tile < 1):
-            raise ValueError(f"tile must be 'auto', None or a positive number of pixels, got {tile!r}")
-        if tile_pad is not None and tile_pad < 0:
-            raise ValueError(f"tile_pad must be >= 0, got {tile_pad}")
+        if not (isinstance(tile, str) and tile == "auto") and tile is not None:
+            tile = pixel_count(tile, 1, "tile must be 'auto', None or a positive number of pixels")
+        if tile_pad is not None:
+            tile_pad = pixel_count(tile_pad, 0, TILE_PAD_RULE)
         self.device = resolve_device(device)
         if half and self.device.type == "cpu":
             raise ValueError("half precision needs a GPU device (float16 convolutions are not a CPU speed path)")
@@ -194,6 +221,7 @@ class Upscaler:
                              f"{', ...' if len(bad) > 3 else ''})")
         model = reference if isinstance(reference, FastWDSR) else FastWDSR.from_reference(reference, backend=backend)
         self.model = model.to(self.device).eval()
+        self.model.range_hint = False  # the pixels are scaled to [0, rgb_range] here: a dark image is no mistake
         self.config = self.model.config
         self.scale = self.config.scale
         self.dtype = torch.float16 if half else torch.float32
@@ -205,6 +233,7 @@ class Upscaler:
     def upscale(self, image):
         """A PIL image or numpy array, upscaled (see the class docstring)."""
         if isinstance(image, Image.Image):
+            check_single_frame(image)
             return picture_to_pil(self.upscale_picture(picture_from_pil(image)))
         if isinstance(image, np.ndarray):
             out = self.upscale_picture(Picture(image)).pixels
@@ -296,6 +325,16 @@ class Upscaler:
             raise UpscaleError(f"the network produced NaN or infinite values with weights {self.weights}"
                                + (" in float16 (try without half precision)" if self.dtype == torch.float16 else ""))
         return sr
+
+
+def check_single_frame(image: Image.Image) -> None:
+    """``ImageError`` for a PIL image with several frames (an animated GIF, WebP or PNG, a multi-page TIFF): the
+    message ``read_image`` gives for such a file, so that the API refuses what the command refuses."""
+    frames = getattr(image, "n_frames", 1)
+    if frames > 1:
+        name = getattr(image, "filename", "") or "the PIL image"
+        raise ImageError(f"{name}: has {frames} frames (an animation or a multi-page file); only single images are "
+                         f"upscaled")
 
 
 def _to_gray(rgb: torch.Tensor) -> torch.Tensor:

@@ -8,11 +8,16 @@ What loads:
   (``body.0`` head, ``body.1..n`` blocks, ``body.n+1`` tail, ``skip.0``; its pretrained ``epoch_30.pth``
   files), with either weight-norm API (``weight_g``/``weight_v`` or ``parametrizations.weight.original0/1``)
   or plain ``weight`` tensors (the key mapping itself is ``key_layouts.py``).
-Where no config is stored it is inferred from the tensor shapes.
+Where no config is stored it is inferred from the tensor shapes. The format is read from the file's first bytes,
+whatever its suffix; a file of neither kind is "not a checkpoint". Pickled files are read with
+``torch.load(weights_only=True)``: tensors, numbers, strings and containers only; a file holding any other object
+is refused for safety, naming the object.
 """
 from __future__ import annotations
 
 import json
+import os
+import pickle
 import re
 from pathlib import Path
 
@@ -82,9 +87,31 @@ def describe_mismatch(expected: dict[str, torch.Tensor], state: dict[str, torch.
 
 # -- files ----------------------------------------------------------------------------------------
 
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save's file (a zip archive)
+PICKLE_PROTOCOLS = range(2, 6)  # torch.save's older file (_use_new_zipfile_serialization=False): a bare pickle
+SAFETENSORS_SIGN = b"{"  # after the 8-byte header length: the JSON header
+
+
+def file_kind(path: Path) -> str | None:
+    """``"torch"`` or ``"safetensors"`` from the file's first bytes (whatever its suffix); None for neither."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+        size = os.fstat(f.fileno()).st_size
+    if head.startswith(ZIP_MAGIC) or (head[:1] == b"\x80" and len(head) > 1 and head[1] in PICKLE_PROTOCOLS):
+        return "torch"
+    if len(head) == 9 and head[8:] == SAFETENSORS_SIGN and 2 <= int.from_bytes(head[:8], "little") <= size - 8:
+        return "safetensors"
+    return None
+
+
 def _read(path: Path, map_location) -> tuple[dict[str, torch.Tensor], dict | None]:
-    """(state_dict as stored, stored config or None)."""
-    if path.suffix == ".safetensors":
+    """(state_dict as stored, stored config or None); CheckpointError for a file that is no checkpoint or holds
+    objects other than tensors."""
+    kind = file_kind(path)
+    if kind is None:
+        raise CheckpointError(f"{path}: not a checkpoint (neither a PyTorch file nor safetensors"
+                              f"{'; the file is empty' if path.stat().st_size == 0 else ''})")
+    if kind == "safetensors":
         from safetensors import safe_open
 
         with safe_open(str(path), framework="pt", device="cpu") as f:
@@ -92,7 +119,15 @@ def _read(path: Path, map_location) -> tuple[dict[str, torch.Tensor], dict | Non
             state = {k: f.get_tensor(k) for k in f.keys()}
         config = json.loads(metadata["config"]) if "config" in metadata else None
         return {k: v.to(map_location) for k, v in state.items()}, config
-    obj = torch.load(str(path), map_location=map_location, weights_only=True)
+    try:
+        obj = torch.load(str(path), map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights only" not in str(exc).lower():
+            raise
+        # torch's message advises loading it unsafely: never repeat that; name the object instead.
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        raise CheckpointError(f"{path}: holds objects other than tensors{f' ({found.group(1)})' if found else ''}, "
+                              f"which are refused for safety (unpickling them could run any code)") from None
     if not isinstance(obj, dict):
         raise ValueError(f"expected a dict of tensors, found a {type(obj).__name__}")
     config = obj.get("config") if isinstance(obj.get("config"), dict) else None
@@ -116,7 +151,7 @@ def load_model(path, map_location="cpu") -> WDSR:
     except CheckpointError:
         raise
     except Exception as exc:  # truncated or corrupt files raise all sorts of errors
-        raise CheckpointError(f"{path}: cannot read the checkpoint ({type(exc).__name__}: {exc})") from None
+        raise CheckpointError(f"{path}: cannot read the checkpoint ({_reason(exc)})") from None
     try:
         state, ychfan = translate_state_dict(stored)
         cfg = WDSRConfig.from_dict(config) if config is not None else infer_config(state, ychfan)
@@ -156,7 +191,13 @@ def read_checkpoint(path, map_location="cpu") -> tuple[dict[str, torch.Tensor], 
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
         return _read(path, map_location)
+    except CheckpointError:
+        raise
     except Exception as exc:  # truncated or corrupt files raise all sorts of errors, some over many lines
-        text = str(exc).split("WeightsUnpickler error:")[-1]  # torch.load's weights_only preamble is no reason
-        reason = " ".join(next((line for line in text.splitlines() if line.strip()), "").split())
-        raise CheckpointError(f"{path}: cannot read the checkpoint ({type(exc).__name__}: {reason})") from None
+        raise CheckpointError(f"{path}: cannot read the checkpoint ({_reason(exc)})") from None
+
+
+def _reason(exc: Exception) -> str:
+    """An exception as one line: its type and the first line of its message."""
+    text = " ".join(next((line for line in str(exc).splitlines() if line.strip()), "").split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -144,8 +144,8 @@ def check_image(image: torch.Tensor) -> None:
         raise ValueError(f"expected an RGB batch of shape (N, 3, H, W), got {tuple(image.shape)}")
     if not image.is_floating_point():
         raise TypeError(f"expected a floating-point image (values in [0, rgb_range]), got {image.dtype}")
-    if image.numel() == 0:
-        raise ValueError(f"empty image batch {tuple(image.shape)}")
+    if image.shape[2] == 0 or image.shape[3] == 0:  # an empty batch, (0, 3, H, W), gives an empty batch
+        raise ValueError(f"empty image {tuple(image.shape)}: height and width must be at least 1 pixel")
 
 
 def count_parameters(model: nn.Module) -> int:
