@@ -96,7 +96,7 @@ def test_auto_picks_by_dtype_as_measured(gpu):
 
 
 def test_minimum_compute_capability_matches_kernels_h():
-    header = (ROOT / "csrc" / "kernels.h").read_text()
+    header = (ROOT / "csrc" / "cuda" / "kernels.h").read_text()
     value = int(re.search(r"kMinComputeCapability = (\d+);", header).group(1))
     assert (value // 10, value % 10) == cuda_backend.MIN_COMPUTE_CAPABILITY
 

@@ -1,4 +1,4 @@
-"""csrc/'s CUDA kernels, run here without a GPU by the CPU emulator of tests/cuda_emulator/.
+"""csrc/cuda/'s kernels, run here without a GPU by the CPU emulator of tests/cuda_emulator/.
 
 The kernel source is compiled by g++ against stand-in CUDA headers (threads and barriers for CTAs, lane-0 WMMA,
 NaN-filled shared memory, sm_90 launch limits); see tests/cuda_emulator/include/cuda_emulation.h for what that

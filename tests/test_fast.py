@@ -213,7 +213,7 @@ def test_cuda_backend_declines_blocks_wider_than_its_kernel():
 
     from wdsr_fast.ops import cuda_backend
 
-    header = (Path(__file__).resolve().parents[1] / "csrc" / "kernels.h").read_text()
+    header = (Path(__file__).resolve().parents[1] / "csrc" / "cuda" / "kernels.h").read_text()
     limits = [int(re.search(rf"{name} = (\d+);", header).group(1)) for name in ("kMaxFeats", "kMaxWide", "kMaxLowRank")]
     assert limits == [cuda_backend.MAX_FEATS, cuda_backend.MAX_WIDE, cuda_backend.MAX_LOW_RANK]
     assert cuda_backend.unsupported_model(WDSR(variant="b", n_feats=32).config) is None

@@ -17,9 +17,9 @@
 #include <string_view>
 #include <vector>
 
+#include "../common/checks.h"
+#include "../common/op_schemas.h"
 #include "kernels.h"
-#include "../checks.h"
-#include "../op_schemas.h"
 
 namespace {
 

@@ -1,4 +1,4 @@
-// C entry points over csrc/'s launchers and launch arithmetic, for ctypes (tests/cuda_emulator/__init__.py).
+// C entry points over csrc/cuda/'s launchers and launch arithmetic, for ctypes (tests/cuda_emulator/__init__.py).
 // The launchers take the parameter structs of kernels.h, which __init__.py mirrors as ctypes Structures; the
 // *_layout functions report the C++ layout so that a test can check the mirror field by field.
 #include <cstddef>

@@ -13,7 +13,7 @@ Every backend is one module with the same small interface:
 - ``"torch"``: ``torch_backend.py``, the op contract in plain PyTorch ops (in place, channels_last, the WDSR-B
   block's 1x1 convs on large CPU maps as chunked matrix products), tested against ``reference.py``; any device.
 - ``"triton"``: the ``triton/`` subpackage, Triton kernels registered as ``torch.ops.wdsr_triton.*``.
-- ``"cuda"``: ``cuda_backend.py``, the CUDA C++ kernels of ``csrc/`` (``torch.ops.wdsr_cuda.*``).
+- ``"cuda"``: ``cuda_backend.py``, the CUDA C++ kernels of ``csrc/cuda/`` (``torch.ops.wdsr_cuda.*``).
 - ``"cpu"``: ``cpu_backend.py``, the fused C++ CPU kernels of ``csrc/cpu/`` (``torch.ops.wdsr_cpu.*``); float32.
 
 ``REGISTRY`` is data: for each backend, in the order ``auto`` tries them, the module holding it, the device types

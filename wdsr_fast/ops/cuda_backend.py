@@ -1,4 +1,4 @@
-"""The ``cuda`` backend: the kernels of csrc/, registered in C++ as ``torch.ops.wdsr_cuda.*`` by ``wdsr_fast._C``.
+"""The ``cuda`` backend: the kernels of csrc/cuda/, registered in C++ as ``torch.ops.wdsr_cuda.*`` by ``wdsr_fast._C``.
 
 This module loads the extension if it was built (``pip install --no-build-isolation .`` where torch has CUDA
 and nvcc is found), adds the fake (meta) implementations torch.compile needs, and exposes the four ops with
@@ -21,14 +21,14 @@ except (ImportError, OSError) as exc:  # not built, or built against another tor
 
 
 # The fused WDSR-B kernel keeps all of a block's weights in shared memory, which bounds its widths
-# (csrc/kernels.h: kMaxFeats, kMaxWide, kMaxLowRank), and uses bf16 tensor cores (kMinComputeCapability).
+# (csrc/cuda/kernels.h: kMaxFeats, kMaxWide, kMaxLowRank), and uses bf16 tensor cores (kMinComputeCapability).
 MAX_FEATS, MAX_WIDE, MAX_LOW_RANK = 32, 256, 32
 MIN_COMPUTE_CAPABILITY = (8, 0)
 
 
 def fused_block_shared_bytes(wide: int) -> int:
     """Dynamic shared memory (bytes) one CTA of the fp16/bf16 fused WDSR-B block asks for at expansion width
-    ``wide``: csrc/wdsr_b_block.cu's MmaSmem layout (tests/test_cuda_emulated.py checks that the two agree).
+    ``wide``: csrc/cuda/wdsr_b_block.cu's MmaSmem layout (tests/test_cuda_emulated.py checks that the two agree).
     The fp32 block uses 42 KB of static shared memory, which every GPU it runs on has."""
     wide_pad = -(-wide // 64) * 64  # expansion chunks of 64
     halves = (wide_pad * 40            # w_expand rows, padded to 40

@@ -1,7 +1,7 @@
 // torch.ops.wdsr_cuda.*: the op schemas (same names and signatures as wdsr_fast/ops/reference.py), input
-// validation (checks.h), output allocation and launches on the current stream. The only file that includes torch's
-// CUDA headers. head_conv and wdsr_a_block run through ATen's convolution (cuDNN); wdsr_b_block and tail_shuffle
-// are ours, each launched with a parameter struct filled field by field by one function below.
+// validation (../common/checks.h), output allocation and launches on the current stream. The only file that includes
+// torch's CUDA headers. head_conv and wdsr_a_block run through ATen's convolution (cuDNN); wdsr_b_block and
+// tail_shuffle are ours, each launched with a parameter struct filled field by field by one function below.
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -11,9 +11,9 @@
 #include <cstdlib>
 #include <string>
 
-#include "checks.h"
+#include "../common/checks.h"
+#include "../common/op_schemas.h"
 #include "kernels.h"
-#include "op_schemas.h"
 
 namespace {
 
