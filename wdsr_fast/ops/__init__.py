@@ -26,8 +26,8 @@ returns the first backend that runs natively on the device and is picked for the
 correctness tool).
 
 Adding a backend is one new module with the interface above (``cuda_backend.py`` and ``cpu_backend.py`` are the
-models for a compiled extension: load it, say why not when it does not load, register the fake implementations of
-``common.register_fakes``) and one entry in ``REGISTRY``, placed by speed. Backend modules import only
+models for a compiled extension: ``common.load_extension`` loads it, registers the fake implementations and says
+why not where it does not load) and one entry in ``REGISTRY``, placed by speed. Backend modules import only
 ``common.py`` (and their own files) from this package, never this registry, so that there is no import loop.
 """
 from __future__ import annotations

@@ -1,23 +1,19 @@
 """The ``cuda`` backend: the kernels of csrc/cuda/, registered in C++ as ``torch.ops.wdsr_cuda.*`` by ``wdsr_fast._C``.
 
 This module loads the extension if it was built (``pip install --no-build-isolation .`` where torch has CUDA
-and nvcc is found), adds the fake (meta) implementations torch.compile needs, and exposes the four ops with
-the signatures of ``reference.py``; where the extension does not load, the four ops raise, saying why.
+and nvcc is found) through ``common.load_extension`` and exposes the four ops with the signatures of
+``reference.py``; where the extension does not load, the four ops raise, saying why.
 """
 from __future__ import annotations
 
 import torch
 
-from .common import register_fakes
+from .common import load_extension
 
 NAME = "cuda"
 
-try:
-    from wdsr_fast import _C  # noqa: F401  (importing it registers the ops)
-
-    LOAD_ERROR: str | None = None
-except (ImportError, OSError) as exc:  # not built, or built against another torch
-    LOAD_ERROR = f"wdsr_fast._C is not built or does not load ({exc}); install with CUDA torch and nvcc present"
+_C, LOAD_ERROR, (head_conv, wdsr_a_block, wdsr_b_block, tail_shuffle) = load_extension(
+    "_C", "wdsr_cuda", "install with CUDA torch and nvcc present")
 
 
 # The fused WDSR-B kernel keeps all of a block's weights in shared memory, which bounds its widths
@@ -85,16 +81,3 @@ def unavailable_reason(device: torch.device, config=None, dtype: torch.dtype | N
     if device.type != "cuda":  # CPU tensors standing in under TRITON_INTERPRET=1: an interpreter of Triton only
         return "the CUDA kernels need CUDA tensors (TRITON_INTERPRET=1 runs Triton kernels on CPU, not these)"
     return unsupported_model(config) or unsupported_device(device, config, dtype)
-
-
-if LOAD_ERROR is None:
-    register_fakes("wdsr_cuda")
-    head_conv = torch.ops.wdsr_cuda.head_conv
-    wdsr_a_block = torch.ops.wdsr_cuda.wdsr_a_block
-    wdsr_b_block = torch.ops.wdsr_cuda.wdsr_b_block
-    tail_shuffle = torch.ops.wdsr_cuda.tail_shuffle
-else:
-    def _not_loaded(*args, **kwargs):
-        raise RuntimeError(LOAD_ERROR)
-
-    head_conv = wdsr_a_block = wdsr_b_block = tail_shuffle = _not_loaded
