@@ -1,10 +1,12 @@
-"""The CUDA extension is built and registers its ops (runs in CI's CUDA-torch venv, no GPU needed).
+"""The CUDA extension is built, registers its ops and reports what its kernels take (runs in CI's CUDA-torch venv,
+no GPU needed).
 
 Skipped, with the reason, where wdsr_fast._C is not importable (e.g. the CPU venv of the main test run).
 """
 import pytest
 import torch
 
+from wdsr_fast import WDSR
 from wdsr_fast.ops import cuda_backend
 
 pytestmark = pytest.mark.skipif(cuda_backend.LOAD_ERROR is not None, reason=str(cuda_backend.LOAD_ERROR))
@@ -24,6 +26,18 @@ OPS = {
 def test_registered_with_the_reference_signature(name):
     schema = str(getattr(torch.ops.wdsr_cuda, name).default._schema)
     assert schema == "wdsr_cuda::" + OPS[name]
+
+
+def test_reports_its_limits():
+    """The built module answers what cuda_backend asks: the fused block's widths, the oldest GPU, its shared memory
+    (the numbers themselves are checked against the kernels in test_cuda_emulated.py)."""
+    limits = cuda_backend._C.limits()
+    assert sorted(limits) == ["max_feats", "max_low_rank", "max_wide", "min_compute_capability"]
+    assert cuda_backend.unsupported_model(WDSR(variant="b", n_feats=limits["max_feats"]).config) is None
+    assert cuda_backend.fused_block_shared_bytes(1) < cuda_backend.fused_block_shared_bytes(limits["max_wide"])
+    assert cuda_backend.fused_block_shared_bytes(limits["max_wide"], torch.float32) == 0
+    with pytest.raises(ValueError, match="float64"):
+        cuda_backend.fused_block_shared_bytes(64, torch.float64)
 
 
 def test_fake_shapes():

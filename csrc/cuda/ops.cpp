@@ -171,12 +171,3 @@ TORCH_LIBRARY_IMPL(wdsr_cuda, CUDA, m) {
   m.impl("wdsr_b_block", &wdsr_b_block);
   m.impl("tail_shuffle", &tail_shuffle);
 }
-
-#ifdef WDSR_FAST_PYTHON_MODULE
-// `import wdsr_fast._C` loads this library, which runs the registrations above; the module itself is empty.
-#include <Python.h>
-extern "C" PyMODINIT_FUNC PyInit__C(void) {
-  static PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
-  return PyModule_Create(&module);
-}
-#endif

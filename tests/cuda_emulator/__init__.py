@@ -7,6 +7,8 @@ then offers ``wdsr_b_block`` and ``tail_shuffle`` with the signatures of ``wdsr_
 ``csrc/cuda/ops.cpp`` does on a GPU: the launchers' parameter structs (csrc/cuda/kernels.h, mirrored here as ctypes
 Structures) filled by field name, outputs NaN-poisoned, channels_last block outputs, and every tensor placed inside
 a NaN guard band so that an out-of-bounds read turns the output into NaN and an out-of-bounds write is caught.
+The library also holds csrc/cuda/module.cpp: ``extension_module()`` imports it as the extension's Python module
+``_C``, whose reports of what the kernels take come from the same sources as on a GPU.
 ``run_racecheck()`` builds the kernels with ``racecheck.cpp`` under ThreadSanitizer and runs them.
 ``build_checks()`` builds csrc/common/checks.h, the ops' input validation, into a CPU library of torch ops
 (``torch.ops.wdsr_cuda_checks.*``, see checks.cpp).
@@ -14,11 +16,14 @@ a NaN guard band so that an out-of-bounds read turns the output into NaN and an 
 from __future__ import annotations
 
 import ctypes
+import importlib.util
 import os
 import re
 import subprocess
+import sysconfig
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import ModuleType
 
 import torch
 
@@ -41,8 +46,8 @@ def emulated_source(cuda_source: str) -> str:
     return _DYNAMIC_SHARED.sub(r"\1* \2 = reinterpret_cast<\1*>(::cuda_emulation::dynamic_shared());", text)
 
 
-def _compile(workdir: Path, edits, flags: list[str], driver: Path) -> list[Path]:
-    """The kernel sources (after ``edits``) and ``driver``, compiled to object files in ``workdir``."""
+def _compile(workdir: Path, edits, flags: list[str], drivers: list[Path]) -> list[Path]:
+    """The kernel sources (after ``edits``) and ``drivers``, compiled to object files in ``workdir``."""
     workdir.mkdir(parents=True, exist_ok=True)
     edits = edits or {}
     for name in edits:
@@ -56,17 +61,17 @@ def _compile(workdir: Path, edits, flags: list[str], driver: Path) -> list[Path]
             text = text.replace(old, new)
         return text
 
-    # Edited headers go into workdir, searched before csrc/cuda/ by every unit (the harness's included: one definition).
+    # Edited headers go into workdir, searched before csrc/cuda/ by every unit (the drivers' included: one definition).
     for name in edits:
         if name not in KERNEL_SOURCES:
             (workdir / name).write_text(source(name))
-    units = [driver]
+    units = list(drivers)
     for name in KERNEL_SOURCES:
         unit = workdir / (Path(name).stem + ".cpp")
         unit.write_text(emulated_source(source(name)))
         units.append(unit)
     flags = ["-std=c++20", "-fPIC", "-pthread", "-Wno-unknown-pragmas", f"-I{workdir}", f"-I{HERE / 'include'}",
-             f"-I{CUDA_SRC}", *flags]
+             f"-I{CUDA_SRC}", f"-I{sysconfig.get_paths()['include']}", *flags]
 
     def compile_unit(unit: Path) -> Path:
         obj = workdir / (unit.stem + ".o")
@@ -78,12 +83,13 @@ def _compile(workdir: Path, edits, flags: list[str], driver: Path) -> list[Path]
 
 
 def build(workdir: Path, edits: dict[str, tuple[str, str]] | None = None) -> ctypes.CDLL:
-    """Compile csrc/cuda/'s kernels and the C harness into ``workdir/emulated_cuda.so`` and load it.
+    """Compile csrc/cuda/'s kernels, its Python module (module.cpp) and the C harness into
+    ``workdir/emulated_cuda.so`` and load it.
 
     ``edits`` maps a kernel or header file name of csrc/cuda/ to one (old, new) text replacement, for the tests that
     check that a broken kernel is caught.
     """
-    objects = _compile(workdir, edits, ["-O2"], HERE / "harness.cpp")
+    objects = _compile(workdir, edits, ["-O2"], [HERE / "harness.cpp", CUDA_SRC / "module.cpp"])
     library = workdir / "emulated_cuda.so"
     subprocess.run(["g++", "-shared", "-pthread", *map(str, objects), "-o", str(library)], check=True)
     lib = ctypes.CDLL(str(library))
@@ -92,10 +98,19 @@ def build(workdir: Path, edits: dict[str, tuple[str, str]] | None = None) -> cty
     return lib
 
 
+def extension_module(lib: ctypes.CDLL) -> ModuleType:
+    """The library ``build()`` made, imported as the Python module ``_C`` of csrc/cuda/module.cpp: what the CUDA
+    extension reports of its kernels (``limits()``, ``wdsr_b_block_shared_bytes``), computed by the same code."""
+    spec = importlib.util.spec_from_file_location("_C", lib._name)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def run_racecheck(workdir: Path, edits: dict[str, tuple[str, str]] | None = None) -> subprocess.CompletedProcess:
     """Build racecheck.cpp with the kernels under ThreadSanitizer and run it; exit code 66 means a data race."""
     flags = ["-O1", "-g", "-fsanitize=thread"]
-    objects = _compile(workdir, edits, flags, HERE / "racecheck.cpp")
+    objects = _compile(workdir, edits, flags, [HERE / "racecheck.cpp"])
     program = workdir / "racecheck"
     subprocess.run(["g++", *flags, "-pthread", *map(str, objects), "-o", str(program)], check=True)
     env = {**os.environ, "TSAN_OPTIONS": "exitcode=66 halt_on_error=1"}

@@ -21,10 +21,6 @@ int emulated_tail_shuffle(const wdsr::TailShuffleParams* params) {
 
 const char* emulated_last_fault() { return cuda_emulation::runtime().last_fault.c_str(); }
 
-int emulated_wdsr_b_block_shared_bytes(int dtype, int wide) {
-  return wdsr::wdsr_b_block_shared_bytes(static_cast<wdsr::DType>(dtype), wide);
-}
-
 // ---- the emulated devices ----------------------------------------------------------------------------------------
 int emulated_set_device(int device) { return cudaSetDevice(device); }
 
