@@ -1,5 +1,5 @@
 """Build script: the pure-Python package always; the CPU extension ``wdsr_fast._cpu`` (csrc/cpu/) and the CUDA
-extension ``wdsr_fast._C`` (csrc/) where they can be.
+extension ``wdsr_fast._C`` (csrc/cuda/) where they can be; both include csrc/common/.
 
 The CPU extension is built when torch imports and a C++ compiler works; its kernels are compiled once per
 instruction set with that set's flags (AVX-512 and AVX2+FMA on x86-64 with GCC or clang, plus a portable path
@@ -24,7 +24,7 @@ from pathlib import Path
 from setuptools import setup
 
 DEFAULT_ARCHS = "8.0;9.0+PTX"
-SOURCES = ["csrc/ops.cpp", "csrc/wdsr_b_block.cu", "csrc/tail_shuffle.cu"]
+SOURCES = ["csrc/cuda/module.cpp", "csrc/cuda/ops.cpp", "csrc/cuda/wdsr_b_block.cu", "csrc/cuda/tail_shuffle.cu"]
 CPU_EXTENSION = "wdsr_fast._cpu"
 # The CPU kernels once per instruction set: (name, source, compiler flags); x86 paths only on x86-64 GCC/clang.
 CPU_KERNELS = [
@@ -69,7 +69,6 @@ def cuda_extension():
     os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_ARCHS)  # torch's build fails on an empty list
     extension = CUDAExtension(
         "wdsr_fast._C", SOURCES,
-        define_macros=[("WDSR_FAST_PYTHON_MODULE", None)],
         include_dirs=pip_cuda_includes(),
         extra_compile_args={"cxx": ["-O3"], "nvcc": ["-O3", "--use_fast_math", "-lineinfo"]},
     )

@@ -6,6 +6,7 @@ whole output, against a float64 reference, with a tolerance per dtype (``TOLERAN
 """
 from __future__ import annotations
 
+import inspect
 import re
 
 import pytest
@@ -13,6 +14,7 @@ import torch
 from torch.nn import functional as F
 
 from wdsr_fast import WDSR, ops
+from wdsr_fast.ops import reference
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 # bf16 only on GPU: the Triton interpreter's bf16 arithmetic is wrong.
@@ -54,6 +56,20 @@ def op_args(name: str, dtype=torch.float32) -> list:
         return [x, image(2, 5, 7, dtype)] + weights((27, 8, 3, 3), (27,), (27, 3, 5, 5), (27,), dtype=dtype) + [
             MEAN.to(DEVICE), 127.5, 3]
     raise ValueError(f"unknown op {name!r}")
+
+
+SCHEMA_TYPES = {torch.Tensor: "Tensor", float: "float", int: "int"}  # reference.py's annotations as schemas name them
+
+
+def assert_schema_is_the_reference(op) -> None:
+    """A registered op (a ``torch.ops`` overload) takes the arguments of its namesake in ``reference.py``, by name,
+    in order and of the same types, and returns one Tensor: its schema is the op contract."""
+    schema = op._schema
+    spec = inspect.signature(getattr(reference, schema.name.split("::")[-1]), eval_str=True)
+    expected = [(name, SCHEMA_TYPES[p.annotation]) for name, p in spec.parameters.items()]
+    arguments = [(a.name, str(a.type).replace("SymInt", "int")) for a in schema.arguments]  # custom_op: SymInt
+    assert arguments == expected, str(schema)
+    assert [str(r.type) for r in schema.returns] == [SCHEMA_TYPES[spec.return_annotation]], str(schema)
 
 
 def require_gpu_backend(backend):

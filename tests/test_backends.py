@@ -1,7 +1,7 @@
 """The backend registry: every backend has the same interface, and one device rule decides where each runs."""
 import pytest
 import torch
-from helpers import BACKENDS, op_args
+from helpers import BACKENDS, assert_schema_is_the_reference, op_args
 
 from wdsr_fast import ops
 from wdsr_fast.model import WDSRConfig
@@ -70,6 +70,13 @@ def registered_op(backend, op):
     if isinstance(fn, torch._ops.OpOverloadPacket):  # TORCH_LIBRARY in C++ (CUDA)
         return fn.default
     return None
+
+
+@pytest.mark.parametrize("backend", sorted(set(BACKENDS) - PLAIN_PYTHON))
+@pytest.mark.parametrize("op", ops.OP_NAMES)
+def test_registered_schema_is_the_reference(backend, op):
+    """Each registered op's schema has the arguments of reference.py's function: names, order, types."""
+    assert_schema_is_the_reference(registered_op(backend, op))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -1,11 +1,17 @@
-"""Whether the CUDA backend takes a model on a GPU: the GPU's compute capability and shared memory per block against
-the fused WDSR-B block's need, with the device properties stubbed so that this runs without a GPU; and the default
-build targets, which must let newer GPUs than the listed ones run the kernels (PTX)."""
+"""Whether the CUDA backend takes a model on a GPU: the fused WDSR-B block's widths, the GPU's compute capability
+and shared memory per block against the block's need, with the device properties stubbed so that this runs without
+a GPU; and the default build targets, which must let newer GPUs than the listed ones run the kernels (PTX).
+
+The backend asks the extension for the kernels' limits. Where the CUDA build is not there (a CPU machine), the
+extension is the emulator's build of the same sources (csrc/cuda/module.cpp with the kernels, tests/cuda_emulator).
+"""
 import re
+import shutil
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
+import cuda_emulator
 import pytest
 import torch
 
@@ -27,10 +33,27 @@ GPUS = {
 }
 
 
+@pytest.fixture(scope="module")
+def extension(tmp_path_factory):
+    """The CUDA extension's Python module: the built one, else the emulator's build of its sources."""
+    if cuda_backend.LOAD_ERROR is None:
+        return cuda_backend._C
+    if shutil.which("g++") is None:
+        pytest.skip(f"needs the CUDA extension or g++ to build it for the emulator ({cuda_backend.LOAD_ERROR})")
+    return cuda_emulator.extension_module(cuda_emulator.build(tmp_path_factory.mktemp("emulated_cuda")))
+
+
 @pytest.fixture()
-def gpu(monkeypatch):
-    """install(name): torch reports that GPU's properties (and the extension counts as loaded)."""
+def loaded(monkeypatch, extension):
+    """cuda_backend with the extension loaded."""
+    monkeypatch.setattr(cuda_backend, "_C", extension)
     monkeypatch.setattr(cuda_backend, "LOAD_ERROR", None)
+    return extension
+
+
+@pytest.fixture()
+def gpu(monkeypatch, loaded):
+    """install(name): torch reports that GPU's properties (and the extension counts as loaded)."""
 
     def install(name, **extra):
         full_name, (major, minor), per_sm = GPUS[name]
@@ -95,16 +118,29 @@ def test_auto_picks_by_dtype_as_measured(gpu):
             assert ops.pick_backend("cuda", config, half) == expected
 
 
-def test_minimum_compute_capability_matches_kernels_h():
-    header = (ROOT / "csrc" / "kernels.h").read_text()
-    value = int(re.search(r"kMinComputeCapability = (\d+);", header).group(1))
-    assert (value // 10, value % 10) == cuda_backend.MIN_COMPUTE_CAPABILITY
+def test_blocks_wider_than_the_kernel_are_declined(loaded):
+    assert cuda_backend.unsupported_model(WDSR(variant="b", n_feats=32).config) is None
+    assert cuda_backend.unsupported_model(WDSR(variant="a", n_feats=128, block_feats=512).config) is None
+    reason = cuda_backend.unsupported_model(WDSR(variant="b", n_feats=48).config)
+    assert "n_feats <= 32" in reason and "48, 288 and 38" in reason
 
 
-def test_default_arch_lists_embed_ptx_for_newer_gpus():
-    """Ampere and Hopper machine code, and Hopper PTX that the driver compiles for any newer GPU."""
+def test_default_arch_lists_embed_ptx_for_newer_gpus(extension):
+    """Machine code from the oldest GPU the kernels run on (Ampere) and for Hopper, and Hopper PTX that the driver
+    compiles for any newer GPU."""
+    oldest = "{}.{}".format(*extension.limits()["min_compute_capability"])
     archs = re.search(r'DEFAULT_ARCHS = "([^"]+)"', (ROOT / "setup.py").read_text()).group(1)
-    assert archs.split(";") == ["8.0", "9.0+PTX"]
+    assert archs.split(";") == [oldest, "9.0+PTX"]
     cmake = (ROOT / "CMakeLists.txt").read_text()
     assert re.search(r"set\(CMAKE_CUDA_ARCHITECTURES ([^)]+)\)", cmake).group(1).split() == ["80-real", "90"]
     assert re.search(r'set\(ENV\{TORCH_CUDA_ARCH_LIST\} "([^"]+)"\)', cmake).group(1) == "8.0;9.0+PTX"
+
+
+def test_without_the_extension_the_backend_is_unavailable_with_its_reason(gpu, monkeypatch):
+    """A CPU-only install (no _C): nothing asks the missing extension for its limits; the backend says why not."""
+    gpu("H100")
+    monkeypatch.setattr(cuda_backend, "_C", None)
+    monkeypatch.setattr(cuda_backend, "LOAD_ERROR", "wdsr_fast._C is not built or does not load (no nvcc)")
+    for config in (WDSR_A, WDSR_B, None):
+        assert ops.unavailable_reason("cuda", "cuda", config, torch.float16).endswith("(no nvcc)")
+        assert ops.pick_backend("cuda", config, torch.float16) != "cuda"

@@ -1,29 +1,35 @@
-"""The CUDA extension is built and registers its ops (runs in CI's CUDA-torch venv, no GPU needed).
+"""The CUDA extension is built, registers its ops and reports what its kernels take (runs in CI's CUDA-torch venv,
+no GPU needed).
 
 Skipped, with the reason, where wdsr_fast._C is not importable (e.g. the CPU venv of the main test run).
 """
 import pytest
 import torch
+from helpers import assert_schema_is_the_reference
 
+from wdsr_fast import WDSR, ops
 from wdsr_fast.ops import cuda_backend
 
 pytestmark = pytest.mark.skipif(cuda_backend.LOAD_ERROR is not None, reason=str(cuda_backend.LOAD_ERROR))
 
-OPS = {
-    "head_conv": "head_conv(Tensor image, Tensor weight, Tensor bias, Tensor mean, float norm_scale) -> Tensor",
-    "wdsr_a_block": "wdsr_a_block(Tensor x, Tensor w_expand, Tensor b_expand, Tensor w_reduce, Tensor b_reduce, "
-                    "float res_scale) -> Tensor",
-    "wdsr_b_block": "wdsr_b_block(Tensor x, Tensor w_expand, Tensor b_expand, Tensor w_reduce, Tensor b_reduce, "
-                    "Tensor w_conv, Tensor b_conv, float res_scale) -> Tensor",
-    "tail_shuffle": "tail_shuffle(Tensor features, Tensor image, Tensor w_tail, Tensor b_tail, Tensor w_skip, "
-                    "Tensor b_skip, Tensor mean, float norm_scale, int scale) -> Tensor",
-}
 
-
-@pytest.mark.parametrize("name", sorted(OPS))
+@pytest.mark.parametrize("name", ops.OP_NAMES)
 def test_registered_with_the_reference_signature(name):
-    schema = str(getattr(torch.ops.wdsr_cuda, name).default._schema)
-    assert schema == "wdsr_cuda::" + OPS[name]
+    op = getattr(torch.ops.wdsr_cuda, name).default
+    assert op._schema.name == f"wdsr_cuda::{name}"
+    assert_schema_is_the_reference(op)
+
+
+def test_reports_its_limits():
+    """The built module answers what cuda_backend asks: the fused block's widths, the oldest GPU, its shared memory
+    (the numbers themselves are checked against the kernels in test_cuda_emulated.py)."""
+    limits = cuda_backend._C.limits()
+    assert sorted(limits) == ["max_feats", "max_low_rank", "max_wide", "min_compute_capability"]
+    assert cuda_backend.unsupported_model(WDSR(variant="b", n_feats=limits["max_feats"]).config) is None
+    assert cuda_backend.fused_block_shared_bytes(1) < cuda_backend.fused_block_shared_bytes(limits["max_wide"])
+    assert cuda_backend.fused_block_shared_bytes(limits["max_wide"], torch.float32) == 0
+    with pytest.raises(ValueError, match="float64"):
+        cuda_backend.fused_block_shared_bytes(64, torch.float64)
 
 
 def test_fake_shapes():

@@ -1,5 +1,6 @@
-"""The CUDA ops' input validation (csrc/checks.h), run without a GPU: built with tests/cuda_emulator/checks.cpp into
-a CPU library of torch ops with the same schemas. Bad inputs raise what the other backends raise (ValueError for
+"""The CUDA ops' input validation (csrc/common/checks.h), run without a GPU: built with tests/cuda_emulator/checks.cpp
+into a CPU library of torch ops with the same schemas (csrc/common/op_schemas.h, checked here against reference.py's
+signatures). Bad inputs raise what the other backends raise (ValueError for
 shapes and values, TypeError for dtypes, dtypes named as Python prints them): each case is also run through the
 Triton backend, which must raise the same exception type."""
 import shutil
@@ -7,6 +8,7 @@ import shutil
 import cuda_emulator
 import pytest
 import torch
+from helpers import assert_schema_is_the_reference
 
 from wdsr_fast import ops
 
@@ -46,6 +48,11 @@ def tail(**replace):
     args = dict(features=randn(2, 8, 5, 6), image=randn(2, 3, 5, 6) * 255, w_tail=randn(12, 8, 3, 3),
                 b_tail=randn(12), w_skip=randn(12, 3, 5, 5), b_skip=randn(12), mean=MEAN, norm_scale=127.5, scale=2)
     return list({**args, **replace}.values())
+
+
+@pytest.mark.parametrize("name", ops.OP_NAMES)
+def test_schemas_are_the_reference(checks, name):
+    assert_schema_is_the_reference(getattr(checks, name).default)
 
 
 # (op, arguments, exception, words the message must hold)

@@ -1,4 +1,4 @@
-"""csrc/'s CUDA kernels, run here without a GPU by the CPU emulator of tests/cuda_emulator/.
+"""csrc/cuda/'s kernels, run here without a GPU by the CPU emulator of tests/cuda_emulator/.
 
 The kernel source is compiled by g++ against stand-in CUDA headers (threads and barriers for CTAs, lane-0 WMMA,
 NaN-filled shared memory, sm_90 launch limits); see tests/cuda_emulator/include/cuda_emulation.h for what that
@@ -6,8 +6,9 @@ does and does not prove. Parity is measured as in test_ops.py, against the float
 per-dtype tolerances, bf16 included (the emulator's bf16 is exact IEEE rounding, unlike the Triton interpreter's).
 Every tensor sits inside a NaN guard band: an out-of-bounds read makes the output NaN, an out-of-bounds write
 fails the guard check. A build under ThreadSanitizer checks that barriers order every shared-memory access.
-The launch arithmetic (batch folded into grid x), the parameter structs' layout, the shared-memory size the Python
-side computes and the once-per-device shared-memory opt-in are checked against the compiled C++.
+The launch arithmetic (batch folded into grid x), the parameter structs' layout and the once-per-device
+shared-memory opt-in are checked against the compiled C++, and what the extension's module reports of the kernels
+(csrc/cuda/module.cpp, built into the same library) against what they do.
 The mutant tests break the kernels on purpose and check that these tests notice.
 """
 import ctypes
@@ -20,7 +21,7 @@ from helpers import MEAN, TOLERANCE, features, float64_forward, image, randomise
 
 from wdsr_fast import WDSR, FastWDSR
 from wdsr_fast.inference.fast_wdsr import run_folded
-from wdsr_fast.ops import cuda_backend, reference
+from wdsr_fast.ops import reference
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++ to build the emulated kernels")
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
@@ -29,6 +30,12 @@ DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 @pytest.fixture(scope="module")
 def cuda_ops(tmp_path_factory):
     return cuda_emulator.EmulatedCudaOps(cuda_emulator.build(tmp_path_factory.mktemp("emulated_cuda")))
+
+
+@pytest.fixture(scope="module")
+def extension(cuda_ops):
+    """The extension's Python module (csrc/cuda/module.cpp) of the same build."""
+    return cuda_emulator.extension_module(cuda_ops.lib)
 
 
 @pytest.fixture()
@@ -114,22 +121,23 @@ def run_two_widths(ops, device: int, dtype=torch.float16) -> list[tuple[int, int
     return attribute_calls(ops.lib)[before:]
 
 
-def test_shared_memory_limit_is_set_once_per_device_to_the_maximum(cuda_ops, lib):
+def test_shared_memory_limit_is_set_once_per_device_to_the_maximum(cuda_ops, lib, extension):
     """One cudaFuncSetAttribute per device and kernel, to what the widest block needs, whatever the widths that
     follow: a per-launch value could race between host threads running models of different widths."""
-    widest = cuda_backend.fused_block_shared_bytes(cuda_backend.MAX_WIDE)
+    widest = extension.wdsr_b_block_shared_bytes("float16", extension.limits()["max_wide"])
     assert run_two_widths(cuda_ops, 5) == [(5, widest)]
     assert run_two_widths(cuda_ops, 5) == []  # already raised there
     assert run_two_widths(cuda_ops, 5, torch.bfloat16) == [(5, widest)]  # the bf16 kernel is another function
     assert run_two_widths(cuda_ops, 6) == [(6, widest)]
 
 
-def test_shared_memory_limit_is_capped_at_the_device_limit(cuda_ops, lib):
+def test_shared_memory_limit_is_capped_at_the_device_limit(cuda_ops, lib, extension):
     """On a GPU with 99 KB per block (sm_86, sm_89, sm_120) the limit is set to that, and a block needing more
     fails its launch with a clear error (FastWDSR does not choose the CUDA backend there: see test_cuda_backend)."""
     lib.emulated_set_shared_optin(7, 99 * 1024)
     lib.emulated_set_device(7)
-    with pytest.raises(RuntimeError, match="dynamic shared memory 148224 > 101376"):
+    need = extension.wdsr_b_block_shared_bytes("float16", BLOCK_SHAPES[0][4])
+    with pytest.raises(RuntimeError, match=f"dynamic shared memory {need} > 101376"):
         cuda_ops.wdsr_b_block(*block_args(*BLOCK_SHAPES[0], torch.float16, True))
     assert attribute_calls(lib)[-1] == (7, 99 * 1024)
 
@@ -143,15 +151,33 @@ def test_parameter_structs_match_kernels_h(cuda_ops):
         assert list(buffer[:count]) == cuda_emulator.struct_layout(structure), structure.__name__
 
 
-def test_shared_memory_size_matches_the_python_side(cuda_ops):
-    """cuda_backend.fused_block_shared_bytes (which decides whether a GPU can run the block) is the C++ layout's."""
-    for wide in range(1, cuda_backend.MAX_WIDE + 1):
-        expected = cuda_backend.fused_block_shared_bytes(wide)
-        for dtype in (torch.float16, torch.bfloat16):
-            assert cuda_ops.lib.emulated_wdsr_b_block_shared_bytes(cuda_emulator.DTYPE_CODES[dtype], wide) == expected
-        assert cuda_ops.lib.emulated_wdsr_b_block_shared_bytes(cuda_emulator.DTYPE_CODES[torch.float32], wide) == 0
-    assert cuda_backend.fused_block_shared_bytes(192) == 148_224  # WDSR-B 32x16
-    assert cuda_backend.fused_block_shared_bytes(256) == 157_696  # the widest block
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_reported_shared_memory_is_what_a_launch_needs(cuda_ops, lib, extension, dtype):
+    """The shared memory the extension reports for a width (which decides whether a GPU can run the block) is what
+    the block's launch asks for: on a device that allows exactly that much it runs; one byte less, it fails."""
+    name = str(dtype).removeprefix("torch.")
+    for (fits, short), wide in zip(((1, 2), (3, 4)), (48, extension.limits()["max_wide"]), strict=True):
+        need = extension.wdsr_b_block_shared_bytes(name, wide)
+        args = block_args(1, 8, 5, 6, wide, 6, dtype, True)
+        lib.emulated_set_shared_optin(fits, need)
+        lib.emulated_set_device(fits)
+        cuda_ops.wdsr_b_block(*args)
+        lib.emulated_set_shared_optin(short, need - 1)
+        lib.emulated_set_device(short)
+        with pytest.raises(RuntimeError, match=f"dynamic shared memory {need} > {need - 1}"):
+            cuda_ops.wdsr_b_block(*args)
+    assert extension.wdsr_b_block_shared_bytes("float32", 192) == 0  # a static array under 48 KB
+    with pytest.raises(ValueError, match="float64"):
+        extension.wdsr_b_block_shared_bytes("float64", 192)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_the_widest_block_the_extension_reports_runs(cuda_ops, extension, dtype):
+    """A block of the widths the extension reports as its limits runs, with parity (its weights fill the tiles)."""
+    limits = extension.limits()
+    shape = (1, limits["max_feats"], 5, 19, limits["max_wide"], limits["max_low_rank"])
+    err = error_against_reference(cuda_ops, "wdsr_b_block", block_args(*shape, dtype, True))
+    assert err < TOLERANCE[dtype], f"wdsr_b_block {dtype}: relative error {err:.2e}"
 
 
 MAX_GRID_X, MAX_GRID_Y = 2**31 - 1, 65535

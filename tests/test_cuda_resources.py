@@ -1,4 +1,4 @@
-"""csrc/'s kernels as nvcc builds them for sm_80 and sm_90 (no GPU needed): no local memory (no stack frame, no
+"""csrc/cuda/'s kernels as nvcc builds them for sm_80 and sm_90 (no GPU needed): no local memory (no stack frame, no
 spills) in any kernel, and tensor-core instructions (HMMA) in the fp16 and bf16 fused WDSR-B block.
 
 Skipped, with the reason, where nvcc (CUDA_HOME, default /usr/local/cuda-13.0) or cuobjdump (shipped in the
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-CSRC = Path(__file__).resolve().parents[1] / "csrc"
+CUDA_SRC = Path(__file__).resolve().parents[1] / "csrc" / "cuda"
 NVCC = Path(os.environ.get("CUDA_HOME", "/usr/local/cuda-13.0")) / "bin" / "nvcc"
 SOURCES = ("wdsr_b_block.cu", "tail_shuffle.cu")
 
@@ -59,7 +59,7 @@ def builds(request, tmp_path_factory):
     for source in SOURCES:
         cubin = out / (Path(source).stem + ".cubin")
         done = subprocess.run([str(NVCC), "-std=c++17", "-O3", f"-arch=sm_{arch}", "-cubin", "-Xptxas", "-v",
-                               str(CSRC / source), "-o", str(cubin)], capture_output=True, text=True)
+                               str(CUDA_SRC / source), "-o", str(cubin)], capture_output=True, text=True)
         assert done.returncode == 0, done.stderr[-3000:]
         results[source] = (cubin, ptxas_report(done.stderr))
     return arch, results

@@ -207,21 +207,6 @@ def test_cuda_graph_replays_across_inference_mode_and_no_grad_gpu(backend):
             assert torch.allclose(out, plain(image), atol=1e-3)
 
 
-def test_cuda_backend_declines_blocks_wider_than_its_kernel():
-    import re
-    from pathlib import Path
-
-    from wdsr_fast.ops import cuda_backend
-
-    header = (Path(__file__).resolve().parents[1] / "csrc" / "kernels.h").read_text()
-    limits = [int(re.search(rf"{name} = (\d+);", header).group(1)) for name in ("kMaxFeats", "kMaxWide", "kMaxLowRank")]
-    assert limits == [cuda_backend.MAX_FEATS, cuda_backend.MAX_WIDE, cuda_backend.MAX_LOW_RANK]
-    assert cuda_backend.unsupported_model(WDSR(variant="b", n_feats=32).config) is None
-    assert cuda_backend.unsupported_model(WDSR(variant="a", n_feats=128, block_feats=512).config) is None
-    reason = cuda_backend.unsupported_model(WDSR(variant="b", n_feats=48).config)
-    assert "n_feats <= 32" in reason and "48, 288 and 38" in reason
-
-
 @pytest.mark.gpu
 def test_wide_wdsr_b_falls_back_from_cuda_on_gpu():
     require_gpu_backend("cuda")

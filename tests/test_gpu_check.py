@@ -162,9 +162,10 @@ def test_compute_sanitizer_is_found_in_the_cuda_toolkit(tmp_path):
 
 
 def test_a_passed_step_is_skipped_until_its_sources_change(tmp_path):
-    step = gpu_check["Step"]("build", "", 1, [], ("csrc/*",), ("wdsr_fast/_C*.so",))
-    (tmp_path / "csrc").mkdir()
-    (tmp_path / "csrc" / "kernel.cu").write_text("one")
+    """The build step, its sources a kernel in a folder of csrc/."""
+    step = next(s for s in gpu_check["plan"]("out", xdist=False, sanitizer="cs") if s.name == "build")
+    (tmp_path / "csrc" / "cuda").mkdir(parents=True)
+    (tmp_path / "csrc" / "cuda" / "kernel.cu").write_text("one")
     state = tmp_path / "state"
     already_done, mark_done = gpu_check["already_done"], gpu_check["mark_done"]
     assert not already_done(step, tmp_path, state)
@@ -173,7 +174,7 @@ def test_a_passed_step_is_skipped_until_its_sources_change(tmp_path):
     (tmp_path / "wdsr_fast").mkdir()
     (tmp_path / "wdsr_fast" / "_C.so").write_text("")
     assert already_done(step, tmp_path, state)
-    (tmp_path / "csrc" / "kernel.cu").write_text("two")
+    (tmp_path / "csrc" / "cuda" / "kernel.cu").write_text("two")
     assert not already_done(step, tmp_path, state)
     assert gpu_check["expand"](["--report", "wdsr_fast/_C*.so"], tmp_path) == ["--report", "wdsr_fast/_C.so"]
 

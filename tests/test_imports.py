@@ -89,7 +89,9 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 
 def wdsr_fast_graph() -> dict[str, set[str]]:
-    graph = import_graph(PACKAGE_DIR, "wdsr_fast", extensions=("wdsr_fast._C", "wdsr_fast._cpu"))  # built by setup.py
+    extensions = ("wdsr_fast._C", "wdsr_fast._cpu")  # built by setup.py
+    graph = import_graph(PACKAGE_DIR, "wdsr_fast", extensions=extensions)
+    graph["wdsr_fast.ops.common"] |= set(extensions)  # imported by name (load_extension)
     for entry in ops.REGISTRY.values():  # imported by name (importlib), when a backend is first asked for
         graph["wdsr_fast.ops"].add(f"wdsr_fast.ops{entry.module}")
     return graph

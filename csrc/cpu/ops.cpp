@@ -1,28 +1,29 @@
-// torch.ops.wdsr_cpu.*: the op schemas (same names and signatures as wdsr_fast/ops/reference.py), input
-// validation, output allocation, the choice of instruction-set path and the threads. The only file of the CPU
+// torch.ops.wdsr_cpu.*: the op schemas (../common/op_schemas.h), input validation (../common/checks.h), output
+// allocation (../common/tensors.h), the choice of instruction-set path and the threads. The only file of the CPU
 // extension that includes torch headers; the kernels (kernels_*.cpp) include none and compile in seconds.
 // All four ops run our kernels; wdsr_a_block runs oneDNN's convolutions (channels_last, the ReLU and the residual
 // fused into them as post-ops) instead on the instruction-set paths where those are faster.
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/core/dispatch/Dispatcher.h>
-#include <ATen/ops/empty.h>
 #include <Python.h>
 #include <torch/library.h>
 
-#include <cmath>
 #include <cstdlib>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "../common/checks.h"
+#include "../common/op_schemas.h"
+#include "../common/tensors.h"
 #include "kernels.h"
-#include "../checks.h"
-#include "../op_schemas.h"
 
 namespace {
 
+using wdsr::channels_last;
+using wdsr::new_output;
 using wdsr_cpu::KernelTable;
 
 constexpr const char* kIsaEnv = "WDSR_FAST_CPU_ISA";
@@ -80,16 +81,6 @@ void run_parallel(int64_t items, void (*body)(const void*, int64_t, int64_t), co
 
 wdsr_cpu::Parallel parallel() { return {at::get_num_threads(), &run_parallel}; }
 
-// WDSR_FAST_POISON_OUTPUTS=1 (set by the tests): outputs start as NaN, so an element a kernel misses shows.
-at::Tensor new_output(at::IntArrayRef sizes, const at::Tensor& like, at::MemoryFormat format) {
-  at::Tensor out = at::empty(sizes, like.options().memory_format(format));
-  const char* poison = std::getenv("WDSR_FAST_POISON_OUTPUTS");
-  if (poison != nullptr && std::string(poison) == "1") out.fill_(NAN);
-  return out;
-}
-
-at::Tensor channels_last(const at::Tensor& t) { return t.contiguous(at::MemoryFormat::ChannelsLast); }
-
 const float* floats(const at::Tensor& t) { return t.data_ptr<float>(); }
 
 // The fields of BlockAArgs and BlockBArgs that both block ops set alike: x and y (NHWC), the 1x1 or 3x3 expand and
@@ -121,8 +112,8 @@ at::Tensor head_conv(const at::Tensor& image, const at::Tensor& weight, const at
   const int64_t c = weight.size(0);
   const KernelTable& k = kernels("head_conv");
   const at::Tensor w = weight.contiguous(), b = bias.contiguous();
-  at::Tensor features = new_output({image.size(0), c, image.size(2), image.size(3)}, image,
-                                   at::MemoryFormat::ChannelsLast);
+  at::Tensor features = new_output({image.size(0), c, image.size(2), image.size(3)},
+                                   image.options().memory_format(at::MemoryFormat::ChannelsLast));
   wdsr_cpu::HeadArgs args{};
   args.image = image_of(image);
   args.weight = floats(w);
@@ -199,7 +190,7 @@ at::Tensor wdsr_a_block(const at::Tensor& x, const at::Tensor& w_expand, const a
   }
   const at::Tensor we = w_expand.contiguous(), be = b_expand.contiguous(), wr = w_reduce.contiguous(),
                    br = b_reduce.contiguous();
-  at::Tensor y = new_output(x.sizes(), x, at::MemoryFormat::ChannelsLast);
+  at::Tensor y = new_output(x.sizes(), x.options().memory_format(at::MemoryFormat::ChannelsLast));
   wdsr_cpu::BlockAArgs args{};
   set_block_args(args, in, we, be, wr, br, res_scale, y);
   k.wdsr_a_block(args, parallel());
@@ -214,7 +205,7 @@ at::Tensor wdsr_b_block(const at::Tensor& x, const at::Tensor& w_expand, const a
   const at::Tensor in = channels_last(x);
   const at::Tensor we = w_expand.contiguous(), be = b_expand.contiguous(), wr = w_reduce.contiguous(),
                    br = b_reduce.contiguous(), wc = w_conv.contiguous(), bc = b_conv.contiguous();
-  at::Tensor y = new_output(x.sizes(), x, at::MemoryFormat::ChannelsLast);
+  at::Tensor y = new_output(x.sizes(), x.options().memory_format(at::MemoryFormat::ChannelsLast));
   wdsr_cpu::BlockBArgs args{};
   set_block_args(args, in, we, be, wr, br, res_scale, y);
   args.w_conv = floats(wc);
@@ -234,7 +225,7 @@ at::Tensor tail_shuffle(const at::Tensor& features, const at::Tensor& image, con
   const at::Tensor in = channels_last(features);
   const at::Tensor wt = w_tail.contiguous(), bt = b_tail.contiguous(), ws = w_skip.contiguous(),
                    bs = b_skip.contiguous();
-  at::Tensor out = new_output({n, 3, h * scale, w * scale}, features, at::MemoryFormat::Contiguous);
+  at::Tensor out = new_output({n, 3, h * scale, w * scale}, features.options());
   wdsr_cpu::TailArgs args{};
   args.features = floats(in);
   args.image = image_of(image);

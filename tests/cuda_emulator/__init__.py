@@ -1,24 +1,29 @@
-"""csrc/'s CUDA kernels, run on the CPU through a small emulation of the CUDA runtime (see include/cuda_emulation.h).
+"""csrc/cuda/'s kernels, run on the CPU through a small emulation of the CUDA runtime (see include/cuda_emulation.h).
 
 ``build()`` compiles the kernel sources with g++ against the stand-in headers of ``include/``; the only change
 made to the source text is the launch syntax, ``kernel<<<grid, block, shared, stream>>>(args)``, which C++
 cannot parse, into ``cuda_emulation::launch(kernel, grid, block, shared, stream)(args)``. ``EmulatedCudaOps``
 then offers ``wdsr_b_block`` and ``tail_shuffle`` with the signatures of ``wdsr_fast.ops.reference``, as
-``csrc/ops.cpp`` does on a GPU: the launchers' parameter structs (csrc/kernels.h, mirrored here as ctypes
+``csrc/cuda/ops.cpp`` does on a GPU: the launchers' parameter structs (csrc/cuda/kernels.h, mirrored here as ctypes
 Structures) filled by field name, outputs NaN-poisoned, channels_last block outputs, and every tensor placed inside
 a NaN guard band so that an out-of-bounds read turns the output into NaN and an out-of-bounds write is caught.
+The library also holds csrc/cuda/module.cpp: ``extension_module()`` imports it as the extension's Python module
+``_C``, whose reports of what the kernels take come from the same sources as on a GPU.
 ``run_racecheck()`` builds the kernels with ``racecheck.cpp`` under ThreadSanitizer and runs them.
-``build_checks()`` builds csrc/checks.h, the ops' input validation, into a CPU library of torch ops
+``build_checks()`` builds csrc/common/checks.h, the ops' input validation, into a CPU library of torch ops
 (``torch.ops.wdsr_cuda_checks.*``, see checks.cpp).
 """
 from __future__ import annotations
 
 import ctypes
+import importlib.util
 import os
 import re
 import subprocess
+import sysconfig
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import ModuleType
 
 import torch
 
@@ -26,6 +31,7 @@ from wdsr_fast.ops import reference
 
 HERE = Path(__file__).resolve().parent
 CSRC = HERE.parents[1] / "csrc"
+CUDA_SRC = CSRC / "cuda"
 KERNEL_SOURCES = ("wdsr_b_block.cu", "tail_shuffle.cu")
 DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}  # wdsr::DType
 GUARD = 4096  # NaN elements on each side of every tensor
@@ -40,32 +46,32 @@ def emulated_source(cuda_source: str) -> str:
     return _DYNAMIC_SHARED.sub(r"\1* \2 = reinterpret_cast<\1*>(::cuda_emulation::dynamic_shared());", text)
 
 
-def _compile(workdir: Path, edits, flags: list[str], driver: Path) -> list[Path]:
-    """The kernel sources (after ``edits``) and ``driver``, compiled to object files in ``workdir``."""
+def _compile(workdir: Path, edits, flags: list[str], drivers: list[Path]) -> list[Path]:
+    """The kernel sources (after ``edits``) and ``drivers``, compiled to object files in ``workdir``."""
     workdir.mkdir(parents=True, exist_ok=True)
     edits = edits or {}
     for name in edits:
-        assert name in KERNEL_SOURCES or (CSRC / name).suffix in (".h", ".cuh"), f"cannot edit {name}"
+        assert name in KERNEL_SOURCES or (CUDA_SRC / name).suffix in (".h", ".cuh"), f"cannot edit {name}"
 
     def source(name: str) -> str:
-        text = (CSRC / name).read_text()
+        text = (CUDA_SRC / name).read_text()
         if name in edits:
             old, new = edits[name]
             assert old in text, f"{name} no longer contains {old!r}"
             text = text.replace(old, new)
         return text
 
-    # Edited headers go into workdir, searched before csrc/ by every unit (the harness's included: one definition).
+    # Edited headers go into workdir, searched before csrc/cuda/ by every unit (the drivers' included: one definition).
     for name in edits:
         if name not in KERNEL_SOURCES:
             (workdir / name).write_text(source(name))
-    units = [driver]
+    units = list(drivers)
     for name in KERNEL_SOURCES:
         unit = workdir / (Path(name).stem + ".cpp")
         unit.write_text(emulated_source(source(name)))
         units.append(unit)
     flags = ["-std=c++20", "-fPIC", "-pthread", "-Wno-unknown-pragmas", f"-I{workdir}", f"-I{HERE / 'include'}",
-             f"-I{CSRC}", *flags]
+             f"-I{CUDA_SRC}", f"-I{sysconfig.get_paths()['include']}", *flags]
 
     def compile_unit(unit: Path) -> Path:
         obj = workdir / (unit.stem + ".o")
@@ -77,12 +83,13 @@ def _compile(workdir: Path, edits, flags: list[str], driver: Path) -> list[Path]
 
 
 def build(workdir: Path, edits: dict[str, tuple[str, str]] | None = None) -> ctypes.CDLL:
-    """Compile csrc/'s kernels and the C harness into ``workdir/emulated_cuda.so`` and load it.
+    """Compile csrc/cuda/'s kernels, its Python module (module.cpp) and the C harness into
+    ``workdir/emulated_cuda.so`` and load it.
 
-    ``edits`` maps a kernel or header file name of csrc/ to one (old, new) text replacement, for the tests that
+    ``edits`` maps a kernel or header file name of csrc/cuda/ to one (old, new) text replacement, for the tests that
     check that a broken kernel is caught.
     """
-    objects = _compile(workdir, edits, ["-O2"], HERE / "harness.cpp")
+    objects = _compile(workdir, edits, ["-O2"], [HERE / "harness.cpp", CUDA_SRC / "module.cpp"])
     library = workdir / "emulated_cuda.so"
     subprocess.run(["g++", "-shared", "-pthread", *map(str, objects), "-o", str(library)], check=True)
     lib = ctypes.CDLL(str(library))
@@ -91,10 +98,19 @@ def build(workdir: Path, edits: dict[str, tuple[str, str]] | None = None) -> cty
     return lib
 
 
+def extension_module(lib: ctypes.CDLL) -> ModuleType:
+    """The library ``build()`` made, imported as the Python module ``_C`` of csrc/cuda/module.cpp: what the CUDA
+    extension reports of its kernels (``limits()``, ``wdsr_b_block_shared_bytes``), computed by the same code."""
+    spec = importlib.util.spec_from_file_location("_C", lib._name)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def run_racecheck(workdir: Path, edits: dict[str, tuple[str, str]] | None = None) -> subprocess.CompletedProcess:
     """Build racecheck.cpp with the kernels under ThreadSanitizer and run it; exit code 66 means a data race."""
     flags = ["-O1", "-g", "-fsanitize=thread"]
-    objects = _compile(workdir, edits, flags, HERE / "racecheck.cpp")
+    objects = _compile(workdir, edits, flags, [HERE / "racecheck.cpp"])
     program = workdir / "racecheck"
     subprocess.run(["g++", *flags, "-pthread", *map(str, objects), "-o", str(program)], check=True)
     env = {**os.environ, "TSAN_OPTIONS": "exitcode=66 halt_on_error=1"}
@@ -102,7 +118,7 @@ def run_racecheck(workdir: Path, edits: dict[str, tuple[str, str]] | None = None
 
 
 def build_checks(workdir: Path):
-    """csrc/checks.h built with checks.cpp into a CPU library, loaded: ``torch.ops.wdsr_cuda_checks`` (once per
+    """csrc/common/checks.h built with checks.cpp into a CPU library, loaded: ``torch.ops.wdsr_cuda_checks`` (once per
     process; a second call returns the loaded ops)."""
     if not hasattr(torch.ops.wdsr_cuda_checks, "wdsr_b_block"):
         from torch.utils import cpp_extension
@@ -150,7 +166,7 @@ class Strides(ctypes.Structure):
 
 
 class WdsrBBlockParams(ctypes.Structure):
-    """wdsr::WdsrBBlockParams of csrc/kernels.h, field for field (test_cuda_emulated.py checks the layout)."""
+    """wdsr::WdsrBBlockParams of csrc/cuda/kernels.h, field for field (test_cuda_emulated.py checks the layout)."""
 
     _fields_ = [("dtype", ctypes.c_int), ("x", ctypes.c_void_p), ("x_strides", Strides),
                 *[(name, ctypes.c_void_p) for name in ("w_expand", "b_expand", "w_reduce", "b_reduce", "w_conv",
@@ -161,7 +177,7 @@ class WdsrBBlockParams(ctypes.Structure):
 
 
 class TailShuffleParams(ctypes.Structure):
-    """wdsr::TailShuffleParams of csrc/kernels.h, field for field (test_cuda_emulated.py checks the layout)."""
+    """wdsr::TailShuffleParams of csrc/cuda/kernels.h, field for field (test_cuda_emulated.py checks the layout)."""
 
     _fields_ = [("dtype", ctypes.c_int), ("features", ctypes.c_void_p), ("feature_strides", Strides),
                 ("image", ctypes.c_void_p), ("image_strides", Strides),
@@ -180,8 +196,9 @@ def _strides(t: torch.Tensor) -> Strides:
 
 
 class EmulatedCudaOps:
-    """The cuda backend's four ops on CPU tensors: ``wdsr_b_block`` and ``tail_shuffle`` are csrc/'s kernels run
-    by the emulator; ``head_conv`` and ``wdsr_a_block`` are plain PyTorch, as csrc/ops.cpp runs them through ATen."""
+    """The cuda backend's four ops on CPU tensors: ``wdsr_b_block`` and ``tail_shuffle`` are csrc/cuda/'s kernels
+    run by the emulator; ``head_conv`` and ``wdsr_a_block`` are plain PyTorch, as csrc/cuda/ops.cpp runs them through
+    ATen."""
 
     head_conv = staticmethod(reference.head_conv)
     wdsr_a_block = staticmethod(reference.wdsr_a_block)

@@ -1,11 +1,11 @@
-// csrc/checks.h, the input validation of torch.ops.wdsr_cuda.*, built into a CPU library of torch ops with the same
-// schemas (torch.ops.wdsr_cuda_checks.*, by tests/cuda_emulator/__init__.py's build_checks), so that the suite runs
-// the CUDA ops' checks without a GPU: each op validates its CPU inputs exactly as csrc/ops.cpp validates CUDA ones,
-// then returns an uninitialised output of the right shape (no kernel runs).
+// csrc/common/checks.h, the input validation of torch.ops.wdsr_cuda.*, built into a CPU library of torch ops with
+// the same schemas (torch.ops.wdsr_cuda_checks.*, by tests/cuda_emulator/__init__.py's build_checks), so that the
+// suite runs the CUDA ops' checks without a GPU: each op validates its CPU inputs exactly as csrc/cuda/ops.cpp
+// validates CUDA ones, then returns an uninitialised output of the right shape (no kernel runs).
 #include <torch/library.h>
 
-#include "checks.h"
-#include "op_schemas.h"
+#include "common/checks.h"
+#include "common/op_schemas.h"
 
 namespace {
 

@@ -1,4 +1,4 @@
-// C entry points over csrc/'s launchers and launch arithmetic, for ctypes (tests/cuda_emulator/__init__.py).
+// C entry points over csrc/cuda/'s launchers and launch arithmetic, for ctypes (tests/cuda_emulator/__init__.py).
 // The launchers take the parameter structs of kernels.h, which __init__.py mirrors as ctypes Structures; the
 // *_layout functions report the C++ layout so that a test can check the mirror field by field.
 #include <cstddef>
@@ -20,10 +20,6 @@ int emulated_tail_shuffle(const wdsr::TailShuffleParams* params) {
 }
 
 const char* emulated_last_fault() { return cuda_emulation::runtime().last_fault.c_str(); }
-
-int emulated_wdsr_b_block_shared_bytes(int dtype, int wide) {
-  return wdsr::wdsr_b_block_shared_bytes(static_cast<wdsr::DType>(dtype), wide);
-}
 
 // ---- the emulated devices ----------------------------------------------------------------------------------------
 int emulated_set_device(int device) { return cudaSetDevice(device); }

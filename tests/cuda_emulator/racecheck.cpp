@@ -1,5 +1,5 @@
-// One small launch of each csrc/ kernel and dtype, built with -fsanitize=thread by tests/cuda_emulator/__init__.py
-// (build_racecheck): ThreadSanitizer then reports any shared-memory access that no barrier orders, whatever the
+// One small launch of each csrc/cuda/ kernel and dtype, built with -fsanitize=thread by tests/cuda_emulator/__init__.py
+// (run_racecheck): ThreadSanitizer then reports any shared-memory access that no barrier orders, whatever the
 // thread timing. Exits non-zero on a launch error; ThreadSanitizer's exit code on a race is set by the caller.
 #include <cstdio>
 #include <random>

@@ -5,7 +5,7 @@ included), so it trains like one: whenever autograd would record the forward (gr
 the input requiring grad: a frozen model still passes gradients to its input), it runs the trainable path of
 ``WDSR`` (weight norm computed every call). Under ``torch.no_grad()`` / ``torch.inference_mode()`` it folds
 weight norm once (refolding when a parameter changes) and runs the four ops of a backend (``wdsr_fast.ops``):
-``"cuda"`` (csrc/), ``"triton"`` or ``"torch"`` (plain PyTorch ops, ``ops/torch_backend.py``).
+``"cuda"`` (csrc/cuda/), ``"triton"`` or ``"torch"`` (plain PyTorch ops, ``ops/torch_backend.py``).
 ``backend="auto"`` picks the fastest that can run on the input's device.
 
 ``last_backend`` says what ran the last call: a backend name (``"cuda"``, ``"triton"``, ``"torch"``), or

@@ -13,7 +13,7 @@ Every backend is one module with the same small interface:
 - ``"torch"``: ``torch_backend.py``, the op contract in plain PyTorch ops (in place, channels_last, the WDSR-B
   block's 1x1 convs on large CPU maps as chunked matrix products), tested against ``reference.py``; any device.
 - ``"triton"``: the ``triton/`` subpackage, Triton kernels registered as ``torch.ops.wdsr_triton.*``.
-- ``"cuda"``: ``cuda_backend.py``, the CUDA C++ kernels of ``csrc/`` (``torch.ops.wdsr_cuda.*``).
+- ``"cuda"``: ``cuda_backend.py``, the CUDA C++ kernels of ``csrc/cuda/`` (``torch.ops.wdsr_cuda.*``).
 - ``"cpu"``: ``cpu_backend.py``, the fused C++ CPU kernels of ``csrc/cpu/`` (``torch.ops.wdsr_cpu.*``); float32.
 
 ``REGISTRY`` is data: for each backend, in the order ``auto`` tries them, the module holding it, the device types
@@ -26,8 +26,8 @@ returns the first backend that runs natively on the device and is picked for the
 correctness tool).
 
 Adding a backend is one new module with the interface above (``cuda_backend.py`` and ``cpu_backend.py`` are the
-models for a compiled extension: load it, say why not when it does not load, register the fake implementations of
-``common.register_fakes``) and one entry in ``REGISTRY``, placed by speed. Backend modules import only
+models for a compiled extension: ``common.load_extension`` loads it, registers the fake implementations and says
+why not where it does not load) and one entry in ``REGISTRY``, placed by speed. Backend modules import only
 ``common.py`` (and their own files) from this package, never this registry, so that there is no import loop.
 """
 from __future__ import annotations

@@ -1,11 +1,15 @@
-"""What every backend shares: the op names, the Triton interpreter switch, the tests' poison switch, and the
-fake implementations of the ops.
+"""What every backend shares: the op names, the Triton interpreter switch, the tests' poison switch, the fake
+implementations of the ops, and the loading of a C++ extension.
 
 Backend modules import from here, never from the package ``wdsr_fast.ops`` (the registry, which imports them).
 """
 from __future__ import annotations
 
+import importlib
 import os
+from collections.abc import Callable
+from types import ModuleType
+from typing import NamedTuple
 
 import torch
 
@@ -34,3 +38,29 @@ def register_fakes(namespace: str) -> None:
     torch.library.register_fake(f"{namespace}::tail_shuffle")(
         lambda features, image, w_tail, b_tail, w_skip, b_skip, mean, norm_scale, scale: features.new_empty(
             (features.shape[0], 3, features.shape[2] * scale, features.shape[3] * scale)))
+
+
+class Extension(NamedTuple):
+    """A C++ extension of wdsr_fast as ``load_extension`` found it."""
+
+    module: ModuleType | None  # the Python module (where it reports what its kernels take); None: not loaded
+    error: str | None  # why it does not load; None: loaded
+    ops: tuple[Callable, ...]  # the four ops in OP_NAMES order: the registered ones, or functions raising ``error``
+
+
+def load_extension(module: str, namespace: str, how_to_build: str) -> Extension:
+    """Import the C++ extension ``wdsr_fast.<module>``, whose library registers ``torch.ops.<namespace>.*``, and add
+    the ops' fake implementations. Where it does not import (not built, or built against another torch), the error
+    says why, then ``how_to_build``, and each op raises it."""
+    try:
+        extension = importlib.import_module(f"wdsr_fast.{module}")
+    except (ImportError, OSError) as exc:
+        error = f"wdsr_fast.{module} is not built or does not load ({exc}); {how_to_build}"
+
+        def not_loaded(*args, **kwargs):
+            raise RuntimeError(error)
+
+        return Extension(None, error, (not_loaded,) * len(OP_NAMES))
+    register_fakes(namespace)
+    registered = getattr(torch.ops, namespace)
+    return Extension(extension, None, tuple(getattr(registered, name) for name in OP_NAMES))

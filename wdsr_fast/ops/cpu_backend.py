@@ -6,29 +6,24 @@ runs is used (``isa_paths()`` lists them); the environment variable ``WDSR_FAST_
 ``generic``) picks another, read at every call. WDSR-A blocks run the fused kernel with AVX-512 and oneDNN's
 convolutions (the ReLU and the residual fused in) on the other paths, the faster measured on each;
 ``WDSR_FAST_CPU_BLOCK_A`` (``fused`` or ``onednn``) picks one. This module loads the extension if it was built
-(``pip install --no-build-isolation .`` with a C++ compiler), adds the fake (meta) implementations torch.compile
-needs, and exposes the four ops with the signatures of ``reference.py``.
+(``pip install --no-build-isolation .`` with a C++ compiler) through ``common.load_extension`` and exposes the four
+ops with the signatures of ``reference.py``.
 """
 from __future__ import annotations
 
 import torch
 
-from .common import register_fakes
+from .common import load_extension
 
 NAME = "cpu"
 
 ISA_ENV = "WDSR_FAST_CPU_ISA"
 BLOCK_A_ENV = "WDSR_FAST_CPU_BLOCK_A"
 
-try:
-    from wdsr_fast import _cpu  # importing it registers the ops
-
-    LOAD_ERROR: str | None = None
-    THREADED = _cpu.threaded()  # False: built without the OpenMP that torch's threads use
-except (ImportError, OSError) as exc:  # not built (no compiler, or its build failed), or built against another torch
-    LOAD_ERROR = (f"wdsr_fast._cpu is not built or does not load ({exc}); it is built by `pip install "
-                  f"--no-build-isolation .` where a C++ compiler works, and the install prints why it was not")
-    THREADED = False
+_cpu, LOAD_ERROR, (head_conv, wdsr_a_block, wdsr_b_block, tail_shuffle) = load_extension(
+    "_cpu", "wdsr_cpu", "it is built by `pip install --no-build-isolation .` where a C++ compiler works, and the "
+    "install prints why it was not")
+THREADED = _cpu is not None and _cpu.threaded()  # False: built without the OpenMP that torch's threads use
 
 
 def isa_paths() -> tuple[str, ...]:
@@ -47,16 +42,3 @@ def unavailable_reason(device: torch.device, config=None, dtype: torch.dtype | N
         return (f"wdsr_fast._cpu was built without OpenMP, so its kernels would run on one thread where torch "
                 f"uses {torch.get_num_threads()}; rebuild it with a compiler that supports -fopenmp")
     return None
-
-
-if LOAD_ERROR is None:
-    register_fakes("wdsr_cpu")
-    head_conv = torch.ops.wdsr_cpu.head_conv
-    wdsr_a_block = torch.ops.wdsr_cpu.wdsr_a_block
-    wdsr_b_block = torch.ops.wdsr_cpu.wdsr_b_block
-    tail_shuffle = torch.ops.wdsr_cpu.tail_shuffle
-else:
-    def _not_loaded(*args, **kwargs):
-        raise RuntimeError(LOAD_ERROR)
-
-    head_conv = wdsr_a_block = wdsr_b_block = tail_shuffle = _not_loaded

@@ -1,53 +1,40 @@
-"""The ``cuda`` backend: the kernels of csrc/, registered in C++ as ``torch.ops.wdsr_cuda.*`` by ``wdsr_fast._C``.
+"""The ``cuda`` backend: the kernels of csrc/cuda/, registered in C++ as ``torch.ops.wdsr_cuda.*`` by ``wdsr_fast._C``.
 
 This module loads the extension if it was built (``pip install --no-build-isolation .`` where torch has CUDA
-and nvcc is found), adds the fake (meta) implementations torch.compile needs, and exposes the four ops with
-the signatures of ``reference.py``; where the extension does not load, the four ops raise, saying why.
+and nvcc is found) through ``common.load_extension`` and exposes the four ops with the signatures of
+``reference.py``; where the extension does not load, the four ops raise, saying why. What the kernels take (the
+fused WDSR-B block's widths, compute capability, shared memory) the extension reports itself: ``_C.limits()`` and
+``_C.wdsr_b_block_shared_bytes(dtype, wide)`` (csrc/cuda/module.cpp), asked here, never copied.
 """
 from __future__ import annotations
 
 import torch
 
-from .common import register_fakes
+from .common import load_extension
 
 NAME = "cuda"
 
-try:
-    from wdsr_fast import _C  # noqa: F401  (importing it registers the ops)
-
-    LOAD_ERROR: str | None = None
-except (ImportError, OSError) as exc:  # not built, or built against another torch
-    LOAD_ERROR = f"wdsr_fast._C is not built or does not load ({exc}); install with CUDA torch and nvcc present"
+_C, LOAD_ERROR, (head_conv, wdsr_a_block, wdsr_b_block, tail_shuffle) = load_extension(
+    "_C", "wdsr_cuda", "install with CUDA torch and nvcc present")
 
 
-# The fused WDSR-B kernel keeps all of a block's weights in shared memory, which bounds its widths
-# (csrc/kernels.h: kMaxFeats, kMaxWide, kMaxLowRank), and uses bf16 tensor cores (kMinComputeCapability).
-MAX_FEATS, MAX_WIDE, MAX_LOW_RANK = 32, 256, 32
-MIN_COMPUTE_CAPABILITY = (8, 0)
-
-
-def fused_block_shared_bytes(wide: int) -> int:
-    """Dynamic shared memory (bytes) one CTA of the fp16/bf16 fused WDSR-B block asks for at expansion width
-    ``wide``: csrc/wdsr_b_block.cu's MmaSmem layout (tests/test_cuda_emulated.py checks that the two agree).
-    The fp32 block uses 42 KB of static shared memory, which every GPU it runs on has."""
-    wide_pad = -(-wide // 64) * 64  # expansion chunks of 64
-    halves = (wide_pad * 40            # w_expand rows, padded to 40
-              + 32 * (wide_pad + 8)    # w_reduce rows
-              + 9 * 32 * 40            # w_conv, a row per tap and low-rank channel
-              + 336 * 40 + 336 * 48    # the haloed x and t tiles (21 strips of 16 pixels)
-              + 8 * 16 * 72)           # a 16 x 64 wide scratch per warp
-    floats = wide_pad + 2 * 32 + 8 * 16 * 36  # biases and a 16 x 32 accumulator scratch per warp
-    return -(-halves * 2 // 128) * 128 + floats * 4
+def fused_block_shared_bytes(wide: int, dtype: torch.dtype = torch.float16) -> int:
+    """Dynamic shared memory (bytes) one CTA of the fused WDSR-B block asks for at expansion width ``wide`` in
+    ``dtype``, as the extension computes it: 0 for float32, whose block uses 42 KB of static shared memory, which
+    every GPU it runs on has."""
+    return _C.wdsr_b_block_shared_bytes(str(dtype).removeprefix("torch."), wide)
 
 
 def unsupported_model(config) -> str | None:
     """Why the CUDA kernels cannot run a model of ``config`` (a WDSRConfig), or None."""
     if config is None or config.variant != "b":
         return None  # WDSR-A's blocks and the head go through cuDNN: any width
+    limits = _C.limits()
     widths = (config.n_feats, config.wide_feats, config.low_rank_feats)
-    if widths[0] > MAX_FEATS or widths[1] > MAX_WIDE or widths[2] > MAX_LOW_RANK:
-        return (f"the fused CUDA WDSR-B block takes n_feats <= {MAX_FEATS}, expansion width <= {MAX_WIDE} and "
-                f"low-rank width <= {MAX_LOW_RANK}; this model has {widths[0]}, {widths[1]} and {widths[2]}")
+    if widths[0] > limits["max_feats"] or widths[1] > limits["max_wide"] or widths[2] > limits["max_low_rank"]:
+        return (f"the fused CUDA WDSR-B block takes n_feats <= {limits['max_feats']}, expansion width <= "
+                f"{limits['max_wide']} and low-rank width <= {limits['max_low_rank']}; this model has {widths[0]}, "
+                f"{widths[1]} and {widths[2]}")
     return None
 
 
@@ -64,15 +51,17 @@ def shared_memory_per_block(properties) -> int | None:
 
 def unsupported_device(device: torch.device, config=None, dtype: torch.dtype | None = None) -> str | None:
     """Why the CUDA kernels cannot run on ``device`` (a model of ``config`` in ``dtype``, when given), or None:
-    compute capability, and the fp16/bf16 fused block's shared memory against the device's limit per block (made
-    for the half-precision block unless ``dtype`` is float32, whose block fits every GPU the kernels run on)."""
+    compute capability, and the fused block's shared memory against the device's limit per block (made for the
+    half-precision block unless ``dtype`` is float32)."""
     properties = torch.cuda.get_device_properties(device)
     name, capability = properties.name, (properties.major, properties.minor)
-    if capability < MIN_COMPUTE_CAPABILITY:
-        return (f"the CUDA kernels need compute capability {MIN_COMPUTE_CAPABILITY[0]}.{MIN_COMPUTE_CAPABILITY[1]}"
-                f" or newer; {name} is {capability[0]}.{capability[1]}")
+    oldest = _C.limits()["min_compute_capability"]
+    if capability < oldest:
+        return (f"the CUDA kernels need compute capability {oldest[0]}.{oldest[1]} or newer; {name} is "
+                f"{capability[0]}.{capability[1]}")
     if config is not None and config.variant == "b" and dtype != torch.float32:
-        need, limit = fused_block_shared_bytes(config.wide_feats), shared_memory_per_block(properties)
+        half = torch.bfloat16 if dtype == torch.bfloat16 else torch.float16
+        need, limit = fused_block_shared_bytes(config.wide_feats, half), shared_memory_per_block(properties)
         if limit is not None and need > limit:
             return (f"the fused CUDA WDSR-B block needs {need} bytes of shared memory per block at expansion width "
                     f"{config.wide_feats}; {name} allows {limit}")
@@ -85,16 +74,3 @@ def unavailable_reason(device: torch.device, config=None, dtype: torch.dtype | N
     if device.type != "cuda":  # CPU tensors standing in under TRITON_INTERPRET=1: an interpreter of Triton only
         return "the CUDA kernels need CUDA tensors (TRITON_INTERPRET=1 runs Triton kernels on CPU, not these)"
     return unsupported_model(config) or unsupported_device(device, config, dtype)
-
-
-if LOAD_ERROR is None:
-    register_fakes("wdsr_cuda")
-    head_conv = torch.ops.wdsr_cuda.head_conv
-    wdsr_a_block = torch.ops.wdsr_cuda.wdsr_a_block
-    wdsr_b_block = torch.ops.wdsr_cuda.wdsr_b_block
-    tail_shuffle = torch.ops.wdsr_cuda.tail_shuffle
-else:
-    def _not_loaded(*args, **kwargs):
-        raise RuntimeError(LOAD_ERROR)
-
-    head_conv = wdsr_a_block = wdsr_b_block = tail_shuffle = _not_loaded

@@ -1,4 +1,4 @@
-// A CPU stand-in for the parts of CUDA that csrc/'s kernels use, so that their source runs here without a GPU.
+// A CPU stand-in for the parts of CUDA that csrc/cuda/'s kernels use, so that their source runs here without a GPU.
 //
 // Each CTA runs as blockDim real threads (std::thread), one CTA after another. __syncthreads and __syncwarp are
 // barriers over the CTA's and the warp's threads; a thread that returns drops out of them, as on the hardware.

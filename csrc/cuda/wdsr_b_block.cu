@@ -29,7 +29,7 @@
 #include <map>
 #include <mutex>
 
-#include "common.cuh"
+#include "kernel_common.cuh"
 #include "launch_grid.cuh"
 
 namespace wdsr {

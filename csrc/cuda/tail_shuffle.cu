@@ -6,7 +6,7 @@
 // to the normalised values, as in the reference), then de-normalises and stores channel k = colour*s^2 + i*s + j
 // to out[n, colour, y*s + i, x*s + j]: no separate shuffle or add pass. Weights are read through the L1 cache
 // (every thread of a warp reads the same weight: a broadcast).
-#include "common.cuh"
+#include "kernel_common.cuh"
 #include "launch_grid.cuh"
 
 namespace wdsr {

@@ -1,6 +1,7 @@
 // The op contract of wdsr_fast/ops/reference.py as TORCH_LIBRARY schemas, written once for every library that
-// registers the four ops: wdsr_cuda (csrc/ops.cpp), wdsr_cpu (csrc/cpu/ops.cpp) and the CPU build of the CUDA
-// ops' input checks (tests/cuda_emulator/checks.cpp). tests/test_cuda_build.py holds the expected strings.
+// registers the four ops: wdsr_cuda (csrc/cuda/ops.cpp), wdsr_cpu (csrc/cpu/ops.cpp) and the CPU build of the CUDA
+// ops' input checks (tests/cuda_emulator/checks.cpp). The tests check every registered schema against
+// reference.py's signatures (tests/helpers.py, assert_schema_is_the_reference).
 #pragma once
 
 #include <torch/library.h>

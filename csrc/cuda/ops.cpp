@@ -1,22 +1,21 @@
-// torch.ops.wdsr_cuda.*: the op schemas (same names and signatures as wdsr_fast/ops/reference.py), input
-// validation (checks.h), output allocation and launches on the current stream. The only file that includes torch's
-// CUDA headers. head_conv and wdsr_a_block run through ATen's convolution (cuDNN); wdsr_b_block and tail_shuffle
-// are ours, each launched with a parameter struct filled field by field by one function below.
+// torch.ops.wdsr_cuda.*: the op schemas (../common/op_schemas.h), input validation (../common/checks.h), output
+// allocation (../common/tensors.h) and launches on the current stream. The only file that includes torch's CUDA
+// headers. head_conv and wdsr_a_block run through ATen's convolution (cuDNN); wdsr_b_block and tail_shuffle are
+// ours, each launched with a parameter struct filled field by field by one function below.
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
-#include <cmath>
-#include <cstdlib>
-#include <string>
-
-#include "checks.h"
+#include "../common/checks.h"
+#include "../common/op_schemas.h"
+#include "../common/tensors.h"
 #include "kernels.h"
-#include "op_schemas.h"
 
 namespace {
 
+using wdsr::channels_last;
+using wdsr::new_output;
 
 // The kernels' dtype of a tensor that check_features has accepted.
 wdsr::DType dtype_of(const at::Tensor& t) {
@@ -52,16 +51,6 @@ void check_block_fits(const at::Tensor& x, int64_t wide, int64_t low_rank) {
               " at expansion width ", wide, "; ", prop->name, " allows ", prop->sharedMemPerBlockOptin,
               " (use backend='triton')");
 }
-
-// WDSR_FAST_POISON_OUTPUTS=1 (set by the tests): outputs start as NaN, so an element a kernel misses shows.
-at::Tensor new_output(at::IntArrayRef sizes, const at::TensorOptions& options) {
-  at::Tensor out = at::empty(sizes, options);
-  const char* poison = std::getenv("WDSR_FAST_POISON_OUTPUTS");
-  if (poison != nullptr && std::string(poison) == "1") out.fill_(NAN);
-  return out;
-}
-
-at::Tensor channels_last(const at::Tensor& t) { return t.contiguous(at::MemoryFormat::ChannelsLast); }
 
 at::Tensor normalise(const at::Tensor& image, const at::Tensor& mean, double norm_scale) {
   return ((image.to(at::kFloat) - mean.view({1, 3, 1, 1})) / norm_scale).to(image.scalar_type());
@@ -182,12 +171,3 @@ TORCH_LIBRARY_IMPL(wdsr_cuda, CUDA, m) {
   m.impl("wdsr_b_block", &wdsr_b_block);
   m.impl("tail_shuffle", &tail_shuffle);
 }
-
-#ifdef WDSR_FAST_PYTHON_MODULE
-// `import wdsr_fast._C` loads this library, which runs the registrations above; the module itself is empty.
-#include <Python.h>
-extern "C" PyMODINIT_FUNC PyInit__C(void) {
-  static PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
-  return PyModule_Create(&module);
-}
-#endif

@@ -2,7 +2,7 @@
 // 2**31 elements can need); grid y and z, limited to 65535, stay 1, so a batch of any size launches.
 // Host and device functions, so that the arithmetic is checked on the host (tests/test_cuda_emulated.py).
 #pragma once
-#include "common.cuh"
+#include "kernel_common.cuh"
 
 namespace wdsr {
 

@@ -14,7 +14,7 @@ struct Strides {  // element strides of a logical (N, C, H, W) tensor
   int64_t n, c, h, w;
 };
 
-// Limits of the fused WDSR-B kernel (its weights and tiles live in shared memory).
+// Limits of the fused WDSR-B kernel (its weights and tiles live in shared memory); module.cpp reports them to Python.
 constexpr int kMaxFeats = 32;     // n_feats
 constexpr int kMaxWide = 256;     // n_feats * expansion
 constexpr int kMaxLowRank = 32;   // int(n_feats * low_rank)
@@ -40,8 +40,8 @@ struct WdsrBBlockParams {
 cudaError_t launch_wdsr_b_block(const WdsrBBlockParams& params, cudaStream_t stream);
 
 // Dynamic shared memory (bytes) one CTA of the fused block asks for, for `dtype` and expansion width `wide`:
-// 0 for fp32 (its CTA uses a static array under 48 KB). wdsr_fast/ops/cuda_backend.py computes the same number
-// (tests/test_cuda_emulated.py checks the two agree); ops.cpp checks it against the device before a launch.
+// 0 for fp32 (its CTA uses a static array under 48 KB). ops.cpp checks it against the device before a launch;
+// module.cpp reports it to Python, which decides with it whether a GPU can run the block.
 int wdsr_b_block_shared_bytes(DType dtype, int wide);
 
 // out (N, 3, s*H, s*W) contiguous = shuffle(conv3x3(features) + conv5x5((image - mean) / norm_scale))

@@ -1,5 +1,5 @@
 // Input validation of the torch.ops.wdsr_cuda.* and torch.ops.wdsr_cpu.* ops, with the exception types and messages
-// of the other backends (wdsr_fast/ops/triton_common.py): ValueError for shapes and values, TypeError for dtypes,
+// of the other backends (wdsr_fast/ops/triton/common.py): ValueError for shapes and values, TypeError for dtypes,
 // dtypes named as Python prints them (torch.float16). Plain ATen, no CUDA: tests/cuda_emulator/checks.cpp builds the
 // CUDA ops' checks into a CPU library, so that the suite runs them without a GPU (a Target names the device the
 // inputs must be on and what the kernels accept).
