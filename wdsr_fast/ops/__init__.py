@@ -54,9 +54,8 @@ class Entry:
 
 
 HALF = (torch.float16, torch.bfloat16)
-# Measured on an H100 (benchmarks/results/2026-11-25-h100/), WDSR-B 32x16 x2 to 1920x1080: in fp16 the Triton
-# model ran 3.0-3.4 ms, the CUDA C++ one 12.5 ms, cuDNN (the torch backend) 14.6-15.1 ms; in fp32 cuDNN ran 22.6
-# ms, CUDA C++ (no tensor cores in fp32) 75 ms, Triton (IEEE fp32 dots) 667 ms: float32 on a GPU goes to cuDNN.
+# The order and dtypes follow the measured timings (benchmarks/README.md, "Where the design numbers come from"):
+# in fp16/bf16 Triton, then the CUDA C++ kernels; float32 on a GPU goes to cuDNN (the torch backend).
 REGISTRY = {  # in the order pick_backend tries them
     "triton": Entry(".triton", ("cuda",), HALF),
     "cuda": Entry(".cuda_backend", ("cuda",), HALF),

@@ -28,7 +28,7 @@ THREADED = _cpu is not None and _cpu.threaded()  # False: built without the Open
 
 def isa_paths() -> tuple[str, ...]:
     """The instruction-set paths of the kernels that this CPU runs, fastest (the default) first."""
-    return tuple(_cpu.isa_paths()) if LOAD_ERROR is None else ()
+    return tuple(_cpu.isa_paths()) if _cpu is not None else ()
 
 
 def unavailable_reason(device: torch.device, config=None, dtype: torch.dtype | None = None) -> str | None:

@@ -18,18 +18,25 @@ _C, LOAD_ERROR, (head_conv, wdsr_a_block, wdsr_b_block, tail_shuffle) = load_ext
     "_C", "wdsr_cuda", "install with CUDA torch and nvcc present")
 
 
+def _extension():
+    """The loaded ``_C`` (the callers run only where the backend is available)."""
+    if _C is None:
+        raise RuntimeError(LOAD_ERROR)
+    return _C
+
+
 def fused_block_shared_bytes(wide: int, dtype: torch.dtype = torch.float16) -> int:
     """Dynamic shared memory (bytes) one CTA of the fused WDSR-B block asks for at expansion width ``wide`` in
     ``dtype``, as the extension computes it: 0 for float32, whose block uses 42 KB of static shared memory, which
     every GPU it runs on has."""
-    return _C.wdsr_b_block_shared_bytes(str(dtype).removeprefix("torch."), wide)
+    return _extension().wdsr_b_block_shared_bytes(str(dtype).removeprefix("torch."), wide)
 
 
 def unsupported_model(config) -> str | None:
     """Why the CUDA kernels cannot run a model of ``config`` (a WDSRConfig), or None."""
     if config is None or config.variant != "b":
         return None  # WDSR-A's blocks and the head go through cuDNN: any width
-    limits = _C.limits()
+    limits = _extension().limits()
     widths = (config.n_feats, config.wide_feats, config.low_rank_feats)
     if widths[0] > limits["max_feats"] or widths[1] > limits["max_wide"] or widths[2] > limits["max_low_rank"]:
         return (f"the fused CUDA WDSR-B block takes n_feats <= {limits['max_feats']}, expansion width <= "
@@ -55,7 +62,7 @@ def unsupported_device(device: torch.device, config=None, dtype: torch.dtype | N
     half-precision block unless ``dtype`` is float32)."""
     properties = torch.cuda.get_device_properties(device)
     name, capability = properties.name, (properties.major, properties.minor)
-    oldest = _C.limits()["min_compute_capability"]
+    oldest = _extension().limits()["min_compute_capability"]
     if capability < oldest:
         return (f"the CUDA kernels need compute capability {oldest[0]}.{oldest[1]} or newer; {name} is "
                 f"{capability[0]}.{capability[1]}")
