@@ -32,6 +32,12 @@ def upscale(*argv) -> int:
     return main(["upscale", *map(str, argv)])
 
 
+def bundled_weights(monkeypatch, found) -> None:
+    """Make ``found(scale)`` the bundled-weights lookup, wherever the library looks it up."""
+    monkeypatch.setattr("wdsr_fast.weights.bundled_path", found)
+    monkeypatch.setattr("wdsr_fast.inference.upscaler.bundled_path", found, raising=False)
+
+
 def test_upscale_folder(tmp_path, photos, weights, capsys):
     out = tmp_path / "out"
     assert upscale(photos, "-o", out, "--weights", weights, "--scale", 2) == 0
@@ -333,7 +339,7 @@ def test_image_smaller_than_tile(tmp_path, weights):
     (["--weights", "WEIGHTS", "--device", "tpu:7"], "not a torch device|not available"),
 ])
 def test_bad_arguments(tmp_path, photos, weights, argv, message, monkeypatch):
-    monkeypatch.setattr("wdsr_fast.weights.bundled_path", lambda scale: None)
+    bundled_weights(monkeypatch, lambda scale: None)
     argv = [str(weights) if a == "WEIGHTS" else str(tmp_path / "missing.pth") if a == "MISSING" else a for a in argv]
     with pytest.raises(SystemExit, match=message):
         main(["upscale", str(photos), "-o", str(tmp_path / "o")] + argv)
@@ -381,7 +387,7 @@ def test_bundled_path(tmp_path, monkeypatch):
 
 def test_bundled_weights_are_the_default(tmp_path, photos, weights, monkeypatch):
     asked = []
-    monkeypatch.setattr("wdsr_fast.weights.bundled_path", lambda scale: asked.append(scale) or weights)
+    bundled_weights(monkeypatch, lambda scale: asked.append(scale) or weights)
     assert upscale(photos / "astronaut.png", "-o", tmp_path / "o") == 0
     assert asked == [2] and (tmp_path / "o" / "astronaut_x2.png").is_file()
 
