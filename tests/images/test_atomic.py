@@ -1,9 +1,14 @@
 """Atomic writes between live runs: a run never removes a temporary file another live run is writing, only
 those killed runs left behind."""
+import errno
+import fcntl
+import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+import pytest
 
 import wdsr_fast.io.atomic as atomic
 from wdsr_fast.io.atomic import atomic_path, remove_leftovers
@@ -68,9 +73,6 @@ def test_an_abandoned_file_is_removed_while_locked_by_the_remover(tmp_path, monk
     unlink = Path.unlink
 
     def unlink_seeing_the_lock(self, *args, **kwargs):
-        import fcntl
-        import os
-
         fd = os.open(self, os.O_RDONLY)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -84,3 +86,19 @@ def test_an_abandoned_file_is_removed_while_locked_by_the_remover(tmp_path, monk
     monkeypatch.setattr(Path, "unlink", unlink_seeing_the_lock)
     assert remove_leftovers(tmp_path / "a.png") == [leftover]
     assert seen == ["locked"] and not leftover.exists()
+
+
+def test_without_hard_links_a_failed_rename_leaves_no_empty_file(tmp_path, monkeypatch):
+    """Where the name is claimed by an exclusive create (no hard links), a rename that fails takes the claim back:
+    an empty file left there would pass for a finished output."""
+    def refuse(*args, **kwargs):
+        raise OSError(errno.EPERM, os.strerror(errno.EPERM))
+
+    def fail(*args, **kwargs):
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(os, "link", refuse)
+    monkeypatch.setattr(os, "replace", fail)
+    with pytest.raises(OSError, match="Input/output error"), atomic_path(tmp_path / "a.png", replace=False) as tmp:
+        Path(tmp).write_bytes(b"new")
+    assert list(tmp_path.iterdir()) == []

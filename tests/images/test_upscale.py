@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from conftest import astronaut, camera, deep, exif_bytes, grace_hopper_path, png
 from helpers import randomise, ychfan_forward, ychfan_state
 from PIL import Image
 
+from wdsr_fast import Upscaler
 from wdsr_fast.cli import main
 from wdsr_fast.io.images import tensor_to_uint8
 
@@ -223,6 +225,75 @@ def test_signals_remove_temporary_files(tmp_path, photos, weights, sig, status):
     process.wait(timeout=60)
     assert process.returncode == status
     assert list(out.iterdir()) == []
+
+
+PAUSED_WRITE = """
+import sys
+import wdsr_fast.io.images as io
+real = io._write_pillow
+def paused(pixels, tmp, *rest):
+    real(pixels, tmp, *rest)
+    print("written", tmp, flush=True)
+    sys.stdin.readline()  # the other run goes on meanwhile
+io._write_pillow = paused
+from wdsr_fast.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_two_runs_into_one_folder_keep_each_others_outputs(tmp_path, weights, capsys):
+    """Two runs write photo_x2.png into one folder from different photos, without --overwrite: the one that finishes
+    first keeps its file, the other says so and exits 0; no file holds the other run's picture."""
+    for name, pixels in (("first", astronaut()), ("second", camera(31, 37))):
+        (tmp_path / name).mkdir()
+        Image.fromarray(pixels).save(tmp_path / name / "photo.png")
+    out = tmp_path / "out"
+    first = subprocess.Popen([sys.executable, "-c", PAUSED_WRITE, "upscale", str(tmp_path / "first"), "-o", str(out),
+                              "--weights", str(weights), "--device", "cpu"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        said = first.stdout.readline().split()
+        assert said[:1] == ["written"], first.stderr.read() if first.poll() is not None else said
+        temporary = Path(said[1])
+        assert temporary.parent == out and temporary.is_file()  # the first run is writing, its file not yet in place
+        assert upscale(tmp_path / "second", "-o", out, "--weights", weights) == 0  # the second run, meanwhile
+        assert temporary.is_file()  # the second run's sweep of leftovers left the live run's file alone
+        second_picture = np.asarray(Image.open(out / "photo_x2.png"))
+        assert second_picture.ndim == 2  # camera: gray
+        stdout, stderr = first.communicate("\n", timeout=120)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode == 0, stderr
+    assert np.array_equal(np.asarray(Image.open(out / "photo_x2.png")), second_picture)  # kept
+    assert f"{out / 'photo_x2.png'} appeared while it was being written (another run?); it was kept" in stderr
+    assert "0 of 1 images upscaled" in stdout and "1 skipped" in stdout and "Traceback" not in stderr
+    assert sorted(p.name for p in out.iterdir()) == ["photo_x2.png"]
+
+
+@pytest.mark.parametrize("links", ["hard links", "no hard links"])
+def test_an_output_that_appears_during_the_work_is_kept(tmp_path, photos, weights, capsys, monkeypatch, links):
+    """Another run creates the output between this run's check for it and the rename into place; also on a file
+    system without hard links (FAT, some network shares), where the name is claimed by an exclusive create."""
+    if links == "no hard links":
+        def refuse(*args, **kwargs):
+            raise OSError(errno.EPERM, os.strerror(errno.EPERM))
+
+        monkeypatch.setattr(os, "link", refuse)
+    out = tmp_path / "out"
+    real = Upscaler.upscale_picture
+
+    def meanwhile(self, picture):
+        (out / "astronaut_x2.png").write_bytes(b"another run's")
+        return real(self, picture)
+
+    monkeypatch.setattr(Upscaler, "upscale_picture", meanwhile)
+    assert upscale(photos / "astronaut.png", "-o", out, "--weights", weights) == 0
+    assert (out / "astronaut_x2.png").read_bytes() == b"another run's"
+    captured = capsys.readouterr()
+    assert "appeared while it was being written (another run?); it was kept" in captured.err
+    assert "0 of 1 images upscaled x2" in captured.out and "1 skipped" in captured.out
+    assert sorted(p.name for p in out.iterdir()) == ["astronaut_x2.png"]
 
 
 # -- failures that are one line each ---------------------------------------------------------------------

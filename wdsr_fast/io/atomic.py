@@ -83,13 +83,25 @@ def _place_new(tmp: str, path: Path) -> None:
     try:
         os.link(tmp, path)  # fails with FileExistsError when path exists
     except FileExistsError:
-        raise FileExistsError(f"{path} appeared while it was being written (another run?); it was kept") from None
-    except OSError:  # a file system without hard links: an exclusive create, then the rename over it
-        with open(path, "x"):
-            pass
-        os.replace(tmp, path)
+        raise _appeared(path) from None
+    except OSError:  # a file system without hard links: an exclusive create claims the name, the rename fills it
+        try:
+            with open(path, "x"):
+                pass
+        except FileExistsError:
+            raise _appeared(path) from None
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.remove(path)  # the empty file that claimed the name
+            raise
         return
     os.remove(tmp)
+
+
+def _appeared(path: Path) -> FileExistsError:
+    return FileExistsError(f"{path} appeared while it was being written (another run?); it was kept")
 
 
 def remove_leftovers(path) -> list[Path]:
