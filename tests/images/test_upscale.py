@@ -117,6 +117,69 @@ def test_one_bad_file_does_not_stop_the_others(tmp_path, photos, weights, capsys
     assert "2 of 6 images upscaled x2" in captured.out and "4 failed" in captured.out
 
 
+def unreadable(path, monkeypatch) -> None:
+    """Take the read permission away from ``path`` (as root, which reads anyway, refuse to open it)."""
+    path.chmod(0)
+    if os.geteuid() != 0:
+        return
+    opens, scans = Image.open, os.scandir
+
+    def open_guarded(fp, *args, **kwargs):
+        if str(fp) == str(path):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(fp))
+        return opens(fp, *args, **kwargs)
+
+    def scan_guarded(top=".", *args, **kwargs):
+        if str(top) == str(path):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(top))
+        return scans(top, *args, **kwargs)
+
+    monkeypatch.setattr(Image, "open", open_guarded)
+    monkeypatch.setattr(os, "scandir", scan_guarded)
+
+
+def test_links_to_nowhere_and_missing_inputs_are_one_line_each(tmp_path, photos, weights, capsys, monkeypatch):
+    """A symbolic link to itself, one to a missing file, an unreadable file and folder, a folder that does not
+    exist: each is named with its reason, in a folder or as an argument, and the others are upscaled."""
+    (photos / "loop.png").symlink_to("loop.png")
+    (photos / "gone.png").symlink_to("nowhere.png")
+    Image.fromarray(camera()).save(photos / "locked.png")
+    unreadable(photos / "locked.png", monkeypatch)
+    (tmp_path / "closed").mkdir()
+    Image.fromarray(camera()).save(tmp_path / "closed" / "hidden_away.png")
+    unreadable(tmp_path / "closed", monkeypatch)
+    (tmp_path / "self.jpg").symlink_to(tmp_path / "self.jpg")
+    out = tmp_path / "out"
+    assert upscale(photos, tmp_path / "self.jpg", tmp_path / "no_such_folder", tmp_path / "closed", "-o", out,
+                   "--weights", weights) == 1
+    assert sorted(p.name for p in out.iterdir()) == ["astronaut_x2.png", "chelsea_x2.png"]
+    captured = capsys.readouterr()
+    errors = [line.strip() for line in captured.err.splitlines() if "error:" in line]
+    assert sorted(errors) == sorted([
+        f"error: {photos / 'loop.png'}: a symbolic link loop",
+        f"error: {photos / 'gone.png'}: a broken symbolic link (to nowhere.png, which does not exist)",
+        f"error: {photos / 'locked.png'}: cannot be read (Permission denied)",
+        f"error: {tmp_path / 'self.jpg'}: a symbolic link loop",
+        f"error: {tmp_path / 'no_such_folder'}: no such file or folder",
+        f"error: {tmp_path / 'closed'}: cannot list this folder (Permission denied)"])
+    assert "Traceback" not in captured.err
+    assert "2 of 8 images upscaled x2" in captured.out and "6 failed" in captured.out
+
+
+def test_nothing_but_links_to_nowhere(tmp_path, weights, capsys):
+    (tmp_path / "loop.png").symlink_to("loop.png")
+    with pytest.raises(SystemExit, match="no images"):
+        upscale(tmp_path / "loop.png", tmp_path / "missing", "-o", tmp_path / "o", "--weights", weights)
+    assert capsys.readouterr().err.splitlines() == [f"error: {tmp_path / 'loop.png'}: a symbolic link loop",
+                                                    f"error: {tmp_path / 'missing'}: no such file or folder"]
+
+
+def test_an_output_folder_that_is_a_link_loop(tmp_path, photos, weights):
+    (tmp_path / "o").symlink_to("o")
+    with pytest.raises(SystemExit, match=r"output folder .*o: a symbolic link loop"):
+        upscale(photos, "-o", tmp_path / "o", "--weights", weights)
+
+
 def test_transparency_for_jpeg_is_refused_before_the_work(tmp_path, weights, capsys):
     Image.fromarray(sprite_rgba(), "RGBA").save(tmp_path / "s.png")
     assert upscale(tmp_path / "s.png", "-o", tmp_path / "o", "--weights", weights, "--ext", "jpg") == 1

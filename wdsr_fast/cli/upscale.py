@@ -114,7 +114,9 @@ def terminate_as_exit():
 
 def run(args: argparse.Namespace) -> int:
     files = collect_images(args.inputs, args.recursive, args.out)
-    if not files:
+    if all(item.problem is not None for item in files):
+        for item in files:
+            print(f"error: {item.path}: {item.problem}", file=sys.stderr)
         raise SystemExit(f"error: no images ({', '.join(IMAGE_SUFFIXES)}) found in the inputs")
     try:
         check_output_folder(args.out)

@@ -5,6 +5,7 @@ that appeared meanwhile unless asked."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from dataclasses import dataclass
@@ -25,43 +26,98 @@ class OutputFolderError(ValueError):
 
 
 @dataclass
+class Input:
+    """An input file as the batch found it."""
+    path: Path
+    folder: Path  # the folder of its output, relative to OUTDIR
+    problem: str | None = None  # known before reading: a missing file, a broken link, a folder that cannot be listed
+
+
+@dataclass
 class Job:
     source: Path
     target: Path
     fmt: str
-    problem: str | None = None  # known before reading: a name clash
+    problem: str | None = None  # known before reading: a name clash, or the input's problem
 
 
-def collect_images(inputs: list[Path], recursive: bool, out: Path) -> list[tuple[Path, Path]]:
-    """(file, folder relative to OUTDIR) for files as given and the images in folders (sorted; with
-    ``recursive`` the sub-folders too, hidden ones and OUTDIR itself left out)."""
-    out_resolved = out.resolve()
-    found = []
+def collect_images(inputs: list[Path], recursive: bool, out: Path) -> list[Input]:
+    """The files as given and the images in folders (sorted; with ``recursive`` the sub-folders too, hidden ones,
+    linked ones and OUTDIR itself left out). An input that cannot be used (missing, a broken or looping symbolic
+    link, a folder that cannot be listed) comes with its problem, so that the batch can name it and go on."""
+    out_real = real_path(out)
+    found: list[Input] = []
     for item in inputs:
-        if not item.is_dir():
-            found.append((item, Path()))
-            continue
-        for root_name, dirs, files in os.walk(item):
-            root = Path(root_name)
-            dirs[:] = sorted(d for d in dirs if recursive and not d.startswith(".")
-                             and (root / d).resolve() != out_resolved)
-            found.extend((root / name, root.relative_to(item)) for name in sorted(files)
-                         if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES)
+        problem = link_problem(item)
+        if problem is None and not os.path.lexists(item):
+            problem = "no such file or folder"
+        if problem is None and item.is_dir():
+            _collect_folder(item, Path(), recursive, out_real, found)
+        else:
+            found.append(Input(item, Path(), problem))
     return found
 
 
-def plan(files: list[tuple[Path, Path]], out: Path, ext: str, suffix: str) -> list[Job]:
+def _collect_folder(folder: Path, relative: Path, recursive: bool, out_real: Path, found: list[Input]) -> None:
+    try:
+        with os.scandir(folder) as listing:
+            entries = sorted(listing, key=lambda entry: entry.name)
+    except OSError as exc:
+        found.append(Input(folder, relative, f"cannot list this folder ({exc.strerror or exc})"))
+        return
+    subfolders = []
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue
+        path = Path(entry.path)
+        try:
+            is_dir = entry.is_dir()  # follows a link: a linked folder is not an image file either
+        except OSError:
+            is_dir = False
+        if is_dir:
+            if recursive and not entry.is_symlink() and real_path(path) != out_real:
+                subfolders.append(path)
+        elif Path(entry.name).suffix.lower() in IMAGE_SUFFIXES:
+            found.append(Input(path, relative, link_problem(path)))
+    for path in subfolders:
+        _collect_folder(path, relative / path.name, recursive, out_real, found)
+
+
+def link_problem(path: Path) -> str | None:
+    """Why symbolic link ``path`` leads nowhere (a loop, a missing target), or None (a file, or a working link)."""
+    if not path.is_symlink():
+        return None
+    try:
+        path.stat()
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "a symbolic link loop"
+        if exc.errno == errno.ENOENT:
+            return f"a broken symbolic link (to {os.readlink(path)}, which does not exist)"
+        return f"cannot be read ({exc.strerror or exc})"
+
+
+def real_path(path: Path) -> Path:
+    """``path`` with its symbolic links resolved, as far as they lead (a loop is left as it is, never an error)."""
+    return Path(os.path.realpath(path))
+
+
+def plan(files: list[Input], out: Path, ext: str, suffix: str) -> list[Job]:
     """The output of each input; two inputs with one output, or an output that is an input, are refused by name."""
-    inputs = {path.resolve() for path, _ in files}
+    inputs = {real_path(item.path) for item in files if item.problem is None}
     jobs: list[Job] = []
     claimed: dict[Path, Path] = {}
-    for path, folder in files:
+    for item in files:
+        path = item.path
         fmt = EXTENSIONS[ext] or SUFFIX_FORMATS.get(path.suffix.lower(), "PNG")
         ending = path.suffix if ext == "same" and path.suffix.lower() in SUFFIX_FORMATS else FORMATS[fmt].suffix
-        target = out / folder / f"{path.stem}{suffix}{ending}"
-        job = Job(path, target, fmt)
-        key = target.resolve()
-        if key in claimed:
+        target = out / item.folder / f"{path.stem}{suffix}{ending}"
+        job = Job(path, target, fmt, item.problem)
+        key = real_path(target)
+        if job.problem is not None:
+            pass
+        elif key in claimed:
             job.problem = f"{claimed[key]} is also written to {target}: rename one of them (or use --suffix)"
         elif key in inputs:
             job.problem = f"its output {target} is an input of this run: choose another --out or --suffix"
@@ -73,6 +129,8 @@ def plan(files: list[tuple[Path, Path]], out: Path, ext: str, suffix: str) -> li
 
 def check_output_folder(out: Path) -> None:
     """An ``OutputFolderError`` unless ``out`` is (or can be made) a folder that files can be written in."""
+    if (problem := link_problem(out)) is not None:
+        raise OutputFolderError(f"output folder {out}: {problem}")
     if out.exists() and not out.is_dir():
         raise OutputFolderError(f"output folder {out} is a file")
     try:
