@@ -459,6 +459,22 @@ def test_pixel_budget_flag(tmp_path, photos, weights, capsys):
     assert upscale(photos / "astronaut.png", "-o", tmp_path / "o", "--weights", weights, "--max-pixels", 0) == 0
 
 
+def test_a_tile_pad_below_the_receptive_radius_is_warned_of_once(tmp_path, photos, weights, capsys):
+    """Below the receptive radius tiles can show their seams (the README says tiling never changes the result):
+    the run goes on, with one warning naming the radius; at the radius and above, no warning."""
+    from wdsr_fast import load_model
+
+    radius = load_model(weights).config.receptive_radius
+    assert upscale(photos, "-o", tmp_path / "a", "--weights", weights, "--tile", 9, "--tile-pad", 0) == 0
+    err = capsys.readouterr().err
+    warnings = [line for line in err.splitlines() if "warning" in line]
+    assert warnings == [f"warning: --tile-pad 0: a tile pad of 0 pixels is below this network's receptive radius of "
+                        f"{radius}: an image cut into tiles can show their seams (the default pad, {radius}, makes "
+                        f"tiling exact)"]
+    assert upscale(photos, "-o", tmp_path / "b", "--weights", weights, "--tile", 9, "--tile-pad", radius) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
 def test_image_smaller_than_tile(tmp_path, weights):
     Image.fromarray(astronaut(3, 2)).save(tmp_path / "tiny.png")
     assert upscale(tmp_path / "tiny.png", "-o", tmp_path / "o", "--weights", weights, "--tile", 64) == 0

@@ -27,6 +27,7 @@ from ..inference.files import (
     collect_images,
     pixel_budget,
     plan,
+    tile_pad_warning,
     upscale_file,
 )
 from ..inference.upscaler import ALPHA_MODES, UpscaleError, Upscaler
@@ -49,7 +50,8 @@ def add_parser(subparsers) -> None:
                         help="tile side in input pixels, or 'auto' (default): the largest that fits the device's "
                              "free memory, halved on out-of-memory")
     parser.add_argument("--tile-pad", type=_int_at_least(0),
-                        help="context around each tile (default: the receptive radius, which makes tiling exact)")
+                        help="context around each tile in input pixels (default: the receptive radius, which makes "
+                             "tiling exact; below it, tile seams can show, and a warning says so)")
     parser.add_argument("--device", default=None,
                         help="any torch device: cpu, cuda, cuda:1, mps, ... (default: cuda if visible, else cpu)")
     parser.add_argument("--half", action="store_true", help="run the network in float16 (GPU devices)")
@@ -129,6 +131,8 @@ def run(args: argparse.Namespace) -> int:
                             tile_pad=args.tile_pad, backend=args.backend, alpha=args.alpha, progress=True)
     except (CheckpointError, ValueError) as exc:
         raise SystemExit(f"error: {exc}") from None
+    if (warning := tile_pad_warning(upscaler)) is not None:
+        print(f"warning: --tile-pad {args.tile_pad}: {warning}", file=sys.stderr)
     scale = upscaler.scale
     suffix = f"_x{scale}" if args.suffix is None else args.suffix
     jobs = plan(files, args.out, args.ext, suffix)

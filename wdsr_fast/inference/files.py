@@ -141,6 +141,15 @@ def check_output_folder(out: Path) -> None:
         raise OutputFolderError(f"cannot write into output folder {out}: {exc.strerror or exc}") from None
 
 
+def tile_pad_warning(upscaler: Upscaler) -> str | None:
+    """Why ``upscaler``'s tiles may show at their seams (a pad below the receptive radius), or None."""
+    radius = upscaler.config.receptive_radius
+    if upscaler.tile is None or upscaler.tile_pad >= radius:
+        return None
+    return (f"a tile pad of {upscaler.tile_pad} pixels is below this network's receptive radius of {radius}: an "
+            f"image cut into tiles can show their seams (the default pad, {radius}, makes tiling exact)")
+
+
 @contextlib.contextmanager
 def pixel_budget(max_pixels: int):
     previous = Image.MAX_IMAGE_PIXELS
