@@ -475,6 +475,15 @@ def test_a_tile_pad_below_the_receptive_radius_is_warned_of_once(tmp_path, photo
     assert "warning" not in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("side", [10_000, 30_000])  # over the budget; over twice the budget (Pillow's bomb)
+def test_a_huge_image_is_refused_naming_the_flag(tmp_path, photos, weights, capsys, side):
+    (photos / "huge.png").write_bytes(png_file(side, side, 8, 2))
+    assert upscale(photos, "-o", tmp_path / "o", "--weights", weights) == 1
+    err = capsys.readouterr().err
+    assert (f"error: {photos / 'huge.png'}: {side}x{side} is {side * side:,} pixels, over the pixel budget of "
+            f"89,478,485 (PIL.Image.MAX_IMAGE_PIXELS; the upscale command's --max-pixels)") in err
+
+
 def test_image_smaller_than_tile(tmp_path, weights):
     Image.fromarray(astronaut(3, 2)).save(tmp_path / "tiny.png")
     assert upscale(tmp_path / "tiny.png", "-o", tmp_path / "o", "--weights", weights, "--tile", 64) == 0

@@ -115,8 +115,10 @@ def read_image(path) -> Picture:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the budget is checked below
             img = Image.open(path)
-    except Image.DecompressionBombError as exc:
-        raise ImageError(f"{path}: {exc}") from None
+    except Image.DecompressionBombError as exc:  # over twice the budget: Pillow refuses without the size
+        if (size := _stated_size(path)) is not None:
+            check_pixel_budget(path, size)
+        raise ImageError(f"{path}: {exc} (PIL.Image.MAX_IMAGE_PIXELS; the upscale command's --max-pixels)") from None
     except UnidentifiedImageError:
         raise ImageError(f"{path}: not an image file that can be read (PNG, JPEG, WebP, TIFF, BMP)") from None
     except OSError as exc:
@@ -147,6 +149,27 @@ def check_pixel_budget(path, size: tuple[int, int]) -> None:
     if budget is not None and width * height > budget:
         raise ImageError(f"{path}: {width}x{height} is {width * height:,} pixels, over the pixel budget of "
                          f"{budget:,} (PIL.Image.MAX_IMAGE_PIXELS; the upscale command's --max-pixels)")
+
+
+def _stated_size(path: Path) -> tuple[int, int] | None:
+    """The width and height a file's header states, read by Pillow's format plugins as ``Image.open`` does but
+    without its decompression-bomb check (the caller checks the budget), or None."""
+    Image.init()
+    try:
+        with open(path, "rb") as fp:
+            prefix = fp.read(16)
+            for factory, accept in Image.OPEN.values():
+                accepted = not accept or accept(prefix)
+                if not accepted or isinstance(accepted, str):
+                    continue
+                fp.seek(0)
+                try:
+                    return factory(fp, str(path)).size
+                except (SyntaxError, IndexError, TypeError, struct.error):
+                    continue
+    except OSError:
+        pass
+    return None
 
 
 def picture_from_pil(img: Image.Image) -> Picture:
