@@ -504,6 +504,18 @@ def test_bad_arguments(tmp_path, photos, weights, argv, message, monkeypatch):
         main(["upscale", str(photos), "-o", str(tmp_path / "o")] + argv)
 
 
+@pytest.mark.parametrize("backend", ["triton", "cuda"])
+def test_a_backend_that_cannot_run_here_stops_once_before_the_batch(tmp_path, photos, weights, capsys, monkeypatch,
+                                                                     backend):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # the Triton interpreter would run on CPU tensors
+    assert upscale(photos, "-o", tmp_path / "o", "--weights", weights, "--device", "cpu", "--backend", backend) == 2
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == [f"error: --backend {backend} cannot run on cpu: backend {backend!r} runs on "
+                                         f"CUDA tensors only, got a CPU tensor (choose another --device, or "
+                                         f"--backend auto)"]
+    assert captured.out == "" and list((tmp_path / "o").iterdir()) == []
+
+
 def test_threads_flag(tmp_path, photos, weights, monkeypatch):
     """--threads sets torch's CPU threads for the run; without it torch's default stands."""
     before = torch.get_num_threads()

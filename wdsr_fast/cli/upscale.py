@@ -23,6 +23,7 @@ from .. import ops
 from ..inference.files import (
     EXTENSIONS,
     OutputFolderError,
+    backend_problem,
     check_output_folder,
     collect_images,
     pixel_budget,
@@ -131,6 +132,9 @@ def run(args: argparse.Namespace) -> int:
                             tile_pad=args.tile_pad, backend=args.backend, alpha=args.alpha, progress=True)
     except (CheckpointError, ValueError) as exc:
         raise SystemExit(f"error: {exc}") from None
+    if (reason := backend_problem(upscaler, args.backend)) is not None:
+        print(f"error: --backend {args.backend} cannot run on {upscaler.device}: {reason}", file=sys.stderr)
+        return 2
     if (warning := tile_pad_warning(upscaler)) is not None:
         print(f"warning: --tile-pad {args.tile_pad}: {warning}", file=sys.stderr)
     scale = upscaler.scale

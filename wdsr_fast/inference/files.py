@@ -13,6 +13,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from .. import ops
 from ..io.images import FORMATS, IMAGE_SUFFIXES, ImageError, fit_alpha, read_image, write_image
 from .upscaler import Upscaler
 
@@ -139,6 +140,15 @@ def check_output_folder(out: Path) -> None:
             pass
     except OSError as exc:
         raise OutputFolderError(f"cannot write into output folder {out}: {exc.strerror or exc}") from None
+
+
+def backend_problem(upscaler: Upscaler, backend: str) -> str | None:
+    """Why the backend asked for cannot run ``upscaler``'s model on its device (checked once, before a batch, rather
+    than failing on every file), or None; ``auto`` always runs."""
+    if backend == ops.AUTO:
+        return None
+    reason = ops.unavailable_reason(backend, upscaler.device, upscaler.config, upscaler.dtype)
+    return None if reason is None else f"{reason} (choose another --device, or --backend auto)"
 
 
 def tile_pad_warning(upscaler: Upscaler) -> str | None:
