@@ -56,7 +56,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--device", default=None,
                         help="any torch device: cpu, cuda, cuda:1, mps, ... (default: cuda if visible, else cpu)")
     parser.add_argument("--half", action="store_true", help="run the network in float16 (GPU devices)")
-    parser.add_argument("--backend", choices=(ops.AUTO, *ops.BACKENDS), default=ops.AUTO)
+    parser.add_argument("--backend", choices=(ops.AUTO, *ops.BACKENDS), default=ops.AUTO,
+                        help="what runs the network's fused ops (default: auto, the fastest that can run on the "
+                             "device); one that cannot run there stops the command before the first file")
     parser.add_argument("--alpha", choices=ALPHA_MODES, default="bicubic",
                         help="how transparency is upscaled: bicubic (default) or wdsr (the alpha plane as gray)")
     parser.add_argument("--ext", choices=tuple(EXTENSIONS), default="png",
