@@ -547,6 +547,56 @@ def test_module_entry_point(tmp_path, photos, weights):
     assert (tmp_path / "o" / "chelsea_x2.png").is_file()
 
 
+def test_help_is_whole_sentences_without_markup():
+    """``wdsr-fast --help`` and every subcommand's: descriptions end their sentences, no reST backticks."""
+    import argparse
+
+    from wdsr_fast.cli import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert set(commands) == {"upscale", "demo", "train", "eval", "bench", "export", "info"}
+    for name, command in [("wdsr-fast", parser), *commands.items()]:
+        assert command.description and command.description.rstrip().endswith("."), name
+        assert "`" not in command.format_help(), name
+
+
+STARTUP_INTERRUPTED = """
+import sys
+
+class CtrlC:  # Ctrl-C while torch is being imported, the longest part of start-up
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch":
+            raise KeyboardInterrupt
+        return None
+
+sys.meta_path.insert(0, CtrlC())
+if sys.argv[1] == "-m":  # python -m wdsr_fast ...
+    import runpy
+    sys.argv = ["wdsr_fast", *sys.argv[2:]]
+    runpy.run_module("wdsr_fast", run_name="__main__", alter_sys=True)
+else:  # the wdsr-fast script
+    from wdsr_fast.cli import main
+    sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize("how", ["-m", "script"])
+def test_ctrl_c_during_start_up_is_interrupted(tmp_path, photos, weights, how):
+    result = subprocess.run([sys.executable, "-c", STARTUP_INTERRUPTED, how, "upscale", str(photos), "-o",
+                             str(tmp_path / "o"), "--weights", str(weights)], capture_output=True, text=True)
+    assert (result.returncode, result.stderr) == (130, "interrupted\n")
+
+
+def test_ctrl_c_while_the_model_loads_is_interrupted(tmp_path, photos, weights, capsys, monkeypatch):
+    def loading(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("wdsr_fast.cli.upscale.Upscaler", loading)
+    assert upscale(photos, "-o", tmp_path / "o", "--weights", weights) == 130
+    assert capsys.readouterr().err == "interrupted\n"
+
+
 def test_bundled_path(tmp_path, monkeypatch):
     import wdsr_fast.weights as bundled
 
