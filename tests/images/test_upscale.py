@@ -233,6 +233,43 @@ def test_an_output_never_replaces_an_input(tmp_path, weights, capsys):
     assert "is an input of this run" in capsys.readouterr().err
 
 
+def test_an_output_folder_that_is_also_the_input_folder(tmp_path, photos, weights, capsys):
+    """A second run into the folder it reads leaves out the first run's outputs (photo_x2.png beside photo.png): it
+    neither upscales them again (photo_x2_x2.png) nor calls the originals' outputs inputs."""
+    assert upscale(photos, "-o", photos, "--weights", weights) == 0
+    names = ["astronaut.png", "astronaut_x2.png", "chelsea.jpg", "chelsea_x2.png"]
+    assert sorted(p.name for p in photos.iterdir()) == names
+    written = (photos / "astronaut_x2.png").read_bytes()
+    capsys.readouterr()
+    assert upscale(photos, "-o", photos, "--weights", weights) == 0
+    assert sorted(p.name for p in photos.iterdir()) == names and (photos / "astronaut_x2.png").read_bytes() == written
+    captured = capsys.readouterr()
+    assert (f"note: left out 2 files of the output folder named as outputs of this run (earlier outputs, not inputs):"
+            f" {photos / 'astronaut_x2.png'}, {photos / 'chelsea_x2.png'}") in captured.err
+    assert "error" not in captured.err and "0 of 2 images upscaled x2" in captured.out and "2 skipped" in captured.out
+    assert upscale(photos, "-o", photos, "--weights", weights, "--overwrite") == 0  # replaces the earlier outputs
+    assert sorted(p.name for p in photos.iterdir()) == names
+    assert "2 of 2 images upscaled x2" in capsys.readouterr().out
+
+
+def test_a_file_named_as_an_output_is_an_input_when_given_by_name(tmp_path, weights, capsys):
+    Image.fromarray(astronaut()).save(tmp_path / "a.png")
+    Image.fromarray(camera()).save(tmp_path / "a_x2.png")
+    before = (tmp_path / "a_x2.png").read_bytes()
+    assert upscale(tmp_path / "a.png", tmp_path / "a_x2.png", "-o", tmp_path, "--weights", weights) == 1
+    assert (tmp_path / "a_x2.png").read_bytes() == before
+    assert "its output" in capsys.readouterr().err and (tmp_path / "a_x2_x2.png").is_file()
+
+
+@pytest.mark.parametrize("suffix", ["/../../x", "_x2/big", "../x"])
+def test_a_suffix_with_a_path_separator_is_refused(tmp_path, photos, weights, capsys, suffix):
+    out = tmp_path / "deep" / "out"
+    assert upscale(photos, "-o", out, "--weights", weights, "--suffix", suffix) == 2
+    assert capsys.readouterr().err == (f"error: --suffix {suffix!r} has a path separator ('/'); it must be part of a "
+                                       f"file name\n")
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["astronaut.png", "chelsea.jpg", "in"]
+
+
 # -- never destroy a file ---------------------------------------------------------------------------------
 
 def test_existing_outputs_survive_without_overwrite(tmp_path, photos, weights, capsys):

@@ -26,8 +26,10 @@ from ..inference.files import (
     backend_problem,
     check_output_folder,
     collect_images,
+    earlier_outputs,
     pixel_budget,
     plan,
+    suffix_problem,
     tile_pad_warning,
     upscale_file,
 )
@@ -64,7 +66,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--ext", choices=tuple(EXTENSIONS), default="png",
                         help="output format (default: png); 'same' keeps each input's format")
     parser.add_argument("--quality", type=_quality, default=95, help="JPEG/WebP quality 1-100 (default: 95)")
-    parser.add_argument("--suffix", help="added to each output's name (default: _x<scale>)")
+    parser.add_argument("--suffix", help="added to each output's name, without a path separator (default: "
+                                          "_x<scale>)")
     parser.add_argument("--recursive", action="store_true",
                         help="take images in sub-folders too, mirroring the folder tree under OUTDIR")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: skip them)")
@@ -118,6 +121,9 @@ def terminate_as_exit():
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.suffix is not None and (problem := suffix_problem(args.suffix)) is not None:
+        print(f"error: --suffix {args.suffix!r} {problem}", file=sys.stderr)
+        return 2
     files = collect_images(args.inputs, args.recursive, args.out)
     if all(item.problem is not None for item in files):
         for item in files:
@@ -141,6 +147,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"warning: --tile-pad {args.tile_pad}: {warning}", file=sys.stderr)
     scale = upscaler.scale
     suffix = f"_x{scale}" if args.suffix is None else args.suffix
+    files, left_out = earlier_outputs(files, args.out, args.ext, suffix)
+    if left_out:
+        names = ", ".join(str(item.path) for item in left_out[:3]) + (", ..." if len(left_out) > 3 else "")
+        print(f"note: left out {len(left_out)} file{'s' if len(left_out) > 1 else ''} of the output folder named "
+              f"as outputs of this run (earlier outputs, not inputs): {names}", file=sys.stderr)
     jobs = plan(files, args.out, args.ext, suffix)
     done, skipped, failed = 0, 0, 0
     with terminate_as_exit(), pixel_budget(args.max_pixels):

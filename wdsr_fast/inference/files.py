@@ -32,6 +32,7 @@ class Input:
     path: Path
     folder: Path  # the folder of its output, relative to OUTDIR
     problem: str | None = None  # known before reading: a missing file, a broken link, a folder that cannot be listed
+    listed: bool = False  # found in a folder (False: named as an argument)
 
 
 @dataclass
@@ -79,7 +80,7 @@ def _collect_folder(folder: Path, relative: Path, recursive: bool, out_real: Pat
             if recursive and not entry.is_symlink() and real_path(path) != out_real:
                 subfolders.append(path)
         elif Path(entry.name).suffix.lower() in IMAGE_SUFFIXES:
-            found.append(Input(path, relative, link_problem(path)))
+            found.append(Input(path, relative, link_problem(path), listed=True))
     for path in subfolders:
         _collect_folder(path, relative / path.name, recursive, out_real, found)
 
@@ -104,17 +105,45 @@ def real_path(path: Path) -> Path:
     return Path(os.path.realpath(path))
 
 
+def output_of(item: Input, out: Path, ext: str, suffix: str) -> tuple[Path, str]:
+    """The output file of ``item`` and its format (a key of ``FORMATS``)."""
+    path = item.path
+    fmt = EXTENSIONS[ext] or SUFFIX_FORMATS.get(path.suffix.lower(), "PNG")
+    ending = path.suffix if ext == "same" and path.suffix.lower() in SUFFIX_FORMATS else FORMATS[fmt].suffix
+    return out / item.folder / f"{path.stem}{suffix}{ending}", fmt
+
+
+def suffix_problem(suffix: str) -> str | None:
+    """Why ``suffix`` cannot end output names (it would lead out of the output folder), or None."""
+    separators = [sep for sep in (os.sep, os.altsep) if sep and sep in suffix]
+    if separators:
+        return f"has a path separator ({separators[0]!r}); it must be part of a file name"
+    if "\0" in suffix:
+        return "has a NUL character; it must be part of a file name"
+    return None
+
+
+def earlier_outputs(files: list[Input], out: Path, ext: str, suffix: str) -> tuple[list[Input], list[Input]]:
+    """(the inputs, the files left out): a file found in a folder that is also the output folder, and named as
+    another input's output in this run (``photo_x2.png`` beside ``photo.png``), is an earlier run's output, not an
+    input; upscaling it again would make ``photo_x2_x2.png``. Files named as arguments are always inputs."""
+    usable = [item for item in files if item.problem is None]
+    produced: dict[Path, Path] = {}
+    for item in usable:
+        produced.setdefault(real_path(output_of(item, out, ext, suffix)[0]), item.path)
+    left_out = [item for item in usable if item.listed
+                and produced.get(real_path(item.path), item.path) != item.path]
+    return [item for item in files if item not in left_out], left_out
+
+
 def plan(files: list[Input], out: Path, ext: str, suffix: str) -> list[Job]:
     """The output of each input; two inputs with one output, or an output that is an input, are refused by name."""
     inputs = {real_path(item.path) for item in files if item.problem is None}
     jobs: list[Job] = []
     claimed: dict[Path, Path] = {}
     for item in files:
-        path = item.path
-        fmt = EXTENSIONS[ext] or SUFFIX_FORMATS.get(path.suffix.lower(), "PNG")
-        ending = path.suffix if ext == "same" and path.suffix.lower() in SUFFIX_FORMATS else FORMATS[fmt].suffix
-        target = out / item.folder / f"{path.stem}{suffix}{ending}"
-        job = Job(path, target, fmt, item.problem)
+        target, fmt = output_of(item, out, ext, suffix)
+        job = Job(item.path, target, fmt, item.problem)
         key = real_path(target)
         if job.problem is not None:
             pass
@@ -123,7 +152,7 @@ def plan(files: list[Input], out: Path, ext: str, suffix: str) -> list[Job]:
         elif key in inputs:
             job.problem = f"its output {target} is an input of this run: choose another --out or --suffix"
         else:
-            claimed[key] = path
+            claimed[key] = item.path
         jobs.append(job)
     return jobs
 
