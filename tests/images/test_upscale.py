@@ -180,6 +180,35 @@ def test_an_output_folder_that_is_a_link_loop(tmp_path, photos, weights):
         upscale(photos, "-o", tmp_path / "o", "--weights", weights)
 
 
+def test_without_opencv_16_bit_files_are_one_line_each(tmp_path, photos, weights, capsys, monkeypatch):
+    """OpenCV is a declared dependency, but an environment can lack it: the 16-bit files it reads (RGB PNG) or
+    writes (16-bit PNG) are named with the package they need, and the others are upscaled."""
+    import cv2
+
+    cv2.imwrite(str(photos / "rgb16.png"), np.ascontiguousarray(deep(astronaut())[..., ::-1]))
+    Image.fromarray(deep(camera())).save(photos / "gray16.png")  # Pillow reads it; OpenCV writes 16-bit PNG
+    monkeypatch.setitem(sys.modules, "cv2", None)  # as if not installed
+    out = tmp_path / "out"
+    assert upscale(photos, "-o", out, "--weights", weights) == 1
+    assert sorted(p.name for p in out.iterdir()) == ["astronaut_x2.png", "chelsea_x2.png"]
+    captured = capsys.readouterr()
+    errors = [line.strip() for line in captured.err.splitlines() if "error:" in line]
+    assert errors == [
+        f"error: {photos / 'gray16.png'}: writing 16-bit PNG needs OpenCV (pip install "
+        f"opencv-python-headless), which cannot be imported here (import of cv2 halted; None in sys.modules)",
+        f"error: {photos / 'rgb16.png'}: reading 16-bit PNG pixels needs OpenCV (pip install "
+        f"opencv-python-headless), which cannot be imported here (import of cv2 halted; None in sys.modules)"]
+    assert "Traceback" not in captured.err and "2 of 4 images upscaled x2" in captured.out
+
+
+def test_without_tifffile_16_bit_tiff_output_is_one_line(tmp_path, weights, capsys, monkeypatch):
+    Image.fromarray(deep(camera())).save(tmp_path / "gray16.png")
+    monkeypatch.setitem(sys.modules, "tifffile", None)
+    assert upscale(tmp_path / "gray16.png", "-o", tmp_path / "o", "--weights", weights, "--ext", "tif") == 1
+    assert "gray16.png: writing 16-bit TIFF needs tifffile (pip install tifffile)" in capsys.readouterr().err
+    assert list((tmp_path / "o").iterdir()) == []
+
+
 def test_transparency_for_jpeg_is_refused_before_the_work(tmp_path, weights, capsys):
     Image.fromarray(sprite_rgba(), "RGBA").save(tmp_path / "s.png")
     assert upscale(tmp_path / "s.png", "-o", tmp_path / "o", "--weights", weights, "--ext", "jpg") == 1

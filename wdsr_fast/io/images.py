@@ -14,6 +14,7 @@ orientation (``ImageOps.exif_transpose``) and converts CMYK with its ICC profile
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import struct
 import warnings
@@ -309,9 +310,20 @@ def _opencv_quiet(cv2):
         cv2.utils.logging.setLogLevel(level)
 
 
+def _library(module: str, name: str, package: str, what: str):
+    """Module ``module`` (the library ``name``, pip package ``package``), which ``what`` needs; an ``ImageError``
+    saying so when it cannot be imported (a declared dependency, but an environment can lack it), so that a batch
+    names the file and goes on."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ImageError(f"{what} needs {name} (pip install {package}), which cannot be imported here "
+                         f"({exc})") from None
+
+
 def _read_16bit_color(path: Path, img: Image.Image) -> Picture:
     """16-bit RGB, RGBA or gray+alpha PNG/TIFF: metadata from Pillow, pixels from OpenCV."""
-    import cv2
+    cv2 = _library("cv2", "OpenCV", "opencv-python-headless", f"{path}: reading 16-bit {img.format} pixels")
 
     # before anything loads the image (loading empties the decoder tiles)
     gray_alpha = any(_rawmode(tile).startswith("LA") for tile in getattr(img, "tile", ()))
@@ -440,7 +452,7 @@ def _write_pillow(pixels, tmp, file_format: FileFormat, quality: int, icc, exif)
 
 
 def _write_png16(pixels, tmp, icc, exif) -> None:
-    import cv2
+    cv2 = _library("cv2", "OpenCV", "opencv-python-headless", "writing 16-bit PNG")
 
     channels = pixels.shape[-1]
     bgr = pixels[..., 0] if channels == 1 else pixels[..., [2, 1, 0]] if channels == 3 else pixels[..., [2, 1, 0, 3]]
@@ -460,7 +472,7 @@ def _write_png16(pixels, tmp, icc, exif) -> None:
 
 
 def _write_tiff16(pixels, tmp, icc, exif) -> None:
-    import tifffile
+    tifffile = _library("tifffile", "tifffile", "tifffile", "writing 16-bit TIFF")
 
     channels = pixels.shape[-1]
     tifffile.imwrite(tmp, pixels[..., 0] if channels == 1 else pixels,
