@@ -1,8 +1,10 @@
 """The upscale command end to end on real photos: every mode and format, names and folders, never destroying a
 file, and one line per failed file while the batch goes on."""
 import errno
+import io
 import os
 import signal
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -207,6 +209,23 @@ def test_without_tifffile_16_bit_tiff_output_is_one_line(tmp_path, weights, caps
     assert upscale(tmp_path / "gray16.png", "-o", tmp_path / "o", "--weights", weights, "--ext", "tif") == 1
     assert "gray16.png: writing 16-bit TIFF needs tifffile (pip install tifffile)" in capsys.readouterr().err
     assert list((tmp_path / "o").iterdir()) == []
+
+
+def test_a_tiff_whose_second_page_is_corrupt_is_one_line(tmp_path, photos, weights, capsys):
+    """Pillow raises TypeError for a TIFF page without dimensions (found by flipping bytes of TIFF files)."""
+    buffer = io.BytesIO()
+    Image.fromarray(astronaut()).save(buffer, "TIFF")
+    data = bytearray(buffer.getvalue())
+    ifd = struct.unpack("<I", data[4:8])[0]
+    entries = struct.unpack("<H", data[ifd:ifd + 2])[0]
+    data += bytes(len(data) % 2)
+    data[ifd + 2 + 12 * entries:ifd + 6 + 12 * entries] = struct.pack("<I", len(data))  # a second page, with only
+    data += struct.pack("<HHHI4sI", 1, 0x0131, 2, 4, b"abc\0", 0)                      # a Software tag
+    (photos / "two_pages.tif").write_bytes(data)
+    assert upscale(photos, "-o", tmp_path / "o", "--weights", weights) == 1
+    captured = capsys.readouterr()
+    assert f"error: {photos / 'two_pages.tif'}: truncated or corrupt image data (Missing dimensions)" in captured.err
+    assert "Traceback" not in captured.err and "2 of 3 images upscaled x2" in captured.out
 
 
 def test_transparency_for_jpeg_is_refused_before_the_work(tmp_path, weights, capsys):

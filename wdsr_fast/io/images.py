@@ -42,6 +42,10 @@ DIRECT_MODES = {"RGB", "RGBA", "L", "LA", "I;16", "I;16L", "I;16B", "I;16N"}
 CONVERTED_MODES = {"1": "L", "PA": "RGBA", "RGBX": "RGB", "RGBa": "RGBA", "La": "LA", "YCbCr": "RGB"}
 
 
+# What Pillow's decoders raise on corrupt data (a TIFF page without dimensions is a TypeError, for one).
+DECODE_ERRORS = (OSError, ValueError, SyntaxError, TypeError, EOFError, struct.error)
+
+
 class ImageError(ValueError):
     """An image file that cannot be read or written as asked, with the reason."""
 
@@ -126,7 +130,10 @@ def read_image(path) -> Picture:
         raise ImageError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     with img:
         check_pixel_budget(path, img.size)
-        frames = getattr(img, "n_frames", 1)
+        try:
+            frames = getattr(img, "n_frames", 1)  # reads every page's header
+        except DECODE_ERRORS as exc:
+            raise ImageError(f"{path}: truncated or corrupt image data ({exc})") from None
         if frames > 1:
             raise ImageError(f"{path}: has {frames} frames (an animation or a multi-page file); only single "
                              f"images are upscaled")
@@ -136,7 +143,7 @@ def read_image(path) -> Picture:
             return _read_16bit_color(path, img)
         try:
             img.load()
-        except (OSError, ValueError, SyntaxError) as exc:
+        except DECODE_ERRORS as exc:
             raise ImageError(f"{path}: truncated or corrupt image data ({exc})") from None
         try:
             return picture_from_pil(img)
