@@ -309,6 +309,17 @@ def test_a_file_named_as_an_output_is_an_input_when_given_by_name(tmp_path, weig
     assert "its output" in capsys.readouterr().err and (tmp_path / "a_x2_x2.png").is_file()
 
 
+def test_an_output_name_too_long_is_one_line_per_file_before_the_work(tmp_path, photos, weights, capsys,
+                                                                       monkeypatch):
+    monkeypatch.setattr(Upscaler, "upscale_picture", lambda self, picture: pytest.fail("upscaled"))
+    out = tmp_path / "out"
+    assert upscale(photos, "-o", out, "--weights", weights, "--suffix", "x" * 300) == 1
+    captured = capsys.readouterr()
+    errors = [line for line in captured.err.splitlines() if "error:" in line]
+    assert len(errors) == 2 and all("File name too long" in e for e in errors) and "Traceback" not in captured.err
+    assert "2 failed" in captured.out and list(out.iterdir()) == []
+
+
 @pytest.mark.parametrize("suffix", ["/../../x", "_x2/big", "../x"])
 def test_a_suffix_with_a_path_separator_is_refused(tmp_path, photos, weights, capsys, suffix):
     out = tmp_path / "deep" / "out"

@@ -1,10 +1,12 @@
 """``wdsr-fast upscale``: a loop over image files around ``Upscaler`` (see README, "Upscaling images").
 
 Before any model work the output folder is created and checked to be writable and the inputs are listed; each
-input gets one line (what was written and every conversion made, or why it failed); the batch goes on past a
-failed file and the exit status is 1 when any failed. Existing outputs are skipped unless ``--overwrite``;
-files are written atomically and their temporary files are removed on SIGINT/SIGTERM, and those a killed run
-left behind are removed when the next run writes that output.
+input gets one line (what was written and every conversion made, or why it failed: a missing file, a link to
+nowhere, a corrupt file, a full disk...); the batch goes on past a failed file and the exit status is 1 when any
+failed. A --backend that cannot run on the device, or a --suffix with a path separator, stops the command at once
+(exit status 2). Existing outputs are skipped unless ``--overwrite``, and so are those another run puts in place
+meanwhile; files are written atomically and their temporary files are removed on SIGINT/SIGTERM, and those a
+killed run left behind are removed when the next run writes that output.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from tqdm import tqdm
 from .. import ops
 from ..inference.files import (
     EXTENSIONS,
+    OutputExists,
     OutputFolderError,
     backend_problem,
     check_output_folder,
@@ -34,7 +37,6 @@ from ..inference.files import (
     upscale_file,
 )
 from ..inference.upscaler import ALPHA_MODES, UpscaleError, Upscaler
-from ..io.atomic import remove_leftovers
 from ..io.images import IMAGE_SUFFIXES, ImageError
 from ..model import SCALES, CheckpointError
 
@@ -160,15 +162,13 @@ def run(args: argparse.Namespace) -> int:
                 failed += 1
                 tqdm.write(f"error: {job.source}: {job.problem}", file=sys.stderr)
                 continue
-            remove_leftovers(job.target)
-            if job.target.exists() and not args.overwrite:
-                skipped += 1
-                tqdm.write(f"skipped {job.source}: {job.target} exists (--overwrite replaces it)", file=sys.stderr)
-                continue
             try:
                 tqdm.write(upscale_file(upscaler, job, args.quality, replace=args.overwrite), file=sys.stderr)
                 done += 1
-            except FileExistsError as exc:
+            except OutputExists as exc:
+                skipped += 1
+                tqdm.write(f"skipped {job.source}: {exc} (--overwrite replaces it)", file=sys.stderr)
+            except FileExistsError as exc:  # appeared meanwhile (another run's), and kept
                 skipped += 1
                 tqdm.write(f"skipped {job.source}: {exc}", file=sys.stderr)
             except (ImageError, UpscaleError) as exc:

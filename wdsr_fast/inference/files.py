@@ -14,6 +14,7 @@ from pathlib import Path
 from PIL import Image
 
 from .. import ops
+from ..io.atomic import remove_leftovers
 from ..io.images import FORMATS, IMAGE_SUFFIXES, ImageError, fit_alpha, read_image, write_image
 from .upscaler import Upscaler
 
@@ -199,8 +200,23 @@ def pixel_budget(max_pixels: int):
         Image.MAX_IMAGE_PIXELS = previous
 
 
+class OutputExists(FileExistsError):
+    """The output exists already (and was not to be replaced)."""
+
+
 def upscale_file(upscaler: Upscaler, job: Job, quality: int, replace: bool = True) -> str:
-    """Read, upscale and write one file; the log line. Raises ImageError/UpscaleError/OSError/MemoryError."""
+    """Read, upscale and write one file; the log line. Raises ImageError/UpscaleError/OSError/MemoryError;
+    ``OutputExists`` before any work when the output exists and not ``replace``, ``FileExistsError`` when it
+    appeared during the work. The temporary files of the output that killed runs left are removed first."""
+    remove_leftovers(job.target)
+    try:
+        exists = bool(os.lstat(job.target))
+    except FileNotFoundError:
+        exists = False
+    except OSError as exc:  # a name too long, a file where a folder should be: said before the work
+        raise ImageError(f"{job.source}: cannot write {job.target}: {exc.strerror or exc}") from None
+    if exists and not replace:
+        raise OutputExists(f"{job.target} exists")
     picture = read_image(job.source)
     before = picture.describe()
     try:
