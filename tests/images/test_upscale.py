@@ -168,6 +168,16 @@ def test_links_to_nowhere_and_missing_inputs_are_one_line_each(tmp_path, photos,
     assert "2 of 8 images upscaled x2" in captured.out and "6 failed" in captured.out
 
 
+def test_names_the_system_refuses_are_one_line(tmp_path, photos, weights, capsys):
+    long = "x" * 300
+    assert upscale(photos / f"{long}.png", photos / "astronaut.png", "-o", tmp_path / "o", "--weights", weights) == 1
+    captured = capsys.readouterr()
+    assert f"error: {photos / long}.png: cannot be read (File name too long)" in captured.err
+    assert "Traceback" not in captured.err and "1 of 2 images upscaled" in captured.out
+    with pytest.raises(SystemExit, match=f"cannot write into output folder .*{long}: File name too long"):
+        upscale(photos, "-o", tmp_path / long, "--weights", weights)
+
+
 def test_nothing_but_links_to_nowhere(tmp_path, weights, capsys):
     (tmp_path / "loop.png").symlink_to("loop.png")
     with pytest.raises(SystemExit, match="no images"):

@@ -51,9 +51,7 @@ def collect_images(inputs: list[Path], recursive: bool, out: Path) -> list[Input
     out_real = real_path(out)
     found: list[Input] = []
     for item in inputs:
-        problem = link_problem(item)
-        if problem is None and not os.path.lexists(item):
-            problem = "no such file or folder"
+        problem = path_problem(item)
         if problem is None and item.is_dir():
             _collect_folder(item, Path(), recursive, out_real, found)
         else:
@@ -81,24 +79,28 @@ def _collect_folder(folder: Path, relative: Path, recursive: bool, out_real: Pat
             if recursive and not entry.is_symlink() and real_path(path) != out_real:
                 subfolders.append(path)
         elif Path(entry.name).suffix.lower() in IMAGE_SUFFIXES:
-            found.append(Input(path, relative, link_problem(path), listed=True))
+            found.append(Input(path, relative, path_problem(path), listed=True))
     for path in subfolders:
         _collect_folder(path, relative / path.name, recursive, out_real, found)
 
 
-def link_problem(path: Path) -> str | None:
-    """Why symbolic link ``path`` leads nowhere (a loop, a missing target), or None (a file, or a working link)."""
-    if not path.is_symlink():
-        return None
+def path_problem(path: Path) -> str | None:
+    """Why ``path`` leads to nothing (missing, a symbolic link loop, a link to a missing file, a name the system
+    refuses), or None."""
     try:
-        path.stat()
+        os.stat(path)
         return None
     except OSError as exc:
-        if exc.errno == errno.ELOOP:
+        error = exc
+    missing = error.errno in (errno.ENOENT, errno.ENOTDIR)
+    if os.path.islink(path):
+        if error.errno == errno.ELOOP:
             return "a symbolic link loop"
-        if exc.errno == errno.ENOENT:
+        if missing:
             return f"a broken symbolic link (to {os.readlink(path)}, which does not exist)"
-        return f"cannot be read ({exc.strerror or exc})"
+    elif missing:
+        return "no such file or folder"
+    return f"cannot be read ({error.strerror or error})"
 
 
 def real_path(path: Path) -> Path:
@@ -160,11 +162,11 @@ def plan(files: list[Input], out: Path, ext: str, suffix: str) -> list[Job]:
 
 def check_output_folder(out: Path) -> None:
     """An ``OutputFolderError`` unless ``out`` is (or can be made) a folder that files can be written in."""
-    if (problem := link_problem(out)) is not None:
+    if os.path.islink(out) and (problem := path_problem(out)) is not None:
         raise OutputFolderError(f"output folder {out}: {problem}")
-    if out.exists() and not out.is_dir():
-        raise OutputFolderError(f"output folder {out} is a file")
     try:
+        if out.exists() and not out.is_dir():
+            raise OutputFolderError(f"output folder {out} is a file")
         out.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=out, prefix=".wdsr-fast-write-check.", suffix=".tmp"):
             pass
