@@ -1,7 +1,9 @@
 """The batch over image files behind ``wdsr-fast upscale``: which files, their output names, and one file read,
-upscaled and written. The output folder is checked to be writable before any model work; two inputs with one
-output, or an output that is an input, are refused by name; outputs are written atomically, never over a file
-that appeared meanwhile unless asked."""
+upscaled and written. Inputs that lead nowhere (missing, a symbolic link loop or to a missing file, a folder that
+cannot be listed) are kept with their problem, so that the batch names them and goes on; when the output folder
+is also an input folder, the earlier outputs found there are left out. The output folder is checked to be
+writable before any model work; two inputs with one output, or an output that is an input, are refused by name;
+outputs are written atomically, never over a file that appeared meanwhile unless asked."""
 from __future__ import annotations
 
 import contextlib
