@@ -177,11 +177,12 @@ def check_output_folder(out: Path) -> None:
 
 
 def backend_problem(upscaler: Upscaler, backend: str) -> str | None:
-    """Why the backend asked for cannot run ``upscaler``'s model on its device (checked once, before a batch, rather
-    than failing on every file), or None; ``auto`` always runs."""
+    """Why the backend asked for cannot take tensors on ``upscaler``'s device, or None. Checked once before a batch:
+    the network would refuse every file (a backend that runs on the device but cannot run this model there, e.g. an
+    extension not built, falls back to another backend with a warning instead)."""
     if backend == ops.AUTO:
         return None
-    reason = ops.unavailable_reason(backend, upscaler.device, upscaler.config, upscaler.dtype)
+    reason = ops.device_reason(backend, upscaler.device)
     return None if reason is None else f"{reason} (choose another --device, or --backend auto)"
 
 
