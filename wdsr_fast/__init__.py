@@ -20,13 +20,43 @@ this, and that there are no import loops):
 5. ``bench``: side-by-side throughput;
 6. ``cli``: one thin module per ``wdsr-fast`` command: parse, call the library, print.
 """
-from .deploy.onnx import export_onnx
-from .inference.fast_wdsr import FastWDSR
-from .inference.upscaler import Upscaler
-from .model import PRESETS, WDSR, WDSRConfig, count_parameters, preset
-from .model.checkpoint import load_model, save_model
-from .model.fold import FoldedWDSR, fold, folded_copy
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .deploy.onnx import export_onnx
+    from .inference.fast_wdsr import FastWDSR
+    from .inference.upscaler import Upscaler
+    from .model import PRESETS, WDSR, WDSRConfig, count_parameters, preset
+    from .model.checkpoint import load_model, save_model
+    from .model.fold import FoldedWDSR, fold, folded_copy
 
 __version__ = "0.1.0"  # the package's one version string (pyproject.toml reads it)
 __all__ = ["WDSR", "WDSRConfig", "FastWDSR", "PRESETS", "preset", "count_parameters", "fold", "folded_copy",
            "FoldedWDSR", "load_model", "save_model", "export_onnx", "Upscaler"]
+
+# The module of each public name, imported when the name is first used (PEP 562): importing the package costs no
+# torch import, so that the ``wdsr-fast`` command makes it inside its own ``main``, where Ctrl-C while torch loads
+# is "interrupted" rather than a traceback. A new public name goes here, in __all__ and in the block above.
+_HOMES = {"export_onnx": ".deploy.onnx", "FastWDSR": ".inference.fast_wdsr", "Upscaler": ".inference.upscaler",
+          "PRESETS": ".model", "WDSR": ".model", "WDSRConfig": ".model", "count_parameters": ".model",
+          "preset": ".model", "load_model": ".model.checkpoint", "save_model": ".model.checkpoint",
+          "FoldedWDSR": ".model.fold", "fold": ".model.fold", "folded_copy": ".model.fold"}
+_SUBPACKAGES = ("io", "model", "ops", "inference", "train", "deploy", "bench", "cli", "weights")
+
+
+def __getattr__(name: str):
+    if name in _HOMES:
+        value = getattr(importlib.import_module(_HOMES[name], __name__), name)
+    elif name in _SUBPACKAGES:
+        value = importlib.import_module(f".{name}", __name__)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__, *_SUBPACKAGES})

@@ -1,10 +1,13 @@
 """The upscale command end to end on real photos: every mode and format, names and folders, never destroying a
 file, and one line per failed file while the batch goes on."""
 import errno
+import io
 import os
 import signal
+import struct
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +16,7 @@ from conftest import astronaut, camera, deep, exif_bytes, grace_hopper_path, png
 from helpers import randomise, ychfan_forward, ychfan_state
 from PIL import Image
 
+from wdsr_fast import Upscaler
 from wdsr_fast.cli import main
 from wdsr_fast.io.images import tensor_to_uint8
 
@@ -30,6 +34,12 @@ def photos(tmp_path):
 
 def upscale(*argv) -> int:
     return main(["upscale", *map(str, argv)])
+
+
+def bundled_weights(monkeypatch, found) -> None:
+    """Make ``found(scale)`` the bundled-weights lookup, wherever the library looks it up."""
+    monkeypatch.setattr("wdsr_fast.weights.bundled_path", found)
+    monkeypatch.setattr("wdsr_fast.inference.upscaler.bundled_path", found, raising=False)
 
 
 def test_upscale_folder(tmp_path, photos, weights, capsys):
@@ -109,6 +119,125 @@ def test_one_bad_file_does_not_stop_the_others(tmp_path, photos, weights, capsys
     assert "2 of 6 images upscaled x2" in captured.out and "4 failed" in captured.out
 
 
+def unreadable(path, monkeypatch) -> None:
+    """Take the read permission away from ``path`` (as root, which reads anyway, refuse to open it)."""
+    path.chmod(0)
+    if os.geteuid() != 0:
+        return
+    opens, scans = Image.open, os.scandir
+
+    def open_guarded(fp, *args, **kwargs):
+        if str(fp) == str(path):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(fp))
+        return opens(fp, *args, **kwargs)
+
+    def scan_guarded(top=".", *args, **kwargs):
+        if str(top) == str(path):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(top))
+        return scans(top, *args, **kwargs)
+
+    monkeypatch.setattr(Image, "open", open_guarded)
+    monkeypatch.setattr(os, "scandir", scan_guarded)
+
+
+def test_links_to_nowhere_and_missing_inputs_are_one_line_each(tmp_path, photos, weights, capsys, monkeypatch):
+    """A symbolic link to itself, one to a missing file, an unreadable file and folder, a folder that does not
+    exist: each is named with its reason, in a folder or as an argument, and the others are upscaled."""
+    (photos / "loop.png").symlink_to("loop.png")
+    (photos / "gone.png").symlink_to("nowhere.png")
+    Image.fromarray(camera()).save(photos / "locked.png")
+    unreadable(photos / "locked.png", monkeypatch)
+    (tmp_path / "closed").mkdir()
+    Image.fromarray(camera()).save(tmp_path / "closed" / "hidden_away.png")
+    unreadable(tmp_path / "closed", monkeypatch)
+    (tmp_path / "self.jpg").symlink_to(tmp_path / "self.jpg")
+    out = tmp_path / "out"
+    assert upscale(photos, tmp_path / "self.jpg", tmp_path / "no_such_folder", tmp_path / "closed", "-o", out,
+                   "--weights", weights) == 1
+    assert sorted(p.name for p in out.iterdir()) == ["astronaut_x2.png", "chelsea_x2.png"]
+    captured = capsys.readouterr()
+    errors = [line.strip() for line in captured.err.splitlines() if "error:" in line]
+    assert sorted(errors) == sorted([
+        f"error: {photos / 'loop.png'}: a symbolic link loop",
+        f"error: {photos / 'gone.png'}: a broken symbolic link (to nowhere.png, which does not exist)",
+        f"error: {photos / 'locked.png'}: cannot be read (Permission denied)",
+        f"error: {tmp_path / 'self.jpg'}: a symbolic link loop",
+        f"error: {tmp_path / 'no_such_folder'}: no such file or folder",
+        f"error: {tmp_path / 'closed'}: cannot list this folder (Permission denied)"])
+    assert "Traceback" not in captured.err
+    assert "2 of 8 images upscaled x2" in captured.out and "6 failed" in captured.out
+
+
+def test_names_the_system_refuses_are_one_line(tmp_path, photos, weights, capsys):
+    long = "x" * 300
+    assert upscale(photos / f"{long}.png", photos / "astronaut.png", "-o", tmp_path / "o", "--weights", weights) == 1
+    captured = capsys.readouterr()
+    assert f"error: {photos / long}.png: cannot be read (File name too long)" in captured.err
+    assert "Traceback" not in captured.err and "1 of 2 images upscaled" in captured.out
+    with pytest.raises(SystemExit, match=f"cannot write into output folder .*{long}: File name too long"):
+        upscale(photos, "-o", tmp_path / long, "--weights", weights)
+
+
+def test_nothing_but_links_to_nowhere(tmp_path, weights, capsys):
+    (tmp_path / "loop.png").symlink_to("loop.png")
+    with pytest.raises(SystemExit, match="no images"):
+        upscale(tmp_path / "loop.png", tmp_path / "missing", "-o", tmp_path / "o", "--weights", weights)
+    assert capsys.readouterr().err.splitlines() == [f"error: {tmp_path / 'loop.png'}: a symbolic link loop",
+                                                    f"error: {tmp_path / 'missing'}: no such file or folder"]
+
+
+def test_an_output_folder_that_is_a_link_loop(tmp_path, photos, weights):
+    (tmp_path / "o").symlink_to("o")
+    with pytest.raises(SystemExit, match=r"output folder .*o: a symbolic link loop"):
+        upscale(photos, "-o", tmp_path / "o", "--weights", weights)
+
+
+def test_without_opencv_16_bit_files_are_one_line_each(tmp_path, photos, weights, capsys, monkeypatch):
+    """OpenCV is a declared dependency, but an environment can lack it: the 16-bit files it reads (RGB PNG) or
+    writes (16-bit PNG) are named with the package they need, and the others are upscaled."""
+    import cv2
+
+    cv2.imwrite(str(photos / "rgb16.png"), np.ascontiguousarray(deep(astronaut())[..., ::-1]))
+    Image.fromarray(deep(camera())).save(photos / "gray16.png")  # Pillow reads it; OpenCV writes 16-bit PNG
+    monkeypatch.setitem(sys.modules, "cv2", None)  # as if not installed
+    out = tmp_path / "out"
+    assert upscale(photos, "-o", out, "--weights", weights) == 1
+    assert sorted(p.name for p in out.iterdir()) == ["astronaut_x2.png", "chelsea_x2.png"]
+    captured = capsys.readouterr()
+    errors = [line.strip() for line in captured.err.splitlines() if "error:" in line]
+    assert errors == [
+        f"error: {photos / 'gray16.png'}: writing 16-bit PNG needs OpenCV (pip install "
+        f"opencv-python-headless), which cannot be imported here (import of cv2 halted; None in sys.modules)",
+        f"error: {photos / 'rgb16.png'}: reading 16-bit PNG pixels needs OpenCV (pip install "
+        f"opencv-python-headless), which cannot be imported here (import of cv2 halted; None in sys.modules)"]
+    assert "Traceback" not in captured.err and "2 of 4 images upscaled x2" in captured.out
+
+
+def test_without_tifffile_16_bit_tiff_output_is_one_line(tmp_path, weights, capsys, monkeypatch):
+    Image.fromarray(deep(camera())).save(tmp_path / "gray16.png")
+    monkeypatch.setitem(sys.modules, "tifffile", None)
+    assert upscale(tmp_path / "gray16.png", "-o", tmp_path / "o", "--weights", weights, "--ext", "tif") == 1
+    assert "gray16.png: writing 16-bit TIFF needs tifffile (pip install tifffile)" in capsys.readouterr().err
+    assert list((tmp_path / "o").iterdir()) == []
+
+
+def test_a_tiff_whose_second_page_is_corrupt_is_one_line(tmp_path, photos, weights, capsys):
+    """Pillow raises TypeError for a TIFF page without dimensions (found by flipping bytes of TIFF files)."""
+    buffer = io.BytesIO()
+    Image.fromarray(astronaut()).save(buffer, "TIFF")
+    data = bytearray(buffer.getvalue())
+    ifd = struct.unpack("<I", data[4:8])[0]
+    entries = struct.unpack("<H", data[ifd:ifd + 2])[0]
+    data += bytes(len(data) % 2)
+    data[ifd + 2 + 12 * entries:ifd + 6 + 12 * entries] = struct.pack("<I", len(data))  # a second page, with only
+    data += struct.pack("<HHHI4sI", 1, 0x0131, 2, 4, b"abc\0", 0)                      # a Software tag
+    (photos / "two_pages.tif").write_bytes(data)
+    assert upscale(photos, "-o", tmp_path / "o", "--weights", weights) == 1
+    captured = capsys.readouterr()
+    assert f"error: {photos / 'two_pages.tif'}: truncated or corrupt image data (Missing dimensions)" in captured.err
+    assert "Traceback" not in captured.err and "2 of 3 images upscaled x2" in captured.out
+
+
 def test_transparency_for_jpeg_is_refused_before_the_work(tmp_path, weights, capsys):
     Image.fromarray(sprite_rgba(), "RGBA").save(tmp_path / "s.png")
     assert upscale(tmp_path / "s.png", "-o", tmp_path / "o", "--weights", weights, "--ext", "jpg") == 1
@@ -160,6 +289,54 @@ def test_an_output_never_replaces_an_input(tmp_path, weights, capsys):
     assert upscale(tmp_path / "a.png", "-o", tmp_path, "--weights", weights, "--suffix", "", "--overwrite") == 1
     assert (tmp_path / "a.png").read_bytes() == before
     assert "is an input of this run" in capsys.readouterr().err
+
+
+def test_an_output_folder_that_is_also_the_input_folder(tmp_path, photos, weights, capsys):
+    """A second run into the folder it reads leaves out the first run's outputs (photo_x2.png beside photo.png): it
+    neither upscales them again (photo_x2_x2.png) nor calls the originals' outputs inputs."""
+    assert upscale(photos, "-o", photos, "--weights", weights) == 0
+    names = ["astronaut.png", "astronaut_x2.png", "chelsea.jpg", "chelsea_x2.png"]
+    assert sorted(p.name for p in photos.iterdir()) == names
+    written = (photos / "astronaut_x2.png").read_bytes()
+    capsys.readouterr()
+    assert upscale(photos, "-o", photos, "--weights", weights) == 0
+    assert sorted(p.name for p in photos.iterdir()) == names and (photos / "astronaut_x2.png").read_bytes() == written
+    captured = capsys.readouterr()
+    assert (f"note: left out 2 files of the output folder named as outputs of this run (earlier outputs, not inputs):"
+            f" {photos / 'astronaut_x2.png'}, {photos / 'chelsea_x2.png'}") in captured.err
+    assert "error" not in captured.err and "0 of 2 images upscaled x2" in captured.out and "2 skipped" in captured.out
+    assert upscale(photos, "-o", photos, "--weights", weights, "--overwrite") == 0  # replaces the earlier outputs
+    assert sorted(p.name for p in photos.iterdir()) == names
+    assert "2 of 2 images upscaled x2" in capsys.readouterr().out
+
+
+def test_a_file_named_as_an_output_is_an_input_when_given_by_name(tmp_path, weights, capsys):
+    Image.fromarray(astronaut()).save(tmp_path / "a.png")
+    Image.fromarray(camera()).save(tmp_path / "a_x2.png")
+    before = (tmp_path / "a_x2.png").read_bytes()
+    assert upscale(tmp_path / "a.png", tmp_path / "a_x2.png", "-o", tmp_path, "--weights", weights) == 1
+    assert (tmp_path / "a_x2.png").read_bytes() == before
+    assert "its output" in capsys.readouterr().err and (tmp_path / "a_x2_x2.png").is_file()
+
+
+def test_an_output_name_too_long_is_one_line_per_file_before_the_work(tmp_path, photos, weights, capsys,
+                                                                       monkeypatch):
+    monkeypatch.setattr(Upscaler, "upscale_picture", lambda self, picture: pytest.fail("upscaled"))
+    out = tmp_path / "out"
+    assert upscale(photos, "-o", out, "--weights", weights, "--suffix", "x" * 300) == 1
+    captured = capsys.readouterr()
+    errors = [line for line in captured.err.splitlines() if "error:" in line]
+    assert len(errors) == 2 and all("File name too long" in e for e in errors) and "Traceback" not in captured.err
+    assert "2 failed" in captured.out and list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize("suffix", ["/../../x", "_x2/big", "../x"])
+def test_a_suffix_with_a_path_separator_is_refused(tmp_path, photos, weights, capsys, suffix):
+    out = tmp_path / "deep" / "out"
+    assert upscale(photos, "-o", out, "--weights", weights, "--suffix", suffix) == 2
+    assert capsys.readouterr().err == (f"error: --suffix {suffix!r} has a path separator ('/'); it must be part of a "
+                                       f"file name\n")
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["astronaut.png", "chelsea.jpg", "in"]
 
 
 # -- never destroy a file ---------------------------------------------------------------------------------
@@ -217,6 +394,75 @@ def test_signals_remove_temporary_files(tmp_path, photos, weights, sig, status):
     process.wait(timeout=60)
     assert process.returncode == status
     assert list(out.iterdir()) == []
+
+
+PAUSED_WRITE = """
+import sys
+import wdsr_fast.io.images as io
+real = io._write_pillow
+def paused(pixels, tmp, *rest):
+    real(pixels, tmp, *rest)
+    print("written", tmp, flush=True)
+    sys.stdin.readline()  # the other run goes on meanwhile
+io._write_pillow = paused
+from wdsr_fast.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_two_runs_into_one_folder_keep_each_others_outputs(tmp_path, weights, capsys):
+    """Two runs write photo_x2.png into one folder from different photos, without --overwrite: the one that finishes
+    first keeps its file, the other says so and exits 0; no file holds the other run's picture."""
+    for name, pixels in (("first", astronaut()), ("second", camera(31, 37))):
+        (tmp_path / name).mkdir()
+        Image.fromarray(pixels).save(tmp_path / name / "photo.png")
+    out = tmp_path / "out"
+    first = subprocess.Popen([sys.executable, "-c", PAUSED_WRITE, "upscale", str(tmp_path / "first"), "-o", str(out),
+                              "--weights", str(weights), "--device", "cpu"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        said = first.stdout.readline().split()
+        assert said[:1] == ["written"], first.stderr.read() if first.poll() is not None else said
+        temporary = Path(said[1])
+        assert temporary.parent == out and temporary.is_file()  # the first run is writing, its file not yet in place
+        assert upscale(tmp_path / "second", "-o", out, "--weights", weights) == 0  # the second run, meanwhile
+        assert temporary.is_file()  # the second run's sweep of leftovers left the live run's file alone
+        second_picture = np.asarray(Image.open(out / "photo_x2.png"))
+        assert second_picture.ndim == 2  # camera: gray
+        stdout, stderr = first.communicate("\n", timeout=120)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode == 0, stderr
+    assert np.array_equal(np.asarray(Image.open(out / "photo_x2.png")), second_picture)  # kept
+    assert f"{out / 'photo_x2.png'} appeared while it was being written (another run?); it was kept" in stderr
+    assert "0 of 1 images upscaled" in stdout and "1 skipped" in stdout and "Traceback" not in stderr
+    assert sorted(p.name for p in out.iterdir()) == ["photo_x2.png"]
+
+
+@pytest.mark.parametrize("links", ["hard links", "no hard links"])
+def test_an_output_that_appears_during_the_work_is_kept(tmp_path, photos, weights, capsys, monkeypatch, links):
+    """Another run creates the output between this run's check for it and the rename into place; also on a file
+    system without hard links (FAT, some network shares), where the name is claimed by an exclusive create."""
+    if links == "no hard links":
+        def refuse(*args, **kwargs):
+            raise OSError(errno.EPERM, os.strerror(errno.EPERM))
+
+        monkeypatch.setattr(os, "link", refuse)
+    out = tmp_path / "out"
+    real = Upscaler.upscale_picture
+
+    def meanwhile(self, picture):
+        (out / "astronaut_x2.png").write_bytes(b"another run's")
+        return real(self, picture)
+
+    monkeypatch.setattr(Upscaler, "upscale_picture", meanwhile)
+    assert upscale(photos / "astronaut.png", "-o", out, "--weights", weights) == 0
+    assert (out / "astronaut_x2.png").read_bytes() == b"another run's"
+    captured = capsys.readouterr()
+    assert "appeared while it was being written (another run?); it was kept" in captured.err
+    assert "0 of 1 images upscaled x2" in captured.out and "1 skipped" in captured.out
+    assert sorted(p.name for p in out.iterdir()) == ["astronaut_x2.png"]
 
 
 # -- failures that are one line each ---------------------------------------------------------------------
@@ -319,6 +565,31 @@ def test_pixel_budget_flag(tmp_path, photos, weights, capsys):
     assert upscale(photos / "astronaut.png", "-o", tmp_path / "o", "--weights", weights, "--max-pixels", 0) == 0
 
 
+def test_a_tile_pad_below_the_receptive_radius_is_warned_of_once(tmp_path, photos, weights, capsys):
+    """Below the receptive radius tiles can show their seams (the README says tiling never changes the result):
+    the run goes on, with one warning naming the radius; at the radius and above, no warning."""
+    from wdsr_fast import load_model
+
+    radius = load_model(weights).config.receptive_radius
+    assert upscale(photos, "-o", tmp_path / "a", "--weights", weights, "--tile", 9, "--tile-pad", 0) == 0
+    err = capsys.readouterr().err
+    warnings = [line for line in err.splitlines() if "warning" in line]
+    assert warnings == [f"warning: --tile-pad 0: a tile pad of 0 pixels is below this network's receptive radius of "
+                        f"{radius}: an image cut into tiles can show their seams (the default pad, {radius}, makes "
+                        f"tiling exact)"]
+    assert upscale(photos, "-o", tmp_path / "b", "--weights", weights, "--tile", 9, "--tile-pad", radius) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("side", [10_000, 30_000])  # over the budget; over twice the budget (Pillow's bomb)
+def test_a_huge_image_is_refused_naming_the_flag(tmp_path, photos, weights, capsys, side):
+    (photos / "huge.png").write_bytes(png_file(side, side, 8, 2))
+    assert upscale(photos, "-o", tmp_path / "o", "--weights", weights) == 1
+    err = capsys.readouterr().err
+    assert (f"error: {photos / 'huge.png'}: {side}x{side} is {side * side:,} pixels, over the pixel budget of "
+            f"89,478,485 (PIL.Image.MAX_IMAGE_PIXELS; the upscale command's --max-pixels)") in err
+
+
 def test_image_smaller_than_tile(tmp_path, weights):
     Image.fromarray(astronaut(3, 2)).save(tmp_path / "tiny.png")
     assert upscale(tmp_path / "tiny.png", "-o", tmp_path / "o", "--weights", weights, "--tile", 64) == 0
@@ -333,10 +604,22 @@ def test_image_smaller_than_tile(tmp_path, weights):
     (["--weights", "WEIGHTS", "--device", "tpu:7"], "not a torch device|not available"),
 ])
 def test_bad_arguments(tmp_path, photos, weights, argv, message, monkeypatch):
-    monkeypatch.setattr("wdsr_fast.weights.bundled_path", lambda scale: None)
+    bundled_weights(monkeypatch, lambda scale: None)
     argv = [str(weights) if a == "WEIGHTS" else str(tmp_path / "missing.pth") if a == "MISSING" else a for a in argv]
     with pytest.raises(SystemExit, match=message):
         main(["upscale", str(photos), "-o", str(tmp_path / "o")] + argv)
+
+
+@pytest.mark.parametrize("backend", ["triton", "cuda"])
+def test_a_backend_that_cannot_run_here_stops_once_before_the_batch(tmp_path, photos, weights, capsys, monkeypatch,
+                                                                     backend):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # the Triton interpreter would run on CPU tensors
+    assert upscale(photos, "-o", tmp_path / "o", "--weights", weights, "--device", "cpu", "--backend", backend) == 2
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == [f"error: --backend {backend} cannot run on cpu: backend {backend!r} runs on "
+                                         f"CUDA tensors only, got a CPU tensor (choose another --device, or "
+                                         f"--backend auto)"]
+    assert captured.out == "" and list((tmp_path / "o").iterdir()) == []
 
 
 def test_threads_flag(tmp_path, photos, weights, monkeypatch):
@@ -370,6 +653,56 @@ def test_module_entry_point(tmp_path, photos, weights):
     assert (tmp_path / "o" / "chelsea_x2.png").is_file()
 
 
+def test_help_is_whole_sentences_without_markup():
+    """``wdsr-fast --help`` and every subcommand's: descriptions end their sentences, no reST backticks."""
+    import argparse
+
+    from wdsr_fast.cli import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert set(commands) == {"upscale", "demo", "train", "eval", "bench", "export", "info"}
+    for name, command in [("wdsr-fast", parser), *commands.items()]:
+        assert command.description and command.description.rstrip().endswith("."), name
+        assert "`" not in command.format_help(), name
+
+
+STARTUP_INTERRUPTED = """
+import sys
+
+class CtrlC:  # Ctrl-C while torch is being imported, the longest part of start-up
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch":
+            raise KeyboardInterrupt
+        return None
+
+sys.meta_path.insert(0, CtrlC())
+if sys.argv[1] == "-m":  # python -m wdsr_fast ...
+    import runpy
+    sys.argv = ["wdsr_fast", *sys.argv[2:]]
+    runpy.run_module("wdsr_fast", run_name="__main__", alter_sys=True)
+else:  # the wdsr-fast script
+    from wdsr_fast.cli import main
+    sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize("how", ["-m", "script"])
+def test_ctrl_c_during_start_up_is_interrupted(tmp_path, photos, weights, how):
+    result = subprocess.run([sys.executable, "-c", STARTUP_INTERRUPTED, how, "upscale", str(photos), "-o",
+                             str(tmp_path / "o"), "--weights", str(weights)], capture_output=True, text=True)
+    assert (result.returncode, result.stderr) == (130, "interrupted\n")
+
+
+def test_ctrl_c_while_the_model_loads_is_interrupted(tmp_path, photos, weights, capsys, monkeypatch):
+    def loading(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("wdsr_fast.cli.upscale.Upscaler", loading)
+    assert upscale(photos, "-o", tmp_path / "o", "--weights", weights) == 130
+    assert capsys.readouterr().err == "interrupted\n"
+
+
 def test_bundled_path(tmp_path, monkeypatch):
     import wdsr_fast.weights as bundled
 
@@ -381,7 +714,7 @@ def test_bundled_path(tmp_path, monkeypatch):
 
 def test_bundled_weights_are_the_default(tmp_path, photos, weights, monkeypatch):
     asked = []
-    monkeypatch.setattr("wdsr_fast.weights.bundled_path", lambda scale: asked.append(scale) or weights)
+    bundled_weights(monkeypatch, lambda scale: asked.append(scale) or weights)
     assert upscale(photos / "astronaut.png", "-o", tmp_path / "o") == 0
     assert asked == [2] and (tmp_path / "o" / "astronaut_x2.png").is_file()
 

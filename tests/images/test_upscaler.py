@@ -272,9 +272,11 @@ def test_non_finite_output_names_the_weights(weights):
 
 def test_bundled_weights_are_the_default(monkeypatch, weights):
     asked = []
-    monkeypatch.setattr("wdsr_fast.weights.bundled_path", lambda scale: asked.append(scale) or weights)
+    for where in ("wdsr_fast.weights", "wdsr_fast.inference.upscaler"):  # the lookup, wherever it is made
+        monkeypatch.setattr(f"{where}.bundled_path", lambda scale: asked.append(scale) or weights, raising=False)
     assert Upscaler(device="cpu").scale == 2 and asked == [2]
-    monkeypatch.setattr("wdsr_fast.weights.bundled_path", lambda scale: None)
+    for where in ("wdsr_fast.weights", "wdsr_fast.inference.upscaler"):
+        monkeypatch.setattr(f"{where}.bundled_path", lambda scale: None, raising=False)
     with pytest.raises(ValueError, match="no bundled weights for x3"):
         Upscaler(scale=3, device="cpu")
 

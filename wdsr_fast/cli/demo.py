@@ -29,7 +29,8 @@ TIMED_PRESETS = ("wdsr-b-32x16", "wdsr-a-baseline")
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("demo", help="upscale a real photo that ships offline and time it",
-                                   description=__doc__.split("\n\n")[0])
+                                   description="Run WDSR on a real photo that ships offline (scikit-image's "
+                                               "astronaut) and time it.")
     parser.add_argument("--scale", type=int, default=2, choices=SCALES)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=DEVICE_TYPES)
     parser.add_argument("--out", type=Path, default=Path("demo_out"),

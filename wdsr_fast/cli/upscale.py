@@ -1,10 +1,12 @@
 """``wdsr-fast upscale``: a loop over image files around ``Upscaler`` (see README, "Upscaling images").
 
 Before any model work the output folder is created and checked to be writable and the inputs are listed; each
-input gets one line (what was written and every conversion made, or why it failed); the batch goes on past a
-failed file and the exit status is 1 when any failed. Existing outputs are skipped unless ``--overwrite``;
-files are written atomically and their temporary files are removed on SIGINT/SIGTERM, and those a killed run
-left behind are removed when the next run writes that output.
+input gets one line (what was written and every conversion made, or why it failed: a missing file, a link to
+nowhere, a corrupt file, a full disk...); the batch goes on past a failed file and the exit status is 1 when any
+failed. A --backend that cannot run on the device, or a --suffix with a path separator, stops the command at once
+(exit status 2). Existing outputs are skipped unless ``--overwrite``, and so are those another run puts in place
+meanwhile; files are written atomically and their temporary files are removed on SIGINT/SIGTERM, and those a
+killed run left behind are removed when the next run writes that output.
 """
 from __future__ import annotations
 
@@ -22,15 +24,19 @@ from tqdm import tqdm
 from .. import ops
 from ..inference.files import (
     EXTENSIONS,
+    OutputExists,
     OutputFolderError,
+    backend_problem,
     check_output_folder,
     collect_images,
+    earlier_outputs,
     pixel_budget,
     plan,
+    suffix_problem,
+    tile_pad_warning,
     upscale_file,
 )
 from ..inference.upscaler import ALPHA_MODES, UpscaleError, Upscaler
-from ..io.atomic import remove_leftovers
 from ..io.images import IMAGE_SUFFIXES, ImageError
 from ..model import SCALES, CheckpointError
 
@@ -49,17 +55,21 @@ def add_parser(subparsers) -> None:
                         help="tile side in input pixels, or 'auto' (default): the largest that fits the device's "
                              "free memory, halved on out-of-memory")
     parser.add_argument("--tile-pad", type=_int_at_least(0),
-                        help="context around each tile (default: the receptive radius, which makes tiling exact)")
+                        help="context around each tile in input pixels (default: the receptive radius, which makes "
+                             "tiling exact; below it, tile seams can show, and a warning says so)")
     parser.add_argument("--device", default=None,
                         help="any torch device: cpu, cuda, cuda:1, mps, ... (default: cuda if visible, else cpu)")
     parser.add_argument("--half", action="store_true", help="run the network in float16 (GPU devices)")
-    parser.add_argument("--backend", choices=(ops.AUTO, *ops.BACKENDS), default=ops.AUTO)
+    parser.add_argument("--backend", choices=(ops.AUTO, *ops.BACKENDS), default=ops.AUTO,
+                        help="what runs the network's fused ops (default: auto, the fastest that can run on the "
+                             "device); one that cannot run there stops the command before the first file")
     parser.add_argument("--alpha", choices=ALPHA_MODES, default="bicubic",
                         help="how transparency is upscaled: bicubic (default) or wdsr (the alpha plane as gray)")
     parser.add_argument("--ext", choices=tuple(EXTENSIONS), default="png",
                         help="output format (default: png); 'same' keeps each input's format")
     parser.add_argument("--quality", type=_quality, default=95, help="JPEG/WebP quality 1-100 (default: 95)")
-    parser.add_argument("--suffix", help="added to each output's name (default: _x<scale>)")
+    parser.add_argument("--suffix", help="added to each output's name, without a path separator (default: "
+                                          "_x<scale>)")
     parser.add_argument("--recursive", action="store_true",
                         help="take images in sub-folders too, mirroring the folder tree under OUTDIR")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: skip them)")
@@ -113,8 +123,13 @@ def terminate_as_exit():
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.suffix is not None and (problem := suffix_problem(args.suffix)) is not None:
+        print(f"error: --suffix {args.suffix!r} {problem}", file=sys.stderr)
+        return 2
     files = collect_images(args.inputs, args.recursive, args.out)
-    if not files:
+    if all(item.problem is not None for item in files):
+        for item in files:
+            print(f"error: {item.path}: {item.problem}", file=sys.stderr)
         raise SystemExit(f"error: no images ({', '.join(IMAGE_SUFFIXES)}) found in the inputs")
     try:
         check_output_folder(args.out)
@@ -127,8 +142,18 @@ def run(args: argparse.Namespace) -> int:
                             tile_pad=args.tile_pad, backend=args.backend, alpha=args.alpha, progress=True)
     except (CheckpointError, ValueError) as exc:
         raise SystemExit(f"error: {exc}") from None
+    if (reason := backend_problem(upscaler, args.backend)) is not None:
+        print(f"error: --backend {args.backend} cannot run on {upscaler.device}: {reason}", file=sys.stderr)
+        return 2
+    if (warning := tile_pad_warning(upscaler)) is not None:
+        print(f"warning: --tile-pad {args.tile_pad}: {warning}", file=sys.stderr)
     scale = upscaler.scale
     suffix = f"_x{scale}" if args.suffix is None else args.suffix
+    files, left_out = earlier_outputs(files, args.out, args.ext, suffix)
+    if left_out:
+        names = ", ".join(str(item.path) for item in left_out[:3]) + (", ..." if len(left_out) > 3 else "")
+        print(f"note: left out {len(left_out)} file{'s' if len(left_out) > 1 else ''} of the output folder named "
+              f"as outputs of this run (earlier outputs, not inputs): {names}", file=sys.stderr)
     jobs = plan(files, args.out, args.ext, suffix)
     done, skipped, failed = 0, 0, 0
     with terminate_as_exit(), pixel_budget(args.max_pixels):
@@ -137,15 +162,13 @@ def run(args: argparse.Namespace) -> int:
                 failed += 1
                 tqdm.write(f"error: {job.source}: {job.problem}", file=sys.stderr)
                 continue
-            remove_leftovers(job.target)
-            if job.target.exists() and not args.overwrite:
-                skipped += 1
-                tqdm.write(f"skipped {job.source}: {job.target} exists (--overwrite replaces it)", file=sys.stderr)
-                continue
             try:
                 tqdm.write(upscale_file(upscaler, job, args.quality, replace=args.overwrite), file=sys.stderr)
                 done += 1
-            except FileExistsError as exc:
+            except OutputExists as exc:
+                skipped += 1
+                tqdm.write(f"skipped {job.source}: {exc} (--overwrite replaces it)", file=sys.stderr)
+            except FileExistsError as exc:  # appeared meanwhile (another run's), and kept
                 skipped += 1
                 tqdm.write(f"skipped {job.source}: {exc}", file=sys.stderr)
             except (ImageError, UpscaleError) as exc:

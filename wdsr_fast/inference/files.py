@@ -1,10 +1,13 @@
 """The batch over image files behind ``wdsr-fast upscale``: which files, their output names, and one file read,
-upscaled and written. The output folder is checked to be writable before any model work; two inputs with one
-output, or an output that is an input, are refused by name; outputs are written atomically, never over a file
-that appeared meanwhile unless asked."""
+upscaled and written. Inputs that lead nowhere (missing, a symbolic link loop or to a missing file, a folder that
+cannot be listed) are kept with their problem, so that the batch names them and goes on; when the output folder
+is also an input folder, the earlier outputs found there are left out. The output folder is checked to be
+writable before any model work; two inputs with one output, or an output that is an input, are refused by name;
+outputs are written atomically, never over a file that appeared meanwhile unless asked."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from dataclasses import dataclass
@@ -12,6 +15,8 @@ from pathlib import Path
 
 from PIL import Image
 
+from .. import ops
+from ..io.atomic import remove_leftovers
 from ..io.images import FORMATS, IMAGE_SUFFIXES, ImageError, fit_alpha, read_image, write_image
 from .upscaler import Upscaler
 
@@ -25,62 +30,169 @@ class OutputFolderError(ValueError):
 
 
 @dataclass
+class Input:
+    """An input file as the batch found it."""
+    path: Path
+    folder: Path  # the folder of its output, relative to OUTDIR
+    problem: str | None = None  # known before reading: a missing file, a broken link, a folder that cannot be listed
+    listed: bool = False  # found in a folder (False: named as an argument)
+
+
+@dataclass
 class Job:
     source: Path
     target: Path
     fmt: str
-    problem: str | None = None  # known before reading: a name clash
+    problem: str | None = None  # known before reading: a name clash, or the input's problem
 
 
-def collect_images(inputs: list[Path], recursive: bool, out: Path) -> list[tuple[Path, Path]]:
-    """(file, folder relative to OUTDIR) for files as given and the images in folders (sorted; with
-    ``recursive`` the sub-folders too, hidden ones and OUTDIR itself left out)."""
-    out_resolved = out.resolve()
-    found = []
+def collect_images(inputs: list[Path], recursive: bool, out: Path) -> list[Input]:
+    """The files as given and the images in folders (sorted; with ``recursive`` the sub-folders too, hidden ones,
+    linked ones and OUTDIR itself left out). An input that cannot be used (missing, a broken or looping symbolic
+    link, a folder that cannot be listed) comes with its problem, so that the batch can name it and go on."""
+    out_real = real_path(out)
+    found: list[Input] = []
     for item in inputs:
-        if not item.is_dir():
-            found.append((item, Path()))
-            continue
-        for root_name, dirs, files in os.walk(item):
-            root = Path(root_name)
-            dirs[:] = sorted(d for d in dirs if recursive and not d.startswith(".")
-                             and (root / d).resolve() != out_resolved)
-            found.extend((root / name, root.relative_to(item)) for name in sorted(files)
-                         if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES)
+        problem = path_problem(item)
+        if problem is None and item.is_dir():
+            _collect_folder(item, Path(), recursive, out_real, found)
+        else:
+            found.append(Input(item, Path(), problem))
     return found
 
 
-def plan(files: list[tuple[Path, Path]], out: Path, ext: str, suffix: str) -> list[Job]:
+def _collect_folder(folder: Path, relative: Path, recursive: bool, out_real: Path, found: list[Input]) -> None:
+    try:
+        with os.scandir(folder) as listing:
+            entries = sorted(listing, key=lambda entry: entry.name)
+    except OSError as exc:
+        found.append(Input(folder, relative, f"cannot list this folder ({exc.strerror or exc})"))
+        return
+    subfolders = []
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue
+        path = Path(entry.path)
+        try:
+            is_dir = entry.is_dir()  # follows a link: a linked folder is not an image file either
+        except OSError:
+            is_dir = False
+        if is_dir:
+            if recursive and not entry.is_symlink() and real_path(path) != out_real:
+                subfolders.append(path)
+        elif Path(entry.name).suffix.lower() in IMAGE_SUFFIXES:
+            found.append(Input(path, relative, path_problem(path), listed=True))
+    for path in subfolders:
+        _collect_folder(path, relative / path.name, recursive, out_real, found)
+
+
+def path_problem(path: Path) -> str | None:
+    """Why ``path`` leads to nothing (missing, a symbolic link loop, a link to a missing file, a name the system
+    refuses), or None."""
+    try:
+        os.stat(path)
+        return None
+    except OSError as exc:
+        error = exc
+    missing = error.errno in (errno.ENOENT, errno.ENOTDIR)
+    if os.path.islink(path):
+        if error.errno == errno.ELOOP:
+            return "a symbolic link loop"
+        if missing:
+            return f"a broken symbolic link (to {os.readlink(path)}, which does not exist)"
+    elif missing:
+        return "no such file or folder"
+    return f"cannot be read ({error.strerror or error})"
+
+
+def real_path(path: Path) -> Path:
+    """``path`` with its symbolic links resolved, as far as they lead (a loop is left as it is, never an error)."""
+    return Path(os.path.realpath(path))
+
+
+def output_of(item: Input, out: Path, ext: str, suffix: str) -> tuple[Path, str]:
+    """The output file of ``item`` and its format (a key of ``FORMATS``)."""
+    path = item.path
+    fmt = EXTENSIONS[ext] or SUFFIX_FORMATS.get(path.suffix.lower(), "PNG")
+    ending = path.suffix if ext == "same" and path.suffix.lower() in SUFFIX_FORMATS else FORMATS[fmt].suffix
+    return out / item.folder / f"{path.stem}{suffix}{ending}", fmt
+
+
+def suffix_problem(suffix: str) -> str | None:
+    """Why ``suffix`` cannot end output names (it would lead out of the output folder), or None."""
+    separators = [sep for sep in (os.sep, os.altsep) if sep and sep in suffix]
+    if separators:
+        return f"has a path separator ({separators[0]!r}); it must be part of a file name"
+    if "\0" in suffix:
+        return "has a NUL character; it must be part of a file name"
+    return None
+
+
+def earlier_outputs(files: list[Input], out: Path, ext: str, suffix: str) -> tuple[list[Input], list[Input]]:
+    """(the inputs, the files left out): a file found in a folder that is also the output folder, and named as
+    another input's output in this run (``photo_x2.png`` beside ``photo.png``), is an earlier run's output, not an
+    input; upscaling it again would make ``photo_x2_x2.png``. Files named as arguments are always inputs."""
+    usable = [item for item in files if item.problem is None]
+    produced: dict[Path, Path] = {}
+    for item in usable:
+        produced.setdefault(real_path(output_of(item, out, ext, suffix)[0]), item.path)
+    left_out = [item for item in usable if item.listed
+                and produced.get(real_path(item.path), item.path) != item.path]
+    return [item for item in files if item not in left_out], left_out
+
+
+def plan(files: list[Input], out: Path, ext: str, suffix: str) -> list[Job]:
     """The output of each input; two inputs with one output, or an output that is an input, are refused by name."""
-    inputs = {path.resolve() for path, _ in files}
+    inputs = {real_path(item.path) for item in files if item.problem is None}
     jobs: list[Job] = []
     claimed: dict[Path, Path] = {}
-    for path, folder in files:
-        fmt = EXTENSIONS[ext] or SUFFIX_FORMATS.get(path.suffix.lower(), "PNG")
-        ending = path.suffix if ext == "same" and path.suffix.lower() in SUFFIX_FORMATS else FORMATS[fmt].suffix
-        target = out / folder / f"{path.stem}{suffix}{ending}"
-        job = Job(path, target, fmt)
-        key = target.resolve()
-        if key in claimed:
+    for item in files:
+        target, fmt = output_of(item, out, ext, suffix)
+        job = Job(item.path, target, fmt, item.problem)
+        key = real_path(target)
+        if job.problem is not None:
+            pass
+        elif key in claimed:
             job.problem = f"{claimed[key]} is also written to {target}: rename one of them (or use --suffix)"
         elif key in inputs:
             job.problem = f"its output {target} is an input of this run: choose another --out or --suffix"
         else:
-            claimed[key] = path
+            claimed[key] = item.path
         jobs.append(job)
     return jobs
 
 
 def check_output_folder(out: Path) -> None:
     """An ``OutputFolderError`` unless ``out`` is (or can be made) a folder that files can be written in."""
-    if out.exists() and not out.is_dir():
-        raise OutputFolderError(f"output folder {out} is a file")
+    if os.path.islink(out) and (problem := path_problem(out)) is not None:
+        raise OutputFolderError(f"output folder {out}: {problem}")
     try:
+        if out.exists() and not out.is_dir():
+            raise OutputFolderError(f"output folder {out} is a file")
         out.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=out, prefix=".wdsr-fast-write-check.", suffix=".tmp"):
             pass
     except OSError as exc:
         raise OutputFolderError(f"cannot write into output folder {out}: {exc.strerror or exc}") from None
+
+
+def backend_problem(upscaler: Upscaler, backend: str) -> str | None:
+    """Why the backend asked for cannot take tensors on ``upscaler``'s device, or None. Checked once before a batch:
+    the network would refuse every file (a backend that runs on the device but cannot run this model there, e.g. an
+    extension not built, falls back to another backend with a warning instead)."""
+    if backend == ops.AUTO:
+        return None
+    reason = ops.device_reason(backend, upscaler.device)
+    return None if reason is None else f"{reason} (choose another --device, or --backend auto)"
+
+
+def tile_pad_warning(upscaler: Upscaler) -> str | None:
+    """Why ``upscaler``'s tiles may show at their seams (a pad below the receptive radius), or None."""
+    radius = upscaler.config.receptive_radius
+    if upscaler.tile is None or upscaler.tile_pad >= radius:
+        return None
+    return (f"a tile pad of {upscaler.tile_pad} pixels is below this network's receptive radius of {radius}: an "
+            f"image cut into tiles can show their seams (the default pad, {radius}, makes tiling exact)")
 
 
 @contextlib.contextmanager
@@ -93,8 +205,23 @@ def pixel_budget(max_pixels: int):
         Image.MAX_IMAGE_PIXELS = previous
 
 
+class OutputExists(FileExistsError):
+    """The output exists already (and was not to be replaced)."""
+
+
 def upscale_file(upscaler: Upscaler, job: Job, quality: int, replace: bool = True) -> str:
-    """Read, upscale and write one file; the log line. Raises ImageError/UpscaleError/OSError/MemoryError."""
+    """Read, upscale and write one file; the log line. Raises ImageError/UpscaleError/OSError/MemoryError;
+    ``OutputExists`` before any work when the output exists and not ``replace``, ``FileExistsError`` when it
+    appeared during the work. The temporary files of the output that killed runs left are removed first."""
+    remove_leftovers(job.target)
+    try:
+        exists = bool(os.lstat(job.target))
+    except FileNotFoundError:
+        exists = False
+    except OSError as exc:  # a name too long, a file where a folder should be: said before the work
+        raise ImageError(f"{job.source}: cannot write {job.target}: {exc.strerror or exc}") from None
+    if exists and not replace:
+        raise OutputExists(f"{job.target} exists")
     picture = read_image(job.source)
     before = picture.describe()
     try:

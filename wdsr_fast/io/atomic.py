@@ -38,10 +38,8 @@ def atomic_path(path, replace: bool = True) -> Iterator[str]:
     ``FileExistsError`` raised, the new file discarded."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path), suffix=TEMP_SUFFIX)
+    fd, tmp = _locked_temp(path)  # the lock is released when fd closes, after the rename or removal
     try:
-        if fcntl is not None:
-            fcntl.flock(fd, fcntl.LOCK_EX)  # released when fd closes, after the rename or removal
         yield tmp
         umask = os.umask(0)
         os.umask(umask)
@@ -56,47 +54,87 @@ def atomic_path(path, replace: bool = True) -> Iterator[str]:
         os.close(fd)
 
 
+def _locked_temp(path: Path) -> tuple[int, str]:
+    """A new temporary file beside ``path``, locked: (its descriptor, its name).
+
+    Another run's ``remove_leftovers`` may remove the file between its creation and the lock (it is not locked
+    yet, so it looks abandoned); the remover holds the lock while it removes, so once the lock is ours the file
+    is either still there (and now safe) or gone, and then another one is made."""
+    while True:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path), suffix=TEMP_SUFFIX)
+        if fcntl is None:
+            return fd, tmp
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if os.path.samestat(os.fstat(fd), os.stat(tmp)):
+                return fd, tmp
+        except FileNotFoundError:
+            pass
+        except BaseException:  # e.g. Ctrl-C while waiting for the lock
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+            os.close(fd)
+            raise
+        os.close(fd)
+
+
 def _place_new(tmp: str, path: Path) -> None:
     """Give ``tmp`` the name ``path`` unless a file has it (no window between the check and the rename)."""
     try:
         os.link(tmp, path)  # fails with FileExistsError when path exists
     except FileExistsError:
-        raise FileExistsError(f"{path} appeared while it was being written (another run?); it was kept") from None
-    except OSError:  # a file system without hard links: an exclusive create, then the rename over it
-        with open(path, "x"):
-            pass
-        os.replace(tmp, path)
+        raise _appeared(path) from None
+    except OSError:  # a file system without hard links: an exclusive create claims the name, the rename fills it
+        try:
+            with open(path, "x"):
+                pass
+        except FileExistsError:
+            raise _appeared(path) from None
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.remove(path)  # the empty file that claimed the name
+            raise
         return
     os.remove(tmp)
+
+
+def _appeared(path: Path) -> FileExistsError:
+    return FileExistsError(f"{path} appeared while it was being written (another run?); it was kept")
 
 
 def remove_leftovers(path) -> list[Path]:
     """Remove the temporary files of ``path`` that killed runs left behind (none a live process is writing);
     returns the removed ones."""
     path = Path(path)
-    removed = []
-    for leftover in path.parent.glob(glob.escape(_temp_prefix(path)) + "*" + TEMP_SUFFIX):
-        if _abandoned(leftover):
-            with contextlib.suppress(OSError):
-                leftover.unlink()
-                removed.append(leftover)
-    return removed
+    return [leftover for leftover in path.parent.glob(glob.escape(_temp_prefix(path)) + "*" + TEMP_SUFFIX)
+            if _remove_if_abandoned(leftover)]
 
 
-def _abandoned(temp: Path) -> bool:
+def _remove_if_abandoned(temp: Path) -> bool:
+    """Remove ``temp`` unless a live writer holds its lock (without locks: unless it is under an hour old)."""
     if fcntl is None:
         try:
-            return temp.stat().st_mtime < time.time() - UNLOCKED_LEFTOVER_AGE_S
+            if temp.stat().st_mtime < time.time() - UNLOCKED_LEFTOVER_AGE_S:
+                temp.unlink()
+                return True
         except OSError:
-            return False
+            pass
+        return False
     try:
         fd = os.open(temp, os.O_RDONLY)
     except OSError:
         return False
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return True
     except OSError:  # locked: a live writer
+        os.close(fd)
+        return False
+    try:
+        temp.unlink()  # still holding the lock: a writer that has just made this file sees it gone once it locks
+        return True
+    except OSError:
         return False
     finally:
         os.close(fd)

@@ -14,6 +14,7 @@ orientation (``ImageOps.exif_transpose``) and converts CMYK with its ICC profile
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import struct
 import warnings
@@ -39,6 +40,10 @@ PORTABLE_EXIF_TAGS = (0x010E, 0x010F, 0x0110, 0x011A, 0x011B, 0x0128, 0x0131, 0x
 # Pillow modes taken as they are, and those converted first (with the note said in the log line).
 DIRECT_MODES = {"RGB", "RGBA", "L", "LA", "I;16", "I;16L", "I;16B", "I;16N"}
 CONVERTED_MODES = {"1": "L", "PA": "RGBA", "RGBX": "RGB", "RGBa": "RGBA", "La": "LA", "YCbCr": "RGB"}
+
+
+# What Pillow's decoders raise on corrupt data (a TIFF page without dimensions is a TypeError, for one).
+DECODE_ERRORS = (OSError, ValueError, SyntaxError, TypeError, EOFError, struct.error)
 
 
 class ImageError(ValueError):
@@ -115,15 +120,20 @@ def read_image(path) -> Picture:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the budget is checked below
             img = Image.open(path)
-    except Image.DecompressionBombError as exc:
-        raise ImageError(f"{path}: {exc}") from None
+    except Image.DecompressionBombError as exc:  # over twice the budget: Pillow refuses without the size
+        if (size := _stated_size(path)) is not None:
+            check_pixel_budget(path, size)
+        raise ImageError(f"{path}: {exc} (PIL.Image.MAX_IMAGE_PIXELS; the upscale command's --max-pixels)") from None
     except UnidentifiedImageError:
         raise ImageError(f"{path}: not an image file that can be read (PNG, JPEG, WebP, TIFF, BMP)") from None
     except OSError as exc:
         raise ImageError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     with img:
         check_pixel_budget(path, img.size)
-        frames = getattr(img, "n_frames", 1)
+        try:
+            frames = getattr(img, "n_frames", 1)  # reads every page's header
+        except DECODE_ERRORS as exc:
+            raise ImageError(f"{path}: truncated or corrupt image data ({exc})") from None
         if frames > 1:
             raise ImageError(f"{path}: has {frames} frames (an animation or a multi-page file); only single "
                              f"images are upscaled")
@@ -133,7 +143,7 @@ def read_image(path) -> Picture:
             return _read_16bit_color(path, img)
         try:
             img.load()
-        except (OSError, ValueError, SyntaxError) as exc:
+        except DECODE_ERRORS as exc:
             raise ImageError(f"{path}: truncated or corrupt image data ({exc})") from None
         try:
             return picture_from_pil(img)
@@ -147,6 +157,27 @@ def check_pixel_budget(path, size: tuple[int, int]) -> None:
     if budget is not None and width * height > budget:
         raise ImageError(f"{path}: {width}x{height} is {width * height:,} pixels, over the pixel budget of "
                          f"{budget:,} (PIL.Image.MAX_IMAGE_PIXELS; the upscale command's --max-pixels)")
+
+
+def _stated_size(path: Path) -> tuple[int, int] | None:
+    """The width and height a file's header states, read by Pillow's format plugins as ``Image.open`` does but
+    without its decompression-bomb check (the caller checks the budget), or None."""
+    Image.init()
+    try:
+        with open(path, "rb") as fp:
+            prefix = fp.read(16)
+            for factory, accept in Image.OPEN.values():
+                accepted = not accept or accept(prefix)
+                if not accepted or isinstance(accepted, str):
+                    continue
+                fp.seek(0)
+                try:
+                    return factory(fp, str(path)).size
+                except (SyntaxError, IndexError, TypeError, struct.error):
+                    continue
+    except OSError:
+        pass
+    return None
 
 
 def picture_from_pil(img: Image.Image) -> Picture:
@@ -286,9 +317,20 @@ def _opencv_quiet(cv2):
         cv2.utils.logging.setLogLevel(level)
 
 
+def _library(module: str, name: str, package: str, what: str):
+    """Module ``module`` (the library ``name``, pip package ``package``), which ``what`` needs; an ``ImageError``
+    saying so when it cannot be imported (a declared dependency, but an environment can lack it), so that a batch
+    names the file and goes on."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ImageError(f"{what} needs {name} (pip install {package}), which cannot be imported here "
+                         f"({exc})") from None
+
+
 def _read_16bit_color(path: Path, img: Image.Image) -> Picture:
     """16-bit RGB, RGBA or gray+alpha PNG/TIFF: metadata from Pillow, pixels from OpenCV."""
-    import cv2
+    cv2 = _library("cv2", "OpenCV", "opencv-python-headless", f"{path}: reading 16-bit {img.format} pixels")
 
     # before anything loads the image (loading empties the decoder tiles)
     gray_alpha = any(_rawmode(tile).startswith("LA") for tile in getattr(img, "tile", ()))
@@ -417,7 +459,7 @@ def _write_pillow(pixels, tmp, file_format: FileFormat, quality: int, icc, exif)
 
 
 def _write_png16(pixels, tmp, icc, exif) -> None:
-    import cv2
+    cv2 = _library("cv2", "OpenCV", "opencv-python-headless", "writing 16-bit PNG")
 
     channels = pixels.shape[-1]
     bgr = pixels[..., 0] if channels == 1 else pixels[..., [2, 1, 0]] if channels == 3 else pixels[..., [2, 1, 0, 3]]
@@ -437,7 +479,7 @@ def _write_png16(pixels, tmp, icc, exif) -> None:
 
 
 def _write_tiff16(pixels, tmp, icc, exif) -> None:
-    import tifffile
+    tifffile = _library("tifffile", "tifffile", "tifffile", "writing 16-bit TIFF")
 
     channels = pixels.shape[-1]
     tifffile.imwrite(tmp, pixels[..., 0] if channels == 1 else pixels,
