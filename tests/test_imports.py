@@ -142,7 +142,7 @@ PUBLIC_API = {"WDSR", "WDSRConfig", "FastWDSR", "PRESETS", "preset", "count_para
 
 
 def test_the_public_api_is_what_users_import():
-    assert set(wdsr_fast.__all__) == PUBLIC_API
+    assert set(wdsr_fast.__all__) == PUBLIC_API == set(wdsr_fast._HOMES)  # each name's home module is known
     assert all(getattr(wdsr_fast, name) is not None for name in PUBLIC_API)
     assert isinstance(wdsr_fast.__version__, str)
 
