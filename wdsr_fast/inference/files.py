@@ -32,9 +32,11 @@ class Job:
     problem: str | None = None  # known before reading: a name clash
 
 
-def collect_images(inputs: list[Path], recursive: bool, out: Path) -> list[tuple[Path, Path]]:
+def collect_images(inputs: list[Path], recursive: bool, out: Path,
+                   suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> list[tuple[Path, Path]]:
     """(file, folder relative to OUTDIR) for files as given and the images in folders (sorted; with
-    ``recursive`` the sub-folders too, hidden ones and OUTDIR itself left out)."""
+    ``recursive`` the sub-folders too, hidden ones and OUTDIR itself left out); ``suffixes``: what a folder's
+    files are taken by (the upscale command adds the video suffixes)."""
     out_resolved = out.resolve()
     found = []
     for item in inputs:
@@ -46,7 +48,7 @@ def collect_images(inputs: list[Path], recursive: bool, out: Path) -> list[tuple
             dirs[:] = sorted(d for d in dirs if recursive and not d.startswith(".")
                              and (root / d).resolve() != out_resolved)
             found.extend((root / name, root.relative_to(item)) for name in sorted(files)
-                         if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES)
+                         if not name.startswith(".") and Path(name).suffix.lower() in suffixes)
     return found
 
 
