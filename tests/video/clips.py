@@ -5,6 +5,7 @@ and motion; the sound is a 440 Hz tone; subtitles are two cues.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import struct
 from fractions import Fraction
@@ -18,12 +19,19 @@ av = pytest.importorskip("av")
 BT709 = 1  # primaries, transfer and matrix tags
 
 
-def picture(index: int, width: int, height: int) -> np.ndarray:
-    """Frame ``index`` of the pan: (height, width, 3) uint8."""
+@functools.cache
+def astronaut() -> np.ndarray:
     from skimage import data
 
-    photo = data.astronaut()
-    top, left = 120 + index, 170 + 2 * index
+    return data.astronaut()
+
+
+def picture(index: int, width: int, height: int) -> np.ndarray:
+    """Frame ``index`` of the pan: (height, width, 3) uint8."""
+    photo = astronaut()
+    step = index % 100  # back and forth across the photo
+    step = step if step < 50 else 100 - step
+    top, left = 120 + step, 170 + 2 * step
     return photo[top:top + height, left:left + width].copy()
 
 
