@@ -291,7 +291,7 @@ class VideoReader:
             duration = self.container.duration / 1e6
         frames = stream.frames or (round(duration * rate) if duration and rate else None)
         self.info = VideoInfo(
-            path=path, container=self.container.format.name.split(",")[0], codec=_codec_id(stream),
+            path=path, container=self.container.format.name.split(",")[0], codec=_codec_id(stream) or "unknown",
             width=first.width, height=first.height, pix_fmt=first.format.name, bits=self.bits, frames=frames or None,
             frames_exact=bool(stream.frames),
             duration=duration, rate=Fraction(rate) if rate else None, time_base=Fraction(stream.time_base),
