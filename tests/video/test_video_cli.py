@@ -173,3 +173,27 @@ def test_existing_output_is_kept_unless_overwrite(tmp_path, clips, video_weights
     assert "skipped" in capsys.readouterr().err
     assert upscale(clips["h264"], "-o", out, "--weights", video_weights, "--overwrite") == 0
     assert len(decoded(out / "h264_x2.mp4")) == 12
+
+
+def test_other_containers_and_codecs_fall_back(tmp_path, video_weights, capsys):
+    """MPEG-4 Part 2 in AVI: no encoder of its family is used here and AVI is not written: H.264 in Matroska."""
+    src = make_clip(tmp_path / "old.avi", codec="mpeg4", frames=4, width=32, height=24, tags=False)
+    out = tmp_path / "out"
+    assert upscale(src, "-o", out, "--weights", video_weights) == 0
+    dst = out / "old_x2.mkv"
+    assert len(decoded(dst)) == 4 and frame_times(dst) == pytest.approx(frame_times(src), abs=1e-3)  # ms in MKV
+    err = capsys.readouterr().err
+    assert "MPEG-4 yuv420p 32x24" in err and "libx264 yuv420p 64x48" in err and "written as mkv (avi is read" in err
+    assert "untagged colour matrix: BT.601 (SMPTE 170M) assumed (24 lines), and tagged" in err
+    assert tags(dst)[2] == 6  # the matrix it was converted with, so that players do not guess BT.709 from the size
+
+
+def test_batch_gives_the_frames_of_one_at_a_time(tmp_path, video_weights):
+    src = make_clip(tmp_path / "rgb.mkv", codec="ffv1", pix_fmt="bgr0", frames=5, width=32, height=24)
+    for batch in ("1", "3"):
+        assert upscale(src, "-o", tmp_path / batch, "--weights", video_weights, "--batch", batch, "--codec",
+                       "ffv1") == 0
+    one, three = decoded(tmp_path / "1" / "rgb_x2.mkv"), decoded(tmp_path / "3" / "rgb_x2.mkv")
+    assert [f.pts for f in three] == [f.pts for f in one] and len(one) == 5
+    for a, b in zip(one, three, strict=True):
+        assert np.abs(a.to_ndarray(format="rgb24").astype(int) - b.to_ndarray(format="rgb24")).max() <= 1

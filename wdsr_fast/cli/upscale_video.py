@@ -58,6 +58,26 @@ def video_ext(ext: str) -> str:
     return ext if ext in CONTAINERS else "same"
 
 
+class FrameBar:
+    """A bar over a video's frames (rate and time left), made once the video is open: its frame count sizes it."""
+
+    def __init__(self, name: str):
+        self.name, self.bar = name, None
+
+    def start(self, info: VideoInfo) -> None:
+        self.bar = tqdm(total=info.frames, desc=self.name, unit="frame", file=sys.stderr, leave=False,
+                        dynamic_ncols=True)
+
+    def update(self, count: int) -> None:
+        if self.bar is not None:
+            self.bar.update(count)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
 def run_videos(args: argparse.Namespace, upscaler: Upscaler, videos: list[tuple[Path, Path]], suffix: str,
                inputs: set[Path]) -> tuple[int, int, int]:
     """Upscale the videos of a run; (done, skipped, failed). Each gets one line on stderr."""
@@ -83,14 +103,10 @@ def run_videos(args: argparse.Namespace, upscaler: Upscaler, videos: list[tuple[
                 tqdm.write(f"skipped {job.source}: {job.target} exists (--overwrite replaces it)", file=sys.stderr)
                 continue
             options = EncodeOptions(args.codec, args.crf, args.preset, job.fmt)
-            bar = tqdm(desc=job.source.name, unit="frame", file=sys.stderr, leave=False, dynamic_ncols=True)
-
-            def size_bar(info: VideoInfo, bar: tqdm = bar) -> None:
-                bar.reset(total=info.frames)
-
+            bar = FrameBar(job.source.name)
             try:
                 result = upscale_video_file(upscaler, job.source, job.target, options, batch, args.overwrite,
-                                            on_start=size_bar, on_frame=bar.update)
+                                            on_start=bar.start, on_frame=bar.update)
                 bar.close()
                 tqdm.write(result.line(), file=sys.stderr)
                 done += 1

@@ -37,6 +37,7 @@ from ..io.video import (
     VideoWriter,
     choose_encoder,
     describe_streams,
+    is_ffmpeg_error,
     is_video,
     output_container,
 )
@@ -237,12 +238,14 @@ def upscale_video_file(upscaler: Upscaler, source, target, options: EncodeOption
         with atomic_path(target, replace) as tmp:
             try:
                 writer = VideoWriter(tmp, reader, upscaler.scale, options, container, encoder)
-            except VideoError as exc:
-                raise VideoError(str(exc) if str(exc).startswith(str(source)) else f"{source}: {exc}") from None
-            try:
-                frames, busy = run_pipeline(reader, writer, upscaler.upscale_pixels, batch, on_frame)
-            finally:
-                writer.close()
+                try:
+                    frames, busy = run_pipeline(reader, writer, upscaler.upscale_pixels, batch, on_frame)
+                finally:
+                    writer.close()
+            except Exception as exc:
+                if not is_ffmpeg_error(exc):
+                    raise
+                raise VideoError(f"{source}: writing {target.name} with {encoder} failed ({exc})") from None
         seconds = time.perf_counter() - start
     notes = [*writer.notes, *describe_streams(info)]
     if info.colour.assumed:

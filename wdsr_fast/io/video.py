@@ -78,6 +78,11 @@ def is_video(path) -> bool:
     return Path(path).suffix.lower() in VIDEO_SUFFIXES
 
 
+def is_ffmpeg_error(exc: BaseException) -> bool:
+    """An error PyAV raised for FFmpeg (an encoder or muxer that failed)."""
+    return type(exc).__module__.split(".")[0] == "av"
+
+
 def _sws_flags() -> int:
     from av.video.reformatter import Interpolation
 
@@ -505,6 +510,14 @@ class VideoWriter:
 
     def __init__(self, path, reader: VideoReader, scale: int, options: EncodeOptions, container: str,
                  encoder: str):
+        try:
+            self._open(path, reader, scale, options, container, encoder)
+        except VideoError as exc:
+            text = str(exc)
+            raise VideoError(text if text.startswith(str(reader.path)) else f"{reader.path}: {text}") from None
+
+    def _open(self, path, reader: VideoReader, scale: int, options: EncodeOptions, container: str,
+              encoder: str) -> None:
         av = require_av()
         self._av = av
         info = self.info = reader.info
@@ -526,6 +539,10 @@ class VideoWriter:
             raise
         if self.pix_fmt != info.pix_fmt:
             self.notes.append(f"written {self.pix_fmt}")
+        if format_traits(info.pix_fmt)[3]:
+            self.notes.append("alpha left out (the network upscales colour)")
+        if Path(info.path).suffix.lower() not in SAME_SUFFIXES:
+            self.notes.append(f"written as {container} ({info.container} is read, not written, here)")
         self.describe = (f"{encoder} {self.pix_fmt} {width}x{height}"
                          + (f" crf {opts['crf']}" if "crf" in opts else f" cq {opts['cq']}" if "cq" in opts
                             else " lossless" if encoder == "ffv1" else ""))
