@@ -2,6 +2,8 @@
 (frames, timestamps, duration, sound, subtitles, colour tags, rotation, bit depth), not only that a file appears."""
 from __future__ import annotations
 
+from fractions import Fraction
+
 import numpy as np
 import pytest
 from clips import av, decoded, frame_times, make_clip, packets, stream_end, tags
@@ -197,3 +199,36 @@ def test_batch_gives_the_frames_of_one_at_a_time(tmp_path, video_weights):
     assert [f.pts for f in three] == [f.pts for f in one] and len(one) == 5
     for a, b in zip(one, three, strict=True):
         assert np.abs(a.to_ndarray(format="rgb24").astype(int) - b.to_ndarray(format="rgb24")).max() <= 1
+
+
+def test_chapters_metadata_attachments_and_aspect_are_kept(tmp_path, video_weights):
+    """A Matroska film's title, chapters, an attached font, a forced German subtitle and anamorphic pixels."""
+    src = tmp_path / "film.mkv"
+    with av.open(str(src), "w") as out:
+        out.metadata["title"] = "A film"
+        video = out.add_stream("libx264", rate=24)
+        video.width, video.height, video.pix_fmt = 32, 24, "yuv420p"
+        video.codec_context.sample_aspect_ratio = Fraction(4, 3)
+        text = out.add_mux_stream("subrip")
+        text.time_base, text.disposition = Fraction(1, 1000), av.stream.Disposition.forced
+        text.metadata.update(language="deu", title="Forced")
+        out.add_attachment("font.ttf", "font/ttf", b"\0\1not really a font")
+        out.set_chapters([{"id": k + 1, "start": 250 * k, "end": 250 * (k + 1), "time_base": Fraction(1, 1000),
+                           "metadata": {"title": name}} for k, name in enumerate(["One", "Two"])])
+        for i in range(4):
+            frame = av.VideoFrame.from_ndarray(np.full((24, 32, 3), 40 * i, np.uint8), format="rgb24")
+            frame.pts = i
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+        cue = av.Packet(b"Achtung")
+        cue.stream, cue.time_base, cue.pts, cue.dts, cue.duration = text, Fraction(1, 1000), 50, 50, 100
+        out.mux(cue)
+    assert upscale(src, "-o", tmp_path / "out", "--weights", video_weights) == 0
+
+    def described(path):
+        with av.open(str(path)) as container:
+            streams = [(s.type, dict(s.metadata), int(s.disposition), getattr(s, "sample_aspect_ratio", None),
+                        s.data if s.type == "attachment" else None) for s in container.streams]
+            return container.metadata.get("title"), container.chapters(), streams
+
+    assert described(tmp_path / "out" / "film_x2.mkv") == described(src)

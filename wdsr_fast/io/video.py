@@ -482,9 +482,9 @@ def choose_encoder(info: VideoInfo, options: EncodeOptions, container: str) -> s
 def encoder_options(encoder: str, crf: int | None, preset: str | None) -> dict[str, str]:
     """FFmpeg options of ``encoder`` for a constant quality ``crf`` and a speed ``preset``."""
     if encoder == "ffv1":
-        if crf is not None:
-            raise VideoError("ffv1 is lossless: --crf does not apply to it")
-        return {"level": "3", "slicecrc": "1", **({"slices": preset} if preset else {})}
+        if crf is not None or preset is not None:
+            raise VideoError(f"ffv1 is lossless: --{'crf' if crf is not None else 'preset'} does not apply to it")
+        return {"level": "3", "slicecrc": "1"}  # version 3: multithreaded slices, each with a CRC
     if crf is None:
         crf = DEFAULT_CRF.get(encoder, 17)
     if not 0 <= crf <= CRF_RANGE.get(encoder, 51):
