@@ -79,7 +79,8 @@ def test_a_deeper_video_than_the_encoder_writes_is_refused(tmp_path, video_weigh
                     options={"x265-params": "log-level=error"})
     out = tmp_path / "out"
     assert upscale(src, "-o", out, "--weights", video_weights, "--codec", "libx264") == 1
-    assert "libx264 writes at most 10-bit video and this one is 12-bit" in capsys.readouterr().err
+    assert ("libx264 writes at most 10-bit video and this one is 12-bit: choose an encoder that keeps 12 bits "
+            "(--codec libx265, ffv1)") in capsys.readouterr().err
     assert list(out.iterdir()) == []
     assert upscale(src, "-o", out, "--weights", video_weights) == 0  # its own family keeps 12 bits
     assert decoded(out / "deep_x2.mkv")[0].format.name == "yuv420p12le"

@@ -232,3 +232,13 @@ def test_chapters_metadata_attachments_and_aspect_are_kept(tmp_path, video_weigh
             return container.metadata.get("title"), container.chapters(), streams
 
     assert described(tmp_path / "out" / "film_x2.mkv") == described(src)
+
+
+def test_a_container_that_cannot_hold_the_codec(tmp_path, video_weights, capsys):
+    """FFV1 into MOV: the default falls back to H.264; asked for, it is refused with the container that holds it."""
+    src = make_clip(tmp_path / "lossless.mkv", codec="ffv1", frames=3, width=32, height=24)
+    assert upscale(src, "-o", tmp_path / "a", "--weights", video_weights, "--ext", "mov") == 0
+    assert decoded(tmp_path / "a" / "lossless_x2.mov")[0].width == 64
+    assert "libx264 yuv420p 64x48" in capsys.readouterr().err
+    assert upscale(src, "-o", tmp_path / "b", "--weights", video_weights, "--ext", "mov", "--codec", "ffv1") == 1
+    assert "mov cannot hold FFV1 video (ffv1): choose --ext mkv" in capsys.readouterr().err

@@ -18,6 +18,7 @@ PyAV (``pip install 'wdsr-fast[video]'``) is imported when a video is opened, so
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import struct
 from collections.abc import Iterator
@@ -109,10 +110,6 @@ class Colour:
     full_range: bool      # what the conversion uses
     assumed: str | None = None  # what was assumed for an untagged stream, said in the log line
 
-    def describe(self) -> str:
-        name = MATRIX_NAMES.get(self.matrix, str(self.matrix))
-        return f"{name}, {'full' if self.full_range else 'limited'} range"
-
 
 def colour_of(frame, stream_context, rgb: bool) -> Colour:
     """The colour tags of the first decoded frame (the stream's where the frame has none) and the conversion
@@ -167,13 +164,25 @@ def choose_pixel_format(source: str, encoder: str, candidates: list[str]) -> str
         if b < bits or b > 16:
             continue
         less_sub = s[0] <= sub[0] and s[1] <= sub[1]
-        scored.append(((b != bits, r != rgb, s != sub, not less_sub, alpha, b, "p" not in name), name))
+        planar = "p" in name  # yuv420p rather than nv12
+        scored.append(((b != bits, r != rgb, s != sub, not less_sub, alpha, b, not planar), name))
     if not scored:
         deepest = max((format_traits(c)[0] for c in usable), default=8)
+        able = [e for e in ENCODERS if not e.endswith("_nvenc") and _deepest(e) >= bits]
         raise VideoError(f"{encoder} writes at most {deepest}-bit video and this one is {bits}-bit: choose an "
-                         f"encoder that keeps {bits} bits (--codec ffv1, libx265"
-                         f"{', libsvtav1' if bits <= 10 else ''}{', libx264' if bits <= 10 else ''})")
+                         f"encoder that keeps {bits} bits (--codec {', '.join(able)})")
     return min(scored)[1]
+
+
+def _deepest(encoder: str) -> int:
+    """The most bits per sample ``encoder`` writes (0 when it is not in this build)."""
+    av = require_av()
+    try:
+        formats = av.codec.Codec(encoder, "w").video_formats or []
+    except Exception:  # noqa: BLE001
+        return 0
+    depths = [format_traits(f.name)[0] for f in formats if f.name != "cuda"]
+    return max((d for d in depths if d <= 16), default=0)  # integer samples (not ffv1's float formats)
 
 
 @dataclass
@@ -181,13 +190,12 @@ class VideoInfo:
     """What a video file holds, read when it is opened (the first frame decoded)."""
     path: Path
     container: str            # FFmpeg's short name of the input format (mov,mp4,... -> mov)
-    codec: str                # decoder name: h264, hevc, ...
+    codec: str                # FFmpeg's codec name: h264, hevc, av1, ...
     width: int
     height: int
     pix_fmt: str
     bits: int
     frames: int | None        # from the container's index, else duration x average rate; None when unknown
-    frames_exact: bool        # frames is the container's count (not an estimate)
     duration: float | None    # seconds
     rate: Fraction | None     # average frame rate
     time_base: Fraction
@@ -298,7 +306,6 @@ class VideoReader:
         self.info = VideoInfo(
             path=path, container=self.container.format.name.split(",")[0], codec=_codec_id(stream) or "unknown",
             width=first.width, height=first.height, pix_fmt=first.format.name, bits=self.bits, frames=frames or None,
-            frames_exact=bool(stream.frames),
             duration=duration, rate=Fraction(rate) if rate else None, time_base=Fraction(stream.time_base),
             colour=self.colour, display_matrix=display, rotation=int(first.rotation or 0),
             sample_aspect_ratio=stream.sample_aspect_ratio or None, copied=copied, left_out=left_out)
@@ -466,17 +473,37 @@ def choose_encoder(info: VideoInfo, options: EncodeOptions, container: str) -> s
     """The encoder: ``options.codec``, else the input's codec family where there is an encoder for it (and the
     container holds it), else x264 (VP9 in WebM)."""
     av = require_av()
+    holds = container_codecs(container)
     if options.codec:
         name = options.codec
     else:
-        name = FAMILY_ENCODERS.get(info.codec, FALLBACK_ENCODER.get(container, "libx264"))
-        if container == "webm" and name not in ("libvpx-vp9", "libsvtav1"):
-            name = "libvpx-vp9"
+        name = FAMILY_ENCODERS.get(info.codec, "")
+        if _codec_of(name) not in holds:
+            name = FALLBACK_ENCODER.get(container, "libx264")
     try:
-        av.codec.Codec(name, "w")
+        codec = av.codec.Codec(name, "w")
     except Exception:  # noqa: BLE001 - UnknownCodecError and friends
         raise VideoError(f"encoder {name} is not in this FFmpeg build (PyAV {av.__version__})") from None
+    if codec.canonical_name not in holds:
+        raise VideoError(f"{container} cannot hold {codec_name(codec.canonical_name)} video ({name}): choose "
+                         f"--ext mkv")
     return name
+
+
+def container_codecs(container: str) -> set[str]:
+    """FFmpeg's names of the codecs the container (a key of CONTAINERS) holds."""
+    av = require_av()
+    with av.open(io.BytesIO(), "w", format=CONTAINERS[container]) as probe:
+        return set(probe.supported_codecs)
+
+
+def _codec_of(encoder: str) -> str | None:
+    """The codec an encoder writes (libx264 -> h264), None for no encoder."""
+    av = require_av()
+    try:
+        return av.codec.Codec(encoder, "w").canonical_name
+    except Exception:  # noqa: BLE001
+        return None
 
 
 def encoder_options(encoder: str, crf: int | None, preset: str | None) -> dict[str, str]:
