@@ -138,7 +138,7 @@ def test_the_top_of_the_package_is_its_public_face_and_subpackages():
 
 
 PUBLIC_API = {"WDSR", "WDSRConfig", "FastWDSR", "PRESETS", "preset", "count_parameters", "fold", "folded_copy",
-              "FoldedWDSR", "load_model", "save_model", "export_onnx", "Upscaler"}
+              "FoldedWDSR", "load_model", "save_model", "export_onnx", "Upscaler", "upscale_video"}
 
 
 def test_the_public_api_is_what_users_import():

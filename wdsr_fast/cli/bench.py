@@ -54,6 +54,13 @@ def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                              "call compiles for tens of seconds)")
     parser.add_argument("--max-autotune-on-cpu", action="store_true",
                         help="time torch.compile's max-autotune on CPU too (minutes of tuning)")
+    video = parser.add_argument_group("video", "--video: a video upscaled end to end (decode, network, encode "
+                                               "pipelined) against the network alone on the same frames")
+    video.add_argument("--video", action="store_true", help="the video benchmark instead of the backends' race "
+                                                            "(one --sizes output size, default 960x540)")
+    video.add_argument("--frames", type=int, default=None, help="frames of the clip (default: 10 on CPU, 120 on GPU)")
+    video.add_argument("--codec", default=None, help="video encoder (default: libx264, the clip's family)")
+    video.add_argument("--weights", default=None, help="checkpoint (default: the bundled weights of the scale)")
     return parser
 
 
@@ -69,6 +76,8 @@ def main(argv=None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.video:
+        return run_video(args)
     try:
         plan = Plan.of(args.device, args.quick, args.presets, args.scales, args.sizes, args.batch, args.dtypes,
                        args.backends, args.threads, args.repeats, args.memory, args.out, args.compile_rows,
@@ -77,4 +86,25 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"error: {exc}") from None
     out = run_benchmark(plan)
     print(f"results in {out}/ (results.json, results.csv, throughput.png)")
+    return 0
+
+
+def run_video(args: argparse.Namespace) -> int:
+    from ..bench.video import VideoBench, run_video_benchmark
+    from ..io.video import VideoError
+
+    sizes = [(960, 540)] if args.sizes == list(DEFAULT_SIZES) else args.sizes
+    on_gpu = args.device == "cuda"
+    try:
+        bench = VideoBench(device=args.device, scale=args.scales[0] if args.scales != list(SCALES) else 2,
+                           out_w=sizes[0][0], out_h=sizes[0][1],
+                           frames=args.frames or (4 if args.quick else 120 if on_gpu else 10),
+                           rounds=args.repeats or (1 if args.quick else 5),
+                           threads=args.threads[0] if args.threads else None,
+                           batch=args.batch[0] if args.batch != [1, 4] else (4 if on_gpu else 1), codec=args.codec,
+                           weights=args.weights, out=args.out)
+        bench.in_size  # noqa: B018 - checks the size against the scale
+        run_video_benchmark(bench)
+    except (ValueError, VideoError) as exc:
+        raise SystemExit(f"error: {exc}") from None
     return 0

@@ -32,21 +32,25 @@ from ..inference.files import (
     earlier_outputs,
     pixel_budget,
     plan,
+    real_path,
     suffix_problem,
     tile_pad_warning,
     upscale_file,
 )
 from ..inference.upscaler import ALPHA_MODES, UpscaleError, Upscaler
+from ..inference.video import split_videos
 from ..io.images import IMAGE_SUFFIXES, ImageError
+from ..io.video import CONTAINERS, VIDEO_SUFFIXES
 from ..model import SCALES, CheckpointError
+from .upscale_video import add_video_arguments, image_ext, run_videos
 
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
-        "upscale", help="upscale images (PNG, JPEG, WebP, TIFF, BMP)",
-        description="Upscale image files (or folders of them) with WDSR and write <name><suffix>.<ext> files "
-                    "into OUTDIR.")
-    parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="image files or folders")
+        "upscale", help="upscale images (PNG, JPEG, WebP, TIFF, BMP) and videos",
+        description="Upscale image and video files (or folders of them) with WDSR and write <name><suffix>.<ext> "
+                    "files into OUTDIR.")
+    parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="image and video files or folders")
     parser.add_argument("-o", "--out", type=Path, required=True, metavar="OUTDIR", help="output folder")
     parser.add_argument("--scale", type=int, choices=SCALES,
                         help="upscaling factor (default: that of --weights, or 2 with the bundled weights)")
@@ -65,8 +69,9 @@ def add_parser(subparsers) -> None:
                              "device); one that cannot run there stops the command before the first file")
     parser.add_argument("--alpha", choices=ALPHA_MODES, default="bicubic",
                         help="how transparency is upscaled: bicubic (default) or wdsr (the alpha plane as gray)")
-    parser.add_argument("--ext", choices=tuple(EXTENSIONS), default="png",
-                        help="output format (default: png); 'same' keeps each input's format")
+    parser.add_argument("--ext", choices=(*EXTENSIONS, *CONTAINERS), default="png",
+                        help="output format of images (default: png) or container of videos (default: the "
+                             "input's); 'same' keeps each input's format")
     parser.add_argument("--quality", type=_quality, default=95, help="JPEG/WebP quality 1-100 (default: 95)")
     parser.add_argument("--suffix", help="added to each output's name, without a path separator (default: "
                                           "_x<scale>)")
@@ -79,6 +84,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--max-pixels", type=_int_at_least(0), default=Image.MAX_IMAGE_PIXELS,
                         help="refuse inputs with more pixels, checked before decoding (default: %(default)s; "
                              "0: no limit)")
+    add_video_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -126,11 +132,12 @@ def run(args: argparse.Namespace) -> int:
     if args.suffix is not None and (problem := suffix_problem(args.suffix)) is not None:
         print(f"error: --suffix {args.suffix!r} {problem}", file=sys.stderr)
         return 2
-    files = collect_images(args.inputs, args.recursive, args.out)
-    if all(item.problem is not None for item in files):
-        for item in files:
+    found = collect_images(args.inputs, args.recursive, args.out, IMAGE_SUFFIXES + VIDEO_SUFFIXES)
+    if all(item.problem is not None for item in found):
+        for item in found:
             print(f"error: {item.path}: {item.problem}", file=sys.stderr)
-        raise SystemExit(f"error: no images ({', '.join(IMAGE_SUFFIXES)}) found in the inputs")
+        raise SystemExit(f"error: no images ({', '.join(IMAGE_SUFFIXES)}) or videos ({', '.join(VIDEO_SUFFIXES)}) "
+                         f"found in the inputs")
     try:
         check_output_folder(args.out)
     except OutputFolderError as exc:
@@ -149,15 +156,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"warning: --tile-pad {args.tile_pad}: {warning}", file=sys.stderr)
     scale = upscaler.scale
     suffix = f"_x{scale}" if args.suffix is None else args.suffix
-    files, left_out = earlier_outputs(files, args.out, args.ext, suffix)
+    found, left_out = earlier_outputs(found, args.out, image_ext(args.ext), suffix)
     if left_out:
         names = ", ".join(str(item.path) for item in left_out[:3]) + (", ..." if len(left_out) > 3 else "")
         print(f"note: left out {len(left_out)} file{'s' if len(left_out) > 1 else ''} of the output folder named "
               f"as outputs of this run (earlier outputs, not inputs): {names}", file=sys.stderr)
-    jobs = plan(files, args.out, args.ext, suffix)
+    files, videos = split_videos(found)
+    jobs = plan(files, args.out, image_ext(args.ext), suffix)
     done, skipped, failed = 0, 0, 0
     with terminate_as_exit(), pixel_budget(args.max_pixels):
-        for job in tqdm(jobs, desc="upscaling", unit="image", file=sys.stderr):
+        for job in tqdm(jobs, desc="upscaling", unit="image", file=sys.stderr, disable=not jobs):
             if job.problem is not None:
                 failed += 1
                 tqdm.write(f"error: {job.source}: {job.problem}", file=sys.stderr)
@@ -181,7 +189,11 @@ def run(args: argparse.Namespace) -> int:
                 failed += 1
                 tqdm.write(f"error: {job.source}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
                            file=sys.stderr)
-    print(f"{done} of {len(jobs)} images upscaled x{scale} into {args.out}"
-          + (f"; {skipped} skipped (output exists)" if skipped else "")
-          + (f"; {failed} failed" if failed else ""))
+        if jobs or not videos:
+            print(f"{done} of {len(jobs)} images upscaled x{scale} into {args.out}"
+                  + (f"; {skipped} skipped (output exists)" if skipped else "")
+                  + (f"; {failed} failed" if failed else ""))
+        if videos:  # after the images: one line and a frame bar per video, and their own summary
+            inputs = {real_path(item.path) for item in found if item.problem is None}
+            failed += run_videos(args, upscaler, videos, suffix, inputs)[2]
     return 1 if failed else 0

@@ -46,22 +46,25 @@ class Job:
     problem: str | None = None  # known before reading: a name clash, or the input's problem
 
 
-def collect_images(inputs: list[Path], recursive: bool, out: Path) -> list[Input]:
+def collect_images(inputs: list[Path], recursive: bool, out: Path,
+                   suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> list[Input]:
     """The files as given and the images in folders (sorted; with ``recursive`` the sub-folders too, hidden ones,
     linked ones and OUTDIR itself left out). An input that cannot be used (missing, a broken or looping symbolic
-    link, a folder that cannot be listed) comes with its problem, so that the batch can name it and go on."""
+    link, a folder that cannot be listed) comes with its problem, so that the batch can name it and go on.
+    ``suffixes``: what a folder's files are taken by (the upscale command adds the video suffixes)."""
     out_real = real_path(out)
     found: list[Input] = []
     for item in inputs:
         problem = path_problem(item)
         if problem is None and item.is_dir():
-            _collect_folder(item, Path(), recursive, out_real, found)
+            _collect_folder(item, Path(), recursive, out_real, suffixes, found)
         else:
             found.append(Input(item, Path(), problem))
     return found
 
 
-def _collect_folder(folder: Path, relative: Path, recursive: bool, out_real: Path, found: list[Input]) -> None:
+def _collect_folder(folder: Path, relative: Path, recursive: bool, out_real: Path, suffixes: tuple[str, ...],
+                    found: list[Input]) -> None:
     try:
         with os.scandir(folder) as listing:
             entries = sorted(listing, key=lambda entry: entry.name)
@@ -80,10 +83,10 @@ def _collect_folder(folder: Path, relative: Path, recursive: bool, out_real: Pat
         if is_dir:
             if recursive and not entry.is_symlink() and real_path(path) != out_real:
                 subfolders.append(path)
-        elif Path(entry.name).suffix.lower() in IMAGE_SUFFIXES:
+        elif Path(entry.name).suffix.lower() in suffixes:
             found.append(Input(path, relative, path_problem(path), listed=True))
     for path in subfolders:
-        _collect_folder(path, relative / path.name, recursive, out_real, found)
+        _collect_folder(path, relative / path.name, recursive, out_real, suffixes, found)
 
 
 def path_problem(path: Path) -> str | None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -251,12 +251,14 @@ class Upscaler:
         return Picture(pixels, picture.icc_profile, picture.exif, notes, picture.source_format)
 
     def upscale_pixels(self, pixels: np.ndarray, notes: list[str] | None = None) -> np.ndarray:
-        """(H, W, C) uint8/uint16 -> (sH, sW, C) of the same dtype."""
-        height, width, channels = pixels.shape
+        """(H, W, C) uint8/uint16 -> (sH, sW, C) of the same dtype; (N, H, W, C) frames of one size and dtype,
+        run through the network together, -> (N, sH, sW, C)."""
+        frames = pixels if pixels.ndim == 4 else pixels[None]
+        count, height, width, channels = frames.shape
         if height == 0 or width == 0:
             raise ValueError(f"empty image {width}x{height}")
-        lr = torch.from_numpy(pixels.transpose(2, 0, 1).copy())[None]  # (1, C, H, W) on the host
-        result = torch.empty(1, height * self.scale, width * self.scale, channels,
+        lr = torch.from_numpy(frames.transpose(0, 3, 1, 2).copy())  # (N, C, H, W) on the host
+        result = torch.empty(count, height * self.scale, width * self.scale, channels,
                              dtype=torch.uint8 if pixels.dtype == np.uint8 else torch.uint16)
         tile = self._start_tile(height, width)
         while True:
@@ -272,9 +274,40 @@ class Upscaler:
                 notes.append(f"out of device memory: tile {tile}")
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
-        return result[0].numpy()
+        return result.numpy() if pixels.ndim == 4 else result[0].numpy()
+
+    def upscale_frames(self, frames: Iterable[np.ndarray], batch: int = 1) -> Iterator[np.ndarray]:
+        """Frames in, upscaled frames out, in order: an iterable of (H, W) or (H, W, C) uint8/uint16 arrays (a
+        video decoded by the caller's own pipeline, say) -> an iterator of arrays, each as ``upscale`` returns it.
+        ``batch``: up to that many consecutive frames of one size and dtype go through the network together
+        (worth it on a GPU). Frames are taken lazily: at most ``batch`` are held. Files: ``wdsr_fast.upscale_video``.
+        """
+        if batch < 1:
+            raise ValueError(f"batch must be >= 1, got {batch}")
+        return self._frames(frames, batch)
 
     # -- internals ----------------------------------------------------------------------------------
+    def _frames(self, frames: Iterable[np.ndarray], batch: int) -> Iterator[np.ndarray]:
+        pending: list[np.ndarray] = []
+        for frame in frames:
+            if not isinstance(frame, np.ndarray) or frame.ndim not in (2, 3):
+                raise TypeError(f"expected (H, W) or (H, W, C) numpy frames, got "
+                                f"{getattr(frame, 'shape', type(frame).__name__)}")
+            if pending and (frame.shape != pending[0].shape or frame.dtype != pending[0].dtype):
+                yield from self._upscale_batch(pending)
+                pending = []
+            pending.append(frame)
+            if len(pending) == batch:
+                yield from self._upscale_batch(pending)
+                pending = []
+        if pending:
+            yield from self._upscale_batch(pending)
+
+    def _upscale_batch(self, frames: list[np.ndarray]) -> list[np.ndarray]:
+        pictures = [Picture(frame).pixels for frame in frames]  # checks channels and dtype as upscale() does
+        out = self.upscale_pixels(np.stack(pictures))
+        return [o[..., 0] if f.ndim == 2 else o for o, f in zip(out, frames, strict=True)]
+
     def _start_tile(self, height: int, width: int) -> int:
         if self.tile is None:
             return max(height, width)
