@@ -30,6 +30,7 @@ from ..inference.files import (
     check_output_folder,
     collect_images,
     earlier_outputs,
+    failure_line,
     pixel_budget,
     plan,
     real_path,
@@ -182,13 +183,9 @@ def run(args: argparse.Namespace) -> int:
             except (ImageError, UpscaleError) as exc:
                 failed += 1
                 tqdm.write(f"error: {exc}", file=sys.stderr)
-            except MemoryError:
+            except (MemoryError, ValueError, RuntimeError, OSError) as exc:
                 failed += 1
-                tqdm.write(f"error: {job.source}: out of host memory", file=sys.stderr)
-            except (ValueError, RuntimeError, OSError) as exc:
-                failed += 1
-                tqdm.write(f"error: {job.source}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
-                           file=sys.stderr)
+                tqdm.write(f"error: {failure_line(job.source, exc)}", file=sys.stderr)
         if jobs or not videos:
             print(f"{done} of {len(jobs)} images upscaled x{scale} into {args.out}"
                   + (f"; {skipped} skipped (output exists)" if skipped else "")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..inference.files import Input
+from ..inference.files import Input, failure_line
 from ..inference.upscaler import UpscaleError, Upscaler
 from ..inference.video import plan_videos, upscale_video_file
 from ..io.atomic import remove_leftovers
@@ -121,13 +121,9 @@ def run_videos(args: argparse.Namespace, upscaler: Upscaler, videos: list[Input]
                 text = str(exc)
                 tqdm.write(f"error: {text if text.startswith(str(job.source)) else f'{job.source}: {text}'}",
                            file=sys.stderr)
-            except MemoryError:
+            except (MemoryError, ValueError, RuntimeError, OSError) as exc:
                 failed += 1
-                tqdm.write(f"error: {job.source}: out of host memory", file=sys.stderr)
-            except (ValueError, RuntimeError, OSError) as exc:
-                failed += 1
-                tqdm.write(f"error: {job.source}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
-                           file=sys.stderr)
+                tqdm.write(f"error: {failure_line(job.source, exc)}", file=sys.stderr)
             finally:
                 bar.close()
     finally:

@@ -144,13 +144,16 @@ def earlier_outputs(files: list[Input], out: Path, ext: str, suffix: str) -> tup
     return [item for item in files if item not in left_out], left_out
 
 
-def plan(files: list[Input], out: Path, ext: str, suffix: str) -> list[Job]:
-    """The output of each input; two inputs with one output, or an output that is an input, are refused by name."""
-    inputs = {real_path(item.path) for item in files if item.problem is None}
+def plan(files: list[Input], out: Path, ext: str, suffix: str, output=output_of,
+         inputs: set[Path] | None = None) -> list[Job]:
+    """The output of each input (``output(item, out, ext, suffix)``: its path and format); two inputs with one
+    output, or an output that is an input (of ``inputs``, default ``files``), are refused by name."""
+    if inputs is None:
+        inputs = {real_path(item.path) for item in files if item.problem is None}
     jobs: list[Job] = []
     claimed: dict[Path, Path] = {}
     for item in files:
-        target, fmt = output_of(item, out, ext, suffix)
+        target, fmt = output(item, out, ext, suffix)
         job = Job(item.path, target, fmt, item.problem)
         key = real_path(target)
         if job.problem is not None:
@@ -242,3 +245,10 @@ def upscale_file(upscaler: Upscaler, job: Job, quality: int, replace: bool = Tru
         raise ImageError(f"{job.source}: cannot write {job.target}: {exc.strerror or exc}") from None
     size = f"{result.pixels.shape[1]}x{result.pixels.shape[0]}"
     return f"{job.source} -> {job.target} ({before} -> {size}" + "".join(f"; {n}" for n in notes) + ")"
+
+
+def failure_line(source: Path, exc: BaseException) -> str:
+    """One line for a file that failed with an unexpected ``exc``: the file, then the first line of the reason."""
+    if isinstance(exc, MemoryError):
+        return f"{source}: out of host memory"
+    return f"{source}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"

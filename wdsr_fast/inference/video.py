@@ -41,7 +41,7 @@ from ..io.video import (
     is_video,
     output_container,
 )
-from .files import Input, Job, real_path
+from .files import Input, Job, plan
 from .upscaler import Upscaler
 
 STAGES = ("decode", "upscale", "encode")
@@ -302,24 +302,13 @@ def split_videos(files: list[Input]) -> tuple[list[Input], list[Input]]:
     return [f for f in files if not is_video(f.path)], [f for f in files if is_video(f.path)]
 
 
+def video_output(item: Input, out: Path, ext: str, suffix: str) -> tuple[Path, str]:
+    """The output file of the video ``item`` and its container's --ext name."""
+    container, ending = output_container(item.path, ext)
+    return out / item.folder / f"{item.path.stem}{suffix}{ending}", container
+
+
 def plan_videos(files: list[Input], out: Path, ext: str, suffix: str, inputs: set[Path] | None = None) -> list[Job]:
     """The output of each video (``Job.fmt``: the container's --ext name); two videos with one output, or an
     output that is an input (of ``inputs``: all the command's files), are refused by name."""
-    inputs = inputs if inputs is not None else {real_path(f.path) for f in files if f.problem is None}
-    jobs: list[Job] = []
-    claimed: dict[Path, Path] = {}
-    for item in files:
-        container, ending = output_container(item.path, ext)
-        target = out / item.folder / f"{item.path.stem}{suffix}{ending}"
-        job = Job(item.path, target, container, item.problem)
-        key = real_path(target)
-        if job.problem is not None:
-            pass
-        elif key in claimed:
-            job.problem = f"{claimed[key]} is also written to {target}: rename one of them (or use --suffix)"
-        elif key in inputs:
-            job.problem = f"its output {target} is an input of this run: choose another --out or --suffix"
-        else:
-            claimed[key] = item.path
-        jobs.append(job)
-    return jobs
+    return plan(files, out, ext, suffix, output=video_output, inputs=inputs)
