@@ -169,3 +169,8 @@ def test_a_pickle_with_objects_is_refused_for_safety(tmp_path, capsys):
         assert "refused for safety" in message and "\n" not in message
         assert "weights_only" not in message and "False" not in message  # never the advice to load it unsafely
     assert "must never run" not in capsys.readouterr().out
+
+
+def test_a_folder_is_not_a_checkpoint(tmp_path):
+    with pytest.raises(CheckpointError, match="a folder, not a checkpoint file"):
+        load_model(tmp_path)

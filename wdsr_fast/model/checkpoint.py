@@ -141,11 +141,17 @@ def _read(path: Path, map_location) -> tuple[dict[str, torch.Tensor], dict | Non
     return state, config
 
 
+def _check_is_file(path: Path) -> None:
+    if path.is_dir():
+        raise CheckpointError(f"{path}: a folder, not a checkpoint file")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+
+
 def load_model(path, map_location="cpu") -> WDSR:
     """A ready reference WDSR (eval mode) from any supported checkpoint file."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
+    _check_is_file(path)
     try:
         stored, config = _read(path, map_location)
     except CheckpointError:
@@ -187,8 +193,7 @@ def read_checkpoint(path, map_location="cpu") -> tuple[dict[str, torch.Tensor], 
     """A checkpoint's tensors as stored (wrappers removed, keys untouched) and its stored config (None if the
     file has none): what ``wdsr-fast info`` reports the source layout from. CheckpointError if unreadable."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
+    _check_is_file(path)
     try:
         return _read(path, map_location)
     except CheckpointError:
