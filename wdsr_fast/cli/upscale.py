@@ -39,6 +39,7 @@ from ..inference.files import (
 from ..inference.upscaler import ALPHA_MODES, UpscaleError, Upscaler
 from ..io.images import IMAGE_SUFFIXES, ImageError
 from ..model import SCALES, CheckpointError
+from . import upscale_ray
 
 
 def add_parser(subparsers) -> None:
@@ -79,6 +80,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--max-pixels", type=_int_at_least(0), default=Image.MAX_IMAGE_PIXELS,
                         help="refuse inputs with more pixels, checked before decoding (default: %(default)s; "
                              "0: no limit)")
+    upscale_ray.add_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -123,6 +125,8 @@ def terminate_as_exit():
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.ray is not None:
+        return upscale_ray.run(args)
     if args.suffix is not None and (problem := suffix_problem(args.suffix)) is not None:
         print(f"error: --suffix {args.suffix!r} {problem}", file=sys.stderr)
         return 2
