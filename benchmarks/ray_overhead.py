@@ -35,10 +35,13 @@ def make_photos(folder: Path, count: int, width: int, height: int) -> None:
         Image.fromarray(photo[y:y + height, x:x + width]).save(folder / f"photo{i:03d}.jpg", quality=92)
 
 
-def timed(argv: list[str]) -> float:
+def timed(argv: list[str]) -> tuple[float, str]:
+    """(wall seconds, the last worker line of a --ray run or "")."""
     start = time.perf_counter()
-    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - start
+    run = subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    seconds = time.perf_counter() - start
+    workers = [line for line in run.stderr.splitlines() if line.startswith("worker ")]
+    return seconds, workers[-1] if workers else ""
 
 
 def storage_rates(folder: Path) -> tuple[float, float]:
@@ -75,8 +78,9 @@ def main() -> None:
             for name, extra in (("plain", []), ("ray", ["--ray"])) if round_ % 2 == 0 else (
                     ("ray", ["--ray"]), ("plain", [])):
                 out = work / f"out-{name}-{round_}"
-                times[name].append(timed([*command, "-o", str(out), *extra]))
-                print(f"round {round_} {name}: {times[name][-1]:.2f} s", flush=True)
+                seconds, worker = timed([*command, "-o", str(out), *extra])
+                times[name].append(seconds)
+                print(f"round {round_} {name}: {seconds:.2f} s {worker}", flush=True)
                 shutil.rmtree(out)
         plain, ray = statistics.median(times["plain"]), statistics.median(times["ray"])
         print(f"median plain {plain:.2f} s, --ray {ray:.2f} s: +{ray - plain:.2f} s ({(ray / plain - 1) * 100:.0f}%)")

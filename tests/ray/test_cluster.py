@@ -76,17 +76,20 @@ def test_without_ray_one_line_and_status_2(tmp_path, photos, weights, monkeypatc
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
-def test_same_files_as_the_plain_command(tmp_path, photos, weights, local_ray, capsys):
-    """Names, formats, 16-bit, alpha, EXIF: byte for byte, with tiles on the workers as on one machine."""
-    common = [str(photos), "--weights", str(weights), "--tile", "16"]
-    assert main(["upscale", *common, "-o", str(tmp_path / "plain")]) == 0
-    assert main(["upscale", *common, "-o", str(tmp_path / "ray"), "--ray"]) == 0
+def test_same_files_as_the_plain_command(tmp_path, photos, weights, local_ray, capsys, monkeypatch):
+    """Names, formats, 16-bit, alpha, EXIF: byte for byte, with tiles on the workers as on one machine; relative
+    paths mean on the workers what they mean for the command."""
+    monkeypatch.chdir(tmp_path)
+    common = ["in", "--weights", str(weights), "--tile", "16"]
+    assert main(["upscale", *common, "-o", "plain"]) == 0
+    assert main(["upscale", *common, "-o", "ray", "--ray"]) == 0
     plain, on_ray = contents(tmp_path / "plain"), contents(tmp_path / "ray")
     assert len(plain) == 6 and plain.keys() == on_ray.keys()
     assert [name for name in plain if plain[name] != on_ray[name]] == []
     captured = capsys.readouterr()
     assert "6 of 6 images upscaled x2 into" in captured.out.splitlines()[-1]
     assert "worker " in captured.err and "6 done, 0 skipped, 0 failed" in captured.err
+    assert "in/astronaut.png -> ray/astronaut_x2.png (RGB 8-bit 37x31 -> 74x62)" in captured.err
 
 
 def test_a_corrupt_file_is_named_and_the_others_are_done(tmp_path, photos, weights, local_ray, capsys):

@@ -55,6 +55,7 @@ DIE_ONCE_ENV = "WDSR_FAST_RAY_DIE_ONCE"  # tests: a marker path; a worker exits 
 BATCH_FILES = 16  # most files per actor call
 BATCH_BYTES = 8 << 20  # a call takes files until their inputs reach this size on disk
 CALLS_PER_WORKER = 4  # at least this many calls per actor, so that the last ones end together
+MAX_GRAPHS = 8  # CUDA graphs kept per GPU actor (one per input shape): photos of many sizes would fill the GPU
 
 
 class ClusterError(RuntimeError):
@@ -89,6 +90,7 @@ class Settings:
     replace: bool
     max_pixels: int
     weights_name: str
+    cwd: str | None = None  # the driver's working folder, where relative paths start (None: all are absolute)
 
 
 @dataclass
@@ -198,10 +200,17 @@ class UpscaleWorker:
             torch.set_num_threads(settings.threads)
         self.name = f"{socket.gethostname()} pid {os.getpid()} ({device}" + (
             f", {settings.threads} threads)" if device == "cpu" else ")")
+        if settings.cwd is not None:
+            if not os.path.isdir(settings.cwd):
+                self.problem = (f"the working folder of the command, {settings.cwd}, is not on this node: give the "
+                                f"inputs and -o as absolute paths on storage every node sees")
+                return
+            os.chdir(settings.cwd)  # this process is the actor's own: relative paths mean what they mean there
         try:
             config, state = ray.get(shipped[0])  # a reference in a list: fetched here, not held by Ray as an argument
             model = FastWDSR.from_config(config, backend=settings.backend, cuda_graphs=device.startswith("cuda"))
             model.load_state_dict(state)
+            self.model = model
             self.upscaler = Upscaler(weights=model.eval(), device=device, half=settings.half, tile=settings.tile,
                                      tile_pad=settings.tile_pad, backend=settings.backend, alpha=settings.alpha)
             self.upscaler.weights = settings.weights_name  # named in its errors as on one machine
@@ -222,6 +231,8 @@ class UpscaleWorker:
                 outcome = run_job(self.upscaler, job, self.settings.quality, self.settings.replace)
                 outcome.worker, outcome.seconds = self.name, time.perf_counter() - start
                 outcomes.append((index, outcome))
+                if len(self.model._graphs) > MAX_GRAPHS:  # repeated shapes (one camera, tiles) keep theirs
+                    self.model.refold()
         return outcomes
 
 
@@ -373,6 +384,7 @@ def _run_on_cluster(ray, todo, outcomes, report, checked, address, device, half,
     from tqdm import tqdm
 
     ours = _connect(ray, address, runtime_env)
+    actors: list = []
     try:
         gpus, cpus, smallest = _resources(ray)
         if device is None:
@@ -390,11 +402,12 @@ def _run_on_cluster(ray, todo, outcomes, report, checked, address, device, half,
         options.update(max_restarts=-1, max_task_retries=task_retries)
         if runtime_env and not ours:  # a Ray started before: the actors get it
             options["runtime_env"] = runtime_env
+        relative = any(not job.source.is_absolute() or not job.target.is_absolute() for _, job in todo)
         settings = Settings(device, half, tile, tile_pad, backend, alpha, threads, quality, overwrite, max_pixels,
-                            checked.weights)
+                            checked.weights, os.getcwd() if relative else None)
         shipped = ray.put((checked.config, checked.model.state_dict()))  # once, for every actor
         actor_class = ray.remote(UpscaleWorker)
-        actors = [actor_class.options(**options).remote([shipped], settings) for _ in range(count)]
+        actors += [actor_class.options(**options).remote([shipped], settings) for _ in range(count)]
         for name, problem in ray.get([a.ready.remote() for a in actors]):
             if problem is not None:
                 raise ClusterError(f"worker {name} cannot upscale: {problem}", status=2)
@@ -418,13 +431,16 @@ def _run_on_cluster(ray, todo, outcomes, report, checked, address, device, half,
                     report.add(outcome)
                 bar.update(len(results))
                 bar.set_postfix_str(f"{images / max(time.perf_counter() - started, 1e-9):.2f} images/s")
+            reason = lost[-1] if lost else "no result"
             for index, job in todo:
                 if index not in outcomes:
                     outcomes[index] = Outcome(str(job.source), "failed", f"error: {job.source}: its worker died "
-                                              f"{task_retries + 1} times while upscaling it ({lost[-1]})")
+                                              f"{task_retries + 1} times while upscaling it ({reason})")
                     log(outcomes[index].line)
                     report.add(outcomes[index])
                     bar.update(1)
     finally:
+        for actor in actors:
+            ray.kill(actor)  # their CPUs and GPUs free at once for what runs next on this Ray
         if ours:
             ray.shutdown()
