@@ -126,7 +126,8 @@ def terminate_as_exit():
 
 def run(args: argparse.Namespace) -> int:
     if args.ray is not None:
-        return upscale_ray.run(args)
+        with terminate_as_exit():  # SIGTERM ends the Ray this command started, as Ctrl-C does
+            return upscale_ray.run(args)
     if args.suffix is not None and (problem := suffix_problem(args.suffix)) is not None:
         print(f"error: --suffix {args.suffix!r} {problem}", file=sys.stderr)
         return 2

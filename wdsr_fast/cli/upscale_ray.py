@@ -18,16 +18,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..inference.cluster import ClusterError, upscale_on_ray
-    from .upscale import terminate_as_exit
 
     try:
-        with terminate_as_exit():
-            report = upscale_on_ray(
-                args.inputs, args.out, address=None if args.ray == LOCAL else args.ray, weights=args.weights,
-                scale=args.scale, ext=args.ext, suffix=args.suffix, quality=args.quality, recursive=args.recursive,
-                overwrite=args.overwrite, tile=args.tile, tile_pad=args.tile_pad, backend=args.backend,
-                alpha=args.alpha, device=args.device, half=args.half, threads=args.threads, workers=args.ray_workers,
-                max_pixels=args.max_pixels)
+        report = upscale_on_ray(
+            args.inputs, args.out, address=None if args.ray == LOCAL else args.ray, weights=args.weights,
+            scale=args.scale, ext=args.ext, suffix=args.suffix, quality=args.quality, recursive=args.recursive,
+            overwrite=args.overwrite, tile=args.tile, tile_pad=args.tile_pad, backend=args.backend,
+            alpha=args.alpha, device=args.device, half=args.half, threads=args.threads, workers=args.ray_workers,
+            max_pixels=args.max_pixels)
     except ClusterError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.status

@@ -39,6 +39,7 @@ from .files import (
     Job,
     OutputExists,
     OutputFolderError,
+    backend_problem,
     check_output_folder,
     collect_images,
     earlier_outputs,
@@ -214,6 +215,8 @@ class UpscaleWorker:
             self.upscaler = Upscaler(weights=model.eval(), device=device, half=settings.half, tile=settings.tile,
                                      tile_pad=settings.tile_pad, backend=settings.backend, alpha=settings.alpha)
             self.upscaler.weights = settings.weights_name  # named in its errors as on one machine
+            if (reason := backend_problem(self.upscaler, settings.backend)) is not None:
+                self.problem = f"--backend {settings.backend} cannot run on {self.upscaler.device}: {reason}"
         except (ValueError, RuntimeError) as exc:
             self.problem = str(exc).splitlines()[0]
 
