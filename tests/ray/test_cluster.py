@@ -133,3 +133,14 @@ def test_a_worker_killed_mid_run_loses_nothing(tmp_path, photos, weights, local_
     assert len(report.workers) >= 1
     assert main(["upscale", str(photos), "-o", str(tmp_path / "plain"), "--weights", str(weights)]) == 0
     assert contents(tmp_path / "ray") == contents(tmp_path / "plain")  # no partial or temporary file either
+
+
+def test_a_call_whose_worker_dies_on_every_try_fails_its_files_only(tmp_path, photos, weights, local_ray):
+    """No retry left (task_retries=0): the files of the call that killed its worker are failed with the reason,
+    Ray restarts the actor and every other file is done."""
+    report = upscale_on_ray([photos], tmp_path / "out", weights=weights, workers=1, task_retries=0, progress=False,
+                            log=lambda line: None, runtime_env={"env_vars": {DIE_ONCE_ENV: str(tmp_path / "died")}})
+    failed = report.failed
+    assert report.status == 1 and 1 <= len(failed) < 6 and report.count("done") == 6 - len(failed)
+    assert all("its worker died on every try (1): " in o.line for o in failed), [o.line for o in failed]
+    assert not [p for p in (tmp_path / "out").iterdir() if p.name.endswith(".tmp")]

@@ -437,8 +437,8 @@ def _run_on_cluster(ray, todo, outcomes, report, checked, address, device, half,
             reason = lost[-1] if lost else "no result"
             for index, job in todo:
                 if index not in outcomes:
-                    outcomes[index] = Outcome(str(job.source), "failed", f"error: {job.source}: its worker died "
-                                              f"{task_retries + 1} times while upscaling it ({reason})")
+                    outcomes[index] = Outcome(str(job.source), "failed", f"error: {job.source}: its worker died on "
+                                              f"every try ({task_retries + 1}): {reason}")
                     log(outcomes[index].line)
                     report.add(outcomes[index])
                     bar.update(1)
