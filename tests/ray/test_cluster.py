@@ -136,11 +136,12 @@ def test_a_worker_killed_mid_run_loses_nothing(tmp_path, photos, weights, local_
 
 
 def test_a_call_whose_worker_dies_on_every_try_fails_its_files_only(tmp_path, photos, weights, local_ray):
-    """No retry left (task_retries=0): the files of the call that killed its worker are failed with the reason,
+    """A call that kills its worker on both of its tries (task_retries=1): its files are failed with the reason,
     Ray restarts the actor and every other file is done."""
-    report = upscale_on_ray([photos], tmp_path / "out", weights=weights, workers=1, task_retries=0, progress=False,
-                            log=lambda line: None, runtime_env={"env_vars": {DIE_ONCE_ENV: str(tmp_path / "died")}})
+    died = f"{tmp_path / 'died'}:2"
+    report = upscale_on_ray([photos], tmp_path / "out", weights=weights, workers=1, task_retries=1, progress=False,
+                            log=lambda line: None, runtime_env={"env_vars": {DIE_ONCE_ENV: died}})
     failed = report.failed
     assert report.status == 1 and 1 <= len(failed) < 6 and report.count("done") == 6 - len(failed)
-    assert all("its worker died on every try (1): " in o.line for o in failed), [o.line for o in failed]
+    assert all("its worker died on every try (2): " in o.line for o in failed), [o.line for o in failed]
     assert not [p for p in (tmp_path / "out").iterdir() if p.name.endswith(".tmp")]

@@ -52,7 +52,7 @@ from .files import (
 from .upscaler import UpscaleError, Upscaler
 
 RAY_MISSING = "--ray needs Ray, which is not installed: pip install 'wdsr-fast[ray]'"
-DIE_ONCE_ENV = "WDSR_FAST_RAY_DIE_ONCE"  # tests: a marker path; a worker exits mid-call once, when it is missing
+DIE_ONCE_ENV = "WDSR_FAST_RAY_DIE_ONCE"  # tests: PATH[:N]; workers exit mid-call until PATH records N deaths
 BATCH_FILES = 16  # most files per actor call
 BATCH_BYTES = 8 << 20  # a call takes files until their inputs reach this size on disk
 CALLS_PER_WORKER = 4  # at least this many calls per actor, so that the last ones end together
@@ -240,11 +240,18 @@ class UpscaleWorker:
 
 
 def _die_once_for_tests() -> None:
-    """With ``WDSR_FAST_RAY_DIE_ONCE=PATH`` set for the workers and no file at PATH: make it, and end this process
-    at once, halfway through its call (a worker killed mid-run, as by a lost node or the OOM killer)."""
-    marker = os.environ.get(DIE_ONCE_ENV)
-    if marker and not os.path.exists(marker):
-        Path(marker).touch()
+    """With ``WDSR_FAST_RAY_DIE_ONCE=PATH[:N]`` set for the workers (N: 1 unless given) and fewer than N deaths
+    recorded in the file PATH: record one more, and end this process at once, halfway through its call (a worker
+    killed mid-run, as by a lost node or the OOM killer)."""
+    value = os.environ.get(DIE_ONCE_ENV)
+    if not value:
+        return
+    marker, _, times = value.rpartition(":") if value.rpartition(":")[2].isdigit() else (value, "", "1")
+    path = Path(marker)
+    deaths = len(path.read_text()) if path.exists() else 0
+    if deaths < int(times):
+        with open(path, "a") as f:
+            f.write("x")
         os._exit(1)
 
 
@@ -320,7 +327,7 @@ def upscale_on_ray(inputs: Sequence[os.PathLike | str], out: os.PathLike | str, 
     address: None starts a local Ray (and ends it after); ``"auto"`` or ``"ray://HOST:PORT"`` joins a cluster.
     device: ``"cuda"`` (one actor per GPU), ``"cpu"`` (actors of ``threads`` CPUs), or None: cuda where the
     cluster has GPUs. workers: how many actors (default: one per GPU, or the cluster's CPUs / ``threads``).
-    task_retries: how often a call is run again after its worker died. log: gets each file's line (default:
+    task_retries: how often a call is run again after its worker died (at least 1). log: gets each file's line (default:
     stderr, above the progress bar). Raises ``ClusterError`` when the run cannot start; a file that fails is in
     the report (``report.failed``) and the others are done.
     """
@@ -335,6 +342,8 @@ def upscale_on_ray(inputs: Sequence[os.PathLike | str], out: os.PathLike | str, 
 
     if suffix is not None and (problem := suffix_problem(suffix)) is not None:
         raise ClusterError(f"--suffix {suffix!r} {problem}", status=2)
+    if task_retries < 1:  # with none, the calls sent to an actor while Ray restarts it fail as well
+        raise ClusterError(f"task_retries must be at least 1, got {task_retries}", status=2)
     if device not in (None, "cpu", "cuda"):
         raise ClusterError(f"--device {device!r} with --ray: cpu or cuda (each actor gets its own GPU)", status=2)
     files = collect_images([Path(p) for p in inputs], recursive, out)
