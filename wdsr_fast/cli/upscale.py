@@ -43,6 +43,7 @@ from ..inference.video import split_videos
 from ..io.images import IMAGE_SUFFIXES, ImageError
 from ..io.video import CONTAINERS, VIDEO_SUFFIXES
 from ..model import SCALES, CheckpointError
+from . import upscale_ray
 from .upscale_video import add_video_arguments, image_ext, run_videos
 
 
@@ -86,6 +87,7 @@ def add_parser(subparsers) -> None:
                         help="refuse inputs with more pixels, checked before decoding (default: %(default)s; "
                              "0: no limit)")
     add_video_arguments(parser)
+    upscale_ray.add_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -130,6 +132,9 @@ def terminate_as_exit():
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.ray is not None:
+        with terminate_as_exit():  # SIGTERM ends the Ray this command started, as Ctrl-C does
+            return upscale_ray.run(args)
     if args.suffix is not None and (problem := suffix_problem(args.suffix)) is not None:
         print(f"error: --suffix {args.suffix!r} {problem}", file=sys.stderr)
         return 2

@@ -1,0 +1,38 @@
+"""``wdsr-fast upscale ... --ray [ADDRESS]``: the same batch on a Ray cluster (``inference/cluster.py``): parse,
+call, print the per-worker summary and the plain command's summary line."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+LOCAL = "local"  # --ray without an address
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ray", nargs="?", const=LOCAL, default=None, metavar="ADDRESS",
+                        help="run on Ray (pip install 'wdsr-fast[ray]'): alone, a local Ray; 'auto' or "
+                             "ray://HOST:PORT, a cluster whose nodes all see the inputs and OUTDIR")
+    parser.add_argument("--ray-workers", type=int, default=None, metavar="N",
+                        help="with --ray: how many actors (default: one per GPU, or the cluster's CPUs / --threads)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..inference.cluster import ClusterError, upscale_on_ray
+
+    try:
+        report = upscale_on_ray(
+            args.inputs, args.out, address=None if args.ray == LOCAL else args.ray, weights=args.weights,
+            scale=args.scale, ext=args.ext, suffix=args.suffix, quality=args.quality, recursive=args.recursive,
+            overwrite=args.overwrite, tile=args.tile, tile_pad=args.tile_pad, backend=args.backend,
+            alpha=args.alpha, device=args.device, half=args.half, threads=args.threads, workers=args.ray_workers,
+            max_pixels=args.max_pixels)
+    except ClusterError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.status
+    for name, totals in sorted(report.workers.items()):
+        print(totals.line(name), file=sys.stderr)
+    if report.failed:
+        print(f"failed ({len(report.failed)}): " + "; ".join(o.line.removeprefix("error: ") for o in report.failed),
+              file=sys.stderr)
+    print(report.summary())
+    return report.status
