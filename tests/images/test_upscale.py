@@ -12,7 +12,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import astronaut, camera, deep, exif_bytes, grace_hopper_path, png_file, sprite_rgba, stored_for
+from conftest import (
+    astronaut,
+    camera,
+    deep,
+    exif_bytes,
+    grace_hopper_path,
+    png_file,
+    small_model,
+    sprite_rgba,
+    stored_for,
+)
 from helpers import randomise, ychfan_forward, ychfan_state
 from PIL import Image
 
@@ -523,7 +533,6 @@ def test_read_only_output_folder(tmp_path, photos, weights):
 
 
 def test_nan_weights_stop_with_their_name(tmp_path, photos):
-    from conftest import small_model
 
     from wdsr_fast import save_model
 
