@@ -109,9 +109,11 @@ def a_block_path(request, monkeypatch):
     return request.param
 
 
-# n, c, h, w: odd sizes, 1 row, two bands of rows on 2 threads, two column chunks (256)
+# n, c, h, w: odd sizes, 1 row, two bands of rows on 2 threads, two column chunks (256); channel counts that are
+# not multiples of the register blocks (AVX2: 32 output channels) nor of the input-channel blocks (16): c 12 and 20,
+# wide 40 and 72; batch 3
 @pytest.mark.parametrize("shape, wide", [((2, 32, 9, 13), 128), ((1, 24, 1, 7), 96), ((1, 32, 7, 13), 128),
-                                         ((1, 32, 4, 300), 128)])
+                                         ((1, 32, 4, 300), 128), ((1, 12, 6, 37), 40), ((3, 20, 5, 11), 72)])
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_wdsr_a_block(isa, threads, a_block_path, shape, wide, channels_last):
     c = shape[1]
