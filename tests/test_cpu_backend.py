@@ -10,6 +10,7 @@ copies of the kernel source must fail the same check.
 import ctypes
 import shutil
 import subprocess
+import warnings
 from pathlib import Path
 
 import pytest
@@ -236,9 +237,13 @@ def test_registry_picks_cpu_on_cpu_tensors():
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision_on_cpu_runs_the_torch_backend(dtype):
     """The CPU kernels take float32: auto picks the torch backend for other dtypes, and an explicit
-    backend="cpu" warns once and falls back to it."""
+    backend="cpu" warns once (saying whether the CPU has bf16 units) and falls back to it."""
     assert ops.pick_backend("cpu", dtype=dtype) == "torch"
-    assert "float32" in ops.unavailable_reason("cpu", "cpu", dtype=dtype)
+    reason = ops.unavailable_reason("cpu", "cpu", dtype=dtype)
+    assert "float32" in reason and "bf16 units" in reason
+    units = cpu_backend.bf16_units()
+    assert set(units) <= set(cpu_backend.BF16_FLAGS)
+    assert ("has no bf16 units" in reason) == (not units)
     model = WDSR(variant="b", scale=2, n_feats=8, n_resblocks=1)
     image = (torch.rand(1, 3, 6, 5) * 255).to(dtype)
     with torch.inference_mode():
@@ -246,9 +251,12 @@ def test_half_precision_on_cpu_runs_the_torch_backend(dtype):
         auto(image)
         assert auto.last_backend == "torch"
         asked = FastWDSR.from_reference(model, backend="cpu").eval()
-        with pytest.warns(UserWarning, match="float32"):
+        with pytest.warns(UserWarning, match="float32") as caught:
+            out = asked(image)
+        assert len(caught) == 1 and asked.last_backend == "torch" and out.dtype == dtype
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # once per model
             asked(image)
-        assert asked.last_backend == "torch"
         asked(image.float())
         assert asked.last_backend == "cpu"
 
