@@ -3,8 +3,8 @@
 float32 on CPU tensors (other dtypes raise TypeError), threads through ATen's ``parallel_for``, so
 ``torch.set_num_threads`` applies. The kernels are compiled for several instruction sets and the fastest the CPU
 runs is used (``isa_paths()`` lists them); the environment variable ``WDSR_FAST_CPU_ISA`` (``avx512``, ``avx2`` or
-``generic``) picks another, read at every call. WDSR-A blocks run the fused kernel with AVX-512 and oneDNN's
-convolutions (the ReLU and the residual fused in) on the other paths, the faster measured on each;
+``generic``) picks another, read at every call. WDSR-A blocks run the fused kernel with AVX-512 and AVX2 and oneDNN's
+convolutions (the ReLU and the residual fused in) on the portable path, as measured;
 ``WDSR_FAST_CPU_BLOCK_A`` (``fused`` or ``onednn``) picks one. This module loads the extension if it was built
 (``pip install --no-build-isolation .`` with a C++ compiler) through ``common.load_extension`` and exposes the four
 ops with the signatures of ``reference.py``.
