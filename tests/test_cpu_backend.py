@@ -10,6 +10,7 @@ copies of the kernel source must fail the same check.
 import ctypes
 import shutil
 import subprocess
+import warnings
 from pathlib import Path
 
 import pytest
@@ -109,9 +110,11 @@ def a_block_path(request, monkeypatch):
     return request.param
 
 
-# n, c, h, w: odd sizes, 1 row, two bands of rows on 2 threads, two column chunks (256)
+# n, c, h, w: odd sizes, 1 row, two bands of rows on 2 threads, two column chunks (256); channel counts that are
+# not multiples of the register blocks (AVX2: 32 output channels) nor of the input-channel blocks (16): c 12 and 20,
+# wide 40 and 72; batch 3
 @pytest.mark.parametrize("shape, wide", [((2, 32, 9, 13), 128), ((1, 24, 1, 7), 96), ((1, 32, 7, 13), 128),
-                                         ((1, 32, 4, 300), 128)])
+                                         ((1, 32, 4, 300), 128), ((1, 12, 6, 37), 40), ((3, 20, 5, 11), 72)])
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_wdsr_a_block(isa, threads, a_block_path, shape, wide, channels_last):
     c = shape[1]
@@ -140,10 +143,10 @@ def onednn_convolutions(monkeypatch, isa, path):
 
 @pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this torch has no oneDNN")
 def test_wdsr_a_block_path_by_instruction_set(monkeypatch):
-    """The fused kernel with AVX-512 (measured faster there), oneDNN's convolutions with the ReLU and the residual
-    as post-ops elsewhere; WDSR_FAST_CPU_BLOCK_A overrides it (the parity tests above run both)."""
+    """The fused kernel with AVX-512 and AVX2 (measured faster there), oneDNN's convolutions with the ReLU and the
+    residual as post-ops elsewhere; WDSR_FAST_CPU_BLOCK_A overrides it (the parity tests above run both)."""
     for isa in ISAS:
-        assert onednn_convolutions(monkeypatch, isa, None) == (0 if isa == "avx512" else 2)
+        assert onednn_convolutions(monkeypatch, isa, None) == (0 if isa in ("avx512", "avx2") else 2)
         assert onednn_convolutions(monkeypatch, isa, "fused") == 0
         assert onednn_convolutions(monkeypatch, isa, "onednn") == 2
 
@@ -234,9 +237,13 @@ def test_registry_picks_cpu_on_cpu_tensors():
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision_on_cpu_runs_the_torch_backend(dtype):
     """The CPU kernels take float32: auto picks the torch backend for other dtypes, and an explicit
-    backend="cpu" warns once and falls back to it."""
+    backend="cpu" warns once (saying whether the CPU has bf16 units) and falls back to it."""
     assert ops.pick_backend("cpu", dtype=dtype) == "torch"
-    assert "float32" in ops.unavailable_reason("cpu", "cpu", dtype=dtype)
+    reason = ops.unavailable_reason("cpu", "cpu", dtype=dtype)
+    assert "float32" in reason and "bf16 units" in reason
+    units = cpu_backend.bf16_units()
+    assert set(units) <= set(cpu_backend.BF16_FLAGS)
+    assert ("has no bf16 units" in reason) == (not units)
     model = WDSR(variant="b", scale=2, n_feats=8, n_resblocks=1)
     image = (torch.rand(1, 3, 6, 5) * 255).to(dtype)
     with torch.inference_mode():
@@ -244,9 +251,12 @@ def test_half_precision_on_cpu_runs_the_torch_backend(dtype):
         auto(image)
         assert auto.last_backend == "torch"
         asked = FastWDSR.from_reference(model, backend="cpu").eval()
-        with pytest.warns(UserWarning, match="float32"):
+        with pytest.warns(UserWarning, match="float32") as caught:
+            out = asked(image)
+        assert len(caught) == 1 and asked.last_backend == "torch" and out.dtype == dtype
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # once per model
             asked(image)
-        assert asked.last_backend == "torch"
         asked(image.float())
         assert asked.last_backend == "cpu"
 

@@ -86,7 +86,8 @@ struct KernelTable {
   void (*wdsr_a_block)(const BlockAArgs&, const Parallel&);
   void (*tail_shuffle)(const TailArgs&, const Parallel&);
   // Whether wdsr_a_block beats oneDNN's convolutions on this path, so that the binding runs it where torch has
-  // oneDNN too (measured: 1.14x with AVX-512; 0.9x with AVX2, where oneDNN's kernels are used)
+  // oneDNN too (measured: 1.14x with AVX-512; with AVX2 on par on one thread and ahead on two, benchmarks/README.md;
+  // the portable path is not measured against it)
   bool a_block_beats_onednn;
 };
 

@@ -9,5 +9,5 @@
 
 namespace wdsr_cpu {
 const KernelTable kAvx2Kernels = {"avx2", &avx2::head_conv, &avx2::wdsr_b_block, &avx2::wdsr_a_block,
-                                     &avx2::tail_shuffle, false};
+                                     &avx2::tail_shuffle, true};
 }  // namespace wdsr_cpu

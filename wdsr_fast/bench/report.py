@@ -19,7 +19,10 @@ COLUMNS = ("preset", "scale", "out_w", "out_h", "batch", "dtype", "threads", "ro
            "gflops", "of_peak", "peak_gflops", "roofline", "vs_eager_fp32", "vs_compile", "vs_reference_op",
            "thread_scaling", "rel_err", "first_call_s", "peak_mem_mb", "skipped")
 PACKAGES = ("numpy", "onnx", "onnxruntime", "openvino", "triton")  # versions recorded beside torch's
-CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile")  # the ISA extensions the CPU rows care about
+# The ISA extensions the CPU rows care about (bf16 and AMX: OpenVINO computes in bf16 by default where they are).
+CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
+# Environment variables that change which kernels the CPU rows run, recorded where set.
+KERNEL_ENV = ("WDSR_FAST_CPU_ISA", "WDSR_FAST_CPU_BLOCK_A", "ONEDNN_MAX_CPU_ISA", "OMP_NUM_THREADS")
 
 
 def cpu_name() -> str:
@@ -70,7 +73,8 @@ def environment(device: torch.device) -> dict:
     env = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
            "cpu": cpu_name(), "cpu_flags": cpu_flags(), "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
-           "cpu_count": os.cpu_count(), "commit": commit, **versions()}
+           "cpu_count": os.cpu_count(), "commit": commit, **versions(),
+           "kernel_env": {k: os.environ[k] for k in KERNEL_ENV if k in os.environ}}
     if hasattr(os, "getloadavg"):
         env["load_average_at_start"] = os.getloadavg()
     return env

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +26,7 @@ from ..inference.fast_wdsr import FastWDSR
 from ..model import WDSR, preset
 from ..model.fold import folded_copy
 from ..ops import reference as reference_ops
+from ..ops.cpu_backend import BLOCK_A_ENV
 from .runtimes import onnx_model, onnxruntime_runner, openvino_runner
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -171,18 +173,22 @@ def compile_rows(s: Setup) -> list[Row]:
 
 
 def runtime_rows(s: Setup) -> list[Row]:
-    """ONNX Runtime and OpenVINO on CPU, fp32, fed the folded model exported to ONNX, with ``s.threads`` threads."""
-    def runtime(runner):
+    """ONNX Runtime and OpenVINO on CPU, fed the folded model exported to ONNX (fp32), with ``s.threads`` threads:
+    both computing in fp32, and OpenVINO at its defaults too (``openvino-default``: its default inference precision,
+    bf16 on CPUs with AVX512-BF16 or AMX, fp32 elsewhere)."""
+    def runtime(runner, **options):
         def make():
             if not s.on_cpu:
                 raise RuntimeError("the ONNX runtimes are raced on CPU (--device cpu)")
             if s.dtype != torch.float32:
                 raise RuntimeError("the ONNX runtimes are raced in fp32")
-            return runner(onnx_model(s.reference, s.folder), s.lr.numpy(), s.threads)
+            return runner(onnx_model(s.reference, s.folder), s.lr.numpy(), s.threads, **options)
         return make
 
     return [Row("onnxruntime", RUNTIME, runtime(onnxruntime_runner), backend="onnxruntime"),
-            Row("openvino", RUNTIME, runtime(openvino_runner), backend="openvino")]
+            Row("openvino", RUNTIME, runtime(openvino_runner), backend="openvino"),
+            Row("openvino-default", RUNTIME, runtime(openvino_runner, fp32=False), backend="openvino",
+                variant="default-precision")]
 
 
 def check_backend(backend: str, s: Setup) -> None:
@@ -207,9 +213,31 @@ def fast_rows(s: Setup) -> list[Row]:
             return lambda: model(x)
         return make
 
-    return [Row(f"fast-{backend}" + ("+graphs" if graphs else ""), FAST, fast(backend, graphs), backend=backend,
+    def block_a_path(path):  # the cpu backend with its WDSR-A blocks run one way (WDSR_FAST_CPU_BLOCK_A=path)
+        def make():
+            call = fast("cpu", False)()
+
+            def run():
+                old = os.environ.get(BLOCK_A_ENV)
+                os.environ[BLOCK_A_ENV] = path
+                try:
+                    return call()
+                finally:
+                    if old is None:
+                        del os.environ[BLOCK_A_ENV]
+                    else:
+                        os.environ[BLOCK_A_ENV] = old
+            run()  # raises here, skipping the row, where this build cannot run the path
+            return run
+        return make
+
+    rows = [Row(f"fast-{backend}" + ("+graphs" if graphs else ""), FAST, fast(backend, graphs), backend=backend,
                 variant="cuda-graphs" if graphs else "")
             for backend in s.options.backends for graphs in (False, True)]
+    if "cpu" in s.options.backends and s.reference.config.variant == "a" and s.on_cpu:
+        rows += [Row(f"fast-cpu:a-{path}", FAST, block_a_path(path), backend="cpu", variant=f"block-a={path}")
+                 for path in ("fused", "onednn")]
+    return rows
 
 
 def op_rows(s: Setup) -> list[Row]:

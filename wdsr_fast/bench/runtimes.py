@@ -55,8 +55,9 @@ def onnxruntime_runner(path: Path, image: np.ndarray, threads: int) -> Callable[
     return lambda: session.run(None, feed)[0]
 
 
-def openvino_runner(path: Path, image: np.ndarray, threads: int) -> Callable[[], np.ndarray]:
-    """A call of OpenVINO (CPU device, latency hint, fp32) on ``image`` (N, 3, H, W) float32."""
+def openvino_runner(path: Path, image: np.ndarray, threads: int, fp32: bool = True) -> Callable[[], np.ndarray]:
+    """A call of OpenVINO (CPU device, latency hint) on ``image`` (N, 3, H, W) float32: computing in fp32, or with
+    ``fp32=False`` at the runtime's default inference precision (bf16 on CPUs with AVX512-BF16 or AMX)."""
     try:
         import openvino as ov
         import openvino.properties as props
@@ -66,9 +67,10 @@ def openvino_runner(path: Path, image: np.ndarray, threads: int) -> Callable[[],
     core = ov.Core()
     model = core.read_model(str(path))
     model.reshape(list(image.shape))
-    compiled = core.compile_model(model, "CPU", {hints.performance_mode: hints.PerformanceMode.LATENCY,
-                                                 props.inference_num_threads: threads,
-                                                 hints.inference_precision: ov.Type.f32})
+    config = {hints.performance_mode: hints.PerformanceMode.LATENCY, props.inference_num_threads: threads}
+    if fp32:
+        config[hints.inference_precision] = ov.Type.f32
+    compiled = core.compile_model(model, "CPU", config)
     request = compiled.create_infer_request()
     feed = {0: np.ascontiguousarray(image)}
 

@@ -3,13 +3,15 @@
 float32 on CPU tensors (other dtypes raise TypeError), threads through ATen's ``parallel_for``, so
 ``torch.set_num_threads`` applies. The kernels are compiled for several instruction sets and the fastest the CPU
 runs is used (``isa_paths()`` lists them); the environment variable ``WDSR_FAST_CPU_ISA`` (``avx512``, ``avx2`` or
-``generic``) picks another, read at every call. WDSR-A blocks run the fused kernel with AVX-512 and oneDNN's
-convolutions (the ReLU and the residual fused in) on the other paths, the faster measured on each;
+``generic``) picks another, read at every call. WDSR-A blocks run the fused kernel with AVX-512 and AVX2 and oneDNN's
+convolutions (the ReLU and the residual fused in) on the portable path, as measured;
 ``WDSR_FAST_CPU_BLOCK_A`` (``fused`` or ``onednn``) picks one. This module loads the extension if it was built
 (``pip install --no-build-isolation .`` with a C++ compiler) through ``common.load_extension`` and exposes the four
 ops with the signatures of ``reference.py``.
 """
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 
@@ -23,6 +25,19 @@ BLOCK_A_ENV = "WDSR_FAST_CPU_BLOCK_A"
 _cpu, LOAD_ERROR, (head_conv, wdsr_a_block, wdsr_b_block, tail_shuffle) = load_extension(
     "_cpu", "wdsr_cpu", "it is built by `pip install --no-build-isolation .` where a C++ compiler works, and the "
     "install prints why it was not")
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # the CPU's bf16 units, as /proc/cpuinfo names them
+
+
+def bf16_units() -> tuple[str, ...]:
+    """Which of BF16_FLAGS the CPU reports (Linux: /proc/cpuinfo; empty elsewhere)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ()
+    flags = set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
+    return tuple(f for f in BF16_FLAGS if f in flags)
+
+
 THREADED = _cpu is not None and _cpu.threaded()  # False: built without the OpenMP that torch's threads use
 
 
@@ -37,7 +52,10 @@ def unavailable_reason(device: torch.device, config=None, dtype: torch.dtype | N
     if device.type != "cpu":
         return f"the CPU kernels run on CPU tensors, not on {device}"
     if dtype is not None and dtype != torch.float32:
-        return f"the CPU kernels run float32, not {dtype}"
+        units = bf16_units()
+        cpu = (f"this CPU has bf16 units ({', '.join(units)}) for them" if units else
+               "this CPU has no bf16 units (AVX512-BF16, AMX) for them either")
+        return f"the CPU kernels run float32, not {dtype} (no half-precision kernels are built yet; {cpu})"
     if not THREADED and torch.get_num_threads() > 1:
         return (f"wdsr_fast._cpu was built without OpenMP, so its kernels would run on one thread where torch "
                 f"uses {torch.get_num_threads()}; rebuild it with a compiler that supports -fopenmp")
