@@ -1,7 +1,7 @@
 """How the Triton ops launch, checked without a GPU: every image of a batch along grid axis 0 (axes 1 and 2 are
-capped at 65535), each launch inside a guard making the input's GPU the current device, and inputs the kernels
-read as contiguous made so. The kernels are replaced by recorders and the tensors are shape-only (meta), so a
-batch of 70000 images costs nothing."""
+capped at 65535), each launch inside a guard making the input's GPU the current device, inputs the kernels
+read as contiguous made so, and the fp32 dot precision PyTorch's TF32 setting asks for. The kernels are replaced by
+recorders and the tensors are shape-only (meta), so a batch of 70000 images costs nothing."""
 import contextlib
 
 import pytest
@@ -25,11 +25,12 @@ class RecordingKernel:
     launch happened inside ``on_device`` of the op's input."""
 
     def __init__(self, guard_log):
-        self.launches, self.guard_log = [], guard_log
+        self.launches, self.guard_log, self.constexprs = [], guard_log, []
 
     def __getitem__(self, grid):
         def launch(*args, **kwargs):
             self.launches.append((grid, list(self.guard_log)))
+            self.constexprs.append(kwargs)
         return launch
 
 
@@ -126,3 +127,73 @@ def test_a_strided_mean_is_read_correctly():
     expected = reference.tail_shuffle(*[t.double() for t in (features, image, w_tail, b_tail, w_skip, b_skip)],
                                       MEAN.double().to(device), 127.5, 2)
     assert (out.double() - expected).abs().max() / expected.abs().max() < 1e-5
+
+
+@pytest.fixture()
+def tf32_setting():
+    """Restores cuDNN's TF32 setting (and the newer API's, which a test may mix in) after the test."""
+    cudnn = torch.backends.cudnn
+    saved = cudnn.conv.fp32_precision, cudnn.rnn.fp32_precision, cudnn.fp32_precision
+    yield
+    cudnn.conv.fp32_precision, cudnn.rnn.fp32_precision, cudnn.fp32_precision = saved
+
+
+def run_every_op(dtype):
+    """Each Triton op once on small shape-only tensors of ``dtype`` (the kernels recorded, not run)."""
+    def m(*shape):
+        return torch.empty(shape, device="meta", dtype=dtype)
+    mean = MEAN.to("meta")
+    triton_block_b.wdsr_b_block(m(1, 32, 17, 30), m(192, 32, 1, 1), m(192), m(25, 192, 1, 1), m(25),
+                                m(32, 25, 3, 3), m(32), 1.0)
+    triton_tail.tail_shuffle(m(1, 32, 17, 30), m(1, 3, 17, 30), m(12, 32, 3, 3), m(12), m(12, 3, 5, 5), m(12), mean,
+                             127.5, 2)
+    triton_conv.head_conv(m(1, 3, 17, 30), m(32, 3, 3, 3), m(32), mean, 127.5)
+
+
+@pytest.mark.parametrize("tf32", [True, False])
+def test_fp32_dots_follow_cudnns_tf32_setting(recorded, tf32_setting, tf32):
+    """fp32: every kernel gets PRECISION "tf32" where torch.backends.cudnn.allow_tf32 lets cuDNN's convolutions use
+    TF32 (PyTorch's default), "ieee" where it does not, in the interpreter too (which computes exact fp32 either
+    way); the matmul flag (torch.backends.cuda.matmul.allow_tf32) plays no part. fp16: "ieee" (ignored)."""
+    torch.backends.cudnn.allow_tf32 = tf32
+    saved = torch.backends.cuda.matmul.allow_tf32
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = not tf32
+        run_every_op(torch.float32)
+        run_every_op(torch.float16)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = saved
+    for recorder in recorded.values():
+        precisions = [kwargs["PRECISION"] for kwargs in recorder.constexprs]
+        half = len(precisions) // 2
+        assert precisions[:half] == ["tf32" if tf32 else "ieee"] * half, precisions
+        assert precisions[half:] == ["ieee"] * half, precisions
+
+
+def test_tf32_setting_through_the_newer_api(tf32_setting):
+    """Where the legacy flag and the per-op API were mixed (reading torch.backends.cudnn.allow_tf32 then raises),
+    the convolutions' own setting decides, "none" deferring to the levels above it."""
+    cudnn = torch.backends.cudnn
+    cudnn.allow_tf32 = False
+    cudnn.conv.fp32_precision = "tf32"  # conv and rnn now differ: the legacy getter raises
+    with pytest.raises(RuntimeError):
+        cudnn.allow_tf32  # noqa: B018
+    assert triton_common.tf32_convolutions()
+    cudnn.conv.fp32_precision = "ieee"
+    assert not triton_common.tf32_convolutions()
+    cudnn.conv.fp32_precision = "none"
+    cudnn.fp32_precision = "tf32"
+    assert triton_common.tf32_convolutions()
+
+
+@pytest.mark.skipif(not triton_common.interpreting(), reason="the interpreter's exact fp32 is what is checked")
+def test_interpreter_runs_the_tf32_choice_exactly(tf32_setting):
+    """The interpreter takes the "tf32" precision the setting gives and computes exact fp32 anyway: parity on CPU
+    holds with PyTorch's default setting."""
+    torch.backends.cudnn.allow_tf32 = True
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(1, 8, 5, 6, generator=gen).contiguous(memory_format=torch.channels_last)
+    w = [torch.randn(s, generator=gen) * 0.3 for s in ((48, 8, 1, 1), (48,), (6, 48, 1, 1), (6,), (8, 6, 3, 3), (8,))]
+    out = triton_block_b.wdsr_b_block(x, *w, 0.7)
+    expected = reference.wdsr_b_block(x.double(), *[t.double() for t in w], 0.7)
+    assert (out.double() - expected).abs().max() / expected.abs().max() < 1e-6
