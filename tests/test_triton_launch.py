@@ -7,11 +7,13 @@ import contextlib
 import pytest
 import torch
 
-pytest.importorskip("triton")
+triton = pytest.importorskip("triton")
 from helpers import MEAN  # noqa: E402
 
+from wdsr_fast import ops  # noqa: E402
 from wdsr_fast.ops import reference  # noqa: E402
 from wdsr_fast.ops.triton import block_b as triton_block_b  # noqa: E402
+from wdsr_fast.ops.triton import block_b_persistent as triton_persistent  # noqa: E402
 from wdsr_fast.ops.triton import common as triton_common  # noqa: E402
 from wdsr_fast.ops.triton import conv as triton_conv  # noqa: E402
 from wdsr_fast.ops.triton import tail as triton_tail  # noqa: E402
@@ -47,7 +49,7 @@ def recorded(monkeypatch):
 
     recorders = {}
     for module, kernel in ((triton_block_b, "_wdsr_b_block_kernel"), (triton_tail, "_tail_shuffle_kernel"),
-                           (triton_conv, "_conv3x3_kernel")):
+                           (triton_conv, "_conv3x3_kernel"), (triton_persistent, "_wdsr_b_block_persistent_kernel")):
         recorders[module] = RecordingKernel(guarded)
         monkeypatch.setattr(module, kernel, recorders[module])
         monkeypatch.setattr(module, "on_device", on_device)
@@ -70,6 +72,24 @@ def test_wdsr_b_block_batch_along_axis_0(recorded):
     [(grid, guards)] = recorded[triton_block_b].launches
     check_grid(grid, N * 2 * 3)  # 14 x 14 interiors: 2 tile rows, 3 tile columns
     assert guards == [x.device]
+
+
+def test_persistent_block_grid_is_programs_per_sm_times_sms(recorded):
+    """The persistent kernel runs programs_per_sm x SMs programs (132 SMs for a launch off the GPU), each looping over
+    ``rounds`` rounds of tiles: every image of the batch along the tiles, none along grid axes 1 or 2."""
+    x = meta(N, 32, 17, 30).contiguous(memory_format=torch.channels_last)
+    config = triton_persistent.CONFIGS[0]
+    with ops.use_triton_block_variant("persistent"):
+        triton_block_b.wdsr_b_block(x, meta(192, 32, 1, 1), meta(192), meta(25, 192, 1, 1), meta(25),
+                                    meta(32, 25, 3, 3), meta(32), 1.0)
+    [(grid, guards)] = recorded[triton_persistent].launches
+    tiles = N * triton.cdiv(17, config.tile_h - 2) * triton.cdiv(30, config.tile_w - 2)
+    programs = config.programs_per_sm * triton_persistent.H100_SMS
+    check_grid(grid, programs)
+    assert guards == [x.device]
+    [kwargs] = recorded[triton_persistent].constexprs
+    assert kwargs["num_warps"] == config.warps and kwargs["TILE_H"] == config.tile_h
+    assert triton.cdiv(tiles, programs) * programs >= tiles
 
 
 def test_tail_shuffle_batch_along_axis_0(recorded):
@@ -143,8 +163,10 @@ def run_every_op(dtype):
     def m(*shape):
         return torch.empty(shape, device="meta", dtype=dtype)
     mean = MEAN.to("meta")
-    triton_block_b.wdsr_b_block(m(1, 32, 17, 30), m(192, 32, 1, 1), m(192), m(25, 192, 1, 1), m(25),
-                                m(32, 25, 3, 3), m(32), 1.0)
+    for variant in ops.TRITON_BLOCK_VARIANTS:
+        with ops.use_triton_block_variant(variant):
+            triton_block_b.wdsr_b_block(m(1, 32, 17, 30), m(192, 32, 1, 1), m(192), m(25, 192, 1, 1), m(25),
+                                        m(32, 25, 3, 3), m(32), 1.0)
     triton_tail.tail_shuffle(m(1, 32, 17, 30), m(1, 3, 17, 30), m(12, 32, 3, 3), m(12), m(12, 3, 5, 5), m(12), mean,
                              127.5, 2)
     triton_conv.head_conv(m(1, 3, 17, 30), m(32, 3, 3, 3), m(32), mean, 127.5)
