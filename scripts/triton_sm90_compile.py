@@ -121,8 +121,10 @@ def ctas_per_sm(registers: int, shared: int, warps: int) -> int:
                SM_CTAS)
 
 
-WGMMA = re.compile(r"wgmma\.mma_async\.sync\.aligned\.(m\d+n\d+k\d+)\.[\w.]+\s+\{[^}]*\},\s*(\{[^}]*\}|%rd\d+),"
-                   r"\s*%rd\d+,\s*[^,]+,\s*[^,]+,\s*[^,]+,\s*([^;]+);")
+# wgmma.mma_async.sync.aligned.<shape>.<types> {d}, a-descriptor | {a registers}, b-descriptor, p, scale-a, scale-b
+# [, trans-a (A from shared memory only)][, trans-b] (16-bit types only: tf32 has no transpose flags)
+WGMMA = re.compile(r"wgmma\.mma_async\.sync\.aligned\.(m\d+n\d+k\d+)\.([\w.]+)\s+\{[^}]*\},\s*(\{[^}]*\}|%rd\d+),"
+                   r"\s*%rd\d+,([^;]*);")
 CALL_SITE = re.compile(r"//\s*(?:[\w.]+:\d+:\d+\s*@\[\s*)?([\w.]+):(\d+):\d+")
 
 
@@ -158,10 +160,13 @@ def dots_of(ptx: str, source_files: tuple[str, ...]) -> list[Dot]:
             dot = dots.setdefault(where, Dot(where))
             dot.wgmma += 1
             if match:
-                shape, a, flags = match.groups()
-                flags = [f.strip() for f in flags.split(",")]
-                dot.shape = shape
-                dot.operands.add(f"RS tB{flags[0]}" if a.startswith("{") else f"SS tA{flags[0]} tB{flags[1]}")
+                shape, types, a, rest = match.groups()
+                trans = [f.strip() for f in rest.split(",")][3:]  # after p, scale-a, scale-b
+                dot.shape = f"{shape}.{types}"
+                if a.startswith("{"):
+                    dot.operands.add("RS" + (f" tB{trans[0]}" if trans else ""))
+                else:
+                    dot.operands.add("SS" + (f" tA{trans[0]} tB{trans[1]}" if len(trans) == 2 else ""))
         elif re.search(r"\bmma\.sync\.aligned", line):
             dots.setdefault(where, Dot(where)).mma_sync += 1
     return sorted(dots.values(), key=lambda d: int(d.line.rsplit(":", 1)[1]))
@@ -237,9 +242,14 @@ def block_weights(dtype):
 
 
 def tiled_block(dtype, channels_last):
-    with use_triton_block_variant("tiled"):
-        triton_block_b.wdsr_b_block(meta(N, C, H, W, dtype=dtype, channels_last=channels_last), *block_weights(dtype),
-                                    1.0)
+    """The tiled kernel as the op launches it on channels_last x, and as it compiles for NCHW x read as it is (the op
+    copies NCHW x until that form is confirmed on a GPU: block_b.READ_NCHW)."""
+    x = meta(N, C, H, W, dtype=dtype, channels_last=channels_last)
+    if channels_last:
+        with use_triton_block_variant("tiled"):
+            triton_block_b.wdsr_b_block(x, *block_weights(dtype), 1.0)
+    else:
+        triton_block_b.launch(x, *block_weights(dtype), 1.0)
 
 
 def persistent_block(config):
@@ -357,7 +367,7 @@ def main(argv=None) -> int:
                 for tf32 in precisions:
                     report = compile_case(case, dtype, channels_last, tf32, args.dump)
                     problems = check(report, case.fast and channels_last)
-                    label = f"{report.name} {report.config} {report.dtype} {report.layout}"
+                    label = " ".join(filter(None, (report.name, report.config, report.dtype, report.layout)))
                     first = seen.setdefault(report.code, label)
                     print(report.line() + (f" | the same code as {first}" if first != label else "")
                           + (f"  PROBLEM: {', '.join(problems)}" if problems else ""), flush=True)
