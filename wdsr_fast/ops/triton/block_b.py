@@ -20,10 +20,16 @@ round trip through memory, hence staging.
 Programs run along grid axis 0 only, image by image (program = image * tiles per image + tile): axis 1 would cap
 the batch at 65535.
 
-In fp32 the IEEE tl.dot keeps a per-thread stack (scripts/triton_sm90_compile.py). Read from the code: the scratch
-is 16 KB per tile in fp16 (L_PAD 32), about 44 MB per block at 960x540 (2691 tiles), beside 33 MB of activations read
-and written, more than an H100's 50 MB L2 together; the halo recomputes 31% of the 1x1 work. Timings:
-benchmarks/README.md, "Where the design numbers come from".
+Design in numbers, WDSR-B 32x16 (C 32, E 192, L 25 -> L_PAD 32), 960x540, fp16: 2,691 programs of a 16x16 tile
+(14x14 written); the 1x1 chain runs on 256/196 = 1.31x the pixels, the 3x3 on all 256 rows at K = 32 (25 useful);
+bytes per tile: x 16 KB read (haloed), y 12.3 KB written, scratch 16 KB written and 9 x 16 KB reloaded, about 40 KB
+of weights read (the 3x3's as a stride-9 gather); the scratch is 44 MB per block, beside 33 MB of activations read
+and written, more than an H100's 50 MB L2 together. Compiled for sm_90 as a 1080p launch
+(``scripts/triton_sm90_compile.py``, Triton 3.6): channels_last fp16 and bf16, 164 registers, 20 KB shared memory, no
+stack, 1 CTA of 8 warps per SM; every dot on wgmma: expand 12 x m64n64k16 (A from shared memory), reduce
+24 x m64n32k16 (A from registers), 3x3 36 x m64n32k16; 15 wgmma waits a tile. NCHW read as it is: 176 registers,
+the expand's A from registers. fp32: TF32 255 registers and a 24 B stack; IEEE (FMA) a 17 KB stack per thread.
+Measured on an H100: benchmarks/README.md, "Where the design numbers come from".
 """
 from __future__ import annotations
 

@@ -33,13 +33,28 @@ read-through of where the GPU time goes:
   by hand instead: the next tile's x is loaded right after the slab store, in flight during the 3x3 (+16 registers).
   The interpreter always runs the while loop (its ``range`` cannot take run-time bounds).
 
-Design in numbers, WDSR-B 32x16 (C 32, E 192, L 25 -> L_PAD 32), 960x540, fp16, 16x16 tile (14x14 written):
-2,691 tiles; the 1x1 chain runs on 256/196 = 1.31x the pixels; tensor work per tile 256 x (32x192 + 192x32 +
-3 x 128x32) MACs = 6.3 M (the 3x3 at 4/3 of nine K = 32 dots, itself 1.28x the 25 useful channels); bytes per tile:
-x 16 KB read (haloed), y 12.3 KB written, slab 16 KB written + 3 x 32 KB (windows) read from L1/L2, weights 43 KB
-read from L1/L2. Registers, shared memory, stack, CTAs per SM and the wgmma of each dot, per configuration:
-``python scripts/triton_sm90_compile.py --only persistent`` (recorded in benchmarks/README.md, "The persistent
-Triton block"). Its speed is unmeasured: ``scripts/gpu_check perf`` times it beside the tiled kernel.
+Design in numbers, WDSR-B 32x16 (C 32, E 192, L 25 -> L_PAD 32), 960x540, fp16: a 16x16 tile (14x14 written) gives
+2,691 tiles, the 1x1 chain on 256/196 = 1.31x the pixels (16x32: 1,330 tiles, 1.22x; 8x32: 3,420 tiles, 1.42x);
+tensor work per 16x16 tile 256 x (32x192 + 192x32 + 9x32x32) = 5.5 M MACs with nine 3x3 dots, 6.3 M with three
+windows; bytes per 16x16 tile: x 16 KB read (haloed), y 12.3 KB written, the slab 16 KB written and 144 KB (nine
+dots) or 192 KB (three windows) reloaded from L1/L2, 42-48 KB of packed weights read from L1/L2. The kept
+configurations (``CONFIGS``) compiled for sm_90 as a 1080p launch (Triton 3.6, fp16 channels_last; bf16 the same),
+every dot on wgmma, no stack; wgmma instructions per expand / reduce / 3x3 and waits a tile:
+
+    16x16-e32-taps1-w4-s0-prefetch-p2  248 registers, 18 KB shared, 2 CTAs of 4 warps/SM; 48 / 48 / 72, 21 waits
+    16x16-e64-taps3-w8-s0-prefetch-p1  220 registers, 72 KB shared, 1 CTA of 8 warps/SM;  12 / 24 / 48,  9 waits
+    16x32-e32-taps1-w8-s0-prefetch-p1  244 registers, 34 KB shared, 1 CTA of 8 warps/SM;  48 / 48 / 72, 21 waits
+    8x32-e32-taps3-w4-s0-p2            252 registers, 72 KB shared, 2 CTAs of 4 warps/SM; 48 / 48 / 96, 15 waits
+    16x16-e64-taps1-w8-s0-prefetch-p1  176 registers, 20 KB shared, 1 CTA of 8 warps/SM;  12 / 24 / 36, 15 waits
+
+(the tiled kernel: 164 registers, 20 KB, 1 CTA of 8 warps/SM, 12 / 24 / 36, 15 waits, one program per tile). Of the
+96 candidates (``CANDIDATES``), 52 keep a stack (every 4-warp one with E_BLOCK 64, every 16x32 one but the two
+8-warp E_BLOCK 32 nine-dot ones, and a few 4-warp others); ``stages`` 2 compiles to the same registers, loads and
+waits as 0, which halves the 44 others to 22, of which the five above span the choices (tile, dots per 3x3, 1 or 2
+CTAs per SM). None reaches 2 CTAs of 8 warps per SM (at most 128 registers) without a stack: capped at 128
+registers (``max_registers``), the 8-warp ones spill 24-224 B.
+``python scripts/triton_sm90_compile.py --only persistent [--all-configs]`` prints these lines. The speed of every
+configuration is unmeasured: ``scripts/gpu_check perf`` times each beside the tiled kernel.
 
 In the interpreter (the CPU test suite) a launch runs ``INTERPRETER_PROGRAMS`` programs, so that every program loops
 over several tiles and the last round is partial.
