@@ -206,6 +206,21 @@ def test_pack_archives_every_result(tmp_path):
                    env={**os.environ, "OUT": str(out)}, timeout=60)
     with tarfile.open(out / "gpu_check.tar.gz") as tar:
         assert tar.getnames() == ["logs/a.log"]
+    assert [p.name for p in out.iterdir()] == ["gpu_check.tar.gz"]  # the archive alone comes back
+
+
+def test_the_end_of_each_log_is_printed(tmp_path, capsys):
+    """What a device call's reply shows: the end of each step's log, whole lines, within a character budget."""
+    Step, Command = gpu_check["Step"], gpu_check["Command"]
+    (tmp_path / "a.log").write_text("".join(f"line {i}\n" for i in range(1000)))
+    (tmp_path / "b.log").write_text("verdict: short\n")
+    steps = [Step("a", "", 1, [Command(["x"], "a.log", 1)], ()), Step("b", "", 1, [Command(["x"], "b.log", 1)], ()),
+             Step("c", "", 1, [Command(["x"], "missing.log", 1)], ())]
+    gpu_check["print_tails"](steps, tmp_path, chars=200)
+    printed = capsys.readouterr().out
+    assert "---- end of a.log" in printed and "line 999" in printed and "line 900" not in printed
+    assert "---- end of b.log\nverdict: short" in printed and "missing.log" not in printed
+    assert all(line.startswith(("line ", "----", "verdict")) for line in printed.splitlines() if line)
 
 
 def test_compute_sanitizer_is_found_in_the_cuda_toolkit(tmp_path):
