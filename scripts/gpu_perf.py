@@ -30,6 +30,7 @@ import statistics
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -188,7 +189,7 @@ def part_profile(args, device, dtype, budget: Budget, out: Path) -> None:
                     fast(image)
                 if device.type == "cuda":
                     torch.cuda.synchronize()
-        sort = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
+        sort = "device_time_total" if device.type == "cuda" else "cpu_time_total"  # "cuda_..." is deprecated
         table = prof.key_averages().table(sort_by=sort, row_limit=15, max_name_column_width=60)
         lines += [f"== FastWDSR backend {backend}, block kernel {variant}, CUDA graphs {graphs}: 5 forwards of "
                   f"{w}x{h} {str(dtype).split('.')[-1]}", table]
@@ -264,6 +265,7 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     budget = Budget(args.budget_s)
     parts = args.part or list(PARTS)
+    failed: list[str] = []
     for name, run in (("ops", part_ops), ("profile", part_profile), ("ncu", part_ncu)):
         if name not in parts:
             continue
@@ -271,10 +273,17 @@ def main(argv=None) -> int:
             print(f"{name}: not run (out of budget)")
             continue
         started = time.monotonic()
-        run(args, device, dtype, budget, args.out)
+        try:
+            run(args, device, dtype, budget, args.out)
+        except Exception as exc:  # one part's failure does not cost the others their time
+            failed.append(name)
+            print(f"== {name} failed: {type(exc).__name__}: {exc}", flush=True)
+            traceback.print_exc()
         print(f"== {name}: {time.monotonic() - started:.0f} s", flush=True)
     print("\n".join(["", *SUMMARY]))
-    return 0
+    if failed:
+        print(f"failed: {', '.join(failed)}")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

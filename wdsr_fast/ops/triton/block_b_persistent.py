@@ -16,7 +16,8 @@ read-through of where the GPU time goes:
   the tiled kernel (wgmma's untransposed B): expand [E_PAD][C_PAD], reduce [L_PAD][E_PAD], 3x3 [kernel row][C_PAD]
   [4 pixel slots x L_PAD] (the 4th slot zero), biases fp32, all zero-padded: every weight load is unmasked and
   contiguous (the tiled kernel gathers the 3x3 weights with stride 9); they are packed once per weight version
-  (cached on the weight tensor) and read from L1/L2 by each tile;
+  (cached on the weight tensor) and read by each tile from L1/L2 (the compile shows the loads in the loop: held in
+  registers across it they would take 42-48 more per thread, and Triton has no shared memory that outlives a dot);
 - the 3x3 as three dots of K = 4 x L_PAD (``taps_per_dot`` 3): for a kernel row ky, the three taps dx = -1, 0, +1 of
   pixel (i, j) are three consecutive pixels of the slab, so one contiguous window of 4 pixels x L_PAD values per
   output row is the A operand of one dot (the 4th pixel masked off, its weights zero). Three loads and three dots
