@@ -46,8 +46,8 @@ TILE_H, TILE_W = 16, 16  # haloed; the interior written per program is 14 x 14
 # 32 channels (thin maps were tested) wrote wrong values (relative error 0.8-1.0), the same inputs channels_last were
 # right. Compiled for sm_90 (scripts/triton_sm90_compile.py), NCHW x was then the expand's A operand in shared
 # memory M-major (wgmma transpose flag tA1), the only operand form no channels_last run uses; the kernels now keep an
-# NCHW x's A operand in registers instead (RS wgmma, the reduce's form), which the interpreter finds right on every
-# layout. Until scripts/probe_triton_layouts.py has shown both forms on a GPU, the op copies NCHW x.
+# NCHW x's A operand in registers instead (RS wgmma, the reduce's form). The interpreter finds every layout right but
+# cannot tell the forms apart: until scripts/probe_triton_layouts.py has run both on a GPU, the op copies NCHW x.
 READ_NCHW = False
 E_BLOCK = 64  # wide channels per chunk of the expand
 
