@@ -1,5 +1,6 @@
-"""One small FastWDSR forward per scale and dtype (odd sizes, batch 2) on one backend: the program that
-scripts/gpu_check runs under compute-sanitizer, so that every fused kernel of the backend runs in every variant.
+"""One small FastWDSR forward per scale and dtype (odd sizes, batch 2) on one backend (Triton: with each WDSR-B block
+kernel): the program that scripts/gpu_check runs under compute-sanitizer, so that every fused kernel of the backend
+runs in every variant.
 
     python scripts/sanitizer_case.py --backend cuda            # on a GPU, under compute-sanitizer
     python scripts/sanitizer_case.py --backend torch --device cpu   # the same program anywhere (CI)
@@ -9,10 +10,14 @@ Exits non-zero, naming the case, if the backend asked for did not run or an outp
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
-import torch
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's wdsr_fast
 
-from wdsr_fast import FastWDSR
+import torch  # noqa: E402
+
+from wdsr_fast import FastWDSR, ops  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -21,18 +26,22 @@ def main(argv=None) -> int:
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
     args = parser.parse_args(argv)
     generator = torch.Generator().manual_seed(0)
+    variants = ops.TRITON_BLOCK_VARIANTS if args.backend == "triton" else (None,)
     for dtype in (torch.float32, torch.float16, torch.bfloat16):
         for scale in (2, 3, 4):
-            model = FastWDSR(variant="b", scale=scale, n_feats=32, n_resblocks=2, backend=args.backend)
-            model = model.to(args.device).eval()
-            image = (torch.rand(2, 3, 19, 21, generator=generator) * 255).to(args.device, dtype)
-            with torch.inference_mode():
-                out = model(image)
-            if args.device == "cuda":
-                torch.cuda.synchronize()
-            if model.last_backend != args.backend or not out.isfinite().all():
-                raise SystemExit(f"{dtype} x{scale}: ran {model.last_backend!r}, finite: {bool(out.isfinite().all())}")
-    print(f"small case ok: backend {args.backend}, fp32/fp16/bf16, x2/x3/x4")
+            for variant in variants:  # Triton: each WDSR-B block kernel
+                model = FastWDSR(variant="b", scale=scale, n_feats=32, n_resblocks=2, backend=args.backend)
+                model = model.to(args.device).eval()
+                image = (torch.rand(2, 3, 19, 21, generator=generator) * 255).to(args.device, dtype)
+                with torch.inference_mode(), ops.use_triton_block_variant(variant):
+                    out = model(image)
+                if args.device == "cuda":
+                    torch.cuda.synchronize()
+                if model.last_backend != args.backend or not out.isfinite().all():
+                    raise SystemExit(f"{dtype} x{scale} {variant or ''}: ran {model.last_backend!r}, finite: "
+                                     f"{bool(out.isfinite().all())}")
+    print(f"small case ok: backend {args.backend}, fp32/fp16/bf16, x2/x3/x4"
+          + (f", block kernels {', '.join(variants)}" if args.backend == "triton" else ""))
     return 0
 
 

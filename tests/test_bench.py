@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from wdsr_fast import ops
 from wdsr_fast.bench.work import macs_per_pixel, min_bytes_per_pixel, model_work
 from wdsr_fast.cli.bench import main
 from wdsr_fast.model import PRESETS, WDSRConfig
@@ -93,9 +94,9 @@ def test_run_writes_results(tiny_run, capsys):
     assert (out / "throughput.png").read_bytes()[:4] == b"\x89PNG"
 
 
-ROWS_THAT_RUN_ON_CPU = ["eager", "eager-cl", "folded-cl", "torchscript", "compile", "compile-freezing", "onnxruntime",
-                        "fast-torch", "op:wdsr_b_block:reference", "op:wdsr_b_block:torch",
-                        "op:tail_shuffle:reference", "op:tail_shuffle:torch"]
+ROWS_THAT_RUN_ON_CPU = ["eager", "eager-cl", "folded-cl", "folded-pad32-cl", "torchscript", "compile",
+                        "compile-freezing", "onnxruntime", "fast-torch", "op:wdsr_b_block:reference",
+                        "op:wdsr_b_block:torch", "op:tail_shuffle:reference", "op:tail_shuffle:torch"]
 
 
 @pytest.mark.parametrize("label", ROWS_THAT_RUN_ON_CPU)
@@ -119,7 +120,8 @@ def test_comparisons(tiny_run):
 def test_rows_that_cannot_run_say_why(tiny_run):
     _, _, rows = tiny_run
     assert "max-autotune-on-cpu" in rows[("compile-max", 1)]["skipped"]
-    assert "CUDA graphs need a GPU" in rows[("fast-torch+graphs", 1)]["skipped"]
+    for label in ("fast-torch+graphs", "eager-cl+graphs", "folded-pad32-cl+graphs"):
+        assert "CUDA graphs need a GPU" in rows[(label, 1)]["skipped"], label
     for label, tolerance in (("openvino", 1e-4), ("openvino-default", 5e-2)):  # the default: bf16 on bf16 CPUs
         row = rows[(label, 1)]
         if importlib.util.find_spec("openvino") is None:
@@ -202,3 +204,118 @@ def test_cpu_kernels_script_runs(tmp_path):
     names = {r["row"] for r in rows}
     assert {"matmul", "block:reference", "blockA:cpu", "model:fast-cpu", "model:eager-cl"} <= names
     assert all(r["seconds"] > 0 for r in rows)
+
+
+def test_frames_per_second_and_settings_recorded(tiny_run):
+    _, results, rows = tiny_run
+    row = rows[("fast-torch", 1)]
+    assert row["fps"] == pytest.approx(1000 / row["ms_per_image"])
+    env = results["environment"]
+    assert env["tf32_convolutions"] in (True, False) and env["triton_block_variants"] == ["tiled", "persistent"]
+
+
+def test_low_rank_padded_to_32_gives_the_same_outputs():
+    """The folded WDSR-B with its low-rank convs widened to 32 channels by zeros: the same function."""
+    from helpers import small_wdsr
+
+    from wdsr_fast.bench.rows import pad_low_rank
+    from wdsr_fast.model.fold import folded_copy
+
+    reference = small_wdsr("b", 2, n_feats=8, low_rank=0.8).eval()  # low rank 6
+    padded = pad_low_rank(folded_copy(reference))
+    reduce, conv = padded.body[0].body[2], padded.body[0].body[3]
+    assert (reduce.out_channels, conv.in_channels) == (32, 32)
+    image = torch.rand(1, 3, 7, 9) * 255
+    with torch.no_grad():
+        assert torch.allclose(padded(image), reference(image), rtol=1e-5, atol=1e-4)
+    a_model = folded_copy(small_wdsr("a", 2))
+    assert pad_low_rank(a_model) is a_model  # WDSR-A: nothing low-rank, unchanged
+
+
+def test_cases_option(tmp_path):
+    """--cases measures exactly the cases named (the video case: 1080p in, 4K out, here scaled down)."""
+    main(["--device", "cpu", "--cases", "wdsr-b-32x16:2:48x32:1:fp32", "wdsr-a-baseline:2:32x32:2:fp32",
+          "--backends", "torch", "--repeats", "1", "--no-memory", "--compile", "none", "--out", str(tmp_path)])
+    rows = json.loads((tmp_path / "results.json").read_text())["rows"]
+    assert {(r["preset"], r["out_w"], r["out_h"], r["batch"]) for r in rows} == {
+        ("wdsr-b-32x16", 48, 32, 1), ("wdsr-a-baseline", 32, 32, 2)}
+    a_rows = {r["row"]: r for r in rows if r["preset"] == "wdsr-a-baseline"}
+    assert "WDSR-A has no low-rank convs" in a_rows["folded-pad32-cl"]["skipped"]
+
+
+@pytest.mark.parametrize("text", ["wdsr-b-32x16:2:1920x1080:1", "nope:2:64x64:1:fp16", "wdsr-b-32x16:5:64x64:1:fp16",
+                                  "wdsr-b-32x16:2:64x64:0:fp16", "wdsr-b-32x16:2:64x64:1:fp64"])
+def test_bad_cases(text):
+    with pytest.raises(SystemExit):
+        main(["--device", "cpu", "--cases", text])
+
+
+def test_gpu_defaults():
+    """On a GPU: torch.compile's default mode (max-autotune only when asked), every Triton block kernel."""
+    from wdsr_fast.bench import suite
+
+    plan = suite.Plan.of("meta")
+    assert plan.options.compile_rows == "default"
+    assert plan.options.triton_block_variants == ("tiled", "persistent") and not plan.options.ieee_triton
+    assert suite.Plan.of("cpu").options.compile_rows == "all"
+
+
+def triton_setup(dtype="fp32", device="cpu", **options):
+    """A case's setup for Triton rows; ``device`` only names the device (the tensors stay on the CPU)."""
+    from wdsr_fast.bench.rows import Case, RowOptions, Setup
+
+    setup = Setup.of(Case("wdsr-b-32x16", 2, 32, 28, 1, dtype), torch.device("cpu"),
+                     RowOptions(("triton",), compile_rows="none", triton_on_cpu=True, **options), Path("."))
+    setup.device = torch.device(device)
+    return setup
+
+
+def test_triton_rows_time_each_block_kernel():
+    """The Triton rows come once per block kernel ("triton" the tiled one, "triton-persistent"), each running its
+    kernel: the op rows of the block, run here in the interpreter on a tiny map, match the reference op."""
+    from wdsr_fast.bench import rows as row_kinds
+    from wdsr_fast.ops import reference
+    from wdsr_fast.ops.triton import block_b_persistent
+
+    if ops.unavailable_reason("triton", "cpu"):
+        pytest.skip("the Triton interpreter is not available")
+    setup = triton_setup()
+    labels = {r.label: r for r in row_kinds.rows_of(setup)}
+    assert {"fast-triton", "fast-triton+graphs", "fast-triton-persistent", "fast-triton-persistent+graphs",
+            "op:wdsr_b_block:triton", "op:wdsr_b_block:triton-persistent", "op:tail_shuffle:triton"} <= set(labels)
+    assert "op:tail_shuffle:triton-persistent" not in labels
+    seen = []
+    original = block_b_persistent.launch
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(block_b_persistent, "launch", lambda *a, **k: seen.append(1) or original(*a, **k))
+        outputs = {}
+        with torch.inference_mode():
+            for label in ("op:wdsr_b_block:reference", "op:wdsr_b_block:triton", "op:wdsr_b_block:triton-persistent"):
+                outputs[label] = labels[label].make()()
+                assert len(seen) == (label == "op:wdsr_b_block:triton-persistent"), label
+    assert reference  # the op rows' baseline is ops/reference.py
+    for label in ("op:wdsr_b_block:triton", "op:wdsr_b_block:triton-persistent"):
+        err = (outputs[label] - outputs["op:wdsr_b_block:reference"]).abs().max().item()
+        assert err < 1e-4, (label, err)
+
+
+def test_ieee_triton_rows_left_out_on_gpu_unless_asked(monkeypatch):
+    """fp32 Triton on a GPU with TF32 off is IEEE (minutes of FMA): left out, saying how to add it; with TF32 on
+    (PyTorch's default) or --with-ieee-triton it runs."""
+    from wdsr_fast.bench import rows as row_kinds
+
+    monkeypatch.setattr(row_kinds.ops, "unavailable_reason", lambda *a, **k: None)
+    monkeypatch.setattr(row_kinds.ops, "tf32_convolutions", lambda: False)
+    with pytest.raises(RuntimeError, match="--with-ieee-triton"):
+        row_kinds.check_backend("triton", triton_setup(device="cuda"))
+    row_kinds.check_backend("triton", triton_setup(device="cuda", ieee_triton=True))
+    row_kinds.check_backend("triton", triton_setup("fp16", device="cuda"))
+    monkeypatch.setattr(row_kinds.ops, "tf32_convolutions", lambda: True)
+    row_kinds.check_backend("triton", triton_setup(device="cuda"))
+
+
+def test_cuda_graph_rows_need_a_gpu():
+    from wdsr_fast.bench.rows import cuda_graph
+
+    with pytest.raises(RuntimeError, match="CUDA graphs need a GPU"):
+        cuda_graph(lambda: torch.zeros(1), torch.device("cpu"))

@@ -221,6 +221,53 @@ def test_wide_wdsr_b_falls_back_from_cuda_on_gpu():
     assert auto.last_backend == asked.last_backend == "triton"
 
 
+def test_caches_key_on_the_kernel_settings(monkeypatch):
+    """The folded weights and the CUDA graphs are kept per TF32 setting and Triton block variant: a graph captured
+    with TF32 (or one block kernel) is not replayed once the setting changed. The graph is a stand-in (no GPU)."""
+    from wdsr_fast.inference import fast_wdsr
+
+    captured = []
+
+    class Graph:
+        def __init__(self, backend_ops, folded, image):
+            captured.append(ops.kernel_settings())
+
+        def __call__(self, image):
+            return image
+
+    monkeypatch.setattr(fast_wdsr, "_Graph", Graph)
+    fast = FastWDSR.from_reference(small("b", 2), backend="torch").eval()
+    image = torch.rand(1, 3, 6, 7) * 255
+    seen = set()
+    with torch.no_grad():
+        for tf32 in (True, False):
+            torch.backends.cudnn.allow_tf32 = tf32  # the poison fixture restores it
+            for variant in ops.TRITON_BLOCK_VARIANTS:
+                with ops.use_triton_block_variant(variant):
+                    assert ops.kernel_settings() == (tf32, variant)
+                    folded = fast.folded(image.device, image.dtype)
+                    fast._replay("torch", folded, image)
+                    fast._replay("torch", folded, image)  # the same settings: replayed, not captured again
+                    seen.add(id(folded))
+    assert captured == [(tf32, v) for tf32 in (True, False) for v in ops.TRITON_BLOCK_VARIANTS]
+    assert len(seen) == len(fast._folded) == 4
+
+
+def test_triton_block_variant_setting(monkeypatch):
+    monkeypatch.delenv(ops.TRITON_BLOCK_ENV, raising=False)
+    assert ops.triton_block_variant() == "tiled"  # the kernel measured on an H100 until the new one is
+    monkeypatch.setenv(ops.TRITON_BLOCK_ENV, "persistent")
+    assert ops.triton_block_variant() == "persistent"
+    with ops.use_triton_block_variant("tiled"):
+        assert ops.triton_block_variant() == "tiled"
+    monkeypatch.setenv(ops.TRITON_BLOCK_ENV, "fastest")
+    with pytest.raises(ValueError, match="WDSR_FAST_TRITON_BLOCK='fastest'"):
+        ops.triton_block_variant()
+    with pytest.raises(ValueError, match="unknown Triton block variant"):
+        with ops.use_triton_block_variant("nope"):
+            pass
+
+
 def test_refolds_after_parameters_are_replaced():
     """The cached parameter list follows new Parameter objects (assignment, load_state_dict(assign=True))."""
     fast = FastWDSR.from_reference(small("b", 2), backend="torch").eval()

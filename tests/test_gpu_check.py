@@ -58,10 +58,69 @@ def test_every_command_runs_from_the_repository_without_installing(steps):
     assert "-n" in next(s for s in gpu_check["plan"]("out/gpu", xdist=True) if s.name == "tests-ops").commands[0].argv
 
 
+def test_perf_comes_first_and_the_one_call_fits_ten_minutes(steps):
+    """perf is the plan's first step; the one call runs perf, the layout probe and the headline bench (its cases
+    written as measured), under a budget that leaves time to bring the results back."""
+    assert list(steps)[:3] == list(gpu_check["ONE_CALL"]) == ["perf", "probe-triton-layouts", "bench"]
+    assert gpu_check["ONE_CALL_BUDGET_S"] <= gpu_check["CALL_LIMIT_S"] - 30
+    assert sum(steps[name].minutes for name in gpu_check["ONE_CALL"]) * 60 <= gpu_check["ONE_CALL_BUDGET_S"]
+    [perf] = steps["perf"].commands
+    assert perf.timeout_s <= 120 and steps["perf"].minutes <= 2
+    assert float(perf.argv[perf.argv.index("--budget-s") + 1]) < perf.timeout_s
+    done = subprocess.run([sys.executable, str(SCRIPT), "--one-call", "--dry-run"], capture_output=True, text=True,
+                          cwd=ROOT)
+    assert done.returncode == 0 and "3 steps" in done.stdout, done.stdout + done.stderr
+    assert [line.split(". ", 1)[1].split(" ")[0] for line in done.stdout.splitlines()
+            if line[:2] in ("1.", "2.", "3.")] == list(gpu_check["ONE_CALL"])
+
+
+def test_headline_bench_cases_and_compile_rows(steps):
+    """The headline bench: fp32 first (the others are compared with its eager time), fp16 1080p, the 1080p -> 4K
+    video case; torch.compile's default mode; no per-row memory runs (each would compile a compile row again)."""
+    [command] = steps["bench"].commands
+    argv = command.argv
+    cases = argv[argv.index("--cases") + 1:argv.index("--compile")]
+    assert cases == list(gpu_check["HEADLINE_CASES"])
+    assert cases[0].endswith(":fp32") and "wdsr-b-32x16:2:3840x2160:1:fp16" in cases
+    assert argv[argv.index("--compile") + 1] == "default" and "--no-memory" in argv
+    [other] = steps["bench-cases"].commands
+    assert {"wdsr-b-32x16:2:1920x1080:4:fp16", "wdsr-a-baseline:2:1920x1080:1:fp16"} <= set(other.argv)
+
+
+def test_perf_command_runs_on_the_cpu(steps, tmp_path):
+    """The perf step's program as planned, on the CPU on a tiny map: the profile and ncu parts (ncu says why it is
+    skipped), and the ops part with the reference ops (the Triton kernels need a GPU or the interpreter)."""
+    [command] = steps["perf"].commands
+    argv = command.argv[command.argv.index(sys.executable):]
+    argv[argv.index("--out") + 1] = str(tmp_path)
+    env = {k: v for k, v in run_env(command).items() if k != "TRITON_INTERPRET"}
+    done = subprocess.run([*argv, "--device", "cpu", "--size", "24x20"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "block reference (cuDNN)" in done.stdout and "ncu skipped: not on a GPU" in done.stdout
+    assert {p.name for p in tmp_path.iterdir()} == {"perf-ops.csv", "perf-profile.txt", "perf-ncu-tiled.txt",
+                                                    "perf-ncu-persistent.txt"}
+
+
+def test_perf_times_every_block_kernel_in_the_interpreter(tmp_path):
+    """The ops part with the Triton kernels (the interpreter, a tiny map): the tiled kernel and each kept
+    configuration of the persistent one, each checked against the reference."""
+    from wdsr_fast.ops.triton.block_b_persistent import CONFIGS
+
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    done = subprocess.run([sys.executable, "scripts/gpu_perf.py", "ops", "--device", "cpu", "--size", "16x14",
+                           "--out", str(tmp_path)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    table = done.stdout.split("op (16x14 float32)")[-1]
+    for name in ["triton tiled", *[f"triton persistent {c.name}" for c in CONFIGS], "tail triton"]:
+        line = next(line for line in table.splitlines() if line.startswith(("block " + name, name)))
+        assert float(line.split()[-1]) < 1e-5, line
+
+
 @pytest.mark.slow
 def test_bench_command_runs_on_the_cpu(steps, tmp_path):
-    """The benchmark command exactly as planned, with --device cpu --quick (and its output under tmp_path)."""
-    for name in ("bench", "bench-compile", "bench-compile-max"):
+    """The benchmark command as planned, with --device cpu, tiny cases (and its output under tmp_path)."""
+    for name in ("bench", "bench-cases", "bench-compile-max"):
         [command] = steps[name].commands
         argv = list(command.argv)
         assert argv[argv.index("--device") + 1] == "cuda" and argv[argv.index("--out") + 1] == f"out/gpu/{name}"
@@ -69,8 +128,10 @@ def test_bench_command_runs_on_the_cpu(steps, tmp_path):
     argv = list(command.argv)
     argv[argv.index("--device") + 1] = "cpu"
     argv[argv.index("--out") + 1] = str(tmp_path / "bench")
-    done = subprocess.run([*argv, "--quick"], cwd=ROOT, env=run_env(command), capture_output=True, text=True,
-                          timeout=600)
+    first, last = argv.index("--cases") + 1, argv.index("--compile")
+    argv[first:last] = [case.replace("1920x1080", "64x48").replace("3840x2160", "96x64") for case in argv[first:last]]
+    argv[argv.index("--compile") + 1] = "none"
+    done = subprocess.run(argv, cwd=ROOT, env=run_env(command), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert (tmp_path / "bench" / "results.json").exists() and "fast-torch" in done.stdout
 
@@ -129,7 +190,8 @@ def test_layout_probe_runs_in_the_interpreter(steps):
     done = subprocess.run([*command.argv, "--device", "cpu", "--dtypes", "fp32", "fp16", "--shapes", "2"], cwd=ROOT,
                           env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and "0 case(s) failed" in done.stdout, done.stdout + done.stderr
-    assert done.stdout.count("pass") == 8  # 2 shapes x 2 dtypes x 2 layouts
+    assert sum(line.endswith("  pass") for line in done.stdout.splitlines()) == 24  # 2 shapes, 2 dtypes, 6 forms
+    assert done.stdout.strip().splitlines()[-1].startswith("verdict: ")
 
 
 def test_pack_archives_every_result(tmp_path):
@@ -144,6 +206,21 @@ def test_pack_archives_every_result(tmp_path):
                    env={**os.environ, "OUT": str(out)}, timeout=60)
     with tarfile.open(out / "gpu_check.tar.gz") as tar:
         assert tar.getnames() == ["logs/a.log"]
+    assert [p.name for p in out.iterdir()] == ["gpu_check.tar.gz"]  # the archive alone comes back
+
+
+def test_the_end_of_each_log_is_printed(tmp_path, capsys):
+    """What a device call's reply shows: the end of each step's log, whole lines, within a character budget."""
+    Step, Command = gpu_check["Step"], gpu_check["Command"]
+    (tmp_path / "a.log").write_text("".join(f"line {i}\n" for i in range(1000)))
+    (tmp_path / "b.log").write_text("verdict: short\n")
+    steps = [Step("a", "", 1, [Command(["x"], "a.log", 1)], ()), Step("b", "", 1, [Command(["x"], "b.log", 1)], ()),
+             Step("c", "", 1, [Command(["x"], "missing.log", 1)], ())]
+    gpu_check["print_tails"](steps, tmp_path, chars=200)
+    printed = capsys.readouterr().out
+    assert "---- end of a.log" in printed and "line 999" in printed and "line 900" not in printed
+    assert "---- end of b.log\nverdict: short" in printed and "missing.log" not in printed
+    assert all(line.startswith(("line ", "----", "verdict")) for line in printed.splitlines() if line)
 
 
 def test_compute_sanitizer_is_found_in_the_cuda_toolkit(tmp_path):
@@ -198,7 +275,9 @@ def test_steps_needing_the_extension_fail_clearly_without_it_and_the_build_keeps
     Step, Command = gpu_check["Step"], gpu_check["Command"]
     extension = gpu_check["EXTENSION"]
     assert all(extension in step.requires for name, step in steps.items()
-               if name not in ("build", "probe-triton-layouts", "sanitize-triton-memory", "sanitize-triton-sync"))
+               if name not in ("build", "perf", "probe-triton-layouts", "sanitize-triton-memory",
+                               "sanitize-triton-sync", "bench", "bench-cases", "bench-compile-max"))
+    assert not any(steps[name].requires for name in ("perf", "bench", "bench-cases"))  # CUDA C++ rows: if built
     assert steps["build"].keep == (extension,)
     root, out = tmp_path / "repo", tmp_path / "out"
     (root / "wdsr_fast").mkdir(parents=True)

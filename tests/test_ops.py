@@ -13,6 +13,11 @@ from helpers import BACKENDS, DEVICE, DTYPES, MEAN, TOLERANCE, features, image, 
 from wdsr_fast import ops
 from wdsr_fast.ops import reference
 
+try:
+    from wdsr_fast.ops.triton.block_b_persistent import CONFIGS
+except ImportError:  # triton not installed
+    CONFIGS = ()
+
 pytestmark = pytest.mark.usefixtures("poison")  # NaN-poisoned outputs, no TF32 (conftest.py)
 
 
@@ -45,6 +50,79 @@ def test_wdsr_b_block(backend, dtype, shape, channels_last):
     args = [features(*shape, dtype, channels_last)] + weights(
         (wide, c, 1, 1), (wide,), (low_rank, wide, 1, 1), (low_rank,), (c, low_rank, 3, 3), (c,), dtype=dtype) + [0.7]
     check(backend, "wdsr_b_block", args, dtype)
+
+
+def block_args(shape, dtype, channels_last, seed):
+    """Fresh random x (in the layout asked for) and block weights for a test case, from its own seed."""
+    n, c, h, w = shape
+    wide, low_rank = 6 * c, int(0.8 * c)
+    return [features(*shape, dtype, channels_last, seed=seed)] + weights(
+        (wide, c, 1, 1), (wide,), (low_rank, wide, 1, 1), (low_rank,), (c, low_rank, 3, 3), (c,), dtype=dtype,
+        seed=seed + 1) + [0.7]
+
+
+def check_block(out, args, dtype):
+    ref = reference.wdsr_b_block(*[a.double() if isinstance(a, torch.Tensor) else a for a in args])
+    assert out.dtype == dtype and out.shape == ref.shape
+    assert not torch.isnan(out).any(), "an output element was never written"
+    err = rel_error(out, ref)
+    assert err < TOLERANCE[dtype], f"relative error {err:.2e}"
+
+
+# The persistent kernel runs INTERPRETER_PROGRAMS programs in the interpreter: (1, 8, 15, 43) is 8 tiles, so 3 rounds
+# of 3 programs, the last one partial; (2, 32, 19, 30) is 12 tiles, 4 rounds, over two images.
+BLOCK_SHAPES = SHAPES + [(1, 8, 15, 43), (2, 32, 19, 30)]
+
+
+@pytest.mark.skipif("triton" not in BACKENDS, reason="triton backend unavailable")
+@pytest.mark.parametrize("variant", ops.TRITON_BLOCK_VARIANTS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", BLOCK_SHAPES)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_triton_block_variants(variant, dtype, shape, channels_last):
+    """The op contract on each Triton block kernel (the op copies NCHW x: block_b.READ_NCHW)."""
+    seed = 10 + BLOCK_SHAPES.index(shape) * 4 + 2 * channels_last + (dtype == torch.float16)
+    args = block_args(shape, dtype, channels_last, seed)
+    with ops.use_triton_block_variant(variant):
+        out = ops.get_backend("triton").wdsr_b_block(*args)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    check_block(out, args, dtype)
+
+
+@pytest.mark.skipif("triton" not in BACKENDS, reason="triton backend unavailable")
+@pytest.mark.parametrize("kernel", ["tiled", "tiled-a-in-shared-memory", *[c.name for c in CONFIGS]])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", BLOCK_SHAPES)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_triton_block_kernels_read_any_layout(kernel, dtype, shape, channels_last):
+    """Each block kernel, and each kept configuration of the persistent one, given x as it is (NCHW not copied),
+    against the float64 reference: fresh inputs and weights per case, odd sizes, batches, partial last rounds."""
+    from wdsr_fast.ops.triton import block_b, block_b_persistent
+
+    seed = 100 + BLOCK_SHAPES.index(shape) * 4 + 2 * channels_last + (dtype == torch.float16)
+    args = block_args(shape, dtype, channels_last, seed)
+    if kernel.startswith("tiled"):
+        out = block_b.launch(*args, a_from_registers=False if kernel != "tiled" else None)
+    else:
+        out = block_b_persistent.wdsr_b_block(*args, config=block_b_persistent.config_named(kernel))
+    check_block(out, args, dtype)
+
+
+def test_persistent_block_packs_weights_once_per_version():
+    """The packed weights are kept on w_conv while none of the six weights changed; an in-place change repacks."""
+    if "triton" not in BACKENDS:
+        pytest.skip("triton backend unavailable")
+    from wdsr_fast.ops.triton import block_b_persistent
+
+    args = block_args((1, 8, 5, 6), torch.float32, True, 7)
+    first = block_b_persistent.packed_weights(*args[1:7])
+    assert block_b_persistent.packed_weights(*args[1:7]) is first
+    with torch.no_grad():
+        args[3].mul_(2)  # w_reduce, as an optimizer step would
+    second = block_b_persistent.packed_weights(*args[1:7])
+    assert second is not first and torch.equal(second[2][:6, :48], args[3].reshape(6, 48))
+    with ops.use_triton_block_variant("persistent"):
+        check_block(ops.get_backend("triton").wdsr_b_block(*args), args, torch.float32)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -136,8 +214,9 @@ def test_1080p_parity_gpu(backend, dtype):
 
 
 @pytest.mark.gpu
-def test_tf32_opt_in_gpu():
-    """fp32 Triton dots are IEEE by default; with TF32 opted into, the error stays under 5e-3: TF32 rounds both
+def test_fp32_follows_the_tf32_setting_gpu():
+    """fp32 Triton dots follow cuDNN's TF32 setting (``torch.backends.cudnn.allow_tf32``, PyTorch's default on): IEEE
+    with it off (the poison fixture's setting), TF32 with it on, where the error stays under 5e-3: TF32 rounds both
     operands of each of the three chained dots to 10 mantissa bits (2^-11, 4.9e-4, each), and the measure is the
     largest error over the whole map (2.1e-3 measured on an H100)."""
     require_gpu_backend("triton")
@@ -145,8 +224,10 @@ def test_tf32_opt_in_gpu():
     args = [x] + weights((192, 32, 1, 1), (192,), (25, 192, 1, 1), (25,), (32, 25, 3, 3), (32,),
                          dtype=torch.float32) + [1.0]
     ref = reference.wdsr_b_block(*[a.double() if isinstance(a, torch.Tensor) else a for a in args])
-    torch.backends.cuda.matmul.allow_tf32 = True  # the poison fixture restores it
-    err = rel_error(ops.get_backend("triton").wdsr_b_block(*args), ref)
+    block = ops.get_backend("triton").wdsr_b_block
+    assert rel_error(block(*args), ref) < 1e-5
+    torch.backends.cudnn.allow_tf32 = True  # the poison fixture restores it
+    err = rel_error(block(*args), ref)
     assert 1e-6 < err < 5e-3, f"tf32: relative error {err:.2e}"  # above 1e-6: TF32 was used
 
 

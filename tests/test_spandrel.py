@@ -20,7 +20,7 @@ try:
 except Exception as exc:  # ImportError, or torchvision failing to load beside this torch
     pytest.skip(f"spandrel cannot be imported here ({type(exc).__name__}: {str(exc)[:120]})", allow_module_level=True)
 
-from wdsr_fast import spandrel as wdsr_spandrel  # noqa: E402  (needs spandrel)
+from wdsr_fast.deploy import spandrel as wdsr_spandrel  # noqa: E402  (needs spandrel)
 
 wdsr_spandrel.install()
 

@@ -163,7 +163,7 @@ def measure(base: Setup, threads: list[int], rounds: int, repeats: int, peaks: d
         else:
             flops, min_bytes = op_work(base.reference.config, x.row.op, case.lr_pixels, element)
         peak_flops, peak_bytes = peaks[x.setup.threads]
-        x.result.update(ms=1e3 * seconds, ms_per_image=1e3 * seconds / case.batch,
+        x.result.update(ms=1e3 * seconds, ms_per_image=1e3 * seconds / case.batch, fps=case.batch / seconds,
                         mpix_per_s=case.batch * case.out_w * case.out_h / seconds / 1e6,
                         gflops=flops / seconds / 1e9, of_peak=flops / seconds / peak_flops,
                         peak_gflops=peak_flops / 1e9,

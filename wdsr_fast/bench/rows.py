@@ -9,6 +9,13 @@ backend of the registry (``wdsr_fast.ops``) asked for, so a new backend gets its
 
 A callable returns its output (a tensor or an array), which is checked against the eager fp32 reference.
 ``make`` and the calls run under ``torch.inference_mode()``, with torch's thread count set to ``Setup.threads``.
+
+The GPU peers of the fused backends: eager channels_last replayed as a CUDA graph (``eager-cl+graphs``: plain
+PyTorch's launch overhead removed); the folded model with its low-rank width zero-padded to 32 channels
+(``folded-pad32-cl``, ``+graphs``: the same outputs, but widths cuDNN's fast NHWC half-precision kernels take);
+``torch.compile`` (default mode by default on GPU; max-autotune with ``--compile max`` or ``all``). The Triton
+rows run each WDSR-B block kernel (``ops.TRITON_BLOCK_VARIANTS``: "tiled", the measured one, as ``triton``;
+"persistent" as ``triton-persistent``), so the two are timed side by side.
 """
 from __future__ import annotations
 
@@ -40,6 +47,8 @@ class RowOptions:
     compile_rows: str = "all"  # torch.compile rows: all, default, max or none
     max_autotune_on_cpu: bool = False  # max-autotune takes minutes of tuning on CPU
     triton_on_cpu: bool = False  # the Triton interpreter on CPU (a correctness tool, very slow)
+    ieee_triton: bool = False  # fp32 Triton rows on GPU with TF32 off (IEEE dots: minutes of FMA per case)
+    triton_block_variants: tuple[str, ...] = ("tiled", "persistent")  # the Triton rows' block kernels, side by side
 REFERENCE_OPS = "reference"  # the op rows' baseline: the ops of ops/reference.py (the spec) on folded weights
 
 # Row kinds.
@@ -111,27 +120,90 @@ class Setup:
         return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
+def cuda_graph(fn: Callable[[], torch.Tensor], device: torch.device) -> Callable[[], torch.Tensor]:
+    """``fn`` (a call on fixed inputs) captured in a CUDA graph: the returned call replays it and returns its
+    (static) output. Warmed up twice on a side stream first (cuDNN's algorithm search, allocations)."""
+    if device.type != "cuda":
+        raise RuntimeError("CUDA graphs need a GPU")
+    with torch.inference_mode(False), torch.no_grad():
+        stream = torch.cuda.Stream(device=device)
+        stream.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(stream):
+            for _ in range(2):
+                fn()
+        torch.cuda.current_stream(device).wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = fn()
+
+    def replay() -> torch.Tensor:
+        graph.replay()
+        return out
+    return replay
+
+
 def eager_rows(s: Setup) -> list[Row]:
-    """The trainable WDSR as it is, eager, NCHW and channels_last."""
-    def eager(channels_last):
+    """The trainable WDSR as it is, eager, NCHW and channels_last, and channels_last as a CUDA graph (GPU)."""
+    def eager(channels_last, graphs=False):
         def make():
             model = copy.deepcopy(s.reference).to(dtype=s.dtype)
             if channels_last:
                 model = model.to(memory_format=torch.channels_last)
             x = s.input(channels_last)
-            return lambda: model(x)
+            return cuda_graph(lambda: model(x), s.device) if graphs else (lambda: model(x))
         return make
 
-    return [Row("eager", EAGER, eager(False)), Row("eager-cl", EAGER, eager(True), variant="channels_last")]
+    return [Row("eager", EAGER, eager(False)), Row("eager-cl", EAGER, eager(True), variant="channels_last"),
+            Row("eager-cl+graphs", EAGER, eager(True, graphs=True), variant="channels_last+cuda-graphs")]
+
+
+def pad_low_rank(model: torch.nn.Module, multiple: int = 32) -> torch.nn.Module:
+    """A folded WDSR-B (``folded_copy``) whose low-rank convs (reduce 1x1 and the 3x3 after it) are widened with zero
+    weights to a multiple of ``multiple`` channels, in place: the same function (the extra channels are zero and
+    read with zero weights), in widths cuDNN's tensor-core kernels take."""
+    for block in getattr(model, "body", ()):
+        body = getattr(block, "body", None)
+        if body is None or len(body) != 4:  # WDSR-A blocks: nothing low-rank
+            continue
+        reduce, conv = body[2], body[3]
+        low_rank = reduce.out_channels
+        padded = -(-low_rank // multiple) * multiple
+        if padded == low_rank:
+            continue
+        wide_reduce = torch.nn.Conv2d(reduce.in_channels, padded, 1, device=reduce.weight.device,
+                                      dtype=reduce.weight.dtype)
+        wide_conv = torch.nn.Conv2d(padded, conv.out_channels, 3, padding=1, device=conv.weight.device,
+                                    dtype=conv.weight.dtype)
+        with torch.no_grad():
+            for new, old, in_pad in ((wide_reduce, reduce, False), (wide_conv, conv, True)):
+                new.weight.zero_()
+                new.bias.zero_()  # type: ignore[union-attr]
+                if in_pad:
+                    new.weight[:, :low_rank] = old.weight
+                    new.bias.copy_(old.bias)  # type: ignore[union-attr]
+                else:
+                    new.weight[:low_rank] = old.weight
+                    new.bias[:low_rank] = old.bias  # type: ignore[index]
+        body[2], body[3] = wide_reduce, wide_conv
+    return model
 
 
 def folded_rows(s: Setup) -> list[Row]:
-    """The folded reference (weight norm folded once into plain convs), eager, channels_last."""
-    def make():
-        model, x = s.folded_model(), s.input()
-        return lambda: model(x)
+    """The folded reference (weight norm folded once into plain convs), eager, channels_last; and, for WDSR-B, the
+    same with its low-rank width zero-padded to 32 (same outputs), plain and as a CUDA graph (GPU)."""
+    def folded(pad32=False, graphs=False):
+        def make():
+            if pad32 and s.reference.config.variant != "b":
+                raise RuntimeError("WDSR-A has no low-rank convs to pad")
+            model, x = s.folded_model(), s.input()
+            if pad32:
+                model = pad_low_rank(model).to(memory_format=torch.channels_last)
+            return cuda_graph(lambda: model(x), s.device) if graphs else (lambda: model(x))
+        return make
 
-    return [Row("folded-cl", FOLDED, make, variant="channels_last")]
+    return [Row("folded-cl", FOLDED, folded(), variant="channels_last"),
+            Row("folded-pad32-cl", FOLDED, folded(pad32=True), variant="low-rank-32"),
+            Row("folded-pad32-cl+graphs", FOLDED, folded(pad32=True, graphs=True), variant="low-rank-32+cuda-graphs")]
 
 
 def torchscript_rows(s: Setup) -> list[Row]:
@@ -192,17 +264,40 @@ def runtime_rows(s: Setup) -> list[Row]:
 
 
 def check_backend(backend: str, s: Setup) -> None:
-    """Raise, saying why, unless ``backend`` can run here (the Triton interpreter only when asked for)."""
+    """Raise, saying why, unless ``backend`` can run here (the Triton interpreter only when asked for; fp32 Triton
+    on a GPU with TF32 off, IEEE dots, only when asked for)."""
     reason = ops.unavailable_reason(backend, s.device, s.reference.config, s.dtype)
     if reason is None and not ops.native(backend, s.device) and not s.options.triton_on_cpu:
         reason = f"{backend} on {s.device.type} is the Triton interpreter (add --with-triton-on-cpu)"
+    if (reason is None and backend == "triton" and s.device.type == "cuda" and s.dtype == torch.float32
+            and not ops.tf32_convolutions() and not s.options.ieee_triton):
+        reason = ("fp32 Triton with TF32 off (torch.backends.cudnn.allow_tf32) runs IEEE dots on FMAs, minutes per "
+                  "case (add --with-ieee-triton)")
     if reason is not None:
         raise RuntimeError(reason)
 
 
+def triton_variants(backend: str, s: Setup) -> list[tuple[str, str | None]]:
+    """(label suffix, Triton block variant) of a backend's rows: each block kernel for "triton", else one row."""
+    if backend != "triton":
+        return [("", None)]
+    return [("" if v == ops.TRITON_BLOCK_VARIANTS[0] else f"-{v}", v) for v in s.options.triton_block_variants]
+
+
+def in_variant(variant: str | None, fn: Callable[[], object]) -> Callable[[], object]:
+    """``fn`` called with the Triton block kernel ``variant`` in use (None: as it is)."""
+    if variant is None:
+        return fn
+
+    def call():
+        with ops.use_triton_block_variant(variant):
+            return fn()
+    return call
+
+
 def fast_rows(s: Setup) -> list[Row]:
-    """FastWDSR on each backend asked for, without and with CUDA-graph replay (GPU)."""
-    def fast(backend, graphs):
+    """FastWDSR on each backend asked for (Triton: each block kernel), without and with CUDA-graph replay (GPU)."""
+    def fast(backend, graphs, variant):
         def make():
             if graphs and s.device.type != "cuda":
                 raise RuntimeError("CUDA graphs need a GPU")
@@ -210,12 +305,12 @@ def fast_rows(s: Setup) -> list[Row]:
             model = FastWDSR.from_reference(s.reference, backend=backend, cuda_graphs=graphs,
                                             check_finite=False).to(s.device).eval()
             x = s.input(channels_last=False)
-            return lambda: model(x)
+            return in_variant(variant, lambda: model(x))
         return make
 
     def block_a_path(path):  # the cpu backend with its WDSR-A blocks run one way (WDSR_FAST_CPU_BLOCK_A=path)
         def make():
-            call = fast("cpu", False)()
+            call = fast("cpu", False, "")()
 
             def run():
                 old = os.environ.get(BLOCK_A_ENV)
@@ -231,9 +326,10 @@ def fast_rows(s: Setup) -> list[Row]:
             return run
         return make
 
-    rows = [Row(f"fast-{backend}" + ("+graphs" if graphs else ""), FAST, fast(backend, graphs), backend=backend,
-                variant="cuda-graphs" if graphs else "")
-            for backend in s.options.backends for graphs in (False, True)]
+    rows = [Row(f"fast-{backend}{suffix}" + ("+graphs" if graphs else ""), FAST, fast(backend, graphs, variant),
+                backend=backend, variant="+".join(filter(None, (variant, "cuda-graphs" if graphs else ""))))
+            for backend in s.options.backends for suffix, variant in triton_variants(backend, s)
+            for graphs in (False, True)]
     if "cpu" in s.options.backends and s.reference.config.variant == "a" and s.on_cpu:
         rows += [Row(f"fast-cpu:a-{path}", FAST, block_a_path(path), backend="cpu", variant=f"block-a={path}")
                  for path in ("fused", "onednn")]
@@ -242,10 +338,10 @@ def fast_rows(s: Setup) -> list[Row]:
 
 def op_rows(s: Setup) -> list[Row]:
     """The model's block op and the tail alone, channels_last features: the reference ops on folded weights (the
-    baseline), then each backend asked for."""
+    baseline), then each backend asked for (Triton's block: each kernel)."""
     block = "wdsr_a_block" if s.reference.config.variant == "a" else "wdsr_b_block"
 
-    def one_op(op, backend):
+    def one_op(op, backend, variant):
         def make():
             if backend != REFERENCE_OPS:
                 check_backend(backend, s)
@@ -257,14 +353,18 @@ def op_rows(s: Setup) -> list[Row]:
             x = x.to(s.device, s.dtype).contiguous(memory_format=torch.channels_last)
             image = s.input()
             if op == block:
-                return lambda: getattr(fns, op)(x, *folded.blocks[0], cfg.res_scale)
+                return in_variant(variant, lambda: getattr(fns, op)(x, *folded.blocks[0], cfg.res_scale))
             return lambda: fns.tail_shuffle(x, image, *folded.tail, *folded.skip, folded.mean, cfg.pixel_norm_scale,
                                             cfg.scale)
         return make
 
-    backends = [REFERENCE_OPS] + list(s.options.backends)
-    return [Row(f"op:{op}:{backend}", OP, one_op(op, backend), backend=backend, op=op)
-            for op in (block, "tail_shuffle") for backend in backends]
+    rows = []
+    for op in (block, "tail_shuffle"):
+        for backend in [REFERENCE_OPS] + list(s.options.backends):
+            variants = triton_variants(backend, s) if op == "wdsr_b_block" else [("", None)]
+            rows += [Row(f"op:{op}:{backend}{suffix}", OP, one_op(op, backend, variant), backend=backend, op=op,
+                         variant=variant or "") for suffix, variant in variants]
+    return rows
 
 
 ROW_KINDS: tuple[Callable[[Setup], list[Row]], ...] = (eager_rows, folded_rows, torchscript_rows, compile_rows,

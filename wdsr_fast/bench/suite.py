@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from .. import ops
-from ..model import SCALES
+from ..model import PRESETS, SCALES
 from .measure import CPU_MATMUL_SIZE, GPU_MATMUL_SIZE, measure, peak_rates
 from .memory import METHOD as CPU_MEMORY_METHOD
 from .report import environment, format_table, short_cpu_name, write_results
@@ -40,9 +40,11 @@ class Plan:
     @classmethod
     def of(cls, device: str | torch.device = "cpu", quick: bool = False, presets=DEFAULT_PRESETS, scales=SCALES,
            sizes=DEFAULT_SIZES, batches=(1, 4), dtypes=None, backends=None, threads=None, repeats=None,
-           memory=None, out=None, compile_rows=None, triton_on_cpu=False, max_autotune_on_cpu=False) -> Plan:
+           memory=None, out=None, compile_rows=None, triton_on_cpu=False, max_autotune_on_cpu=False,
+           cases=None, ieee_triton=False, triton_blocks=None) -> Plan:
         """A plan from the command's options (``None``: the default, which may depend on the device and
-        ``quick``); a ``ValueError`` for values no run can take."""
+        ``quick``); a ``ValueError`` for values no run can take. ``cases``: Case objects (``parse_case``), measured
+        instead of the product of presets, scales, sizes, batches and dtypes."""
         device = torch.device(device)
         assert isinstance(device, torch.device)
         if device.type == "cuda" and not torch.cuda.is_available():
@@ -56,11 +58,17 @@ class Plan:
             presets, scales, sizes, batches = ["wdsr-b-32x16"], [2], [(256, 256)], [1]
             dtypes = dtypes or (["fp32"] if on_cpu else ["fp32", "fp16"])
         dtypes = sorted(set(dtypes or (DTYPE_ORDER if not on_cpu else ["fp32"])), key=DTYPE_ORDER.index)
-        cases = tuple(Case(p, s, w, h, b, d) for p in presets for s in scales for w, h in sizes for b in batches
-                      for d in dtypes)
+        if cases:
+            cases = tuple(cases)
+        else:
+            cases = tuple(Case(p, s, w, h, b, d) for p in presets for s in scales for w, h in sizes for b in batches
+                          for d in dtypes)
+        # torch.compile: every mode on CPU (none with --quick); its default mode on GPU (max-autotune tunes for
+        # minutes there: --compile max or all).
         options = RowOptions(tuple(backends or reversed(ops.BACKENDS)),
-                             compile_rows or ("none" if quick and on_cpu else "all"), max_autotune_on_cpu,
-                             triton_on_cpu)
+                             compile_rows or ("none" if quick and on_cpu else "all" if on_cpu else "default"),
+                             max_autotune_on_cpu, triton_on_cpu, ieee_triton,
+                             tuple(triton_blocks or ops.TRITON_BLOCK_VARIANTS))
         return cls(device=device, cases=cases,
                    threads=tuple(sorted(set(threads or [torch.get_num_threads()]))) if on_cpu
                    else (torch.get_num_threads(),),
@@ -71,6 +79,22 @@ class Plan:
     @property
     def dtypes(self) -> list[str]:
         return sorted({c.dtype for c in self.cases}, key=DTYPE_ORDER.index)
+
+
+def parse_case(text: str) -> Case:
+    """``PRESET:SCALE:WxH:BATCH:DTYPE`` (output size), e.g. ``wdsr-b-32x16:2:3840x2160:1:fp16``."""
+    try:
+        preset_name, scale, size, batch, dtype = text.split(":")
+        width, height = (int(v) for v in size.lower().split("x"))
+        case = Case(preset_name, int(scale), width, height, int(batch), dtype)
+    except ValueError:
+        raise ValueError(f"a case looks like wdsr-b-32x16:2:1920x1080:1:fp16 (preset:scale:WxH:batch:dtype), "
+                         f"got {text!r}") from None
+    if case.preset not in PRESETS or case.scale not in SCALES or case.dtype not in DTYPES or case.batch < 1 \
+            or min(width, height) < case.scale:
+        raise ValueError(f"case {text!r}: a preset of {sorted(PRESETS)}, a scale of {SCALES}, a dtype of "
+                         f"{sorted(DTYPES)}, a positive batch and an output at least the scale wide")
+    return case
 
 
 def default_folder(device: torch.device, quick: bool) -> Path:
@@ -87,13 +111,17 @@ def run_benchmark(plan: Plan) -> Path:
     env, peaks = measure_machine(plan)
     rows: list[dict] = []
     eager_fp32: dict = {}
-    for case in plan.cases:
+    for number, case in enumerate(plan.cases, 1):
         print(f"measuring {case.preset} x{case.scale} {case.out_w}x{case.out_h} batch {case.batch} {case.dtype}, "
               f"threads {', '.join(map(str, plan.threads))}, {plan.rounds} rounds ...", file=sys.stderr, flush=True)
         with tempfile.TemporaryDirectory() as folder:
             setup = Setup.of(case, plan.device, plan.options, Path(folder))
             rows += measure(setup, list(plan.threads), plan.rounds, GPU_CALLS_PER_ROUND, peaks[case.dtype],
                             eager_fp32, plan.memory)
+        if number < len(plan.cases):  # a run stopped later (a device lease's budget) keeps the cases measured
+            env["cases_measured"] = f"{number} of {len(plan.cases)}"
+            write_results(rows, env, plan.out)
+    env.pop("cases_measured", None)
     if hasattr(os, "getloadavg"):
         env["load_average_at_end"] = os.getloadavg()
     print(f"{env['device']} ({', '.join(env['cpu_flags']) or env['torch_cpu_capability']}), torch {env['torch']}, "
@@ -117,6 +145,8 @@ def measure_machine(plan: Plan) -> tuple[dict, dict]:
                     for d, p in peaks.items()}
     env["peak_matmul"] = f"{CPU_MATMUL_SIZE if on_cpu else GPU_MATMUL_SIZE}^3 matmul"
     env["threads"], env["rounds"] = list(plan.threads), plan.rounds
+    env["tf32_convolutions"] = ops.tf32_convolutions()  # fp32: cuDNN's convolutions and the Triton dots
+    env["triton_block_variants"] = list(plan.options.triton_block_variants)
     env["peak_memory_method"] = (CPU_MEMORY_METHOD if on_cpu else "torch.cuda.max_memory_allocated of one forward"
                                  ) if plan.memory else None
     return env, peaks

@@ -9,6 +9,7 @@ import torch
 from .. import ops
 from ..bench.rows import DTYPES
 from ..bench.suite import DEFAULT_PRESETS, DEFAULT_SIZES, Plan, run_benchmark
+from ..bench.suite import parse_case as suite_parse_case
 from ..model import PRESETS, SCALES
 
 DESCRIPTION = "Side-by-side throughput of WDSR: every backend, its peers and each fused op, measured interleaved."
@@ -50,10 +51,20 @@ def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help="time the Triton interpreter on CPU too (a correctness tool, very slow)")
     parser.add_argument("--compile", dest="compile_rows", choices=("all", "default", "max", "none"), default=None,
                         help="torch.compile rows: default mode (and, on CPU, with freezing) and max-autotune (all), "
-                             "one of them, or none (default: all, except none with --quick on CPU, where the first "
-                             "call compiles for tens of seconds)")
+                             "one of them, or none (default: all on CPU, except none with --quick, where the first "
+                             "call compiles for tens of seconds; default on GPU, where max-autotune tunes for "
+                             "minutes)")
     parser.add_argument("--max-autotune-on-cpu", action="store_true",
                         help="time torch.compile's max-autotune on CPU too (minutes of tuning)")
+    parser.add_argument("--cases", nargs="+", type=parse_case, default=None, metavar="PRESET:SCALE:WxH:BATCH:DTYPE",
+                        help="measure these cases (output size WxH) instead of the product of --presets, --scales, "
+                             "--sizes, --batch and --dtypes, e.g. wdsr-b-32x16:2:3840x2160:1:fp16 (1080p to 4K)")
+    parser.add_argument("--with-ieee-triton", dest="ieee_triton", action="store_true",
+                        help="time fp32 Triton on a GPU with TF32 off too (IEEE dots on FMAs: minutes per case); "
+                             "with PyTorch's default (torch.backends.cudnn.allow_tf32 on) fp32 Triton runs TF32")
+    parser.add_argument("--triton-blocks", nargs="+", choices=ops.TRITON_BLOCK_VARIANTS, default=None,
+                        help="the Triton WDSR-B block kernels timed side by side (default: all; 'tiled' is the "
+                             "triton rows, others add -<name> rows)")
     video = parser.add_argument_group("video", "--video: a video upscaled end to end (decode, network, encode "
                                                "pipelined) against the network alone on the same frames")
     video.add_argument("--video", action="store_true", help="the video benchmark instead of the backends' race "
@@ -62,6 +73,13 @@ def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     video.add_argument("--codec", default=None, help="video encoder (default: libx264, the clip's family)")
     video.add_argument("--weights", default=None, help="checkpoint (default: the bundled weights of the scale)")
     return parser
+
+
+def parse_case(text: str):
+    try:
+        return suite_parse_case(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_parser(subparsers) -> None:
@@ -81,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         plan = Plan.of(args.device, args.quick, args.presets, args.scales, args.sizes, args.batch, args.dtypes,
                        args.backends, args.threads, args.repeats, args.memory, args.out, args.compile_rows,
-                       args.triton_on_cpu, args.max_autotune_on_cpu)
+                       args.triton_on_cpu, args.max_autotune_on_cpu, args.cases, args.ieee_triton,
+                       args.triton_blocks)
     except ValueError as exc:
         raise SystemExit(f"error: {exc}") from None
     out = run_benchmark(plan)

@@ -166,7 +166,8 @@ class FastWDSR(WDSR):
 
     def folded(self, device: torch.device, dtype: torch.dtype) -> FoldedWDSR:
         """Weight norm folded into plain weights, cast to ``dtype`` on ``device``; cached until a
-        parameter changes (optimizer step, ``load_state_dict``, ``.to()``). Under torch.compile the folding is
+        parameter changes (optimizer step, ``load_state_dict``, ``.to()``), per ``ops.kernel_settings()`` (the TF32
+        setting of fp32 convolutions, the Triton block variant). Under torch.compile the folding is
         traced into the graph instead: a few small ops per call, always of the current weights."""
         if torch.compiler.is_compiling():
             return fold(self).to(device=device, dtype=dtype)
@@ -175,10 +176,11 @@ class FastWDSR(WDSR):
             self._folded.clear()
             self._graphs.clear()
             self._folded_key = key
-        if (device, dtype) not in self._folded:
+        at = (device, dtype, ops.kernel_settings())  # a new fold (and new graphs) when the settings change
+        if at not in self._folded:
             with torch.no_grad():
-                self._folded[(device, dtype)] = fold(self).to(device=device, dtype=dtype)
-        return self._folded[(device, dtype)]
+                self._folded[at] = fold(self).to(device=device, dtype=dtype)
+        return self._folded[at]
 
     # -- forward --------------------------------------------------------------------------------
     def forward(self, image: torch.Tensor) -> torch.Tensor:
@@ -231,7 +233,8 @@ class FastWDSR(WDSR):
                           f"(shown once per model)", stacklevel=5)  # the caller of model(image)
 
     def _replay(self, backend: str, folded: FoldedWDSR, image: torch.Tensor) -> torch.Tensor:
-        key = (backend, tuple(image.shape), image.dtype, image.device, image.is_contiguous())
+        # The captured kernels keep the TF32 setting and the Triton block variant of their capture: both in the key.
+        key = (backend, tuple(image.shape), image.dtype, image.device, image.is_contiguous(), ops.kernel_settings())
         graph = self._graphs.get(key)
         if graph is None:
             graph = self._graphs[key] = _Graph(ops.get_backend(backend), folded, image)

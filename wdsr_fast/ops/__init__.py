@@ -38,10 +38,21 @@ from types import ModuleType
 
 import torch
 
-from .common import OP_NAMES, POISON_ENV, interpreting
+from .common import (
+    OP_NAMES,
+    POISON_ENV,
+    TRITON_BLOCK_ENV,
+    TRITON_BLOCK_VARIANTS,
+    interpreting,
+    kernel_settings,
+    tf32_convolutions,
+    triton_block_variant,
+    use_triton_block_variant,
+)
 
-__all__ = ["AUTO", "BACKENDS", "DEVICE_TYPES", "OP_NAMES", "POISON_ENV", "REGISTRY", "device_reason", "get_backend",
-           "native", "pick_backend", "preload", "unavailable_reason"]
+__all__ = ["AUTO", "BACKENDS", "DEVICE_TYPES", "OP_NAMES", "POISON_ENV", "REGISTRY", "TRITON_BLOCK_ENV",
+           "TRITON_BLOCK_VARIANTS", "device_reason", "get_backend", "kernel_settings", "native", "pick_backend",
+           "preload", "tf32_convolutions", "triton_block_variant", "unavailable_reason", "use_triton_block_variant"]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,10 +1,12 @@
-"""What every backend shares: the op names, the Triton interpreter switch, the tests' poison switch, the fake
-implementations of the ops, and the loading of a C++ extension.
+"""What every backend shares: the op names, the Triton interpreter switch, the tests' poison switch, the settings
+that choose kernels (TF32 for fp32 convolutions, the Triton WDSR-B block variant), the fake implementations of the
+ops, and the loading of a C++ extension.
 
 Backend modules import from here, never from the package ``wdsr_fast.ops`` (the registry, which imports them).
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 from collections.abc import Callable
@@ -20,6 +22,56 @@ OP_NAMES = ("head_conv", "wdsr_a_block", "wdsr_b_block", "tail_shuffle")
 def interpreting() -> bool:
     """Whether Triton kernels run in Triton's CPU interpreter (TRITON_INTERPRET=1), as in the test suite."""
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def tf32_convolutions() -> bool:
+    """Whether float32 convolutions may use TF32 tensor cores: PyTorch's setting for cuDNN's convolutions,
+    ``torch.backends.cudnn.allow_tf32`` (on by default), or, where that and the newer per-op API were mixed (reading
+    the old flag then raises), ``torch.backends.cudnn.conv.fp32_precision`` resolved as PyTorch resolves it ("none"
+    defers to ``torch.backends.cudnn.fp32_precision``, then to ``torch.backends.fp32_precision``). The Triton
+    backend's fp32 dots follow it, as cuDNN does; kernels captured in a CUDA graph keep the setting of their
+    capture, hence ``kernel_settings``."""
+    try:
+        return bool(torch.backends.cudnn.allow_tf32)
+    except RuntimeError:  # "a mix of the legacy and new APIs": cuDNN's conv and RNN settings differ
+        chain = (getattr(torch.backends.cudnn, "conv", None), torch.backends.cudnn, torch.backends)
+        precision = next((p for p in (getattr(level, "fp32_precision", "none") for level in chain) if p != "none"),
+                         "none")
+        return precision == "tf32"
+
+
+def kernel_settings() -> tuple:
+    """The global settings that change which kernels a forward runs, for caches of captured work (FastWDSR's CUDA
+    graphs and folded weights): the TF32 setting of fp32 convolutions and the Triton WDSR-B block variant."""
+    return (tf32_convolutions(), triton_block_variant())
+
+
+TRITON_BLOCK_ENV = "WDSR_FAST_TRITON_BLOCK"  # the Triton WDSR-B block kernel: "tiled" (default) or "persistent"
+TRITON_BLOCK_VARIANTS = ("tiled", "persistent")
+_triton_block_variant: list[str | None] = [None]  # set by use_triton_block_variant; None: the environment's
+
+
+def triton_block_variant() -> str:
+    """The Triton WDSR-B block kernel in use: set by ``use_triton_block_variant``, else ``$WDSR_FAST_TRITON_BLOCK``,
+    else "tiled" (the kernel measured on an H100; "persistent" is the newer one, not yet measured)."""
+    variant = _triton_block_variant[0] or os.environ.get(TRITON_BLOCK_ENV) or TRITON_BLOCK_VARIANTS[0]
+    if variant not in TRITON_BLOCK_VARIANTS:
+        raise ValueError(f"{TRITON_BLOCK_ENV}={variant!r}: expected one of {TRITON_BLOCK_VARIANTS}")
+    return variant
+
+
+@contextlib.contextmanager
+def use_triton_block_variant(variant: str | None):
+    """A context in which the Triton backend's ``wdsr_b_block`` runs kernel ``variant`` ("tiled" or "persistent";
+    None: the environment's choice)."""
+    if variant is not None and variant not in TRITON_BLOCK_VARIANTS:
+        raise ValueError(f"unknown Triton block variant {variant!r}; choose one of {TRITON_BLOCK_VARIANTS}")
+    saved = _triton_block_variant[0]
+    _triton_block_variant[0] = variant
+    try:
+        yield
+    finally:
+        _triton_block_variant[0] = saved
 
 
 def register_fakes(namespace: str) -> None:

@@ -20,10 +20,16 @@ round trip through memory, hence staging.
 Programs run along grid axis 0 only, image by image (program = image * tiles per image + tile): axis 1 would cap
 the batch at 65535.
 
-In fp32 the IEEE tl.dot keeps a per-thread stack (scripts/triton_sm90_compile.py). Read from the code: the scratch
-is 16 KB per tile in fp16 (L_PAD 32), about 44 MB per block at 960x540 (2691 tiles), beside 33 MB of activations read
-and written, more than an H100's 50 MB L2 together; the halo recomputes 31% of the 1x1 work. Timings:
-benchmarks/README.md, "Where the design numbers come from".
+Design in numbers, WDSR-B 32x16 (C 32, E 192, L 25 -> L_PAD 32), 960x540, fp16: 2,691 programs of a 16x16 tile
+(14x14 written); the 1x1 chain runs on 256/196 = 1.31x the pixels, the 3x3 on all 256 rows at K = 32 (25 useful);
+bytes per tile: x 16 KB read (haloed), y 12.3 KB written, scratch 16 KB written and 9 x 16 KB reloaded, about 40 KB
+of weights read (the 3x3's as a stride-9 gather); the scratch is 44 MB per block, beside 33 MB of activations read
+and written, more than an H100's 50 MB L2 together. Compiled for sm_90 as a 1080p launch
+(``scripts/triton_sm90_compile.py``, Triton 3.6): channels_last fp16 and bf16, 164 registers, 20 KB shared memory, no
+stack, 1 CTA of 8 warps per SM; every dot on wgmma: expand 12 x m64n64k16 (A from shared memory), reduce
+24 x m64n32k16 (A from registers), 3x3 36 x m64n32k16; 15 wgmma waits a tile. NCHW read as it is: 176 registers,
+the expand's A from registers. fp32: TF32 255 registers and a 24 B stack; IEEE (FMA) a 17 KB stack per thread.
+Measured on an H100: benchmarks/README.md, "Where the design numbers come from".
 """
 from __future__ import annotations
 
@@ -31,9 +37,18 @@ import torch
 import triton
 import triton.language as tl
 
+from ..common import triton_block_variant
+from . import block_b_persistent
 from .common import check_features, check_weights, dot_config, mm, new_output, num_warps, on_device, pad
 
 TILE_H, TILE_W = 16, 16  # haloed; the interior written per program is 14 x 14
+# Whether the op gives an NCHW x to the kernels as it is. On an H100 (2026-11-25) this kernel given NCHW fp16/bf16 x of
+# 32 channels (thin maps were tested) wrote wrong values (relative error 0.8-1.0), the same inputs channels_last were
+# right. Compiled for sm_90 (scripts/triton_sm90_compile.py), NCHW x was then the expand's A operand in shared
+# memory M-major (wgmma transpose flag tA1), the only operand form no channels_last run uses; the kernels now keep an
+# NCHW x's A operand in registers instead (RS wgmma, the reduce's form). The interpreter finds every layout right but
+# cannot tell the forms apart: until scripts/probe_triton_layouts.py has run both on a GPU, the op copies NCHW x.
+READ_NCHW = False
 E_BLOCK = 64  # wide channels per chunk of the expand
 
 
@@ -44,7 +59,8 @@ def _wdsr_b_block_kernel(
     sxn, sxc, sxh, sxw, syn, syc, syh, syw,
     C: tl.constexpr, E: tl.constexpr, L: tl.constexpr,
     C_PAD: tl.constexpr, E_BLOCK: tl.constexpr, L_PAD: tl.constexpr,
-    TILE_H: tl.constexpr, TILE_W: tl.constexpr, DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr,
+    TILE_H: tl.constexpr, TILE_W: tl.constexpr, A_FROM_REGISTERS: tl.constexpr, DOT_DTYPE: tl.constexpr,
+    PRECISION: tl.constexpr,
 ):
     program = tl.program_id(0)
     n = program // num_tiles
@@ -65,6 +81,8 @@ def _wdsr_b_block_kernel(
     x_base = x_ptr + n.to(tl.int64) * sxn
     x = tl.load(x_base + h[:, None] * sxh + w[:, None] * sxw + c[None, :] * sxc,
                 mask=inside[:, None] & c_ok[None, :], other=0.0)
+    if A_FROM_REGISTERS:  # a no-op select Triton does not fold: the expand's A operand stays in registers
+        x = tl.where(inside[:, None], x, 0.0)  # (READ_NCHW)
     t = tl.zeros([M, L_PAD], dtype=tl.float32)
     for e0 in tl.static_range(0, E, E_BLOCK):
         e = e0 + tl.arange(0, E_BLOCK)
@@ -106,24 +124,32 @@ def wdsr_b_block(x: torch.Tensor, w_expand: torch.Tensor, b_expand: torch.Tensor
                  b_reduce: torch.Tensor, w_conv: torch.Tensor, b_conv: torch.Tensor, res_scale: float) -> torch.Tensor:
     """Same contract as ``reference.wdsr_b_block``; the output is channels_last.
 
-    The kernel reads x channels_last (one copy for an NCHW x; FastWDSR's features are channels_last already):
-    on an H100 the kernel given NCHW fp16/bf16 x of 32 channels and a map one pixel high or wide wrote wrong values
-    (relative error 0.8-1.0), where the same inputs channels_last were right; NCHW is not run until that is
-    understood (``scripts/probe_triton_layouts.py`` runs the kernel on both layouts, for that)."""
+    Runs the kernel of ``ops.triton_block_variant()``: "tiled" (this module's, the default) or "persistent"
+    (``block_b_persistent.py``). Both read any layout, but an x that is not channels_last is copied to channels_last
+    first (FastWDSR's features already are) until a GPU run has confirmed the kernels on NCHW input
+    (``READ_NCHW``)."""
     check_features("wdsr_b_block: x", x)
-    return launch(x.contiguous(memory_format=torch.channels_last), w_expand, b_expand, w_reduce, b_reduce, w_conv,
-                  b_conv, res_scale)
+    if not READ_NCHW:
+        x = x.contiguous(memory_format=torch.channels_last)
+    if triton_block_variant() == "persistent":
+        return block_b_persistent.wdsr_b_block(x, w_expand, b_expand, w_reduce, b_reduce, w_conv, b_conv, res_scale)
+    return launch(x, w_expand, b_expand, w_reduce, b_reduce, w_conv, b_conv, res_scale)
 
 
 def launch(x: torch.Tensor, w_expand: torch.Tensor, b_expand: torch.Tensor, w_reduce: torch.Tensor,
-           b_reduce: torch.Tensor, w_conv: torch.Tensor, b_conv: torch.Tensor, res_scale: float) -> torch.Tensor:
-    """The kernel on ``x`` as it is laid out (any strides); ``wdsr_b_block`` is the op."""
+           b_reduce: torch.Tensor, w_conv: torch.Tensor, b_conv: torch.Tensor, res_scale: float,
+           a_from_registers: bool | None = None) -> torch.Tensor:
+    """The kernel on ``x`` as it is laid out (any strides); ``wdsr_b_block`` is the op. ``a_from_registers``: whether
+    the expand's A operand is forced into registers (default: for an x that is not channels_last; False for NCHW x
+    compiles the operand form of the first GPU run, for ``scripts/probe_triton_layouts.py``)."""
     n, c, height, width = x.shape
     wide, low_rank = w_expand.shape[0], w_reduce.shape[0]
     check_weights("wdsr_b_block", x, w_expand=(w_expand, (wide, c, 1, 1)), b_expand=(b_expand, (wide,)),
                   w_reduce=(w_reduce, (low_rank, wide, 1, 1)), b_reduce=(b_reduce, (low_rank,)),
                   w_conv=(w_conv, (c, low_rank, 3, 3)), b_conv=(b_conv, (c,)))
     y = new_output(x.shape, x, channels_last=True)
+    if a_from_registers is None:
+        a_from_registers = not (x.stride(1) == 1 and c > 1)
     tiles_h, tiles_w = triton.cdiv(height, TILE_H - 2), triton.cdiv(width, TILE_W - 2)
     dots = dot_config(x.dtype)
     l_pad = pad(low_rank)
@@ -135,5 +161,5 @@ def launch(x: torch.Tensor, w_expand: torch.Tensor, b_expand: torch.Tensor, w_re
             w_conv.contiguous(), b_conv.contiguous(), y, scratch, height, width, tiles_w, tiles_h * tiles_w,
             float(res_scale), *x.stride(), *y.stride(),
             C=c, E=wide, L=low_rank, C_PAD=pad(c), E_BLOCK=min(E_BLOCK, pad(wide)), L_PAD=l_pad,
-            TILE_H=TILE_H, TILE_W=TILE_W, num_warps=num_warps(8), **dots)
+            TILE_H=TILE_H, TILE_W=TILE_W, A_FROM_REGISTERS=a_from_registers, num_warps=num_warps(8), **dots)
     return y

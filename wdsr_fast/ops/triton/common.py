@@ -10,7 +10,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..common import POISON_ENV, interpreting
+from ..common import POISON_ENV, interpreting, tf32_convolutions
 
 
 def on_device(t: torch.Tensor):
@@ -27,14 +27,16 @@ def pad(n: int, minimum: int = 16) -> int:
 def dot_config(dtype: torch.dtype) -> dict:
     """Constexprs choosing the dtype tl.dot runs in and its fp32 precision.
 
-    fp32: IEEE unless the user opted into TF32 with ``torch.backends.cuda.matmul.allow_tf32``.
-    bf16 under the interpreter: fp32 (the interpreter's bf16 arithmetic is wrong); on GPU bf16 itself.
+    fp32: TF32 tensor cores where PyTorch lets cuDNN's convolutions use them (``torch.backends.cudnn.allow_tf32``, on
+    by default: ``common.tf32_convolutions``), else IEEE. The interpreter is given the same choice (and computes
+    exact fp32 whatever it is given). bf16 under the interpreter: fp32 IEEE (the interpreter's bf16 arithmetic is
+    wrong); on GPU bf16 itself. fp16 and bf16 dots ignore the precision.
     """
     if dtype == torch.float32 or (dtype == torch.bfloat16 and interpreting()):
         dot_dtype = tl.float32
     else:
         dot_dtype = tl.float16 if dtype == torch.float16 else tl.bfloat16
-    precision = "tf32" if torch.backends.cuda.matmul.allow_tf32 and not interpreting() else "ieee"
+    precision = "tf32" if dtype == torch.float32 and tf32_convolutions() else "ieee"
     return dict(DOT_DTYPE=dot_dtype, PRECISION=precision)
 
 

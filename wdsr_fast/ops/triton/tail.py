@@ -9,8 +9,13 @@ normalised values, as in the reference). The epilogue writes accumulator column 
 pixel (h, w) straight to out[n, colour, h*s + di, w*s + dj]: no shuffle pass, no add pass. Programs run along grid
 axis 0 only, image by image (axis 1 would cap the batch at 65535).
 
-In fp32 the IEEE tl.dot keeps a per-thread stack of 10-24 KB (scripts/triton_sm90_compile.py), for which the driver
-reserves local memory for every resident thread. Timings: benchmarks/README.md, "Where the design numbers come from".
+Design in numbers: an 8x16 tile of LR pixels, no recompute (each tap's features and the image's 5x5 window are
+reloaded from L1/L2, 9 and 25 times); per tile 128 x (9 x 32 + 128) x 3s^2-padded MACs, 8 KB of features read per
+tap, 128 x 3s^2 output values written. Compiled for sm_90 as a 960x540 launch (scripts/triton_sm90_compile.py, Triton
+3.6, fp16 and bf16): x2 / x3 / x4 147 / 158 / 222 registers, 36 / 40 / 48 KB shared memory, 3 / 3 / 2 CTAs of 4 warps
+per SM, no stack; the taps 36 wgmma m64nNk16 (N 16 / 32 / 64, A from shared memory), the skip 16 (A from registers);
+10 wgmma waits a tile. In fp32 the IEEE tl.dot keeps a per-thread stack of 10-24 KB, for which the driver reserves
+local memory for every resident thread. Timings: benchmarks/README.md, "Where the design numbers come from".
 """
 from __future__ import annotations
 
