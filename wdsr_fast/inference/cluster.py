@@ -43,6 +43,7 @@ from .files import (
     check_output_folder,
     collect_images,
     earlier_outputs,
+    failure_line,
     pixel_budget,
     plan,
     suffix_problem,
@@ -177,11 +178,8 @@ def run_job(upscaler: Upscaler, job: Job, quality: int, replace: bool) -> Outcom
         return Outcome(source, "skipped", f"skipped {job.source}: {exc}")
     except (ImageError, UpscaleError) as exc:
         return Outcome(source, "failed", f"error: {exc}")
-    except MemoryError:
-        return Outcome(source, "failed", f"error: {job.source}: out of host memory")
-    except (ValueError, RuntimeError, OSError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        return Outcome(source, "failed", f"error: {job.source}: {reason}")
+    except (MemoryError, ValueError, RuntimeError, OSError) as exc:
+        return Outcome(source, "failed", f"error: {failure_line(job.source, exc)}")
 
 
 class UpscaleWorker:
