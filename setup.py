@@ -29,6 +29,8 @@ CPU_EXTENSION = "wdsr_fast._cpu"
 # The CPU kernels once per instruction set: (name, source, compiler flags); x86 paths only on x86-64 GCC/clang.
 CPU_KERNELS = [
     ("avx512", "csrc/cpu/kernels_avx512.cpp", ["-mavx512f", "-mavx512vl", "-mavx2", "-mfma"]),
+    ("avx512_bf16", "csrc/cpu/kernels_avx512_bf16.cpp",
+     ["-mavx512f", "-mavx512vl", "-mavx512bw", "-mavx512bf16", "-mavx2", "-mfma"]),
     ("avx2", "csrc/cpu/kernels_avx2.cpp", ["-mavx2", "-mfma"]),
     ("generic", "csrc/cpu/kernels_generic.cpp", []),
 ]

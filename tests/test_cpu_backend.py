@@ -3,7 +3,9 @@
 Every op, on every instruction-set path this machine runs (``WDSR_FAST_CPU_ISA``), with 1 and 2 threads, on
 odd sizes (1-pixel-wide and 1-row images, widths that are not multiples of any vector width, maps wider than a
 column chunk, bands of rows), batch 2, NCHW and channels_last inputs, the WDSR-B width of the presets and a
-narrower one, outputs poisoned with NaN first. Error: max |out - ref| / max |ref| below 1e-5 (float32).
+narrower one, outputs poisoned with NaN first. Error: max |out - ref| / max |ref| below 1e-5 (float32). bfloat16
+(where the CPU has AVX512-BF16): the same cases against float64 on the same bf16 values, an error at most that of
+torch's own bf16 ops on the same input (both roughly 1e-2: bf16 keeps 8 significant bits).
 The halo logic is also run through a ctypes harness with narrow column chunks, where deliberately broken
 copies of the kernel source must fail the same check.
 """
@@ -234,31 +236,120 @@ def test_registry_picks_cpu_on_cpu_tensors():
     assert "CPU tensors" in ops.unavailable_reason("cpu", "meta")
 
 
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_half_precision_on_cpu_runs_the_torch_backend(dtype):
-    """The CPU kernels take float32: auto picks the torch backend for other dtypes, and an explicit
-    backend="cpu" warns once (saying whether the CPU has bf16 units) and falls back to it."""
-    assert ops.pick_backend("cpu", dtype=dtype) == "torch"
-    reason = ops.unavailable_reason("cpu", "cpu", dtype=dtype)
-    assert "float32" in reason and "bf16 units" in reason
-    units = cpu_backend.bf16_units()
-    assert set(units) <= set(cpu_backend.BF16_FLAGS)
-    assert ("has no bf16 units" in reason) == (not units)
-    model = WDSR(variant="b", scale=2, n_feats=8, n_resblocks=1)
-    image = (torch.rand(1, 3, 6, 5) * 255).to(dtype)
+# ---- bfloat16 -------------------------------------------------------------------------------------------------
+needs_bf16 = pytest.mark.skipif(cpu_backend.bf16_isa() is None, reason="this CPU or build runs no bf16 kernels")
+
+
+def check_bf16(name, args):
+    """The op on bf16 inputs against float64 on the same values: no worse than torch's bf16 ops (reference.py run
+    in bf16), and at most 2e-2."""
+    args = [a.bfloat16() if isinstance(a, torch.Tensor) and a is not MEAN else a for a in args]
+    out = getattr(cpu_backend, name)(*args)
+    ref = getattr(reference, name)(*[a.double() if isinstance(a, torch.Tensor) else a for a in args])
+    assert out.dtype == torch.bfloat16
+    assert not torch.isnan(out).any(), "an output element was never written"
+    err, torch_err = rel_error(out, ref), rel_error(getattr(reference, name)(*args), ref)
+    assert err <= max(torch_err, 2e-3) and err < 2e-2, f"{name}: relative error {err:.2e} (torch bf16 {torch_err:.2e})"
+    return out
+
+
+@needs_bf16
+@pytest.mark.parametrize("shape", BLOCK_SHAPES)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_wdsr_b_block_bf16(threads, shape, channels_last):
+    x = layout(randn(*shape, seed=1), channels_last)
+    y = check_bf16("wdsr_b_block", [x, *block_b_weights(shape[1], 6, 0.8), 0.7])
+    assert y.is_contiguous(memory_format=torch.channels_last)
+
+
+@needs_bf16
+@pytest.mark.parametrize("c, expansion, low_rank", [(24, 4, 0.8), (8, 6, 0.8), (40, 3, 0.5)])
+def test_wdsr_b_block_bf16_other_widths(threads, c, expansion, low_rank):
+    """An odd low rank (19: a zero channel pads its last pair), channel counts that are not multiples of 16."""
+    check_bf16("wdsr_b_block", [randn(2, c, 11, 19, seed=3), *block_b_weights(c, expansion, low_rank), 1.0])
+
+
+@needs_bf16
+@pytest.mark.parametrize("shape, wide", [((2, 32, 9, 13), 128), ((1, 24, 1, 7), 96), ((1, 32, 4, 300), 128),
+                                         ((1, 12, 6, 37), 40), ((3, 20, 5, 11), 72)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_wdsr_a_block_bf16(threads, shape, wide, channels_last):
+    c = shape[1]
+    x = layout(randn(*shape, seed=1), channels_last)
+    w = [randn(wide, c, 3, 3, seed=4, scale=0.1), randn(wide, seed=5, scale=0.1),
+         randn(c, wide, 3, 3, seed=6, scale=0.05), randn(c, seed=7, scale=0.1)]
+    check_bf16("wdsr_a_block", [x, *w, 0.5])
+
+
+@needs_bf16
+def test_head_and_tail_bf16(threads):
+    img = image(2, 9, 13)
+    check_bf16("head_conv", [img, randn(32, 3, 3, 3, seed=8, scale=0.3), randn(32, seed=9, scale=0.1), MEAN, 127.5])
+    weights = [randn(27, 32, 3, 3, seed=10, scale=0.3), randn(27, seed=11, scale=0.1),
+               randn(27, 3, 5, 5, seed=12, scale=0.3), randn(27, seed=13, scale=0.1)]
+    check_bf16("tail_shuffle", [randn(2, 32, 9, 13, seed=1), img, *weights, MEAN, 127.5, 3])
+
+
+@needs_bf16
+@pytest.mark.parametrize("variant", ["a", "b"])
+def test_whole_model_bf16(threads, variant):
+    """FastWDSR in bf16 on a CPU with AVX512-BF16: auto picks the CPU kernels; the error at most 2x the torch
+    backend's bf16 (the output rounding to bf16 dominates both: half a step of 8 bits at 255 is 2e-3)."""
+    kwargs = dict(n_feats=32, block_feats=128) if variant == "a" else dict(n_feats=32, expansion=6, low_rank=0.8)
+    model = WDSR(variant=variant, scale=2, n_resblocks=3, res_scale=0.5, **kwargs).eval()
+    img = image(2, 11, 14)
     with torch.inference_mode():
-        auto = FastWDSR.from_reference(model).eval()
-        auto(image)
-        assert auto.last_backend == "torch"
+        expected = WDSR.from_config(model.config).double().eval()
+        expected.load_state_dict(model.state_dict())
+        ref = expected(img.bfloat16().double())
+        errors = {}
+        for backend in ("auto", "torch"):
+            fast = FastWDSR.from_reference(model, backend=backend).to(torch.bfloat16).eval()
+            out = fast(img.bfloat16())
+            assert fast.last_backend == ("cpu" if backend == "auto" else "torch") and out.dtype == torch.bfloat16
+            errors[backend] = rel_error(out, ref)
+    assert errors["auto"] <= 2 * errors["torch"], errors
+
+
+@needs_bf16
+def test_bf16_kernels_take_even_channel_counts():
+    x = randn(1, 9, 5, 5, seed=1).bfloat16()
+    with pytest.raises(ValueError, match=r"wdsr_b_block: the bf16 CPU kernels take even channel counts, got 9 "
+                                         r"features and 54 wide channels; use float32"):
+        cpu_backend.wdsr_b_block(x, *[w.bfloat16() for w in block_b_weights(9, 6, 0.8)], 1.0)
+    odd = WDSR(variant="b", scale=2, n_feats=9, n_resblocks=1).config
+    assert "even channel counts, this model has n_feats 9" in ops.unavailable_reason("cpu", "cpu", odd, torch.bfloat16)
+    assert ops.pick_backend("cpu", odd, torch.bfloat16) == "torch"
+
+
+def test_float16_on_cpu_runs_the_torch_backend():
+    """float16 is no CPU speed path: auto picks the torch backend; an explicit backend="cpu" warns once and falls
+    back to it."""
+    assert ops.pick_backend("cpu", dtype=torch.float16) == "torch"
+    assert ops.unavailable_reason("cpu", "cpu", dtype=torch.float16) == ("the CPU kernels run float32 and bfloat16, "
+                                                                         "not torch.float16")
+    model = WDSR(variant="b", scale=2, n_feats=8, n_resblocks=1)
+    image_16 = (torch.rand(1, 3, 6, 5) * 255).half()
+    with torch.inference_mode():
         asked = FastWDSR.from_reference(model, backend="cpu").eval()
-        with pytest.warns(UserWarning, match="float32") as caught:
-            out = asked(image)
-        assert len(caught) == 1 and asked.last_backend == "torch" and out.dtype == dtype
+        with pytest.warns(UserWarning, match="float32 and bfloat16") as caught:
+            out = asked(image_16)
+        assert len(caught) == 1 and asked.last_backend == "torch" and out.dtype == torch.float16
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # once per model
-            asked(image)
-        asked(image.float())
+            asked(image_16)
+        asked(image_16.float())
         assert asked.last_backend == "cpu"
+
+
+def test_bf16_without_bf16_kernels_runs_the_torch_backend(monkeypatch):
+    """Where the CPU has no AVX512-BF16 (or the build no bf16 kernels) bf16 runs the torch backend, and the reason
+    says whether the CPU has bf16 units."""
+    monkeypatch.setattr(cpu_backend, "bf16_isa", lambda: None)
+    assert ops.pick_backend("cpu", dtype=torch.bfloat16) == "torch"
+    reason = ops.unavailable_reason("cpu", "cpu", dtype=torch.bfloat16)
+    assert "AVX512-BF16" in reason
+    assert ("has no bf16 units" in reason) == (not cpu_backend.bf16_units())
 
 
 def test_registry_falls_back_with_the_reason(monkeypatch):
@@ -299,8 +390,8 @@ def test_opcheck():
 def test_bad_inputs_say_what_is_wrong(monkeypatch):
     x = randn(1, 8, 5, 5, seed=1)
     w = block_b_weights(8, 6, 0.8)
-    with pytest.raises(TypeError, match=r"wdsr_b_block: x: expected float32 \(the CPU kernels compute in float32\), "
-                                        r"got torch\.float64"):
+    with pytest.raises(TypeError, match=r"wdsr_b_block: x: expected float32 or bfloat16 \(the CPU kernels compute in "
+                                        r"these\), got torch\.float64"):
         cpu_backend.wdsr_b_block(x.double(), *w, 1.0)
     with pytest.raises(TypeError, match=r"b_conv: expected torch\.float32 on cpu like the input, got torch\.float64"):
         cpu_backend.wdsr_b_block(x, *w[:5], w[5].double(), 1.0)

@@ -15,11 +15,11 @@ namespace wdsr {
 // What a backend's kernels accept.
 struct Target {
   c10::DeviceType device;  // the device of every input
-  bool float32_only;       // the CPU kernels compute in float32; the CUDA ones also in float16 and bfloat16
+  bool float16;            // besides float32 and bfloat16: the CUDA kernels run float16 too, the CPU ones do not
   bool int32_indexing;     // the CUDA kernels index with 32-bit ints: under 2**31 elements a tensor
 };
-constexpr Target kCudaTarget{c10::DeviceType::CUDA, false, true};
-constexpr Target kCpuTarget{c10::DeviceType::CPU, true, false};
+constexpr Target kCudaTarget{c10::DeviceType::CUDA, true, true};
+constexpr Target kCpuTarget{c10::DeviceType::CPU, false, false};
 
 inline std::string dtype_name(at::ScalarType t) {
   switch (t) {
@@ -39,9 +39,9 @@ inline std::string dtype_name(at::ScalarType t) {
 
 inline void check_dtype(const char* op, const char* name, const at::Tensor& t, const Target& target) {
   const at::ScalarType dtype = t.scalar_type();
-  if (target.float32_only) {
-    TORCH_CHECK_TYPE(dtype == at::kFloat, op, ": ", name, ": expected float32 (the CPU kernels compute in float32), "
-                     "got ", dtype_name(dtype));
+  if (!target.float16) {
+    TORCH_CHECK_TYPE(dtype == at::kFloat || dtype == at::kBFloat16, op, ": ", name, ": expected float32 or bfloat16 "
+                     "(the CPU kernels compute in these), got ", dtype_name(dtype));
     return;
   }
   TORCH_CHECK_TYPE(dtype == at::kFloat || dtype == at::kHalf || dtype == at::kBFloat16, op, ": ", name,

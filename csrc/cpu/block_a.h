@@ -25,11 +25,10 @@
 //   AVX2 (ONEDNN_MAX_CPU_ISA=AVX2) and a loaded machine, 1.07x of it at 128x128 on one thread (best of 11) and
 //   ahead on two (benchmarks/README.md, CPU section, for the whole model against the peers).
 #pragma once
-#include "convs.h"  // ConvBlock, feature_window, pack_conv, pack_bias
+#include "conv_block.h"
 #include "kernel_common.h"
 #include "kernels.h"
 
-#include <type_traits>
 
 namespace wdsr_cpu::WDSR_CPU_ISA {
 namespace {
@@ -43,11 +42,19 @@ constexpr int kMaxChunkA = 256;
 // pixels = 12 accumulators + 3 broadcasts + 1 weight vector = 16 ymm, the weight vector loaded once for 3 FMAs
 // and each broadcast once for 4: 7 loads per 12 FMAs (ConvBlock's 2 x 6: 8 per 12, and every output row of the
 // reduce conv read its 147 KB of weights twice, once per 16-channel group, from L2).
-constexpr bool kWideBlocks = kRegisters == 16;
+#if defined(WDSR_CPU_AVX512)
+#define WDSR_CPU_WIDE_A_BLOCKS 0
+#else
+#define WDSR_CPU_WIDE_A_BLOCKS 1
+#endif
+constexpr bool kWideBlocks = WDSR_CPU_WIDE_A_BLOCKS;
+static_assert(kWideBlocks == (kRegisters == 16));
+using AArgs = BlockAArgsOf<feature_t>;
 constexpr int kAVecs = kWideBlocks ? 4 : kGroupVecs;
 constexpr int kALanes = kAVecs * VW;
 constexpr int kAPixels = kAccumulators / kAVecs;
 
+#if WDSR_CPU_WIDE_A_BLOCKS
 struct WideBlock : ConvBlock<kAVecs, kAPixels> {
   using ConvBlock<kAVecs, kAPixels>::ConvBlock;
   // The accumulators from a partial sum: pixel p, channel v * VW + lane at src[p * pixel_stride + v * VW + lane]
@@ -76,16 +83,18 @@ struct WideBlock : ConvBlock<kAVecs, kAPixels> {
   }
 };
 
-// Packs OIHW 3x3 weights (out, in, 3, 3) as [group][ky][in][kx][kALanes], zero past `out`.
+#endif
+
+// Packs OIHW 3x3 weights (out, in, 3, 3) as [group][ky][input word][kx][kALanes] words, zero past `out`.
 inline void pack_conv_a(const float* w, int out, int in, float* packed) {
-  const int groups = ceil_div(out, kALanes);
-  std::memset(packed, 0, sizeof(float) * static_cast<size_t>(groups) * 9 * in * kALanes);
+  const int groups = ceil_div(out, kALanes), in_words = ceil_div(in, kPack);
+  std::memset(packed, 0, sizeof(float) * static_cast<size_t>(groups) * 9 * in_words * kALanes);
   for (int o = 0; o < out; ++o)
-    for (int i = 0; i < in; ++i)
+    for (int i = 0; i < in_words; ++i)
       for (int ky = 0; ky < 3; ++ky)
         for (int kx = 0; kx < 3; ++kx)
-          packed[(((static_cast<int64_t>(o / kALanes) * 3 + ky) * in + i) * 3 + kx) * kALanes + o % kALanes] =
-              w[((static_cast<int64_t>(o) * in + i) * 3 + ky) * 3 + kx];
+          packed[(((static_cast<int64_t>(o / kALanes) * 3 + ky) * in_words + i) * 3 + kx) * kALanes + o % kALanes] =
+              word_of(w + ((static_cast<int64_t>(o) * in + i * kPack) * 3 + ky) * 3 + kx, 9, in - i * kPack);
 }
 
 // bias as [group][kALanes], zero past `out`.
@@ -104,8 +113,13 @@ inline void with_a_vecs(int c_valid, F&& f) {
     with_group_vecs(c_valid, f);
   }
 }
+#if WDSR_CPU_WIDE_A_BLOCKS
 template <int G>
-using ABlock = std::conditional_t<kWideBlocks, WideBlock, ConvBlock<G>>;
+using ABlock = WideBlock;
+#else
+template <int G>
+using ABlock = ConvBlock<G>;
+#endif
 template <int G>
 constexpr int kAPixelsOf = kWideBlocks ? kAPixels : kPixels<G>;
 
@@ -114,35 +128,36 @@ constexpr int kAPixelsOf = kWideBlocks ? kAPixels : kPixels<G>;
 template <int G>
 inline void a_taps(ABlock<G>& block, const float* w, const float* in, const int* offsets, int count,
                    int pixel_stride) {
-  if constexpr (kWideBlocks) {
-    block.wide_taps(w, in, offsets, count, pixel_stride);
-  } else {
-    block.template tap_runs<3>(w, in, offsets, count, pixel_stride);
-  }
+#if WDSR_CPU_WIDE_A_BLOCKS
+  block.wide_taps(w, in, offsets, count, pixel_stride);
+#else
+  block.template tap_runs<3>(w, in, offsets, count, pixel_stride);
+#endif
 }
 
 struct BlockAContext {
-  const BlockAArgs* a;
-  const float* w_expand;  // packed [group][dy][c][dx][kALanes]
+  const AArgs* a;
+  const float* w_expand;  // packed [group][dy][c word][dx][kALanes]
   const float* b_expand;  // packed [group][kALanes]
-  const float* w_reduce;  // packed [group][dy][wide][dx][kALanes]
+  const float* w_reduce;  // packed [group][dy][wide word][dx][kALanes]
   const float* b_reduce;  // packed [group][kALanes]
-  const int* expand_taps;  // tap (k, dx) of one x row: dx * c + k
-  const int* reduce_taps;  // tap (l, dx) of one ring row: dx * wide + l
+  const int* expand_taps;  // tap (word k, dx) of one x row: dx * c / kPack + k
+  const int* reduce_taps;  // tap (word l, dx) of one ring row: dx * wide / kPack + l
   RowBands bands;
   int ring_cols;  // columns of a ring row: the chunk, its halo and the last register block's overrun
 };
 
 // Wide row `row` of the chunk [x0, x1) into dst ([ring_cols][wide]; column j is image column x0 - 1 + j): the
 // expand conv and its ReLU at the columns inside the image; the others are left as they are (zero).
-inline void expand_row(const BlockAContext& ctx, int n, int row, int x0, int x1, float* dst, float* edge) {
-  const BlockAArgs& a = *ctx.a;
-  const int64_t row_floats = static_cast<int64_t>(a.w) * a.c;
-  const int edge_floats = (kMaxPixels + 2) * a.c;
+inline void expand_row(const BlockAContext& ctx, int n, int row, int x0, int x1, feature_t* dst, float* edge) {
+  const AArgs& a = *ctx.a;
+  const int cw = a.c / kPack;  // words per pixel of x
+  const int64_t row_words = static_cast<int64_t>(a.w) * cw;
+  const int edge_words = (kMaxPixels + 2) * cw;
   const float* x_rows[3];
   for (int dy = 0; dy < 3; ++dy) {
     const int y = row - 1 + dy;
-    x_rows[dy] = y >= 0 && y < a.h ? a.x + (static_cast<int64_t>(n) * a.h + y) * row_floats : nullptr;
+    x_rows[dy] = y >= 0 && y < a.h ? words(a.x) + (static_cast<int64_t>(n) * a.h + y) * row_words : nullptr;
   }
   const int first = imax(x0 - 1, 0), end = imin(x1 + 1, a.w);  // image columns to compute
   const int groups = ceil_div(a.wide, kALanes);
@@ -153,9 +168,9 @@ inline void expand_row(const BlockAContext& ctx, int n, int row, int x0, int x1,
         ABlock<G> block(ctx.b_expand + g * kALanes);
         for (int dy = 0; dy < 3; ++dy) {
           if (x_rows[dy] == nullptr) continue;  // zero padding above and below the image
-          const float* in = feature_window(x_rows[dy], xb, kAPixelsOf<G>, a.w, a.c, edge + dy * edge_floats);
-          a_taps<G>(block, ctx.w_expand + (static_cast<int64_t>(g) * 3 + dy) * 3 * a.c * kALanes, in,
-                                     ctx.expand_taps, 3 * a.c, a.c);
+          const float* in = feature_window(x_rows[dy], xb, kAPixelsOf<G>, a.w, cw, edge + dy * edge_words);
+          a_taps<G>(block, ctx.w_expand + (static_cast<int64_t>(g) * 3 + dy) * 3 * cw * kALanes, in,
+                    ctx.expand_taps, 3 * cw, cw);
         }
         block.store(dst + static_cast<int64_t>(xb - (x0 - 1)) * a.wide + g * kALanes, a.wide, end - xb, c_valid,
                     [](vf acc, int64_t, int) { return vmax(acc, vzero()); });
@@ -165,8 +180,9 @@ inline void expand_row(const BlockAContext& ctx, int n, int row, int x0, int x1,
 }
 
 // Row `row` of y over the chunk [x0, x1) from the ring rows above, at and below it (`rows`).
-inline void reduce_row(const BlockAContext& ctx, int n, int row, int x0, int x1, const float* const rows[3]) {
-  const BlockAArgs& a = *ctx.a;
+inline void reduce_row(const BlockAContext& ctx, int n, int row, int x0, int x1, const feature_t* const rows[3]) {
+  const AArgs& a = *ctx.a;
+  const int ww = a.wide / kPack;  // words per pixel of the wide rows
   const int64_t pixel0 = (static_cast<int64_t>(n) * a.h + row) * a.w;
   const vf scale = vset1(a.res_scale);
   const int groups = ceil_div(a.c, kALanes);
@@ -176,13 +192,12 @@ inline void reduce_row(const BlockAContext& ctx, int n, int row, int x0, int x1,
       for (int xb = x0; xb < x1; xb += kAPixelsOf<G>) {
         ABlock<G> block(ctx.b_reduce + g * kALanes);
         for (int dy = 0; dy < 3; ++dy)
-          a_taps<G>(block, ctx.w_reduce + (static_cast<int64_t>(g) * 3 + dy) * 3 * a.wide * kALanes,
-                                     rows[dy] + static_cast<int64_t>(xb - x0) * a.wide, ctx.reduce_taps, 3 * a.wide,
-                                     a.wide);
-        const float* x = a.x + (pixel0 + xb) * a.c + g * kALanes;
+          a_taps<G>(block, ctx.w_reduce + (static_cast<int64_t>(g) * 3 + dy) * 3 * ww * kALanes,
+                    words(rows[dy]) + static_cast<int64_t>(xb - x0) * ww, ctx.reduce_taps, 3 * ww, ww);
+        const feature_t* x = a.x + (pixel0 + xb) * a.c + g * kALanes;
         block.store(a.y + (pixel0 + xb) * a.c + g * kALanes, a.c, x1 - xb, c_valid,
                     [&](vf acc, int64_t at, int lanes) {  // y = x + res_scale * acc
-                      return vfma(scale, acc, lanes >= VW ? vload(x + at) : vload_n(x + at, lanes));
+                      return vfma(scale, acc, lanes >= VW ? vload_feat(x + at) : vload_feat_n(x + at, lanes));
                     });
       }
     });
@@ -194,10 +209,11 @@ inline void reduce_row(const BlockAContext& ctx, int n, int row, int x0, int x1,
 // pixels adds 9 x kAInBlock taps into a partial sum kept in memory (the wide row itself for the expand conv, a
 // scratch row for the reduce conv). With AVX2: 9 x 8 x 32 x 4 B = 9 KB of weights per sweep (32 KB of L1d on
 // Zen 4), 864 FMAs per register block between loading and storing its 12 partial-sum vectors.
+#if WDSR_CPU_WIDE_A_BLOCKS
 constexpr int kAInBlock = 16;
 
 [[gnu::noinline]] void expand_row_wide(const BlockAContext& ctx, int n, int row, int x0, int x1, float* dst, float* edge) {
-  const BlockAArgs& a = *ctx.a;
+  const AArgs& a = *ctx.a;
   const int64_t row_floats = static_cast<int64_t>(a.w) * a.c;
   const int edge_floats = (kMaxPixels + 2) * a.c;
   const float* x_rows[3];
@@ -233,7 +249,7 @@ constexpr int kAInBlock = 16;
 
 [[gnu::noinline]] void reduce_row_wide(const BlockAContext& ctx, int n, int row, int x0, int x1, const float* const rows[3],
                             float* partial) {
-  const BlockAArgs& a = *ctx.a;
+  const AArgs& a = *ctx.a;
   const int64_t pixel0 = (static_cast<int64_t>(n) * a.h + row) * a.w;
   const vf scale = vset1(a.res_scale);
   const int groups = ceil_div(a.c, kALanes), in_blocks = ceil_div(a.wide, kAInBlock);
@@ -262,72 +278,74 @@ constexpr int kAInBlock = 16;
   }
 }
 
+#endif
+
 inline void block_a_items(const void* context, int64_t begin, int64_t end) {
   const BlockAContext& ctx = *static_cast<const BlockAContext*>(context);
-  const BlockAArgs& a = *ctx.a;
-  const int64_t ring_floats = static_cast<int64_t>(ctx.ring_cols) * a.wide;  // one wide row
-  const int64_t edge_floats = 3 * static_cast<int64_t>(kMaxPixels + 2) * a.c;
-  Buffer scratch(3 * ring_floats + edge_floats + (kWideBlocks ? static_cast<int64_t>(ctx.ring_cols) * kALanes : 0));
-  float* ring = scratch.get();
-  float* edge = ring + 3 * ring_floats;
-  float* partial = edge + edge_floats;  // the reduce conv's partial sums (wide blocks)
+  const AArgs& a = *ctx.a;
+  const int64_t ring_words = static_cast<int64_t>(ctx.ring_cols) * (a.wide / kPack);  // one wide row
+  const int64_t edge_words = 3 * static_cast<int64_t>(kMaxPixels + 2) * (a.c / kPack);
+  Buffer scratch(3 * ring_words + edge_words + (kWideBlocks ? static_cast<int64_t>(ctx.ring_cols) * kALanes : 0));
+  feature_t* ring = reinterpret_cast<feature_t*>(scratch.get());
+  auto slot = [&](int k) { return ring + k * ring_words * kPack; };  // ring row k (kPack features a word)
+  float* edge = scratch.get() + 3 * ring_words;
+  [[maybe_unused]] float* partial = edge + edge_words;  // the reduce conv's partial sums (wide blocks)
   for (int64_t item = begin; item < end; ++item) {
     const auto [n, x0, x1, r0, r1] = ctx.bands.item(item);
     // Zero columns (outside the image, past the chunk) stay zero: expand_row writes only the others.
-    auto fill = [&](int slot, int row) {
-      float* dst = ring + slot * ring_floats;
+    auto fill = [&](int k, int row) {
       if (row < 0 || row >= a.h) {
-        std::memset(dst, 0, sizeof(float) * static_cast<size_t>(ring_floats));
+        std::memset(slot(k), 0, sizeof(float) * static_cast<size_t>(ring_words));
       } else {
-        if constexpr (kWideBlocks) {
-          expand_row_wide(ctx, n, row, x0, x1, dst, edge);
-        } else {
-          expand_row(ctx, n, row, x0, x1, dst, edge);
-        }
+#if WDSR_CPU_WIDE_A_BLOCKS
+        expand_row_wide(ctx, n, row, x0, x1, slot(k), edge);
+#else
+        expand_row(ctx, n, row, x0, x1, slot(k), edge);
+#endif
       }
     };
-    std::memset(ring, 0, sizeof(float) * static_cast<size_t>(3 * ring_floats));
+    std::memset(ring, 0, sizeof(float) * static_cast<size_t>(3 * ring_words));
     fill(0, r0 - 1);
     fill(1, r0);
     int top = 0;  // the ring slot of wide row `row - 1`
     for (int row = r0; row < r1; ++row) {
       fill((top + 2) % 3, row + 1);
-      const float* rows[3] = {ring + top * ring_floats, ring + (top + 1) % 3 * ring_floats,
-                              ring + (top + 2) % 3 * ring_floats};
-      if constexpr (kWideBlocks) {
-        reduce_row_wide(ctx, n, row, x0, x1, rows, partial);
-      } else {
-        reduce_row(ctx, n, row, x0, x1, rows);
-      }
+      const feature_t* rows[3] = {slot(top), slot((top + 1) % 3), slot((top + 2) % 3)};
+#if WDSR_CPU_WIDE_A_BLOCKS
+      reduce_row_wide(ctx, n, row, x0, x1, rows, partial);
+#else
+      reduce_row(ctx, n, row, x0, x1, rows);
+#endif
       top = (top + 1) % 3;
     }
   }
 }
 
-void wdsr_a_block(const BlockAArgs& a, const Parallel& parallel) {
+void wdsr_a_block(const AArgs& a, const Parallel& parallel) {
   BlockAContext ctx{};
   ctx.a = &a;
   ctx.bands = RowBands::plan(a.n, a.h, a.w, kMaxChunkA, parallel.threads);
   ctx.ring_cols = ctx.bands.chunk_w + 2 + kMaxPixels;
+  const int cw = ceil_div(a.c, kPack), ww = ceil_div(a.wide, kPack);  // words per pixel of x and of the wide rows
   const int expand_groups = ceil_div(a.wide, kALanes), reduce_groups = ceil_div(a.c, kALanes);
-  const int64_t w_expand_floats = static_cast<int64_t>(expand_groups) * 9 * a.c * kALanes;
-  const int64_t w_reduce_floats = static_cast<int64_t>(reduce_groups) * 9 * a.wide * kALanes;
+  const int64_t w_expand_floats = static_cast<int64_t>(expand_groups) * 9 * cw * kALanes;
+  const int64_t w_reduce_floats = static_cast<int64_t>(reduce_groups) * 9 * ww * kALanes;
   Buffer packed(w_expand_floats + w_reduce_floats + static_cast<int64_t>(expand_groups + reduce_groups) * kALanes +
-                3 * (a.c + a.wide));
+                3 * (cw + ww));
   float* w_expand = packed.get();
   float* w_reduce = w_expand + w_expand_floats;
   float* b_expand = w_reduce + w_reduce_floats;
   float* b_reduce = b_expand + expand_groups * kALanes;
   int* expand_taps = reinterpret_cast<int*>(b_reduce + reduce_groups * kALanes);
-  int* reduce_taps = expand_taps + 3 * a.c;
+  int* reduce_taps = expand_taps + 3 * cw;
   pack_conv_a(a.w_expand, a.wide, a.c, w_expand);
   pack_conv_a(a.w_reduce, a.c, a.wide, w_reduce);
   pack_bias_a(a.b_expand, a.wide, b_expand);
   pack_bias_a(a.b_reduce, a.c, b_reduce);
-  for (int k = 0; k < a.c; ++k)
-    for (int dx = 0; dx < 3; ++dx) expand_taps[k * 3 + dx] = dx * a.c + k;
-  for (int l = 0; l < a.wide; ++l)
-    for (int dx = 0; dx < 3; ++dx) reduce_taps[l * 3 + dx] = dx * a.wide + l;
+  for (int k = 0; k < cw; ++k)
+    for (int dx = 0; dx < 3; ++dx) expand_taps[k * 3 + dx] = dx * cw + k;
+  for (int l = 0; l < ww; ++l)
+    for (int dx = 0; dx < 3; ++dx) reduce_taps[l * 3 + dx] = dx * ww + l;
   ctx.w_expand = w_expand;
   ctx.w_reduce = w_reduce;
   ctx.b_expand = b_expand;

@@ -50,8 +50,10 @@ constexpr int kTileVecs = 2;                           // pixel vectors per 1x1-
 constexpr int kTilePixels = kTileVecs * VW;            // P
 constexpr int kChainRows = kAccumulators / kTileVecs;  // R: output channels per 1x1 register block
 constexpr int kConvPixels = kPixels<kGroupVecs>;  // PB: pixels per 3x3 register block
+using BArgs = BlockBArgsOf<feature_t>;
 
-// 1x1 conv of a planar micro-tile: out[r][p] = act(bias[r] + sum_k w[k][r] * in[k][p]) for R rows.
+// 1x1 conv of a planar micro-tile: out[r][p] = act(bias[r] + sum_k w[k][r] * in[k][p]) for R rows, k over input
+// words; the output rows as words too, kPack rows a word (R a multiple of kPack).
 template <int R, bool Relu>
 inline void chain_rows(const float* w, const float* bias, const float* in, int k_count, float* out, int ld_out) {
   vf acc[R][kTileVecs];
@@ -64,31 +66,47 @@ inline void chain_rows(const float* w, const float* bias, const float* in, int k
     const float* wk = w + k * R;
     WDSR_UNROLL for (int r = 0; r < R; ++r) {
       const vf b = vset1(wk[r]);
-      WDSR_UNROLL for (int v = 0; v < kTileVecs; ++v) acc[r][v] = vfma(b, in_v[v], acc[r][v]);
+      WDSR_UNROLL for (int v = 0; v < kTileVecs; ++v) acc[r][v] = vdot(b, in_v[v], acc[r][v]);
     }
   } while (++k < k_count);
-  WDSR_UNROLL for (int r = 0; r < R; ++r)
-    WDSR_UNROLL for (int v = 0; v < kTileVecs; ++v)
-      vstore(out + r * ld_out + v * VW, Relu ? vmax(acc[r][v], vzero()) : acc[r][v]);
+  WDSR_UNROLL for (int r = 0; r < R; r += kPack)
+    WDSR_UNROLL for (int v = 0; v < kTileVecs; ++v) {
+      vf rows[kPack];
+      WDSR_UNROLL for (int j = 0; j < kPack; ++j) rows[j] = Relu ? vmax(acc[r + j][v], vzero()) : acc[r + j][v];
+      vstore_words(out + r / kPack * ld_out + v * VW, rows);
+    }
 }
 
-// A 1x1 conv, rows x k_count weights (OI), packed per register block as [k][R] (block g starts at start(g) * k).
+// A 1x1 conv, rows x channels weights (OI), packed per register block as [k][R] over input words k (block g starts
+// at start(g) * k_count); rows padded to whole words with zero weights and biases.
 struct PackedRows {
   RowGroups groups;
-  int k_count;
+  int k_count;  // input words
   const float* w;
   const float* bias;
-};
 
-inline void pack_rows(const float* w, int rows, int k_count, float* packed) {
-  const RowGroups groups = RowGroups::split(rows, kChainRows);
-  for (int g = 0; g < groups.count; ++g) {
-    const int start = groups.start(g), size = groups.size(g);
-    float* dst = packed + static_cast<int64_t>(start) * k_count;
-    for (int k = 0; k < k_count; ++k)
-      for (int r = 0; r < size; ++r) dst[k * size + r] = w[static_cast<int64_t>(start + r) * k_count + k];
+  static int64_t floats(int rows, int channels) {
+    return static_cast<int64_t>(round_up(rows, kPack)) * (ceil_div(channels, kPack) + 1);
   }
-}
+  // Packs w and bias into `packed` (floats(rows, channels) of them).
+  static PackedRows pack(const float* w, const float* bias, int rows, int channels, float* packed) {
+    const RowGroups groups = RowGroups::split(rows, kChainRows, kPack);
+    const int k_count = ceil_div(channels, kPack);
+    const int padded = round_up(rows, kPack);
+    float* packed_bias = packed + static_cast<int64_t>(padded) * k_count;
+    for (int g = 0; g < groups.count; ++g) {
+      const int start = groups.start(g), size = groups.size(g);
+      float* dst = packed + static_cast<int64_t>(start) * k_count;
+      for (int k = 0; k < k_count; ++k)
+        for (int r = 0; r < size; ++r)
+          dst[k * size + r] = start + r < rows ? word_of(w + static_cast<int64_t>(start + r) * channels + k * kPack,
+                                                         1, channels - k * kPack)
+                                               : 0.0f;
+    }
+    for (int r = 0; r < padded; ++r) packed_bias[r] = r < rows ? bias[r] : 0.0f;
+    return {groups, k_count, packed, packed_bias};
+  }
+};
 
 // Also prefetches `ahead_floats` floats from `ahead`, spread over the register blocks (a burst of prefetches
 // would wait for free line-fill buffers).
@@ -99,9 +117,9 @@ inline void chain_layer(const PackedRows& layer, const float* in, float* out, in
   for (int g = 0; g < layer.groups.count; ++g) {
     for (int f = g * ahead_per_block; f < imin((g + 1) * ahead_per_block, ahead_floats); f += 16) prefetch(ahead + f);
     const int start = layer.groups.start(g);
-    with_rows<kChainRows>(layer.groups.size(g), [&]<int R>() {
-      chain_rows<R, Relu>(layer.w + static_cast<int64_t>(start) * layer.k_count, layer.bias + start, in,
-                          layer.k_count, out + static_cast<int64_t>(start) * ld_out, ld_out);
+    with_rows<kChainRows / kPack>(layer.groups.size(g) / kPack, [&]<int Words>() {
+      chain_rows<Words * kPack, Relu>(layer.w + static_cast<int64_t>(start) * layer.k_count, layer.bias + start, in,
+                          layer.k_count, out + static_cast<int64_t>(start / kPack) * ld_out, ld_out);
     });
   }
 }
@@ -112,66 +130,69 @@ inline void chain_layer(const PackedRows& layer, const float* in, float* out, in
 // dx taps in registers and spill accumulators for them).
 template <int G>
 inline void conv3x3_pixels(const float* t, const int* taps, int tap_count, const float* w, const float* bias,
-                           const float* x, float* y, int c_stride, int c_valid, int pixels, float res_scale) {
+                           const feature_t* x, feature_t* y, int c_stride, int c_valid, int pixels, float res_scale) {
   ConvBlock<G, kConvPixels> block(bias);
   block.template tap_runs<3>(w, t, taps, tap_count, 1);
   const vf scale = vset1(res_scale);
   block.store(y, c_stride, pixels, c_valid, [&](vf acc, int64_t at, int lanes) {  // y = x + res_scale * acc
-    return vfma(scale, acc, lanes >= VW ? vload(x + at) : vload_n(x + at, lanes));
+    return vfma(scale, acc, lanes >= VW ? vload_feat(x + at) : vload_feat_n(x + at, lanes));
   });
 }
 
 struct BlockBPlan {
   RowBands bands;
-  int ldt;  // floats per channel of a t row: the chunk, its halo and padding
+  int ldt;  // words per word-row of t (kPack channels): the chunk, its halo and padding
+  int t_words;  // word-rows of t: low_rank / kPack, rounded up
 };
 
-inline BlockBPlan plan_block_b(const BlockBArgs& a, int threads) {
+inline BlockBPlan plan_block_b(const BArgs& a, int threads) {
   BlockBPlan plan{};
   plan.bands = RowBands::plan(a.n, a.h, a.w, a.max_chunk_w, threads);
   plan.ldt = round_up(plan.bands.chunk_w + 2 + imax(kTilePixels, kConvPixels + 2), VW);
+  plan.t_words = ceil_div(a.low_rank, kPack);
   return plan;
 }
 
 struct BlockBContext {
-  const BlockBArgs* a;
+  const BArgs* a;
   BlockBPlan plan;
   PackedRows expand, reduce;
-  const float* w_conv;  // packed [channel group][dy][l][dx][kGroupLanes]
+  const float* w_conv;  // packed [channel group][dy][t word][dx][kGroupLanes]
   const float* b_conv;  // packed [channel group][kGroupLanes]
   int conv_groups;
 };
 
-// One t row of the chunk [x0, x1) for image row `row` into dst ([low_rank][ldt]; column j is image column
+// One t row of the chunk [x0, x1) for image row `row` into dst ([t_words][ldt] words; column j is image column
 // x0 - 1 + j). Zero outside the image.
 inline void t_row(const BlockBContext& ctx, int n, int row, int x0, int x1, float* dst, float* x_tile,
                   float* wide_tile) {
-  const BlockBArgs& a = *ctx.a;
+  const BArgs& a = *ctx.a;
   const int ldt = ctx.plan.ldt;
   if (row < 0 || row >= a.h) {
-    std::memset(dst, 0, sizeof(float) * static_cast<size_t>(a.low_rank) * ldt);
+    std::memset(dst, 0, sizeof(float) * static_cast<size_t>(ctx.plan.t_words) * ldt);
     return;
   }
   const int ja = x0 == 0 ? 1 : 0;                 // first column inside the image
   const int jb = imin(x1 + 1, a.w) - x0 + 1;     // one past the last
-  const float* x_row = a.x + (static_cast<int64_t>(n) * a.h + row) * a.w * a.c;
+  const int cw = a.c / kPack;                     // words per pixel of x
+  const float* x_row = words(a.x) + (static_cast<int64_t>(n) * a.h + row) * a.w * cw;
   for (int j = ja; j < jb; j += kTilePixels) {
     const int pixels = imin(kTilePixels, jb - j);
-    const float* src = x_row + static_cast<int64_t>(x0 - 1 + j) * a.c;
-    for (int k = 0; k < a.c; ++k)  // NHWC -> planar [k][pixel], zeros past the row's end
+    const float* src = x_row + static_cast<int64_t>(x0 - 1 + j) * cw;
+    for (int k = 0; k < cw; ++k)  // NHWC -> planar [k][pixel] words, zeros past the row's end
       for (int v = 0; v < kTileVecs; ++v)
         vstore(x_tile + k * kTilePixels + v * VW,
-               pixels > v * VW ? vgather_n(src + v * VW * a.c + k, a.c, pixels - v * VW) : vzero());
+               pixels > v * VW ? vgather_n(src + v * VW * cw + k, cw, pixels - v * VW) : vzero());
     // The next tile's pixels (or the next row's first), from memory while this one computes: the gathers
     // above would wait for them.
     const bool last = j + kTilePixels >= jb;
-    const float* ahead = last ? x_row + (static_cast<int64_t>(a.w) + x0 - 1 + ja) * a.c : src + kTilePixels * a.c;
+    const float* ahead = last ? x_row + (static_cast<int64_t>(a.w) + x0 - 1 + ja) * cw : src + kTilePixels * cw;
     int ahead_pixels = imin(kTilePixels, jb - j - kTilePixels);
     if (last) ahead_pixels = row + 1 < a.h ? imin(kTilePixels, jb - ja) : 0;
-    chain_layer<true>(ctx.expand, x_tile, wide_tile, kTilePixels, ahead, ahead_pixels * a.c);
+    chain_layer<true>(ctx.expand, x_tile, wide_tile, kTilePixels, ahead, ahead_pixels * cw);
     chain_layer<false>(ctx.reduce, wide_tile, dst + j, ldt);
   }
-  for (int l = 0; l < a.low_rank; ++l) {
+  for (int l = 0; l < ctx.plan.t_words; ++l) {
     float* dl = dst + static_cast<int64_t>(l) * ldt;
     if (ja == 1) dl[0] = 0.0f;
     std::memset(dl + jb, 0, sizeof(float) * static_cast<size_t>(ldt - jb));
@@ -180,13 +201,13 @@ inline void t_row(const BlockBContext& ctx, int n, int row, int x0, int x1, floa
 
 // Row `row` of y over the chunk [x0, x1): ring holds the t rows, `taps` their offsets for this row's rotation.
 inline void conv_row(const BlockBContext& ctx, int n, int row, int x0, int x1, const float* ring, const int* taps) {
-  const BlockBArgs& a = *ctx.a;
+  const BArgs& a = *ctx.a;
   const int64_t pixel0 = (static_cast<int64_t>(n) * a.h + row) * a.w;
-  const int tap_count = 9 * a.low_rank;
+  const int tap_count = 9 * ctx.plan.t_words;
   for (int xb = x0; xb < x1; xb += kConvPixels) {
     const int pixels = imin(kConvPixels, x1 - xb);
-    const float* x = a.x + (pixel0 + xb) * a.c;
-    float* y = a.y + (pixel0 + xb) * a.c;
+    const feature_t* x = a.x + (pixel0 + xb) * a.c;
+    feature_t* y = a.y + (pixel0 + xb) * a.c;
     const float* t = ring + (xb - x0);
     for (int g = 0; g < ctx.conv_groups; ++g) {
       const int c0 = g * kGroupLanes;
@@ -204,21 +225,23 @@ inline void conv_row(const BlockBContext& ctx, int n, int row, int x0, int x1, c
 
 inline void block_b_items(const void* context, int64_t begin, int64_t end) {
   const BlockBContext& ctx = *static_cast<const BlockBContext*>(context);
-  const BlockBArgs& a = *ctx.a;
+  const BArgs& a = *ctx.a;
   const BlockBPlan& plan = ctx.plan;
-  const int64_t ring_floats = static_cast<int64_t>(a.low_rank) * plan.ldt;  // one t row
-  const int tap_count = 9 * a.low_rank;
-  Buffer scratch(3 * ring_floats + static_cast<int64_t>(a.c + a.wide) * kTilePixels + 3 * tap_count);
+  const int64_t ring_floats = static_cast<int64_t>(plan.t_words) * plan.ldt;  // one t row
+  const int tap_count = 9 * plan.t_words;
+  const int tile_words = ceil_div(a.c, kPack) + ceil_div(a.wide, kPack);
+  Buffer scratch(3 * ring_floats + static_cast<int64_t>(tile_words) * kTilePixels + 3 * tap_count);
   float* ring = scratch.get();
   float* x_tile = ring + 3 * ring_floats;
-  float* wide_tile = x_tile + a.c * kTilePixels;
-  // taps[top][(dy * low_rank + l) * 3 + dx]: offset of t[row - 1 + dy][l][dx] when row - 1 is in ring slot top
-  int* taps = reinterpret_cast<int*>(wide_tile + a.wide * kTilePixels);
+  float* wide_tile = x_tile + ceil_div(a.c, kPack) * kTilePixels;
+  // taps[top][(dy * t_words + l) * 3 + dx]: offset of t[row - 1 + dy][l][dx] (word l) when row - 1 is in ring slot
+  // top
+  int* taps = reinterpret_cast<int*>(wide_tile + ceil_div(a.wide, kPack) * kTilePixels);
   for (int top = 0; top < 3; ++top)
     for (int dy = 0; dy < 3; ++dy)
-      for (int l = 0; l < a.low_rank; ++l)
+      for (int l = 0; l < plan.t_words; ++l)
         for (int dx = 0; dx < 3; ++dx)
-          taps[top * tap_count + (dy * a.low_rank + l) * 3 + dx] =
+          taps[top * tap_count + (dy * plan.t_words + l) * 3 + dx] =
               static_cast<int>((top + dy) % 3 * ring_floats + static_cast<int64_t>(l) * plan.ldt + dx);
   for (int64_t item = begin; item < end; ++item) {
     const auto [n, x0, x1, r0, r1] = plan.bands.item(item);
@@ -233,33 +256,31 @@ inline void block_b_items(const void* context, int64_t begin, int64_t end) {
   }
 }
 
-void wdsr_b_block(const BlockBArgs& a, const Parallel& parallel) {
+void wdsr_b_block(const BArgs& a, const Parallel& parallel) {
   BlockBContext ctx{};
   ctx.a = &a;
   ctx.plan = plan_block_b(a, parallel.threads);
   ctx.conv_groups = ceil_div(a.c, kGroupLanes);
-  const int64_t expand_floats = static_cast<int64_t>(a.wide) * a.c;
-  const int64_t reduce_floats = static_cast<int64_t>(a.low_rank) * a.wide;
-  const int64_t conv_floats = static_cast<int64_t>(ctx.conv_groups) * 9 * a.low_rank * kGroupLanes;
+  const int t_words = ctx.plan.t_words;
+  const int64_t expand_floats = PackedRows::floats(a.wide, a.c);
+  const int64_t reduce_floats = PackedRows::floats(a.low_rank, a.wide);
+  const int64_t conv_floats = static_cast<int64_t>(ctx.conv_groups) * 9 * t_words * kGroupLanes;
   Buffer packed(expand_floats + reduce_floats + conv_floats + ctx.conv_groups * kGroupLanes);
-  float* w_expand = packed.get();
-  float* w_reduce = w_expand + expand_floats;
-  float* w_conv = w_reduce + reduce_floats;
+  float* w_conv = packed.get() + expand_floats + reduce_floats;
   float* b_conv = w_conv + conv_floats;
-  pack_rows(a.w_expand, a.wide, a.c, w_expand);
-  pack_rows(a.w_reduce, a.low_rank, a.wide, w_reduce);
+  ctx.expand = PackedRows::pack(a.w_expand, a.b_expand, a.wide, a.c, packed.get());
+  ctx.reduce = PackedRows::pack(a.w_reduce, a.b_reduce, a.low_rank, a.wide, packed.get() + expand_floats);
   std::memset(w_conv, 0, sizeof(float) * static_cast<size_t>(conv_floats + ctx.conv_groups * kGroupLanes));
   for (int c = 0; c < a.c; ++c) {
     const int g = c / kGroupLanes, lane = c % kGroupLanes;
     b_conv[g * kGroupLanes + lane] = a.b_conv[c];
-    for (int l = 0; l < a.low_rank; ++l)
+    for (int l = 0; l < t_words; ++l)
       for (int dy = 0; dy < 3; ++dy)
         for (int dx = 0; dx < 3; ++dx)
-          w_conv[((static_cast<int64_t>(g) * 3 + dy) * a.low_rank + l) * 3 * kGroupLanes + dx * kGroupLanes + lane] =
-              a.w_conv[((static_cast<int64_t>(c) * a.low_rank + l) * 3 + dy) * 3 + dx];
+          w_conv[((static_cast<int64_t>(g) * 3 + dy) * t_words + l) * 3 * kGroupLanes + dx * kGroupLanes + lane] =
+              word_of(a.w_conv + ((static_cast<int64_t>(c) * a.low_rank + l * kPack) * 3 + dy) * 3 + dx, 9,
+                      a.low_rank - l * kPack);
   }
-  ctx.expand = PackedRows{RowGroups::split(a.wide, kChainRows), a.c, w_expand, a.b_expand};
-  ctx.reduce = PackedRows{RowGroups::split(a.low_rank, kChainRows), a.wide, w_reduce, a.b_reduce};
   ctx.w_conv = w_conv;
   ctx.b_conv = b_conv;
   parallel.run(ctx.plan.bands.items, &block_b_items, &ctx);

@@ -19,10 +19,29 @@ constexpr bool fits_tap_run(int taps, int vecs) { return kAccumulators + taps * 
 template <int G>
 constexpr int kPixels = kAccumulators / G;
 
+constexpr int kMaxPixels = kAccumulators;  // the widest block: staged rows are padded by this much
+
+// Runs f.template operator()<G>() with G = 2 channel vectors, or 1 for a last group of VW channels or fewer.
+template <typename F>
+inline void with_group_vecs(int channels_left, F&& f) {
+  if (channels_left > VW) {
+    f.template operator()<kGroupVecs>();
+  } else {
+    f.template operator()<1>();
+  }
+}
+
 // acc[p][v] = bias[v] + sum_tap w[tap][v] * in[offsets[tap] + p * pixel_stride] for P pixels, over any number of
 // taps() calls. Taps come from offset tables, not loop arithmetic (GCC would carry the broadcasts shared by
 // neighbouring dx taps in registers and spill accumulators for them), in loops that run at least once (see
 // block_b.h's chain_rows). Weights are packed [tap][kGroupLanes].
+inline void store_lanes(float* p, vf v) { vstore(p, v); }
+inline void store_lanes_n(float* p, vf v, int n) { vstore_n(p, v, n); }
+#if defined(WDSR_CPU_BF16)
+inline void store_lanes(Bf16* p, vf v) { vstore_feat(p, v); }
+inline void store_lanes_n(Bf16* p, vf v, int n) { vstore_feat_n(p, v, n); }
+#endif
+
 template <int G, int P = kPixels<G>>
 struct ConvBlock {
   vf acc[P][G];
@@ -41,23 +60,24 @@ struct ConvBlock {
       WDSR_UNROLL for (int v = 0; v < G; ++v) wv[v] = vload(w + tap * kGroupLanes + v * VW);
       WDSR_UNROLL for (int p = 0; p < P; ++p) {
         const vf iv = vset1(it[p * pixel_stride]);
-        WDSR_UNROLL for (int v = 0; v < G; ++v) acc[p][v] = vfma(iv, wv[v], acc[p][v]);
+        WDSR_UNROLL for (int v = 0; v < G; ++v) acc[p][v] = vdot(iv, wv[v], acc[p][v]);
       }
     } while (++tap < count);
   }
-  // Writes pixels p < `pixels` of the block to out[p * pixel_stride + channel], the first c_valid channels:
-  // value(acc, offset, lanes) gives what goes to out + offset (lanes < VW: only the first lanes are stored).
-  template <typename Value>
-  void store(float* out, int64_t pixel_stride, int pixels, int c_valid, Value&& value) const {
+  // Writes pixels p < `pixels` of the block to out[p * pixel_stride + channel], the first c_valid channels, out
+  // float or feature_t: value(acc, offset, lanes) gives what goes to out + offset (lanes < VW: only the first lanes
+  // are stored).
+  template <typename Out, typename Value>
+  void store(Out* out, int64_t pixel_stride, int pixels, int c_valid, Value&& value) const {
     WDSR_UNROLL for (int p = 0; p < P; ++p) {
       if (p >= pixels) break;
       WDSR_UNROLL for (int v = 0; v < G; ++v) {
         const int lanes = c_valid - v * VW;
         const int64_t at = static_cast<int64_t>(p) * pixel_stride + v * VW;
         if (lanes >= VW) {
-          vstore(out + at, value(acc[p][v], at, VW));
+          store_lanes(out + at, value(acc[p][v], at, VW));
         } else if (lanes > 0) {
-          vstore_n(out + at, value(acc[p][v], at, lanes), lanes);
+          store_lanes_n(out + at, value(acc[p][v], at, lanes), lanes);
         }
       }
     }
@@ -79,7 +99,7 @@ struct ConvBlock {
           const vf iv = vset1(it[i * pixel_stride]);
           WDSR_UNROLL for (int dx = 0; dx < K; ++dx) {
             if (i - dx < 0 || i - dx >= P) continue;
-            WDSR_UNROLL for (int v = 0; v < G; ++v) acc[i - dx][v] = vfma(iv, wv[dx][v], acc[i - dx][v]);
+            WDSR_UNROLL for (int v = 0; v < G; ++v) acc[i - dx][v] = vdot(iv, wv[dx][v], acc[i - dx][v]);
           }
         }
       } while ((tap += K) < count);
@@ -88,6 +108,18 @@ struct ConvBlock {
     }
   }
 };
+
+// Columns xb - 1 .. xb + pixels of one NHWC feature row of `w` pixels x c channels, zero outside the row: the row
+// itself where the window lies inside it, else a zero-padded copy in `edge` ((pixels + 2) x c floats).
+inline const float* feature_window(const float* row, int xb, int pixels, int w, int c, float* edge) {
+  if (xb >= 1 && xb + pixels + 1 <= w) return row + static_cast<int64_t>(xb - 1) * c;
+  std::memset(edge, 0, sizeof(float) * static_cast<size_t>(pixels + 2) * c);
+  const int from = imax(xb - 1, 0), to = imin(xb + pixels + 1, w);
+  if (to > from)
+    std::memcpy(edge + static_cast<int64_t>(from - (xb - 1)) * c, row + static_cast<int64_t>(from) * c,
+                sizeof(float) * static_cast<size_t>(to - from) * c);
+  return edge;
+}
 
 }  // namespace
 }  // namespace wdsr_cpu::WDSR_CPU_ISA

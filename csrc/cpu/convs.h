@@ -22,18 +22,6 @@
 namespace wdsr_cpu::WDSR_CPU_ISA {
 namespace {
 
-constexpr int kMaxPixels = kAccumulators;  // the widest block: staged rows are padded by this much
-
-// Runs f.template operator()<G>() with G = 2 channel vectors, or 1 for a last group of VW channels or fewer.
-template <typename F>
-inline void with_group_vecs(int channels_left, F&& f) {
-  if (channels_left > VW) {
-    f.template operator()<kGroupVecs>();
-  } else {
-    f.template operator()<1>();
-  }
-}
-
 // Packs OIHW weights (out, in, k, k) as [group][ky][in][kx][kGroupLanes], zero past `out`.
 inline void pack_conv(const float* w, int out, int in, int k, float* packed) {
   const int groups = ceil_div(out, kGroupLanes);
@@ -84,18 +72,6 @@ class NormalisedRows {
   Buffer ring_;
   int n_ = -1, first_ = 0, last_ = -1;  // the rows held: first_ .. last_ of batch element n_
 };
-
-// Columns xb - 1 .. xb + pixels of one NHWC feature row of `w` pixels x c channels, zero outside the row: the row
-// itself where the window lies inside it, else a zero-padded copy in `edge` ((pixels + 2) x c floats).
-inline const float* feature_window(const float* row, int xb, int pixels, int w, int c, float* edge) {
-  if (xb >= 1 && xb + pixels + 1 <= w) return row + static_cast<int64_t>(xb - 1) * c;
-  std::memset(edge, 0, sizeof(float) * static_cast<size_t>(pixels + 2) * c);
-  const int from = imax(xb - 1, 0), to = imin(xb + pixels + 1, w);
-  if (to > from)
-    std::memcpy(edge + static_cast<int64_t>(from - (xb - 1)) * c, row + static_cast<int64_t>(from) * c,
-                sizeof(float) * static_cast<size_t>(to - from) * c);
-  return edge;
-}
 
 // ---- head conv -------------------------------------------------------------------------------------------
 struct HeadContext {

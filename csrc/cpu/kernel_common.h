@@ -40,15 +40,16 @@ class Buffer {
 };
 
 // `total` output channels split into `count` register blocks of at most `limit` rows, sizes differing by at
-// most one (25 rows with limit 12 -> 9, 8, 8 rather than 12, 12, 1).
+// most one (25 rows with limit 12 -> 9, 8, 8 rather than 12, 12, 1), or with unit 2 by at most one pair of
+// rows, total rounded up to whole units (25 rows, limit 12, unit 2 -> 10, 8, 8).
 struct RowGroups {
-  int count = 0, base = 0, extra = 0;
-  static RowGroups split(int total, int limit) {
-    const int count = ceil_div(total, limit);
-    return {count, total / count, total % count};
+  int count = 0, base = 0, extra = 0, unit = 1;
+  static RowGroups split(int total, int limit, int unit = 1) {
+    const int units = ceil_div(total, unit), count = ceil_div(units, limit / unit);
+    return {count, units / count, units % count, unit};
   }
-  int start(int g) const { return g * base + imin(g, extra); }
-  int size(int g) const { return base + (g < extra ? 1 : 0); }
+  int start(int g) const { return (g * base + imin(g, extra)) * unit; }
+  int size(int g) const { return (base + (g < extra ? 1 : 0)) * unit; }
 };
 
 // The work items of a fused block: a band of rows of one column chunk (at most max_chunk_w pixels wide) of one

@@ -2,14 +2,21 @@
 // CPU kernels, which are compiled once per instruction set (kernels_avx512.cpp, kernels_avx2.cpp,
 // kernels_generic.cpp) from the width-templated algorithm of block_b.h and convs.h.
 //
-// Tensors are raw float32 pointers. Features are NHWC contiguous (channels_last); the image may have any
-// strides; conv weights are OIHW contiguous, exactly as the op receives them (each kernel repacks them).
+// Tensors are raw pointers: the image and conv weights float32, features float32 or, for the bf16 kernels
+// (kernels_avx512_bf16.cpp), bfloat16. Features are NHWC contiguous (channels_last); the image may have any
+// strides; conv weights are OIHW contiguous float32 (the binding converts bf16 weights), exactly as the op
+// receives them otherwise (each kernel repacks them).
 // Threads come from the binding: each kernel splits its work into independent items and hands them to
 // Parallel::run, which the binding implements with at::parallel_for (so torch.set_num_threads applies).
 #pragma once
 #include <cstdint>
 
 namespace wdsr_cpu {
+
+// A bfloat16 value: the upper 16 bits of a float32.
+struct Bf16 {
+  uint16_t bits;
+};
 
 struct Parallel {
   int threads;  // how many threads run() will use, for planning the split
@@ -33,9 +40,11 @@ struct HeadArgs {
   int n, h, w, c;
 };
 
-// y = x + res_scale * conv3x3(conv1x1_reduce(relu(conv1x1_expand(x)))), x and y (N, H, W, c)
-struct BlockBArgs {
-  const float* x;
+// y = x + res_scale * conv3x3(conv1x1_reduce(relu(conv1x1_expand(x)))), x and y (N, H, W, c) of Feature
+// (float or Bf16; with Bf16, c and wide even)
+template <typename Feature>
+struct BlockBArgsOf {
+  const Feature* x;
   const float* w_expand;  // (wide, c)
   const float* b_expand;  // (wide)
   const float* w_reduce;  // (low_rank, wide)
@@ -43,22 +52,26 @@ struct BlockBArgs {
   const float* w_conv;    // (c, low_rank, 3, 3)
   const float* b_conv;    // (c)
   float res_scale;
-  float* y;
+  Feature* y;
   int n, h, w, c, wide, low_rank;
   int max_chunk_w;  // widest column chunk a work item covers (the binding passes kMaxChunkWidth)
 };
 
 // y = x + res_scale * (conv3x3(relu(conv3x3(x, w_expand) + b_expand), w_reduce) + b_reduce), x and y (N, H, W, c)
-struct BlockAArgs {
-  const float* x;
+// of Feature (float or Bf16; with Bf16, c and wide even)
+template <typename Feature>
+struct BlockAArgsOf {
+  const Feature* x;
   const float* w_expand;  // (wide, c, 3, 3)
   const float* b_expand;  // (wide)
   const float* w_reduce;  // (c, wide, 3, 3)
   const float* b_reduce;  // (c)
   float res_scale;
-  float* y;
+  Feature* y;
   int n, h, w, c, wide;
 };
+using BlockBArgs = BlockBArgsOf<float>;
+using BlockAArgs = BlockAArgsOf<float>;
 
 // out (N, 3, s*H, s*W) NCHW contiguous = pixel_shuffle(conv3x3(features) + conv5x5((image - mean) / norm_scale))
 //                                        * norm_scale + mean
@@ -91,10 +104,18 @@ struct KernelTable {
   bool a_block_beats_onednn;
 };
 
+// The blocks on bf16 features: bf16 operands, fp32 accumulation, epilogues (bias, ReLU, residual) in fp32.
+struct Bf16KernelTable {
+  const char* isa;  // "avx512_bf16"
+  void (*wdsr_b_block)(const BlockBArgsOf<Bf16>&, const Parallel&);
+  void (*wdsr_a_block)(const BlockAArgsOf<Bf16>&, const Parallel&);
+};
+
 // Defined by the per-ISA translation units that were built (see setup.py); constant data, so that naming
 // a table runs no code of an instruction set the CPU may lack.
 extern const KernelTable kGenericKernels;
 extern const KernelTable kAvx2Kernels;
 extern const KernelTable kAvx512Kernels;
+extern const Bf16KernelTable kAvx512Bf16Kernels;
 
 }  // namespace wdsr_cpu

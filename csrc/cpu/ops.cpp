@@ -2,7 +2,9 @@
 // allocation (../common/tensors.h), the choice of instruction-set path and the threads. The only file of the CPU
 // extension that includes torch headers; the kernels (kernels_*.cpp) include none and compile in seconds.
 // All four ops run our kernels; wdsr_a_block runs oneDNN's convolutions (channels_last, the ReLU and the residual
-// fused into them as post-ops) instead on the instruction-set paths where those are faster.
+// fused into them as post-ops) instead on the instruction-set paths where those are faster. bfloat16 features run
+// the bf16 block kernels where the CPU has AVX512-BF16 (an error elsewhere: cpu_backend.py does not pick this
+// backend there); the head and the tail, small next to the blocks, run in float32 on converted copies.
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/core/dispatch/Dispatcher.h>
@@ -13,6 +15,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <vector>
 
 #include "../common/checks.h"
@@ -49,6 +52,30 @@ const std::vector<const KernelTable*>& available_tables() {
   return tables;
 }
 
+// The bf16 block kernels, where built and where the CPU runs them (AVX512-BF16 with the AVX-512 set above).
+const wdsr_cpu::Bf16KernelTable* bf16_table() {
+  static const wdsr_cpu::Bf16KernelTable* table = []() -> const wdsr_cpu::Bf16KernelTable* {
+#ifdef WDSR_CPU_HAVE_AVX512_BF16
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512bw") &&
+        available_tables().front() == &wdsr_cpu::kAvx512Kernels)
+      return &wdsr_cpu::kAvx512Bf16Kernels;
+#endif
+    return nullptr;
+  }();
+  return table;
+}
+
+// The bf16 kernels for a block op on bfloat16 x: they take even channel counts (two channels a 32-bit word).
+const wdsr_cpu::Bf16KernelTable& bf16_kernels(const char* op, int64_t c, int64_t wide) {
+  const wdsr_cpu::Bf16KernelTable* table = bf16_table();
+  TORCH_CHECK_TYPE(table != nullptr, op, ": bfloat16 features need the bf16 CPU kernels, which run on CPUs with "
+                   "AVX512-BF16 (this CPU or build has none); use float32");
+  TORCH_CHECK_VALUE(c % 2 == 0 && wide % 2 == 0, op, ": the bf16 CPU kernels take even channel counts, got ", c,
+                    " features and ", wide, " wide channels; use float32");
+  return *table;
+}
+
 std::string isa_names() {
   std::string names;
   for (const KernelTable* t : available_tables()) names += (names.empty() ? "" : ", ") + std::string(t->isa);
@@ -83,18 +110,30 @@ wdsr_cpu::Parallel parallel() { return {at::get_num_threads(), &run_parallel}; }
 
 const float* floats(const at::Tensor& t) { return t.data_ptr<float>(); }
 
+template <typename Feature>
+Feature* features_of(const at::Tensor& t) {
+  if constexpr (std::is_same_v<Feature, float>) {
+    return t.data_ptr<float>();
+  } else {
+    return reinterpret_cast<Feature*>(t.data_ptr<at::BFloat16>());
+  }
+}
+
+// float32 copies of bfloat16 inputs (the kernels take float32 weights and images), the tensor itself otherwise.
+at::Tensor as_float(const at::Tensor& t) { return t.scalar_type() == at::kFloat ? t : t.to(at::kFloat); }
+
 // The fields of BlockAArgs and BlockBArgs that both block ops set alike: x and y (NHWC), the 1x1 or 3x3 expand and
 // reduce convolutions (contiguous tensors the caller keeps alive), the sizes.
-template <typename Args>
-void set_block_args(Args& args, const at::Tensor& in, const at::Tensor& w_expand, const at::Tensor& b_expand,
+template <typename Feature, template <typename> class Args>
+void set_block_args(Args<Feature>& args, const at::Tensor& in, const at::Tensor& w_expand, const at::Tensor& b_expand,
                     const at::Tensor& w_reduce, const at::Tensor& b_reduce, double res_scale, at::Tensor& y) {
-  args.x = floats(in);
+  args.x = features_of<Feature>(in);
   args.w_expand = floats(w_expand);
   args.b_expand = floats(b_expand);
   args.w_reduce = floats(w_reduce);
   args.b_reduce = floats(b_reduce);
   args.res_scale = static_cast<float>(res_scale);
-  args.y = y.data_ptr<float>();
+  args.y = features_of<Feature>(y);
   args.n = static_cast<int>(in.size(0));
   args.c = static_cast<int>(in.size(1));
   args.h = static_cast<int>(in.size(2));
@@ -111,11 +150,11 @@ at::Tensor head_conv(const at::Tensor& image, const at::Tensor& weight, const at
   wdsr::check_head_conv(image, weight, bias, mean, wdsr::kCpuTarget);
   const int64_t c = weight.size(0);
   const KernelTable& k = kernels("head_conv");
-  const at::Tensor w = weight.contiguous(), b = bias.contiguous();
+  const at::Tensor w = as_float(weight).contiguous(), b = as_float(bias).contiguous(), img = as_float(image);
   at::Tensor features = new_output({image.size(0), c, image.size(2), image.size(3)},
-                                   image.options().memory_format(at::MemoryFormat::ChannelsLast));
+                                   img.options().memory_format(at::MemoryFormat::ChannelsLast));
   wdsr_cpu::HeadArgs args{};
-  args.image = image_of(image);
+  args.image = image_of(img);
   args.weight = floats(w);
   args.bias = floats(b);
   args.mean = floats(mean);
@@ -126,7 +165,7 @@ at::Tensor head_conv(const at::Tensor& image, const at::Tensor& weight, const at
   args.w = static_cast<int>(image.size(3));
   args.c = static_cast<int>(c);
   k.head_conv(args, parallel());
-  return features;
+  return features.to(image.scalar_type());
 }
 
 // oneDNN convolutions with a fused post-op: the ops torch.compile's CPU backend emits, which ATen exposes through
@@ -178,6 +217,16 @@ at::Tensor wdsr_a_block(const at::Tensor& x, const at::Tensor& w_expand, const a
   wdsr::check_wdsr_a_block(x, w_expand, b_expand, w_reduce, b_reduce, wdsr::kCpuTarget);
   const KernelTable& k = kernels("wdsr_a_block");
   const at::Tensor in = channels_last(x);
+  if (x.scalar_type() == at::kBFloat16) {
+    const wdsr_cpu::Bf16KernelTable& k16 = bf16_kernels("wdsr_a_block", x.size(1), w_expand.size(0));
+    const at::Tensor we = as_float(w_expand).contiguous(), be = as_float(b_expand).contiguous(),
+                     wr = as_float(w_reduce).contiguous(), br = as_float(b_reduce).contiguous();
+    at::Tensor y = new_output(x.sizes(), x.options().memory_format(at::MemoryFormat::ChannelsLast));
+    wdsr_cpu::BlockAArgsOf<wdsr_cpu::Bf16> args{};
+    set_block_args(args, in, we, be, wr, br, res_scale, y);
+    k16.wdsr_a_block(args, parallel());
+    return y;
+  }
   const auto& onednn = onednn_convs();
   if (!fused_a_block(k, onednn.has_value())) {
     // y = conv(relu(conv(x, w_expand) + b_expand), res_scale * w_reduce) + res_scale * b_reduce + x: the ReLU and the
@@ -197,22 +246,36 @@ at::Tensor wdsr_a_block(const at::Tensor& x, const at::Tensor& w_expand, const a
   return y;
 }
 
+template <typename Feature>
+void run_block_b(void (*kernel)(const wdsr_cpu::BlockBArgsOf<Feature>&, const wdsr_cpu::Parallel&),
+                 const at::Tensor& in, const at::Tensor& we, const at::Tensor& be, const at::Tensor& wr,
+                 const at::Tensor& br, const at::Tensor& wc, const at::Tensor& bc, double res_scale, at::Tensor& y) {
+  wdsr_cpu::BlockBArgsOf<Feature> args{};
+  set_block_args(args, in, we, be, wr, br, res_scale, y);
+  args.w_conv = floats(wc);
+  args.b_conv = floats(bc);
+  args.low_rank = static_cast<int>(wr.size(0));
+  args.max_chunk_w = wdsr_cpu::kMaxChunkWidth;
+  kernel(args, parallel());
+}
+
 at::Tensor wdsr_b_block(const at::Tensor& x, const at::Tensor& w_expand, const at::Tensor& b_expand,
                         const at::Tensor& w_reduce, const at::Tensor& b_reduce, const at::Tensor& w_conv,
                         const at::Tensor& b_conv, double res_scale) {
   wdsr::check_wdsr_b_block(x, w_expand, b_expand, w_reduce, b_reduce, w_conv, b_conv, wdsr::kCpuTarget);
+  const bool bf16 = x.scalar_type() == at::kBFloat16;
   const KernelTable& k = kernels("wdsr_b_block");
+  const wdsr_cpu::Bf16KernelTable* k16 = bf16 ? &bf16_kernels("wdsr_b_block", x.size(1), w_expand.size(0)) : nullptr;
   const at::Tensor in = channels_last(x);
-  const at::Tensor we = w_expand.contiguous(), be = b_expand.contiguous(), wr = w_reduce.contiguous(),
-                   br = b_reduce.contiguous(), wc = w_conv.contiguous(), bc = b_conv.contiguous();
+  const at::Tensor we = as_float(w_expand).contiguous(), be = as_float(b_expand).contiguous(),
+                   wr = as_float(w_reduce).contiguous(), br = as_float(b_reduce).contiguous(),
+                   wc = as_float(w_conv).contiguous(), bc = as_float(b_conv).contiguous();
   at::Tensor y = new_output(x.sizes(), x.options().memory_format(at::MemoryFormat::ChannelsLast));
-  wdsr_cpu::BlockBArgs args{};
-  set_block_args(args, in, we, be, wr, br, res_scale, y);
-  args.w_conv = floats(wc);
-  args.b_conv = floats(bc);
-  args.low_rank = static_cast<int>(w_reduce.size(0));
-  args.max_chunk_w = wdsr_cpu::kMaxChunkWidth;
-  k.wdsr_b_block(args, parallel());
+  if (bf16) {
+    run_block_b(k16->wdsr_b_block, in, we, be, wr, br, wc, bc, res_scale, y);
+  } else {
+    run_block_b(k.wdsr_b_block, in, we, be, wr, br, wc, bc, res_scale, y);
+  }
   return y;
 }
 
@@ -222,13 +285,13 @@ at::Tensor tail_shuffle(const at::Tensor& features, const at::Tensor& image, con
   wdsr::check_tail_shuffle(features, image, w_tail, b_tail, w_skip, b_skip, mean, scale, wdsr::kCpuTarget);
   const int64_t n = features.size(0), c = features.size(1), h = features.size(2), w = features.size(3);
   const KernelTable& k = kernels("tail_shuffle");
-  const at::Tensor in = channels_last(features);
-  const at::Tensor wt = w_tail.contiguous(), bt = b_tail.contiguous(), ws = w_skip.contiguous(),
-                   bs = b_skip.contiguous();
-  at::Tensor out = new_output({n, 3, h * scale, w * scale}, features.options());
+  const at::Tensor in = channels_last(as_float(features)), img = as_float(image);
+  const at::Tensor wt = as_float(w_tail).contiguous(), bt = as_float(b_tail).contiguous(),
+                   ws = as_float(w_skip).contiguous(), bs = as_float(b_skip).contiguous();
+  at::Tensor out = new_output({n, 3, h * scale, w * scale}, in.options().memory_format(at::MemoryFormat::Contiguous));
   wdsr_cpu::TailArgs args{};
   args.features = floats(in);
-  args.image = image_of(image);
+  args.image = image_of(img);
   args.w_tail = floats(wt);
   args.b_tail = floats(bt);
   args.w_skip = floats(ws);
@@ -242,7 +305,7 @@ at::Tensor tail_shuffle(const at::Tensor& features, const at::Tensor& image, con
   args.c = static_cast<int>(c);
   args.scale = static_cast<int>(scale);
   k.tail_shuffle(args, parallel());
-  return out;
+  return out.to(features.scalar_type());
 }
 
 // isa_paths() -> the instruction-set paths this CPU and build run, fastest first (the first is the default).
@@ -259,6 +322,12 @@ PyObject* py_isa_paths(PyObject*, PyObject*) {
     PyList_SET_ITEM(list, static_cast<Py_ssize_t>(i), name);
   }
   return list;
+}
+
+// bf16_isa() -> the instruction-set path of the bf16 block kernels on this CPU and build, or None.
+PyObject* py_bf16_isa(PyObject*, PyObject*) {
+  if (bf16_table() == nullptr) Py_RETURN_NONE;
+  return PyUnicode_FromString(bf16_table()->isa);
 }
 
 // threaded() -> whether the ops use torch's intra-op threads (False: built without the OpenMP torch uses).
@@ -282,6 +351,8 @@ extern "C" PyMODINIT_FUNC PyInit__cpu(void) {
   static PyMethodDef methods[] = {
       {"isa_paths", py_isa_paths, METH_NOARGS,
        "The instruction-set paths this CPU and build run, fastest first (the first is the default)."},
+      {"bf16_isa", py_bf16_isa, METH_NOARGS,
+       "The instruction-set path of the bf16 block kernels on this CPU and build (None: bf16 features unsupported)."},
       {"threaded", py_threaded, METH_NOARGS,
        "Whether the ops use torch's intra-op threads (False where built without the OpenMP torch uses)."},
       {nullptr, nullptr, 0, nullptr}};

@@ -1,6 +1,7 @@
 // One vector of fp32 lanes for the instruction set this translation unit is compiled for: the only
 // ISA-specific code of the CPU kernels. The including file defines exactly one of WDSR_CPU_AVX512,
-// WDSR_CPU_AVX2 or WDSR_CPU_GENERIC (and its compiler flags), then the algorithm headers use:
+// WDSR_CPU_AVX2 or WDSR_CPU_GENERIC (and its compiler flags), with WDSR_CPU_AVX512 optionally WDSR_CPU_BF16 (the
+// bf16 kernels, -mavx512bf16), then the algorithm headers use:
 //   VW            lanes per vector
 //   kRegisters    vector registers (32 zmm, 16 ymm; 16 for the portable path, as SSE2 has)
 //   kAccumulators vector accumulators a register-blocked micro-kernel may keep live (the rest of the
@@ -10,16 +11,23 @@
 //   vgather_idx_n(p, index, n) (lane i = p[index[i]] for i < n, else 0), prefetch(p) (into L1),
 //   in_register(v) (v, kept in a register: GCC otherwise folds a load that several FMAs reuse into each of them,
 //   as a memory operand, and the loads then outnumber the FMAs)
+// and the features' precision (the end of this file): feature_t, kPack, vdot, the feature loads and stores.
 // Everything lives in namespace wdsr_cpu::<isa> with internal linkage, so that no symbol compiled for one
 // instruction set can be picked by the linker for another.
 #pragma once
 #include <cstdint>
 #include <cstring>
 
+#include "kernels.h"  // Bf16
+
 #if defined(WDSR_CPU_AVX512)
 #include <immintrin.h>
+#if defined(WDSR_CPU_BF16)
+#define WDSR_CPU_ISA avx512_bf16
+#else
 #define WDSR_CPU_ISA avx512
-namespace wdsr_cpu::avx512 {
+#endif
+namespace wdsr_cpu::WDSR_CPU_ISA {
 namespace {
 constexpr int VW = 16;
 constexpr int kRegisters = 32;
@@ -52,7 +60,7 @@ inline vf in_register(vf v) {
   return v;
 }
 }  // namespace
-}  // namespace wdsr_cpu::avx512
+}  // namespace wdsr_cpu::WDSR_CPU_ISA
 
 #elif defined(WDSR_CPU_AVX2)
 #include <immintrin.h>
@@ -173,3 +181,62 @@ inline vf vgather_idx_n(const float* p, const int* index, int n) {
 #else
 #error "define WDSR_CPU_AVX512, WDSR_CPU_AVX2 or WDSR_CPU_GENERIC before including simd.h"
 #endif
+
+// The features' precision. The convolutions broadcast one 32-bit "word" of their input per (tap, pixel) and
+// multiply-add it into every lane: with float features a word is one channel and vdot is an FMA; with bf16
+// features (WDSR_CPU_BF16) a word is a pair of neighbouring channels (2k in its low half, 2k + 1 in its high half,
+// as NHWC stores them) and vdot is vdpbf16ps (per lane two bf16 products added to an fp32 accumulator), its other
+// operand a vector of weight pairs for the same two input channels. Accumulators, biases and epilogues are fp32
+// in both; bf16 results are rounded to nearest even.
+//   feature_t     the features' element in memory (float or Bf16); kPack channels per word (1 or 2)
+//   vdot(a, b, acc)                      acc + the products of a and b, word by word
+//   vload_feat(p), vload_feat_n(p, n)    VW features (the first n) as fp32 lanes
+//   vstore_feat(p, v), vstore_feat_n(p, v, n)
+//   vstore_words(p, v[kPack])            VW words whose channel j of lane i is v[j] lane i (planar rows -> pairs)
+//   word_of(w, stride, count)            the word of w[0], w[stride], ... (count of them valid, the rest zero)
+namespace wdsr_cpu::WDSR_CPU_ISA {
+namespace {
+#if defined(WDSR_CPU_BF16)
+using feature_t = Bf16;
+constexpr int kPack = 2;
+inline vf vdot(vf a, vf b, vf acc) { return _mm512_dpbf16_ps(acc, (__m512bh)a, (__m512bh)b); }
+inline vf widen(__m256i bf16) { return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bf16), 16)); }
+inline vf vload_feat(const Bf16* p) { return widen(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); }
+inline vf vload_feat_n(const Bf16* p, int n) { return widen(_mm256_maskz_loadu_epi16(lanes(n), p)); }
+inline __m256i narrow(vf v) { return (__m256i)_mm512_cvtneps_pbh(v); }
+inline void vstore_feat(Bf16* p, vf v) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), narrow(v)); }
+inline void vstore_feat_n(Bf16* p, vf v, int n) { _mm256_mask_storeu_epi16(p, lanes(n), narrow(v)); }
+inline void vstore_words(float* p, const vf (&v)[kPack]) {
+  // cvtne2ps2bf16 gives v[0]'s 16 values then v[1]'s; the permutation interleaves them into pairs.
+  const __m512i interleave = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7,
+                                              22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+  const __m512i both = (__m512i)_mm512_cvtne2ps_pbh(v[1], v[0]);
+  _mm512_storeu_si512(p, _mm512_permutexvar_epi16(interleave, both));
+}
+inline uint32_t bf16_bits(float f) {  // round to nearest even (weights are finite)
+  uint32_t u;
+  std::memcpy(&u, &f, sizeof u);
+  return (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+}
+inline float word_of(const float* w, int64_t stride, int count) {
+  const uint32_t bits = (count > 0 ? bf16_bits(w[0]) : 0u) | (count > 1 ? bf16_bits(w[stride]) << 16 : 0u);
+  float word;
+  std::memcpy(&word, &bits, sizeof word);
+  return word;
+}
+#else
+using feature_t = float;
+constexpr int kPack = 1;
+inline vf vdot(vf a, vf b, vf acc) { return vfma(a, b, acc); }
+inline vf vload_feat(const float* p) { return vload(p); }
+inline vf vload_feat_n(const float* p, int n) { return vload_n(p, n); }
+inline void vstore_feat(float* p, vf v) { vstore(p, v); }
+inline void vstore_feat_n(float* p, vf v, int n) { vstore_n(p, v, n); }
+inline void vstore_words(float* p, const vf (&v)[kPack]) { vstore(p, v[0]); }
+inline float word_of(const float* w, int64_t, int count) { return count > 0 ? w[0] : 0.0f; }
+#endif
+// Features as the words the convolutions broadcast.
+inline const float* words(const feature_t* p) { return reinterpret_cast<const float*>(p); }
+inline float* words(feature_t* p) { return reinterpret_cast<float*>(p); }
+}  // namespace
+}  // namespace wdsr_cpu::WDSR_CPU_ISA

@@ -609,7 +609,6 @@ def test_image_smaller_than_tile(tmp_path, weights):
     ([], "no bundled weights"),
     (["--weights", "WEIGHTS", "--scale", "3"], "x2 model"),
     (["--weights", "MISSING"], "no such checkpoint file"),
-    (["--weights", "WEIGHTS", "--half", "--device", "cpu"], "half precision needs a GPU device"),
     (["--weights", "WEIGHTS", "--device", "tpu:7"], "not a torch device|not available"),
 ])
 def test_bad_arguments(tmp_path, photos, weights, argv, message, monkeypatch):
@@ -617,6 +616,16 @@ def test_bad_arguments(tmp_path, photos, weights, argv, message, monkeypatch):
     argv = [str(weights) if a == "WEIGHTS" else str(tmp_path / "missing.pth") if a == "MISSING" else a for a in argv]
     with pytest.raises(SystemExit, match=message):
         main(["upscale", str(photos), "-o", str(tmp_path / "o")] + argv)
+
+
+def test_half_on_a_cpu_without_bf16_kernels_warns_in_one_line(tmp_path, photos, weights, capsys, monkeypatch):
+    from wdsr_fast.ops import cpu_backend
+
+    monkeypatch.setattr(cpu_backend, "bf16_isa", lambda: None)
+    assert upscale(photos, "-o", tmp_path / "o", "--weights", weights, "--device", "cpu", "--half") == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and warnings[0].startswith(
+        "warning: half precision on this CPU runs in float32: the CPU kernels run bfloat16 on CPUs with AVX512-BF16 (")
 
 
 @pytest.mark.parametrize("backend", ["triton", "cuda"])

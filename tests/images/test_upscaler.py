@@ -1,5 +1,7 @@
 """Upscaler and tiling: exact tiles kept in host memory, automatic tile size and its halving on out-of-memory,
 alpha, gray, 16 bits, PIL and numpy in and out, devices, non-finite outputs."""
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -17,6 +19,7 @@ from wdsr_fast.inference.upscaler import (
     upscale_tensor,
 )
 from wdsr_fast.io.images import pixels_to_tensor, quantize, tensor_to_uint8
+from wdsr_fast.ops import cpu_backend
 
 
 def expected_rgb(model, pixels: np.ndarray) -> np.ndarray:
@@ -243,9 +246,26 @@ def test_devices():
             resolve_device("cuda:1")
 
 
-def test_half_needs_a_gpu(weights):
-    with pytest.raises(ValueError, match="half precision needs a GPU device"):
-        Upscaler(weights, device="cpu", half=True)
+@pytest.mark.skipif(cpu_backend.bf16_isa() is None, reason="this CPU or build runs no bf16 kernels")
+def test_half_on_a_cpu_with_bf16_kernels_runs_them(weights):
+    """half on a CPU with AVX512-BF16 is bfloat16 through the CPU kernels: close to float32 on a real photo."""
+    photo = astronaut(48, 40)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        half = Upscaler(weights, device="cpu", half=True)
+    assert half.dtype == torch.bfloat16
+    out, ref = half.upscale(photo).astype(float), Upscaler(weights, device="cpu").upscale(photo).astype(float)
+    assert half.model.last_backend == "cpu"
+    psnr = 10 * np.log10(255**2 / ((out - ref) ** 2).mean())
+    assert psnr > 45, psnr
+
+
+def test_half_on_a_cpu_without_bf16_kernels_runs_float32_with_a_warning(weights, monkeypatch):
+    monkeypatch.setattr(cpu_backend, "bf16_isa", lambda: None)
+    with pytest.warns(UserWarning, match="half precision on this CPU runs in float32: the CPU kernels run bfloat16 "
+                                         "on CPUs with AVX512-BF16") as caught:
+        upscaler = Upscaler(weights, device="cpu", half=True)
+    assert len(caught) == 1 and upscaler.dtype == torch.float32
 
 
 def test_nan_weights_are_refused_by_name(tmp_path):

@@ -15,6 +15,7 @@ import contextlib
 import signal
 import sys
 import threading
+import warnings
 from pathlib import Path
 
 import torch
@@ -65,7 +66,9 @@ def add_parser(subparsers) -> None:
                              "tiling exact; below it, tile seams can show, and a warning says so)")
     parser.add_argument("--device", default=None,
                         help="any torch device: cpu, cuda, cuda:1, mps, ... (default: cuda if visible, else cpu)")
-    parser.add_argument("--half", action="store_true", help="run the network in float16 (GPU devices)")
+    parser.add_argument("--half", action="store_true",
+                        help="run the network in half precision: float16 on a GPU, bfloat16 on a CPU with "
+                        "AVX512-BF16 (elsewhere float32, with a warning)")
     parser.add_argument("--backend", choices=(ops.AUTO, *ops.BACKENDS), default=ops.AUTO,
                         help="what runs the network's fused ops (default: auto, the fastest that can run on the "
                              "device); one that cannot run there stops the command before the first file")
@@ -151,10 +154,15 @@ def run(args: argparse.Namespace) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     try:
-        upscaler = Upscaler(weights=args.weights, scale=args.scale, device=args.device, half=args.half, tile=args.tile,
-                            tile_pad=args.tile_pad, backend=args.backend, alpha=args.alpha, progress=True)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            upscaler = Upscaler(weights=args.weights, scale=args.scale, device=args.device, half=args.half,
+                                tile=args.tile, tile_pad=args.tile_pad, backend=args.backend, alpha=args.alpha,
+                                progress=True)
     except (CheckpointError, ValueError) as exc:
         raise SystemExit(f"error: {exc}") from None
+    for construction_warning in caught:
+        print(f"warning: {construction_warning.message}", file=sys.stderr)
     if (reason := backend_problem(upscaler, args.backend)) is not None:
         print(f"error: --backend {args.backend} cannot run on {upscaler.device}: {reason}", file=sys.stderr)
         return 2

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
@@ -25,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .. import ops
 from .. import weights as bundled_weights
 from ..io.images import ImageError, Picture, picture_from_pil, picture_to_pil, quantize
 from ..model import WDSR, check_image
@@ -164,13 +166,26 @@ def fitting_tile(config, device: torch.device, element_size: int, pad: int) -> i
     return max(MIN_TILE, side // 8 * 8)
 
 
+def half_dtype(device: torch.device, config) -> torch.dtype:
+    """What half precision runs in on ``device`` for a model of ``config``: float16 on a GPU; on a CPU bfloat16 where
+    the CPU kernels run it (AVX512-BF16), else float32, with a warning saying why (float16 is no CPU speed path)."""
+    if device.type != "cpu":
+        return torch.float16
+    reason = ops.unavailable_reason("cpu", device, config, torch.bfloat16)
+    if reason is None:
+        return torch.bfloat16
+    warnings.warn(f"half precision on this CPU runs in float32: {reason}", stacklevel=3)
+    return torch.float32
+
+
 class Upscaler:
     """WDSR upscaling of whole images for applications.
 
     weights: a checkpoint path (ours or the authors'), a ``WDSR`` model, or None for the bundled weights of
     ``scale`` (default 2). device: any torch device string (default: CUDA if visible, else CPU). half: float16
-    on a GPU. tile: "auto" (fit the device memory, halve on out-of-memory), a side in LR pixels (an int; not a
-    bool), or None (whole images). alpha: "bicubic" (default) or "wdsr" (the alpha plane through the network as gray).
+    on a GPU; on a CPU bfloat16 where its bf16 kernels run (AVX512-BF16), else float32 with a warning. tile:
+    "auto" (fit the device memory, halve on out-of-memory), a side in LR pixels (an int; not a bool), or None
+    (whole images). alpha: "bicubic" (default) or "wdsr" (the alpha plane through the network as gray).
     progress: a tqdm bar over the tiles of each image that has more than one.
 
     ``upscale(image)`` takes a PIL image or a numpy array (H, W) / (H, W, C), uint8 or uint16, C = 1 gray,
@@ -203,8 +218,6 @@ class Upscaler:
         if tile_pad is not None:
             tile_pad = pixel_count(tile_pad, 0, TILE_PAD_RULE)
         self.device = resolve_device(device)
-        if half and self.device.type == "cpu":
-            raise ValueError("half precision needs a GPU device (float16 convolutions are not a CPU speed path)")
         if isinstance(weights, WDSR):
             reference, self.weights = weights, "the given model"
         else:
@@ -224,7 +237,7 @@ class Upscaler:
         self.model.range_hint = False  # the pixels are scaled to [0, rgb_range] here: a dark image is no mistake
         self.config = self.model.config
         self.scale = self.config.scale
-        self.dtype = torch.float16 if half else torch.float32
+        self.dtype = half_dtype(self.device, self.config) if half else torch.float32
         self.tile, self.alpha, self.progress = tile, alpha, progress
         self.tile_pad = self.config.receptive_radius if tile_pad is None else tile_pad
         self._fitted_tile: int | None = None  # tile="auto": the size that last fitted
@@ -356,7 +369,8 @@ class Upscaler:
         sr = self.model(image.to(self.dtype).contiguous())
         if not bool(torch.isfinite(sr).all()):
             raise UpscaleError(f"the network produced NaN or infinite values with weights {self.weights}"
-                               + (" in float16 (try without half precision)" if self.dtype == torch.float16 else ""))
+                               + (f" in {str(self.dtype).removeprefix('torch.')} (try without half precision)"
+                                  if self.dtype != torch.float32 else ""))
         return sr
 
 

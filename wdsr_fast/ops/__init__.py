@@ -14,7 +14,8 @@ Every backend is one module with the same small interface:
   block's 1x1 convs on large CPU maps as chunked matrix products), tested against ``reference.py``; any device.
 - ``"triton"``: the ``triton/`` subpackage, Triton kernels registered as ``torch.ops.wdsr_triton.*``.
 - ``"cuda"``: ``cuda_backend.py``, the CUDA C++ kernels of ``csrc/cuda/`` (``torch.ops.wdsr_cuda.*``).
-- ``"cpu"``: ``cpu_backend.py``, the fused C++ CPU kernels of ``csrc/cpu/`` (``torch.ops.wdsr_cpu.*``); float32.
+- ``"cpu"``: ``cpu_backend.py``, the fused C++ CPU kernels of ``csrc/cpu/`` (``torch.ops.wdsr_cpu.*``); float32, and
+  bfloat16 on CPUs with AVX512-BF16.
 
 ``REGISTRY`` is data: for each backend, in the order ``auto`` tries them, the module holding it, the device types
 whose tensors it takes and the activation dtypes ``auto`` picks it for (where it was measured fastest). The device

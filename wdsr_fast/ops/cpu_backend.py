@@ -1,6 +1,8 @@
 """The CPU backend: the fused C++ kernels of csrc/cpu/, registered as ``torch.ops.wdsr_cpu.*`` by ``wdsr_fast._cpu``.
 
-float32 on CPU tensors (other dtypes raise TypeError), threads through ATen's ``parallel_for``, so
+float32 on CPU tensors, and bfloat16 where the CPU has AVX512-BF16 (``bf16_isa()``: the blocks in bf16 with fp32
+accumulation, the head and tail in float32; the bf16 kernels take even channel counts; other dtypes raise
+TypeError), threads through ATen's ``parallel_for``, so
 ``torch.set_num_threads`` applies. The kernels are compiled for several instruction sets and the fastest the CPU
 runs is used (``isa_paths()`` lists them); the environment variable ``WDSR_FAST_CPU_ISA`` (``avx512``, ``avx2`` or
 ``generic``) picks another, read at every call. WDSR-A blocks run the fused kernel with AVX-512 and AVX2 and oneDNN's
@@ -46,16 +48,35 @@ def isa_paths() -> tuple[str, ...]:
     return tuple(_cpu.isa_paths()) if _cpu is not None else ()
 
 
+def bf16_isa() -> str | None:
+    """The instruction-set path of the bf16 block kernels on this CPU and build (None: bf16 is not run here)."""
+    return _cpu.bf16_isa() if _cpu is not None else None
+
+
+def _bf16_reason(config) -> str | None:
+    if bf16_isa() is None:
+        units = bf16_units()
+        why = (f"this build has no bf16 kernels for this CPU's bf16 units ({', '.join(units)})" if units else
+               "this CPU has no bf16 units (AVX512-BF16)")
+        return f"the CPU kernels run bfloat16 on CPUs with AVX512-BF16 ({why})"
+    widths = {} if config is None else {"n_feats": config.n_feats, "expansion width": config.wide_feats}
+    odd = [f"{name} {width}" for name, width in widths.items() if width % 2]
+    if odd:
+        return f"the bf16 CPU kernels take even channel counts, this model has {', '.join(odd)}"
+    return None
+
+
 def unavailable_reason(device: torch.device, config=None, dtype: torch.dtype | None = None) -> str | None:
     if LOAD_ERROR is not None:
         return LOAD_ERROR
     if device.type != "cpu":
         return f"the CPU kernels run on CPU tensors, not on {device}"
-    if dtype is not None and dtype != torch.float32:
-        units = bf16_units()
-        cpu = (f"this CPU has bf16 units ({', '.join(units)}) for them" if units else
-               "this CPU has no bf16 units (AVX512-BF16, AMX) for them either")
-        return f"the CPU kernels run float32, not {dtype} (no half-precision kernels are built yet; {cpu})"
+    if dtype == torch.bfloat16:
+        reason = _bf16_reason(config)
+        if reason is not None:
+            return reason
+    elif dtype is not None and dtype != torch.float32:
+        return f"the CPU kernels run float32 and bfloat16, not {dtype}"
     if not THREADED and torch.get_num_threads() > 1:
         return (f"wdsr_fast._cpu was built without OpenMP, so its kernels would run on one thread where torch "
                 f"uses {torch.get_num_threads()}; rebuild it with a compiler that supports -fopenmp")
