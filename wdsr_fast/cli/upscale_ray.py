@@ -1,5 +1,5 @@
 """``wdsr-fast upscale ... --ray [ADDRESS]``: the same batch on a Ray cluster (``inference/cluster.py``): parse,
-call, print the per-worker summary and the plain command's summary line."""
+call, print the per-worker summary and the plain command's summary lines."""
 from __future__ import annotations
 
 import argparse
@@ -13,7 +13,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run on Ray (pip install 'wdsr-fast[ray]'): alone, a local Ray; 'auto' or "
                              "ray://HOST:PORT, a cluster whose nodes all see the inputs and OUTDIR")
     parser.add_argument("--ray-workers", type=int, default=None, metavar="N",
-                        help="with --ray: how many actors (default: one per GPU, or the cluster's CPUs / --threads)")
+                        help="with --ray: how many actors (default: one per GPU, or as many of --threads CPUs as "
+                             "the nodes hold)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -25,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
             scale=args.scale, ext=args.ext, suffix=args.suffix, quality=args.quality, recursive=args.recursive,
             overwrite=args.overwrite, tile=args.tile, tile_pad=args.tile_pad, backend=args.backend,
             alpha=args.alpha, device=args.device, half=args.half, threads=args.threads, workers=args.ray_workers,
-            max_pixels=args.max_pixels)
+            max_pixels=args.max_pixels, codec=args.codec, crf=args.crf, preset=args.preset, batch=args.batch)
     except ClusterError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.status
