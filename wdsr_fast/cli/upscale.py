@@ -49,7 +49,8 @@ def add_parser(subparsers) -> None:
         "upscale", help="upscale images (PNG, JPEG, WebP, TIFF, BMP) and videos",
         description="Upscale image and video files (or folders of them) with WDSR and write <name><suffix>.<ext> "
                     "files into OUTDIR.")
-    parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="image and video files or folders")
+    parser.add_argument("inputs", nargs="*", type=Path, metavar="INPUT",
+                        help="image and video files or folders (at least one)")
     parser.add_argument("-o", "--out", type=Path, required=True, metavar="OUTDIR", help="output folder")
     parser.add_argument("--scale", type=int, choices=SCALES,
                         help="upscaling factor (default: that of --weights, or 2 with the bundled weights)")
@@ -129,6 +130,15 @@ def terminate_as_exit():
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.ray is not None:
+        try:  # --ray's optional address may be the first input: ``--ray photo.png -o out``
+            args.ray, args.inputs = upscale_ray.split_address(args.ray, args.inputs)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    if not args.inputs:
+        print("error: no INPUT given: name the image and video files or folders to upscale", file=sys.stderr)
+        return 2
     if args.ray is not None:
         with terminate_as_exit():  # SIGTERM ends the Ray this command started, as Ctrl-C does
             return upscale_ray.run(args)
