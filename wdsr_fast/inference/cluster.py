@@ -4,9 +4,8 @@ Built on Ray core actors (``ray.util.ActorPool`` over actors with ``max_restarts
 Data: every input and output is a file on storage all nodes see, read and written by the worker itself through
 ``run_job`` with ``upscale_file`` or ``upscale_video_job`` (the functions of the single-machine command, so names,
 formats, bit depth, alpha, metadata, video streams and atomic writes are the same); only job descriptions and one
-log line per file travel. Ray Data's blocks, Arrow
-conversion and streaming executor would carry nothing here and cost start-up time (importing pyarrow, planning),
-which is most of the overhead on a small batch.
+log line per file travel. Ray Data's blocks, Arrow conversion and streaming executor would carry nothing here and
+cost start-up time (importing pyarrow, planning), which is most of the overhead on a small batch.
 
 - The driver lists the inputs and plans the outputs exactly as the plain command (``collect_images``,
   ``plan_upscale``), skips the outputs that exist already (unless ``overwrite``), and checks the checkpoint
