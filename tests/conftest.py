@@ -6,7 +6,9 @@ TRITON_INTERPRET must be set before any @triton.jit runs, hence here, before wds
 functions are in helpers.py.
 """
 import os
+import sys
 from fractions import Fraction
+from pathlib import Path
 
 import pytest
 import torch
@@ -20,6 +22,7 @@ from wdsr_fast import WDSR, Upscaler, save_model  # noqa: E402
 from wdsr_fast.ops import POISON_ENV  # noqa: E402
 
 torch.manual_seed(0)
+VIDEO_TESTS = str(Path(__file__).parent / "video")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -67,7 +70,9 @@ def bundled():
 def clips(tmp_path_factory):
     """The clips of the issue: H.264 + AAC in MP4 with BT.709 tags, 10-bit HEVC in MKV, a variable-frame-rate
     clip, clips with subtitles (MKV SubRip, MP4 timed text) and a rotated phone clip."""
-    from clips import make_clip  # tests/video/clips.py, on the path when the video tests run
+    if VIDEO_TESTS not in sys.path:  # on the path when the video tests run; the Ray tests use these clips too
+        sys.path.append(VIDEO_TESTS)
+    from clips import make_clip  # tests/video/clips.py
 
     folder = tmp_path_factory.mktemp("clips")
     x265 = {"x265-params": "log-level=error"}

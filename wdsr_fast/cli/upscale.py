@@ -25,27 +25,24 @@ from tqdm import tqdm
 from .. import ops
 from ..inference.files import (
     EXTENSIONS,
-    OutputExists,
     OutputFolderError,
     backend_problem,
     check_output_folder,
     collect_images,
-    earlier_outputs,
-    failure_line,
+    left_out_note,
     pixel_budget,
-    plan,
-    real_path,
+    run_job,
     suffix_problem,
+    summary,
     tile_pad_warning,
     upscale_file,
 )
-from ..inference.upscaler import ALPHA_MODES, UpscaleError, Upscaler
-from ..inference.video import split_videos
-from ..io.images import IMAGE_SUFFIXES, ImageError
-from ..io.video import CONTAINERS, VIDEO_SUFFIXES
+from ..inference.upscaler import ALPHA_MODES, Upscaler
+from ..inference.video import NOTHING_FOUND, UPSCALE_SUFFIXES, plan_upscale
+from ..io.video import CONTAINERS
 from ..model import SCALES, CheckpointError
 from . import upscale_ray
-from .upscale_video import add_video_arguments, image_ext, run_videos
+from .upscale_video import add_video_arguments, run_videos
 
 
 def add_parser(subparsers) -> None:
@@ -53,7 +50,8 @@ def add_parser(subparsers) -> None:
         "upscale", help="upscale images (PNG, JPEG, WebP, TIFF, BMP) and videos",
         description="Upscale image and video files (or folders of them) with WDSR and write <name><suffix>.<ext> "
                     "files into OUTDIR.")
-    parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="image and video files or folders")
+    parser.add_argument("inputs", nargs="*", type=Path, metavar="INPUT",
+                        help="image and video files or folders (at least one)")
     parser.add_argument("-o", "--out", type=Path, required=True, metavar="OUTDIR", help="output folder")
     parser.add_argument("--scale", type=int, choices=SCALES,
                         help="upscaling factor (default: that of --weights, or 2 with the bundled weights)")
@@ -136,17 +134,25 @@ def terminate_as_exit():
 
 def run(args: argparse.Namespace) -> int:
     if args.ray is not None:
+        try:  # --ray's optional address may be the first input: ``--ray photo.png -o out``
+            args.ray, args.inputs = upscale_ray.split_address(args.ray, args.inputs)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    if not args.inputs:
+        print("error: no INPUT given: name the image and video files or folders to upscale", file=sys.stderr)
+        return 2
+    if args.ray is not None:
         with terminate_as_exit():  # SIGTERM ends the Ray this command started, as Ctrl-C does
             return upscale_ray.run(args)
     if args.suffix is not None and (problem := suffix_problem(args.suffix)) is not None:
         print(f"error: --suffix {args.suffix!r} {problem}", file=sys.stderr)
         return 2
-    found = collect_images(args.inputs, args.recursive, args.out, IMAGE_SUFFIXES + VIDEO_SUFFIXES)
+    found = collect_images(args.inputs, args.recursive, args.out, UPSCALE_SUFFIXES)
     if all(item.problem is not None for item in found):
         for item in found:
             print(f"error: {item.path}: {item.problem}", file=sys.stderr)
-        raise SystemExit(f"error: no images ({', '.join(IMAGE_SUFFIXES)}) or videos ({', '.join(VIDEO_SUFFIXES)}) "
-                         f"found in the inputs")
+        raise SystemExit(f"error: {NOTHING_FOUND}")
     try:
         check_output_folder(args.out)
     except OutputFolderError as exc:
@@ -168,42 +174,21 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if (warning := tile_pad_warning(upscaler)) is not None:
         print(f"warning: --tile-pad {args.tile_pad}: {warning}", file=sys.stderr)
-    scale = upscaler.scale
-    suffix = f"_x{scale}" if args.suffix is None else args.suffix
-    found, left_out = earlier_outputs(found, args.out, image_ext(args.ext), suffix)
+    suffix = f"_x{upscaler.scale}" if args.suffix is None else args.suffix
+    jobs, videos, left_out = plan_upscale(found, args.out, args.ext, suffix)
     if left_out:
-        names = ", ".join(str(item.path) for item in left_out[:3]) + (", ..." if len(left_out) > 3 else "")
-        print(f"note: left out {len(left_out)} file{'s' if len(left_out) > 1 else ''} of the output folder named "
-              f"as outputs of this run (earlier outputs, not inputs): {names}", file=sys.stderr)
-    files, videos = split_videos(found)
-    jobs = plan(files, args.out, image_ext(args.ext), suffix)
-    done, skipped, failed = 0, 0, 0
+        print(left_out_note(left_out), file=sys.stderr)
+
+    def image(job):
+        return upscale_file(upscaler, job, args.quality, replace=args.overwrite), 0
+
+    outcomes = []
     with terminate_as_exit(), pixel_budget(args.max_pixels):
         for job in tqdm(jobs, desc="upscaling", unit="image", file=sys.stderr, disable=not jobs):
-            if job.problem is not None:
-                failed += 1
-                tqdm.write(f"error: {job.source}: {job.problem}", file=sys.stderr)
-                continue
-            try:
-                tqdm.write(upscale_file(upscaler, job, args.quality, replace=args.overwrite), file=sys.stderr)
-                done += 1
-            except OutputExists as exc:
-                skipped += 1
-                tqdm.write(f"skipped {job.source}: {exc} (--overwrite replaces it)", file=sys.stderr)
-            except FileExistsError as exc:  # appeared meanwhile (another run's), and kept
-                skipped += 1
-                tqdm.write(f"skipped {job.source}: {exc}", file=sys.stderr)
-            except (ImageError, UpscaleError) as exc:
-                failed += 1
-                tqdm.write(f"error: {exc}", file=sys.stderr)
-            except (MemoryError, ValueError, RuntimeError, OSError) as exc:
-                failed += 1
-                tqdm.write(f"error: {failure_line(job.source, exc)}", file=sys.stderr)
+            outcomes.append(run_job(job, image))
+            tqdm.write(outcomes[-1].line, file=sys.stderr)
         if jobs or not videos:
-            print(f"{done} of {len(jobs)} images upscaled x{scale} into {args.out}"
-                  + (f"; {skipped} skipped (output exists)" if skipped else "")
-                  + (f"; {failed} failed" if failed else ""))
+            print(summary(outcomes, "image", upscaler.scale, args.out))
         if videos:  # after the images: one line and a frame bar per video, and their own summary
-            inputs = {real_path(item.path) for item in found if item.problem is None}
-            failed += run_videos(args, upscaler, videos, suffix, inputs)[2]
-    return 1 if failed else 0
+            outcomes += run_videos(args, upscaler, videos)
+    return 1 if any(o.status == "failed" for o in outcomes) else 0

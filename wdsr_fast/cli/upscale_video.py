@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from tqdm import tqdm
 
-from ..inference.files import Input, failure_line
-from ..inference.upscaler import UpscaleError, Upscaler
-from ..inference.video import plan_videos, upscale_video_file
-from ..io.atomic import remove_leftovers
-from ..io.video import CONTAINERS, ENCODERS, EncodeOptions, VideoError, VideoInfo, require_av
+from ..inference.files import Job, Outcome, run_job, summary
+from ..inference.upscaler import Upscaler
+from ..inference.video import frames_per_batch, upscale_video_job
+from ..io.video import ENCODERS, EncodeOptions, VideoError, VideoInfo, require_av
 
 
 def _non_negative(text: str) -> int:
@@ -49,16 +47,6 @@ def add_video_arguments(parser: argparse.ArgumentParser) -> None:
                        help="frames through the network together (default: 4 on a GPU, 1 on CPU)")
 
 
-def image_ext(ext: str) -> str:
-    """The image format of --ext: a video container there leaves images at the default, PNG."""
-    return "png" if ext in CONTAINERS else ext
-
-
-def video_ext(ext: str) -> str:
-    """The container of --ext: an image format there leaves videos in their own container."""
-    return ext if ext in CONTAINERS else "same"
-
-
 class FrameBar:
     """A bar over a video's frames (rate and time left), made once the video is open: its frame count sizes it."""
 
@@ -79,57 +67,31 @@ class FrameBar:
             self.bar = None
 
 
-def run_videos(args: argparse.Namespace, upscaler: Upscaler, videos: list[Input], suffix: str,
-               inputs: set[Path]) -> tuple[int, int, int]:
-    """Upscale the videos of a run; (done, skipped, failed). Each gets one line on stderr."""
-    jobs = plan_videos(videos, args.out, video_ext(args.ext), suffix, inputs)
+def run_videos(args: argparse.Namespace, upscaler: Upscaler, jobs: list[Job]) -> list[Outcome]:
+    """Upscale the videos of a run, each with a line on stderr and a frame bar, then their summary line."""
     try:
         require_av()
     except VideoError as exc:
         tqdm.write(f"error: {len(jobs)} video file(s) not upscaled ({jobs[0].source}"
                    f"{', ...' if len(jobs) > 1 else ''}): {exc}", file=sys.stderr)
-        return 0, 0, len(jobs)
-    batch = args.batch or (4 if upscaler.device.type == "cuda" else 1)
-    done, skipped, failed, frames, seconds = 0, 0, 0, 0, 0.0
+        return [Outcome(str(job.source), "failed", str(exc), "video") for job in jobs]
+    batch = frames_per_batch(upscaler, args.batch)
+    outcomes = []
     tile_bars, upscaler.progress = upscaler.progress, False  # a frame bar instead of one tile bar per frame
     try:
         for job in jobs:
-            if job.problem is not None:
-                failed += 1
-                tqdm.write(f"error: {job.source}: {job.problem}", file=sys.stderr)
-                continue
-            remove_leftovers(job.target)
-            if job.target.exists() and not args.overwrite:
-                skipped += 1
-                tqdm.write(f"skipped {job.source}: {job.target} exists (--overwrite replaces it)", file=sys.stderr)
-                continue
-            options = EncodeOptions(args.codec, args.crf, args.preset, job.fmt)
             bar = FrameBar(job.source.name)
+
+            def video(job: Job, bar: FrameBar = bar) -> tuple[str, int]:
+                options = EncodeOptions(args.codec, args.crf, args.preset, job.fmt)
+                return upscale_video_job(upscaler, job, options, batch, args.overwrite, bar.start, bar.update)
+
             try:
-                result = upscale_video_file(upscaler, job.source, job.target, options, batch, args.overwrite,
-                                            on_start=bar.start, on_frame=bar.update)
-                bar.close()
-                tqdm.write(result.line(), file=sys.stderr)
-                done += 1
-                frames += result.frames
-                seconds += result.seconds
-            except FileExistsError as exc:
-                skipped += 1
-                tqdm.write(f"skipped {job.source}: {exc}", file=sys.stderr)
-            except (VideoError, UpscaleError) as exc:
-                failed += 1
-                text = str(exc)
-                tqdm.write(f"error: {text if text.startswith(str(job.source)) else f'{job.source}: {text}'}",
-                           file=sys.stderr)
-            except (MemoryError, ValueError, RuntimeError, OSError) as exc:
-                failed += 1
-                tqdm.write(f"error: {failure_line(job.source, exc)}", file=sys.stderr)
+                outcomes.append(run_job(job, video))
             finally:
                 bar.close()
+            tqdm.write(outcomes[-1].line, file=sys.stderr)
     finally:
         upscaler.progress = tile_bars
-    rate = f" ({frames} frames, {frames / seconds:.3g} frames/s)" if frames and seconds > 0 else ""
-    print(f"{done} of {len(jobs)} videos upscaled x{upscaler.scale} into {args.out}{rate}"
-          + (f"; {skipped} skipped (output exists)" if skipped else "")
-          + (f"; {failed} failed" if failed else ""))
-    return done, skipped, failed
+    print(summary(outcomes, "video", upscaler.scale, args.out))
+    return outcomes

@@ -2,18 +2,18 @@
 
 Built on Ray core actors (``ray.util.ActorPool`` over actors with ``max_restarts``/``max_task_retries``), not Ray
 Data: every input and output is a file on storage all nodes see, read and written by the worker itself through
-``upscale_file`` (the function of the single-machine command, so names, formats, bit depth, alpha, metadata and
-atomic writes are the same); only job descriptions and one log line per file travel. Ray Data's blocks, Arrow
-conversion and streaming executor would carry nothing here and cost start-up time (importing pyarrow, planning),
-which is most of the overhead on a small batch.
+``run_job`` with ``upscale_file`` or ``upscale_video_job`` (the functions of the single-machine command, so names,
+formats, bit depth, alpha, metadata, video streams and atomic writes are the same); only job descriptions and one
+log line per file travel. Ray Data's blocks, Arrow conversion and streaming executor would carry nothing here and
+cost start-up time (importing pyarrow, planning), which is most of the overhead on a small batch.
 
 - The driver lists the inputs and plans the outputs exactly as the plain command (``collect_images``,
-  ``earlier_outputs``, ``plan``), skips the outputs that exist already (unless ``overwrite``), and checks the
-  checkpoint once; its weights go to the object store once (``ray.put``) and each actor builds its model from
-  them once.
-- Workers: one actor per GPU where the cluster has GPUs (float16 with ``half``, CUDA graphs), else CPU actors of
-  ``threads`` CPUs each with torch's threads set to that. Each call takes a few small files (fewer when they are
-  large, which the Upscaler tiles as on one machine).
+  ``plan_upscale``), skips the outputs that exist already (unless ``overwrite``), and checks the checkpoint
+  once; its weights go to the object store once (``ray.put``) and each actor builds its model from them once.
+- Workers (``plan_actors``): one actor per GPU where the cluster has GPUs (float16 with ``half``, CUDA graphs),
+  else CPU actors of ``threads`` CPUs each, as many as fit on each node, with torch's threads set to their CPUs.
+  Each call takes one video, or a few small images (fewer when they are large, which the Upscaler tiles as on one
+  machine); the videos go first, the largest first, as the longest calls.
 - Nothing lost: an actor whose process or node dies is restarted by Ray (``max_restarts=-1``) and its call run
   again (``max_task_retries``); outputs are written atomically, so a file is complete or absent, and an output
   that the dead attempt completed is reported as existing. A file whose call kills its worker every time is
@@ -22,35 +22,38 @@ which is most of the overhead on a small batch.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import socket
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from PIL import Image
 
-from ..io.images import IMAGE_SUFFIXES, ImageError
+from ..io.video import EncodeOptions, VideoError, require_av
 from .files import (
     Job,
+    Outcome,
     OutputExists,
     OutputFolderError,
     backend_problem,
     check_output_folder,
     collect_images,
-    earlier_outputs,
-    failure_line,
+    left_out_note,
     pixel_budget,
-    plan,
+    run_job,
     suffix_problem,
+    summary,
     tile_pad_warning,
     upscale_file,
 )
-from .upscaler import UpscaleError, Upscaler
+from .upscaler import Upscaler
+from .video import NOTHING_FOUND, UPSCALE_SUFFIXES, frames_per_batch, plan_upscale, upscale_video_job
 
 RAY_MISSING = "--ray needs Ray, which is not installed: pip install 'wdsr-fast[ray]'"
 DIE_ONCE_ENV = "WDSR_FAST_RAY_DIE_ONCE"  # tests: PATH[:N]; workers exit mid-call until PATH records N deaths
@@ -87,23 +90,14 @@ class Settings:
     tile_pad: int | None
     backend: str
     alpha: str
-    threads: int
+    threads: int  # torch's threads: the actor's CPUs
     quality: int
     replace: bool
     max_pixels: int
     weights_name: str
+    video: EncodeOptions  # codec, crf and preset of the videos (their container: each job's)
+    batch: int | None  # video frames through the network together (None: the device's default)
     cwd: str | None = None  # the driver's working folder, where relative paths start (None: all are absolute)
-
-
-@dataclass
-class Outcome:
-    """One file's result: ``status`` is done, skipped or failed; ``line`` what the plain command prints for it."""
-    source: str
-    status: str
-    line: str
-    worker: str = ""
-    images: int = 0
-    seconds: float = 0.0
 
 
 @dataclass
@@ -111,13 +105,18 @@ class WorkerTotals:
     done: int = 0
     skipped: int = 0
     failed: int = 0
-    images: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0  # busy, on every file it had
+    images: int = 0  # done, and the seconds they took
+    image_seconds: float = 0.0
+    frames: int = 0  # of the videos done, and the seconds they took
+    video_seconds: float = 0.0
 
     def line(self, name: str) -> str:
-        rate = f", {self.images / self.seconds:.2f} images/s busy" if self.seconds > 0 and self.images else ""
+        rates = [f"{count / seconds:.3g} {unit}/s" for count, seconds, unit in (
+            (self.images, self.image_seconds, "images"), (self.frames, self.video_seconds, "video frames"))
+            if count and seconds > 0]
         return (f"worker {name}: {self.done} done, {self.skipped} skipped, {self.failed} failed"
-                f" in {self.seconds:.1f} s{rate}")
+                f" in {self.seconds:.1f} s busy" + "".join(f", {rate}" for rate in rates))
 
 
 @dataclass
@@ -135,19 +134,27 @@ class Report:
     def add(self, outcome: Outcome) -> None:
         totals = self.workers.setdefault(outcome.worker or "(lost)", WorkerTotals())
         setattr(totals, outcome.status, getattr(totals, outcome.status) + 1)
-        totals.images += outcome.images
         totals.seconds += outcome.seconds
+        if outcome.status == "done" and outcome.kind == "image":
+            totals.images += 1
+            totals.image_seconds += outcome.seconds
+        elif outcome.status == "done":
+            totals.frames += outcome.frames
+            totals.video_seconds += outcome.seconds
 
     @property
     def failed(self) -> list[Outcome]:
         return [o for o in self.outcomes if o.status == "failed"]
 
     def summary(self) -> str:
-        """The plain command's summary line."""
-        done, skipped, failed = self.count("done"), self.count("skipped"), self.count("failed")
-        return (f"{done} of {len(self.outcomes)} images upscaled x{self.scale} into {self.out}"
-                + (f"; {skipped} skipped (output exists)" if skipped else "")
-                + (f"; {failed} failed" if failed else ""))
+        """The plain command's summary lines: of the images (unless there are only videos), of the videos."""
+        kinds = {o.kind for o in self.outcomes}
+        if kinds == {"video"}:
+            return summary(self.outcomes, "video", self.scale, self.out)
+        lines = [summary(self.outcomes, "image", self.scale, self.out)]
+        if "video" in kinds:
+            lines.append(summary(self.outcomes, "video", self.scale, self.out))
+        return "\n".join(lines)
 
     @property
     def status(self) -> int:
@@ -156,30 +163,17 @@ class Report:
 
 # -- one job, on a worker ---------------------------------------------------------------------------------
 
-def job_kind(job: Job) -> str:
-    return getattr(job, "kind", "image")
+def _image(upscaler: Upscaler, job: Job, settings: Settings) -> tuple[str, int]:
+    return upscale_file(upscaler, job, settings.quality, settings.replace), 0
 
 
-# How each kind of job is run: (upscaler, job, quality, replace) -> the log line. Videos: one line here,
-# {"video": video.upscale_video_file}, once inference/video.py is merged (one video a task).
-RUNNERS: dict[str, Callable[..., str]] = {"image": upscale_file}
+def _video(upscaler: Upscaler, job: Job, settings: Settings) -> tuple[str, int]:
+    options = dataclasses.replace(settings.video, container=job.fmt)
+    return upscale_video_job(upscaler, job, options, frames_per_batch(upscaler, settings.batch), settings.replace)
 
 
-def run_job(upscaler: Upscaler, job: Job, quality: int, replace: bool) -> Outcome:
-    """One job as the plain command runs it, its exceptions turned into the line it prints."""
-    source = str(job.source)
-    if job.problem is not None:
-        return Outcome(source, "failed", f"error: {job.source}: {job.problem}")
-    try:
-        return Outcome(source, "done", RUNNERS[job_kind(job)](upscaler, job, quality, replace), images=1)
-    except OutputExists as exc:
-        return Outcome(source, "skipped", f"skipped {job.source}: {exc} (--overwrite replaces it)")
-    except FileExistsError as exc:  # appeared meanwhile (another run's, or a dead attempt's), and kept
-        return Outcome(source, "skipped", f"skipped {job.source}: {exc}")
-    except (ImageError, UpscaleError) as exc:
-        return Outcome(source, "failed", f"error: {exc}")
-    except (MemoryError, ValueError, RuntimeError, OSError) as exc:
-        return Outcome(source, "failed", f"error: {failure_line(job.source, exc)}")
+# How each kind of job (``Job.kind``) is run on a worker: (upscaler, job, settings) -> (its line, its frames).
+RUNNERS: dict[str, Callable[[Upscaler, Job, Settings], tuple[str, int]]] = {"image": _image, "video": _video}
 
 
 class UpscaleWorker:
@@ -195,8 +189,7 @@ class UpscaleWorker:
         device = settings.device
         if device == "cuda" and torch.cuda.is_available():
             device = f"cuda:{torch.cuda.current_device()}"  # Ray sets CUDA_VISIBLE_DEVICES to this actor's GPU
-        else:
-            torch.set_num_threads(settings.threads)
+        torch.set_num_threads(settings.threads)  # its share of the node's CPUs
         self.name = f"{socket.gethostname()} pid {os.getpid()} ({device}" + (
             f", {settings.threads} threads)" if device == "cpu" else ")")
         if settings.cwd is not None:
@@ -228,9 +221,8 @@ class UpscaleWorker:
             for position, (index, job) in enumerate(items):
                 if position == len(items) // 2:
                     _die_once_for_tests()
-                start = time.perf_counter()
-                outcome = run_job(self.upscaler, job, self.settings.quality, self.settings.replace)
-                outcome.worker, outcome.seconds = self.name, time.perf_counter() - start
+                outcome = run_job(job, lambda job: RUNNERS[job.kind](self.upscaler, job, self.settings))
+                outcome.worker = self.name
                 outcomes.append((index, outcome))
                 if len(self.model._graphs) > MAX_GRAPHS:  # repeated shapes (one camera, tiles) keep theirs
                     self.model.refold()
@@ -255,18 +247,25 @@ def _die_once_for_tests() -> None:
 
 # -- the driver ---------------------------------------------------------------------------------------------
 
+def _size(path: Path) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
+
+
 def batches(jobs: list[tuple[int, Job]], workers: int) -> list[list[tuple[int, Job]]]:
-    """Jobs grouped into calls: a few small files each (at most ``BATCH_FILES`` and about ``BATCH_BYTES`` of input),
-    and at least ``CALLS_PER_WORKER`` calls per worker when there are enough files."""
-    most = max(1, min(BATCH_FILES, math.ceil(len(jobs) / (workers * CALLS_PER_WORKER))))
-    groups: list[list[tuple[int, Job]]] = []
+    """Jobs grouped into calls: one video a call, the largest first (the longest calls start first, so that
+    the last ones end together); then a few small images a call (at most ``BATCH_FILES`` and about ``BATCH_BYTES``
+    of input), and at least ``CALLS_PER_WORKER`` calls per worker when there are enough images."""
+    videos = sorted((item for item in jobs if item[1].kind == "video"), key=lambda item: -_size(item[1].source))
+    images = [item for item in jobs if item[1].kind != "video"]
+    most = max(1, min(BATCH_FILES, math.ceil(len(images) / (workers * CALLS_PER_WORKER))))
+    groups: list[list[tuple[int, Job]]] = [[item] for item in videos]
     current: list[tuple[int, Job]] = []
     size = 0
-    for item in jobs:
-        try:
-            size += os.stat(item[1].source).st_size
-        except OSError:
-            pass
+    for item in images:
+        size += _size(item[1].source)
         current.append(item)
         if len(current) >= most or size >= BATCH_BYTES:
             groups.append(current)
@@ -274,6 +273,43 @@ def batches(jobs: list[tuple[int, Job]], workers: int) -> list[list[tuple[int, J
     if current:
         groups.append(current)
     return groups
+
+
+@dataclass(frozen=True)
+class Actors:
+    """The workers to start: ``count`` actors on ``device`` with ``threads`` torch threads each, each asking Ray
+    for ``options`` (its GPU and CPUs)."""
+    device: str
+    count: int
+    threads: int
+    options: dict
+
+
+def plan_actors(nodes: Sequence[Mapping[str, float]], device: str | None = None, half: bool = False,
+                threads: int | None = None, workers: int | None = None, calls: int = 1) -> Actors:
+    """The actors for a cluster whose live nodes have the resources ``nodes`` (``ray.nodes()``'s "Resources"):
+    with ``device`` None, "cuda" where the cluster has a GPU. cuda: one actor per GPU, each with its GPU and one
+    CPU (its torch threads: 1); a CPU-only node gets none, so that every output is made by the same arithmetic.
+    cpu: actors of ``threads`` CPUs (default: 4, or the smallest node's CPUs if fewer), as many as fit on each node,
+    with torch's threads set to that. ``workers`` sets the count; never more actors than ``calls``. A
+    ``ClusterError`` (status 2) for what the cluster cannot run."""
+    gpus = sum(int(node.get("GPU", 0)) for node in nodes)
+    device = device or ("cuda" if gpus else "cpu")
+    if device == "cuda":
+        if not gpus:
+            raise ClusterError("--device cuda: the Ray cluster has no GPU", status=2)
+        count, threads, options = workers or gpus, 1, {"num_gpus": 1, "num_cpus": 1}
+    else:
+        if half:
+            raise ClusterError("half precision needs GPU workers (the cluster has no GPU, or --device cpu)", 2)
+        cpus = [int(node.get("CPU", 0)) for node in nodes if node.get("CPU")]
+        threads = threads or max(1, min([4, *cpus]))
+        fit = sum(n // threads for n in cpus)
+        if not fit:
+            raise ClusterError(f"--threads {threads}: no node of the Ray cluster has {threads} CPUs "
+                               f"(the largest has {max(cpus, default=0)})", status=2)
+        count, options = workers or fit, {"num_cpus": threads}
+    return Actors(device, max(1, min(count, calls)), threads, options)
 
 
 def _connect(ray, address: str | None, runtime_env: dict | None) -> bool:
@@ -301,33 +337,24 @@ def _connect(ray, address: str | None, runtime_env: dict | None) -> bool:
     return True
 
 
-def _resources(ray) -> tuple[int, int, int]:
-    """(GPUs in the cluster, CPUs in the cluster, CPUs of its smallest node)."""
-    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
-    gpus = sum(int(n.get("GPU", 0)) for n in nodes)
-    cpus = sum(int(n.get("CPU", 0)) for n in nodes)
-    smallest = min((int(n.get("CPU", 0)) for n in nodes if n.get("CPU")), default=1)
-    return gpus, cpus, smallest
-
-
 def upscale_on_ray(inputs: Sequence[os.PathLike | str], out: os.PathLike | str, *, address: str | None = None,
                    weights=None, scale: int | None = None, ext: str = "png", suffix: str | None = None,
                    quality: int = 95, recursive: bool = False, overwrite: bool = False, tile="auto",
                    tile_pad: int | None = None, backend: str = "auto", alpha: str = "bicubic",
                    device: str | None = None, half: bool = False, threads: int | None = None,
                    workers: int | None = None, max_pixels: int = Image.MAX_IMAGE_PIXELS or 0,
-                   task_retries: int = 3, runtime_env: dict | None = None, progress: bool = True,
-                   log: Callable[[str], None] | None = None) -> Report:
-    """Upscale image files (or folders of them) into ``out`` on a Ray cluster: the files of
-    ``wdsr-fast upscale INPUTS -o OUT``, byte for byte. The inputs and ``out`` must be on storage every node sees,
-    and wdsr_fast installed on every node.
+                   codec: str | None = None, crf: int | None = None, preset: str | None = None,
+                   batch: int | None = None, task_retries: int = 3, runtime_env: dict | None = None,
+                   progress: bool = True, log: Callable[[str], None] | None = None) -> Report:
+    """Upscale image and video files (or folders of them) into ``out`` on a Ray cluster: the files of
+    ``wdsr-fast upscale INPUTS -o OUT``, one video a call. The inputs and ``out`` must be on storage every node
+    sees, and wdsr_fast installed on every node.
 
     address: None starts a local Ray (and ends it after); ``"auto"`` or ``"ray://HOST:PORT"`` joins a cluster.
-    device: ``"cuda"`` (one actor per GPU), ``"cpu"`` (actors of ``threads`` CPUs), or None: cuda where the
-    cluster has GPUs. workers: how many actors (default: one per GPU, or the cluster's CPUs / ``threads``).
-    task_retries: how often a call is run again after its worker died (at least 1). log: gets each file's line (default:
-    stderr, above the progress bar). Raises ``ClusterError`` when the run cannot start; a file that fails is in
-    the report (``report.failed``) and the others are done.
+    device, half, threads, workers: see ``plan_actors``. codec, crf, preset, batch: the videos', as the command's
+    options. task_retries: how often a call is run again after its worker died (at least 1). log: gets each file's
+    line (default: stderr, above the progress bar). Raises ``ClusterError`` when the run cannot start; a file that
+    fails is in the report (``report.failed``) and the others are done.
     """
     ray = import_ray()
     started = time.perf_counter()
@@ -344,11 +371,11 @@ def upscale_on_ray(inputs: Sequence[os.PathLike | str], out: os.PathLike | str, 
         raise ClusterError(f"task_retries must be at least 1, got {task_retries}", status=2)
     if device not in (None, "cpu", "cuda"):
         raise ClusterError(f"--device {device!r} with --ray: cpu or cuda (each actor gets its own GPU)", status=2)
-    files = collect_images([Path(p) for p in inputs], recursive, out)
+    files = collect_images([Path(p) for p in inputs], recursive, out, UPSCALE_SUFFIXES)
     if all(item.problem is not None for item in files):
         for item in files:
             log(f"error: {item.path}: {item.problem}")
-        raise ClusterError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found in the inputs")
+        raise ClusterError(NOTHING_FOUND)
     try:
         check_output_folder(out)
     except OutputFolderError as exc:
@@ -361,72 +388,70 @@ def upscale_on_ray(inputs: Sequence[os.PathLike | str], out: os.PathLike | str, 
     if (warning := tile_pad_warning(checked)) is not None:
         log(f"warning: --tile-pad {tile_pad}: {warning}")
     suffix = f"_x{checked.scale}" if suffix is None else suffix
-    files, left_out = earlier_outputs(files, out, ext, suffix)
+    images, videos, left_out = plan_upscale(files, out, ext, suffix)
     if left_out:
-        names = ", ".join(str(item.path) for item in left_out[:3]) + (", ..." if len(left_out) > 3 else "")
-        log(f"note: left out {len(left_out)} file{'s' if len(left_out) > 1 else ''} of the output folder named "
-            f"as outputs of this run (earlier outputs, not inputs): {names}")
-    jobs = plan(files, out, ext, suffix)
+        log(left_out_note(left_out))
+    if videos:
+        try:
+            require_av()
+        except VideoError as exc:  # named for each video, without a worker
+            for job in videos:
+                job.problem = job.problem or str(exc)
+    jobs = images + videos
     outcomes: dict[int, Outcome] = {}
     todo: list[tuple[int, Job]] = []
     for index, job in enumerate(jobs):  # what needs no worker: known problems, outputs that exist
-        if job.problem is None and not overwrite and os.path.lexists(job.target):
-            outcomes[index] = Outcome(str(job.source), "skipped",
-                                      f"skipped {job.source}: {job.target} exists (--overwrite replaces it)")
-        elif job.problem is not None:
-            outcomes[index] = run_job(checked, job, quality, overwrite)
-        else:
+        if job.problem is None and (overwrite or not os.path.lexists(job.target)):
             todo.append((index, job))
-    for index in sorted(outcomes):
-        log(outcomes[index].line)
+        else:
+            outcomes[index] = run_job(job, _exists)
+            log(outcomes[index].line)
     report = Report([], checked.scale, out)
     if todo:
-        _run_on_cluster(ray, todo, outcomes, report, checked, address, device, half, tile, tile_pad, backend, alpha,
-                        threads, workers, quality, overwrite, max_pixels, task_retries, runtime_env, progress, log)
+        relative = any(not job.source.is_absolute() or not job.target.is_absolute() for _, job in todo)
+        settings = Settings(device="", half=half, tile=tile, tile_pad=tile_pad, backend=backend, alpha=alpha,
+                            threads=0, quality=quality, replace=overwrite, max_pixels=max_pixels,
+                            weights_name=checked.weights, video=EncodeOptions(codec, crf, preset), batch=batch,
+                            cwd=os.getcwd() if relative else None)  # device and threads: plan_actors's, later
+        _run_on_cluster(ray, todo, outcomes, report, checked, settings, address, device, threads, workers,
+                        task_retries, runtime_env, progress, log)
     report.outcomes = [outcomes[i] for i in range(len(jobs))]
     report.seconds = time.perf_counter() - started
     return report
 
 
-def _run_on_cluster(ray, todo, outcomes, report, checked, address, device, half, tile, tile_pad, backend, alpha,
-                    threads, workers, quality, overwrite, max_pixels, task_retries, runtime_env, progress, log):
+def _exists(job: Job) -> tuple[str, int]:
+    raise OutputExists(f"{job.target} exists")  # run_job's line for an output that is kept
+
+
+def _run_on_cluster(ray, todo: list[tuple[int, Job]], outcomes: dict[int, Outcome], report: Report,
+                    checked: Upscaler, settings: Settings, address: str | None, device: str | None,
+                    threads: int | None, workers: int | None, task_retries: int, runtime_env: dict | None,
+                    progress: bool, log: Callable[[str], None]) -> None:
     from ray.util import ActorPool
     from tqdm import tqdm
 
     ours = _connect(ray, address, runtime_env)
     actors: list = []
     try:
-        gpus, cpus, smallest = _resources(ray)
-        if device is None:
-            device = "cuda" if gpus else "cpu"
-        if half and device == "cpu":
-            raise ClusterError("half precision needs GPU workers (the cluster has no GPU, or --device cpu)", 2)
-        threads = threads or max(1, min(4, smallest))
-        if device == "cuda":
-            if not gpus:
-                raise ClusterError("--device cuda: the Ray cluster has no GPU", status=2)
-            count, options = workers or gpus, {"num_gpus": 1, "num_cpus": 1}
-        else:
-            count, options = workers or max(1, cpus // threads), {"num_cpus": threads}
-        count = max(1, min(count, len(todo)))
-        options.update(max_restarts=-1, max_task_retries=task_retries)
+        plan = plan_actors([n["Resources"] for n in ray.nodes() if n.get("Alive")], device, settings.half, threads,
+                           workers, len(todo))
+        settings.device, settings.threads = plan.device, plan.threads
+        options = dict(plan.options, max_restarts=-1, max_task_retries=task_retries)
         if runtime_env and not ours:  # a Ray started before: the actors get it
             options["runtime_env"] = runtime_env
-        relative = any(not job.source.is_absolute() or not job.target.is_absolute() for _, job in todo)
-        settings = Settings(device, half, tile, tile_pad, backend, alpha, threads, quality, overwrite, max_pixels,
-                            checked.weights, os.getcwd() if relative else None)
         shipped = ray.put((checked.config, checked.model.state_dict()))  # once, for every actor
         actor_class = ray.remote(UpscaleWorker)
-        actors += [actor_class.options(**options).remote([shipped], settings) for _ in range(count)]
+        actors += [actor_class.options(**options).remote([shipped], settings) for _ in range(plan.count)]
         for name, problem in ray.get([a.ready.remote() for a in actors]):
             if problem is not None:
                 raise ClusterError(f"worker {name} cannot upscale: {problem}", status=2)
         pool = ActorPool(actors)
-        for group in batches(todo, count):
+        for group in batches(todo, plan.count):
             pool.submit(lambda actor, items: actor.run.remote(items), group)
         lost: list[str] = []
         bar = tqdm(total=len(todo), desc="upscaling", unit="file", file=sys.stderr, disable=not progress)
-        images, started = 0, time.perf_counter()
+        done, started = 0, time.perf_counter()
         with bar:
             while pool.has_next():
                 try:
@@ -436,16 +461,16 @@ def _run_on_cluster(ray, todo, outcomes, report, checked, address, device, half,
                     continue
                 for index, outcome in results:
                     outcomes[index] = outcome
-                    images += outcome.images
+                    done += outcome.status == "done"
                     log(outcome.line)
                     report.add(outcome)
                 bar.update(len(results))
-                bar.set_postfix_str(f"{images / max(time.perf_counter() - started, 1e-9):.2f} images/s")
+                bar.set_postfix_str(f"{done / max(time.perf_counter() - started, 1e-9):.2f} files/s")
             reason = lost[-1] if lost else "no result"
             for index, job in todo:
                 if index not in outcomes:
                     outcomes[index] = Outcome(str(job.source), "failed", f"error: {job.source}: its worker died on "
-                                              f"every try ({task_retries + 1}): {reason}")
+                                              f"every try ({task_retries + 1}): {reason}", job.kind)
                     log(outcomes[index].line)
                     report.add(outcomes[index])
                     bar.update(1)

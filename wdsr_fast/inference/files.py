@@ -3,13 +3,16 @@ upscaled and written. Inputs that lead nowhere (missing, a symbolic link loop or
 cannot be listed) are kept with their problem, so that the batch names them and goes on; when the output folder
 is also an input folder, the earlier outputs found there are left out. The output folder is checked to be
 writable before any model work; two inputs with one output, or an output that is an input, are refused by name;
-outputs are written atomically, never over a file that appeared meanwhile unless asked."""
+outputs are written atomically, never over a file that appeared meanwhile unless asked. ``run_job`` runs one file
+as the command does, on one machine or a Ray worker, and turns its errors into the line the command prints."""
 from __future__ import annotations
 
 import contextlib
 import errno
 import os
 import tempfile
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +47,7 @@ class Job:
     target: Path
     fmt: str
     problem: str | None = None  # known before reading: a name clash, or the input's problem
+    kind: str = "image"  # or "video"
 
 
 def collect_images(inputs: list[Path], recursive: bool, out: Path,
@@ -145,7 +149,7 @@ def earlier_outputs(files: list[Input], out: Path, ext: str, suffix: str) -> tup
 
 
 def plan(files: list[Input], out: Path, ext: str, suffix: str, output=output_of,
-         inputs: set[Path] | None = None) -> list[Job]:
+         inputs: set[Path] | None = None, kind: str = "image") -> list[Job]:
     """The output of each input (``output(item, out, ext, suffix)``: its path and format); two inputs with one
     output, or an output that is an input (of ``inputs``, default ``files``), are refused by name."""
     if inputs is None:
@@ -154,7 +158,7 @@ def plan(files: list[Input], out: Path, ext: str, suffix: str, output=output_of,
     claimed: dict[Path, Path] = {}
     for item in files:
         target, fmt = output(item, out, ext, suffix)
-        job = Job(item.path, target, fmt, item.problem)
+        job = Job(item.path, target, fmt, item.problem, kind)
         key = real_path(target)
         if job.problem is not None:
             pass
@@ -166,6 +170,13 @@ def plan(files: list[Input], out: Path, ext: str, suffix: str, output=output_of,
             claimed[key] = item.path
         jobs.append(job)
     return jobs
+
+
+def left_out_note(left_out: list[Input]) -> str:
+    """The note naming the earlier outputs that ``earlier_outputs`` left out."""
+    names = ", ".join(str(item.path) for item in left_out[:3]) + (", ..." if len(left_out) > 3 else "")
+    return (f"note: left out {len(left_out)} file{'s' if len(left_out) > 1 else ''} of the output folder named as "
+            f"outputs of this run (earlier outputs, not inputs): {names}")
 
 
 def check_output_folder(out: Path) -> None:
@@ -248,7 +259,55 @@ def upscale_file(upscaler: Upscaler, job: Job, quality: int, replace: bool = Tru
 
 
 def failure_line(source: Path, exc: BaseException) -> str:
-    """One line for a file that failed with an unexpected ``exc``: the file, then the first line of the reason."""
+    """One line for a file that failed with ``exc``: the file, then the first line of the reason (which names the
+    file itself in most errors of the readers and writers: not twice)."""
     if isinstance(exc, MemoryError):
         return f"{source}: out of host memory"
-    return f"{source}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return reason if reason.startswith(f"{source}:") else f"{source}: {reason}"
+
+
+@dataclass
+class Outcome:
+    """One file's result: ``status`` is done, skipped or failed; ``line`` what the upscale command prints for it;
+    ``frames`` a video's frames; ``seconds`` the time its work took; ``worker`` the Ray worker that did it."""
+    source: str
+    status: str
+    line: str
+    kind: str = "image"
+    frames: int = 0
+    seconds: float = 0.0
+    worker: str = ""
+
+
+def run_job(job: Job, work: Callable[[Job], tuple[str, int]]) -> Outcome:
+    """One file as the upscale command runs it: ``work(job)`` upscales and writes it and gives its line and (a
+    video's) frames; a problem known before, an output that exists and the errors of reading, upscaling and writing
+    become the line the command prints, and the batch goes on."""
+    source, kind = str(job.source), job.kind
+    if job.problem is not None:
+        return Outcome(source, "failed", f"error: {job.source}: {job.problem}", kind)
+    start = time.perf_counter()
+    try:
+        line, frames = work(job)
+        outcome = Outcome(source, "done", line, kind, frames)
+    except OutputExists as exc:
+        outcome = Outcome(source, "skipped", f"skipped {job.source}: {exc} (--overwrite replaces it)", kind)
+    except FileExistsError as exc:  # appeared meanwhile (another run's, or a killed attempt's), and kept
+        outcome = Outcome(source, "skipped", f"skipped {job.source}: {exc}", kind)
+    except (MemoryError, ValueError, RuntimeError, OSError) as exc:  # ImageError, VideoError, UpscaleError among them
+        outcome = Outcome(source, "failed", f"error: {failure_line(job.source, exc)}", kind)
+    outcome.seconds = time.perf_counter() - start
+    return outcome
+
+
+def summary(outcomes: list[Outcome], kind: str, scale: int, out: Path) -> str:
+    """The command's summary line for its images or its videos (``kind``)."""
+    mine = [o for o in outcomes if o.kind == kind]
+    done = [o for o in mine if o.status == "done"]
+    skipped, failed = (sum(o.status == status for o in mine) for status in ("skipped", "failed"))
+    frames, seconds = sum(o.frames for o in done), sum(o.seconds for o in done)
+    rate = f" ({frames} frames, {frames / seconds:.3g} frames/s)" if frames and seconds > 0 else ""
+    return (f"{len(done)} of {len(mine)} {kind}s upscaled x{scale} into {out}{rate}"
+            + (f"; {skipped} skipped (output exists)" if skipped else "")
+            + (f"; {failed} failed" if failed else ""))

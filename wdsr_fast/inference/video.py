@@ -16,6 +16,7 @@ measured; the busiest stage is the one that bounds the rate (``VideoResult.bound
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
 import threading
 import time
@@ -26,9 +27,11 @@ from typing import Any
 
 import numpy as np
 
-from ..io.atomic import atomic_path
+from ..io.atomic import atomic_path, remove_leftovers
+from ..io.images import IMAGE_SUFFIXES
 from ..io.video import (
     CONTAINERS,
+    VIDEO_SUFFIXES,
     EncodeOptions,
     Frame,
     VideoError,
@@ -41,10 +44,13 @@ from ..io.video import (
     is_video,
     output_container,
 )
-from .files import Input, Job, plan
+from .files import Input, Job, OutputExists, earlier_outputs, plan, real_path
 from .upscaler import Upscaler
 
 STAGES = ("decode", "upscale", "encode")
+UPSCALE_SUFFIXES = IMAGE_SUFFIXES + VIDEO_SUFFIXES  # the files the upscale command takes from folders
+NOTHING_FOUND = (f"no images ({', '.join(IMAGE_SUFFIXES)}) or videos ({', '.join(VIDEO_SUFFIXES)}) found in the "
+                 f"inputs")
 POLL_S = 0.1  # how often a waiting stage looks whether another one has stopped
 
 
@@ -297,6 +303,16 @@ def upscale_video(source, target, upscaler: Upscaler | None = None, *, codec: st
 
 # -- the upscale command's batch --------------------------------------------------------------------------
 
+def image_ext(ext: str) -> str:
+    """The image format of --ext: a video container there leaves images at the default, PNG."""
+    return "png" if ext in CONTAINERS else ext
+
+
+def video_ext(ext: str) -> str:
+    """The container of --ext: an image format there leaves videos in their own container."""
+    return ext if ext in CONTAINERS else "same"
+
+
 def split_videos(files: list[Input]) -> tuple[list[Input], list[Input]]:
     """(images, videos) of the upscale command's inputs, by suffix."""
     return [f for f in files if not is_video(f.path)], [f for f in files if is_video(f.path)]
@@ -311,4 +327,31 @@ def video_output(item: Input, out: Path, ext: str, suffix: str) -> tuple[Path, s
 def plan_videos(files: list[Input], out: Path, ext: str, suffix: str, inputs: set[Path] | None = None) -> list[Job]:
     """The output of each video (``Job.fmt``: the container's --ext name); two videos with one output, or an
     output that is an input (of ``inputs``: all the command's files), are refused by name."""
-    return plan(files, out, ext, suffix, output=video_output, inputs=inputs)
+    return plan(files, out, ext, suffix, output=video_output, inputs=inputs, kind="video")
+
+
+def plan_upscale(found: list[Input], out: Path, ext: str, suffix: str) -> tuple[list[Job], list[Job], list[Input]]:
+    """The upscale command's jobs for the files it found: (images, videos, the earlier outputs left out)."""
+    found, left_out = earlier_outputs(found, out, image_ext(ext), suffix)
+    images, videos = split_videos(found)
+    inputs = {real_path(item.path) for item in found if item.problem is None}
+    return (plan(images, out, image_ext(ext), suffix), plan_videos(videos, out, video_ext(ext), suffix, inputs),
+            left_out)
+
+
+def frames_per_batch(upscaler: Upscaler, batch: int | None) -> int:
+    """``batch``, or the default: 4 frames through the network together on a GPU, 1 on the CPU."""
+    return batch or (4 if upscaler.device.type == "cuda" else 1)
+
+
+def upscale_video_job(upscaler: Upscaler, job: Job, options: EncodeOptions, batch: int = 1, replace: bool = True,
+                      on_start: Callable[[VideoInfo], object] | None = None,
+                      on_frame: Callable[[int], object] | None = None) -> tuple[str, int]:
+    """One video of the upscale command, as ``files.upscale_file`` is one image: (its line, its frames). The
+    temporary files that killed runs left are removed first; ``OutputExists`` before any work when the output
+    exists and not ``replace``."""
+    remove_leftovers(job.target)
+    if os.path.lexists(job.target) and not replace:
+        raise OutputExists(f"{job.target} exists")
+    result = upscale_video_file(upscaler, job.source, job.target, options, batch, replace, on_start, on_frame)
+    return result.line(), result.frames
