@@ -301,7 +301,8 @@ def plan_actors(nodes: Sequence[Mapping[str, float]], device: str | None = None,
         count, threads, options = workers or gpus, 1, {"num_gpus": 1, "num_cpus": 1}
     else:
         if half:
-            raise ClusterError("half precision needs GPU workers (the cluster has no GPU, or --device cpu)", 2)
+            raise ClusterError("half precision on Ray needs GPU workers (the cluster has no GPU, or --device cpu; "
+                               "CPU nodes with and without bf16 units would make different outputs)", 2)
         cpus = [int(node.get("CPU", 0)) for node in nodes if node.get("CPU")]
         threads = threads or max(1, min([4, *cpus]))
         fit = sum(n // threads for n in cpus)
