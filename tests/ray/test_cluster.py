@@ -214,7 +214,7 @@ def test_actors_one_per_gpu_else_cpu_actors_that_fit(nodes, asked, expected):
 
 
 @pytest.mark.parametrize(("nodes", "asked", "message"), [
-    ([{"CPU": 8}], {"half": True}, "half precision needs GPU workers"),
+    ([{"CPU": 8}], {"half": True}, "half precision on Ray needs GPU workers"),
     ([{"CPU": 8}], {"device": "cuda"}, "--device cuda: the Ray cluster has no GPU"),
     ([{"CPU": 2}, {"CPU": 4}], {"threads": 8}, "--threads 8: no node of the Ray cluster has 8 CPUs (the largest has "
                                                 "4)"),
