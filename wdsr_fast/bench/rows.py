@@ -312,7 +312,7 @@ def fast_rows(s: Setup) -> list[Row]:
 
     def block_a_path(path):  # the cpu backend with its WDSR-A blocks run one way (WDSR_FAST_CPU_BLOCK_A=path)
         def make():
-            call = fast("cpu", False, "")()
+            call = fast("cpu", False, None)()
 
             def run():
                 old = os.environ.get(BLOCK_A_ENV)
