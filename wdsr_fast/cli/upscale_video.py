@@ -109,6 +109,8 @@ def run_videos(args: argparse.Namespace, upscaler: Upscaler, videos: list[Input]
                 result = upscale_video_file(upscaler, job.source, job.target, options, batch, args.overwrite,
                                             on_start=bar.start, on_frame=bar.update)
                 bar.close()
+                for text in result.warnings:
+                    tqdm.write(f"warning: {job.source}: {text}", file=sys.stderr)
                 tqdm.write(result.line(), file=sys.stderr)
                 done += 1
                 frames += result.frames

@@ -19,6 +19,7 @@ import contextlib
 import queue
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +72,7 @@ class VideoResult:
     seconds: float                   # wall time of the pipeline
     busy: dict[str, float]           # seconds each stage worked (not waiting on the others)
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # what the input had and the output has not
 
     @property
     def fps(self) -> float:
@@ -254,19 +256,21 @@ def upscale_video_file(upscaler: Upscaler, source, target, options: EncodeOption
         notes.append(f"rotation {info.rotation} degrees kept")
     if info.bits > 8:
         notes.append(f"{info.bits}-bit kept (16-bit path)")
-    return VideoResult(source, target, info, writer.describe, frames, seconds, busy, notes)
+    return VideoResult(source, target, info, writer.describe, frames, seconds, busy, notes, writer.warnings)
 
 
 def upscale_video(source, target, upscaler: Upscaler | None = None, *, codec: str | None = None,
                   crf: int | None = None, preset: str | None = None, batch: int = 1, overwrite: bool = True,
                   progress: bool = False, **upscaler_options: Any) -> VideoResult:
     """Upscale one video file in one call: every frame of its first video stream through the network, audio and
-    subtitles copied, timestamps, colour tags, rotation and bit depth kept (README, "Upscaling video").
+    subtitles copied, timestamps, colour tags, HDR10 metadata, rotation and bit depth kept (README, "Upscaling
+    video").
 
     target: the output file; its suffix picks the container (.mp4, .mkv, .webm, .mov). upscaler: an ``Upscaler``,
     or None to make one from ``upscaler_options`` (``weights``, ``scale``, ``device``, ``half``, ``tile``,
     ``backend``...). codec: an encoder (libx264, libx265, libvpx-vp9, libsvtav1, ffv1, h264_nvenc...; default:
-    the input's codec family), crf and preset: its quality and speed. progress: a tqdm bar over the frames.
+    the input's codec family), crf and preset: its quality and speed. progress: a tqdm bar over the frames. What
+    the output cannot keep of the input (``VideoResult.warnings``) is also issued as a ``UserWarning``.
     """
     target = Path(target)
     container = target.suffix.lower().lstrip(".")
@@ -288,11 +292,14 @@ def upscale_video(source, target, upscaler: Upscaler | None = None, *, codec: st
             bar.reset(total=info.frames)
 
     try:
-        return upscale_video_file(upscaler, source, target, EncodeOptions(codec, crf, preset, container), batch,
-                                  overwrite, start, bar.update if bar is not None else None)
+        result = upscale_video_file(upscaler, source, target, EncodeOptions(codec, crf, preset, container),
+                                    batch, overwrite, start, bar.update if bar is not None else None)
     finally:
         if bar is not None:
             bar.close()
+    for text in result.warnings:
+        warnings.warn(f"{source}: {text}", stacklevel=2)
+    return result
 
 
 # -- the upscale command's batch --------------------------------------------------------------------------

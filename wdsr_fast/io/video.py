@@ -137,6 +137,70 @@ def colour_of(frame, stream_context, rgb: bool) -> Colour:
     return Colour(primaries, transfer, matrix, colour_range, sws, full, assumed)
 
 
+@dataclass(frozen=True)
+class HDR10:
+    """HDR10 static metadata, as FFmpeg puts it on decoded frames (from the bitstream's SEI or metadata OBUs, or
+    from the container's boxes): the mastering display's colour volume (SMPTE ST 2086: CIE 1931 x, y of its
+    primaries and white point, its luminance range in cd/m2) and the content light level (CTA-861.3, cd/m2)."""
+    mastering: tuple[Fraction, ...] | None  # red x, y, green x, y, blue x, y, white x, y, min, max luminance
+    light_level: tuple[int, int] | None     # MaxCLL, MaxFALL
+    partial: bool = False                   # mastering display metadata without its primaries or its luminance
+
+    def describe(self) -> str:
+        parts = []
+        if self.mastering:
+            parts.append(f"mastering display {float(self.mastering[9]):g}/{float(self.mastering[8]):g} cd/m2")
+        if self.light_level:
+            parts.append(f"MaxCLL {self.light_level[0]}, MaxFALL {self.light_level[1]}")
+        return ", ".join(parts)
+
+
+def hdr10_of(frame) -> HDR10 | None:
+    """The HDR10 static metadata on a decoded frame, None where it has none."""
+    mastering, light, partial = None, None, False
+    for side in frame.side_data:
+        kind, data = str(side.type), bytes(side)
+        if "MASTERING_DISPLAY_METADATA" in kind:  # AVMasteringDisplayMetadata: 10 AVRationals, 2 flags
+            values = struct.unpack_from("<22i", data)
+            has_primaries, has_luminance = values[20:22]
+            if has_primaries and has_luminance:
+                mastering = tuple(Fraction(values[i], values[i + 1]) for i in range(0, 20, 2))
+            partial = bool(has_primaries) != bool(has_luminance)
+        elif "CONTENT_LIGHT_LEVEL" in kind:  # AVContentLightMetadata: two unsigned ints
+            light = struct.unpack_from("<2I", data)
+    if mastering is None and light is None and not partial:
+        return None
+    return HDR10(mastering, light, partial)
+
+
+# Encoders given HDR10 metadata through their own parameters (PyAV can set neither frame side data nor a stream's
+# coded side data, which the others read it from): -> (the option holding their parameters, mastering display
+# and light level parameter names, the chromaticity and luminance units of their mastering display string).
+HDR10_PARAMS = {"libx265": ("x265-params", "master-display", "max-cll", 50000, 10000),
+                "libx264": ("x264-params", "mastering-display", "cll", 50000, 10000),
+                "libsvtav1": ("svtav1-params", "mastering-display", "content-light", None, None)}
+
+
+def hdr10_options(encoder: str, hdr: HDR10) -> dict[str, str] | None:
+    """The options that make ``encoder`` write ``hdr`` into its bitstream (SEI for x265 and x264, metadata OBUs for
+    SVT-AV1), None for an encoder that cannot be given it here."""
+    if encoder not in HDR10_PARAMS:
+        return None
+    option, mastering_name, light_name, chroma, luma = HDR10_PARAMS[encoder]
+
+    def number(value: Fraction, unit: int | None) -> str:
+        return str(round(value * unit)) if unit else f"{float(value):.6f}"  # SVT-AV1 takes decimals
+
+    params = []
+    if hdr.mastering:
+        rx, ry, gx, gy, bx, by, wx, wy = (number(v, chroma) for v in hdr.mastering[:8])
+        low, high = (number(v, luma) for v in hdr.mastering[8:])
+        params.append(f"{mastering_name}=G({gx},{gy})B({bx},{by})R({rx},{ry})WP({wx},{wy})L({high},{low})")
+    if hdr.light_level:
+        params.append(f"{light_name}={hdr.light_level[0]},{hdr.light_level[1]}")
+    return {option: ":".join(params)}
+
+
 def format_traits(name: str) -> tuple[int, bool, tuple[int, int], bool]:
     """(bits per sample, RGB, chroma subsampling (x, y) as log2 factors, has alpha) of a pixel format."""
     av = require_av()
@@ -205,6 +269,7 @@ class VideoInfo:
     sample_aspect_ratio: Fraction | None
     copied: list[str] = field(default_factory=list)    # "audio aac (eng)", ...
     left_out: list[str] = field(default_factory=list)  # streams not carried, with why
+    hdr10: HDR10 | None = None
 
     def describe(self) -> str:
         rate = f", {float(self.rate):.3g} fps" if self.rate else ""
@@ -308,7 +373,8 @@ class VideoReader:
             width=first.width, height=first.height, pix_fmt=first.format.name, bits=self.bits, frames=frames or None,
             duration=duration, rate=Fraction(rate) if rate else None, time_base=Fraction(stream.time_base),
             colour=self.colour, display_matrix=display, rotation=int(first.rotation or 0),
-            sample_aspect_ratio=stream.sample_aspect_ratio or None, copied=copied, left_out=left_out)
+            sample_aspect_ratio=stream.sample_aspect_ratio or None, copied=copied, left_out=left_out,
+            hdr10=hdr10_of(first))
         self._size = (first.width, first.height)
 
     # -- decoding -------------------------------------------------------------------------------------
@@ -558,6 +624,9 @@ class VideoWriter:
                              f"chroma subsampling); choose another --scale or --codec ffv1")
         opts = encoder_options(encoder, options.crf, options.preset)
         self.notes: list[str] = []
+        self.warnings: list[str] = []  # what the input has and the output will not: one warning line each
+        if info.hdr10 is not None:
+            self._carry_hdr10(info.hdr10, opts)
         self.container = av.open(str(path), "w", format=CONTAINERS[container])
         try:
             self._add_streams(reader, width, height, opts, rgb, container)
@@ -573,6 +642,23 @@ class VideoWriter:
         self.describe = (f"{encoder} {self.pix_fmt} {width}x{height}"
                          + (f" crf {opts['crf']}" if "crf" in opts else f" cq {opts['cq']}" if "cq" in opts
                             else " lossless" if encoder == "ffv1" else ""))
+
+    def _carry_hdr10(self, hdr: HDR10, opts: dict[str, str]) -> None:
+        """Add to ``opts`` the encoder parameters that write ``hdr``: a note where it is kept, a warning where
+        not."""
+        if hdr.partial:
+            self.warnings.append("HDR10 mastering display metadata without its primaries or its luminance left out "
+                                 "(encoders take it whole)")
+        if not (hdr.mastering or hdr.light_level):
+            return
+        extra = hdr10_options(self.encoder, hdr)
+        if extra is None:
+            self.warnings.append(f"HDR10 metadata ({hdr.describe()}) left out: PyAV cannot give it to "
+                                 f"{self.encoder} (--codec libx265, libx264 or libsvtav1 keep it)")
+            return
+        for key, value in extra.items():
+            opts[key] = ":".join(filter(None, (opts.get(key), value)))
+        self.notes.append(f"HDR10 {hdr.describe()} kept")
 
     def _add_streams(self, reader: VideoReader, width: int, height: int, opts: dict[str, str], rgb: bool,
                      container: str) -> None:
