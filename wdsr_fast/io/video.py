@@ -563,6 +563,30 @@ def container_codecs(container: str) -> set[str]:
         return set(probe.supported_codecs)
 
 
+# The CPU encoder of each NVENC encoder's codec, named when NVENC cannot be opened.
+NVENC_ALTERNATIVES = {"h264_nvenc": "libx264", "hevc_nvenc": "libx265", "av1_nvenc": "libsvtav1"}
+
+
+def open_encoder(context, encoder: str) -> None:
+    """Open the encoder now, before any frame is upscaled (PyAV would open it at the first frame); a failure is a
+    ``VideoError`` with FFmpeg's own reason (an NVENC encoder on a machine without NVENC, say)."""
+    av = require_av()
+    level = av.logging.get_level()
+    av.logging.set_level(av.logging.ERROR)  # FFmpeg's reason is logged, not returned
+    try:
+        with av.logging.Capture() as logs:
+            context.open()
+    except av.FFmpegError as exc:
+        reason = logs[-1][2].strip() if logs else _reason(exc)
+        hint = ""
+        if encoder in NVENC_ALTERNATIVES:
+            hint = (f"; NVENC needs an NVIDIA GPU with NVENC (the A100, H100 and H200 have none) and its driver; "
+                    f"a CPU encoder of the same codec: --codec {NVENC_ALTERNATIVES[encoder]}")
+        raise VideoError(f"{encoder} cannot be opened here ({reason}){hint}") from None
+    finally:
+        av.logging.set_level(level)
+
+
 def _codec_of(encoder: str) -> str | None:
     """The codec an encoder writes (libx264 -> h264), None for no encoder."""
     av = require_av()
@@ -699,6 +723,7 @@ class VideoWriter:
         with contextlib.suppress(Exception):
             video.metadata.update({k: v for k, v in reader.stream.metadata.items()
                                    if k.lower() in ("language", "title", "handler_name")})
+        open_encoder(context, self.encoder)
         self._copies: dict[int, Any] = {}
         for stream in reader.copy_streams:
             if stream.type == "attachment":
