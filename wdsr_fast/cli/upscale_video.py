@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from ..inference.files import Input, failure_line
 from ..inference.upscaler import UpscaleError, Upscaler
-from ..inference.video import plan_videos, upscale_video_file
+from ..inference.video import default_batch, plan_videos, upscale_video_file
 from ..io.atomic import remove_leftovers
 from ..io.video import CONTAINERS, ENCODERS, EncodeOptions, VideoError, VideoInfo, require_av
 
@@ -89,7 +89,7 @@ def run_videos(args: argparse.Namespace, upscaler: Upscaler, videos: list[Input]
         tqdm.write(f"error: {len(jobs)} video file(s) not upscaled ({jobs[0].source}"
                    f"{', ...' if len(jobs) > 1 else ''}): {exc}", file=sys.stderr)
         return 0, 0, len(jobs)
-    batch = args.batch or (4 if upscaler.device.type == "cuda" else 1)
+    batch = args.batch or default_batch(upscaler)
     done, skipped, failed, frames, seconds = 0, 0, 0, 0, 0.0
     tile_bars, upscaler.progress = upscaler.progress, False  # a frame bar instead of one tile bar per frame
     try:

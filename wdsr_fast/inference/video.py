@@ -260,8 +260,8 @@ def upscale_video_file(upscaler: Upscaler, source, target, options: EncodeOption
 
 
 def upscale_video(source, target, upscaler: Upscaler | None = None, *, codec: str | None = None,
-                  crf: int | None = None, preset: str | None = None, batch: int = 1, overwrite: bool = True,
-                  progress: bool = False, **upscaler_options: Any) -> VideoResult:
+                  crf: int | None = None, preset: str | None = None, batch: int | None = None,
+                  overwrite: bool = True, progress: bool = False, **upscaler_options: Any) -> VideoResult:
     """Upscale one video file in one call: every frame of its first video stream through the network, audio and
     subtitles copied, timestamps, colour tags, HDR10 metadata, rotation and bit depth kept (README, "Upscaling
     video").
@@ -269,8 +269,9 @@ def upscale_video(source, target, upscaler: Upscaler | None = None, *, codec: st
     target: the output file; its suffix picks the container (.mp4, .mkv, .webm, .mov). upscaler: an ``Upscaler``,
     or None to make one from ``upscaler_options`` (``weights``, ``scale``, ``device``, ``half``, ``tile``,
     ``backend``...). codec: an encoder (libx264, libx265, libvpx-vp9, libsvtav1, ffv1, h264_nvenc...; default:
-    the input's codec family), crf and preset: its quality and speed. progress: a tqdm bar over the frames. What
-    the output cannot keep of the input (``VideoResult.warnings``) is also issued as a ``UserWarning``.
+    the input's codec family), crf and preset: its quality and speed. batch: frames through the network together
+    (default: ``default_batch``). progress: a tqdm bar over the frames. What the output cannot keep of the input
+    (``VideoResult.warnings``) is also issued as a ``UserWarning``.
     """
     target = Path(target)
     container = target.suffix.lower().lstrip(".")
@@ -293,13 +294,20 @@ def upscale_video(source, target, upscaler: Upscaler | None = None, *, codec: st
 
     try:
         result = upscale_video_file(upscaler, source, target, EncodeOptions(codec, crf, preset, container),
-                                    batch, overwrite, start, bar.update if bar is not None else None)
+                                    batch or default_batch(upscaler), overwrite, start,
+                                    bar.update if bar is not None else None)
     finally:
         if bar is not None:
             bar.close()
     for text in result.warnings:
         warnings.warn(f"{source}: {text}", stacklevel=2)
     return result
+
+
+def default_batch(upscaler: Upscaler) -> int:
+    """Frames through the network together unless told: 4 on a GPU (fewer, larger launches), 1 on the CPU (where
+    a batch runs no faster)."""
+    return 4 if upscaler.device.type == "cuda" else 1
 
 
 # -- the upscale command's batch --------------------------------------------------------------------------
