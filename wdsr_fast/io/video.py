@@ -587,6 +587,24 @@ def open_encoder(context, encoder: str) -> None:
         av.logging.set_level(level)
 
 
+def encoder_problem(encoder: str, width: int, height: int, pix_fmt: str = "yuv420p") -> str | None:
+    """Why ``encoder`` cannot write ``pix_fmt`` video of that size here (not in this FFmpeg build, or it does not
+    open: an NVENC encoder without an NVIDIA GPU that has NVENC), None where it can."""
+    av = require_av()
+    try:
+        av.codec.Codec(encoder, "w")
+    except Exception:  # noqa: BLE001 - UnknownCodecError and friends
+        return f"encoder {encoder} is not in this FFmpeg build (PyAV {av.__version__})"
+    with av.open(io.BytesIO(), "w", format="matroska") as probe:
+        stream = probe.add_stream(encoder, rate=24, options=encoder_options(encoder, None, None))
+        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+        try:
+            open_encoder(stream.codec_context, encoder)
+        except VideoError as exc:
+            return str(exc)
+    return None
+
+
 def _codec_of(encoder: str) -> str | None:
     """The codec an encoder writes (libx264 -> h264), None for no encoder."""
     av = require_av()
