@@ -87,9 +87,10 @@ class Side:
         return self.data
 
 
-def test_parameters_and_partial_mastering_metadata():
+def test_parameters_partial_and_dynamic_metadata():
     """The x265 string is the one the clip was made with; mastering metadata without its primaries is left out
-    with a warning (the encoders take it whole) while the light level is kept."""
+    with a warning (the encoders take it whole) while the light level is kept; dynamic metadata (HDR10+) is left out
+    with a warning."""
     from wdsr_fast.io.video import HDR10, VideoWriter, hdr10_of, hdr10_options
 
     hdr = HDR10(tuple(MASTERING), LIGHT_LEVEL)
@@ -108,3 +109,7 @@ def test_parameters_and_partial_mastering_metadata():
     assert writer.warnings == ["HDR10 mastering display metadata without its primaries or its luminance left out "
                                "(encoders take it whole)"]
     assert writer.notes == ["HDR10 MaxCLL 1000, MaxFALL 400 kept"]
+    frame.side_data.append(Side("DYNAMIC_HDR_PLUS", b"\0" * 16))  # HDR10+ on the frames too: said, not kept
+    writer.warnings = []
+    writer._carry_hdr10(hdr10_of(frame), {})
+    assert writer.warnings[0] == "HDR10+ dynamic metadata left out (only the static HDR10 metadata is carried)"

@@ -145,6 +145,7 @@ class HDR10:
     mastering: tuple[Fraction, ...] | None  # red x, y, green x, y, blue x, y, white x, y, min, max luminance
     light_level: tuple[int, int] | None     # MaxCLL, MaxFALL
     partial: bool = False                   # mastering display metadata without its primaries or its luminance
+    dynamic: tuple[str, ...] = ()           # the dynamic metadata the frames also have (HDR10+, Dolby Vision), not kept
 
     def describe(self) -> str:
         parts = []
@@ -155,11 +156,18 @@ class HDR10:
         return ", ".join(parts)
 
 
+# Frame side data of dynamic HDR metadata -> its name.
+DYNAMIC_HDR = {"DYNAMIC_HDR_PLUS": "HDR10+", "DOVI_RPU_BUFFER": "Dolby Vision", "DOVI_METADATA": "Dolby Vision",
+               "DYNAMIC_HDR_VIVID": "HDR Vivid"}
+
+
 def hdr10_of(frame) -> HDR10 | None:
-    """The HDR10 static metadata on a decoded frame, None where it has none."""
-    mastering, light, partial = None, None, False
+    """The HDR10 static metadata on a decoded frame (and the names of its dynamic metadata), None where it has
+    none."""
+    mastering, light, partial, dynamic = None, None, False, []
     for side in frame.side_data:
         kind, data = str(side.type), bytes(side)
+        dynamic += [name for key, name in DYNAMIC_HDR.items() if key in kind and name not in dynamic]
         if "MASTERING_DISPLAY_METADATA" in kind:  # AVMasteringDisplayMetadata: 10 AVRationals, 2 flags
             values = struct.unpack_from("<22i", data)
             has_primaries, has_luminance = values[20:22]
@@ -168,9 +176,9 @@ def hdr10_of(frame) -> HDR10 | None:
             partial = bool(has_primaries) != bool(has_luminance)
         elif "CONTENT_LIGHT_LEVEL" in kind:  # AVContentLightMetadata: two unsigned ints
             light = struct.unpack_from("<2I", data)
-    if mastering is None and light is None and not partial:
+    if mastering is None and light is None and not partial and not dynamic:
         return None
-    return HDR10(mastering, light, partial)
+    return HDR10(mastering, light, partial, tuple(dynamic))
 
 
 # Encoders given HDR10 metadata through their own parameters (PyAV can set neither frame side data nor a stream's
@@ -688,6 +696,9 @@ class VideoWriter:
     def _carry_hdr10(self, hdr: HDR10, opts: dict[str, str]) -> None:
         """Add to ``opts`` the encoder parameters that write ``hdr``: a note where it is kept, a warning where
         not."""
+        if hdr.dynamic:
+            self.warnings.append(f"{' and '.join(hdr.dynamic)} dynamic metadata left out (only the static HDR10 "
+                                 f"metadata is carried)")
         if hdr.partial:
             self.warnings.append("HDR10 mastering display metadata without its primaries or its luminance left out "
                                  "(encoders take it whole)")
