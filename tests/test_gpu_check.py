@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tarfile
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -134,6 +135,46 @@ def test_bench_command_runs_on_the_cpu(steps, tmp_path):
     done = subprocess.run(argv, cwd=ROOT, env=run_env(command), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert (tmp_path / "bench" / "results.json").exists() and "fast-torch" in done.stdout
+
+
+def test_video_bench_runs_on_the_cpu(steps, tmp_path):
+    """The bench-video step's program as planned (1080p -> 4K x2 in fp16 on the GPU), here on the CPU on a tiny
+    clip: each NVENC encoder's line, the row's table naming the bound, its results.json, the 16-bit line."""
+    pytest.importorskip("av")
+    [command] = steps["bench-video"].commands
+    argv = list(command.argv)
+    planned = {flag: argv[argv.index(flag) + 1] for flag in ("--device", "--dtype", "--size", "--out")}
+    assert planned == {"--device": "cuda", "--dtype": "fp16", "--size": "3840x2160", "--out": "out/gpu/bench-video"}
+    for flag, value in (("--device", "cpu"), ("--dtype", "fp32"), ("--size", "64x48"), ("--frames", "3"),
+                        ("--rounds", "1"), ("--out", str(tmp_path / "bench-video"))):
+        argv[argv.index(flag) + 1] = value
+    done = subprocess.run(argv, cwd=ROOT, env=run_env(command), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert [line.split(":")[0] for line in lines if "_nvenc: " in line] == ["hevc_nvenc", "h264_nvenc", "av1_nvenc"]
+    assert "32x24 -> 64x48 (x2), 3 frames, batch 1, fp32, libx264" in done.stdout and "bound by" in done.stdout
+    assert "16-bit frames on cpu (fp32) against the CPU's fp32: at most 0.00 10-bit levels apart" in done.stdout
+    assert (tmp_path / "bench-video" / "libx264" / "results.json").is_file()
+
+
+def test_video_bench_unpacks_a_carried_wheel_or_says_what_to_carry(tmp_path, monkeypatch):
+    """Without PyAV on the machine: a wheel carried in out/wheels/ is unpacked and imported; with none, the step
+    stops at once with one line saying what to carry."""
+    hidden = subprocess.run([sys.executable, "-c", "import runpy, sys; sys.modules['av'] = None; "
+                             f"sys.argv = ['gpu_video', '--wheels', {str(tmp_path)!r}]; "
+                             "runpy.run_path('scripts/gpu_video.py', run_name='__main__')"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert hidden.returncode == 1 and hidden.stdout == ""
+    assert hidden.stderr == (f"error: the Python module av is not on this machine and no wheel of it was carried in "
+                             f"{tmp_path}/ (pip download av --no-deps -d {tmp_path}, then carry the file)\n")
+    ensure_module = runpy.run_path(str(ROOT / "scripts" / "gpu_video.py"), run_name="gpu_video")["ensure_module"]
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    with zipfile.ZipFile(tmp_path / "wdsr_fake_av-1.0-py3-none-any.whl", "w") as wheel:
+        wheel.writestr("wdsr_fake_av/__init__.py", "VERSION = '1.0'\n")
+    where = ensure_module("wdsr_fake_av", tmp_path, tmp_path / "unpacked")
+    assert where == f"wdsr_fake_av-1.0-py3-none-any.whl, unpacked into {tmp_path / 'unpacked'}"
+    assert sys.modules["wdsr_fake_av"].VERSION == "1.0"
+    monkeypatch.delitem(sys.modules, "wdsr_fake_av")
 
 
 @pytest.mark.parametrize("name", ["tests-ops", "tests-model"])
@@ -276,8 +317,8 @@ def test_steps_needing_the_extension_fail_clearly_without_it_and_the_build_keeps
     extension = gpu_check["EXTENSION"]
     assert all(extension in step.requires for name, step in steps.items()
                if name not in ("build", "perf", "probe-triton-layouts", "sanitize-triton-memory",
-                               "sanitize-triton-sync", "bench", "bench-cases", "bench-compile-max"))
-    assert not any(steps[name].requires for name in ("perf", "bench", "bench-cases"))  # CUDA C++ rows: if built
+                               "sanitize-triton-sync", "bench", "bench-cases", "bench-compile-max", "bench-video"))
+    assert not any(steps[name].requires for name in ("perf", "bench", "bench-cases", "bench-video"))  # C++ if built
     assert steps["build"].keep == (extension,)
     root, out = tmp_path / "repo", tmp_path / "out"
     (root / "wdsr_fast").mkdir(parents=True)

@@ -9,10 +9,12 @@ from conftest import astronaut, camera, deep, small_model, sprite_rgba, srgb_pro
 from helpers import randomise
 from PIL import Image
 
+import wdsr_fast
 from wdsr_fast import WDSR, FastWDSR, Upscaler
 from wdsr_fast.inference.upscaler import (
     MIN_TILE,
     UpscaleError,
+    activation_bytes_per_pixel,
     fitting_tile,
     resolve_device,
     tile_windows,
@@ -203,7 +205,7 @@ def test_auto_tile_halves_on_out_of_memory_and_stays_exact(reference_model):
     out = upscaler.upscale_pixels(pixels, notes)
     assert np.array_equal(out, expected_rgb(reference_model, pixels))
     assert notes and notes[-1].startswith("out of device memory: tile")
-    assert upscaler._fitted_tile == MIN_TILE  # 16 + 2 * 4 = 24: the first size that fits
+    assert upscaler._fitted_tiles == {1: MIN_TILE}  # 16 + 2 * 4 = 24: the first size that fits
     assert max(model.sizes) > 24 * 24  # it did run out first
     model.sizes.clear()
     upscaler.upscale_pixels(pixels)  # the next image starts at the size that worked
@@ -233,6 +235,31 @@ def test_fitting_tile(monkeypatch):
     widest = max(config.wide_feats, config.out_feats)
     assert (sizes[1 << 40] + 8) ** 2 * widest < 2**31  # the fused kernels' 32-bit indexing
     assert fitting_tile(config, torch.device("cpu"), 4, 4) <= 512
+
+
+def test_frames_run_together_get_tiles_that_fit_together(monkeypatch, reference_model):
+    """N frames run together share the device's memory and the fused kernels' 32-bit indexing: WDSR-B 32x16 takes a
+    1080p frame (-> 4K) whole alone, but 8 whole ones would pass 2**31 elements; the Upscaler sizes its tiles by
+    the frames it runs together, with the output of frame by frame."""
+    monkeypatch.setattr("wdsr_fast.inference.upscaler.free_memory", lambda device: 1 << 40)
+    config = wdsr_fast.preset("wdsr-b-32x16", 2).config
+    widest, pad = max(config.wide_feats, config.out_feats), config.receptive_radius
+    alone, eight = (fitting_tile(config, torch.device("cuda"), 2, pad, frames) for frames in (1, 8))
+    assert alone >= 1920 and 8 * 1920 * 1080 * widest >= 2**31
+    assert 8 * (eight + 2 * pad) ** 2 * widest < 2**31
+    model = oom_model(10**9)  # records each tile's size
+    model.load_state_dict(reference_model.state_dict())
+    upscaler = Upscaler(model, device="cpu", tile="auto")
+    pad = upscaler.tile_pad
+    bytes_per_pixel = activation_bytes_per_pixel(model.config, 4)
+    monkeypatch.setattr("wdsr_fast.inference.upscaler.free_memory",  # a 64-pixel tile for one frame on the CPU
+                        lambda device: 4 * (64 + 2 * pad) ** 2 * bytes_per_pixel)
+    frames = np.stack([np.roll(astronaut(60, 70), 9 * k, axis=1) for k in range(4)])
+    out = upscaler.upscale_pixels(frames)
+    assert fitting_tile(model.config, torch.device("cpu"), 4, pad) == 64 > upscaler._fitted_tiles[4]
+    assert max(model.sizes) <= (upscaler._fitted_tiles[4] + 2 * pad) ** 2
+    for frame, sr in zip(frames, out, strict=True):
+        assert np.array_equal(sr, expected_rgb(reference_model, frame))
 
 
 # -- devices, weights, outputs ---------------------------------------------------------------------------

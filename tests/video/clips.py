@@ -49,9 +49,10 @@ def make_clip(path, codec: str = "libx264", pix_fmt: str = "yuv420p", width: int
               frames: int = 12, rate: int = 24, pts: list[int] | None = None, time_base: Fraction | None = None,
               audio: bool = False, subtitles: bool = False, tags: bool = True, rotation: int | None = None,
               options: dict[str, str] | None = None, container: str | None = None, bits: int = 8,
-              start: int = 0) -> Path:
+              start: int = 0, colour: tuple[int, int, int] = (BT709, BT709, BT709)) -> Path:
     """A clip of ``frames`` frames. ``pts``: each frame's timestamp in ``time_base`` (variable frame rate);
-    default 0, 1, 2... in 1/rate. ``tags``: BT.709 primaries, transfer and matrix, limited range."""
+    default 0, 1, 2... in 1/rate. ``tags``: the ``colour`` tags (primaries, transfer, matrix; default BT.709),
+    limited range."""
     path = Path(path)
     out = av.open(str(path), "w", format=container)
     video = out.add_stream(codec, rate=rate, options=options or {})
@@ -62,8 +63,8 @@ def make_clip(path, codec: str = "libx264", pix_fmt: str = "yuv420p", width: int
     rgb = av.VideoFormat(pix_fmt).is_rgb
     if tags:
         cc = video.codec_context
-        cc.color_primaries = cc.color_trc = BT709
-        cc.colorspace = 0 if rgb else BT709  # RGB: the identity matrix
+        cc.color_primaries, cc.color_trc = colour[:2]
+        cc.colorspace = 0 if rgb else colour[2]  # RGB: the identity matrix
         cc.color_range = 2 if rgb else 1
     if rotation is not None:
         video.set_display_rotation(rotation)
@@ -84,7 +85,7 @@ def make_clip(path, codec: str = "libx264", pix_fmt: str = "yuv420p", width: int
         else:
             frame = av.VideoFrame.from_ndarray(picture(index, width, height), format="rgb24")
         if not rgb:
-            frame = frame.reformat(format=pix_fmt, dst_colorspace=BT709 if tags else None, dst_color_range=1)
+            frame = frame.reformat(format=pix_fmt, dst_colorspace=colour[2] if tags else None, dst_color_range=1)
         else:
             frame = frame.reformat(format=pix_fmt)
         frame.pts, frame.time_base = stamp, time_base
@@ -152,3 +153,16 @@ def tags(path) -> tuple[int, int, int, int]:
     """(primaries, transfer, matrix, range) of the first decoded frame."""
     first = decoded(path)[0]
     return first.color_primaries, first.color_trc, first.colorspace, first.color_range
+
+
+def hdr10_side_data(path) -> tuple[tuple[int, ...] | None, tuple[int, int] | None]:
+    """The raw HDR10 side data of the first decoded frame: FFmpeg's AVMasteringDisplayMetadata (10 rationals as
+    numerator, denominator pairs, then has_primaries, has_luminance) and AVContentLightMetadata (MaxCLL, MaxFALL);
+    None for what it lacks."""
+    mastering = light = None
+    for side in decoded(path)[0].side_data:
+        if side.type.name == "MASTERING_DISPLAY_METADATA":
+            mastering = struct.unpack_from("<22i", bytes(side))
+        elif side.type.name == "CONTENT_LIGHT_LEVEL":
+            light = struct.unpack_from("<2I", bytes(side))
+    return mastering, light

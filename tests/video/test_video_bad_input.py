@@ -115,3 +115,28 @@ def test_an_interrupted_run_leaves_no_file(tmp_path, sig):
     assert proc.wait(timeout=30) == (130 if sig == signal.SIGINT else 143)
     assert sorted(p.name for p in out.iterdir()) == ["kept_x2.mkv"]
     assert (out / "kept_x2.mkv").read_bytes() == b"an earlier result"
+
+
+@pytest.mark.parametrize("encoder", ["h264_nvenc", "hevc_nvenc"])
+def test_an_encoder_that_cannot_open_is_one_line_before_any_frame(tmp_path, clips, upscaler, monkeypatch, capsys,
+                                                                  encoder):
+    """NVENC is in this FFmpeg build, but without an NVIDIA GPU that has it the encoder cannot be opened: one line
+    with FFmpeg's reason and the CPU encoder to use, found before the network's first frame, no file left."""
+    from wdsr_fast.io.video import encoder_problem
+
+    problem = encoder_problem(encoder, 128, 96)
+    if problem is None or "not in this FFmpeg build" in problem:
+        pytest.skip(f"{encoder} opens on this machine" if problem is None else problem)
+    assert problem.startswith(f"{encoder} cannot be opened here (")
+    calls = []
+    monkeypatch.setattr(upscaler, "upscale_pixels", lambda pixels, notes=None: calls.append(pixels))
+    monkeypatch.setattr("wdsr_fast.cli.upscale.Upscaler", lambda *args, **kwargs: upscaler)
+    out = tmp_path / "out"
+    assert upscale(clips["h264"], "-o", out, "--codec", encoder) == 1
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if "error" in line.lower()]
+    alternative = {"h264_nvenc": "libx264", "hevc_nvenc": "libx265"}[encoder]
+    assert len(errors) == 1 and errors[0].startswith(f"error: {clips['h264']}: {encoder} cannot be opened here (")
+    assert errors[0].endswith(f"NVENC needs an NVIDIA GPU with NVENC (the A100, H100 and H200 have none) and its "
+                              f"driver; a CPU encoder of the same codec: --codec {alternative}")
+    assert "Traceback" not in err and calls == [] and list(out.iterdir()) == []

@@ -187,3 +187,15 @@ def test_reader_gives_frames_in_display_order(clips):
     with VideoReader(clips["h264"]) as reader:
         stamps = [item.pts for item in reader.items() if isinstance(item, Frame)]
     assert stamps == sorted(stamps) and len(stamps) == 12
+
+
+def test_default_batch_is_the_devices():
+    """The upscale command and ``upscale_video`` batch 4 frames on a GPU, 1 on the CPU, unless told."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from wdsr_fast.inference.video import default_batch
+
+    assert default_batch(SimpleNamespace(device=torch.device("cuda", 0))) == 4  # type: ignore[arg-type]
+    assert default_batch(SimpleNamespace(device=torch.device("cpu"))) == 1  # type: ignore[arg-type]

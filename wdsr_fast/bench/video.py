@@ -8,9 +8,10 @@ both alike), for ``rounds`` rounds:
   makes for each frame, with nothing around it;
 - ``end to end``: ``upscale_video_file`` of the clip (decoding, the network and encoding pipelined, audio copied,
   the file written and renamed), timed from the call to the finished file.
-The frames per second of each are the medians over the rounds; their ratio is what the pipeline keeps of the
-network's rate. The stage that bounds the end-to-end rate is the busiest one (its busy time per frame measured
-inside the pipeline: decoding and colour conversion; the network; colour conversion, encoding and muxing).
+Both first run once on each batch shape (the backend set up and compiled for it), untimed. The frames per second
+of each are the medians over the rounds; their ratio is what the pipeline keeps of the network's rate. The stage
+that bounds the end-to-end rate is the busiest one (its busy time per frame measured inside the pipeline: decoding
+and colour conversion; the network; colour conversion, encoding and muxing), the encoder named where it is that.
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ import numpy as np
 import torch
 
 from ..inference.upscaler import Upscaler
-from ..inference.video import STAGES, upscale_video_file
+from ..inference.video import STAGES, default_batch, upscale_video_file
 from ..io.atomic import write_text
 from ..io.video import EncodeOptions, clip_frames, require_av
 from .report import environment
@@ -44,7 +45,8 @@ class VideoBench:
     frames: int = 10
     rounds: int = 5
     threads: int | None = None
-    batch: int = 1
+    batch: int | None = None  # None: the upscale command's default (4 on a GPU, 1 on the CPU)
+    half: bool = False
     codec: str | None = None
     weights: str | None = None
     out: Path | None = None
@@ -105,18 +107,23 @@ def run_video_benchmark(bench: VideoBench) -> dict:
     if bench.threads:
         torch.set_num_threads(bench.threads)
     width, height = bench.in_size
-    upscaler = Upscaler(bench.weights, scale=bench.scale if bench.weights is None else None, device=bench.device)
+    upscaler = Upscaler(bench.weights, scale=bench.scale if bench.weights is None else None, device=bench.device,
+                        half=bench.half)
+    batch = bench.batch or default_batch(upscaler)
     env = environment(upscaler.device)
     with tempfile.TemporaryDirectory() as folder:
         clip = make_clip(Path(folder) / "clip.mp4", width, height, bench.frames)
         frames = [pixels for pixels, _ in clip_frames(clip)]
+        chunks = [frames[i:i + batch] for i in range(0, len(frames), batch)]  # as the pipeline batches them
         options = EncodeOptions(codec=bench.codec, container="mp4")
+
+        def upscale(chunk: list[np.ndarray]) -> None:
+            upscaler.upscale_pixels(np.stack(chunk) if len(chunk) > 1 else chunk[0])
 
         def network() -> float:
             start = time.perf_counter()
-            for i in range(0, len(frames), bench.batch):
-                chunk = frames[i:i + bench.batch]
-                upscaler.upscale_pixels(np.stack(chunk) if len(chunk) > 1 else chunk[0])
+            for chunk in chunks:
+                upscale(chunk)
             if upscaler.device.type == "cuda":
                 torch.cuda.synchronize(upscaler.device)
             return time.perf_counter() - start
@@ -124,11 +131,12 @@ def run_video_benchmark(bench: VideoBench) -> dict:
         ends: list = []
 
         def end_to_end() -> float:
-            result = upscale_video_file(upscaler, clip, Path(folder) / "out.mp4", options, bench.batch)
+            result = upscale_video_file(upscaler, clip, Path(folder) / "out.mp4", options, batch)
             ends.append(result)
             return result.seconds
 
-        upscaler.upscale_pixels(frames[0])  # warm-up: the first call sets up the backend
+        for chunk in {len(chunk): chunk for chunk in chunks}.values():  # warm-up: the backend set up, and
+            upscale(chunk)                                                # compiled for each batch's shape
         print(f"video bench: {width}x{height} -> {bench.out_w}x{bench.out_h} x{bench.scale}, {len(frames)} frames, "
               f"{bench.rounds} rounds interleaved, {torch.get_num_threads()} torch threads on {env['device']} ...",
               file=sys.stderr, flush=True)
@@ -143,8 +151,8 @@ def run_video_benchmark(bench: VideoBench) -> dict:
     if hasattr(os, "getloadavg"):
         env["load_average_at_end"] = os.getloadavg()
     result = {
-        "bench": {**asdict(bench), "out": str(bench.out) if bench.out else None, "in_w": width, "in_h": height,
-                  "torch_threads": torch.get_num_threads()},
+        "bench": {**asdict(bench), "batch": batch, "out": str(bench.out) if bench.out else None, "in_w": width,
+                  "in_h": height, "torch_threads": torch.get_num_threads()},
         "encoder": ends[-1].encoder, "frames": count,
         "network_fps": fps["network"], "end_to_end_fps": fps["end_to_end"],
         "ratio": fps["end_to_end"] / fps["network"],
@@ -162,11 +170,13 @@ def run_video_benchmark(bench: VideoBench) -> dict:
 def format_video_result(result: dict) -> str:
     b, busy = result["bench"], result["busy_ms_per_frame"]
     stages = ", ".join(f"{stage} {ms:.1f}" for stage, ms in busy.items())
+    bound = result["bound_by"] + (f" ({result['encoder'].split()[0]})" if result["bound_by"] == "encode" else "")
     return "\n".join([
         f"{b['in_w']}x{b['in_h']} -> {b['out_w']}x{b['out_h']} (x{b['scale']}), {result['frames']} frames, batch "
-        f"{b['batch']}, {result['encoder']}, {b['torch_threads']} torch threads, {result['environment']['device']}",
+        f"{b['batch']}, {'fp16' if b['half'] else 'fp32'}, {result['encoder']}, {b['torch_threads']} torch threads, "
+        f"{result['environment']['device']}",
         f"network alone (Upscaler.upscale_pixels on the decoded frames): {result['network_fps']:.3g} frames/s",
         f"end to end (decode + network + encode, pipelined, file written): {result['end_to_end_fps']:.3g} frames/s"
         f" = {100 * result['ratio']:.1f}% of the network alone",
-        f"stages, busy ms per frame end to end: {stages}; bound by {result['bound_by']}",
+        f"stages, busy ms per frame end to end: {stages}; bound by {bound}",
     ])

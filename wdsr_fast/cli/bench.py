@@ -68,7 +68,8 @@ def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     video = parser.add_argument_group("video", "--video: a video upscaled end to end (decode, network, encode "
                                                "pipelined) against the network alone on the same frames")
     video.add_argument("--video", action="store_true", help="the video benchmark instead of the backends' race "
-                                                            "(one --sizes output size, default 960x540)")
+                                                            "(one --sizes output size, default 960x540; --dtypes "
+                                                            "fp16: in half precision, on a GPU)")
     video.add_argument("--frames", type=int, default=None, help="frames of the clip (default: 10 on CPU, 120 on GPU)")
     video.add_argument("--codec", default=None, help="video encoder (default: libx264, the clip's family)")
     video.add_argument("--weights", default=None, help="checkpoint (default: the bundled weights of the scale)")
@@ -114,14 +115,17 @@ def run_video(args: argparse.Namespace) -> int:
 
     sizes = [(960, 540)] if args.sizes == list(DEFAULT_SIZES) else args.sizes
     on_gpu = args.device == "cuda"
+    if args.dtypes not in (None, ["fp32"], ["fp16"]):
+        raise SystemExit(f"error: --video measures fp32 or fp16 (the upscale command's --half), one of them; got "
+                         f"--dtypes {' '.join(args.dtypes)}")
     try:
         bench = VideoBench(device=args.device, scale=args.scales[0] if args.scales != list(SCALES) else 2,
                            out_w=sizes[0][0], out_h=sizes[0][1],
                            frames=args.frames or (4 if args.quick else 120 if on_gpu else 10),
                            rounds=args.repeats or (1 if args.quick else 5),
                            threads=args.threads[0] if args.threads else None,
-                           batch=args.batch[0] if args.batch != [1, 4] else (4 if on_gpu else 1), codec=args.codec,
-                           weights=args.weights, out=args.out)
+                           batch=args.batch[0] if args.batch != [1, 4] else None, half=args.dtypes == ["fp16"],
+                           codec=args.codec, weights=args.weights, out=args.out)
         bench.in_size  # noqa: B018 - checks the size against the scale
         run_video_benchmark(bench)
     except (ValueError, VideoError) as exc:

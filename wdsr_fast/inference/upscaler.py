@@ -10,7 +10,8 @@ tile's output is rounded to the output's integer samples on the device before it
 
 ``tile="auto"`` starts from the largest tile whose activations fit half the free device memory (a quarter of
 the free host memory on CPU, at most ``CPU_TILE_LIMIT`` there) and halves it whenever the device runs out of
-memory, down to ``MIN_TILE``; the size that worked is kept for the next images.
+memory, down to ``MIN_TILE``; the size that worked is kept for the next images. Frames run together (a video's
+``--batch``) share that memory and the fused kernels' 32-bit indexing: their tiles are smaller.
 """
 from __future__ import annotations
 
@@ -155,12 +156,13 @@ def activation_bytes_per_pixel(config, element_size: int) -> int:
     return element_size * channels
 
 
-def fitting_tile(config, device: torch.device, element_size: int, pad: int) -> int:
-    """The largest tile side (a multiple of 8, at least MIN_TILE) whose padded activations fit ``device``."""
+def fitting_tile(config, device: torch.device, element_size: int, pad: int, frames: int = 1) -> int:
+    """The largest tile side (a multiple of 8, at least MIN_TILE) whose padded activations for ``frames`` frames
+    run together fit ``device`` and the fused kernels' 32-bit indexing."""
     share = 0.5 if device.type != "cpu" else 0.25
-    pixels = share * free_memory(device) / activation_bytes_per_pixel(config, element_size)
+    pixels = share * free_memory(device) / activation_bytes_per_pixel(config, element_size) / frames
     widest = max(config.wide_feats, config.out_feats)
-    side = min(math.isqrt(int(pixels)), math.isqrt(INT32_ELEMENTS // widest)) - 2 * pad
+    side = min(math.isqrt(int(pixels)), math.isqrt(INT32_ELEMENTS // (widest * frames))) - 2 * pad
     if device.type == "cpu":
         side = min(side, CPU_TILE_LIMIT)
     return max(MIN_TILE, side // 8 * 8)
@@ -240,7 +242,7 @@ class Upscaler:
         self.dtype = half_dtype(self.device, self.config) if half else torch.float32
         self.tile, self.alpha, self.progress = tile, alpha, progress
         self.tile_pad = self.config.receptive_radius if tile_pad is None else tile_pad
-        self._fitted_tile: int | None = None  # tile="auto": the size that last fitted
+        self._fitted_tiles: dict[int, int] = {}  # tile="auto": the size that last fitted, by frames run together
 
     # -- public -------------------------------------------------------------------------------------
     def upscale(self, image):
@@ -273,7 +275,7 @@ class Upscaler:
         lr = torch.from_numpy(frames.transpose(0, 3, 1, 2).copy())  # (N, C, H, W) on the host
         result = torch.empty(count, height * self.scale, width * self.scale, channels,
                              dtype=torch.uint8 if pixels.dtype == np.uint8 else torch.uint16)
-        tile = self._start_tile(height, width)
+        tile = self._start_tile(height, width, count)
         while True:
             try:
                 self._run(lr, result.permute(0, 3, 1, 2), pixels.dtype, tile)
@@ -282,7 +284,7 @@ class Upscaler:
                 if self.tile != "auto" or tile <= MIN_TILE:
                     raise UpscaleError(f"out of memory on {self.device} with {tile}x{tile}-pixel tiles"
                                        + ("" if self.tile != "auto" else " (the smallest)")) from None
-            tile = self._fitted_tile = max(MIN_TILE, min(tile, max(height, width)) // 2)
+            tile = self._fitted_tiles[count] = max(MIN_TILE, min(tile, max(height, width)) // 2)
             if notes is not None:
                 notes.append(f"out of device memory: tile {tile}")
             if self.device.type == "cuda":
@@ -321,15 +323,15 @@ class Upscaler:
         out = self.upscale_pixels(np.stack(pictures))
         return [o[..., 0] if f.ndim == 2 else o for o, f in zip(out, frames, strict=True)]
 
-    def _start_tile(self, height: int, width: int) -> int:
+    def _start_tile(self, height: int, width: int, frames: int) -> int:
         if self.tile is None:
             return max(height, width)
         if self.tile != "auto":
             return self.tile
-        if self._fitted_tile is None:
+        if frames not in self._fitted_tiles:
             element_size = torch.finfo(self.dtype).bits // 8
-            self._fitted_tile = fitting_tile(self.config, self.device, element_size, self.tile_pad)
-        return self._fitted_tile
+            self._fitted_tiles[frames] = fitting_tile(self.config, self.device, element_size, self.tile_pad, frames)
+        return self._fitted_tiles[frames]
 
     def _run(self, lr: torch.Tensor, out: torch.Tensor, dtype, tile: int) -> None:
         count = len(tile_windows(lr.shape[-2], lr.shape[-1], tile, self.tile_pad))

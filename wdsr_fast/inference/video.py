@@ -20,6 +20,7 @@ import os
 import queue
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,6 +78,7 @@ class VideoResult:
     seconds: float                   # wall time of the pipeline
     busy: dict[str, float]           # seconds each stage worked (not waiting on the others)
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # what the input had and the output has not
 
     @property
     def fps(self) -> float:
@@ -260,19 +262,22 @@ def upscale_video_file(upscaler: Upscaler, source, target, options: EncodeOption
         notes.append(f"rotation {info.rotation} degrees kept")
     if info.bits > 8:
         notes.append(f"{info.bits}-bit kept (16-bit path)")
-    return VideoResult(source, target, info, writer.describe, frames, seconds, busy, notes)
+    return VideoResult(source, target, info, writer.describe, frames, seconds, busy, notes, writer.warnings)
 
 
 def upscale_video(source, target, upscaler: Upscaler | None = None, *, codec: str | None = None,
-                  crf: int | None = None, preset: str | None = None, batch: int = 1, overwrite: bool = True,
-                  progress: bool = False, **upscaler_options: Any) -> VideoResult:
+                  crf: int | None = None, preset: str | None = None, batch: int | None = None,
+                  overwrite: bool = True, progress: bool = False, **upscaler_options: Any) -> VideoResult:
     """Upscale one video file in one call: every frame of its first video stream through the network, audio and
-    subtitles copied, timestamps, colour tags, rotation and bit depth kept (README, "Upscaling video").
+    subtitles copied, timestamps, colour tags, HDR10 metadata, rotation and bit depth kept (README, "Upscaling
+    video").
 
     target: the output file; its suffix picks the container (.mp4, .mkv, .webm, .mov). upscaler: an ``Upscaler``,
     or None to make one from ``upscaler_options`` (``weights``, ``scale``, ``device``, ``half``, ``tile``,
     ``backend``...). codec: an encoder (libx264, libx265, libvpx-vp9, libsvtav1, ffv1, h264_nvenc...; default:
-    the input's codec family), crf and preset: its quality and speed. progress: a tqdm bar over the frames.
+    the input's codec family), crf and preset: its quality and speed. batch: frames through the network together
+    (default: ``default_batch``). progress: a tqdm bar over the frames. What the output cannot keep of the input
+    (``VideoResult.warnings``) is also issued as a ``UserWarning``.
     """
     target = Path(target)
     container = target.suffix.lower().lstrip(".")
@@ -294,11 +299,21 @@ def upscale_video(source, target, upscaler: Upscaler | None = None, *, codec: st
             bar.reset(total=info.frames)
 
     try:
-        return upscale_video_file(upscaler, source, target, EncodeOptions(codec, crf, preset, container), batch,
-                                  overwrite, start, bar.update if bar is not None else None)
+        result = upscale_video_file(upscaler, source, target, EncodeOptions(codec, crf, preset, container),
+                                    batch or default_batch(upscaler), overwrite, start,
+                                    bar.update if bar is not None else None)
     finally:
         if bar is not None:
             bar.close()
+    for text in result.warnings:
+        warnings.warn(f"{source}: {text}", stacklevel=2)
+    return result
+
+
+def default_batch(upscaler: Upscaler) -> int:
+    """Frames through the network together unless told: 4 on a GPU (fewer, larger launches), 1 on the CPU (where
+    a batch runs no faster)."""
+    return 4 if upscaler.device.type == "cuda" else 1
 
 
 # -- the upscale command's batch --------------------------------------------------------------------------
@@ -340,18 +355,19 @@ def plan_upscale(found: list[Input], out: Path, ext: str, suffix: str) -> tuple[
 
 
 def frames_per_batch(upscaler: Upscaler, batch: int | None) -> int:
-    """``batch``, or the default: 4 frames through the network together on a GPU, 1 on the CPU."""
-    return batch or (4 if upscaler.device.type == "cuda" else 1)
+    """``batch``, or the default (``default_batch``)."""
+    return batch or default_batch(upscaler)
 
 
 def upscale_video_job(upscaler: Upscaler, job: Job, options: EncodeOptions, batch: int = 1, replace: bool = True,
                       on_start: Callable[[VideoInfo], object] | None = None,
                       on_frame: Callable[[int], object] | None = None) -> tuple[str, int]:
-    """One video of the upscale command, as ``files.upscale_file`` is one image: (its line, its frames). The
-    temporary files that killed runs left are removed first; ``OutputExists`` before any work when the output
-    exists and not ``replace``."""
+    """One video of the upscale command, as ``files.upscale_file`` is one image: (its lines: a warning for what the
+    output could not keep, then the result; its frames). The temporary files that killed runs left are removed
+    first; ``OutputExists`` before any work when the output exists and not ``replace``."""
     remove_leftovers(job.target)
     if os.path.lexists(job.target) and not replace:
         raise OutputExists(f"{job.target} exists")
     result = upscale_video_file(upscaler, job.source, job.target, options, batch, replace, on_start, on_frame)
-    return result.line(), result.frames
+    warnings = [f"warning: {job.source}: {text}" for text in result.warnings]
+    return "\n".join([*warnings, result.line()]), result.frames

@@ -137,6 +137,78 @@ def colour_of(frame, stream_context, rgb: bool) -> Colour:
     return Colour(primaries, transfer, matrix, colour_range, sws, full, assumed)
 
 
+@dataclass(frozen=True)
+class HDR10:
+    """HDR10 static metadata, as FFmpeg puts it on decoded frames (from the bitstream's SEI or metadata OBUs, or
+    from the container's boxes): the mastering display's colour volume (SMPTE ST 2086: CIE 1931 x, y of its
+    primaries and white point, its luminance range in cd/m2) and the content light level (CTA-861.3, cd/m2)."""
+    mastering: tuple[Fraction, ...] | None  # red x, y, green x, y, blue x, y, white x, y, min, max luminance
+    light_level: tuple[int, int] | None     # MaxCLL, MaxFALL
+    partial: bool = False                   # mastering display metadata without its primaries or its luminance
+    dynamic: tuple[str, ...] = ()           # the dynamic metadata the frames also have (HDR10+, Dolby Vision), not kept
+
+    def describe(self) -> str:
+        parts = []
+        if self.mastering:
+            parts.append(f"mastering display {float(self.mastering[9]):g}/{float(self.mastering[8]):g} cd/m2")
+        if self.light_level:
+            parts.append(f"MaxCLL {self.light_level[0]}, MaxFALL {self.light_level[1]}")
+        return ", ".join(parts)
+
+
+# Frame side data of dynamic HDR metadata -> its name.
+DYNAMIC_HDR = {"DYNAMIC_HDR_PLUS": "HDR10+", "DOVI_RPU_BUFFER": "Dolby Vision", "DOVI_METADATA": "Dolby Vision",
+               "DYNAMIC_HDR_VIVID": "HDR Vivid"}
+
+
+def hdr10_of(frame) -> HDR10 | None:
+    """The HDR10 static metadata on a decoded frame (and the names of its dynamic metadata), None where it has
+    none."""
+    mastering, light, partial, dynamic = None, None, False, []
+    for side in frame.side_data:
+        kind, data = str(side.type), bytes(side)
+        dynamic += [name for key, name in DYNAMIC_HDR.items() if key in kind and name not in dynamic]
+        if "MASTERING_DISPLAY_METADATA" in kind:  # AVMasteringDisplayMetadata: 10 AVRationals, 2 flags
+            values = struct.unpack_from("<22i", data)
+            has_primaries, has_luminance = values[20:22]
+            if has_primaries and has_luminance:
+                mastering = tuple(Fraction(values[i], values[i + 1]) for i in range(0, 20, 2))
+            partial = bool(has_primaries) != bool(has_luminance)
+        elif "CONTENT_LIGHT_LEVEL" in kind:  # AVContentLightMetadata: two unsigned ints
+            light = struct.unpack_from("<2I", data)
+    if mastering is None and light is None and not partial and not dynamic:
+        return None
+    return HDR10(mastering, light, partial, tuple(dynamic))
+
+
+# Encoders given HDR10 metadata through their own parameters (PyAV can set neither frame side data nor a stream's
+# coded side data, which the others read it from): -> (the option holding their parameters, mastering display
+# and light level parameter names, the chromaticity and luminance units of their mastering display string).
+HDR10_PARAMS = {"libx265": ("x265-params", "master-display", "max-cll", 50000, 10000),
+                "libx264": ("x264-params", "mastering-display", "cll", 50000, 10000),
+                "libsvtav1": ("svtav1-params", "mastering-display", "content-light", None, None)}
+
+
+def hdr10_options(encoder: str, hdr: HDR10) -> dict[str, str] | None:
+    """The options that make ``encoder`` write ``hdr`` into its bitstream (SEI for x265 and x264, metadata OBUs for
+    SVT-AV1), None for an encoder that cannot be given it here."""
+    if encoder not in HDR10_PARAMS:
+        return None
+    option, mastering_name, light_name, chroma, luma = HDR10_PARAMS[encoder]
+
+    def number(value: Fraction, unit: int | None) -> str:
+        return str(round(value * unit)) if unit else f"{float(value):.6f}"  # SVT-AV1 takes decimals
+
+    params = []
+    if hdr.mastering:
+        rx, ry, gx, gy, bx, by, wx, wy = (number(v, chroma) for v in hdr.mastering[:8])
+        low, high = (number(v, luma) for v in hdr.mastering[8:])
+        params.append(f"{mastering_name}=G({gx},{gy})B({bx},{by})R({rx},{ry})WP({wx},{wy})L({high},{low})")
+    if hdr.light_level:
+        params.append(f"{light_name}={hdr.light_level[0]},{hdr.light_level[1]}")
+    return {option: ":".join(params)}
+
+
 def format_traits(name: str) -> tuple[int, bool, tuple[int, int], bool]:
     """(bits per sample, RGB, chroma subsampling (x, y) as log2 factors, has alpha) of a pixel format."""
     av = require_av()
@@ -205,6 +277,7 @@ class VideoInfo:
     sample_aspect_ratio: Fraction | None
     copied: list[str] = field(default_factory=list)    # "audio aac (eng)", ...
     left_out: list[str] = field(default_factory=list)  # streams not carried, with why
+    hdr10: HDR10 | None = None
 
     def describe(self) -> str:
         rate = f", {float(self.rate):.3g} fps" if self.rate else ""
@@ -308,7 +381,8 @@ class VideoReader:
             width=first.width, height=first.height, pix_fmt=first.format.name, bits=self.bits, frames=frames or None,
             duration=duration, rate=Fraction(rate) if rate else None, time_base=Fraction(stream.time_base),
             colour=self.colour, display_matrix=display, rotation=int(first.rotation or 0),
-            sample_aspect_ratio=stream.sample_aspect_ratio or None, copied=copied, left_out=left_out)
+            sample_aspect_ratio=stream.sample_aspect_ratio or None, copied=copied, left_out=left_out,
+            hdr10=hdr10_of(first))
         self._size = (first.width, first.height)
 
     # -- decoding -------------------------------------------------------------------------------------
@@ -497,6 +571,48 @@ def container_codecs(container: str) -> set[str]:
         return set(probe.supported_codecs)
 
 
+# The CPU encoder of each NVENC encoder's codec, named when NVENC cannot be opened.
+NVENC_ALTERNATIVES = {"h264_nvenc": "libx264", "hevc_nvenc": "libx265", "av1_nvenc": "libsvtav1"}
+
+
+def open_encoder(context, encoder: str) -> None:
+    """Open the encoder now, before any frame is upscaled (PyAV would open it at the first frame); a failure is a
+    ``VideoError`` with FFmpeg's own reason (an NVENC encoder on a machine without NVENC, say)."""
+    av = require_av()
+    level = av.logging.get_level()
+    av.logging.set_level(av.logging.ERROR)  # FFmpeg's reason is logged, not returned
+    try:
+        with av.logging.Capture() as logs:
+            context.open()
+    except av.FFmpegError as exc:
+        reason = logs[-1][2].strip() if logs else _reason(exc)
+        hint = ""
+        if encoder in NVENC_ALTERNATIVES:
+            hint = (f"; NVENC needs an NVIDIA GPU with NVENC (the A100, H100 and H200 have none) and its driver; "
+                    f"a CPU encoder of the same codec: --codec {NVENC_ALTERNATIVES[encoder]}")
+        raise VideoError(f"{encoder} cannot be opened here ({reason}){hint}") from None
+    finally:
+        av.logging.set_level(level)
+
+
+def encoder_problem(encoder: str, width: int, height: int, pix_fmt: str = "yuv420p") -> str | None:
+    """Why ``encoder`` cannot write ``pix_fmt`` video of that size here (not in this FFmpeg build, or it does not
+    open: an NVENC encoder without an NVIDIA GPU that has NVENC), None where it can."""
+    av = require_av()
+    try:
+        av.codec.Codec(encoder, "w")
+    except Exception:  # noqa: BLE001 - UnknownCodecError and friends
+        return f"encoder {encoder} is not in this FFmpeg build (PyAV {av.__version__})"
+    with av.open(io.BytesIO(), "w", format="matroska") as probe:
+        stream = probe.add_stream(encoder, rate=24, options=encoder_options(encoder, None, None))
+        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+        try:
+            open_encoder(stream.codec_context, encoder)
+        except VideoError as exc:
+            return str(exc)
+    return None
+
+
 def _codec_of(encoder: str) -> str | None:
     """The codec an encoder writes (libx264 -> h264), None for no encoder."""
     av = require_av()
@@ -558,6 +674,9 @@ class VideoWriter:
                              f"chroma subsampling); choose another --scale or --codec ffv1")
         opts = encoder_options(encoder, options.crf, options.preset)
         self.notes: list[str] = []
+        self.warnings: list[str] = []  # what the input has and the output will not: one warning line each
+        if info.hdr10 is not None:
+            self._carry_hdr10(info.hdr10, opts)
         self.container = av.open(str(path), "w", format=CONTAINERS[container])
         try:
             self._add_streams(reader, width, height, opts, rgb, container)
@@ -573,6 +692,26 @@ class VideoWriter:
         self.describe = (f"{encoder} {self.pix_fmt} {width}x{height}"
                          + (f" crf {opts['crf']}" if "crf" in opts else f" cq {opts['cq']}" if "cq" in opts
                             else " lossless" if encoder == "ffv1" else ""))
+
+    def _carry_hdr10(self, hdr: HDR10, opts: dict[str, str]) -> None:
+        """Add to ``opts`` the encoder parameters that write ``hdr``: a note where it is kept, a warning where
+        not."""
+        if hdr.dynamic:
+            self.warnings.append(f"{' and '.join(hdr.dynamic)} dynamic metadata left out (only the static HDR10 "
+                                 f"metadata is carried)")
+        if hdr.partial:
+            self.warnings.append("HDR10 mastering display metadata without its primaries or its luminance left out "
+                                 "(encoders take it whole)")
+        if not (hdr.mastering or hdr.light_level):
+            return
+        extra = hdr10_options(self.encoder, hdr)
+        if extra is None:
+            self.warnings.append(f"HDR10 metadata ({hdr.describe()}) left out: PyAV cannot give it to "
+                                 f"{self.encoder} (--codec libx265, libx264 or libsvtav1 keep it)")
+            return
+        for key, value in extra.items():
+            opts[key] = ":".join(filter(None, (opts.get(key), value)))
+        self.notes.append(f"HDR10 {hdr.describe()} kept")
 
     def _add_streams(self, reader: VideoReader, width: int, height: int, opts: dict[str, str], rgb: bool,
                      container: str) -> None:
@@ -613,6 +752,7 @@ class VideoWriter:
         with contextlib.suppress(Exception):
             video.metadata.update({k: v for k, v in reader.stream.metadata.items()
                                    if k.lower() in ("language", "title", "handler_name")})
+        open_encoder(context, self.encoder)
         self._copies: dict[int, Any] = {}
         for stream in reader.copy_streams:
             if stream.type == "attachment":
