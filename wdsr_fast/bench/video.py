@@ -102,6 +102,9 @@ def make_clip(path: Path, width: int, height: int, frames: int, rate: int = 24) 
     return path
 
 
+SHORT_DTYPES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+
+
 def run_video_benchmark(bench: VideoBench) -> dict:
     """Measure ``bench``; print the result and return it (also written to ``bench.out``/results.json if set)."""
     if bench.threads:
@@ -152,7 +155,8 @@ def run_video_benchmark(bench: VideoBench) -> dict:
         env["load_average_at_end"] = os.getloadavg()
     result = {
         "bench": {**asdict(bench), "batch": batch, "out": str(bench.out) if bench.out else None, "in_w": width,
-                  "in_h": height, "torch_threads": torch.get_num_threads()},
+                  "in_h": height, "torch_threads": torch.get_num_threads(),
+                  "dtype": SHORT_DTYPES[upscaler.dtype]},  # half: fp16 on a GPU, bf16 on a CPU that runs it
         "encoder": ends[-1].encoder, "frames": count,
         "network_fps": fps["network"], "end_to_end_fps": fps["end_to_end"],
         "ratio": fps["end_to_end"] / fps["network"],
@@ -173,7 +177,7 @@ def format_video_result(result: dict) -> str:
     bound = result["bound_by"] + (f" ({result['encoder'].split()[0]})" if result["bound_by"] == "encode" else "")
     return "\n".join([
         f"{b['in_w']}x{b['in_h']} -> {b['out_w']}x{b['out_h']} (x{b['scale']}), {result['frames']} frames, batch "
-        f"{b['batch']}, {'fp16' if b['half'] else 'fp32'}, {result['encoder']}, {b['torch_threads']} torch threads, "
+        f"{b['batch']}, {b['dtype']}, {result['encoder']}, {b['torch_threads']} torch threads, "
         f"{result['environment']['device']}",
         f"network alone (Upscaler.upscale_pixels on the decoded frames): {result['network_fps']:.3g} frames/s",
         f"end to end (decode + network + encode, pipelined, file written): {result['end_to_end_fps']:.3g} frames/s"

@@ -69,7 +69,7 @@ def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                                                "pipelined) against the network alone on the same frames")
     video.add_argument("--video", action="store_true", help="the video benchmark instead of the backends' race "
                                                             "(one --sizes output size, default 960x540; --dtypes "
-                                                            "fp16: in half precision, on a GPU)")
+                                                            "fp16: in half precision, as upscale --half)")
     video.add_argument("--frames", type=int, default=None, help="frames of the clip (default: 10 on CPU, 120 on GPU)")
     video.add_argument("--codec", default=None, help="video encoder (default: libx264, the clip's family)")
     video.add_argument("--weights", default=None, help="checkpoint (default: the bundled weights of the scale)")
