@@ -78,6 +78,21 @@ def test_gpus_with_99_kb_per_block_decline_the_fused_block(gpu, name):
     assert cuda_backend.unavailable_reason(torch.device("cuda"), WDSR_A) is None  # no fused block needed
 
 
+def test_the_persistent_block_kernel_is_declined_where_its_shared_memory_does_not_fit(gpu, monkeypatch):
+    """With WDSR_FAST_CUDA_BLOCK=persistent the check is made for that kernel: WDSR-B 32x16 (width 192) fits an A100,
+    an expansion width of 256 only an H100 (the tiled kernel fits both)."""
+    wide_256 = WDSR(variant="b", n_feats=32, expansion=8, n_resblocks=1).config
+    monkeypatch.setenv(ops.CUDA_BLOCK_ENV, "persistent")
+    gpu("A100")
+    assert cuda_backend.unavailable_reason(torch.device("cuda"), WDSR_B) is None
+    reason = cuda_backend.unavailable_reason(torch.device("cuda"), wide_256)
+    assert "(persistent kernel; WDSR_FAST_CUDA_BLOCK=tiled needs less) needs 175488 bytes" in reason, reason
+    with ops.use_cuda_block_variant("tiled"):
+        assert cuda_backend.unavailable_reason(torch.device("cuda"), wide_256) is None
+    gpu("H100")
+    assert cuda_backend.unavailable_reason(torch.device("cuda"), wide_256) is None
+
+
 def test_gpus_older_than_ampere_are_declined(gpu):
     gpu("T4")
     for config in (WDSR_A, WDSR_B, None):
