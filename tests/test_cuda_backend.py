@@ -93,6 +93,22 @@ def test_the_persistent_block_kernel_is_declined_where_its_shared_memory_does_no
     assert cuda_backend.unavailable_reason(torch.device("cuda"), wide_256) is None
 
 
+def test_the_block_op_is_the_registered_op_of_the_kernel_in_use(monkeypatch):
+    """cuda_backend.wdsr_b_block is looked up at each access: the registered op of the kernel that
+    $WDSR_FAST_CUDA_BLOCK or use_cuda_block_variant names (stand-ins here for the two ops)."""
+    tiled, persistent = object(), object()
+    monkeypatch.setattr(cuda_backend, "_wdsr_b_block_tiled", tiled)
+    monkeypatch.setattr(cuda_backend, "_wdsr_b_block_persistent", persistent)
+    monkeypatch.delenv(ops.CUDA_BLOCK_ENV, raising=False)
+    assert ops.get_backend("cuda").wdsr_b_block is tiled
+    with ops.use_cuda_block_variant("persistent"):
+        assert ops.get_backend("cuda").wdsr_b_block is persistent
+    monkeypatch.setenv(ops.CUDA_BLOCK_ENV, "persistent")
+    assert cuda_backend.wdsr_b_block is persistent and cuda_backend.block_op("tiled") is tiled
+    with pytest.raises(AttributeError, match="wdsr_c_block"):
+        cuda_backend.wdsr_c_block  # noqa: B018
+
+
 def test_gpus_older_than_ampere_are_declined(gpu):
     gpu("T4")
     for config in (WDSR_A, WDSR_B, None):

@@ -25,7 +25,8 @@ def test_the_persistent_block_kernel_is_the_same_op():
     wdsr_b_block runs the one $WDSR_FAST_CUDA_BLOCK names."""
     tiled, persistent = torch.ops.wdsr_cuda.wdsr_b_block.default, torch.ops.wdsr_cuda.wdsr_b_block_persistent.default
     assert str(persistent._schema).replace("wdsr_b_block_persistent", "wdsr_b_block") == str(tiled._schema)
-    assert cuda_backend._wdsr_b_block_persistent is torch.ops.wdsr_cuda.wdsr_b_block_persistent
+    assert cuda_backend.block_op("persistent") is torch.ops.wdsr_cuda.wdsr_b_block_persistent
+    assert cuda_backend.block_op("tiled") is torch.ops.wdsr_cuda.wdsr_b_block
     assert cuda_backend.fused_block_shared_bytes(192, torch.float16, "persistent") == 166_016
 
 

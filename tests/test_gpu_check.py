@@ -106,7 +106,7 @@ def test_perf_command_runs_on_the_cpu(steps, tmp_path):
 
 def test_perf_times_both_cuda_block_kernels_where_the_extension_is_there(monkeypatch):
     """Where the CUDA backend runs (the extension built or carried; stubbed here), the ops part has a row per CUDA
-    C++ block kernel, each call running its kernel (the variant in effect inside the backend's op)."""
+    C++ block kernel, each call running that kernel's registered op."""
     import torch
 
     from wdsr_fast import ops
@@ -115,7 +115,8 @@ def test_perf_times_both_cuda_block_kernels_where_the_extension_is_there(monkeyp
     gpu_perf = runpy.run_path(str(ROOT / "scripts" / "gpu_perf.py"), run_name="gpu_perf")
     ran = []
     monkeypatch.setattr(ops, "unavailable_reason", lambda *args, **kwargs: None)
-    monkeypatch.setattr(cuda_backend, "wdsr_b_block", lambda x, *rest: ran.append(ops.cuda_block_variant()) or x)
+    for variant in ops.CUDA_BLOCK_VARIANTS:  # the registered op of each kernel
+        monkeypatch.setattr(cuda_backend, f"_wdsr_b_block_{variant}", lambda x, *rest, v=variant: ran.append(v) or x)
     variants, reason = gpu_perf["cuda_block_variants"](torch.device("cuda"), None, torch.float16)
     assert reason is None and [label for label, _ in variants] == ["cuda tiled", "cuda persistent"]
     for _, call in variants:

@@ -8,8 +8,8 @@ fused WDSR-B block's widths, compute capability, shared memory) the extension re
 
 The fused WDSR-B block has two kernels, registered as two ops of the same schema: ``torch.ops.wdsr_cuda.wdsr_b_block``
 ("tiled", measured on an H100) and ``wdsr_b_block_persistent`` (one CTA per SM looping over tiles, its input copied
-asynchronously; not yet measured). ``wdsr_b_block`` here runs the one ``ops.cuda_block_variant()`` names
-(``$WDSR_FAST_CUDA_BLOCK``, default "tiled"); fp32 runs the same CUDA-core kernel under either.
+asynchronously; not yet measured). ``wdsr_b_block`` here is, at each access, the one ``ops.cuda_block_variant()``
+names (``$WDSR_FAST_CUDA_BLOCK``, default "tiled"; ``block_op``); fp32 runs the same CUDA-core kernel under either.
 """
 from __future__ import annotations
 
@@ -41,11 +41,18 @@ def _persistent_op():
 _wdsr_b_block_persistent = _persistent_op()
 
 
-def wdsr_b_block(x: torch.Tensor, w_expand: torch.Tensor, b_expand: torch.Tensor, w_reduce: torch.Tensor,
-                 b_reduce: torch.Tensor, w_conv: torch.Tensor, b_conv: torch.Tensor, res_scale: float) -> torch.Tensor:
-    """The op of ``reference.wdsr_b_block`` on the CUDA kernel ``ops.cuda_block_variant()`` names."""
-    op = _wdsr_b_block_persistent if cuda_block_variant() == "persistent" else _wdsr_b_block_tiled
-    return op(x, w_expand, b_expand, w_reduce, b_reduce, w_conv, b_conv, res_scale)
+def block_op(variant: str | None = None):
+    """The registered op of the CUDA block kernel ``variant`` ("tiled" or "persistent"; None: the one
+    ``cuda_block_variant()`` names)."""
+    return _wdsr_b_block_persistent if (variant or cuda_block_variant()) == "persistent" else _wdsr_b_block_tiled
+
+
+def __getattr__(name: str):
+    """``wdsr_b_block``: the registered op of the block kernel in use, looked up at each access, so that the backend's
+    four ops stay registered ops (torch.compile resolves this one when it traces, and guards on it)."""
+    if name == "wdsr_b_block":
+        return block_op()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _extension():
