@@ -24,7 +24,8 @@ from pathlib import Path
 from setuptools import setup
 
 DEFAULT_ARCHS = "8.0;9.0+PTX"
-SOURCES = ["csrc/cuda/module.cpp", "csrc/cuda/ops.cpp", "csrc/cuda/wdsr_b_block.cu", "csrc/cuda/tail_shuffle.cu"]
+SOURCES = ["csrc/cuda/module.cpp", "csrc/cuda/ops.cpp", "csrc/cuda/wdsr_b_block.cu",
+           "csrc/cuda/wdsr_b_block_persistent.cu", "csrc/cuda/tail_shuffle.cu"]
 CPU_EXTENSION = "wdsr_fast._cpu"
 # The CPU kernels once per instruction set: (name, source, compiler flags); x86 paths only on x86-64 GCC/clang.
 CPU_KERNELS = [

@@ -4,17 +4,20 @@
     python scripts/gpu_perf.py --out out/gpu              # on a GPU: all three parts, within --budget-s
     python scripts/gpu_perf.py --device cpu --size 40x28   # anywhere: the plan and the timing code on a tiny case
 
-1. ``ops``: each WDSR-B block kernel (the tiled one and every kept configuration of the persistent one,
-   ``block_b_persistent.CONFIGS``), the Triton tail and the reference ops (cuDNN), timed alone on the 960x540
-   features: with an L2 flush before each call (``triton.testing.do_bench``'s default: the inputs come from device
-   memory) and without one (a CUDA graph of 20 calls back to back: as in the model, where a block's input was just
-   written by the block before). With the achieved TFLOP/s and GB/s (the minimum bytes of ``bench/work.py``).
-   Written to ``perf-ops.csv``; the table is printed again at the very end.
+1. ``ops``: each WDSR-B block kernel (Triton: the tiled one and every kept configuration of the persistent one,
+   ``block_b_persistent.CONFIGS``; CUDA C++, where the extension is built or carried: the tiled kernel and the
+   persistent one, ``WDSR_FAST_CUDA_BLOCK``), the Triton and CUDA tails and the reference ops (cuDNN), timed alone
+   on the 960x540 features: with an L2 flush before each call (``triton.testing.do_bench``'s default: the inputs
+   come from device memory) and without one (a CUDA graph of 20 calls back to back: as in the model, where a
+   block's input was just written by the block before). With the achieved TFLOP/s and GB/s (the minimum bytes of
+   ``bench/work.py``). Written to ``perf-ops.csv``; the table is printed again at the very end.
 2. ``profile``: a torch.profiler kernel table of FastWDSR (WDSR-B 32x16 x2, 960x540 -> 1080p, fp16) replaying its
-   CUDA graph, once per Triton block kernel ("tiled", "persistent"): which kernels take the time in the graphed
-   model. Written to ``perf-profile.txt``.
+   CUDA graph, once per Triton block kernel ("tiled", "persistent"), then, where the extension is there, once per
+   CUDA C++ block kernel: which kernels take the time in the graphed model. Written to ``perf-profile.txt``.
 3. ``ncu``: Nsight Compute on one launch of each block kernel (speed of light, occupancy, launch statistics, warp
-   states); where ncu is missing or may not read the counters, a note says so and the step goes on. Written to
+   states, memory workload: the shared-memory traffic the CUDA persistent kernel's design expects to be its
+   limit): the Triton ones, then the CUDA C++ persistent and tiled ones; where ncu is missing, may not read the
+   counters, or the extension is not there, a note says so and the step goes on. Written to
    ``perf-ncu-<kernel>.txt``.
 
 The ops part checks each output against the float64 reference op (the error column); every part stops at the
@@ -44,8 +47,11 @@ from wdsr_fast.ops import reference  # noqa: E402
 
 PARTS = ("profile", "ops", "ncu")
 WARM_CALLS = 20  # calls per graph replay in the L2-warm timing
-NCU_SECTIONS = ("SpeedOfLight", "Occupancy", "LaunchStats", "WarpStateStats", "SchedulerStats")
-NCU_KERNELS = {"tiled": "_wdsr_b_block_kernel", "persistent": "_wdsr_b_block_persistent_kernel"}
+NCU_SECTIONS = ("SpeedOfLight", "Occupancy", "LaunchStats", "WarpStateStats", "SchedulerStats",
+                "MemoryWorkloadAnalysis")
+# ncu's name for each block kernel it profiles (a "cuda-" prefix: the CUDA C++ kernel of that name), in order.
+NCU_KERNELS = {"tiled": "_wdsr_b_block_kernel", "persistent": "_wdsr_b_block_persistent_kernel",
+               "cuda-persistent": "regex:wdsr_b_block_persistent", "cuda-tiled": "regex:wdsr_b_block_mma"}
 
 
 class Budget:
@@ -65,6 +71,27 @@ def block_variants():
         variants.append((f"triton persistent {config.name}",
                          lambda x, w, r, config=config: block_b_persistent.wdsr_b_block(x, *w, r, config=config)))
     return variants
+
+
+def cuda_block_variants(device, cfg, dtype) -> tuple[list, str | None]:
+    """(label, a call of the CUDA C++ block op on x and folded weights) for each of its kernels that runs here, and
+    why the others do not (the extension neither built nor carried, a GPU without the shared memory), or None."""
+    from wdsr_fast.ops import cuda_backend
+
+    variants, reasons = [], []
+    for variant in ops.CUDA_BLOCK_VARIANTS:
+        with ops.use_cuda_block_variant(variant):
+            reason = ops.unavailable_reason("cuda", device, cfg, dtype)
+        if reason is not None:
+            reasons.append(f"{variant}: {reason}")
+            continue
+
+        def call(x, w, r, variant=variant):
+            with ops.use_cuda_block_variant(variant):
+                return cuda_backend.wdsr_b_block(x, *w, r)
+
+        variants.append((f"cuda {variant}", call))
+    return variants, "; ".join(reasons) or None
 
 
 def time_flushed(fn, device) -> float:
@@ -122,14 +149,22 @@ def part_ops(args, device, dtype, budget: Budget, out: Path) -> None:
     tail_args = (x, image, *folded.tail, *folded.skip, folded.mean, cfg.pixel_norm_scale, cfg.scale)
     tail_ref = reference.tail_shuffle(*[a.double() if isinstance(a, torch.Tensor) else a for a in tail_args])
     triton_ops = ops.get_backend("triton") if ops.unavailable_reason("triton", device) is None else None
+    cuda_variants, cuda_reason = cuda_block_variants(device, cfg, dtype)
+    if cuda_reason is not None:
+        print(f"ops: CUDA C++ rows left out ({cuda_reason})", flush=True)
     cases = [("block reference (cuDNN)", "wdsr_b_block",
               lambda: reference.wdsr_b_block(x, *block_weights, cfg.res_scale), block_ref)]
     if triton_ops is not None:
         cases += [(f"block {label}", "wdsr_b_block", lambda call=call: call(x, block_weights, cfg.res_scale),
                    block_ref) for label, call in block_variants()]
+    cases += [(f"block {label}", "wdsr_b_block", lambda call=call: call(x, block_weights, cfg.res_scale), block_ref)
+              for label, call in cuda_variants]
     cases.append(("tail reference (cuDNN)", "tail_shuffle", lambda: reference.tail_shuffle(*tail_args), tail_ref))
     if triton_ops is not None:
         cases.append(("tail triton", "tail_shuffle", lambda: triton_ops.tail_shuffle(*tail_args), tail_ref))
+    if ops.unavailable_reason("cuda", device) is None:
+        cuda_ops = ops.get_backend("cuda")
+        cases.append(("tail cuda", "tail_shuffle", lambda: cuda_ops.tail_shuffle(*tail_args), tail_ref))
     element = torch.empty((), dtype=dtype).element_size()
     rows = []
     for label, op, fn, ref in cases:
@@ -170,16 +205,19 @@ def part_profile(args, device, dtype, budget: Budget, out: Path) -> None:
     model = preset("wdsr-b-32x16", 2)
     image = (torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(1)) * 255).to(device, dtype)
     lines = []
-    for variant in ops.TRITON_BLOCK_VARIANTS:
+    runs = [("triton", variant, ops.use_triton_block_variant) for variant in ops.TRITON_BLOCK_VARIANTS]
+    if ops.unavailable_reason("cuda", device, model.config, dtype) is None:  # the extension built or carried
+        runs += [("cuda", variant, ops.use_cuda_block_variant) for variant in ops.CUDA_BLOCK_VARIANTS]
+    for wanted, variant, use_variant in runs:
         if budget.left() < 10:
-            lines.append(f"profile {variant}: out of budget")
+            lines.append(f"profile {wanted} {variant}: out of budget")
             break
         graphs = device.type == "cuda"
-        backend = "triton" if ops.unavailable_reason("triton", device) is None else "torch"
+        backend = wanted if ops.unavailable_reason(wanted, device) is None else "torch"
         fast = FastWDSR.from_reference(model, backend=backend, cuda_graphs=graphs, check_finite=False).to(device)
         fast.eval()
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-        with ops.use_triton_block_variant(variant), torch.inference_mode():
+        with use_variant(variant), torch.inference_mode():
             for _ in range(2):
                 fast(image)  # compile, capture
             if device.type == "cuda":
@@ -201,9 +239,12 @@ def part_ncu(args, device, dtype, budget: Budget, out: Path) -> None:
     ncu = shutil.which("ncu") or next((p for p in ("/usr/local/cuda/bin/ncu",) if os.path.exists(p)), None)
     for variant, kernel in NCU_KERNELS.items():
         path = out / f"perf-ncu-{variant}.txt"
-        if ncu is None or device.type != "cuda":
-            path.write_text("ncu skipped: " + ("not on a GPU" if device.type != "cuda" else "no ncu on PATH") + "\n")
-            print(path.read_text().strip())
+        backend = "cuda" if variant.startswith("cuda-") else "triton"
+        reason = ("not on a GPU" if device.type != "cuda" else "no ncu on PATH" if ncu is None
+                  else ops.unavailable_reason(backend, device))
+        if reason is not None:
+            path.write_text(f"ncu skipped: {reason}\n")
+            print(f"ncu {variant}: {path.read_text().strip()}")
             continue
         timeout = min(60.0, budget.left() - 5)
         if timeout < 20:
@@ -225,15 +266,18 @@ def part_ncu(args, device, dtype, budget: Budget, out: Path) -> None:
 
 
 def launch(args) -> None:
-    """The target ncu profiles: the block op of one kernel, three launches on the 960x540 features."""
+    """The target ncu profiles: the block op of one kernel (a "cuda-" prefix: the CUDA C++ backend's), three launches
+    on the 960x540 features."""
     device = torch.device("cuda")
     dtype = torch.float16
     folded = FastWDSR.from_reference(preset("wdsr-b-32x16", 2)).to(device).eval().folded(device, dtype)
     w, h = args.size
     x = torch.randn(1, 32, h, w, device=device, dtype=dtype).contiguous(memory_format=torch.channels_last)
-    with ops.use_triton_block_variant(args.variant), torch.inference_mode():
+    backend, variant = ("cuda", args.variant[5:]) if args.variant.startswith("cuda-") else ("triton", args.variant)
+    use_variant = ops.use_cuda_block_variant if backend == "cuda" else ops.use_triton_block_variant
+    with use_variant(variant), torch.inference_mode():
         for _ in range(3):
-            ops.get_backend("triton").wdsr_b_block(x, *folded.blocks[0], folded.config.res_scale)
+            ops.get_backend(backend).wdsr_b_block(x, *folded.blocks[0], folded.config.res_scale)
     torch.cuda.synchronize()
 
 
@@ -249,7 +293,7 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--size", type=parse_size, default=(960, 540), help="input (LR) size WxH")
     parser.add_argument("--budget-s", type=float, default=110)
-    parser.add_argument("--variant", choices=ops.TRITON_BLOCK_VARIANTS, default="tiled", help="for 'launch'")
+    parser.add_argument("--variant", choices=list(NCU_KERNELS), default="tiled", help="for 'launch'")
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "out/gpu")))
     args = parser.parse_args(argv)
     unknown = [p for p in args.part if p not in (*PARTS, "launch")]

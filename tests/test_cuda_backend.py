@@ -78,6 +78,37 @@ def test_gpus_with_99_kb_per_block_decline_the_fused_block(gpu, name):
     assert cuda_backend.unavailable_reason(torch.device("cuda"), WDSR_A) is None  # no fused block needed
 
 
+def test_the_persistent_block_kernel_is_declined_where_its_shared_memory_does_not_fit(gpu, monkeypatch):
+    """With WDSR_FAST_CUDA_BLOCK=persistent the check is made for that kernel: WDSR-B 32x16 (width 192) fits an A100,
+    an expansion width of 256 only an H100 (the tiled kernel fits both)."""
+    wide_256 = WDSR(variant="b", n_feats=32, expansion=8, n_resblocks=1).config
+    monkeypatch.setenv(ops.CUDA_BLOCK_ENV, "persistent")
+    gpu("A100")
+    assert cuda_backend.unavailable_reason(torch.device("cuda"), WDSR_B) is None
+    reason = cuda_backend.unavailable_reason(torch.device("cuda"), wide_256)
+    assert "(persistent kernel; WDSR_FAST_CUDA_BLOCK=tiled needs less) needs 175488 bytes" in reason, reason
+    with ops.use_cuda_block_variant("tiled"):
+        assert cuda_backend.unavailable_reason(torch.device("cuda"), wide_256) is None
+    gpu("H100")
+    assert cuda_backend.unavailable_reason(torch.device("cuda"), wide_256) is None
+
+
+def test_the_block_op_is_the_registered_op_of_the_kernel_in_use(monkeypatch):
+    """cuda_backend.wdsr_b_block is looked up at each access: the registered op of the kernel that
+    $WDSR_FAST_CUDA_BLOCK or use_cuda_block_variant names (stand-ins here for the two ops)."""
+    tiled, persistent = object(), object()
+    monkeypatch.setattr(cuda_backend, "_wdsr_b_block_tiled", tiled)
+    monkeypatch.setattr(cuda_backend, "_wdsr_b_block_persistent", persistent)
+    monkeypatch.delenv(ops.CUDA_BLOCK_ENV, raising=False)
+    assert ops.get_backend("cuda").wdsr_b_block is tiled
+    with ops.use_cuda_block_variant("persistent"):
+        assert ops.get_backend("cuda").wdsr_b_block is persistent
+    monkeypatch.setenv(ops.CUDA_BLOCK_ENV, "persistent")
+    assert cuda_backend.wdsr_b_block is persistent and cuda_backend.block_op("tiled") is tiled
+    with pytest.raises(AttributeError, match="wdsr_c_block"):
+        cuda_backend.wdsr_c_block  # noqa: B018
+
+
 def test_gpus_older_than_ampere_are_declined(gpu):
     gpu("T4")
     for config in (WDSR_A, WDSR_B, None):

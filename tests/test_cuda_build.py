@@ -20,6 +20,16 @@ def test_registered_with_the_reference_signature(name):
     assert_schema_is_the_reference(op)
 
 
+def test_the_persistent_block_kernel_is_the_same_op():
+    """wdsr_b_block_persistent, the block on the persistent kernel, takes wdsr_b_block's arguments; the backend's
+    wdsr_b_block runs the one $WDSR_FAST_CUDA_BLOCK names."""
+    tiled, persistent = torch.ops.wdsr_cuda.wdsr_b_block.default, torch.ops.wdsr_cuda.wdsr_b_block_persistent.default
+    assert str(persistent._schema).replace("wdsr_b_block_persistent", "wdsr_b_block") == str(tiled._schema)
+    assert cuda_backend.block_op("persistent") is torch.ops.wdsr_cuda.wdsr_b_block_persistent
+    assert cuda_backend.block_op("tiled") is torch.ops.wdsr_cuda.wdsr_b_block
+    assert cuda_backend.fused_block_shared_bytes(192, torch.float16, "persistent") == 166_016
+
+
 def test_reports_its_limits():
     """The built module answers what cuda_backend asks: the fused block's widths, the oldest GPU, its shared memory
     (the numbers themselves are checked against the kernels in test_cuda_emulated.py)."""
@@ -42,6 +52,9 @@ def test_fake_shapes():
             return torch.empty(*s, dtype=torch.float16, device="cuda")
         y = torch.ops.wdsr_cuda.wdsr_b_block(x, w(192, 32, 1, 1), w(192), w(25, 192, 1, 1), w(25), w(32, 25, 3, 3),
                                              w(32), 1.0)
+        assert y.shape == x.shape and y.is_contiguous(memory_format=torch.channels_last)
+        y = torch.ops.wdsr_cuda.wdsr_b_block_persistent(x, w(192, 32, 1, 1), w(192), w(25, 192, 1, 1), w(25),
+                                                        w(32, 25, 3, 3), w(32), 1.0)
         assert y.shape == x.shape and y.is_contiguous(memory_format=torch.channels_last)
         mean = torch.empty(3, device="cuda")
         out = torch.ops.wdsr_cuda.tail_shuffle(x, image, w(27, 32, 3, 3), w(27), w(27, 3, 5, 5), w(27), mean, 127.5, 3)

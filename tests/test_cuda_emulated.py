@@ -9,6 +9,9 @@ fails the guard check. A build under ThreadSanitizer checks that barriers order 
 The launch arithmetic (batch folded into grid x), the parameter structs' layout and the once-per-device
 shared-memory opt-in are checked against the compiled C++, and what the extension's module reports of the kernels
 (csrc/cuda/module.cpp, built into the same library) against what they do.
+The fused block has two kernels (wdsr::BlockKernel): "tiled" and "persistent" (one CTA per SM looping over tiles,
+the next tile's input copied with cp.async during this one's compute); the emulated devices have 3 SMs unless a
+test sets another number, so that the persistent kernel's CTAs loop over several tiles and use both input buffers.
 The mutant tests break the kernels on purpose and check that these tests notice.
 """
 import ctypes
@@ -25,6 +28,8 @@ from wdsr_fast.ops import reference
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++ to build the emulated kernels")
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+KERNELS = cuda_emulator.BLOCK_KERNELS  # "tiled", "persistent"
+SM80_OPTIN, SM90_OPTIN = 166_912, 232_448  # shared memory one block may opt into: A100, H100
 
 
 @pytest.fixture(scope="module")
@@ -69,17 +74,50 @@ def error_against_reference(ops, name, args):
     return rel_error(out, ref)
 
 
-# (n, c, h, w, wide, low_rank): WDSR-B 32's widths over 2x2 tiles of 16 with odd edges; a partial 64-wide
-# expansion chunk and a 1-pixel-wide image; few channels (padded to 32 inside the kernel), a 1-pixel-high one.
-BLOCK_SHAPES = [(2, 32, 19, 21, 192, 25), (1, 16, 17, 1, 96, 12), (2, 8, 1, 30, 48, 6)]
+# (n, c, h, w, wide, low_rank): WDSR-B 32's widths over 2x2 tiles of 16 with odd edges (8 tiles: the persistent
+# kernel's 3 CTAs compute 3, 3 and 2); a partial 64-wide expansion chunk and a 1-pixel-wide image; few channels
+# (padded to 32 inside the kernel), a 1-pixel-high one; 12 channels, not a multiple of 8 (the persistent kernel then
+# reads x and writes y element by element instead of as 16-byte vectors).
+BLOCK_SHAPES = [(2, 32, 19, 21, 192, 25), (1, 16, 17, 1, 96, 12), (2, 8, 1, 30, 48, 6), (1, 12, 9, 20, 64, 10)]
 
 
+@pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", BLOCK_SHAPES, ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_wdsr_b_block(cuda_ops, dtype, shape, channels_last):
-    err = error_against_reference(cuda_ops, "wdsr_b_block", block_args(*shape, dtype, channels_last))
-    assert err < TOLERANCE[dtype], f"wdsr_b_block {dtype}: relative error {err:.2e}"
+def test_wdsr_b_block(cuda_ops, kernel, dtype, shape, channels_last):
+    """Parity of both kernels (in fp32 both names run the one CUDA-core kernel); NCHW x takes the persistent kernel's
+    ordinary loads, channels_last x of a multiple of 8 channels its cp.async copies."""
+    ops = cuda_ops.with_block_kernel(kernel)
+    err = error_against_reference(ops, "wdsr_b_block", block_args(*shape, dtype, channels_last))
+    assert err < TOLERANCE[dtype], f"wdsr_b_block {kernel} {dtype}: relative error {err:.2e}"
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("shape", BLOCK_SHAPES[:1] + BLOCK_SHAPES[3:], ids=lambda s: "x".join(map(str, s)))
+def test_persistent_block_computes_what_the_tiled_one_does(cuda_ops, dtype, shape):
+    """The persistent kernel does the tiled kernel's arithmetic in the same order (the same WMMA products, bias,
+    rounding and epilogue), so in the emulator its output is the tiled kernel's, bit for bit, on either layout."""
+    for channels_last in (False, True):
+        args = block_args(*shape, dtype, channels_last)
+        tiled = cuda_ops.with_block_kernel("tiled").wdsr_b_block(*args)
+        persistent = cuda_ops.with_block_kernel("persistent").wdsr_b_block(*args)
+        assert torch.equal(tiled, persistent)
+
+
+@pytest.mark.parametrize("sms", [1, 2, 5, 64])
+def test_persistent_grid_is_one_cta_per_sm_looping_over_tiles(cuda_ops, lib, sms):
+    """min(tiles, SMs) CTAs: one CTA computing all 8 tiles (alternating its two input buffers), a few computing
+    several each with a partial last round, or one tile each where the device has more SMs than tiles."""
+    shape = BLOCK_SHAPES[0]
+    tiles = lib.emulated_block_grid_x(shape[0], shape[2], shape[3])
+    lib.emulated_set_sm_count(0, sms)
+    try:
+        err = error_against_reference(cuda_ops.with_block_kernel("persistent"), "wdsr_b_block",
+                                      block_args(*shape, torch.float16, True))
+    finally:
+        lib.emulated_set_sm_count(0, 3)
+    assert err < TOLERANCE[torch.float16] and lib.emulated_last_grid_x() == min(tiles, sms) and tiles == 8
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -92,16 +130,21 @@ def test_tail_shuffle(cuda_ops, dtype, scale, channels_last):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("scale", [2, 3, 4])
-def test_whole_model(cuda_ops, dtype, scale):
+def test_whole_model(cuda_ops, dtype, scale, kernel="tiled"):
     """FastWDSR's forward (run_folded) with the cuda backend's ops, on a WDSR-B of the real widths."""
     model = randomise(WDSR(variant="b", scale=scale, n_feats=32, n_resblocks=2, res_scale=0.6))
     folded = FastWDSR.from_reference(model).folded(torch.device("cpu"), dtype)
     image = torch.rand(2, 3, 17, 19, generator=torch.Generator().manual_seed(5)) * 255
-    out = run_folded(cuda_ops, folded, image.to(dtype))
+    out = run_folded(cuda_ops.with_block_kernel(kernel), folded, image.to(dtype))
     expected = float64_forward(model.state_dict(), model.config, image.to(dtype))
     assert out.shape == (2, 3, 17 * scale, 19 * scale) and not out.isnan().any()
     err = rel_error(out, expected)
     assert err < TOLERANCE[dtype], f"x{scale} {dtype}: relative error {err:.2e}"
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_whole_model_on_the_persistent_block(cuda_ops, dtype):
+    test_whole_model(cuda_ops, dtype, 2, kernel="persistent")
 
 
 def attribute_calls(lib) -> list[tuple[int, int]]:
@@ -121,25 +164,42 @@ def run_two_widths(ops, device: int, dtype=torch.float16) -> list[tuple[int, int
     return attribute_calls(ops.lib)[before:]
 
 
-def test_shared_memory_limit_is_set_once_per_device_to_the_maximum(cuda_ops, lib, extension):
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_shared_memory_limit_is_set_once_per_device_to_the_maximum(cuda_ops, lib, extension, kernel):
     """One cudaFuncSetAttribute per device and kernel, to what the widest block needs, whatever the widths that
     follow: a per-launch value could race between host threads running models of different widths."""
-    widest = extension.wdsr_b_block_shared_bytes("float16", extension.limits()["max_wide"])
-    assert run_two_widths(cuda_ops, 5) == [(5, widest)]
-    assert run_two_widths(cuda_ops, 5) == []  # already raised there
-    assert run_two_widths(cuda_ops, 5, torch.bfloat16) == [(5, widest)]  # the bf16 kernel is another function
-    assert run_two_widths(cuda_ops, 6) == [(6, widest)]
+    ops = cuda_ops.with_block_kernel(kernel)  # each kernel is another function, with its own limit per device
+    widest = extension.wdsr_b_block_shared_bytes("float16", extension.limits()["max_wide"], kernel)
+    assert run_two_widths(ops, 5) == [(5, widest)]
+    assert run_two_widths(ops, 5) == []  # already raised there
+    assert run_two_widths(ops, 5, torch.bfloat16) == [(5, widest)]  # the bf16 kernel is another function
+    assert run_two_widths(ops, 6) == [(6, widest)]
 
 
-def test_shared_memory_limit_is_capped_at_the_device_limit(cuda_ops, lib, extension):
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_shared_memory_limit_is_capped_at_the_device_limit(cuda_ops, lib, extension, kernel):
     """On a GPU with 99 KB per block (sm_86, sm_89, sm_120) the limit is set to that, and a block needing more
     fails its launch with a clear error (FastWDSR does not choose the CUDA backend there: see test_cuda_backend)."""
     lib.emulated_set_shared_optin(7, 99 * 1024)
     lib.emulated_set_device(7)
-    need = extension.wdsr_b_block_shared_bytes("float16", BLOCK_SHAPES[0][4])
+    need = extension.wdsr_b_block_shared_bytes("float16", BLOCK_SHAPES[0][4], kernel)
     with pytest.raises(RuntimeError, match=f"dynamic shared memory {need} > 101376"):
-        cuda_ops.wdsr_b_block(*block_args(*BLOCK_SHAPES[0], torch.float16, True))
+        cuda_ops.with_block_kernel(kernel).wdsr_b_block(*block_args(*BLOCK_SHAPES[0], torch.float16, True))
     assert attribute_calls(lib)[-1] == (7, 99 * 1024)
+
+
+def test_shared_memory_of_the_persistent_block_against_sm80_and_sm90(extension):
+    """What wdsr_b_block_persistent.cu's header and csrc/cuda/README.md state: at WDSR-B 32x16's expansion width
+    (192) the persistent CTA fits an A100's 163 KB per block; at the widest (256) only an H100's 227 KB, where the
+    tiled kernel fits both. fp32 runs the one CUDA-core kernel (static shared memory) under either name."""
+    for dtype in ("float16", "bfloat16"):
+        persistent = {wide: extension.wdsr_b_block_shared_bytes(dtype, wide, "persistent") for wide in (192, 256)}
+        assert persistent == {192: 166_016, 256: 175_488}
+        assert persistent[192] <= SM80_OPTIN < persistent[256] <= SM90_OPTIN
+        assert extension.wdsr_b_block_shared_bytes(dtype, 256, "tiled") <= SM80_OPTIN
+    assert extension.wdsr_b_block_shared_bytes("float32", 192, "persistent") == 0
+    with pytest.raises(ValueError, match="tiled or persistent"):
+        extension.wdsr_b_block_shared_bytes("float16", 192, "pipelined")
 
 
 def test_parameter_structs_match_kernels_h(cuda_ops):
@@ -151,32 +211,35 @@ def test_parameter_structs_match_kernels_h(cuda_ops):
         assert list(buffer[:count]) == cuda_emulator.struct_layout(structure), structure.__name__
 
 
+@pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_reported_shared_memory_is_what_a_launch_needs(cuda_ops, lib, extension, dtype):
+def test_reported_shared_memory_is_what_a_launch_needs(cuda_ops, lib, extension, dtype, kernel):
     """The shared memory the extension reports for a width (which decides whether a GPU can run the block) is what
     the block's launch asks for: on a device that allows exactly that much it runs; one byte less, it fails."""
     name = str(dtype).removeprefix("torch.")
+    ops = cuda_ops.with_block_kernel(kernel)
     for (fits, short), wide in zip(((1, 2), (3, 4)), (48, extension.limits()["max_wide"]), strict=True):
-        need = extension.wdsr_b_block_shared_bytes(name, wide)
+        need = extension.wdsr_b_block_shared_bytes(name, wide, kernel)
         args = block_args(1, 8, 5, 6, wide, 6, dtype, True)
         lib.emulated_set_shared_optin(fits, need)
         lib.emulated_set_device(fits)
-        cuda_ops.wdsr_b_block(*args)
+        ops.wdsr_b_block(*args)
         lib.emulated_set_shared_optin(short, need - 1)
         lib.emulated_set_device(short)
         with pytest.raises(RuntimeError, match=f"dynamic shared memory {need} > {need - 1}"):
-            cuda_ops.wdsr_b_block(*args)
+            ops.wdsr_b_block(*args)
     assert extension.wdsr_b_block_shared_bytes("float32", 192) == 0  # a static array under 48 KB
     with pytest.raises(ValueError, match="float64"):
         extension.wdsr_b_block_shared_bytes("float64", 192)
 
 
+@pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_the_widest_block_the_extension_reports_runs(cuda_ops, extension, dtype):
+def test_the_widest_block_the_extension_reports_runs(cuda_ops, extension, dtype, kernel):
     """A block of the widths the extension reports as its limits runs, with parity (its weights fill the tiles)."""
     limits = extension.limits()
     shape = (1, limits["max_feats"], 5, 19, limits["max_wide"], limits["max_low_rank"])
-    err = error_against_reference(cuda_ops, "wdsr_b_block", block_args(*shape, dtype, True))
+    err = error_against_reference(cuda_ops.with_block_kernel(kernel), "wdsr_b_block", block_args(*shape, dtype, True))
     assert err < TOLERANCE[dtype], f"wdsr_b_block {dtype}: relative error {err:.2e}"
 
 
@@ -225,47 +288,68 @@ def test_launch_grid_covers_every_tile_and_pixel_once(cuda_ops):
     assert inside == [(i, p) for i in range(n) for p in range(h * w)]
 
 
-# Deliberate bugs, one text edit each, and how the tests above must react.
+# Deliberate bugs: the file, one text edit or a list of them, the symptom the tests above must show ("parity",
+# "guard", "unwritten", "attribute", or "error: <regex>" for a failed launch), and the block kernels it is run on
+# (none: the tail). The geometry, the grid arithmetic and the shared-memory opt-in are shared by both kernels.
+PERSISTENT = "wdsr_b_block_persistent.cu"
 MUTANTS = {
-    "halo off by one row": ("wdsr_b_block.cu", ("gy = t.y0 + p / kHalo - 1;", "gy = t.y0 + p / kHalo;"), "parity"),
+    "halo off by one row": (
+        "wdsr_b_block.cuh", ("gy = t.y0 + p / kHalo - 1;", "gy = t.y0 + p / kHalo;"), "parity", KERNELS),
     "shuffle rows and columns swapped": (
         "tail_shuffle.cu",
         ("i = o % (SCALE * SCALE) / SCALE, j = o % SCALE", "j = o % (SCALE * SCALE) / SCALE, i = o % SCALE"),
-        "parity"),
-    "no bounds check on the last CTA": ("tail_shuffle.cu", ("if (pixel >= h * w) return;", ""), "guard"),
+        "parity", ()),
+    "no bounds check on the last CTA": ("tail_shuffle.cu", ("if (pixel >= h * w) return;", ""), "guard", ()),
     "shared memory not raised above 48 KB": (
-        "wdsr_b_block.cu",
-        ("err = cudaFuncSetAttribute(wdsr_b_block_mma<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, limit);",
+        "wdsr_b_block.cuh",
+        ("err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, limit);",
          "err = limit > 0 ? cudaSuccess : cudaErrorInvalidValue;"),
-        "launch"),
+        "error: dynamic shared memory", KERNELS),
     "shared memory limit set on every launch": (
-        "wdsr_b_block.cu", ("  if (raised[device]) return cudaSuccess;\n", ""), "attribute"),
+        "wdsr_b_block.cuh", ("  if (done) return cudaSuccess;\n", ""), "attribute", KERNELS),
     "every CTA on the first image": (
-        "launch_grid.cuh", ("return {static_cast<int>(cta / tiles),", "return {0,"), "unwritten"),
+        "launch_grid.cuh", ("return {static_cast<int>(cta / tiles),", "return {0,"), "unwritten", KERNELS),
+    "persistent: a tile read before its copies are waited for": (
+        PERSISTENT,
+        [("    __pipeline_wait_prior(0);\n    __syncthreads();\n    const long long next",
+          "    __syncthreads();\n    const long long next"),
+         ("    __syncthreads();\n\n    // Stage 2",
+          "    __pipeline_wait_prior(0);\n    __syncthreads();\n\n    // Stage 2")],
+        "parity", ("persistent",)),  # the first tile's x is NaN poison in stage 1, which the ReLU (fmaxf) turns to 0
+    "persistent: copies waited for a tile late": (
+        PERSISTENT, ("__pipeline_wait_prior(0);", "__pipeline_wait_prior(1);"), "error: cp.async copies not waited for",
+        ("persistent",)),
+    "persistent: the next tile copied into the buffer being read": (
+        PERSISTENT, ("layout.x_tile(buffer ^ 1)", "layout.x_tile(buffer)"), "unwritten", ("persistent",)),
+    "persistent: a copy's source not 16-byte aligned": (
+        PERSISTENT, ("x_n + gy * xs.h + gx * xs.w + k, 16);", "x_n + gy * xs.h + gx * xs.w + k + 1, 16);"),
+        "error: not aligned to the copy's size", ("persistent",)),
 }
 
 
 @pytest.mark.parametrize("mutant", MUTANTS)
 def test_broken_kernels_are_caught(tmp_path, mutant):
-    source, edit, symptom = MUTANTS[mutant]
-    ops = cuda_emulator.EmulatedCudaOps(cuda_emulator.build(tmp_path, {source: edit}))
-    if source == "tail_shuffle.cu":
-        name, args = "tail_shuffle", tail_args(3, torch.float32, False)
+    source, edit, symptom, kernels = MUTANTS[mutant]
+    built = cuda_emulator.EmulatedCudaOps(cuda_emulator.build(tmp_path, {source: edit}))
+    if not kernels:
+        cases = [(built, "tail_shuffle", tail_args(3, torch.float32, False))]
     else:
-        name, args = "wdsr_b_block", block_args(*BLOCK_SHAPES[0], torch.float16, True)
-    if symptom == "parity":
-        assert error_against_reference(ops, name, args) > 100 * TOLERANCE[args[0].dtype]
-    elif symptom == "guard":
-        with pytest.raises(AssertionError, match="wrote outside the tensor"):
-            getattr(ops, name)(*args)
-    elif symptom == "unwritten":
-        with pytest.raises(AssertionError, match="never written"):
-            error_against_reference(ops, name, args)
-    elif symptom == "attribute":
-        assert len(run_two_widths(ops, 0)) == 2  # the test of the once-per-device limit would fail
-    else:
-        with pytest.raises(RuntimeError, match="dynamic shared memory"):
-            getattr(ops, name)(*args)
+        cases = [(built.with_block_kernel(kernel), "wdsr_b_block", block_args(*BLOCK_SHAPES[0], torch.float16, True))
+                 for kernel in kernels]
+    for ops, name, args in cases:
+        if symptom == "parity":
+            assert error_against_reference(ops, name, args) > 100 * TOLERANCE[args[0].dtype]
+        elif symptom == "guard":
+            with pytest.raises(AssertionError, match="wrote outside the tensor"):
+                getattr(ops, name)(*args)
+        elif symptom == "unwritten":
+            with pytest.raises(AssertionError, match="never written"):
+                error_against_reference(ops, name, args)
+        elif symptom == "attribute":
+            assert len(run_two_widths(ops, 0)) == 2  # the test of the once-per-device limit would fail
+        else:
+            with pytest.raises(RuntimeError, match=symptom.removeprefix("error: ")):
+                getattr(ops, name)(*args)
 
 
 def test_racecheck(tmp_path):
@@ -276,17 +360,23 @@ def test_racecheck(tmp_path):
     assert "all launches ran" in result.stdout
 
 
-# Barriers of wdsr_b_block.cu, each removed in turn: ThreadSanitizer must report the race it opens.
+# Barriers of the block kernels, each removed in turn: ThreadSanitizer must report the race it opens.
 BARRIERS = {
-    "after staging (tensor-core path)": ("  __syncthreads();\n\n  // Stage 1", "\n  // Stage 1"),
-    "after a warp's accumulator store": ("        __syncwarp();\n        for (int i = lane; i < 16 * 16;",
-                                         "        for (int i = lane; i < 16 * 16;"),
-    "between the stages (fp32 path)": ("  __syncthreads();\n  const int row = threadIdx.x / kTile",
-                                       "  const int row = threadIdx.x / kTile"),
+    "after staging (tensor-core path)": ("wdsr_b_block.cu", ("  __syncthreads();\n\n  // Stage 1", "\n  // Stage 1")),
+    "after a warp's accumulator store": (
+        "wdsr_b_block.cu",
+        ("        __syncwarp();\n        for (int i = lane; i < 16 * 16;", "        for (int i = lane; i < 16 * 16;")),
+    "between the stages (fp32 path)": (
+        "wdsr_b_block.cu",
+        ("  __syncthreads();\n  const int row = threadIdx.x / kTile", "  const int row = threadIdx.x / kTile")),
+    "after the wait for a tile's copies (persistent)": (
+        PERSISTENT, ("    __pipeline_wait_prior(0);\n    __syncthreads();\n", "    __pipeline_wait_prior(0);\n")),
+    "between the stages (persistent)": (PERSISTENT, ("    __syncthreads();\n\n    // Stage 2", "\n    // Stage 2")),
 }
 
 
 @pytest.mark.parametrize("barrier", BARRIERS)
 def test_racecheck_finds_a_missing_barrier(tmp_path, barrier):
-    result = cuda_emulator.run_racecheck(tmp_path, {"wdsr_b_block.cu": BARRIERS[barrier]})
+    source, edit = BARRIERS[barrier]
+    result = cuda_emulator.run_racecheck(tmp_path, {source: edit})
     assert result.returncode == 66 and "ThreadSanitizer: data race" in result.stderr, result.stderr[-2000:]

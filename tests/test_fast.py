@@ -222,8 +222,9 @@ def test_wide_wdsr_b_falls_back_from_cuda_on_gpu():
 
 
 def test_caches_key_on_the_kernel_settings(monkeypatch):
-    """The folded weights and the CUDA graphs are kept per TF32 setting and Triton block variant: a graph captured
-    with TF32 (or one block kernel) is not replayed once the setting changed. The graph is a stand-in (no GPU)."""
+    """The folded weights and the CUDA graphs are kept per TF32 setting and Triton and CUDA C++ block variant: a graph
+    captured with TF32 (or one block kernel) is not replayed once the setting changed. The graph is a stand-in (no
+    GPU)."""
     from wdsr_fast.inference import fast_wdsr
 
     captured = []
@@ -239,18 +240,19 @@ def test_caches_key_on_the_kernel_settings(monkeypatch):
     fast = FastWDSR.from_reference(small("b", 2), backend="torch").eval()
     image = torch.rand(1, 3, 6, 7) * 255
     seen = set()
+    settings = [(tf32, triton, cuda) for tf32 in (True, False) for triton in ops.TRITON_BLOCK_VARIANTS
+                for cuda in ops.CUDA_BLOCK_VARIANTS]
     with torch.no_grad():
-        for tf32 in (True, False):
+        for tf32, triton, cuda in settings:
             torch.backends.cudnn.allow_tf32 = tf32  # the poison fixture restores it
-            for variant in ops.TRITON_BLOCK_VARIANTS:
-                with ops.use_triton_block_variant(variant):
-                    assert ops.kernel_settings() == (tf32, variant)
-                    folded = fast.folded(image.device, image.dtype)
-                    fast._replay("torch", folded, image)
-                    fast._replay("torch", folded, image)  # the same settings: replayed, not captured again
-                    seen.add(id(folded))
-    assert captured == [(tf32, v) for tf32 in (True, False) for v in ops.TRITON_BLOCK_VARIANTS]
-    assert len(seen) == len(fast._folded) == 4
+            with ops.use_triton_block_variant(triton), ops.use_cuda_block_variant(cuda):
+                assert ops.kernel_settings() == (tf32, triton, cuda)
+                folded = fast.folded(image.device, image.dtype)
+                fast._replay("torch", folded, image)
+                fast._replay("torch", folded, image)  # the same settings: replayed, not captured again
+                seen.add(id(folded))
+    assert captured == settings
+    assert len(seen) == len(fast._folded) == 8
 
 
 def test_triton_block_variant_setting(monkeypatch):
@@ -265,6 +267,24 @@ def test_triton_block_variant_setting(monkeypatch):
         ops.triton_block_variant()
     with pytest.raises(ValueError, match="unknown Triton block variant"):
         with ops.use_triton_block_variant("nope"):
+            pass
+
+
+def test_cuda_block_variant_setting(monkeypatch):
+    """$WDSR_FAST_CUDA_BLOCK chooses the CUDA C++ block kernel, a context overrides it; the Triton one is separate."""
+    monkeypatch.delenv(ops.CUDA_BLOCK_ENV, raising=False)
+    monkeypatch.delenv(ops.TRITON_BLOCK_ENV, raising=False)
+    assert ops.cuda_block_variant() == "tiled"  # the kernel measured on an H100 until the persistent one is
+    monkeypatch.setenv(ops.CUDA_BLOCK_ENV, "persistent")
+    assert ops.cuda_block_variant() == "persistent" and ops.triton_block_variant() == "tiled"
+    with ops.use_cuda_block_variant("tiled"):
+        assert ops.cuda_block_variant() == "tiled"
+    assert ops.cuda_block_variant() == "persistent"
+    monkeypatch.setenv(ops.CUDA_BLOCK_ENV, "fastest")
+    with pytest.raises(ValueError, match="WDSR_FAST_CUDA_BLOCK='fastest'"):
+        ops.cuda_block_variant()
+    with pytest.raises(ValueError, match="unknown CUDA block variant"):
+        with ops.use_cuda_block_variant("nope"):
             pass
 
 

@@ -99,8 +99,31 @@ def test_perf_command_runs_on_the_cpu(steps, tmp_path):
                           text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "block reference (cuDNN)" in done.stdout and "ncu skipped: not on a GPU" in done.stdout
+    assert "CUDA C++ rows left out" in done.stdout  # the CUDA kernels need CUDA tensors
     assert {p.name for p in tmp_path.iterdir()} == {"perf-ops.csv", "perf-profile.txt", "perf-ncu-tiled.txt",
-                                                    "perf-ncu-persistent.txt"}
+                                                    "perf-ncu-persistent.txt", "perf-ncu-cuda-persistent.txt",
+                                                    "perf-ncu-cuda-tiled.txt"}
+
+
+def test_perf_times_both_cuda_block_kernels_where_the_extension_is_there(monkeypatch):
+    """Where the CUDA backend runs (the extension built or carried; stubbed here), the ops part has a row per CUDA
+    C++ block kernel, each call running that kernel's registered op."""
+    import torch
+
+    from wdsr_fast import ops
+    from wdsr_fast.ops import cuda_backend
+
+    gpu_perf = runpy.run_path(str(ROOT / "scripts" / "gpu_perf.py"), run_name="gpu_perf")
+    ran = []
+    monkeypatch.setattr(ops, "unavailable_reason", lambda *args, **kwargs: None)
+    for variant in ops.CUDA_BLOCK_VARIANTS:  # the registered op of each kernel
+        monkeypatch.setattr(cuda_backend, f"_wdsr_b_block_{variant}", lambda x, *rest, v=variant: ran.append(v) or x)
+    variants, reason = gpu_perf["cuda_block_variants"](torch.device("cuda"), None, torch.float16)
+    assert reason is None and [label for label, _ in variants] == ["cuda tiled", "cuda persistent"]
+    for _, call in variants:
+        call(torch.zeros(1), [torch.zeros(1)] * 6, 0.5)
+    assert ran == ["tiled", "persistent"]
+    assert list(gpu_perf["NCU_KERNELS"])[2:] == ["cuda-persistent", "cuda-tiled"]
 
 
 def test_perf_times_every_block_kernel_in_the_interpreter(tmp_path):

@@ -89,6 +89,23 @@ def test_triton_block_variants(variant, dtype, shape, channels_last):
     check_block(out, args, dtype)
 
 
+@pytest.mark.skipif("cuda" not in BACKENDS, reason="cuda backend unavailable (a GPU and the built extension)")
+@pytest.mark.parametrize("variant", ops.CUDA_BLOCK_VARIANTS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", BLOCK_SHAPES + [(2, 32, 200, 180)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_cuda_block_variants(variant, dtype, shape, channels_last):
+    """The op contract on each CUDA C++ block kernel (fp32 runs the one CUDA-core kernel under either name). The
+    last shape is 312 tiles: more than an H100's 132 SMs, so that the persistent kernel's CTAs loop over tiles and
+    use both input buffers (the smaller ones give every CTA a single tile there)."""
+    seed = 200 + BLOCK_SHAPES.index(shape) * 4 if shape in BLOCK_SHAPES else 300
+    args = block_args(shape, dtype, channels_last, seed + 2 * channels_last + (dtype == torch.float16))
+    with ops.use_cuda_block_variant(variant):
+        out = ops.get_backend("cuda").wdsr_b_block(*args)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    check_block(out, args, dtype)
+
+
 @pytest.mark.skipif("triton" not in BACKENDS, reason="triton backend unavailable")
 @pytest.mark.parametrize("kernel", ["tiled", "tiled-a-in-shared-memory", *[c.name for c in CONFIGS]])
 @pytest.mark.parametrize("dtype", DTYPES)

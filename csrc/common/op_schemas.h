@@ -8,12 +8,17 @@
 
 namespace wdsr {
 
+// The fused WDSR-B block's arguments and result: the op's, and those of wdsr_cuda's second kernel of it
+// (wdsr_b_block_persistent, csrc/cuda/ops.cpp).
+#define WDSR_B_BLOCK_ARGUMENTS \
+  "(Tensor x, Tensor w_expand, Tensor b_expand, Tensor w_reduce, Tensor b_reduce, Tensor w_conv, Tensor b_conv, " \
+  "float res_scale) -> Tensor"
+
 inline void define_ops(torch::Library& m) {
   m.def("head_conv(Tensor image, Tensor weight, Tensor bias, Tensor mean, float norm_scale) -> Tensor");
   m.def("wdsr_a_block(Tensor x, Tensor w_expand, Tensor b_expand, Tensor w_reduce, Tensor b_reduce, "
         "float res_scale) -> Tensor");
-  m.def("wdsr_b_block(Tensor x, Tensor w_expand, Tensor b_expand, Tensor w_reduce, Tensor b_reduce, Tensor w_conv, "
-        "Tensor b_conv, float res_scale) -> Tensor");
+  m.def("wdsr_b_block" WDSR_B_BLOCK_ARGUMENTS);
   m.def("tail_shuffle(Tensor features, Tensor image, Tensor w_tail, Tensor b_tail, Tensor w_skip, Tensor b_skip, "
         "Tensor mean, float norm_scale, int scale) -> Tensor");
 }

@@ -10,6 +10,12 @@ namespace wdsr {
 
 enum class DType : int { Float32, Float16, BFloat16 };
 
+// Which fused WDSR-B block kernel runs fp16 / bf16 (fp32 has one, the CUDA-core kernel, for both):
+// Tiled: one CTA per 16 x 16 output tile, each staging every weight (measured on an H100: 0.752 ms per block at
+// 960x540 fp16); Persistent: one CTA per SM looping over tiles, weights staged once, the next tile's input copied
+// asynchronously during this one's compute (unmeasured). wdsr_b_block_persistent.cu says what to expect.
+enum class BlockKernel : int { Tiled, Persistent };
+
 struct Strides {  // element strides of a logical (N, C, H, W) tensor
   int64_t n, c, h, w;
 };
@@ -24,6 +30,7 @@ constexpr int kMinComputeCapability = 80;
 // y = x + res_scale * conv3x3(conv1x1_reduce(relu(conv1x1_expand(x)))); weights OIHW contiguous, in `dtype`.
 struct WdsrBBlockParams {
   DType dtype;
+  BlockKernel kernel;
   const void* x;          // (n, c, h, w), strides x_strides
   Strides x_strides;
   const void* w_expand;   // (wide, c)
@@ -39,10 +46,10 @@ struct WdsrBBlockParams {
 };
 cudaError_t launch_wdsr_b_block(const WdsrBBlockParams& params, cudaStream_t stream);
 
-// Dynamic shared memory (bytes) one CTA of the fused block asks for, for `dtype` and expansion width `wide`:
-// 0 for fp32 (its CTA uses a static array under 48 KB). ops.cpp checks it against the device before a launch;
-// module.cpp reports it to Python, which decides with it whether a GPU can run the block.
-int wdsr_b_block_shared_bytes(DType dtype, int wide);
+// Dynamic shared memory (bytes) one CTA of the fused block's `kernel` asks for, for `dtype` and expansion width
+// `wide`: 0 for fp32 (its CTA uses a static array under 48 KB). ops.cpp checks it against the device before a
+// launch; module.cpp reports it to Python, which decides with it whether a GPU can run the block.
+int wdsr_b_block_shared_bytes(DType dtype, int wide, BlockKernel kernel);
 
 // out (N, 3, s*H, s*W) contiguous = shuffle(conv3x3(features) + conv5x5((image - mean) / norm_scale))
 //                                   * norm_scale + mean

@@ -1,7 +1,9 @@
 // torch.ops.wdsr_cuda.*: the op schemas (../common/op_schemas.h), input validation (../common/checks.h), output
 // allocation (../common/tensors.h) and launches on the current stream. The only file that includes torch's CUDA
 // headers. head_conv and wdsr_a_block run through ATen's convolution (cuDNN); wdsr_b_block and tail_shuffle are
-// ours, each launched with a parameter struct filled field by field by one function below.
+// ours, each launched with a parameter struct filled field by field by one function below. wdsr_b_block runs the
+// fused block's tiled kernel; wdsr_b_block_persistent, the same op on the persistent kernel (kernels.h,
+// BlockKernel), is registered beside it: wdsr_fast/ops/cuda_backend.py calls the one $WDSR_FAST_CUDA_BLOCK names.
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -35,7 +37,7 @@ void check_launch(const char* op, cudaError_t err) {
 // Whether the fused block takes these widths (its weights and tiles live in shared memory), and whether this GPU
 // can run it (compute capability; the shared memory its fp16/bf16 CTA asks for against the device's opt-in limit
 // per block). wdsr_fast/ops/cuda_backend.py checks the same before choosing this backend.
-void check_block_fits(const at::Tensor& x, int64_t wide, int64_t low_rank) {
+void check_block_fits(const at::Tensor& x, int64_t wide, int64_t low_rank, wdsr::BlockKernel kernel) {
   const int64_t c = x.size(1);
   TORCH_CHECK(c <= wdsr::kMaxFeats && wide <= wdsr::kMaxWide && low_rank <= wdsr::kMaxLowRank,
               "wdsr_b_block: the CUDA kernel supports n_feats <= ", wdsr::kMaxFeats, ", expansion width <= ",
@@ -45,26 +47,30 @@ void check_block_fits(const at::Tensor& x, int64_t wide, int64_t low_rank) {
   TORCH_CHECK(prop->major * 10 + prop->minor >= wdsr::kMinComputeCapability, "wdsr_b_block: the CUDA kernels need "
               "compute capability ", wdsr::kMinComputeCapability / 10, ".", wdsr::kMinComputeCapability % 10,
               " or newer; ", prop->name, " is ", prop->major, ".", prop->minor, " (use backend='triton')");
-  const int need = wdsr::wdsr_b_block_shared_bytes(dtype_of(x), static_cast<int>(wide));
-  TORCH_CHECK(static_cast<size_t>(need) <= prop->sharedMemPerBlockOptin, "wdsr_b_block: the fused CUDA block "
-              "needs ", need, " bytes of shared memory per block in ", wdsr::dtype_name(x.scalar_type()),
-              " at expansion width ", wide, "; ", prop->name, " allows ", prop->sharedMemPerBlockOptin,
-              " (use backend='triton')");
+  const bool persistent = kernel == wdsr::BlockKernel::Persistent;
+  const int need = wdsr::wdsr_b_block_shared_bytes(dtype_of(x), static_cast<int>(wide), kernel);
+  TORCH_CHECK(static_cast<size_t>(need) <= prop->sharedMemPerBlockOptin, "wdsr_b_block: the fused CUDA block ",
+              persistent ? "(persistent kernel) " : "", "needs ", need, " bytes of shared memory per block in ",
+              wdsr::dtype_name(x.scalar_type()), " at expansion width ", wide, "; ", prop->name, " allows ",
+              prop->sharedMemPerBlockOptin,
+              persistent ? " (use WDSR_FAST_CUDA_BLOCK=tiled or backend='triton')" : " (use backend='triton')");
 }
 
 at::Tensor normalise(const at::Tensor& image, const at::Tensor& mean, double norm_scale) {
   return ((image.to(at::kFloat) - mean.view({1, 3, 1, 1})) / norm_scale).to(image.scalar_type());
 }
 
-// The launch parameters of one wdsr_b_block call; the weights must be contiguous (OIHW).
-wdsr::WdsrBBlockParams wdsr_b_block_params(const at::Tensor& x, const at::Tensor& w_expand,
-                                           const at::Tensor& b_expand, const at::Tensor& w_reduce,
-                                           const at::Tensor& b_reduce, const at::Tensor& w_conv,
-                                           const at::Tensor& b_conv, const at::Tensor& y, double res_scale) {
+// The launch parameters of one wdsr_b_block call on `kernel`; the weights must be contiguous (OIHW).
+wdsr::WdsrBBlockParams wdsr_b_block_params(wdsr::BlockKernel kernel, const at::Tensor& x,
+                                           const at::Tensor& w_expand, const at::Tensor& b_expand,
+                                           const at::Tensor& w_reduce, const at::Tensor& b_reduce,
+                                           const at::Tensor& w_conv, const at::Tensor& b_conv, const at::Tensor& y,
+                                           double res_scale) {
   for (const at::Tensor* t : {&w_expand, &b_expand, &w_reduce, &b_reduce, &w_conv, &b_conv})
     TORCH_INTERNAL_ASSERT(t->is_contiguous());
   wdsr::WdsrBBlockParams p{};
   p.dtype = dtype_of(x);
+  p.kernel = kernel;
   p.x = x.data_ptr();
   p.x_strides = strides_of(x);
   p.w_expand = w_expand.data_ptr();
@@ -129,19 +135,33 @@ at::Tensor wdsr_a_block(const at::Tensor& x, const at::Tensor& w_expand, const a
   return channels_last(at::add(in, at::conv2d(expanded, w_reduce, b_reduce, 1, 1), res_scale));
 }
 
-at::Tensor wdsr_b_block(const at::Tensor& x, const at::Tensor& w_expand, const at::Tensor& b_expand,
-                        const at::Tensor& w_reduce, const at::Tensor& b_reduce, const at::Tensor& w_conv,
-                        const at::Tensor& b_conv, double res_scale) {
+at::Tensor run_wdsr_b_block(wdsr::BlockKernel kernel, const at::Tensor& x, const at::Tensor& w_expand,
+                            const at::Tensor& b_expand, const at::Tensor& w_reduce, const at::Tensor& b_reduce,
+                            const at::Tensor& w_conv, const at::Tensor& b_conv, double res_scale) {
   wdsr::check_wdsr_b_block(x, w_expand, b_expand, w_reduce, b_reduce, w_conv, b_conv, wdsr::kCudaTarget);
   const c10::cuda::CUDAGuard guard(x.device());
-  check_block_fits(x, w_expand.size(0), w_reduce.size(0));
+  check_block_fits(x, w_expand.size(0), w_reduce.size(0), kernel);
   at::Tensor y = new_output(x.sizes(), x.options().memory_format(at::MemoryFormat::ChannelsLast));
   // One expression: the contiguous copies live until the launch is queued (stream order covers the rest).
   check_launch("wdsr_b_block", wdsr::launch_wdsr_b_block(
-      wdsr_b_block_params(x, w_expand.contiguous(), b_expand.contiguous(), w_reduce.contiguous(),
+      wdsr_b_block_params(kernel, x, w_expand.contiguous(), b_expand.contiguous(), w_reduce.contiguous(),
                           b_reduce.contiguous(), w_conv.contiguous(), b_conv.contiguous(), y, res_scale),
       at::cuda::getCurrentCUDAStream()));
   return y;
+}
+
+at::Tensor wdsr_b_block(const at::Tensor& x, const at::Tensor& w_expand, const at::Tensor& b_expand,
+                        const at::Tensor& w_reduce, const at::Tensor& b_reduce, const at::Tensor& w_conv,
+                        const at::Tensor& b_conv, double res_scale) {
+  return run_wdsr_b_block(wdsr::BlockKernel::Tiled, x, w_expand, b_expand, w_reduce, b_reduce, w_conv, b_conv,
+                          res_scale);
+}
+
+at::Tensor wdsr_b_block_persistent(const at::Tensor& x, const at::Tensor& w_expand, const at::Tensor& b_expand,
+                                   const at::Tensor& w_reduce, const at::Tensor& b_reduce, const at::Tensor& w_conv,
+                                   const at::Tensor& b_conv, double res_scale) {
+  return run_wdsr_b_block(wdsr::BlockKernel::Persistent, x, w_expand, b_expand, w_reduce, b_reduce, w_conv, b_conv,
+                          res_scale);
 }
 
 at::Tensor tail_shuffle(const at::Tensor& features, const at::Tensor& image, const at::Tensor& w_tail,
@@ -163,11 +183,13 @@ at::Tensor tail_shuffle(const at::Tensor& features, const at::Tensor& image, con
 
 TORCH_LIBRARY(wdsr_cuda, m) {
   wdsr::define_ops(m);
+  m.def("wdsr_b_block_persistent" WDSR_B_BLOCK_ARGUMENTS);
 }
 
 TORCH_LIBRARY_IMPL(wdsr_cuda, CUDA, m) {
   m.impl("head_conv", &head_conv);
   m.impl("wdsr_a_block", &wdsr_a_block);
   m.impl("wdsr_b_block", &wdsr_b_block);
+  m.impl("wdsr_b_block_persistent", &wdsr_b_block_persistent);
   m.impl("tail_shuffle", &tail_shuffle);
 }

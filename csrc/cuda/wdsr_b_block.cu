@@ -1,5 +1,8 @@
 // The fused WDSR-B block:  y = x + res_scale * conv3x3(conv1x1_reduce(relu(conv1x1_expand(x))))
 //
+// The "tiled" kernel (BlockKernel::Tiled, kernels.h), measured on an H100; the "persistent" one is in
+// wdsr_b_block_persistent.cu, the tile geometry both use in wdsr_b_block.cuh.
+//
 // One CTA (8 warps) owns a 16 x 16 output tile of one image (CTAs along grid x, image by image: launch_grid.cuh).
 // Its input tile with a one-pixel halo (18 x 18 = 324 pixels, padded to 336 = 21 strips of 16 rows) is staged in
 // shared memory, channels padded to 32, rows padded further against bank conflicts (kLd*, below): about 145 KB for
@@ -18,51 +21,19 @@
 //
 // Performance to expect (read from the code, not measured):
 // - fp16/bf16: every 16 x 16 tile restages all weights into shared memory (about 51 KB with padding, from 36 KB of
-//   weights that stay in L2) at one CTA per SM; a persistent grid, each CTA looping over tiles, would load them
-//   once per SM.
+//   weights that stay in L2) at one CTA per SM; the persistent kernel (wdsr_b_block_persistent.cu), each CTA
+//   looping over tiles, loads them once per SM.
 // - fp32: the low-rank tile's rows are kLdT32 = 33 floats apart, so the 32 lanes of a warp, each on its own pixel,
 //   hit 32 different banks in stage 1, and at most two share one in stage 2 (with rows of 32 floats all 32 lanes
 //   would hit one bank: 32-way conflicts, and 16-way in stage 2).
 #include <mma.h>
 
-#include <algorithm>
-#include <map>
-#include <mutex>
-
-#include "kernel_common.cuh"
-#include "launch_grid.cuh"
+#include "wdsr_b_block.cuh"
 
 namespace wdsr {
 namespace {
 
-constexpr int kTile = kBlockTile;            // output tile side (16)
-constexpr int kHalo = kTile + 2;             // 18
-constexpr int kHaloPixels = kHalo * kHalo;   // 324
-constexpr int kHaloRows = 336;               // 21 strips of 16
-constexpr int kStrips = kHaloRows / 16;
-constexpr int kWarps = 8;
-constexpr int kThreads = kWarps * 32;
-constexpr int kChannels = kMaxFeats;         // C and L padded to 32
-constexpr int kChunk = 64;                   // expansion channels per stage-1 chunk
-
-// Leading dimensions (in elements) of the shared-memory tiles. WMMA needs ldm to be a multiple of 16 bytes and
-// every fragment pointer to be 32-byte aligned. Within those rules each tile's rows are padded so that the 8
-// rows one ldmatrix phase reads (16 bytes each) fall in different banks: rows 64, 128 or 384 bytes apart,
-// as unpadded ones would be, share banks (4- to 8-way conflicts).
-constexpr int kLdX = 40;        // x tile: fragments start on 16-pixel strips; 80-byte rows, conflict-free
-constexpr int kLdT = 48;        // t tile: stage 2's fragments start at any pixel, so rows must stay 32-byte
-                                // multiples; 96-byte rows, 2-way
-constexpr int kLdWeights = 40;  // w_expand (a row per wide channel) and w_conv (a row per tap and low-rank channel)
-constexpr int kLdWide = 72;     // per-warp wide scratch; 144-byte rows, conflict-free
-constexpr int kLdAcc = 36;      // per-warp fp32 accumulator scratch; 144-byte rows
-__host__ __device__ constexpr int reduce_ld(int wide_pad) { return wide_pad + 8; }  // w_reduce rows
-constexpr int kLdT32 = kMaxLowRank + 1;  // fp32 low-rank tile rows: 33 floats, conflict-free (see the top)
-
-// Image coordinates of haloed tile position p (0 <= p < kHaloPixels).
-__device__ __forceinline__ void halo_pixel(const TileOrigin& t, int p, int& gy, int& gx) {
-  gy = t.y0 + p / kHalo - 1;
-  gx = t.x0 + p % kHalo - 1;
-}
+using namespace block;  // the tile geometry and leading dimensions both block kernels use
 
 // Shared-memory layout of the tensor-core kernel, in elements of T (sections 128-byte aligned). [rows][ld]:
 // the first kChannels (or wide_pad) columns of each row are used, the rest is padding.
@@ -283,32 +254,11 @@ int max_shared_bytes() {
   return MmaSmem<T>{round_up(kMaxWide, kChunk)}.bytes();
 }
 
-// Raises wdsr_b_block_mma<T>'s dynamic shared-memory limit on the current device, once per device, to the most
-// any width needs (capped at the device's opt-in limit, so that narrower blocks still run on smaller GPUs).
-// Setting it per launch to that launch's size would let host threads running models of different widths race.
-template <typename T>
-cudaError_t raise_shared_memory_limit() {
-  static std::mutex mutex;
-  static std::map<int, bool> raised;  // device -> done
-  int device = 0;
-  cudaError_t err = cudaGetDevice(&device);
-  if (err != cudaSuccess) return err;
-  const std::lock_guard<std::mutex> lock(mutex);
-  if (raised[device]) return cudaSuccess;
-  int optin = 0;
-  err = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
-  if (err != cudaSuccess) return err;
-  const int limit = std::min(max_shared_bytes<T>(), optin);
-  err = cudaFuncSetAttribute(wdsr_b_block_mma<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, limit);
-  raised[device] = err == cudaSuccess;
-  return err;
-}
-
 // The kernels take typed __restrict__ pointers (loads of read-only data then use the non-coherent cache path),
 // unpacked from the parameter struct here, in one place per kernel.
 template <typename T>
 cudaError_t launch_mma(const WdsrBBlockParams& p, const dim3& grid, cudaStream_t stream) {
-  cudaError_t err = raise_shared_memory_limit<T>();
+  cudaError_t err = raise_shared_memory_limit(wdsr_b_block_mma<T>, max_shared_bytes<T>());
   if (err != cudaSuccess) return err;
   const int bytes = MmaSmem<T>{round_up(p.wide, kChunk)}.bytes();
   wdsr_b_block_mma<T><<<grid, kThreads, bytes, stream>>>(
@@ -330,7 +280,8 @@ cudaError_t launch_fma(const WdsrBBlockParams& p, const dim3& grid, cudaStream_t
 
 }  // namespace
 
-int wdsr_b_block_shared_bytes(DType dtype, int wide) {
+int wdsr_b_block_shared_bytes(DType dtype, int wide, BlockKernel kernel) {
+  if (kernel == BlockKernel::Persistent) return wdsr_b_block_persistent_shared_bytes(dtype, wide);
   switch (dtype) {
     case DType::Float16: return MmaSmem<__half>{round_up(wide, kChunk)}.bytes();
     case DType::BFloat16: return MmaSmem<__nv_bfloat16>{round_up(wide, kChunk)}.bytes();
@@ -342,6 +293,8 @@ int wdsr_b_block_shared_bytes(DType dtype, int wide) {
 cudaError_t launch_wdsr_b_block(const WdsrBBlockParams& params, cudaStream_t stream) {
   const long long ctas = block_grid_x(params.n, params.h, params.w);
   if (ctas < 1 || ctas > kMaxGridX) return cudaErrorInvalidConfiguration;
+  if (params.kernel == BlockKernel::Persistent && params.dtype != DType::Float32)
+    return launch_wdsr_b_block_persistent(params, stream);  // fp32: the FMA kernel below, whichever is named
   const dim3 grid(static_cast<unsigned>(ctas));
   switch (params.dtype) {
     case DType::Float16: return launch_mma<__half>(params, grid, stream);

@@ -32,8 +32,9 @@ from wdsr_fast.ops import reference
 HERE = Path(__file__).resolve().parent
 CSRC = HERE.parents[1] / "csrc"
 CUDA_SRC = CSRC / "cuda"
-KERNEL_SOURCES = ("wdsr_b_block.cu", "tail_shuffle.cu")
+KERNEL_SOURCES = ("wdsr_b_block.cu", "wdsr_b_block_persistent.cu", "tail_shuffle.cu")
 DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}  # wdsr::DType
+BLOCK_KERNELS = ("tiled", "persistent")  # wdsr::BlockKernel, in order
 GUARD = 4096  # NaN elements on each side of every tensor
 
 _LAUNCH = re.compile(r"([A-Za-z_][\w:]*(?:<[^<>;()]*>)?)<<<(.*?)>>>", re.S)
@@ -46,31 +47,37 @@ def emulated_source(cuda_source: str) -> str:
     return _DYNAMIC_SHARED.sub(r"\1* \2 = reinterpret_cast<\1*>(::cuda_emulation::dynamic_shared());", text)
 
 
-def _compile(workdir: Path, edits, flags: list[str], drivers: list[Path]) -> list[Path]:
+Edits = dict[str, tuple[str, str] | list[tuple[str, str]]]  # file name -> one (old, new) replacement, or several
+
+
+def _compile(workdir: Path, edits: Edits | None, flags: list[str], drivers: list[Path]) -> list[Path]:
     """The kernel sources (after ``edits``) and ``drivers``, compiled to object files in ``workdir``."""
     workdir.mkdir(parents=True, exist_ok=True)
-    edits = edits or {}
+    edits = {name: [edit] if isinstance(edit, tuple) else edit for name, edit in (edits or {}).items()}
     for name in edits:
         assert name in KERNEL_SOURCES or (CUDA_SRC / name).suffix in (".h", ".cuh"), f"cannot edit {name}"
 
     def source(name: str) -> str:
         text = (CUDA_SRC / name).read_text()
-        if name in edits:
-            old, new = edits[name]
+        for old, new in edits.get(name, ()):
             assert old in text, f"{name} no longer contains {old!r}"
             text = text.replace(old, new)
         return text
 
-    # Edited headers go into workdir, searched before csrc/cuda/ by every unit (the drivers' included: one definition).
-    for name in edits:
-        if name not in KERNEL_SOURCES:
-            (workdir / name).write_text(source(name))
+    # Every header of csrc/cuda/ goes into workdir (edited ones edited), searched before csrc/cuda/ by every unit (the
+    # drivers' included: one definition), and holding the headers a copied header includes by "name" (found beside
+    # it first): a header including an edited one sees the edit.
+    for header in sorted(CUDA_SRC.glob("*.h")) + sorted(CUDA_SRC.glob("*.cuh")):
+        (workdir / header.name).write_text(source(header.name))
     units = list(drivers)
     for name in KERNEL_SOURCES:
         unit = workdir / (Path(name).stem + ".cpp")
         unit.write_text(emulated_source(source(name)))
         units.append(unit)
-    flags = ["-std=c++20", "-fPIC", "-pthread", "-Wno-unknown-pragmas", f"-I{workdir}", f"-I{HERE / 'include'}",
+    # -fno-strict-aliasing: the kernels read and write shared and global memory of one type through another (16-byte
+    # vectors of fp16 as uint4), as CUDA code does.
+    flags = ["-std=c++20", "-fPIC", "-pthread", "-fno-strict-aliasing", "-Wno-unknown-pragmas", f"-I{workdir}",
+             f"-I{HERE / 'include'}",
              f"-I{CUDA_SRC}", f"-I{sysconfig.get_paths()['include']}", *flags]
 
     def compile_unit(unit: Path) -> Path:
@@ -82,12 +89,12 @@ def _compile(workdir: Path, edits, flags: list[str], drivers: list[Path]) -> lis
         return list(pool.map(compile_unit, units))
 
 
-def build(workdir: Path, edits: dict[str, tuple[str, str]] | None = None) -> ctypes.CDLL:
+def build(workdir: Path, edits: Edits | None = None) -> ctypes.CDLL:
     """Compile csrc/cuda/'s kernels, its Python module (module.cpp) and the C harness into
     ``workdir/emulated_cuda.so`` and load it.
 
-    ``edits`` maps a kernel or header file name of csrc/cuda/ to one (old, new) text replacement, for the tests that
-    check that a broken kernel is caught.
+    ``edits`` maps a kernel or header file name of csrc/cuda/ to one (old, new) text replacement or a list of them,
+    for the tests that check that a broken kernel is caught.
     """
     objects = _compile(workdir, edits, ["-O2"], [HERE / "harness.cpp", CUDA_SRC / "module.cpp"])
     library = workdir / "emulated_cuda.so"
@@ -95,6 +102,7 @@ def build(workdir: Path, edits: dict[str, tuple[str, str]] | None = None) -> cty
     lib = ctypes.CDLL(str(library))
     lib.emulated_last_fault.restype = ctypes.c_char_p
     lib.emulated_block_grid_x.restype = lib.emulated_tail_grid_x.restype = ctypes.c_longlong
+    lib.emulated_last_grid_x.restype = ctypes.c_uint
     return lib
 
 
@@ -107,7 +115,7 @@ def extension_module(lib: ctypes.CDLL) -> ModuleType:
     return module
 
 
-def run_racecheck(workdir: Path, edits: dict[str, tuple[str, str]] | None = None) -> subprocess.CompletedProcess:
+def run_racecheck(workdir: Path, edits: Edits | None = None) -> subprocess.CompletedProcess:
     """Build racecheck.cpp with the kernels under ThreadSanitizer and run it; exit code 66 means a data race."""
     flags = ["-O1", "-g", "-fsanitize=thread"]
     objects = _compile(workdir, edits, flags, [HERE / "racecheck.cpp"])
@@ -168,7 +176,7 @@ class Strides(ctypes.Structure):
 class WdsrBBlockParams(ctypes.Structure):
     """wdsr::WdsrBBlockParams of csrc/cuda/kernels.h, field for field (test_cuda_emulated.py checks the layout)."""
 
-    _fields_ = [("dtype", ctypes.c_int), ("x", ctypes.c_void_p), ("x_strides", Strides),
+    _fields_ = [("dtype", ctypes.c_int), ("kernel", ctypes.c_int), ("x", ctypes.c_void_p), ("x_strides", Strides),
                 *[(name, ctypes.c_void_p) for name in ("w_expand", "b_expand", "w_reduce", "b_reduce", "w_conv",
                                                        "b_conv", "y")],
                 ("y_strides", Strides),
@@ -198,13 +206,18 @@ def _strides(t: torch.Tensor) -> Strides:
 class EmulatedCudaOps:
     """The cuda backend's four ops on CPU tensors: ``wdsr_b_block`` and ``tail_shuffle`` are csrc/cuda/'s kernels
     run by the emulator; ``head_conv`` and ``wdsr_a_block`` are plain PyTorch, as csrc/cuda/ops.cpp runs them through
-    ATen."""
+    ATen. ``block_kernel``: the fused block's kernel, "tiled" or "persistent" (wdsr::BlockKernel)."""
 
     head_conv = staticmethod(reference.head_conv)
     wdsr_a_block = staticmethod(reference.wdsr_a_block)
 
-    def __init__(self, lib: ctypes.CDLL):
+    def __init__(self, lib: ctypes.CDLL, block_kernel: str = "tiled"):
         self.lib = lib
+        self.block_kernel = block_kernel
+
+    def with_block_kernel(self, block_kernel: str) -> EmulatedCudaOps:
+        """The same library's ops, the fused block run by ``block_kernel``."""
+        return EmulatedCudaOps(self.lib, block_kernel)
 
     def _check(self, op: str, status: int) -> None:
         if status != 0:
@@ -218,7 +231,8 @@ class EmulatedCudaOps:
             ("w_conv", w_conv), ("b_conv", b_conv))}
         y, y_band = new_guarded_output(x.shape, x.dtype, torch.channels_last)
         params = WdsrBBlockParams(
-            dtype=DTYPE_CODES[x.dtype], x=x_in.data_ptr(), x_strides=_strides(x_in),
+            dtype=DTYPE_CODES[x.dtype], kernel=BLOCK_KERNELS.index(self.block_kernel), x=x_in.data_ptr(),
+            x_strides=_strides(x_in),
             **{name: t.data_ptr() for name, t in weights.items()}, y=y.data_ptr(), y_strides=_strides(y),
             n=n, c=c, h=h, w=w, wide=w_expand.shape[0], low_rank=w_reduce.shape[0], res_scale=res_scale)
         self._check("wdsr_b_block", self.lib.emulated_wdsr_b_block(ctypes.byref(params)))

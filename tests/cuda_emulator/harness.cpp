@@ -26,6 +26,10 @@ int emulated_set_device(int device) { return cudaSetDevice(device); }
 
 void emulated_set_shared_optin(int device, int bytes) { cuda_emulation::runtime().shared_optin[device] = bytes; }
 
+void emulated_set_sm_count(int device, int sms) { cuda_emulation::runtime().sm_count[device] = sms; }
+
+unsigned emulated_last_grid_x() { return cuda_emulation::runtime().last_grid_x; }
+
 // The cudaFuncSetAttribute calls so far: their number; the first `capacity` (device, value) pairs into `out`.
 int emulated_attribute_calls(int* out, int capacity) {
   const auto& calls = cuda_emulation::runtime().attribute_calls;
@@ -54,7 +58,7 @@ void emulated_tail_pixel(unsigned cta, unsigned thread, int h, int w, int* out) 
 // ---- the parameter structs' layout: offsets of the fields in declaration order, then the size ----------------
 int emulated_block_params_layout(size_t* out) {
   using P = wdsr::WdsrBBlockParams;
-  const size_t layout[] = {offsetof(P, dtype), offsetof(P, x), offsetof(P, x_strides), offsetof(P, w_expand),
+  const size_t layout[] = {offsetof(P, dtype), offsetof(P, kernel), offsetof(P, x), offsetof(P, x_strides), offsetof(P, w_expand),
                            offsetof(P, b_expand), offsetof(P, w_reduce), offsetof(P, b_reduce), offsetof(P, w_conv),
                            offsetof(P, b_conv), offsetof(P, y), offsetof(P, y_strides), offsetof(P, n),
                            offsetof(P, c), offsetof(P, h), offsetof(P, w), offsetof(P, wide),

@@ -40,20 +40,25 @@ from types import ModuleType
 import torch
 
 from .common import (
+    CUDA_BLOCK_ENV,
+    CUDA_BLOCK_VARIANTS,
     OP_NAMES,
     POISON_ENV,
     TRITON_BLOCK_ENV,
     TRITON_BLOCK_VARIANTS,
+    cuda_block_variant,
     interpreting,
     kernel_settings,
     tf32_convolutions,
     triton_block_variant,
+    use_cuda_block_variant,
     use_triton_block_variant,
 )
 
-__all__ = ["AUTO", "BACKENDS", "DEVICE_TYPES", "OP_NAMES", "POISON_ENV", "REGISTRY", "TRITON_BLOCK_ENV",
-           "TRITON_BLOCK_VARIANTS", "device_reason", "get_backend", "kernel_settings", "native", "pick_backend",
-           "preload", "tf32_convolutions", "triton_block_variant", "unavailable_reason", "use_triton_block_variant"]
+__all__ = ["AUTO", "BACKENDS", "CUDA_BLOCK_ENV", "CUDA_BLOCK_VARIANTS", "DEVICE_TYPES", "OP_NAMES", "POISON_ENV",
+           "REGISTRY", "TRITON_BLOCK_ENV", "TRITON_BLOCK_VARIANTS", "cuda_block_variant", "device_reason",
+           "get_backend", "kernel_settings", "native", "pick_backend", "preload", "tf32_convolutions",
+           "triton_block_variant", "unavailable_reason", "use_cuda_block_variant", "use_triton_block_variant"]
 
 
 @dataclasses.dataclass(frozen=True)

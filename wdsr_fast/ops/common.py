@@ -1,6 +1,6 @@
 """What every backend shares: the op names, the Triton interpreter switch, the tests' poison switch, the settings
-that choose kernels (TF32 for fp32 convolutions, the Triton WDSR-B block variant), the fake implementations of the
-ops, and the loading of a C++ extension.
+that choose kernels (TF32 for fp32 convolutions, the Triton and CUDA C++ WDSR-B block variants), the fake
+implementations of the ops, and the loading of a C++ extension.
 
 Backend modules import from here, never from the package ``wdsr_fast.ops`` (the registry, which imports them).
 """
@@ -42,36 +42,69 @@ def tf32_convolutions() -> bool:
 
 def kernel_settings() -> tuple:
     """The global settings that change which kernels a forward runs, for caches of captured work (FastWDSR's CUDA
-    graphs and folded weights): the TF32 setting of fp32 convolutions and the Triton WDSR-B block variant."""
-    return (tf32_convolutions(), triton_block_variant())
+    graphs and folded weights): the TF32 setting of fp32 convolutions, the Triton WDSR-B block variant and the CUDA
+    C++ one."""
+    return (tf32_convolutions(), triton_block_variant(), cuda_block_variant())
+
+
+class KernelChoice:
+    """Which of a fused op's kernels runs: the one a ``use`` context names, else the environment variable ``env``'s,
+    else the first of ``variants`` (the measured one). ``what`` names the choice in errors."""
+
+    def __init__(self, env: str, variants: tuple[str, ...], what: str):
+        self.env, self.variants, self.what = env, variants, what
+        self._chosen: list[str | None] = [None]  # set by use(); None: the environment's
+
+    def current(self) -> str:
+        variant = self._chosen[0] or os.environ.get(self.env) or self.variants[0]
+        if variant not in self.variants:
+            raise ValueError(f"{self.env}={variant!r}: expected one of {self.variants}")
+        return variant
+
+    @contextlib.contextmanager
+    def use(self, variant: str | None):
+        """A context in which ``variant`` runs (None: the environment's choice)."""
+        if variant is not None and variant not in self.variants:
+            raise ValueError(f"unknown {self.what} {variant!r}; choose one of {self.variants}")
+        saved = self._chosen[0]
+        self._chosen[0] = variant
+        try:
+            yield
+        finally:
+            self._chosen[0] = saved
 
 
 TRITON_BLOCK_ENV = "WDSR_FAST_TRITON_BLOCK"  # the Triton WDSR-B block kernel: "tiled" (default) or "persistent"
 TRITON_BLOCK_VARIANTS = ("tiled", "persistent")
-_triton_block_variant: list[str | None] = [None]  # set by use_triton_block_variant; None: the environment's
+_TRITON_BLOCK = KernelChoice(TRITON_BLOCK_ENV, TRITON_BLOCK_VARIANTS, "Triton block variant")
+CUDA_BLOCK_ENV = "WDSR_FAST_CUDA_BLOCK"  # the CUDA C++ WDSR-B block kernel: "tiled" (default) or "persistent"
+CUDA_BLOCK_VARIANTS = ("tiled", "persistent")
+_CUDA_BLOCK = KernelChoice(CUDA_BLOCK_ENV, CUDA_BLOCK_VARIANTS, "CUDA block variant")
 
 
 def triton_block_variant() -> str:
     """The Triton WDSR-B block kernel in use: set by ``use_triton_block_variant``, else ``$WDSR_FAST_TRITON_BLOCK``,
     else "tiled" (the kernel measured on an H100; "persistent" is the newer one, not yet measured)."""
-    variant = _triton_block_variant[0] or os.environ.get(TRITON_BLOCK_ENV) or TRITON_BLOCK_VARIANTS[0]
-    if variant not in TRITON_BLOCK_VARIANTS:
-        raise ValueError(f"{TRITON_BLOCK_ENV}={variant!r}: expected one of {TRITON_BLOCK_VARIANTS}")
-    return variant
+    return _TRITON_BLOCK.current()
 
 
-@contextlib.contextmanager
 def use_triton_block_variant(variant: str | None):
     """A context in which the Triton backend's ``wdsr_b_block`` runs kernel ``variant`` ("tiled" or "persistent";
     None: the environment's choice)."""
-    if variant is not None and variant not in TRITON_BLOCK_VARIANTS:
-        raise ValueError(f"unknown Triton block variant {variant!r}; choose one of {TRITON_BLOCK_VARIANTS}")
-    saved = _triton_block_variant[0]
-    _triton_block_variant[0] = variant
-    try:
-        yield
-    finally:
-        _triton_block_variant[0] = saved
+    return _TRITON_BLOCK.use(variant)
+
+
+def cuda_block_variant() -> str:
+    """The CUDA C++ WDSR-B block kernel in use (fp16/bf16; fp32 has one): set by ``use_cuda_block_variant``, else
+    ``$WDSR_FAST_CUDA_BLOCK``, else "tiled" (the kernel measured on an H100; "persistent", one CTA per SM looping over
+    tiles, is the newer one, not yet measured)."""
+    return _CUDA_BLOCK.current()
+
+
+def use_cuda_block_variant(variant: str | None):
+    """A context in which the CUDA backend's ``wdsr_b_block`` runs kernel ``variant`` ("tiled" or "persistent";
+    None: the environment's choice)."""
+    return _CUDA_BLOCK.use(variant)
 
 
 def register_fakes(namespace: str) -> None:

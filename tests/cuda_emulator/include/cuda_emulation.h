@@ -10,7 +10,18 @@
 // that device's opt-in limit (227 KB unless a test sets another), grid.x at most 2**31 - 1, grid.y and grid.z at
 // most 65535; WMMA pointers must be 32-byte aligned and ldm a multiple of 16 bytes. Devices are numbers: the
 // current one (cudaSetDevice, per host thread) keys the kernels' attributes, and every cudaFuncSetAttribute call
-// is logged for the tests.
+// is logged for the tests; each device has its number of SMs (3 unless a test sets another, so that a persistent
+// kernel's CTAs each loop over several tiles of a small image).
+//
+// Asynchronous copies (<cuda_pipeline.h>: __pipeline_memcpy_async, __pipeline_commit, __pipeline_wait_prior) are
+// per thread, as on the hardware: a copy takes its source bytes at issue, NaN-fills its destination (its content is
+// undefined until the wait), and writes it when a __pipeline_wait_prior of the same thread retires its commit
+// group. A kernel that reads a buffer before waiting for its copies, or without the barrier that makes other
+// threads' copies visible, reads NaN, which gives NaN or wrong outputs (a ReLU, fmaxf, turns NaN into 0), or, under
+// ThreadSanitizer, races with the writing thread. Each copy is
+// checked: 4, 8 or 16 bytes, zero fill no larger, the destination inside the launch's dynamic shared memory and the
+// source outside it, both aligned to the copy's size; a thread that returns with copies not waited for faults (on
+// the hardware they could land in the next CTA's shared memory).
 //
 // Built with -fsanitize=thread (racecheck.cpp), the barriers and the threads' accesses give ThreadSanitizer a
 // happens-before graph: a shared-memory access that no barrier orders is reported whatever the timing.
@@ -27,6 +38,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <deque>
 #include <iterator>
 #include <map>
 #include <memory>
@@ -60,20 +72,31 @@ enum cudaError_t {
   cudaErrorInvalidValue = 1,
   cudaErrorInvalidConfiguration = 9,
   cudaErrorInvalidDevice = 101,
+  cudaErrorIllegalAddress = 700,
   cudaErrorMisalignedAddress = 716,
   cudaErrorLaunchFailure = 719,
 };
 enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize = 8 };
-enum cudaDeviceAttr { cudaDevAttrMaxSharedMemoryPerBlockOptin = 97 };
+enum cudaDeviceAttr { cudaDevAttrMultiProcessorCount = 16, cudaDevAttrMaxSharedMemoryPerBlockOptin = 97 };
 using cudaStream_t = struct CUstream_st*;
 
-// ---- storage types -------------------------------------------------------------------------------------------
+// ---- storage and vector types --------------------------------------------------------------------------------
 struct __half {
   uint16_t bits;
 };
 struct __nv_bfloat16 {
   uint16_t bits;
 };
+struct alignas(16) uint4 {
+  unsigned x, y, z, w;
+};
+struct alignas(16) float4 {
+  float x, y, z, w;
+};
+inline unsigned short __half_as_ushort(__half h) { return h.bits; }
+inline __half __ushort_as_half(unsigned short b) { return {b}; }
+inline unsigned short __bfloat16_as_ushort(__nv_bfloat16 h) { return h.bits; }
+inline __nv_bfloat16 __ushort_as_bfloat16(unsigned short b) { return {b}; }
 inline float __half2float(__half h) {
   _Float16 f;
   std::memcpy(&f, &h.bits, 2);
@@ -106,6 +129,7 @@ constexpr size_t kDefaultDynamicShared = 48 * 1024;
 constexpr size_t kMaxDynamicShared = 227 * 1024;  // sm_90's opt-in limit, the default of every device
 constexpr unsigned kMaxGridX = 2147483647u;
 constexpr int kDevices = 8;
+constexpr int kDefaultSms = 3;
 constexpr auto kBarrierTimeout = std::chrono::seconds(60);
 
 // Thrown inside a CTA's thread when the kernel does something the hardware would fault on; ends the launch.
@@ -157,7 +181,25 @@ class Barrier {
 struct CtaState {
   std::unique_ptr<Barrier> block;
   std::vector<std::unique_ptr<Barrier>> warps;
+  size_t shared_bytes = 0;  // the launch's dynamic shared memory
 };
+
+// One thread's asynchronous copies (cp.async): the open group, then the committed ones, oldest first.
+struct AsyncCopy {
+  unsigned char* dst;
+  size_t size;
+  unsigned char bytes[16];  // the source as it was at issue, zero-filled as asked
+};
+struct Pipeline {
+  std::vector<AsyncCopy> open;
+  std::deque<std::vector<AsyncCopy>> committed;
+  size_t pending() const {
+    size_t count = open.size();
+    for (const auto& group : committed) count += group.size();
+    return count;
+  }
+};
+inline thread_local Pipeline pipeline;  // a CTA's threads are new threads: each starts empty
 
 struct AttributeCall {
   int device, value;
@@ -167,11 +209,16 @@ struct Runtime {
   alignas(256) unsigned char dynamic_shared[kMaxDynamicShared];
   std::map<std::pair<int, const void*>, size_t> max_dynamic_shared;  // (device, kernel) -> cudaFuncSetAttribute
   size_t shared_optin[kDevices];                                      // per device, settable by the tests
+  int sm_count[kDevices];                                             // per device, settable by the tests
   std::vector<AttributeCall> attribute_calls;                         // every cudaFuncSetAttribute, in order
+  unsigned last_grid_x = 0;                                           // of the last launch that ran
   cudaError_t last_error = cudaSuccess;
   std::string last_fault;
   CtaState* cta = nullptr;
-  Runtime() { std::fill(std::begin(shared_optin), std::end(shared_optin), kMaxDynamicShared); }
+  Runtime() {
+    std::fill(std::begin(shared_optin), std::end(shared_optin), kMaxDynamicShared);
+    std::fill(std::begin(sm_count), std::end(sm_count), kDefaultSms);
+  }
 };
 inline Runtime& runtime() {
   static Runtime instance;
@@ -200,12 +247,14 @@ void run_grid(const void* kernel, dim3 grid, dim3 block, size_t shared_bytes, Bo
   if (shared_bytes > allowed)
     return fail(cudaErrorInvalidValue, "dynamic shared memory " + std::to_string(shared_bytes) + " > " +
                                            std::to_string(allowed) + " bytes allowed for this kernel");
+  rt.last_grid_x = grid.x;
   for (unsigned bz = 0; bz < grid.z; ++bz)
     for (unsigned by = 0; by < grid.y; ++by)
       for (unsigned bx = 0; bx < grid.x; ++bx) {
         std::memset(rt.dynamic_shared, 0xFF, sizeof rt.dynamic_shared);
         CtaState cta;
         cta.block = std::make_unique<Barrier>(threads);
+        cta.shared_bytes = shared_bytes;
         for (unsigned first = 0; first < threads; first += kWarpSize)
           cta.warps.push_back(std::make_unique<Barrier>(std::min<unsigned>(kWarpSize, threads - first)));
         rt.cta = &cta;
@@ -222,6 +271,9 @@ void run_grid(const void* kernel, dim3 grid, dim3 block, size_t shared_bytes, Bo
             gridDim = grid;
             try {
               body();
+              if (const size_t pending = pipeline.pending())
+                throw Fault{cudaErrorLaunchFailure, "thread " + std::to_string(t) + " returned with " +
+                                                        std::to_string(pending) + " cp.async copies not waited for"};
             } catch (const Fault& f) {
               std::lock_guard<std::mutex> lock(fault_mutex);
               if (fault.empty()) fault_error = f.error, fault = f.what;
@@ -266,9 +318,15 @@ inline cudaError_t cudaSetDevice(int device) {
 }
 inline cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attribute, int device) {
   if (device < 0 || device >= cuda_emulation::kDevices) return cudaErrorInvalidDevice;
-  if (attribute != cudaDevAttrMaxSharedMemoryPerBlockOptin) return cudaErrorInvalidValue;
-  *value = static_cast<int>(cuda_emulation::runtime().shared_optin[device]);
-  return cudaSuccess;
+  switch (attribute) {
+    case cudaDevAttrMaxSharedMemoryPerBlockOptin:
+      *value = static_cast<int>(cuda_emulation::runtime().shared_optin[device]);
+      return cudaSuccess;
+    case cudaDevAttrMultiProcessorCount:
+      *value = cuda_emulation::runtime().sm_count[device];
+      return cudaSuccess;
+  }
+  return cudaErrorInvalidValue;
 }
 template <typename Kernel>
 cudaError_t cudaFuncSetAttribute(Kernel* kernel, cudaFuncAttribute attribute, int value) {
@@ -285,6 +343,42 @@ inline cudaError_t cudaGetLastError() {
   const cudaError_t error = cuda_emulation::runtime().last_error;
   cuda_emulation::runtime().last_error = cudaSuccess;
   return error;
+}
+
+// ---- asynchronous copies (<cuda_pipeline.h>), per thread -------------------------------------------------------
+inline void __pipeline_memcpy_async(void* dst, const void* src, size_t size, size_t zfill = 0) {
+  using cuda_emulation::Fault;
+  const cuda_emulation::Runtime& rt = cuda_emulation::runtime();
+  const unsigned char* shared = rt.dynamic_shared;
+  const auto* to = static_cast<const unsigned char*>(dst);
+  const auto* from = static_cast<const unsigned char*>(src);
+  if ((size != 4 && size != 8 && size != 16) || zfill > size)
+    throw Fault{cudaErrorInvalidValue, "__pipeline_memcpy_async: size " + std::to_string(size) + ", zero fill " +
+                                           std::to_string(zfill)};
+  if (to < shared || to + size > shared + rt.cta->shared_bytes)
+    throw Fault{cudaErrorIllegalAddress, "__pipeline_memcpy_async: destination outside the dynamic shared memory"};
+  if (from + size > shared && from < shared + sizeof rt.dynamic_shared)
+    throw Fault{cudaErrorIllegalAddress, "__pipeline_memcpy_async: source in shared memory, not global"};
+  if (reinterpret_cast<uintptr_t>(dst) % size != 0 || reinterpret_cast<uintptr_t>(src) % size != 0)
+    throw Fault{cudaErrorMisalignedAddress, "__pipeline_memcpy_async: an address not aligned to the copy's size"};
+  cuda_emulation::AsyncCopy copy{static_cast<unsigned char*>(dst), size, {}};
+  std::memcpy(copy.bytes, src, size - zfill);
+  std::memset(copy.bytes + size - zfill, 0, zfill);
+  std::memset(dst, 0xFF, size);  // undefined until the wait: NaN in fp32, fp16 and bf16
+  cuda_emulation::pipeline.open.push_back(copy);
+}
+inline void __pipeline_commit() {
+  auto& pipeline = cuda_emulation::pipeline;
+  pipeline.committed.push_back(std::move(pipeline.open));
+  pipeline.open.clear();
+}
+// Retires the oldest commit groups of this thread until at most `prior` are in flight.
+inline void __pipeline_wait_prior(size_t prior) {
+  auto& committed = cuda_emulation::pipeline.committed;
+  while (committed.size() > prior) {
+    for (const auto& copy : committed.front()) std::memcpy(copy.dst, copy.bytes, copy.size);
+    committed.pop_front();
+  }
 }
 
 // ---- WMMA (nvcuda::wmma), executed once per warp by lane 0 ----------------------------------------------------
