@@ -10,7 +10,7 @@
 namespace {
 
 // The CUDA kernels' rules, on CPU tensors.
-constexpr wdsr::Target kTarget{c10::DeviceType::CPU, false, true};
+constexpr wdsr::Target kTarget{c10::DeviceType::CPU, true, true};
 
 at::Tensor features_like(const at::Tensor& x, int64_t channels) {
   return at::empty({x.size(0), channels, x.size(2), x.size(3)},
