@@ -1,0 +1,331 @@
+// The fused WDSR-A block on the CPU through Winograd convolutions (design notes: see the end of this comment).
+#pragma once
+#include "conv_block.h"
+#include "kernel_common.h"
+#include "kernels.h"
+
+namespace wdsr_cpu::WDSR_CPU_ISA {
+namespace {
+
+// Winograd F(m x m, 3 x 3) (Lavin & Gray 2016): on a (m + 2) x (m + 2) input tile d of one channel,
+// y = A^T [(G g G^T) .* (B^T d B)] A gives the m x m outputs of the 3x3 kernel g, (m + 2)^2 multiplies for m^2 x 9.
+template <int M>
+struct WinogradF;
+
+template <>
+struct WinogradF<2> {
+  static constexpr int T = 4;
+  static constexpr float BT[4][4] = {{1, 0, -1, 0}, {0, 1, 1, 0}, {0, -1, 1, 0}, {0, 1, 0, -1}};
+  static constexpr double G[4][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}};
+  static constexpr float AT[2][4] = {{1, 1, 1, 0}, {0, 1, -1, -1}};
+};
+
+template <>
+struct WinogradF<4> {
+  static constexpr int T = 6;
+  static constexpr float BT[6][6] = {{4, 0, -5, 0, 1, 0},  {0, -4, -4, 1, 1, 0}, {0, 4, -4, -1, 1, 0},
+                                     {0, -2, -1, 2, 1, 0}, {0, 2, -1, -2, 1, 0}, {0, 4, 0, -5, 0, 1}};
+  static constexpr double G[6][3] = {{1.0 / 4, 0, 0},
+                                     {-1.0 / 6, -1.0 / 6, -1.0 / 6},
+                                     {-1.0 / 6, 1.0 / 6, -1.0 / 6},
+                                     {1.0 / 24, 1.0 / 12, 1.0 / 6},
+                                     {1.0 / 24, -1.0 / 12, 1.0 / 6},
+                                     {0, 0, 1}};
+  static constexpr float AT[4][6] = {
+      {1, 1, 1, 1, 1, 0}, {0, 1, -1, 2, -2, 0}, {0, 1, 1, 4, 4, 0}, {0, 1, -1, 8, -8, 1}};
+};
+
+#ifndef WDSR_CPU_WINOGRAD_M
+#define WDSR_CPU_WINOGRAD_M 2
+#endif
+constexpr int kWinoM = WDSR_CPU_WINOGRAD_M;
+#ifndef WDSR_CPU_WINOGRAD_CHUNK
+#define WDSR_CPU_WINOGRAD_CHUNK 128
+#endif
+constexpr int kWinoChunk = WDSR_CPU_WINOGRAD_CHUNK;
+#ifndef WDSR_CPU_WINOGRAD_BLOCK
+#define WDSR_CPU_WINOGRAD_BLOCK 1
+#endif
+// Tiles whose transformed inputs are in memory at once: whole register blocks of both widths (kPixels<1> = 24 with
+// AVX-512, 12 with 16 registers).
+constexpr int kTileBlock = WDSR_CPU_WINOGRAD_BLOCK * kAccumulators;
+
+// out[r] = sum_k m[r][k] in[k], the coefficients known at compile time: zeros skipped, +-1 as adds.
+template <int R, int C>
+inline void mat_vec(const float (&m)[R][C], const vf (&in)[C], vf (&out)[R]) {
+  WDSR_UNROLL for (int r = 0; r < R; ++r) {
+    vf acc = vzero();
+    bool first = true;
+    WDSR_UNROLL for (int k = 0; k < C; ++k) {
+      const float coef = m[r][k];
+      if (coef == 0.0f) continue;
+      if (first) {
+        acc = coef == 1.0f ? in[k] : vmul(vset1(coef), in[k]);
+      } else if (coef == 1.0f) {
+        acc = vadd(acc, in[k]);
+      } else if (coef == -1.0f) {
+        acc = vsub(acc, in[k]);
+      } else {
+        acc = vfma(vset1(coef), in[k], acc);
+      }
+      first = false;
+    }
+    out[r] = acc;
+  }
+}
+
+// out = m d m^T for a C x C tile d.
+template <int R, int C>
+inline void transform_2d(const float (&m)[R][C], const vf (&d)[C][C], vf (&out)[R][R]) {
+  vf tmp[R][C];
+  WDSR_UNROLL for (int j = 0; j < C; ++j) {
+    vf col[C], res[R];
+    WDSR_UNROLL for (int i = 0; i < C; ++i) col[i] = d[i][j];
+    mat_vec(m, col, res);
+    WDSR_UNROLL for (int i = 0; i < R; ++i) tmp[i][j] = res[i];
+  }
+  WDSR_UNROLL for (int i = 0; i < R; ++i) mat_vec(m, tmp[i], out[i]);
+}
+
+alignas(64) constexpr float kZeroLanes[kGroupLanes] = {};
+
+// One row of `tiles` Winograd tiles of a 3x3 convolution of cin input channels to cout output channels, weights u
+// ([T^2][group][cin][kGroupLanes]), in blocks of kTileBlock tiles: load(tile, channel, d) gives the input tile of
+// VW channels from `channel` on (zero past cin); the tiles are transformed once per (tile, channel) into V
+// ([T^2][kTileBlock][cin_pad]); each of the T^2 elements is a GEMM over the channels (ConvBlock: G output-channel
+// vectors x kPixels<G> tiles, one broadcast of V per (channel, tile)) into Mt ([T^2][kTileBlock][kGroupLanes]), one
+// group of output channels at a time; epilogue(tile, channel, y) takes the m x m outputs of VW channels.
+template <int M, typename Load, typename Epilogue>
+inline void winograd_tiles(int tiles, int cin, int cin_pad, int cout, const float* u, const int* channels, float* V,
+                           float* Mt, Load&& load, Epilogue&& epilogue) {
+  using W = WinogradF<M>;
+  constexpr int T = W::T, TT = T * T;
+  const int groups = ceil_div(cout, kGroupLanes);
+  const int64_t v_plane = static_cast<int64_t>(kTileBlock) * cin_pad, m_plane = kTileBlock * kGroupLanes;
+  for (int t0 = 0; t0 < tiles; t0 += kTileBlock) {
+    const int nt = imin(kTileBlock, tiles - t0);
+    for (int t = 0; t < nt; ++t)
+      for (int cv = 0; cv < cin; cv += VW) {
+        vf d[T][T], v[T][T];
+        load(t0 + t, cv, d);
+        transform_2d(W::BT, d, v);
+        float* at = V + static_cast<int64_t>(t) * cin_pad + cv;
+        WDSR_UNROLL for (int i = 0; i < T; ++i)
+          WDSR_UNROLL for (int j = 0; j < T; ++j) vstore(at + (i * T + j) * v_plane, v[i][j]);
+      }
+    for (int g = 0; g < groups; ++g) {
+      const int c_valid = imin(kGroupLanes, cout - g * kGroupLanes);
+      with_group_vecs(c_valid, [&]<int G>() {
+        for (int xi = 0; xi < TT; ++xi) {
+          const float* w = u + (static_cast<int64_t>(xi) * groups + g) * cin * kGroupLanes;
+          for (int tb = 0; tb < nt; tb += kPixels<G>) {
+            ConvBlock<G> block(kZeroLanes);
+            block.taps(w, V + xi * v_plane + static_cast<int64_t>(tb) * cin_pad, channels, cin, cin_pad);
+            block.store(Mt + xi * m_plane + tb * kGroupLanes, kGroupLanes, nt - tb, G * VW,
+                        [](vf acc, int64_t, int) { return acc; });
+          }
+        }
+        for (int t = 0; t < nt; ++t)
+          WDSR_UNROLL for (int v = 0; v < G; ++v) {
+            if (v * VW >= c_valid) break;
+            vf m[T][T], y[M][M];
+            const float* at = Mt + t * kGroupLanes + v * VW;
+            WDSR_UNROLL for (int i = 0; i < T; ++i)
+              WDSR_UNROLL for (int j = 0; j < T; ++j) m[i][j] = vload(at + (i * T + j) * m_plane);
+            transform_2d(W::AT, m, y);
+            epilogue(t0 + t, g * kGroupLanes + v * VW, y);
+          }
+      });
+    }
+  }
+}
+
+using WinoArgs = BlockAArgs;  // float32 features only (the bf16 kernels keep the direct block)
+static_assert(kPack == 1);
+
+struct WinogradAContext {
+  const WinoArgs* a;
+  const float* u_expand;  // [T^2][expand group][c][kGroupLanes]
+  const float* b_expand;  // [expand groups * kGroupLanes], zero past wide
+  const float* u_reduce;  // [T^2][reduce group][wide][kGroupLanes]
+  const float* b_reduce;  // [reduce groups * kGroupLanes], zero past c
+  const int* channels;    // 0, 1, 2, ...: the GEMMs' tap offsets
+  RowBands bands;
+  int c_pad, wide_pad;    // channels rounded up to whole vectors
+  int ring_cols;          // columns of a ring row: m x (the widest chunk's tiles + 1)
+};
+
+// A band of rows of one column chunk: wide rows in groups of m (the expand conv's output tiles, from image row
+// r0 - 1 on), kept in a ring of two groups; output rows in groups of m from the ring's 2m rows.
+template <int M>
+void winograd_a_items(const void* context, int64_t begin, int64_t end) {
+  using W = WinogradF<M>;
+  constexpr int T = W::T, TT = T * T;
+  const WinogradAContext& ctx = *static_cast<const WinogradAContext*>(context);
+  const WinoArgs& a = *ctx.a;
+  const int64_t row_floats = static_cast<int64_t>(ctx.ring_cols) * ctx.wide_pad;  // one wide row
+  const int64_t slot_floats = M * row_floats;
+  const int64_t v_floats = static_cast<int64_t>(TT) * kTileBlock * imax(ctx.c_pad, ctx.wide_pad);
+  Buffer scratch(2 * slot_floats + v_floats + static_cast<int64_t>(TT) * kTileBlock * kGroupLanes);
+  float* ring = scratch.get();
+  float* V = ring + 2 * slot_floats;
+  float* Mt = V + v_floats;
+  const int64_t x_row = static_cast<int64_t>(a.w) * a.c;
+  const int wide_pad = ctx.wide_pad;
+  const vf scale = vset1(a.res_scale);
+  for (int64_t item = begin; item < end; ++item) {
+    const auto [n, x0, x1, r0, r1] = ctx.bands.item(item);
+    const int tiles = ceil_div(x1 - x0, M);
+    // Wide rows r0 - 1 + m k .. r0 - 2 + m (k + 1) (ring columns j: image column x0 - 1 + j), zero outside the image.
+    auto expand = [&](int k) {
+      float* slot = ring + (k & 1) * slot_floats;
+      const int wr = r0 - 1 + M * k;
+      if (wr >= a.h) {
+        std::memset(slot, 0, sizeof(float) * static_cast<size_t>(slot_floats));
+        return;
+      }
+      const float* x_rows[T];
+      for (int i = 0; i < T; ++i) {
+        const int y = wr - 1 + i;
+        x_rows[i] = y >= 0 && y < a.h ? a.x + (static_cast<int64_t>(n) * a.h + y) * x_row : nullptr;
+      }
+      bool row_in[M];
+      for (int i = 0; i < M; ++i) row_in[i] = wr + i >= 0 && wr + i < a.h;
+      winograd_tiles<M>(
+          tiles + 1, a.c, ctx.c_pad, a.wide, ctx.u_expand, ctx.channels, V, Mt,
+          [&](int t, int cv, vf(&d)[T][T]) {
+            const int xs = x0 - 2 + M * t, lanes = a.c - cv;
+            WDSR_UNROLL for (int i = 0; i < T; ++i)
+              WDSR_UNROLL for (int j = 0; j < T; ++j) {
+                const int col = xs + j;
+                if (x_rows[i] == nullptr || col < 0 || col >= a.w) {
+                  d[i][j] = vzero();
+                } else {
+                  const float* p = x_rows[i] + static_cast<int64_t>(col) * a.c + cv;
+                  d[i][j] = lanes >= VW ? vload(p) : vload_n(p, lanes);
+                }
+              }
+          },
+          [&](int t, int k0, const vf(&y)[M][M]) {
+            const vf b = vload(ctx.b_expand + k0);
+            WDSR_UNROLL for (int i = 0; i < M; ++i)
+              WDSR_UNROLL for (int j = 0; j < M; ++j) {
+                const int col = x0 - 1 + M * t + j;
+                const bool inside = row_in[i] && col >= 0 && col < a.w;
+                vstore(slot + i * row_floats + static_cast<int64_t>(M * t + j) * wide_pad + k0,
+                       inside ? vmax(vadd(y[i][j], b), vzero()) : vzero());
+              }
+          });
+    };
+    // Output rows r0 + m j .. r0 + m j + m - 1 (those before r1) from wide group j (its m rows) and j + 1 (two).
+    auto reduce = [&](int j) {
+      const int row0 = r0 + M * j;
+      const float* rows[T];
+      for (int i = 0; i < T; ++i)
+        rows[i] = ring + (i < M ? (j & 1) * slot_floats + i * row_floats : ((j + 1) & 1) * slot_floats +
+                                                                               (i - M) * row_floats);
+      winograd_tiles<M>(
+          tiles, a.wide, wide_pad, a.c, ctx.u_reduce, ctx.channels, V, Mt,
+          [&](int t, int cv, vf(&d)[T][T]) {
+            WDSR_UNROLL for (int i = 0; i < T; ++i)
+              WDSR_UNROLL for (int jj = 0; jj < T; ++jj) d[i][jj] =
+                  vload(rows[i] + static_cast<int64_t>(M * t + jj) * wide_pad + cv);
+          },
+          [&](int t, int k0, const vf(&y)[M][M]) {
+            const vf b = vload(ctx.b_reduce + k0);
+            const int lanes = a.c - k0;
+            WDSR_UNROLL for (int i = 0; i < M; ++i) {
+              if (row0 + i >= r1) break;
+              WDSR_UNROLL for (int jj = 0; jj < M; ++jj) {
+                const int col = x0 + M * t + jj;
+                if (col >= x1) break;
+                const int64_t at = ((static_cast<int64_t>(n) * a.h + row0 + i) * a.w + col) * a.c + k0;
+                if (lanes >= VW) {
+                  vstore(a.y + at, vfma(scale, vadd(y[i][jj], b), vload(a.x + at)));
+                } else {
+                  vstore_n(a.y + at, vfma(scale, vadd(y[i][jj], b), vload_n(a.x + at, lanes)), lanes);
+                }
+              }
+            }
+          });
+    };
+    expand(0);
+    for (int j = 0; j * M < r1 - r0; ++j) {
+      expand(j + 1);
+      reduce(j);
+    }
+  }
+}
+
+// U = G g G^T of output channels [begin, end) of both convolutions (items: the expand's wide x kGroupLanes-rounded
+// channels, then the reduce's), zero past the real channels.
+struct WinogradPack {
+  const WinoArgs* a;
+  float* u_expand;
+  float* u_reduce;
+  int expand_lanes, reduce_lanes;  // output channels rounded up to whole groups
+};
+
+template <int M>
+void winograd_pack_items(const void* context, int64_t begin, int64_t end) {
+  using W = WinogradF<M>;
+  constexpr int T = W::T;
+  const WinogradPack& p = *static_cast<const WinogradPack*>(context);
+  for (int64_t item = begin; item < end; ++item) {
+    const bool expand = item < p.expand_lanes;
+    const int k = static_cast<int>(expand ? item : item - p.expand_lanes);
+    const int cout = expand ? p.a->wide : p.a->c, cin = expand ? p.a->c : p.a->wide;
+    const int lanes = expand ? p.expand_lanes : p.reduce_lanes;
+    const float* w = expand ? p.a->w_expand : p.a->w_reduce;
+    float* u = expand ? p.u_expand : p.u_reduce;
+    const int64_t plane = static_cast<int64_t>(lanes) * cin;  // one of the T^2 elements
+    float* out = u + static_cast<int64_t>(k / kGroupLanes) * cin * kGroupLanes + k % kGroupLanes;
+    for (int ci = 0; ci < cin; ++ci) {
+      double gg[3][3] = {}, tmp[T][3], r[T][T];
+      if (k < cout)
+        for (int i = 0; i < 9; ++i) gg[i / 3][i % 3] = w[(static_cast<int64_t>(k) * cin + ci) * 9 + i];
+      for (int i = 0; i < T; ++i)
+        for (int j = 0; j < 3; ++j) tmp[i][j] = W::G[i][0] * gg[0][j] + W::G[i][1] * gg[1][j] + W::G[i][2] * gg[2][j];
+      for (int i = 0; i < T; ++i)
+        for (int j = 0; j < T; ++j) r[i][j] = tmp[i][0] * W::G[j][0] + tmp[i][1] * W::G[j][1] + tmp[i][2] * W::G[j][2];
+      for (int xi = 0; xi < T * T; ++xi)
+        out[xi * plane + static_cast<int64_t>(ci) * kGroupLanes] = static_cast<float>(r[xi / T][xi % T]);
+    }
+  }
+}
+
+template <int M>
+void wdsr_a_block_winograd_m(const WinoArgs& a, const Parallel& parallel) {
+  constexpr int TT = WinogradF<M>::T * WinogradF<M>::T;
+  WinogradAContext ctx{};
+  ctx.a = &a;
+  ctx.bands = RowBands::plan(a.n, a.h, a.w, kWinoChunk, parallel.threads);
+  ctx.ring_cols = M * (ceil_div(ctx.bands.chunk_w, M) + 1);
+  ctx.c_pad = round_up(a.c, VW);
+  ctx.wide_pad = round_up(a.wide, VW);
+  const int expand_lanes = round_up(a.wide, kGroupLanes), reduce_lanes = round_up(a.c, kGroupLanes);
+  const int64_t u_expand_floats = static_cast<int64_t>(TT) * expand_lanes * a.c;
+  const int64_t u_reduce_floats = static_cast<int64_t>(TT) * reduce_lanes * a.wide;
+  Buffer packed(u_expand_floats + u_reduce_floats + expand_lanes + reduce_lanes + imax(a.c, a.wide));
+  float* u_expand = packed.get();
+  float* u_reduce = u_expand + u_expand_floats;
+  float* b_expand = u_reduce + u_reduce_floats;
+  float* b_reduce = b_expand + expand_lanes;
+  int* channels = reinterpret_cast<int*>(b_reduce + reduce_lanes);
+  for (int k = 0; k < expand_lanes; ++k) b_expand[k] = k < a.wide ? a.b_expand[k] : 0.0f;
+  for (int k = 0; k < reduce_lanes; ++k) b_reduce[k] = k < a.c ? a.b_reduce[k] : 0.0f;
+  for (int k = 0; k < imax(a.c, a.wide); ++k) channels[k] = k;
+  const WinogradPack pack{&a, u_expand, u_reduce, expand_lanes, reduce_lanes};
+  parallel.run(expand_lanes + reduce_lanes, &winograd_pack_items<M>, &pack);
+  ctx.u_expand = u_expand;
+  ctx.u_reduce = u_reduce;
+  ctx.b_expand = b_expand;
+  ctx.b_reduce = b_reduce;
+  ctx.channels = channels;
+  parallel.run(ctx.bands.items, &winograd_a_items<M>, &ctx);
+}
+
+void wdsr_a_block_winograd(const WinoArgs& a, const Parallel& parallel) { wdsr_a_block_winograd_m<kWinoM>(a, parallel); }
+
+}  // namespace
+}  // namespace wdsr_cpu::WDSR_CPU_ISA
