@@ -1,6 +1,7 @@
 """The fused C++ CPU backend (csrc/cpu/, ``torch.ops.wdsr_cpu.*``) against the float64 reference.
 
-Every op, on every instruction-set path this machine runs (``WDSR_FAST_CPU_ISA``), with 1 and 2 threads, on
+Every op, on every instruction-set path this machine runs (``WDSR_FAST_CPU_ISA``; WDSR-A blocks on each way
+``WDSR_FAST_CPU_BLOCK_A`` runs them: direct or Winograd convolutions, oneDNN), with 1 and 2 threads, on
 odd sizes (1-pixel-wide and 1-row images, widths that are not multiples of any vector width, maps wider than a
 column chunk, bands of rows), batch 2, NCHW and channels_last inputs, the WDSR-B width of the presets and a
 narrower one, outputs poisoned with NaN first. Error: max |out - ref| / max |ref| below 1e-5 (float32). bfloat16
@@ -103,7 +104,11 @@ def test_wdsr_b_block_other_widths(isa, threads, c, expansion, low_rank):
     check("wdsr_b_block", [x, *block_b_weights(c, expansion, low_rank), 1.0])
 
 
-A_BLOCK_PATHS = ["fused", "onednn"] if torch.backends.mkldnn.is_available() else ["fused"]
+# How the float32 WDSR-A block op can run (WDSR_FAST_CPU_BLOCK_A): the fused kernel on direct convolutions
+# (block_a.h) or on Winograd F(2x2, 3x3) ones (block_a_winograd.h), or oneDNN's convolutions where torch has oneDNN
+A_BLOCK_PATHS = ["fused", "winograd"] + (["onednn"] if torch.backends.mkldnn.is_available() else [])
+# The default of each instruction-set path: the fastest measured there (KernelTable::a_block_default)
+DEFAULT_A_BLOCK_PATHS = {"avx512": "winograd", "avx2": "winograd", "generic": "onednn"}
 
 
 @pytest.fixture(params=A_BLOCK_PATHS)
@@ -112,11 +117,13 @@ def a_block_path(request, monkeypatch):
     return request.param
 
 
-# n, c, h, w: odd sizes, 1 row, two bands of rows on 2 threads, two column chunks (256); channel counts that are
-# not multiples of the register blocks (AVX2: 32 output channels) nor of the input-channel blocks (16): c 12 and 20,
-# wide 40 and 72; batch 3
+# n, c, h, w: odd sizes, 1 row, 1 column, two bands of rows on 2 threads (one of an odd number of rows), two column
+# chunks (direct: 256 columns at most) or three (Winograd: 128), chunks of an odd width (261: 131 + 130 direct, 87 x 3
+# Winograd); channel counts that are not multiples of the register blocks (AVX2: 32 output channels), of the
+# input-channel blocks (16) nor of the vector widths: c 12 and 20, wide 40 and 72; batch 3
 @pytest.mark.parametrize("shape, wide", [((2, 32, 9, 13), 128), ((1, 24, 1, 7), 96), ((1, 32, 7, 13), 128),
-                                         ((1, 32, 4, 300), 128), ((1, 12, 6, 37), 40), ((3, 20, 5, 11), 72)])
+                                         ((1, 32, 4, 300), 128), ((1, 12, 6, 37), 40), ((3, 20, 5, 11), 72),
+                                         ((1, 16, 9, 1), 48), ((1, 16, 5, 261), 48)])
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_wdsr_a_block(isa, threads, a_block_path, shape, wide, channels_last):
     c = shape[1]
@@ -127,8 +134,9 @@ def test_wdsr_a_block(isa, threads, a_block_path, shape, wide, channels_last):
     assert y.is_contiguous(memory_format=torch.channels_last)
 
 
-def onednn_convolutions(monkeypatch, isa, path):
-    """How many oneDNN convolutions one WDSR-A block runs on `isa`, with WDSR_FAST_CPU_BLOCK_A=`path`."""
+def a_block_run(monkeypatch, isa, path):
+    """One WDSR-A block on `isa` with WDSR_FAST_CPU_BLOCK_A=`path` (None: unset): its output and how many oneDNN
+    convolutions it ran."""
     monkeypatch.setenv(cpu_backend.ISA_ENV, isa)
     if path is None:
         monkeypatch.delenv(cpu_backend.BLOCK_A_ENV, raising=False)
@@ -137,27 +145,33 @@ def onednn_convolutions(monkeypatch, isa, path):
     x = layout(randn(1, 8, 5, 7, seed=1), True)
     w = [randn(16, 8, 3, 3, seed=2), randn(16, seed=3), randn(8, 16, 3, 3, seed=4), randn(8, seed=5)]
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-        cpu_backend.wdsr_a_block(x, *w, 0.5)
+        out = cpu_backend.wdsr_a_block(x, *w, 0.5)
     names = [event.name for event in prof.events()]
     assert "aten::relu_" not in names and "aten::conv2d" not in names
-    return names.count("mkldnn::_convolution_pointwise")
+    return out, names.count("mkldnn::_convolution_pointwise")
 
 
 @pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this torch has no oneDNN")
 def test_wdsr_a_block_path_by_instruction_set(monkeypatch):
-    """The fused kernel with AVX-512 and AVX2 (measured faster there), oneDNN's convolutions with the ReLU and the
-    residual as post-ops elsewhere; WDSR_FAST_CPU_BLOCK_A overrides it (the parity tests above run both)."""
+    """The Winograd kernel with AVX-512 and AVX2 (measured fastest there), oneDNN's convolutions with the ReLU and
+    the residual as post-ops on the portable path; WDSR_FAST_CPU_BLOCK_A overrides it (the parity tests above run
+    every path). The default's output is that of the path it names, bit for bit, and not that of the other fused
+    kernel."""
     for isa in ISAS:
-        assert onednn_convolutions(monkeypatch, isa, None) == (0 if isa in ("avx512", "avx2") else 2)
-        assert onednn_convolutions(monkeypatch, isa, "fused") == 0
-        assert onednn_convolutions(monkeypatch, isa, "onednn") == 2
+        runs = {path: a_block_run(monkeypatch, isa, path) for path in A_BLOCK_PATHS}
+        assert {path: convs for path, (_, convs) in runs.items()} == {"fused": 0, "winograd": 0, "onednn": 2}
+        default, convs = a_block_run(monkeypatch, isa, None)
+        expected = DEFAULT_A_BLOCK_PATHS[isa]
+        assert convs == runs[expected][1] and torch.equal(default, runs[expected][0]), isa
+        assert not torch.equal(runs["fused"][0], runs["winograd"][0])
 
 
 def test_wdsr_a_block_path_must_be_known(monkeypatch):
-    monkeypatch.setenv(cpu_backend.BLOCK_A_ENV, "winograd")
+    monkeypatch.setenv(cpu_backend.BLOCK_A_ENV, "fft")
     x = randn(1, 8, 5, 7, seed=1)
     w = [randn(16, 8, 3, 3, seed=2), randn(16, seed=3), randn(8, 16, 3, 3, seed=4), randn(8, seed=5)]
-    with pytest.raises(ValueError, match=r"WDSR_FAST_CPU_BLOCK_A=winograd is not a way this build runs WDSR-A"):
+    with pytest.raises(ValueError, match=r"WDSR_FAST_CPU_BLOCK_A=fft is not a way this build runs WDSR-A blocks; "
+                                         r"choose fused, winograd"):
         cpu_backend.wdsr_a_block(x, *w, 0.5)
 
 
@@ -208,9 +222,9 @@ def test_thread_count_does_not_change_the_result(isa):
     assert torch.equal(outs[0], outs[1])
 
 
-@pytest.mark.parametrize("variant, scale", [("b", 2), ("b", 3), ("b", 4), ("a", 2)])
-def test_whole_model(isa, threads, variant, scale):
-    """FastWDSR on the cpu backend against the reference model run in float64."""
+def whole_model_errors(variant, scale):
+    """FastWDSR on the cpu backend (backend "cpu" and "auto") against the reference model run in float64: the
+    relative error of each."""
     kwargs = dict(n_feats=32, block_feats=128) if variant == "a" else dict(n_feats=32, expansion=6, low_rank=0.8)
     model = WDSR(variant=variant, scale=scale, n_resblocks=3, res_scale=0.5, **kwargs).eval()
     gen = torch.Generator().manual_seed(0)
@@ -218,6 +232,7 @@ def test_whole_model(isa, threads, variant, scale):
         for p in model.parameters():
             p.copy_(p + torch.randn(p.shape, generator=gen) * 0.05)
     img = image(2, 11, 14)
+    errors = {}
     with torch.inference_mode():
         expected = WDSR.from_config(model.config).double().eval()
         expected.load_state_dict(model.state_dict())
@@ -227,8 +242,21 @@ def test_whole_model(isa, threads, variant, scale):
             out = fast(layout(img, variant == "b"))
             assert fast.last_backend == "cpu"
             assert not torch.isnan(out).any()
-            err = rel_error(out, ref)
-            assert err < TOLERANCE, f"{backend}: relative error {err:.2e}"
+            errors[backend] = rel_error(out, ref)
+    return errors
+
+
+@pytest.mark.parametrize("variant, scale", [("b", 2), ("b", 3), ("b", 4), ("a", 2)])
+def test_whole_model(isa, threads, variant, scale):
+    """FastWDSR on the cpu backend against the reference model run in float64."""
+    errors = whole_model_errors(variant, scale)
+    assert max(errors.values()) < TOLERANCE, f"relative errors {errors}"
+
+
+def test_whole_model_wdsr_a_block_paths(isa, threads, a_block_path):
+    """WDSR-A with its blocks run each way (the Winograd kernel's error accumulates over the blocks)."""
+    errors = whole_model_errors("a", 2)
+    assert max(errors.values()) < TOLERANCE, f"relative errors {errors}"
 
 
 def test_registry_picks_cpu_on_cpu_tensors():
