@@ -44,11 +44,17 @@ constexpr int kWinoM = WDSR_CPU_WINOGRAD_M;
 #endif
 constexpr int kWinoChunk = WDSR_CPU_WINOGRAD_CHUNK;
 #ifndef WDSR_CPU_WINOGRAD_BLOCK
-#define WDSR_CPU_WINOGRAD_BLOCK 1
+#define WDSR_CPU_WINOGRAD_BLOCK 2
 #endif
-// Tiles whose transformed inputs are in memory at once: whole register blocks of both widths (kPixels<1> = 24 with
-// AVX-512, 12 with 16 registers).
-constexpr int kTileBlock = WDSR_CPU_WINOGRAD_BLOCK * kAccumulators;
+// Tiles transformed at once: whole register blocks of the widest group (kAccumulators / kExpandVecs tiles).
+constexpr int kTileBlock = WDSR_CPU_WINOGRAD_BLOCK * kAccumulators / 2;
+// Output-channel vectors per register block of the expand conv (128 wide channels) and of the reduce (32): with
+// 32 registers 4 x 6 tiles for the expand (each broadcast serves 4 FMAs), 2 x 12 for the reduce; with 16, 2 x 6.
+#ifndef WDSR_CPU_WINOGRAD_EXPAND_VECS
+#define WDSR_CPU_WINOGRAD_EXPAND_VECS (kRegisters == 32 ? 4 : 2)
+#endif
+constexpr int kExpandVecs = WDSR_CPU_WINOGRAD_EXPAND_VECS;
+constexpr int kReduceVecs = 2;
 
 // out[r] = sum_k m[r][k] in[k], the coefficients known at compile time: zeros skipped, +-1 as adds.
 template <int R, int C>
@@ -87,21 +93,77 @@ inline void transform_2d(const float (&m)[R][C], const vf (&d)[C][C], vf (&out)[
   WDSR_UNROLL for (int i = 0; i < R; ++i) mat_vec(m, tmp[i], out[i]);
 }
 
-alignas(64) constexpr float kZeroLanes[kGroupLanes] = {};
+// acc[p][v] = sum_k w[k][v] in[k + p * stride] for P tiles, over k < count: G output-channel vectors (weights
+// packed [k][Lanes], the first G * VW lanes used) x P tiles, each broadcast once for its G FMAs.
+template <int G, int P, int Lanes>
+struct WinoBlock {
+  vf acc[P][G];
+
+  void gemm(const float* w, const float* in, int count, int64_t stride) {
+    WDSR_UNROLL for (int p = 0; p < P; ++p)
+      WDSR_UNROLL for (int v = 0; v < G; ++v) acc[p][v] = vzero();
+    for (int k = 0; k < count; ++k) {
+      vf wv[G];
+      WDSR_UNROLL for (int v = 0; v < G; ++v) wv[v] = vload(w + k * Lanes + v * VW);
+      WDSR_UNROLL for (int p = 0; p < P; ++p) {
+        const vf b = vset1(in[k + p * stride]);
+        WDSR_UNROLL for (int v = 0; v < G; ++v) acc[p][v] = vfma(b, wv[v], acc[p][v]);
+      }
+    }
+  }
+  // acc[p][v] to out[p * stride + v * VW].
+  void store(float* out, int64_t stride) const {
+    WDSR_UNROLL for (int p = 0; p < P; ++p)
+      WDSR_UNROLL for (int v = 0; v < G; ++v) vstore(out + p * stride + v * VW, acc[p][v]);
+  }
+};
+
+// One Winograd element's GEMM over `tiles` tiles: out[t * out_stride + lane] = sum_k w[k][lane] in[t * in_stride + k]
+// for G * VW lanes (weights [k][Lanes]), in register blocks of kAccumulators / G tiles (the last one as wide as the
+// tiles left).
+template <int G, int Lanes>
+inline void wino_gemm(const float* w, const float* in, int64_t in_stride, int count, int tiles, float* out,
+                      int64_t out_stride) {
+  constexpr int P = kAccumulators / G;
+  int t = 0;
+  for (; t + P <= tiles; t += P) {
+    WinoBlock<G, P, Lanes> block;
+    block.gemm(w, in + t * in_stride, count, in_stride);
+    block.store(out + t * out_stride, out_stride);
+  }
+  if (t < tiles)
+    with_rows<P - 1>(tiles - t, [&]<int R>() {
+      WinoBlock<G, R, Lanes> block;
+      block.gemm(w, in + t * in_stride, count, in_stride);
+      block.store(out + t * out_stride, out_stride);
+    });
+}
+
+// Runs f.template operator()<G>() for G = vecs in [1, GV].
+template <int GV, typename F>
+inline void with_vecs(int vecs, F&& f) {
+  if constexpr (GV >= 1) {
+    if (vecs == GV) {
+      f.template operator()<GV>();
+      return;
+    }
+    with_vecs<GV - 1>(vecs, f);
+  }
+}
 
 // One row of `tiles` Winograd tiles of a 3x3 convolution of cin input channels to cout output channels, weights u
-// ([T^2][group][cin][kGroupLanes]), in blocks of kTileBlock tiles: load(tile, channel, d) gives the input tile of
-// VW channels from `channel` on (zero past cin); the tiles are transformed once per (tile, channel) into V
-// ([T^2][kTileBlock][cin_pad]); each of the T^2 elements is a GEMM over the channels (ConvBlock: G output-channel
-// vectors x kPixels<G> tiles, one broadcast of V per (channel, tile)) into Mt ([T^2][kTileBlock][kGroupLanes]), one
-// group of output channels at a time; epilogue(tile, channel, y) takes the m x m outputs of VW channels.
-template <int M, typename Load, typename Epilogue>
-inline void winograd_tiles(int tiles, int cin, int cin_pad, int cout, const float* u, const int* channels, float* V,
-                           float* Mt, Load&& load, Epilogue&& epilogue) {
+// ([T^2][group][cin][GV * VW]), in blocks of kTileBlock tiles: load(tile, channel, d) gives the input tile of VW
+// channels from `channel` on (zero past cin); the tiles are transformed once per (tile, channel) into V
+// ([tile][T^2][cin_pad]); each of the T^2 elements is a GEMM over the channels (WinoBlock: G output-channel vectors
+// x P tiles, one broadcast of V per (channel, tile)) into Mt ([tile][T^2][GV * VW]), one group of GV * VW output
+// channels at a time; epilogue(tile, channel, y) takes the m x m outputs of VW channels.
+template <int M, int GV, typename Load, typename Epilogue>
+inline void winograd_tiles(int tiles, int cin, int cin_pad, int cout, const float* u, float* V, float* Mt,
+                           Load&& load, Epilogue&& epilogue) {
   using W = WinogradF<M>;
-  constexpr int T = W::T, TT = T * T;
-  const int groups = ceil_div(cout, kGroupLanes);
-  const int64_t v_plane = static_cast<int64_t>(kTileBlock) * cin_pad, m_plane = kTileBlock * kGroupLanes;
+  constexpr int T = W::T, TT = T * T, lanes = GV * VW;
+  const int groups = ceil_div(cout, lanes);
+  const int64_t v_tile = static_cast<int64_t>(TT) * cin_pad;
   for (int t0 = 0; t0 < tiles; t0 += kTileBlock) {
     const int nt = imin(kTileBlock, tiles - t0);
     for (int t = 0; t < nt; ++t)
@@ -109,31 +171,24 @@ inline void winograd_tiles(int tiles, int cin, int cin_pad, int cout, const floa
         vf d[T][T], v[T][T];
         load(t0 + t, cv, d);
         transform_2d(W::BT, d, v);
-        float* at = V + static_cast<int64_t>(t) * cin_pad + cv;
+        float* at = V + t * v_tile + cv;
         WDSR_UNROLL for (int i = 0; i < T; ++i)
-          WDSR_UNROLL for (int j = 0; j < T; ++j) vstore(at + (i * T + j) * v_plane, v[i][j]);
+          WDSR_UNROLL for (int j = 0; j < T; ++j) vstore(at + (i * T + j) * cin_pad, v[i][j]);
       }
     for (int g = 0; g < groups; ++g) {
-      const int c_valid = imin(kGroupLanes, cout - g * kGroupLanes);
-      with_group_vecs(c_valid, [&]<int G>() {
-        for (int xi = 0; xi < TT; ++xi) {
-          const float* w = u + (static_cast<int64_t>(xi) * groups + g) * cin * kGroupLanes;
-          for (int tb = 0; tb < nt; tb += kPixels<G>) {
-            ConvBlock<G> block(kZeroLanes);
-            block.taps(w, V + xi * v_plane + static_cast<int64_t>(tb) * cin_pad, channels, cin, cin_pad);
-            block.store(Mt + xi * m_plane + tb * kGroupLanes, kGroupLanes, nt - tb, G * VW,
-                        [](vf acc, int64_t, int) { return acc; });
-          }
-        }
+      const int c_valid = imin(lanes, cout - g * lanes);
+      with_vecs<GV>(ceil_div(c_valid, VW), [&]<int G>() {
+        for (int xi = 0; xi < TT; ++xi)
+          wino_gemm<G, lanes>(u + (static_cast<int64_t>(xi) * groups + g) * cin * lanes, V + xi * cin_pad, v_tile, cin, nt,
+                       Mt + xi * G * VW, TT * G * VW);
         for (int t = 0; t < nt; ++t)
           WDSR_UNROLL for (int v = 0; v < G; ++v) {
-            if (v * VW >= c_valid) break;
             vf m[T][T], y[M][M];
-            const float* at = Mt + t * kGroupLanes + v * VW;
+            const float* at = Mt + t * TT * G * VW + v * VW;
             WDSR_UNROLL for (int i = 0; i < T; ++i)
-              WDSR_UNROLL for (int j = 0; j < T; ++j) m[i][j] = vload(at + (i * T + j) * m_plane);
+              WDSR_UNROLL for (int j = 0; j < T; ++j) m[i][j] = vload(at + (i * T + j) * G * VW);
             transform_2d(W::AT, m, y);
-            epilogue(t0 + t, g * kGroupLanes + v * VW, y);
+            epilogue(t0 + t, g * lanes + v * VW, y);
           }
       });
     }
@@ -145,11 +200,10 @@ static_assert(kPack == 1);
 
 struct WinogradAContext {
   const WinoArgs* a;
-  const float* u_expand;  // [T^2][expand group][c][kGroupLanes]
-  const float* b_expand;  // [expand groups * kGroupLanes], zero past wide
-  const float* u_reduce;  // [T^2][reduce group][wide][kGroupLanes]
-  const float* b_reduce;  // [reduce groups * kGroupLanes], zero past c
-  const int* channels;    // 0, 1, 2, ...: the GEMMs' tap offsets
+  const float* u_expand;  // [T^2][expand group][c][kExpandVecs * VW]
+  const float* b_expand;  // [wide_pad], zero past wide
+  const float* u_reduce;  // [T^2][reduce group][wide][kReduceVecs * VW]
+  const float* b_reduce;  // [c_pad], zero past c
   RowBands bands;
   int c_pad, wide_pad;    // channels rounded up to whole vectors
   int ring_cols;          // columns of a ring row: m x (the widest chunk's tiles + 1)
@@ -166,7 +220,7 @@ void winograd_a_items(const void* context, int64_t begin, int64_t end) {
   const int64_t row_floats = static_cast<int64_t>(ctx.ring_cols) * ctx.wide_pad;  // one wide row
   const int64_t slot_floats = M * row_floats;
   const int64_t v_floats = static_cast<int64_t>(TT) * kTileBlock * imax(ctx.c_pad, ctx.wide_pad);
-  Buffer scratch(2 * slot_floats + v_floats + static_cast<int64_t>(TT) * kTileBlock * kGroupLanes);
+  Buffer scratch(2 * slot_floats + v_floats + static_cast<int64_t>(TT) * kTileBlock * imax(kExpandVecs, kReduceVecs) * VW);
   float* ring = scratch.get();
   float* V = ring + 2 * slot_floats;
   float* Mt = V + v_floats;
@@ -191,8 +245,8 @@ void winograd_a_items(const void* context, int64_t begin, int64_t end) {
       }
       bool row_in[M];
       for (int i = 0; i < M; ++i) row_in[i] = wr + i >= 0 && wr + i < a.h;
-      winograd_tiles<M>(
-          tiles + 1, a.c, ctx.c_pad, a.wide, ctx.u_expand, ctx.channels, V, Mt,
+      winograd_tiles<M, kExpandVecs>(
+          tiles + 1, a.c, ctx.c_pad, a.wide, ctx.u_expand, V, Mt,
           [&](int t, int cv, vf(&d)[T][T]) {
             const int xs = x0 - 2 + M * t, lanes = a.c - cv;
             WDSR_UNROLL for (int i = 0; i < T; ++i)
@@ -224,8 +278,8 @@ void winograd_a_items(const void* context, int64_t begin, int64_t end) {
       for (int i = 0; i < T; ++i)
         rows[i] = ring + (i < M ? (j & 1) * slot_floats + i * row_floats : ((j + 1) & 1) * slot_floats +
                                                                                (i - M) * row_floats);
-      winograd_tiles<M>(
-          tiles, a.wide, wide_pad, a.c, ctx.u_reduce, ctx.channels, V, Mt,
+      winograd_tiles<M, kReduceVecs>(
+          tiles, a.wide, wide_pad, a.c, ctx.u_reduce, V, Mt,
           [&](int t, int cv, vf(&d)[T][T]) {
             WDSR_UNROLL for (int i = 0; i < T; ++i)
               WDSR_UNROLL for (int jj = 0; jj < T; ++jj) d[i][jj] =
@@ -257,8 +311,8 @@ void winograd_a_items(const void* context, int64_t begin, int64_t end) {
   }
 }
 
-// U = G g G^T of output channels [begin, end) of both convolutions (items: the expand's wide x kGroupLanes-rounded
-// channels, then the reduce's), zero past the real channels.
+// U = G g G^T of output channels [begin, end) of both convolutions (items: the expand's wide channels rounded up
+// to whole groups, then the reduce's c), zero past the real channels.
 struct WinogradPack {
   const WinoArgs* a;
   float* u_expand;
@@ -275,11 +329,10 @@ void winograd_pack_items(const void* context, int64_t begin, int64_t end) {
     const bool expand = item < p.expand_lanes;
     const int k = static_cast<int>(expand ? item : item - p.expand_lanes);
     const int cout = expand ? p.a->wide : p.a->c, cin = expand ? p.a->c : p.a->wide;
-    const int lanes = expand ? p.expand_lanes : p.reduce_lanes;
+    const int group = (expand ? kExpandVecs : kReduceVecs) * VW;
+    const int64_t plane = static_cast<int64_t>(expand ? p.expand_lanes : p.reduce_lanes) * cin;  // one element
     const float* w = expand ? p.a->w_expand : p.a->w_reduce;
-    float* u = expand ? p.u_expand : p.u_reduce;
-    const int64_t plane = static_cast<int64_t>(lanes) * cin;  // one of the T^2 elements
-    float* out = u + static_cast<int64_t>(k / kGroupLanes) * cin * kGroupLanes + k % kGroupLanes;
+    float* out = (expand ? p.u_expand : p.u_reduce) + static_cast<int64_t>(k / group) * cin * group + k % group;
     for (int ci = 0; ci < cin; ++ci) {
       double gg[3][3] = {}, tmp[T][3], r[T][T];
       if (k < cout)
@@ -289,7 +342,7 @@ void winograd_pack_items(const void* context, int64_t begin, int64_t end) {
       for (int i = 0; i < T; ++i)
         for (int j = 0; j < T; ++j) r[i][j] = tmp[i][0] * W::G[j][0] + tmp[i][1] * W::G[j][1] + tmp[i][2] * W::G[j][2];
       for (int xi = 0; xi < T * T; ++xi)
-        out[xi * plane + static_cast<int64_t>(ci) * kGroupLanes] = static_cast<float>(r[xi / T][xi % T]);
+        out[xi * plane + static_cast<int64_t>(ci) * group] = static_cast<float>(r[xi / T][xi % T]);
     }
   }
 }
@@ -303,25 +356,22 @@ void wdsr_a_block_winograd_m(const WinoArgs& a, const Parallel& parallel) {
   ctx.ring_cols = M * (ceil_div(ctx.bands.chunk_w, M) + 1);
   ctx.c_pad = round_up(a.c, VW);
   ctx.wide_pad = round_up(a.wide, VW);
-  const int expand_lanes = round_up(a.wide, kGroupLanes), reduce_lanes = round_up(a.c, kGroupLanes);
+  const int expand_lanes = round_up(a.wide, kExpandVecs * VW), reduce_lanes = round_up(a.c, kReduceVecs * VW);
   const int64_t u_expand_floats = static_cast<int64_t>(TT) * expand_lanes * a.c;
   const int64_t u_reduce_floats = static_cast<int64_t>(TT) * reduce_lanes * a.wide;
-  Buffer packed(u_expand_floats + u_reduce_floats + expand_lanes + reduce_lanes + imax(a.c, a.wide));
+  Buffer packed(u_expand_floats + u_reduce_floats + ctx.wide_pad + ctx.c_pad);
   float* u_expand = packed.get();
   float* u_reduce = u_expand + u_expand_floats;
   float* b_expand = u_reduce + u_reduce_floats;
-  float* b_reduce = b_expand + expand_lanes;
-  int* channels = reinterpret_cast<int*>(b_reduce + reduce_lanes);
-  for (int k = 0; k < expand_lanes; ++k) b_expand[k] = k < a.wide ? a.b_expand[k] : 0.0f;
-  for (int k = 0; k < reduce_lanes; ++k) b_reduce[k] = k < a.c ? a.b_reduce[k] : 0.0f;
-  for (int k = 0; k < imax(a.c, a.wide); ++k) channels[k] = k;
+  float* b_reduce = b_expand + ctx.wide_pad;
+  for (int k = 0; k < ctx.wide_pad; ++k) b_expand[k] = k < a.wide ? a.b_expand[k] : 0.0f;
+  for (int k = 0; k < ctx.c_pad; ++k) b_reduce[k] = k < a.c ? a.b_reduce[k] : 0.0f;
   const WinogradPack pack{&a, u_expand, u_reduce, expand_lanes, reduce_lanes};
   parallel.run(expand_lanes + reduce_lanes, &winograd_pack_items<M>, &pack);
   ctx.u_expand = u_expand;
   ctx.u_reduce = u_reduce;
   ctx.b_expand = b_expand;
   ctx.b_reduce = b_reduce;
-  ctx.channels = channels;
   parallel.run(ctx.bands.items, &winograd_a_items<M>, &ctx);
 }
 
