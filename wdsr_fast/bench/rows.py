@@ -310,7 +310,7 @@ def fast_rows(s: Setup) -> list[Row]:
 
     def block_a_path(path):  # the cpu backend with its WDSR-A blocks run one way (WDSR_FAST_CPU_BLOCK_A=path)
         def make():
-            call = fast("cpu", False, "")()
+            call = fast("cpu", False, None)()
 
             def run():
                 old = os.environ.get(BLOCK_A_ENV)
@@ -332,7 +332,7 @@ def fast_rows(s: Setup) -> list[Row]:
             for graphs in (False, True)]
     if "cpu" in s.options.backends and s.reference.config.variant == "a" and s.on_cpu:
         rows += [Row(f"fast-cpu:a-{path}", FAST, block_a_path(path), backend="cpu", variant=f"block-a={path}")
-                 for path in ("fused", "onednn")]
+                 for path in ("fused", "winograd", "onednn")]
     return rows
 
 
