@@ -311,13 +311,17 @@ void winograd_a_items(const void* context, int64_t begin, int64_t end) {
   }
 }
 
-// U = G g G^T of output channels [begin, end) of both convolutions (items: the expand's wide channels rounded up
-// to whole groups, then the reduce's c), zero past the real channels.
+// U = G g G^T, in double, rounded once. Items: (output channel, block of kPackInputs input channels) of the expand
+// conv (its output channels rounded up to whole groups, zero past wide), then of the reduce conv: 128 + 128 items of
+// equal work for the baseline, so that the threads share them evenly.
+constexpr int kPackInputs = 32;
+
 struct WinogradPack {
   const WinoArgs* a;
   float* u_expand;
   float* u_reduce;
   int expand_lanes, reduce_lanes;  // output channels rounded up to whole groups
+  int64_t expand_items;
 };
 
 template <int M>
@@ -326,21 +330,23 @@ void winograd_pack_items(const void* context, int64_t begin, int64_t end) {
   constexpr int T = W::T;
   const WinogradPack& p = *static_cast<const WinogradPack*>(context);
   for (int64_t item = begin; item < end; ++item) {
-    const bool expand = item < p.expand_lanes;
-    const int k = static_cast<int>(expand ? item : item - p.expand_lanes);
+    const bool expand = item < p.expand_items;
     const int cout = expand ? p.a->wide : p.a->c, cin = expand ? p.a->c : p.a->wide;
+    const int in_blocks = ceil_div(cin, kPackInputs);
+    const int64_t i = expand ? item : item - p.expand_items;
+    const int k = static_cast<int>(i / in_blocks), ci0 = static_cast<int>(i % in_blocks) * kPackInputs;
     const int group = (expand ? kExpandVecs : kReduceVecs) * VW;
     const int64_t plane = static_cast<int64_t>(expand ? p.expand_lanes : p.reduce_lanes) * cin;  // one element
     const float* w = expand ? p.a->w_expand : p.a->w_reduce;
     float* out = (expand ? p.u_expand : p.u_reduce) + static_cast<int64_t>(k / group) * cin * group + k % group;
-    for (int ci = 0; ci < cin; ++ci) {
+    for (int ci = ci0; ci < imin(cin, ci0 + kPackInputs); ++ci) {
       double gg[3][3] = {}, tmp[T][3], r[T][T];
       if (k < cout)
-        for (int i = 0; i < 9; ++i) gg[i / 3][i % 3] = w[(static_cast<int64_t>(k) * cin + ci) * 9 + i];
-      for (int i = 0; i < T; ++i)
-        for (int j = 0; j < 3; ++j) tmp[i][j] = W::G[i][0] * gg[0][j] + W::G[i][1] * gg[1][j] + W::G[i][2] * gg[2][j];
-      for (int i = 0; i < T; ++i)
-        for (int j = 0; j < T; ++j) r[i][j] = tmp[i][0] * W::G[j][0] + tmp[i][1] * W::G[j][1] + tmp[i][2] * W::G[j][2];
+        for (int e = 0; e < 9; ++e) gg[e / 3][e % 3] = w[(static_cast<int64_t>(k) * cin + ci) * 9 + e];
+      for (int y = 0; y < T; ++y)
+        for (int x = 0; x < 3; ++x) tmp[y][x] = W::G[y][0] * gg[0][x] + W::G[y][1] * gg[1][x] + W::G[y][2] * gg[2][x];
+      for (int y = 0; y < T; ++y)
+        for (int x = 0; x < T; ++x) r[y][x] = tmp[y][0] * W::G[x][0] + tmp[y][1] * W::G[x][1] + tmp[y][2] * W::G[x][2];
       for (int xi = 0; xi < T * T; ++xi)
         out[xi * plane + static_cast<int64_t>(ci) * group] = static_cast<float>(r[xi / T][xi % T]);
     }
@@ -366,8 +372,10 @@ void wdsr_a_block_winograd_m(const WinoArgs& a, const Parallel& parallel) {
   float* b_reduce = b_expand + ctx.wide_pad;
   for (int k = 0; k < ctx.wide_pad; ++k) b_expand[k] = k < a.wide ? a.b_expand[k] : 0.0f;
   for (int k = 0; k < ctx.c_pad; ++k) b_reduce[k] = k < a.c ? a.b_reduce[k] : 0.0f;
-  const WinogradPack pack{&a, u_expand, u_reduce, expand_lanes, reduce_lanes};
-  parallel.run(expand_lanes + reduce_lanes, &winograd_pack_items<M>, &pack);
+  const int64_t expand_items = static_cast<int64_t>(expand_lanes) * ceil_div(a.c, kPackInputs);
+  const WinogradPack pack{&a, u_expand, u_reduce, expand_lanes, reduce_lanes, expand_items};
+  parallel.run(expand_items + static_cast<int64_t>(reduce_lanes) * ceil_div(a.wide, kPackInputs),
+               &winograd_pack_items<M>, &pack);
   ctx.u_expand = u_expand;
   ctx.u_reduce = u_reduce;
   ctx.b_expand = b_expand;

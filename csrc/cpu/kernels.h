@@ -105,8 +105,8 @@ struct KernelTable {
   void (*wdsr_a_block_winograd)(const BlockAArgs&, const Parallel&);  // Winograd F(2x2, 3x3)
   void (*tail_shuffle)(const TailArgs&, const Parallel&);
   // How this path runs WDSR-A blocks unless WDSR_FAST_CPU_BLOCK_A says otherwise: the fastest measured on it
-  // (block_a_winograd.h and benchmarks/README.md give the numbers); `onednn` falls back to `fused` where torch has
-  // no oneDNN.
+  // (block_a_winograd.h and benchmarks/README.md give the numbers); `onednn` falls back to `winograd` where torch
+  // has no oneDNN.
   BlockAPath a_block_default;
 };
 
