@@ -1,4 +1,52 @@
-// The fused WDSR-A block on the CPU through Winograd convolutions (design notes: see the end of this comment).
+// The fused WDSR-A block on the CPU on Winograd F(2x2, 3x3) convolutions, written once for every vector width
+// (simd.h), float32 only (the bf16 kernels keep block_a.h's direct convolutions):
+//   y = x + res_scale * (conv3x3(relu(conv3x3(x, w_expand) + b_expand), w_reduce) + b_reduce)
+//
+// Design, in numbers for the WDSR-A baseline (c = 32, wide = 128):
+// - Fewer multiplies. Per (input, output) channel pair a 3x3 conv gives a 2x2 block of outputs from a 4x4 input tile
+//   d as A^T [U .* V] A, U = G g G^T (the weights, transformed once per call, in double) and V = B^T d B: 16
+//   multiplies where the direct convolution takes 36, 2.25x fewer, so 32,768 multiply-adds a pixel for the block
+//   instead of 73,728. B, G and A hold only 0, +-1 and +-1/2: the transforms are adds and subtractions (mat_vec folds
+//   the matrices at compile time).
+// - The 16 elements e of a tile are 16 GEMMs over channels, M[tile][e][o] = sum_i U[e][i][o] V[tile][e][i],
+//   vectorised over output channels in the register blocks of conv_block.h's scheme (WinoBlock): G output-channel
+//   vectors x P tiles, each V value broadcast once for its G FMAs. With 32 registers 4 x 6 for the expand (128
+//   outputs), 2 x 8 for the reduce (32 outputs); with 16, 2 x 6 for both. In L1 on one Zen 4 core: 116 GFLOP/s
+//   for 4 x 6, 2 x 8 and AVX2's 2 x 6, 107 for 2 x 12 (the direct kernel: about 108 on the whole block).
+// - Transforms: each input tile once per (tile, input channel): 16 loads, 32 adds, 16 stores a vector of channels;
+//   each output tile once per (tile, output channel) in the epilogue: 16 loads, 24 adds, then the bias and the ReLU
+//   (expand) or the bias and the residual (reduce). About 2.5 kFLOP a pixel against 65.5 kFLOP in the GEMMs, but
+//   memory-bound: a perf profile (one thread, 128x128) puts 77-80% of the time in the GEMM loops, near the FMA peak,
+//   and the rest in the transforms and the stores and loads of V and M between them.
+// - Structure as block_a.h: work items are bands of rows of one column chunk (at most kWinoChunk = 128 columns) of one
+//   image, and the wide activation never reaches memory. The expand conv computes wide rows two at a time (its 2x2
+//   output tiles from image row r0 - 1 and column x0 - 1 on, zeroed outside the image, where the reduce conv pads)
+//   into a ring of two row pairs: 4 rows x 130 columns x 128 channels x 4 B = 266 KB, in L2 (1 MB a core on Zen 4);
+//   each output row pair reads the ring's 4 rows. Recomputed work: the expand's first row pair of each band and its
+//   last tile column of each chunk (33 x 65 expand tiles for 32 x 64 output tiles a band at 128x128 on 2 threads:
+//   +5% of the expand, +2.5% of the block).
+// - Memory: the transformed weights, 2 x 16 x 32 x 128 x 4 B = 512 KB for both convolutions (the direct kernel's:
+//   295 KB), shared by the threads; per thread the ring (266 KB), V for a block of kTileBlock tiles (with 32
+//   registers 24 tiles: 16 x 24 x 128 x 4 B = 196 KB) and M (24 x 16 x 64 x 4 B = 98 KB); with 16 registers 12-tile
+//   blocks (98 KB and 12 KB). Chunks of 64 to 256 columns ran within 4% of each other, blocks of 12 to 96 tiles 3%.
+// - Accuracy: F(2x2) is as accurate as the direct kernel (each GEMM sums over the input channels only, 32 or 128
+//   terms, not 9 x 32 or 9 x 128): max |out - ref| / max |ref| against float64 3.6e-7 for a block at 64x64 (direct:
+//   7e-7), 4.4e-7 for the 16-block preset model at 64x48 (direct: 5.3e-7).
+// - F(4x4, 3x3) (WDSR_CPU_WINOGRAD_M=4, not built: 36 multiplies per 16 outputs, 4x fewer than direct; its
+//   transforms the same generic code, not optimised) ran 1.29x (AVX2) and 1.46x (AVX-512, 64-column chunks) faster
+//   than F(2x2) on one thread at 128x128, but its error is 15x larger: 5-6e-6 for the same block (the tests' bound:
+//   1e-5), 1e-6 to 3e-6 for the preset models. Hence F(2x2); the tests run F(4x4) through the harness only.
+// Measured on the 2-core AMD EPYC (Zen 4) the project builds on, one block, wall clock, medians of 9 rounds
+// interleaved with the direct kernel (block_a.h) and oneDNN's convolutions (ops.cpp; held to AVX2 by
+// ONEDNN_MAX_CPU_ISA=AVX2 for the AVX2 rows). The machine is shared: runs started when it was at least 90% idle,
+// 1-minute load average 1.7-1.9 with the run itself. Milliseconds, features 128x128 | 270x480:
+//   AVX-512, 1 thread:  Winograd 12.7 | 98.0, direct 22.3 | 177 (1.76x | 1.81x), oneDNN 23.7 | 218
+//   AVX-512, 2 threads: Winograd 6.67 | 50.2, direct 11.7 | 91.2 (1.76x | 1.82x), oneDNN 12.3 | 117
+//   AVX2, 1 thread:     Winograd 12.3 | 96.0, direct 22.7 | 183 (1.85x | 1.91x), oneDNN 25.1 | 217
+//   AVX2, 2 threads:    Winograd 6.25 | 48.6, direct 11.8 | 95.9 (1.89x | 1.97x), oneDNN 12.6 | 117
+// The portable path (4 lanes; load average 3): Winograd 34.5 ms, direct 89.7, oneDNN (its AVX-512 kernels here)
+// 24.1 at 128x128 on one thread, so it keeps oneDNN where torch has it. The whole model against ONNX Runtime and
+// OpenVINO: benchmarks/README.md, CPU section.
 #pragma once
 #include "kernel_common.h"
 #include "kernels.h"
@@ -45,10 +93,10 @@ constexpr int kWinoChunk = WDSR_CPU_WINOGRAD_CHUNK;
 #ifndef WDSR_CPU_WINOGRAD_BLOCK
 #define WDSR_CPU_WINOGRAD_BLOCK 2
 #endif
-// Tiles transformed at once: whole register blocks of the widest group (kAccumulators / kExpandVecs tiles).
+// Tiles transformed at once, V and M in memory for them: 24 with 32 registers, 12 with 16.
 constexpr int kTileBlock = WDSR_CPU_WINOGRAD_BLOCK * kAccumulators / 2;
 // Output-channel vectors per register block of the expand conv (128 wide channels) and of the reduce (32): with
-// 32 registers 4 x 6 tiles for the expand (each broadcast serves 4 FMAs), 2 x 12 for the reduce; with 16, 2 x 6.
+// 32 registers 4 x 6 tiles for the expand (each broadcast serves 4 FMAs), 2 x 8 for the reduce; with 16, 2 x 6.
 #ifndef WDSR_CPU_WINOGRAD_EXPAND_VECS
 #define WDSR_CPU_WINOGRAD_EXPAND_VECS (kRegisters == 32 ? 4 : 2)
 #endif
