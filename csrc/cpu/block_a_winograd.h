@@ -174,7 +174,7 @@ template <int G>
 constexpr int kWinoTiles = kRegisters == 32 && G == 2 ? WDSR_CPU_WINOGRAD_P2 : kAccumulators / G;
 
 // One Winograd element's GEMM over `tiles` tiles: out[t * out_stride + lane] = sum_k w[k][lane] in[t * in_stride + k]
-// for G * VW lanes (weights [k][Lanes]), in register blocks of kAccumulators / G tiles (the last one as wide as the
+// for G * VW lanes (weights [k][Lanes]), in register blocks of kWinoTiles<G> tiles (the last one as wide as the
 // tiles left).
 template <int G, int Lanes>
 inline void wino_gemm(const float* w, const float* in, int64_t in_stride, int count, int tiles, float* out,
@@ -234,8 +234,8 @@ inline void winograd_tiles(int tiles, int cin, int cin_pad, int cout, const floa
       const int c_valid = imin(lanes, cout - g * lanes);
       with_vecs<GV>(ceil_div(c_valid, VW), [&]<int G>() {
         for (int xi = 0; xi < TT; ++xi)
-          wino_gemm<G, lanes>(u + (static_cast<int64_t>(xi) * groups + g) * cin * lanes, V + xi * cin_pad, v_tile, cin, nt,
-                       Mt + xi * G * VW, TT * G * VW);
+          wino_gemm<G, lanes>(u + (static_cast<int64_t>(xi) * groups + g) * cin * lanes, V + xi * cin_pad, v_tile,
+                              cin, nt, Mt + xi * G * VW, TT * G * VW);
         for (int t = 0; t < nt; ++t)
           WDSR_UNROLL for (int v = 0; v < G; ++v) {
             vf m[T][T], y[M][M];
@@ -275,7 +275,8 @@ void winograd_a_items(const void* context, int64_t begin, int64_t end) {
   const int64_t row_floats = static_cast<int64_t>(ctx.ring_cols) * ctx.wide_pad;  // one wide row
   const int64_t slot_floats = M * row_floats;
   const int64_t v_floats = static_cast<int64_t>(TT) * kTileBlock * imax(ctx.c_pad, ctx.wide_pad);
-  Buffer scratch(2 * slot_floats + v_floats + static_cast<int64_t>(TT) * kTileBlock * imax(kExpandVecs, kReduceVecs) * VW);
+  const int64_t m_floats = static_cast<int64_t>(TT) * kTileBlock * imax(kExpandVecs, kReduceVecs) * VW;
+  Buffer scratch(2 * slot_floats + v_floats + m_floats);
   float* ring = scratch.get();
   float* V = ring + 2 * slot_floats;
   float* Mt = V + v_floats;
@@ -452,7 +453,9 @@ void wdsr_a_block_winograd_m(const WinoArgs& a, const Parallel& parallel) {
   parallel.run(ctx.bands.items, &winograd_a_items<M>, &ctx);
 }
 
-void wdsr_a_block_winograd(const WinoArgs& a, const Parallel& parallel) { wdsr_a_block_winograd_m<kWinoM>(a, parallel); }
+void wdsr_a_block_winograd(const WinoArgs& a, const Parallel& parallel) {
+  wdsr_a_block_winograd_m<kWinoM>(a, parallel);
+}
 
 }  // namespace
 }  // namespace wdsr_cpu::WDSR_CPU_ISA
