@@ -1,6 +1,7 @@
 """The fused C++ CPU backend (csrc/cpu/, ``torch.ops.wdsr_cpu.*``) against the float64 reference.
 
-Every op, on every instruction-set path this machine runs (``WDSR_FAST_CPU_ISA``), with 1 and 2 threads, on
+Every op, on every instruction-set path this machine runs (``WDSR_FAST_CPU_ISA``; WDSR-A blocks on each way
+``WDSR_FAST_CPU_BLOCK_A`` runs them: direct or Winograd convolutions, oneDNN), with 1 and 2 threads, on
 odd sizes (1-pixel-wide and 1-row images, widths that are not multiples of any vector width, maps wider than a
 column chunk, bands of rows), batch 2, NCHW and channels_last inputs, the WDSR-B width of the presets and a
 narrower one, outputs poisoned with NaN first. Error: max |out - ref| / max |ref| below 1e-5 (float32). bfloat16
@@ -29,6 +30,7 @@ MEAN = torch.tensor([114.4, 111.5, 103.0])
 ISAS = list(cpu_backend.isa_paths())
 KERNEL_DIR = Path(__file__).resolve().parents[1] / "csrc" / "cpu"
 HARNESS = Path(__file__).resolve().parent / "cpu_harness" / "block_b.cpp"
+WINOGRAD_HARNESS = Path(__file__).resolve().parent / "cpu_harness" / "block_a_winograd.cpp"
 
 
 @pytest.fixture(autouse=True)
@@ -103,7 +105,11 @@ def test_wdsr_b_block_other_widths(isa, threads, c, expansion, low_rank):
     check("wdsr_b_block", [x, *block_b_weights(c, expansion, low_rank), 1.0])
 
 
-A_BLOCK_PATHS = ["fused", "onednn"] if torch.backends.mkldnn.is_available() else ["fused"]
+# How the float32 WDSR-A block op can run (WDSR_FAST_CPU_BLOCK_A): the fused kernel on direct convolutions
+# (block_a.h) or on Winograd F(2x2, 3x3) ones (block_a_winograd.h), or oneDNN's convolutions where torch has oneDNN
+A_BLOCK_PATHS = ["fused", "winograd"] + (["onednn"] if torch.backends.mkldnn.is_available() else [])
+# The default of each instruction-set path: the fastest measured there (KernelTable::a_block_default)
+DEFAULT_A_BLOCK_PATHS = {"avx512": "winograd", "avx2": "winograd", "generic": "onednn"}
 
 
 @pytest.fixture(params=A_BLOCK_PATHS)
@@ -112,11 +118,13 @@ def a_block_path(request, monkeypatch):
     return request.param
 
 
-# n, c, h, w: odd sizes, 1 row, two bands of rows on 2 threads, two column chunks (256); channel counts that are
-# not multiples of the register blocks (AVX2: 32 output channels) nor of the input-channel blocks (16): c 12 and 20,
-# wide 40 and 72; batch 3
+# n, c, h, w: odd sizes, 1 row, 1 column, two bands of rows on 2 threads (one of an odd number of rows), two column
+# chunks (direct: 256 columns at most) or three (Winograd: 128), chunks of an odd width (261: 131 + 130 direct, 87 x 3
+# Winograd); channel counts that are not multiples of the register blocks (AVX2: 32 output channels), of the
+# input-channel blocks (16) nor of the vector widths: c 12 and 20, wide 40 and 72; batch 3
 @pytest.mark.parametrize("shape, wide", [((2, 32, 9, 13), 128), ((1, 24, 1, 7), 96), ((1, 32, 7, 13), 128),
-                                         ((1, 32, 4, 300), 128), ((1, 12, 6, 37), 40), ((3, 20, 5, 11), 72)])
+                                         ((1, 32, 4, 300), 128), ((1, 12, 6, 37), 40), ((3, 20, 5, 11), 72),
+                                         ((1, 16, 9, 1), 48), ((1, 16, 5, 261), 48)])
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_wdsr_a_block(isa, threads, a_block_path, shape, wide, channels_last):
     c = shape[1]
@@ -127,8 +135,9 @@ def test_wdsr_a_block(isa, threads, a_block_path, shape, wide, channels_last):
     assert y.is_contiguous(memory_format=torch.channels_last)
 
 
-def onednn_convolutions(monkeypatch, isa, path):
-    """How many oneDNN convolutions one WDSR-A block runs on `isa`, with WDSR_FAST_CPU_BLOCK_A=`path`."""
+def a_block_run(monkeypatch, isa, path):
+    """One WDSR-A block on `isa` with WDSR_FAST_CPU_BLOCK_A=`path` (None: unset): its output and how many oneDNN
+    convolutions it ran."""
     monkeypatch.setenv(cpu_backend.ISA_ENV, isa)
     if path is None:
         monkeypatch.delenv(cpu_backend.BLOCK_A_ENV, raising=False)
@@ -137,27 +146,33 @@ def onednn_convolutions(monkeypatch, isa, path):
     x = layout(randn(1, 8, 5, 7, seed=1), True)
     w = [randn(16, 8, 3, 3, seed=2), randn(16, seed=3), randn(8, 16, 3, 3, seed=4), randn(8, seed=5)]
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-        cpu_backend.wdsr_a_block(x, *w, 0.5)
+        out = cpu_backend.wdsr_a_block(x, *w, 0.5)
     names = [event.name for event in prof.events()]
     assert "aten::relu_" not in names and "aten::conv2d" not in names
-    return names.count("mkldnn::_convolution_pointwise")
+    return out, names.count("mkldnn::_convolution_pointwise")
 
 
 @pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this torch has no oneDNN")
 def test_wdsr_a_block_path_by_instruction_set(monkeypatch):
-    """The fused kernel with AVX-512 and AVX2 (measured faster there), oneDNN's convolutions with the ReLU and the
-    residual as post-ops elsewhere; WDSR_FAST_CPU_BLOCK_A overrides it (the parity tests above run both)."""
+    """The Winograd kernel with AVX-512 and AVX2 (measured fastest there), oneDNN's convolutions with the ReLU and
+    the residual as post-ops on the portable path; WDSR_FAST_CPU_BLOCK_A overrides it (the parity tests above run
+    every path). The default's output is that of the path it names, bit for bit, and not that of the other fused
+    kernel."""
     for isa in ISAS:
-        assert onednn_convolutions(monkeypatch, isa, None) == (0 if isa in ("avx512", "avx2") else 2)
-        assert onednn_convolutions(monkeypatch, isa, "fused") == 0
-        assert onednn_convolutions(monkeypatch, isa, "onednn") == 2
+        runs = {path: a_block_run(monkeypatch, isa, path) for path in A_BLOCK_PATHS}
+        assert {path: convs for path, (_, convs) in runs.items()} == {"fused": 0, "winograd": 0, "onednn": 2}
+        default, convs = a_block_run(monkeypatch, isa, None)
+        expected = DEFAULT_A_BLOCK_PATHS[isa]
+        assert convs == runs[expected][1] and torch.equal(default, runs[expected][0]), isa
+        assert not torch.equal(runs["fused"][0], runs["winograd"][0])
 
 
 def test_wdsr_a_block_path_must_be_known(monkeypatch):
-    monkeypatch.setenv(cpu_backend.BLOCK_A_ENV, "winograd")
+    monkeypatch.setenv(cpu_backend.BLOCK_A_ENV, "fft")
     x = randn(1, 8, 5, 7, seed=1)
     w = [randn(16, 8, 3, 3, seed=2), randn(16, seed=3), randn(8, 16, 3, 3, seed=4), randn(8, seed=5)]
-    with pytest.raises(ValueError, match=r"WDSR_FAST_CPU_BLOCK_A=winograd is not a way this build runs WDSR-A"):
+    with pytest.raises(ValueError, match=r"WDSR_FAST_CPU_BLOCK_A=fft is not a way this build runs WDSR-A blocks; "
+                                         r"choose fused, winograd"):
         cpu_backend.wdsr_a_block(x, *w, 0.5)
 
 
@@ -208,9 +223,9 @@ def test_thread_count_does_not_change_the_result(isa):
     assert torch.equal(outs[0], outs[1])
 
 
-@pytest.mark.parametrize("variant, scale", [("b", 2), ("b", 3), ("b", 4), ("a", 2)])
-def test_whole_model(isa, threads, variant, scale):
-    """FastWDSR on the cpu backend against the reference model run in float64."""
+def whole_model_errors(variant, scale):
+    """FastWDSR on the cpu backend (backend "cpu" and "auto") against the reference model run in float64: the
+    relative error of each."""
     kwargs = dict(n_feats=32, block_feats=128) if variant == "a" else dict(n_feats=32, expansion=6, low_rank=0.8)
     model = WDSR(variant=variant, scale=scale, n_resblocks=3, res_scale=0.5, **kwargs).eval()
     gen = torch.Generator().manual_seed(0)
@@ -218,6 +233,7 @@ def test_whole_model(isa, threads, variant, scale):
         for p in model.parameters():
             p.copy_(p + torch.randn(p.shape, generator=gen) * 0.05)
     img = image(2, 11, 14)
+    errors = {}
     with torch.inference_mode():
         expected = WDSR.from_config(model.config).double().eval()
         expected.load_state_dict(model.state_dict())
@@ -227,8 +243,21 @@ def test_whole_model(isa, threads, variant, scale):
             out = fast(layout(img, variant == "b"))
             assert fast.last_backend == "cpu"
             assert not torch.isnan(out).any()
-            err = rel_error(out, ref)
-            assert err < TOLERANCE, f"{backend}: relative error {err:.2e}"
+            errors[backend] = rel_error(out, ref)
+    return errors
+
+
+@pytest.mark.parametrize("variant, scale", [("b", 2), ("b", 3), ("b", 4), ("a", 2)])
+def test_whole_model(isa, threads, variant, scale):
+    """FastWDSR on the cpu backend against the reference model run in float64."""
+    errors = whole_model_errors(variant, scale)
+    assert max(errors.values()) < TOLERANCE, f"relative errors {errors}"
+
+
+def test_whole_model_wdsr_a_block_paths(isa, threads, a_block_path):
+    """WDSR-A with its blocks run each way (the Winograd kernel's error accumulates over the blocks)."""
+    errors = whole_model_errors("a", 2)
+    assert max(errors.values()) < TOLERANCE, f"relative errors {errors}"
 
 
 def test_registry_picks_cpu_on_cpu_tensors():
@@ -426,7 +455,7 @@ MUTANTS = [
 ]
 
 
-def build_harness(tmp_path, isa, mutant=None):
+def build_harness(tmp_path, isa, mutant=None, harness=HARNESS, header="block_b.h", defines=()):
     compiler = shutil.which("c++") or shutil.which("g++")
     if compiler is None:
         pytest.skip("no C++ compiler to build the test harness")
@@ -434,12 +463,12 @@ def build_harness(tmp_path, isa, mutant=None):
     if mutant is not None:
         include = tmp_path / "mutant"
         shutil.copytree(KERNEL_DIR, include)
-        source = (include / "block_b.h").read_text()
-        assert source.count(mutant[1]) == 1, f"mutant {mutant[0]!r}: its text is not in block_b.h once"
-        (include / "block_b.h").write_text(source.replace(mutant[1], mutant[2]))
+        source = (include / header).read_text()
+        assert source.count(mutant[1]) == 1, f"mutant {mutant[0]!r}: its text is not in {header} once"
+        (include / header).write_text(source.replace(mutant[1], mutant[2]))
     library = tmp_path / f"harness_{isa}.so"
-    subprocess.run([compiler, "-std=c++20", "-O1", "-shared", "-fPIC", *HARNESS_FLAGS[isa], f"-I{include}",
-                    str(HARNESS), "-o", str(library)], check=True, capture_output=True)
+    subprocess.run([compiler, "-std=c++20", "-O1", "-shared", "-fPIC", *HARNESS_FLAGS[isa], *defines, f"-I{include}",
+                    str(harness), "-o", str(library)], check=True, capture_output=True)
     return ctypes.CDLL(str(library))
 
 
@@ -476,3 +505,59 @@ def test_narrow_chunks_through_the_harness(tmp_path, harness_isa):
 @pytest.mark.parametrize("mutant", MUTANTS, ids=[m[0] for m in MUTANTS])
 def test_deliberate_bugs_are_caught(tmp_path, mutant):
     assert harness_error(build_harness(tmp_path, "generic", mutant)) > TOLERANCE
+
+
+# ---- the Winograd WDSR-A block's halo logic through its harness: column chunks of 5 (3 tiles of F(2x2), the last
+# one partial; 2 of F(4x4)), bands of rows, and deliberate bugs it must catch ------------------------------------
+# (what the bug breaks, text of block_a_winograd.h, its replacement)
+WINOGRAD_MUTANTS = [
+    ("zero wide columns right of the image", "inside = row_in[i] && col0 + j >= 0 && col0 + j < a.w;",
+     "inside = row_in[i] && col0 + j >= 0;"),
+    ("zero wide rows outside the image", "rows_in &= row_in[i] = wr + i >= 0 && wr + i < a.h;",
+     "rows_in &= row_in[i] = wr + i >= 0;"),
+    ("interior tiles of the expand's output", "if (rows_in && col0 >= 0 && col0 + M <= a.w) {",
+     "if (rows_in && col0 >= 0 && col0 + M <= a.w + 1) {"),
+    ("interior tiles of the expand's input", "if (x_rows_in && xs >= 0 && xs + T <= a.w && lanes >= VW) {",
+     "if (x_rows_in && xs >= 0 && xs + T <= a.w + 1 && lanes >= VW) {"),
+    ("ring of two row groups", "rows[i] = ring + (i < M ? (j & 1) * slot_floats", "rows[i] = ring + (i < M ? 0"),
+    ("last, partial tile of a chunk", "const int tiles = ceil_div(x1 - x0, M);", "const int tiles = (x1 - x0) / M;"),
+]
+WINOGRAD_CASES = [((2, 16, 11, 23), 40, 4), ((1, 12, 9, 17), 24, 3), ((1, 16, 6, 1), 40, 4), ((1, 20, 1, 9), 24, 1),
+                  ((1, 16, 8, 10), 40, 2)]  # (n, c, h, w), wide, threads planned for
+
+
+def winograd_harness_error(lib):
+    """Worst relative error of the harness's Winograd WDSR-A block over WINOGRAD_CASES (inf where an output was
+    never written)."""
+    worst = 0.0
+    for shape, wide, threads in WINOGRAD_CASES:
+        n, c, h, w = shape
+        x = randn(*shape, seed=1)
+        ws = [randn(wide, c, 3, 3, seed=4, scale=0.1), randn(wide, seed=5, scale=0.1),
+              randn(c, wide, 3, 3, seed=6, scale=0.05), randn(c, seed=7, scale=0.1)]
+        nhwc = x.permute(0, 2, 3, 1).contiguous()
+        y = torch.full_like(nhwc, float("nan"))
+        ptr = ctypes.c_void_p
+        lib.harness_wdsr_a_block(*[ptr(t.data_ptr()) for t in [nhwc, *ws]], ctypes.c_float(0.5), ptr(y.data_ptr()),
+                                 n, h, w, c, wide, threads)
+        out = y.permute(0, 3, 1, 2)
+        ref = reference.wdsr_a_block(x.double(), *[t.double() for t in ws], 0.5)
+        worst = max(worst, float("inf") if torch.isnan(out).any() else rel_error(out, ref))
+    return worst
+
+
+def build_winograd_harness(tmp_path, isa, m=2, mutant=None):
+    return build_harness(tmp_path, isa, mutant, WINOGRAD_HARNESS, "block_a_winograd.h",
+                         ["-DWDSR_CPU_WINOGRAD_CHUNK=5", f"-DWDSR_CPU_WINOGRAD_M={m}"])
+
+
+@pytest.mark.parametrize("harness_isa, m", [(isa, 2) for isa in ISAS] + [("generic", 4)])
+def test_winograd_narrow_chunks_through_the_harness(tmp_path, harness_isa, m):
+    """F(2x2, 3x3), the tile size built, on every path; F(4x4, 3x3) (measured, not built: see block_a_winograd.h)
+    on the portable one."""
+    assert winograd_harness_error(build_winograd_harness(tmp_path, harness_isa, m)) < TOLERANCE
+
+
+@pytest.mark.parametrize("mutant", WINOGRAD_MUTANTS, ids=[m[0] for m in WINOGRAD_MUTANTS])
+def test_winograd_deliberate_bugs_are_caught(tmp_path, mutant):
+    assert winograd_harness_error(build_winograd_harness(tmp_path, "generic", mutant=mutant)) > TOLERANCE

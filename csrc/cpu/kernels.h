@@ -1,6 +1,7 @@
 // The launch API between the torch binding (ops.cpp, the only file here that includes torch headers) and the
 // CPU kernels, which are compiled once per instruction set (kernels_avx512.cpp, kernels_avx2.cpp,
-// kernels_generic.cpp) from the width-templated algorithm of block_b.h and convs.h.
+// kernels_generic.cpp) from the width-templated algorithm of block_b.h, convs.h, block_a.h and
+// block_a_winograd.h.
 //
 // Tensors are raw pointers: the image and conv weights float32, features float32 or, for the bf16 kernels
 // (kernels_avx512_bf16.cpp), bfloat16. Features are NHWC contiguous (channels_last); the image may have any
@@ -92,16 +93,21 @@ struct TailArgs {
 // (3 rows x 25 channels x 512 columns x 4 bytes = 154 KB for WDSR-B 32).
 constexpr int kMaxChunkWidth = 512;
 
+// The ways the binding runs a float32 WDSR-A block: the fused kernel on direct convolutions (block_a.h), the fused
+// kernel on Winograd F(2x2, 3x3) convolutions (block_a_winograd.h), or oneDNN's convolutions (ops.cpp).
+enum class BlockAPath { fused, winograd, onednn };
+
 struct KernelTable {
   const char* isa;  // "avx512", "avx2" or "generic"
   void (*head_conv)(const HeadArgs&, const Parallel&);
   void (*wdsr_b_block)(const BlockBArgs&, const Parallel&);
-  void (*wdsr_a_block)(const BlockAArgs&, const Parallel&);
+  void (*wdsr_a_block)(const BlockAArgs&, const Parallel&);           // direct convolutions
+  void (*wdsr_a_block_winograd)(const BlockAArgs&, const Parallel&);  // Winograd F(2x2, 3x3)
   void (*tail_shuffle)(const TailArgs&, const Parallel&);
-  // Whether wdsr_a_block beats oneDNN's convolutions on this path, so that the binding runs it where torch has
-  // oneDNN too (measured: 1.14x with AVX-512; with AVX2 on par on one thread and ahead on two, benchmarks/README.md;
-  // the portable path is not measured against it)
-  bool a_block_beats_onednn;
+  // How this path runs WDSR-A blocks unless WDSR_FAST_CPU_BLOCK_A says otherwise: the fastest measured on it
+  // (block_a_winograd.h and benchmarks/README.md give the numbers); `onednn` falls back to `winograd` where torch
+  // has no oneDNN.
+  BlockAPath a_block_default;
 };
 
 // The blocks on bf16 features: bf16 operands, fp32 accumulation, epilogues (bias, ReLU, residual) in fp32.

@@ -1,8 +1,9 @@
 // torch.ops.wdsr_cpu.*: the op schemas (../common/op_schemas.h), input validation (../common/checks.h), output
 // allocation (../common/tensors.h), the choice of instruction-set path and the threads. The only file of the CPU
 // extension that includes torch headers; the kernels (kernels_*.cpp) include none and compile in seconds.
-// All four ops run our kernels; wdsr_a_block runs oneDNN's convolutions (channels_last, the ReLU and the residual
-// fused into them as post-ops) instead on the instruction-set paths where those are faster. bfloat16 features run
+// All four ops run our kernels; float32 wdsr_a_block runs the fused kernel on direct or on Winograd convolutions, or
+// oneDNN's convolutions (channels_last, the ReLU and the residual fused into them as post-ops), whichever measured
+// fastest on the instruction-set path. bfloat16 features run
 // the bf16 block kernels where the CPU has AVX512-BF16 (an error elsewhere: cpu_backend.py does not pick this
 // backend there); the head and the tail, small next to the blocks, run in float32 on converted copies.
 #include <ATen/Parallel.h>
@@ -198,18 +199,23 @@ const std::optional<OneDnnConvs>& onednn_convs() {
   return convs;
 }
 
-// WDSR_FAST_CPU_BLOCK_A=fused|onednn (read at every call): how WDSR-A blocks run. Default: the fused kernel
-// (block_a.h) where it beats oneDNN's convolutions (KernelTable::a_block_beats_onednn) or torch has no oneDNN.
+// WDSR_FAST_CPU_BLOCK_A=fused|winograd|onednn (read at every call): how float32 WDSR-A blocks run. Default: the
+// path's fastest measured (KernelTable::a_block_default), the Winograd kernel where that is oneDNN and torch has none
+// (it beats the direct one on every path: 1.7-1.9x with AVX-512 and AVX2, 2.6x on the portable path, measured).
 constexpr const char* kBlockAEnv = "WDSR_FAST_CPU_BLOCK_A";
 
-bool fused_a_block(const KernelTable& k, bool have_onednn) {
+wdsr_cpu::BlockAPath a_block_path(const KernelTable& k, bool have_onednn) {
+  using wdsr_cpu::BlockAPath;
   const char* wanted = std::getenv(kBlockAEnv);
-  if (wanted == nullptr || *wanted == '\0') return k.a_block_beats_onednn || !have_onednn;
+  if (wanted == nullptr || *wanted == '\0')
+    return k.a_block_default == BlockAPath::onednn && !have_onednn ? BlockAPath::winograd : k.a_block_default;
   const std::string choice(wanted);
-  TORCH_CHECK_VALUE(choice == "fused" || (choice == "onednn" && have_onednn), "wdsr_a_block: ", kBlockAEnv, "=",
-                    choice, " is not a way this build runs WDSR-A blocks; choose ",
-                    have_onednn ? "fused or onednn" : "fused (this torch has no oneDNN)");
-  return choice == "fused";
+  if (choice == "fused") return BlockAPath::fused;
+  if (choice == "winograd") return BlockAPath::winograd;
+  TORCH_CHECK_VALUE(choice == "onednn" && have_onednn, "wdsr_a_block: ", kBlockAEnv, "=", choice,
+                    " is not a way this build runs WDSR-A blocks; choose ",
+                    have_onednn ? "fused, winograd or onednn" : "fused or winograd (this torch has no oneDNN)");
+  return BlockAPath::onednn;
 }
 
 at::Tensor wdsr_a_block(const at::Tensor& x, const at::Tensor& w_expand, const at::Tensor& b_expand,
@@ -228,7 +234,8 @@ at::Tensor wdsr_a_block(const at::Tensor& x, const at::Tensor& w_expand, const a
     return y;
   }
   const auto& onednn = onednn_convs();
-  if (!fused_a_block(k, onednn.has_value())) {
+  const wdsr_cpu::BlockAPath path = a_block_path(k, onednn.has_value());
+  if (path == wdsr_cpu::BlockAPath::onednn) {
     // y = conv(relu(conv(x, w_expand) + b_expand), res_scale * w_reduce) + res_scale * b_reduce + x: the ReLU and the
     // residual ride on the convolutions (5% faster per block at 128x128 than separate passes, 2 threads, measured).
     const std::vector<int64_t> one{1, 1};
@@ -242,7 +249,7 @@ at::Tensor wdsr_a_block(const at::Tensor& x, const at::Tensor& w_expand, const a
   at::Tensor y = new_output(x.sizes(), x.options().memory_format(at::MemoryFormat::ChannelsLast));
   wdsr_cpu::BlockAArgs args{};
   set_block_args(args, in, we, be, wr, br, res_scale, y);
-  k.wdsr_a_block(args, parallel());
+  (path == wdsr_cpu::BlockAPath::winograd ? k.wdsr_a_block_winograd : k.wdsr_a_block)(args, parallel());
   return y;
 }
 

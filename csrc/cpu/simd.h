@@ -7,7 +7,7 @@
 //   kAccumulators vector accumulators a register-blocked micro-kernel may keep live (the rest of the
 //                 register file holds its operands: 32 zmm -> 24 + 8, 16 ymm -> 12 + 4)
 //   vf, vzero, vset1, vload, vstore, vload_n / vstore_n (the first n lanes, 0 < n <= VW), vfma(a, b, c) = a*b + c,
-//   vmax, vmul, vadd, vgather_n(p, stride, n) (lane i = p[i * stride] for i < n, else 0),
+//   vmax, vmul, vadd, vsub(a, b) = a - b, vgather_n(p, stride, n) (lane i = p[i * stride] for i < n, else 0),
 //   vgather_idx_n(p, index, n) (lane i = p[index[i]] for i < n, else 0), prefetch(p) (into L1),
 //   in_register(v) (v, kept in a register: GCC otherwise folds a load that several FMAs reuse into each of them,
 //   as a memory operand, and the loads then outnumber the FMAs)
@@ -44,6 +44,7 @@ inline vf vfma(vf a, vf b, vf c) { return _mm512_fmadd_ps(a, b, c); }
 inline vf vmax(vf a, vf b) { return _mm512_max_ps(a, b); }
 inline vf vmul(vf a, vf b) { return _mm512_mul_ps(a, b); }
 inline vf vadd(vf a, vf b) { return _mm512_add_ps(a, b); }
+inline vf vsub(vf a, vf b) { return _mm512_sub_ps(a, b); }
 inline vf vgather_n(const float* p, int stride, int n) {
   const __m512i index = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
                                            _mm512_set1_epi32(stride));
@@ -85,6 +86,7 @@ inline vf vfma(vf a, vf b, vf c) { return _mm256_fmadd_ps(a, b, c); }
 inline vf vmax(vf a, vf b) { return _mm256_max_ps(a, b); }
 inline vf vmul(vf a, vf b) { return _mm256_mul_ps(a, b); }
 inline vf vadd(vf a, vf b) { return _mm256_add_ps(a, b); }
+inline vf vsub(vf a, vf b) { return _mm256_sub_ps(a, b); }
 inline vf vgather_n(const float* p, int stride, int n) {
   const __m256i index = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(stride));
   return _mm256_mask_i32gather_ps(_mm256_setzero_ps(), p, index, _mm256_castsi256_ps(lanes(n)), 4);
@@ -121,6 +123,7 @@ inline vf vfma(vf a, vf b, vf c) { return a * b + c; }
 inline vf vmax(vf a, vf b) { return a > b ? a : b; }
 inline vf vmul(vf a, vf b) { return a * b; }
 inline vf vadd(vf a, vf b) { return a + b; }
+inline vf vsub(vf a, vf b) { return a - b; }
 inline void prefetch(const void* p) { __builtin_prefetch(p); }
 #else
 struct vf {
@@ -145,6 +148,10 @@ inline vf vmul(vf a, vf b) {
 }
 inline vf vadd(vf a, vf b) {
   for (int i = 0; i < VW; ++i) a.lanes[i] += b.lanes[i];
+  return a;
+}
+inline vf vsub(vf a, vf b) {
+  for (int i = 0; i < VW; ++i) a.lanes[i] -= b.lanes[i];
   return a;
 }
 inline void prefetch(const void*) {}

@@ -334,7 +334,7 @@ def fast_rows(s: Setup) -> list[Row]:
             for graphs in (False, True)]
     if "cpu" in s.options.backends and s.reference.config.variant == "a" and s.on_cpu:
         rows += [Row(f"fast-cpu:a-{path}", FAST, block_a_path(path), backend="cpu", variant=f"block-a={path}")
-                 for path in ("fused", "onednn")]
+                 for path in ("fused", "winograd", "onednn")]
     return rows
 
 

@@ -5,9 +5,10 @@ accumulation, the head and tail in float32; the bf16 kernels take even channel c
 TypeError), threads through ATen's ``parallel_for``, so
 ``torch.set_num_threads`` applies. The kernels are compiled for several instruction sets and the fastest the CPU
 runs is used (``isa_paths()`` lists them); the environment variable ``WDSR_FAST_CPU_ISA`` (``avx512``, ``avx2`` or
-``generic``) picks another, read at every call. WDSR-A blocks run the fused kernel with AVX-512 and AVX2 and oneDNN's
-convolutions (the ReLU and the residual fused in) on the portable path, as measured;
-``WDSR_FAST_CPU_BLOCK_A`` (``fused`` or ``onednn``) picks one. This module loads the extension if it was built
+``generic``) picks another, read at every call. float32 WDSR-A blocks run the fused kernel on Winograd F(2x2, 3x3)
+convolutions with AVX-512 and AVX2 and oneDNN's convolutions (the ReLU and the residual fused in) on the portable path
+(the Winograd kernel where torch has no oneDNN), as measured; ``WDSR_FAST_CPU_BLOCK_A`` (``fused``: the fused kernel
+on direct convolutions, ``winograd`` or ``onednn``) picks one. This module loads the extension if it was built
 (``pip install --no-build-isolation .`` with a C++ compiler) through ``common.load_extension`` and exposes the four
 ops with the signatures of ``reference.py``.
 """
