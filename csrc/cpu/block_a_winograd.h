@@ -1,5 +1,5 @@
-// The fused WDSR-A block on the CPU on Winograd F(2x2, 3x3) convolutions, written once for every vector width
-// (simd.h), float32 only (the bf16 kernels keep block_a.h's direct convolutions):
+// The fused WDSR-A block on the CPU on Winograd F(2x2, 3x3) convolutions, written once for every vector width and
+// features' precision (simd.h):
 //   y = x + res_scale * (conv3x3(relu(conv3x3(x, w_expand) + b_expand), w_reduce) + b_reduce)
 //
 // Design, in numbers for the WDSR-A baseline (c = 32, wide = 128):
@@ -140,8 +140,9 @@ inline void transform_2d(const float (&m)[R][C], const vf (&d)[C][C], vf (&out)[
   WDSR_UNROLL for (int i = 0; i < R; ++i) mat_vec(m, tmp[i], out[i]);
 }
 
-// acc[p][v] = sum_k w[k][v] in[k + p * stride] for P tiles, over k < count: G output-channel vectors (weights
-// packed [k][Lanes], the first G * VW lanes used) x P tiles, each broadcast once for its G FMAs.
+// acc[p][v] = sum_k w[k][v] in[k + p * stride] for P tiles, over words k < count (simd.h: a channel, or a pair of
+// bf16 ones): G output-channel vectors (weights packed [k][Lanes], the first G * VW lanes used) x P tiles, each
+// broadcast once for its G multiply-adds (vdot).
 template <int G, int P, int Lanes>
 struct WinoBlock {
   vf acc[P][G];
@@ -154,7 +155,7 @@ struct WinoBlock {
       WDSR_UNROLL for (int v = 0; v < G; ++v) wv[v] = vload(w + k * Lanes + v * VW);
       WDSR_UNROLL for (int p = 0; p < P; ++p) {
         const vf b = vset1(in[k + p * stride]);
-        WDSR_UNROLL for (int v = 0; v < G; ++v) acc[p][v] = vfma(b, wv[v], acc[p][v]);
+        WDSR_UNROLL for (int v = 0; v < G; ++v) acc[p][v] = vdot(b, wv[v], acc[p][v]);
       }
     }
   }
@@ -174,7 +175,7 @@ template <int G>
 constexpr int kWinoTiles = kRegisters == 32 && G == 2 ? WDSR_CPU_WINOGRAD_P2 : kAccumulators / G;
 
 // One Winograd element's GEMM over `tiles` tiles: out[t * out_stride + lane] = sum_k w[k][lane] in[t * in_stride + k]
-// for G * VW lanes (weights [k][Lanes]), in register blocks of kWinoTiles<G> tiles (the last one as wide as the
+// for G * VW lanes (weights [k][Lanes], k over input words), in register blocks of kWinoTiles<G> tiles (the last one as wide as the
 // tiles left).
 template <int G, int Lanes>
 inline void wino_gemm(const float* w, const float* in, int64_t in_stride, int count, int tiles, float* out,
@@ -207,18 +208,18 @@ inline void with_vecs(int vecs, F&& f) {
 }
 
 // One row of `tiles` Winograd tiles of a 3x3 convolution of cin input channels to cout output channels, weights u
-// ([T^2][group][cin][GV * VW]), in blocks of kTileBlock tiles: load(tile, channel, d) gives the input tile of VW
+// ([T^2][group][cin word][GV * VW]), in blocks of kTileBlock tiles: load(tile, channel, d) gives the input tile of VW
 // channels from `channel` on (zero past cin); the tiles are transformed once per (tile, channel) into V
-// ([tile][T^2][cin_pad]); each of the T^2 elements is a GEMM over the channels (WinoBlock: G output-channel vectors
+// ([tile][T^2][cin_pad] features: bf16 with WDSR_CPU_BF16, rounded once); each of the T^2 elements is a GEMM over the channels (WinoBlock: G output-channel vectors
 // x P tiles, one broadcast of V per (channel, tile)) into Mt ([tile][T^2][GV * VW]), one group of GV * VW output
 // channels at a time; epilogue(tile, channel, y) takes the m x m outputs of VW channels.
 template <int M, int GV, typename Load, typename Epilogue>
-inline void winograd_tiles(int tiles, int cin, int cin_pad, int cout, const float* u, float* V, float* Mt,
+inline void winograd_tiles(int tiles, int cin, int cin_pad, int cout, const float* u, feature_t* V, float* Mt,
                            Load&& load, Epilogue&& epilogue) {
   using W = WinogradF<M>;
   constexpr int T = W::T, TT = T * T, lanes = GV * VW;
-  const int groups = ceil_div(cout, lanes);
-  const int64_t v_tile = static_cast<int64_t>(TT) * cin_pad;
+  const int groups = ceil_div(cout, lanes), cin_words = ceil_div(cin, kPack);
+  const int64_t v_tile = static_cast<int64_t>(TT) * cin_pad;  // features of one tile
   for (int t0 = 0; t0 < tiles; t0 += kTileBlock) {
     const int nt = imin(kTileBlock, tiles - t0);
     for (int t = 0; t < nt; ++t)
@@ -226,16 +227,16 @@ inline void winograd_tiles(int tiles, int cin, int cin_pad, int cout, const floa
         vf d[T][T], v[T][T];
         load(t0 + t, cv, d);
         transform_2d(W::BT, d, v);
-        float* at = V + t * v_tile + cv;
+        feature_t* at = V + t * v_tile + cv;
         WDSR_UNROLL for (int i = 0; i < T; ++i)
-          WDSR_UNROLL for (int j = 0; j < T; ++j) vstore(at + (i * T + j) * cin_pad, v[i][j]);
+          WDSR_UNROLL for (int j = 0; j < T; ++j) vstore_feat(at + (i * T + j) * cin_pad, v[i][j]);
       }
     for (int g = 0; g < groups; ++g) {
       const int c_valid = imin(lanes, cout - g * lanes);
       with_vecs<GV>(ceil_div(c_valid, VW), [&]<int G>() {
         for (int xi = 0; xi < TT; ++xi)
-          wino_gemm<G, lanes>(u + (static_cast<int64_t>(xi) * groups + g) * cin * lanes, V + xi * cin_pad, v_tile,
-                              cin, nt, Mt + xi * G * VW, TT * G * VW);
+          wino_gemm<G, lanes>(u + (static_cast<int64_t>(xi) * groups + g) * cin_words * lanes,
+                              words(V + xi * cin_pad), v_tile / kPack, cin_words, nt, Mt + xi * G * VW, TT * G * VW);
         for (int t = 0; t < nt; ++t)
           WDSR_UNROLL for (int v = 0; v < G; ++v) {
             vf m[T][T], y[M][M];
@@ -250,14 +251,13 @@ inline void winograd_tiles(int tiles, int cin, int cin_pad, int cout, const floa
   }
 }
 
-using WinoArgs = BlockAArgs;  // float32 features only (the bf16 kernels keep the direct block)
-static_assert(kPack == 1);
+using WinoArgs = BlockAArgsOf<feature_t>;
 
 struct WinogradAContext {
   const WinoArgs* a;
-  const float* u_expand;  // [T^2][expand group][c][kExpandVecs * VW]
+  const float* u_expand;  // [T^2][expand group][c word][kExpandVecs * VW]
   const float* b_expand;  // [wide_pad], zero past wide
-  const float* u_reduce;  // [T^2][reduce group][wide][kReduceVecs * VW]
+  const float* u_reduce;  // [T^2][reduce group][wide word][kReduceVecs * VW]
   const float* b_reduce;  // [c_pad], zero past c
   RowBands bands;
   int c_pad, wide_pad;    // channels rounded up to whole vectors
@@ -272,14 +272,15 @@ void winograd_a_items(const void* context, int64_t begin, int64_t end) {
   constexpr int T = W::T, TT = T * T;
   const WinogradAContext& ctx = *static_cast<const WinogradAContext*>(context);
   const WinoArgs& a = *ctx.a;
-  const int64_t row_floats = static_cast<int64_t>(ctx.ring_cols) * ctx.wide_pad;  // one wide row
-  const int64_t slot_floats = M * row_floats;
-  const int64_t v_floats = static_cast<int64_t>(TT) * kTileBlock * imax(ctx.c_pad, ctx.wide_pad);
+  // The ring and V in features (2 a float with bf16), Mt in floats.
+  const int64_t row_features = static_cast<int64_t>(ctx.ring_cols) * ctx.wide_pad;  // one wide row
+  const int64_t slot_features = M * row_features;
+  const int64_t v_features = static_cast<int64_t>(TT) * kTileBlock * imax(ctx.c_pad, ctx.wide_pad);
   const int64_t m_floats = static_cast<int64_t>(TT) * kTileBlock * imax(kExpandVecs, kReduceVecs) * VW;
-  Buffer scratch(2 * slot_floats + v_floats + m_floats);
-  float* ring = scratch.get();
-  float* V = ring + 2 * slot_floats;
-  float* Mt = V + v_floats;
+  Buffer scratch((2 * slot_features + v_features) / kPack + m_floats);
+  feature_t* ring = reinterpret_cast<feature_t*>(scratch.get());
+  feature_t* V = ring + 2 * slot_features;
+  float* Mt = scratch.get() + (2 * slot_features + v_features) / kPack;
   const int64_t x_row = static_cast<int64_t>(a.w) * a.c;
   const int wide_pad = ctx.wide_pad;
   const vf scale = vset1(a.res_scale);
@@ -288,13 +289,13 @@ void winograd_a_items(const void* context, int64_t begin, int64_t end) {
     const int tiles = ceil_div(x1 - x0, M);
     // Wide rows r0 - 1 + m k .. r0 - 2 + m (k + 1) (ring columns j: image column x0 - 1 + j), zero outside the image.
     auto expand = [&](int k) {
-      float* slot = ring + (k & 1) * slot_floats;
+      feature_t* slot = ring + (k & 1) * slot_features;
       const int wr = r0 - 1 + M * k;
       if (wr >= a.h) {
-        std::memset(slot, 0, sizeof(float) * static_cast<size_t>(slot_floats));
+        std::memset(slot, 0, sizeof(feature_t) * static_cast<size_t>(slot_features));
         return;
       }
-      const float* x_rows[T];
+      const feature_t* x_rows[T];
       for (int i = 0; i < T; ++i) {
         const int y = wr - 1 + i;
         x_rows[i] = y >= 0 && y < a.h ? a.x + (static_cast<int64_t>(n) * a.h + y) * x_row : nullptr;
@@ -310,7 +311,7 @@ void winograd_a_items(const void* context, int64_t begin, int64_t end) {
             if (x_rows_in && xs >= 0 && xs + T <= a.w && lanes >= VW) {  // inside the image
               WDSR_UNROLL for (int i = 0; i < T; ++i)
                 WDSR_UNROLL for (int j = 0; j < T; ++j) d[i][j] =
-                    vload(x_rows[i] + static_cast<int64_t>(xs + j) * a.c + cv);
+                    vload_feat(x_rows[i] + static_cast<int64_t>(xs + j) * a.c + cv);
               return;
             }
             WDSR_UNROLL for (int i = 0; i < T; ++i)
@@ -319,41 +320,42 @@ void winograd_a_items(const void* context, int64_t begin, int64_t end) {
                 if (x_rows[i] == nullptr || col < 0 || col >= a.w) {
                   d[i][j] = vzero();
                 } else {
-                  const float* p = x_rows[i] + static_cast<int64_t>(col) * a.c + cv;
-                  d[i][j] = lanes >= VW ? vload(p) : vload_n(p, lanes);
+                  const feature_t* p = x_rows[i] + static_cast<int64_t>(col) * a.c + cv;
+                  d[i][j] = lanes >= VW ? vload_feat(p) : vload_feat_n(p, lanes);
                 }
               }
           },
           [&](int t, int k0, const vf(&y)[M][M]) {
             const vf b = vload(ctx.b_expand + k0);
-            float* out = slot + static_cast<int64_t>(M * t) * wide_pad + k0;
+            feature_t* out = slot + static_cast<int64_t>(M * t) * wide_pad + k0;
             const int col0 = x0 - 1 + M * t;
             if (rows_in && col0 >= 0 && col0 + M <= a.w) {  // inside the image
               WDSR_UNROLL for (int i = 0; i < M; ++i)
                 WDSR_UNROLL for (int j = 0; j < M; ++j)
-                  vstore(out + i * row_floats + j * wide_pad, vmax(vadd(y[i][j], b), vzero()));
+                  vstore_feat(out + i * row_features + j * wide_pad, vmax(vadd(y[i][j], b), vzero()));
               return;
             }
             WDSR_UNROLL for (int i = 0; i < M; ++i)
               WDSR_UNROLL for (int j = 0; j < M; ++j) {
                 const bool inside = row_in[i] && col0 + j >= 0 && col0 + j < a.w;
-                vstore(out + i * row_floats + j * wide_pad, inside ? vmax(vadd(y[i][j], b), vzero()) : vzero());
+                vstore_feat(out + i * row_features + j * wide_pad,
+                            inside ? vmax(vadd(y[i][j], b), vzero()) : vzero());
               }
           });
     };
     // Output rows r0 + m j .. r0 + m j + m - 1 (those before r1) from wide group j (its m rows) and j + 1 (two).
     auto reduce = [&](int j) {
       const int row0 = r0 + M * j;
-      const float* rows[T];
+      const feature_t* rows[T];
       for (int i = 0; i < T; ++i)
-        rows[i] = ring + (i < M ? (j & 1) * slot_floats + i * row_floats : ((j + 1) & 1) * slot_floats +
-                                                                               (i - M) * row_floats);
+        rows[i] = ring + (i < M ? (j & 1) * slot_features + i * row_features
+                                : ((j + 1) & 1) * slot_features + (i - M) * row_features);
       winograd_tiles<M, kReduceVecs>(
           tiles, a.wide, wide_pad, a.c, ctx.u_reduce, V, Mt,
           [&](int t, int cv, vf(&d)[T][T]) {
             WDSR_UNROLL for (int i = 0; i < T; ++i)
               WDSR_UNROLL for (int jj = 0; jj < T; ++jj) d[i][jj] =
-                  vload(rows[i] + static_cast<int64_t>(M * t + jj) * wide_pad + cv);
+                  vload_feat(rows[i] + static_cast<int64_t>(M * t + jj) * wide_pad + cv);
           },
           [&](int t, int k0, const vf(&y)[M][M]) {
             const vf b = vload(ctx.b_reduce + k0);
@@ -365,9 +367,9 @@ void winograd_a_items(const void* context, int64_t begin, int64_t end) {
                 if (col >= x1) break;
                 const int64_t at = ((static_cast<int64_t>(n) * a.h + row0 + i) * a.w + col) * a.c + k0;
                 if (lanes >= VW) {
-                  vstore(a.y + at, vfma(scale, vadd(y[i][jj], b), vload(a.x + at)));
+                  vstore_feat(a.y + at, vfma(scale, vadd(y[i][jj], b), vload_feat(a.x + at)));
                 } else {
-                  vstore_n(a.y + at, vfma(scale, vadd(y[i][jj], b), vload_n(a.x + at, lanes)), lanes);
+                  vstore_feat_n(a.y + at, vfma(scale, vadd(y[i][jj], b), vload_feat_n(a.x + at, lanes)), lanes);
                 }
               }
             }
@@ -381,7 +383,8 @@ void winograd_a_items(const void* context, int64_t begin, int64_t end) {
   }
 }
 
-// U = G g G^T, in double, rounded once. Items: (output channel, block of kPackInputs input channels) of the expand
+// U = G g G^T, in double, rounded once (to a float, then with bf16 features to a bf16 word of two input channels).
+// Items: (output channel, block of kPackInputs input channels) of the expand
 // conv (its output channels rounded up to whole groups, zero past wide), then of the reduce conv: 128 + 128 items of
 // equal work for the baseline, so that the threads share them evenly.
 constexpr int kPackInputs = 32;
@@ -405,20 +408,26 @@ void winograd_pack_items(const void* context, int64_t begin, int64_t end) {
     const int in_blocks = ceil_div(cin, kPackInputs);
     const int64_t i = expand ? item : item - p.expand_items;
     const int k = static_cast<int>(i / in_blocks), ci0 = static_cast<int>(i % in_blocks) * kPackInputs;
-    const int group = (expand ? kExpandVecs : kReduceVecs) * VW;
-    const int64_t plane = static_cast<int64_t>(expand ? p.expand_lanes : p.reduce_lanes) * cin;  // one element
+    const int group = (expand ? kExpandVecs : kReduceVecs) * VW, cin_words = ceil_div(cin, kPack);
+    const int64_t plane = static_cast<int64_t>(expand ? p.expand_lanes : p.reduce_lanes) * cin_words;  // an element
     const float* w = expand ? p.a->w_expand : p.a->w_reduce;
-    float* out = (expand ? p.u_expand : p.u_reduce) + static_cast<int64_t>(k / group) * cin * group + k % group;
-    for (int ci = ci0; ci < imin(cin, ci0 + kPackInputs); ++ci) {
-      double gg[3][3] = {}, tmp[T][3], r[T][T];
-      if (k < cout)
-        for (int e = 0; e < 9; ++e) gg[e / 3][e % 3] = w[(static_cast<int64_t>(k) * cin + ci) * 9 + e];
-      for (int y = 0; y < T; ++y)
-        for (int x = 0; x < 3; ++x) tmp[y][x] = W::G[y][0] * gg[0][x] + W::G[y][1] * gg[1][x] + W::G[y][2] * gg[2][x];
-      for (int y = 0; y < T; ++y)
-        for (int x = 0; x < T; ++x) r[y][x] = tmp[y][0] * W::G[x][0] + tmp[y][1] * W::G[x][1] + tmp[y][2] * W::G[x][2];
+    float* out = (expand ? p.u_expand : p.u_reduce) + static_cast<int64_t>(k / group) * cin_words * group + k % group;
+    for (int ci = ci0; ci < imin(cin, ci0 + kPackInputs); ci += kPack) {
+      float u[kPack][T * T] = {};  // U of input channels ci .. ci + kPack - 1
+      for (int pi = 0; pi < kPack && ci + pi < cin; ++pi) {
+        double gg[3][3] = {}, tmp[T][3];
+        if (k < cout)
+          for (int e = 0; e < 9; ++e) gg[e / 3][e % 3] = w[(static_cast<int64_t>(k) * cin + ci + pi) * 9 + e];
+        for (int y = 0; y < T; ++y)
+          for (int x = 0; x < 3; ++x)
+            tmp[y][x] = W::G[y][0] * gg[0][x] + W::G[y][1] * gg[1][x] + W::G[y][2] * gg[2][x];
+        for (int y = 0; y < T; ++y)
+          for (int x = 0; x < T; ++x)
+            u[pi][y * T + x] =
+                static_cast<float>(tmp[y][0] * W::G[x][0] + tmp[y][1] * W::G[x][1] + tmp[y][2] * W::G[x][2]);
+      }
       for (int xi = 0; xi < T * T; ++xi)
-        out[xi * plane + static_cast<int64_t>(ci) * group] = static_cast<float>(r[xi / T][xi % T]);
+        out[xi * plane + static_cast<int64_t>(ci / kPack) * group] = word_of(&u[0][xi], T * T, cin - ci);
     }
   }
 }
@@ -433,8 +442,8 @@ void wdsr_a_block_winograd_m(const WinoArgs& a, const Parallel& parallel) {
   ctx.c_pad = round_up(a.c, VW);
   ctx.wide_pad = round_up(a.wide, VW);
   const int expand_lanes = round_up(a.wide, kExpandVecs * VW), reduce_lanes = round_up(a.c, kReduceVecs * VW);
-  const int64_t u_expand_floats = static_cast<int64_t>(TT) * expand_lanes * a.c;
-  const int64_t u_reduce_floats = static_cast<int64_t>(TT) * reduce_lanes * a.wide;
+  const int64_t u_expand_floats = static_cast<int64_t>(TT) * expand_lanes * ceil_div(a.c, kPack);
+  const int64_t u_reduce_floats = static_cast<int64_t>(TT) * reduce_lanes * ceil_div(a.wide, kPack);
   Buffer packed(u_expand_floats + u_reduce_floats + ctx.wide_pad + ctx.c_pad);
   float* u_expand = packed.get();
   float* u_reduce = u_expand + u_expand_floats;

@@ -114,7 +114,9 @@ struct KernelTable {
 struct Bf16KernelTable {
   const char* isa;  // "avx512_bf16"
   void (*wdsr_b_block)(const BlockBArgsOf<Bf16>&, const Parallel&);
-  void (*wdsr_a_block)(const BlockAArgsOf<Bf16>&, const Parallel&);
+  void (*wdsr_a_block)(const BlockAArgsOf<Bf16>&, const Parallel&);           // direct convolutions
+  void (*wdsr_a_block_winograd)(const BlockAArgsOf<Bf16>&, const Parallel&);  // Winograd F(2x2, 3x3)
+  BlockAPath a_block_default;  // as KernelTable's
 };
 
 // Defined by the per-ISA translation units that were built (see setup.py); constant data, so that naming

@@ -9,7 +9,9 @@
 // simd.h first: the algorithm headers are written against its vector type
 #include "block_b.h"
 #include "block_a.h"
+#include "block_a_winograd.h"
 
 namespace wdsr_cpu {
-const Bf16KernelTable kAvx512Bf16Kernels = {"avx512_bf16", &avx512_bf16::wdsr_b_block, &avx512_bf16::wdsr_a_block};
+const Bf16KernelTable kAvx512Bf16Kernels = {"avx512_bf16", &avx512_bf16::wdsr_b_block, &avx512_bf16::wdsr_a_block,
+                                            &avx512_bf16::wdsr_a_block_winograd, BlockAPath::winograd};
 }  // namespace wdsr_cpu

@@ -199,16 +199,17 @@ const std::optional<OneDnnConvs>& onednn_convs() {
   return convs;
 }
 
-// WDSR_FAST_CPU_BLOCK_A=fused|winograd|onednn (read at every call): how float32 WDSR-A blocks run. Default: the
-// path's fastest measured (KernelTable::a_block_default), the Winograd kernel where that is oneDNN and torch has none
+// WDSR_FAST_CPU_BLOCK_A=fused|winograd|onednn (read at every call): how WDSR-A blocks run. Default: the path's
+// fastest measured (KernelTable::a_block_default, Bf16KernelTable's for bf16), the Winograd kernel where that is
+// oneDNN and torch has none
 // (it beats the direct one on every path: 1.7-1.9x with AVX-512 and AVX2, 2.6x on the portable path, measured).
 constexpr const char* kBlockAEnv = "WDSR_FAST_CPU_BLOCK_A";
 
-wdsr_cpu::BlockAPath a_block_path(const KernelTable& k, bool have_onednn) {
+wdsr_cpu::BlockAPath a_block_path(wdsr_cpu::BlockAPath fastest, bool have_onednn) {
   using wdsr_cpu::BlockAPath;
   const char* wanted = std::getenv(kBlockAEnv);
   if (wanted == nullptr || *wanted == '\0')
-    return k.a_block_default == BlockAPath::onednn && !have_onednn ? BlockAPath::winograd : k.a_block_default;
+    return fastest == BlockAPath::onednn && !have_onednn ? BlockAPath::winograd : fastest;
   const std::string choice(wanted);
   if (choice == "fused") return BlockAPath::fused;
   if (choice == "winograd") return BlockAPath::winograd;
@@ -222,19 +223,11 @@ at::Tensor wdsr_a_block(const at::Tensor& x, const at::Tensor& w_expand, const a
                         const at::Tensor& w_reduce, const at::Tensor& b_reduce, double res_scale) {
   wdsr::check_wdsr_a_block(x, w_expand, b_expand, w_reduce, b_reduce, wdsr::kCpuTarget);
   const KernelTable& k = kernels("wdsr_a_block");
+  const bool bf16 = x.scalar_type() == at::kBFloat16;
+  const wdsr_cpu::Bf16KernelTable* k16 = bf16 ? &bf16_kernels("wdsr_a_block", x.size(1), w_expand.size(0)) : nullptr;
   const at::Tensor in = channels_last(x);
-  if (x.scalar_type() == at::kBFloat16) {
-    const wdsr_cpu::Bf16KernelTable& k16 = bf16_kernels("wdsr_a_block", x.size(1), w_expand.size(0));
-    const at::Tensor we = as_float(w_expand).contiguous(), be = as_float(b_expand).contiguous(),
-                     wr = as_float(w_reduce).contiguous(), br = as_float(b_reduce).contiguous();
-    at::Tensor y = new_output(x.sizes(), x.options().memory_format(at::MemoryFormat::ChannelsLast));
-    wdsr_cpu::BlockAArgsOf<wdsr_cpu::Bf16> args{};
-    set_block_args(args, in, we, be, wr, br, res_scale, y);
-    k16.wdsr_a_block(args, parallel());
-    return y;
-  }
   const auto& onednn = onednn_convs();
-  const wdsr_cpu::BlockAPath path = a_block_path(k, onednn.has_value());
+  const wdsr_cpu::BlockAPath path = a_block_path(bf16 ? k16->a_block_default : k.a_block_default, onednn.has_value());
   if (path == wdsr_cpu::BlockAPath::onednn) {
     // y = conv(relu(conv(x, w_expand) + b_expand), res_scale * w_reduce) + res_scale * b_reduce + x: the ReLU and the
     // residual ride on the convolutions (5% faster per block at 128x128 than separate passes, 2 threads, measured).
@@ -244,12 +237,19 @@ at::Tensor wdsr_a_block(const at::Tensor& x, const at::Tensor& w_expand, const a
     return onednn->binary.call(expanded, in, w_reduce.mul(res_scale), b_reduce.mul(res_scale), one, one, one, 1, "add",
                                std::nullopt, std::nullopt, ScalarList(), std::nullopt);
   }
-  const at::Tensor we = w_expand.contiguous(), be = b_expand.contiguous(), wr = w_reduce.contiguous(),
-                   br = b_reduce.contiguous();
+  const at::Tensor we = as_float(w_expand).contiguous(), be = as_float(b_expand).contiguous(),
+                   wr = as_float(w_reduce).contiguous(), br = as_float(b_reduce).contiguous();
   at::Tensor y = new_output(x.sizes(), x.options().memory_format(at::MemoryFormat::ChannelsLast));
-  wdsr_cpu::BlockAArgs args{};
-  set_block_args(args, in, we, be, wr, br, res_scale, y);
-  (path == wdsr_cpu::BlockAPath::winograd ? k.wdsr_a_block_winograd : k.wdsr_a_block)(args, parallel());
+  const bool winograd = path == wdsr_cpu::BlockAPath::winograd;
+  if (bf16) {
+    wdsr_cpu::BlockAArgsOf<wdsr_cpu::Bf16> args{};
+    set_block_args(args, in, we, be, wr, br, res_scale, y);
+    (winograd ? k16->wdsr_a_block_winograd : k16->wdsr_a_block)(args, parallel());
+  } else {
+    wdsr_cpu::BlockAArgs args{};
+    set_block_args(args, in, we, be, wr, br, res_scale, y);
+    (winograd ? k.wdsr_a_block_winograd : k.wdsr_a_block)(args, parallel());
+  }
   return y;
 }
 
