@@ -44,6 +44,12 @@
 //   AVX-512, 2 threads: Winograd 6.67 | 50.2, direct 11.7 | 91.2 (1.76x | 1.82x), oneDNN 12.3 | 117
 //   AVX2, 1 thread:     Winograd 12.3 | 96.0, direct 22.7 | 183 (1.85x | 1.91x), oneDNN 25.1 | 217
 //   AVX2, 2 threads:    Winograd 6.25 | 48.6, direct 11.8 | 95.9 (1.89x | 1.97x), oneDNN 12.6 | 117
+// bf16 (kernels_avx512_bf16.cpp: V, U, the ring and x, y in bf16, the GEMMs on vdpbf16ps, M, the transforms and the
+// epilogues in fp32), the same machine idle (load average 0.8), medians of 9 interleaved rounds, ms, 128x128 |
+// 270x480: 1 thread Winograd 7.37 | 57.0, direct 11.3 | 87.0 (1.53x), oneDNN's bf16 convolutions 12.0 | 90.2;
+// 2 threads 3.72 | 28.3, direct 5.76 | 43.4 (1.53x), oneDNN 6.00 | 46.3. Less gain than in fp32: the transforms and
+// the V and M traffic stay fp32-sized work while the GEMMs halve. Rounding V to bf16 costs accuracy: up to 1.5x the
+// direct bf16 kernel's error against float64, about torch's own bf16 error (tests/test_cpu_backend.py).
 // The portable path (4 lanes; load average 3): Winograd 34.5 ms, direct 89.7, oneDNN (its AVX-512 kernels here)
 // 24.1 at 128x128 on one thread, so it keeps oneDNN where torch has it. The whole model against ONNX Runtime and
 // OpenVINO: benchmarks/README.md, CPU section.
@@ -210,9 +216,10 @@ inline void with_vecs(int vecs, F&& f) {
 // One row of `tiles` Winograd tiles of a 3x3 convolution of cin input channels to cout output channels, weights u
 // ([T^2][group][cin word][GV * VW]), in blocks of kTileBlock tiles: load(tile, channel, d) gives the input tile of VW
 // channels from `channel` on (zero past cin); the tiles are transformed once per (tile, channel) into V
-// ([tile][T^2][cin_pad] features: bf16 with WDSR_CPU_BF16, rounded once); each of the T^2 elements is a GEMM over the channels (WinoBlock: G output-channel vectors
-// x P tiles, one broadcast of V per (channel, tile)) into Mt ([tile][T^2][GV * VW]), one group of GV * VW output
-// channels at a time; epilogue(tile, channel, y) takes the m x m outputs of VW channels.
+// ([tile][T^2][cin_pad] features: bf16 with WDSR_CPU_BF16, rounded once); each of the T^2 elements is a GEMM over
+// the channels (WinoBlock: G output-channel vectors x P tiles, one broadcast of V per (input word, tile)) into Mt
+// ([tile][T^2][GV * VW], fp32), one group of GV * VW output channels at a time; epilogue(tile, channel, y) takes
+// the m x m outputs of VW channels.
 template <int M, int GV, typename Load, typename Epilogue>
 inline void winograd_tiles(int tiles, int cin, int cin_pad, int cout, const float* u, feature_t* V, float* Mt,
                            Load&& load, Epilogue&& epilogue) {
