@@ -89,7 +89,7 @@ def check(name, args):
 # How a WDSR-B block can run its 3x3 (WDSR_FAST_CPU_BLOCK_B): direct (block_b.h) or on Winograd F(2x2, 3x3)
 # (block_b_winograd.h); the default of each path (float32 by instruction set, and bf16): the fastest measured there
 B_BLOCK_PATHS = ["direct", "winograd"]
-DEFAULT_B_BLOCK_PATHS = {"avx512": "direct", "avx2": "direct", "generic": "direct", "bf16": "direct"}
+DEFAULT_B_BLOCK_PATHS = {"avx512": "winograd", "avx2": "winograd", "generic": "winograd", "bf16": "winograd"}
 
 
 @pytest.fixture(params=B_BLOCK_PATHS)

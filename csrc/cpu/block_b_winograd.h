@@ -1,6 +1,41 @@
 // The fused WDSR-B block of block_b.h with its 3x3 on Winograd F(2x2, 3x3) (block_a_winograd.h's transforms and
 // GEMMs), written once for every vector width and features' precision (simd.h).
-// DESIGN_AND_TIMINGS
+//   y = x + res_scale * conv3x3(t) + ...,  t = reduce1x1(relu(expand1x1(x))) as in block_b.h
+//
+// Design, in numbers for WDSR-B 32 (c = 32, wide = 192, low_rank = 25):
+// - Fewer multiplies: the 3x3 takes 16 / 4 x 25 x 32 = 3,200 multiply-adds a pixel instead of 9 x 25 x 32 = 7,200
+//   (bf16: 25 channels are 13 words, 3,328 instead of 7,488), the block 14,144 instead of 18,144 (1.28x fewer).
+//   The 1x1 chain is block_b.h's (t_row, PackedRows), unchanged.
+// - Rows: t rows two at a time into a ring of two row pairs (4 rows: block_b.h's 3-row ring plus one, 4 x 25 x 560
+//   x 4 B = 224 KB fp32 for a 512-column chunk, 116 KB bf16, in L2), output rows two at a time from its 4 rows, as
+//   block_a_winograd.h steps its wide rows. A band of an odd number of rows computes one t row less (zeros) and
+//   stores one output row of its last pair.
+// - Layout: no transpose. t stays planar per row, [word][column], as the 1x1 chain writes it; the input transform
+//   vectorises over tiles instead of channels: for one t word and VW neighbouring tiles, the 4 x 4 inputs are the
+//   even and odd columns of the 4 rows from columns 2 t0 and 2 t0 + 2 (vload_even_odd: 2 loads and 2 vpermt2ps
+//   each; bf16 words split into their two channels by a shift and an and), so per (word, VW tiles) 16 loads, 16
+//   permutes, 32 adds (64 and 32 splits with bf16) and 16 stores of V ([element][word][tile]), whose GEMMs broadcast
+//   one V word per (word, tile) as block_a_winograd.h's do (wino_gemm with a word stride): G = 2 output vectors x 8
+//   tiles, M to memory, then the output transform and the epilogue (bias, residual) per (tile, channel vector).
+//   Measured (perf, bf16, 128x128, one thread): the input transform is 3.8% of the block's time, the GEMMs and
+//   output transforms 20.8%, the 1x1 chain (t_row and its GEMMs) 54%.
+// - Memory per thread besides the ring: V for a block of kWinoBTiles = 32 tiles, 16 x 25 x 32 x 4 B = 51 KB (bf16
+//   26 KB), M 32 x 16 x 32 x 4 B = 64 KB; U (shared) 16 x 25 x 32 x 4 B = 51 KB (bf16 27 KB), direct weights 29 KB.
+//   Blocks of 16 to 128 tiles ran within noise of each other; 2 x 12-tile register blocks 8-15% slower than 2 x 8.
+// - Accuracy: each GEMM sums over 25 channels, not 225 taps: max |out - ref| / max |ref| against float64 4-6e-8
+//   on the test shapes (direct: 4-12e-8); bf16 2.6e-3 against 2.4e-3 (V is rounded to bf16, as in block A).
+// Measured on the 2-core AMD EPYC (Zen 4, AVX512-BF16), one block op, medians of 9 rounds interleaved with the direct
+// kernel (block_b.h) in one process; the machine shared with another job using 1-1.5 cores (1-minute load average
+// 1.9-2.4). Milliseconds, features 128x128 | 270x480, one thread:
+//   bf16:    Winograd 2.79 | 21.6, direct 3.10 | 23.6 (1.11x | 1.09x)
+//   AVX-512: Winograd 4.98 | 39.3, direct 5.73 | 44.3 (1.15x | 1.13x)
+//   AVX2:    Winograd 5.35 | 41.0, direct 6.42 | 47.4 (1.20x | 1.16x)
+//   portable (128x128): Winograd 15.3, direct 18.9 (1.24x)
+// Whole WDSR-B 32x16 model, x2, 256x256 output, one thread: bf16 46.6 against 51.5 ms (1.11x), fp32 82.4 against
+// 95.5 (1.16x); earlier runs 1.10-1.16x (block) and 1.15x (bf16 model). Two threads could not be measured cleanly
+// beside that job (two-thread runs took about as long as one-thread ones): medians 0.96-1.46x over four runs, mostly
+// 1.00-1.14x; each thread runs the one-thread algorithm on its band. Hence the default on every path (ops.cpp,
+// WDSR_FAST_CPU_BLOCK_B); to re-measure on an idle machine.
 #pragma once
 #include "block_a_winograd.h"
 #include "block_b.h"

@@ -13,5 +13,5 @@
 namespace wdsr_cpu {
 const KernelTable kAvx2Kernels = {"avx2", &avx2::head_conv, &avx2::wdsr_b_block, &avx2::wdsr_a_block,
                                      &avx2::wdsr_a_block_winograd, &avx2::tail_shuffle, BlockAPath::winograd,
-    &avx2::wdsr_b_block_winograd, BlockBPath::direct};
+    &avx2::wdsr_b_block_winograd, BlockBPath::winograd};
 }  // namespace wdsr_cpu

@@ -15,5 +15,5 @@
 namespace wdsr_cpu {
 const Bf16KernelTable kAvx512Bf16Kernels = {"avx512_bf16", &avx512_bf16::wdsr_b_block, &avx512_bf16::wdsr_a_block,
                                             &avx512_bf16::wdsr_a_block_winograd, BlockAPath::winograd,
-    &avx512_bf16::wdsr_b_block_winograd, BlockBPath::direct};
+    &avx512_bf16::wdsr_b_block_winograd, BlockBPath::winograd};
 }  // namespace wdsr_cpu

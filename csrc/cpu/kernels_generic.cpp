@@ -13,5 +13,5 @@
 namespace wdsr_cpu {
 const KernelTable kGenericKernels = {"generic", &generic::head_conv, &generic::wdsr_b_block, &generic::wdsr_a_block,
                                      &generic::wdsr_a_block_winograd, &generic::tail_shuffle, BlockAPath::onednn,
-    &generic::wdsr_b_block_winograd, BlockBPath::direct};
+    &generic::wdsr_b_block_winograd, BlockBPath::winograd};
 }  // namespace wdsr_cpu
