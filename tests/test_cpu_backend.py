@@ -1,7 +1,8 @@
 """The fused C++ CPU backend (csrc/cpu/, ``torch.ops.wdsr_cpu.*``) against the float64 reference.
 
 Every op, on every instruction-set path this machine runs (``WDSR_FAST_CPU_ISA``; WDSR-A blocks on each way
-``WDSR_FAST_CPU_BLOCK_A`` runs them: direct or Winograd convolutions, oneDNN), with 1 and 2 threads, on
+``WDSR_FAST_CPU_BLOCK_A`` runs them: direct or Winograd convolutions, oneDNN; WDSR-B blocks with their 3x3 direct
+or on Winograd, ``WDSR_FAST_CPU_BLOCK_B``), with 1 and 2 threads, on
 odd sizes (1-pixel-wide and 1-row images, widths that are not multiples of any vector width, maps wider than a
 column chunk, bands of rows), batch 2, NCHW and channels_last inputs, the WDSR-B width of the presets and a
 narrower one, outputs poisoned with NaN first. Error: max |out - ref| / max |ref| below 1e-5 (float32). bfloat16
@@ -85,6 +86,18 @@ def check(name, args):
     return out
 
 
+# How a WDSR-B block can run its 3x3 (WDSR_FAST_CPU_BLOCK_B): direct (block_b.h) or on Winograd F(2x2, 3x3)
+# (block_b_winograd.h); the default of each path (float32 by instruction set, and bf16): the fastest measured there
+B_BLOCK_PATHS = ["direct", "winograd"]
+DEFAULT_B_BLOCK_PATHS = {"avx512": "winograd", "avx2": "winograd", "generic": "winograd", "bf16": "winograd"}
+
+
+@pytest.fixture(params=B_BLOCK_PATHS)
+def b_block_path(request, monkeypatch):
+    monkeypatch.setenv(cpu_backend.BLOCK_B_ENV, request.param)
+    return request.param
+
+
 # n, c, h, w: odd sizes; 1 pixel wide; 1 row; wider than a column chunk (512); three chunks and two bands of rows
 BLOCK_SHAPES = [(2, 32, 9, 13), (1, 32, 17, 1), (2, 32, 1, 30), (1, 32, 5, 530), (1, 32, 7, 1100)]
 WIDTHS = [(6, 0.8), (4, 0.8)]  # (expansion, low_rank): the presets' WDSR-B and a narrower block
@@ -92,14 +105,14 @@ WIDTHS = [(6, 0.8), (4, 0.8)]  # (expansion, low_rank): the presets' WDSR-B and 
 
 @pytest.mark.parametrize("shape", BLOCK_SHAPES)
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_wdsr_b_block(isa, threads, shape, channels_last):
+def test_wdsr_b_block(isa, threads, b_block_path, shape, channels_last):
     x = layout(randn(*shape, seed=1), channels_last)
     y = check("wdsr_b_block", [x, *block_b_weights(shape[1], 6, 0.8), 0.7])
     assert y.is_contiguous(memory_format=torch.channels_last)
 
 
 @pytest.mark.parametrize("c, expansion, low_rank", [(24, 4, 0.8), (8, 6, 0.8), (40, 3, 0.5)])
-def test_wdsr_b_block_other_widths(isa, threads, c, expansion, low_rank):
+def test_wdsr_b_block_other_widths(isa, threads, b_block_path, c, expansion, low_rank):
     """Channel counts that are not multiples of the vector widths (24, 40; low ranks 19, 6, 20)."""
     x = randn(2, c, 11, 19, seed=3)
     check("wdsr_b_block", [x, *block_b_weights(c, expansion, low_rank), 1.0])
@@ -208,7 +221,7 @@ def test_strided_image(isa):
     check("tail_shuffle", [randn(1, 32, 9, 13, seed=1), img, *weights, MEAN, 127.5, 2])
 
 
-def test_thread_count_does_not_change_the_result(isa):
+def test_thread_count_does_not_change_the_result(isa, b_block_path):
     """Bands of rows change with the thread count; each pixel's arithmetic must not."""
     x = randn(1, 32, 21, 37, seed=1)
     w = block_b_weights(32, 6, 0.8)
@@ -254,6 +267,43 @@ def test_whole_model(isa, threads, variant, scale):
     assert max(errors.values()) < TOLERANCE, f"relative errors {errors}"
 
 
+def test_whole_model_wdsr_b_block_paths(isa, threads, b_block_path):
+    errors = whole_model_errors("b", 2)
+    assert max(errors.values()) < TOLERANCE, f"relative errors {errors}"
+
+
+def b_block_runs(monkeypatch, dtype):
+    """One WDSR-B block run each way and with WDSR_FAST_CPU_BLOCK_B unset (None)."""
+    x = randn(1, 32, 9, 37, seed=1).to(dtype)
+    w = [t.to(dtype) for t in block_b_weights(32, 6, 0.8)]
+    runs = {}
+    for path in (None, *B_BLOCK_PATHS):
+        if path is None:
+            monkeypatch.delenv(cpu_backend.BLOCK_B_ENV, raising=False)
+        else:
+            monkeypatch.setenv(cpu_backend.BLOCK_B_ENV, path)
+        runs[path] = cpu_backend.wdsr_b_block(x, *w, 0.7)
+    return runs
+
+
+def test_wdsr_b_block_path_by_instruction_set(monkeypatch):
+    """The default's output is that of the path it names for each instruction set, bit for bit, and not the
+    other's."""
+    for isa in ISAS:
+        monkeypatch.setenv(cpu_backend.ISA_ENV, isa)
+        runs = b_block_runs(monkeypatch, torch.float32)
+        assert torch.equal(runs[None], runs[DEFAULT_B_BLOCK_PATHS[isa]]), isa
+        assert not torch.equal(runs["direct"], runs["winograd"]), isa
+
+
+def test_wdsr_b_block_path_must_be_known(monkeypatch):
+    monkeypatch.setenv(cpu_backend.BLOCK_B_ENV, "fft")
+    w = block_b_weights(8, 6, 0.8)
+    with pytest.raises(ValueError, match=r"WDSR_FAST_CPU_BLOCK_B=fft is not a way this build runs WDSR-B blocks; "
+                                         r"choose direct or winograd"):
+        cpu_backend.wdsr_b_block(randn(1, 8, 5, 7, seed=1), *w, 1.0)
+
+
 def test_whole_model_wdsr_a_block_paths(isa, threads, a_block_path):
     """WDSR-A with its blocks run each way (the Winograd kernel's error accumulates over the blocks)."""
     errors = whole_model_errors("a", 2)
@@ -286,7 +336,7 @@ def check_bf16(name, args):
 @needs_bf16
 @pytest.mark.parametrize("shape", BLOCK_SHAPES)
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_wdsr_b_block_bf16(threads, shape, channels_last):
+def test_wdsr_b_block_bf16(threads, b_block_path, shape, channels_last):
     x = layout(randn(*shape, seed=1), channels_last)
     y = check_bf16("wdsr_b_block", [x, *block_b_weights(shape[1], 6, 0.8), 0.7])
     assert y.is_contiguous(memory_format=torch.channels_last)
@@ -294,7 +344,7 @@ def test_wdsr_b_block_bf16(threads, shape, channels_last):
 
 @needs_bf16
 @pytest.mark.parametrize("c, expansion, low_rank", [(24, 4, 0.8), (8, 6, 0.8), (40, 3, 0.5)])
-def test_wdsr_b_block_bf16_other_widths(threads, c, expansion, low_rank):
+def test_wdsr_b_block_bf16_other_widths(threads, b_block_path, c, expansion, low_rank):
     """An odd low rank (19: a zero channel pads its last pair), channel counts that are not multiples of 16."""
     check_bf16("wdsr_b_block", [randn(2, c, 11, 19, seed=3), *block_b_weights(c, expansion, low_rank), 1.0])
 
@@ -356,6 +406,14 @@ def test_bf16_wdsr_a_blocks_run_winograd_by_default(monkeypatch):
             monkeypatch.setenv(cpu_backend.BLOCK_A_ENV, path)
         runs[path] = cpu_backend.wdsr_a_block(x, *w, 0.5)
     assert torch.equal(runs[None], runs["winograd"]) and not torch.equal(runs["winograd"], runs["fused"])
+
+
+@needs_bf16
+def test_bf16_wdsr_b_block_path(monkeypatch):
+    """The bf16 default is the path it names, bit for bit."""
+    runs = b_block_runs(monkeypatch, torch.bfloat16)
+    assert torch.equal(runs[None], runs[DEFAULT_B_BLOCK_PATHS["bf16"]])
+    assert not torch.equal(runs["direct"], runs["winograd"])
 
 
 @needs_bf16
@@ -490,26 +548,28 @@ def build_harness(tmp_path, isa, mutant=None, harness=HARNESS, header="block_b.h
     return ctypes.CDLL(str(library))
 
 
-def harness_block(lib, x, weights, res_scale, max_chunk_w, threads):
-    """wdsr_b_block through the harness: x (N, C, H, W) -> y (N, C, H, W), NaN where nothing was written."""
+def harness_block(lib, x, weights, res_scale, max_chunk_w, threads, winograd=False):
+    """wdsr_b_block through the harness (its 3x3 direct, or on Winograd): x (N, C, H, W) -> y (N, C, H, W), NaN where
+    nothing was written."""
     n, c, h, w = x.shape
     nhwc = x.permute(0, 2, 3, 1).contiguous()
     y = torch.full_like(nhwc, float("nan"))
     ws = [t.contiguous() for t in weights]
     ptr = ctypes.c_void_p
     lib.harness_wdsr_b_block(*[ptr(t.data_ptr()) for t in [nhwc, *ws]], ctypes.c_float(res_scale),
-                             ptr(y.data_ptr()), n, h, w, c, ws[0].shape[0], ws[2].shape[0], max_chunk_w, threads)
+                             ptr(y.data_ptr()), n, h, w, c, ws[0].shape[0], ws[2].shape[0], max_chunk_w, threads,
+                             int(winograd))
     return y.permute(0, 3, 1, 2)
 
 
-def harness_error(lib):
+def harness_error(lib, winograd=False):
     """Worst relative error over cases with chunks of 5 and 8 columns and 1, 3 or 4 threads' bands."""
     worst = 0.0
     for shape, chunk, threads in [((2, 16, 11, 23), 8, 4), ((1, 16, 9, 17), 5, 3), ((1, 16, 6, 1), 8, 4),
                                   ((1, 16, 1, 9), 5, 1)]:
         x = randn(*shape, seed=1)
         w = block_b_weights(shape[1], 6, 0.8)
-        out = harness_block(lib, x, w, 0.7, chunk, threads)
+        out = harness_block(lib, x, w, 0.7, chunk, threads, winograd)
         ref = reference.wdsr_b_block(x.double(), *[t.double() for t in w], 0.7)
         worst = max(worst, float("inf") if torch.isnan(out).any() else rel_error(out, ref))
     return worst
@@ -517,12 +577,30 @@ def harness_error(lib):
 
 @pytest.mark.parametrize("harness_isa", ISAS + ["generic-structs"])
 def test_narrow_chunks_through_the_harness(tmp_path, harness_isa):
-    assert harness_error(build_harness(tmp_path, harness_isa)) < TOLERANCE
+    lib = build_harness(tmp_path, harness_isa)
+    assert harness_error(lib) < TOLERANCE
+    assert harness_error(lib, winograd=True) < TOLERANCE
 
 
 @pytest.mark.parametrize("mutant", MUTANTS, ids=[m[0] for m in MUTANTS])
 def test_deliberate_bugs_are_caught(tmp_path, mutant):
     assert harness_error(build_harness(tmp_path, "generic", mutant)) > TOLERANCE
+
+
+# (what the bug breaks, text of block_b_winograd.h, its replacement)
+WINOGRAD_B_MUTANTS = [
+    ("t row below a band", "row <= r1 ? row : -1", "row < r1 ? row : -1"),
+    ("last, partial tile of a chunk", "const int tiles = ceil_div(x1 - x0, 2);", "const int tiles = (x1 - x0) / 2;"),
+    ("ring of two row pairs", "ring + ((j + 1) & 1) * 2 * row_floats,", "ring + (j & 1) * 2 * row_floats,"),
+    ("last, partial vector of tiles", "for (int tv = 0; tv < nt; tv += VW)",
+     "for (int tv = 0; tv + VW <= nt; tv += VW)"),
+]
+
+
+@pytest.mark.parametrize("mutant", WINOGRAD_B_MUTANTS, ids=[m[0] for m in WINOGRAD_B_MUTANTS])
+def test_winograd_b_deliberate_bugs_are_caught(tmp_path, mutant):
+    lib = build_harness(tmp_path, "generic", mutant, header="block_b_winograd.h")
+    assert harness_error(lib, winograd=True) > TOLERANCE
 
 
 # ---- the Winograd WDSR-A block's halo logic through its harness: column chunks of 5 (3 tiles of F(2x2), the last

@@ -146,21 +146,21 @@ inline void transform_2d(const float (&m)[R][C], const vf (&d)[C][C], vf (&out)[
   WDSR_UNROLL for (int i = 0; i < R; ++i) mat_vec(m, tmp[i], out[i]);
 }
 
-// acc[p][v] = sum_k w[k][v] in[k + p * stride] for P tiles, over words k < count (simd.h: a channel, or a pair of
-// bf16 ones): G output-channel vectors (weights packed [k][Lanes], the first G * VW lanes used) x P tiles, each
+// acc[p][v] = sum_k w[k][v] in[k * k_stride + p * stride] for P tiles, over words k < count (simd.h: a channel, or a
+// pair of bf16 ones): G output-channel vectors (weights packed [k][Lanes], the first G * VW lanes used) x P tiles, each
 // broadcast once for its G multiply-adds (vdot).
 template <int G, int P, int Lanes>
 struct WinoBlock {
   vf acc[P][G];
 
-  void gemm(const float* w, const float* in, int count, int64_t stride) {
+  void gemm(const float* w, const float* in, int count, int64_t stride, int64_t k_stride = 1) {
     WDSR_UNROLL for (int p = 0; p < P; ++p)
       WDSR_UNROLL for (int v = 0; v < G; ++v) acc[p][v] = vzero();
     for (int k = 0; k < count; ++k) {
       vf wv[G];
       WDSR_UNROLL for (int v = 0; v < G; ++v) wv[v] = vload(w + k * Lanes + v * VW);
       WDSR_UNROLL for (int p = 0; p < P; ++p) {
-        const vf b = vset1(in[k + p * stride]);
+        const vf b = vset1(in[k * k_stride + p * stride]);
         WDSR_UNROLL for (int v = 0; v < G; ++v) acc[p][v] = vdot(b, wv[v], acc[p][v]);
       }
     }
@@ -180,23 +180,23 @@ struct WinoBlock {
 template <int G>
 constexpr int kWinoTiles = kRegisters == 32 && G == 2 ? WDSR_CPU_WINOGRAD_P2 : kAccumulators / G;
 
-// One Winograd element's GEMM over `tiles` tiles: out[t * out_stride + lane] = sum_k w[k][lane] in[t * in_stride + k]
-// for G * VW lanes (weights [k][Lanes], k over input words), in register blocks of kWinoTiles<G> tiles (the last one as wide as the
-// tiles left).
+// One Winograd element's GEMM over `tiles` tiles:
+// out[t * out_stride + lane] = sum_k w[k][lane] in[t * in_stride + k * k_stride] for G * VW lanes (weights [k][Lanes],
+// k over input words), in register blocks of kWinoTiles<G> tiles (the last one as wide as the tiles left).
 template <int G, int Lanes>
 inline void wino_gemm(const float* w, const float* in, int64_t in_stride, int count, int tiles, float* out,
-                      int64_t out_stride) {
+                      int64_t out_stride, int64_t k_stride = 1) {
   constexpr int P = kWinoTiles<G>;
   int t = 0;
   for (; t + P <= tiles; t += P) {
     WinoBlock<G, P, Lanes> block;
-    block.gemm(w, in + t * in_stride, count, in_stride);
+    block.gemm(w, in + t * in_stride, count, in_stride, k_stride);
     block.store(out + t * out_stride, out_stride);
   }
   if (t < tiles)
     with_rows<P - 1>(tiles - t, [&]<int R>() {
       WinoBlock<G, R, Lanes> block;
-      block.gemm(w, in + t * in_stride, count, in_stride);
+      block.gemm(w, in + t * in_stride, count, in_stride, k_stride);
       block.store(out + t * out_stride, out_stride);
     });
 }

@@ -37,7 +37,7 @@
 // - Tried and measured slower: the 3x3 as Winograd F(2,3) along rows (4 multiply-adds per output pair instead
 //   of 6): its register blocks need 4 accumulators per pixel pair, so they stream 1.5x the weight bytes per
 //   FMA, and the transform of each t row costs what the saved multiply-adds gain (block 4% slower with
-//   AVX-512, 5-8% with AVX2, at 128x128).
+//   AVX-512, 5-8% with AVX2, at 128x128). F(2x2, 3x3) over tiles of two rows is faster: block_b_winograd.h.
 #pragma once
 #include "conv_block.h"
 #include "kernel_common.h"

@@ -96,6 +96,8 @@ constexpr int kMaxChunkWidth = 512;
 // The ways the binding runs a float32 WDSR-A block: the fused kernel on direct convolutions (block_a.h), the fused
 // kernel on Winograd F(2x2, 3x3) convolutions (block_a_winograd.h), or oneDNN's convolutions (ops.cpp).
 enum class BlockAPath { fused, winograd, onednn };
+// The ways a WDSR-B block runs: its 3x3 direct (block_b.h) or on Winograd F(2x2, 3x3) (block_b_winograd.h).
+enum class BlockBPath { direct, winograd };
 
 struct KernelTable {
   const char* isa;  // "avx512", "avx2" or "generic"
@@ -108,6 +110,8 @@ struct KernelTable {
   // (block_a_winograd.h and benchmarks/README.md give the numbers); `onednn` falls back to `winograd` where torch
   // has no oneDNN.
   BlockAPath a_block_default;
+  void (*wdsr_b_block_winograd)(const BlockBArgs&, const Parallel&);  // the 3x3 on Winograd F(2x2, 3x3)
+  BlockBPath b_block_default;  // unless WDSR_FAST_CPU_BLOCK_B says otherwise: the fastest measured on this path
 };
 
 // The blocks on bf16 features: bf16 operands, fp32 accumulation, epilogues (bias, ReLU, residual) in fp32.
@@ -117,6 +121,8 @@ struct Bf16KernelTable {
   void (*wdsr_a_block)(const BlockAArgsOf<Bf16>&, const Parallel&);           // direct convolutions
   void (*wdsr_a_block_winograd)(const BlockAArgsOf<Bf16>&, const Parallel&);  // Winograd F(2x2, 3x3)
   BlockAPath a_block_default;  // as KernelTable's
+  void (*wdsr_b_block_winograd)(const BlockBArgsOf<Bf16>&, const Parallel&);
+  BlockBPath b_block_default;  // as KernelTable's
 };
 
 // Defined by the per-ISA translation units that were built (see setup.py); constant data, so that naming

@@ -8,8 +8,10 @@
 #include "convs.h"
 #include "block_a.h"
 #include "block_a_winograd.h"
+#include "block_b_winograd.h"
 
 namespace wdsr_cpu {
 const KernelTable kAvx2Kernels = {"avx2", &avx2::head_conv, &avx2::wdsr_b_block, &avx2::wdsr_a_block,
-                                     &avx2::wdsr_a_block_winograd, &avx2::tail_shuffle, BlockAPath::winograd};
+                                     &avx2::wdsr_a_block_winograd, &avx2::tail_shuffle, BlockAPath::winograd,
+    &avx2::wdsr_b_block_winograd, BlockBPath::winograd};
 }  // namespace wdsr_cpu

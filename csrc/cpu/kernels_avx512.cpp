@@ -9,8 +9,10 @@
 #include "convs.h"
 #include "block_a.h"
 #include "block_a_winograd.h"
+#include "block_b_winograd.h"
 
 namespace wdsr_cpu {
 const KernelTable kAvx512Kernels = {"avx512", &avx512::head_conv, &avx512::wdsr_b_block, &avx512::wdsr_a_block,
-                                     &avx512::wdsr_a_block_winograd, &avx512::tail_shuffle, BlockAPath::winograd};
+                                     &avx512::wdsr_a_block_winograd, &avx512::tail_shuffle, BlockAPath::winograd,
+    &avx512::wdsr_b_block_winograd, BlockBPath::winograd};
 }  // namespace wdsr_cpu

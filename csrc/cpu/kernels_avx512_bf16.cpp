@@ -10,8 +10,10 @@
 #include "block_b.h"
 #include "block_a.h"
 #include "block_a_winograd.h"
+#include "block_b_winograd.h"
 
 namespace wdsr_cpu {
 const Bf16KernelTable kAvx512Bf16Kernels = {"avx512_bf16", &avx512_bf16::wdsr_b_block, &avx512_bf16::wdsr_a_block,
-                                            &avx512_bf16::wdsr_a_block_winograd, BlockAPath::winograd};
+                                            &avx512_bf16::wdsr_a_block_winograd, BlockAPath::winograd,
+    &avx512_bf16::wdsr_b_block_winograd, BlockBPath::winograd};
 }  // namespace wdsr_cpu

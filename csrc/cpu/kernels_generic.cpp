@@ -8,8 +8,10 @@
 #include "convs.h"
 #include "block_a.h"
 #include "block_a_winograd.h"
+#include "block_b_winograd.h"
 
 namespace wdsr_cpu {
 const KernelTable kGenericKernels = {"generic", &generic::head_conv, &generic::wdsr_b_block, &generic::wdsr_a_block,
-                                     &generic::wdsr_a_block_winograd, &generic::tail_shuffle, BlockAPath::onednn};
+                                     &generic::wdsr_a_block_winograd, &generic::tail_shuffle, BlockAPath::onednn,
+    &generic::wdsr_b_block_winograd, BlockBPath::winograd};
 }  // namespace wdsr_cpu

@@ -253,6 +253,20 @@ at::Tensor wdsr_a_block(const at::Tensor& x, const at::Tensor& w_expand, const a
   return y;
 }
 
+// WDSR_FAST_CPU_BLOCK_B=direct|winograd (read at every call): how WDSR-B blocks run their 3x3. Default: the path's
+// fastest measured (KernelTable::b_block_default, Bf16KernelTable's for bf16).
+constexpr const char* kBlockBEnv = "WDSR_FAST_CPU_BLOCK_B";
+
+wdsr_cpu::BlockBPath b_block_path(wdsr_cpu::BlockBPath fastest) {
+  const char* wanted = std::getenv(kBlockBEnv);
+  if (wanted == nullptr || *wanted == '\0') return fastest;
+  const std::string choice(wanted);
+  if (choice == "direct") return wdsr_cpu::BlockBPath::direct;
+  TORCH_CHECK_VALUE(choice == "winograd", "wdsr_b_block: ", kBlockBEnv, "=", choice,
+                    " is not a way this build runs WDSR-B blocks; choose direct or winograd");
+  return wdsr_cpu::BlockBPath::winograd;
+}
+
 template <typename Feature>
 void run_block_b(void (*kernel)(const wdsr_cpu::BlockBArgsOf<Feature>&, const wdsr_cpu::Parallel&),
                  const at::Tensor& in, const at::Tensor& we, const at::Tensor& be, const at::Tensor& wr,
@@ -278,10 +292,11 @@ at::Tensor wdsr_b_block(const at::Tensor& x, const at::Tensor& w_expand, const a
                    wr = as_float(w_reduce).contiguous(), br = as_float(b_reduce).contiguous(),
                    wc = as_float(w_conv).contiguous(), bc = as_float(b_conv).contiguous();
   at::Tensor y = new_output(x.sizes(), x.options().memory_format(at::MemoryFormat::ChannelsLast));
+  const bool winograd = b_block_path(bf16 ? k16->b_block_default : k.b_block_default) == wdsr_cpu::BlockBPath::winograd;
   if (bf16) {
-    run_block_b(k16->wdsr_b_block, in, we, be, wr, br, wc, bc, res_scale, y);
+    run_block_b(winograd ? k16->wdsr_b_block_winograd : k16->wdsr_b_block, in, we, be, wr, br, wc, bc, res_scale, y);
   } else {
-    run_block_b(k.wdsr_b_block, in, we, be, wr, br, wc, bc, res_scale, y);
+    run_block_b(winograd ? k.wdsr_b_block_winograd : k.wdsr_b_block, in, we, be, wr, br, wc, bc, res_scale, y);
   }
   return y;
 }

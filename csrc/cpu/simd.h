@@ -9,6 +9,7 @@
 //   vf, vzero, vset1, vload, vstore, vload_n / vstore_n (the first n lanes, 0 < n <= VW), vfma(a, b, c) = a*b + c,
 //   vmax, vmul, vadd, vsub(a, b) = a - b, vgather_n(p, stride, n) (lane i = p[i * stride] for i < n, else 0),
 //   vgather_idx_n(p, index, n) (lane i = p[index[i]] for i < n, else 0), prefetch(p) (into L1),
+//   vload_even_odd(p, even, odd) (the 2 VW floats from p: even = p[0], p[2], ..., odd = p[1], p[3], ...),
 //   in_register(v) (v, kept in a register: GCC otherwise folds a load that several FMAs reuse into each of them,
 //   as a memory operand, and the loads then outnumber the FMAs)
 // and the features' precision (the end of this file): feature_t, kPack, vdot, the feature loads and stores.
@@ -54,6 +55,11 @@ inline vf vgather_idx_n(const float* p, const int* index, int n) {
   return _mm512_mask_i32gather_ps(_mm512_setzero_ps(), lanes(n), _mm512_maskz_loadu_epi32(lanes(n), index), p, 4);
 }
 inline void prefetch(const void* p) { _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0); }
+inline void vload_even_odd(const float* p, vf& even, vf& odd) {
+  const vf a = vload(p), b = vload(p + VW);
+  even = _mm512_permutex2var_ps(a, _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30), b);
+  odd = _mm512_permutex2var_ps(a, _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31), b);
+}
 inline vf in_register(vf v) {
 #if defined(__GNUC__)
   asm("" : "+v"(v));
@@ -97,6 +103,11 @@ inline vf vgather_idx_n(const float* p, const int* index, int n) {
                                   _mm256_castsi256_ps(mask), 4);
 }
 inline void prefetch(const void* p) { _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0); }
+inline void vload_even_odd(const float* p, vf& even, vf& odd) {
+  const vf a = vload(p), b = vload(p + VW);  // a0..a7, b0..b7 -> [a0 a2 b0 b2 | a4 a6 b4 b6] -> a0 a2 a4 a6 b0 ..
+  even = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0x88)), 0xD8));
+  odd = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0xDD)), 0xD8));
+}
 inline vf in_register(vf v) {
 #if defined(__GNUC__)
   asm("" : "+x"(v));
@@ -177,6 +188,15 @@ inline vf vgather_n(const float* p, int stride, int n) {
   return vload(lanes);
 }
 inline vf in_register(vf v) { return v; }
+inline void vload_even_odd(const float* p, vf& even, vf& odd) {
+  float e[VW], o[VW];
+  for (int i = 0; i < VW; ++i) {
+    e[i] = p[2 * i];
+    o[i] = p[2 * i + 1];
+  }
+  even = vload(e);
+  odd = vload(o);
+}
 inline vf vgather_idx_n(const float* p, const int* index, int n) {
   float lanes[VW] = {};
   for (int i = 0; i < n && i < VW; ++i) lanes[i] = p[index[i]];
@@ -200,6 +220,7 @@ inline vf vgather_idx_n(const float* p, const int* index, int n) {
 //   vload_feat(p), vload_feat_n(p, n)    VW features (the first n) as fp32 lanes
 //   vstore_feat(p, v), vstore_feat_n(p, v, n)
 //   vstore_words(p, v[kPack])            VW words whose channel j of lane i is v[j] lane i (planar rows -> pairs)
+//   vsplit_words(w, v[kPack])            the channels of VW words as kPack fp32 vectors (vstore_words' inverse)
 //   word_of(w, stride, count)            the word of w[0], w[stride], ... (count of them valid, the rest zero)
 namespace wdsr_cpu::WDSR_CPU_ISA {
 namespace {
@@ -219,6 +240,11 @@ inline void vstore_words(float* p, const vf (&v)[kPack]) {
                                               22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
   const __m512i both = (__m512i)_mm512_cvtne2ps_pbh(v[1], v[0]);
   _mm512_storeu_si512(p, _mm512_permutexvar_epi16(interleave, both));
+}
+inline void vsplit_words(vf w, vf (&v)[kPack]) {  // the inverse of vstore_words' pairing
+  const __m512i bits = _mm512_castps_si512(w);
+  v[0] = _mm512_castsi512_ps(_mm512_slli_epi32(bits, 16));
+  v[1] = _mm512_castsi512_ps(_mm512_and_si512(bits, _mm512_set1_epi32(static_cast<int>(0xFFFF0000u))));
 }
 inline uint32_t bf16_bits(float f) {  // round to nearest even (weights are finite)
   uint32_t u;
@@ -240,6 +266,7 @@ inline vf vload_feat_n(const float* p, int n) { return vload_n(p, n); }
 inline void vstore_feat(float* p, vf v) { vstore(p, v); }
 inline void vstore_feat_n(float* p, vf v, int n) { vstore_n(p, v, n); }
 inline void vstore_words(float* p, const vf (&v)[kPack]) { vstore(p, v[0]); }
+inline void vsplit_words(vf w, vf (&v)[kPack]) { v[0] = w; }
 inline float word_of(const float* w, int64_t, int count) { return count > 0 ? w[0] : 0.0f; }
 #endif
 // Features as the words the convolutions broadcast.

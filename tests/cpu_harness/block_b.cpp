@@ -6,6 +6,7 @@
 #include "simd.h"
 // simd.h first: block_b.h is written against its vector type
 #include "block_b.h"
+#include "block_b_winograd.h"
 
 namespace {
 void one_item_at_a_time(int64_t items, void (*body)(const void*, int64_t, int64_t), const void* context) {
@@ -13,10 +14,11 @@ void one_item_at_a_time(int64_t items, void (*body)(const void*, int64_t, int64_
 }
 }  // namespace
 
+// winograd: the 3x3 on Winograd F(2x2, 3x3) (block_b_winograd.h) instead of direct.
 extern "C" void harness_wdsr_b_block(const float* x, const float* w_expand, const float* b_expand,
                                      const float* w_reduce, const float* b_reduce, const float* w_conv,
                                      const float* b_conv, float res_scale, float* y, int n, int h, int w, int c,
-                                     int wide, int low_rank, int max_chunk_w, int threads) {
+                                     int wide, int low_rank, int max_chunk_w, int threads, int winograd) {
   wdsr_cpu::BlockBArgs a{};
   a.x = x;
   a.w_expand = w_expand;
@@ -34,5 +36,10 @@ extern "C" void harness_wdsr_b_block(const float* x, const float* w_expand, cons
   a.wide = wide;
   a.low_rank = low_rank;
   a.max_chunk_w = max_chunk_w;
-  wdsr_cpu::WDSR_CPU_ISA::wdsr_b_block(a, wdsr_cpu::Parallel{threads, &one_item_at_a_time});
+  const wdsr_cpu::Parallel parallel{threads, &one_item_at_a_time};
+  if (winograd) {
+    wdsr_cpu::WDSR_CPU_ISA::wdsr_b_block_winograd(a, parallel);
+  } else {
+    wdsr_cpu::WDSR_CPU_ISA::wdsr_b_block(a, parallel);
+  }
 }

@@ -22,7 +22,8 @@ PACKAGES = ("numpy", "onnx", "onnxruntime", "openvino", "triton")  # versions re
 # The ISA extensions the CPU rows care about (bf16 and AMX: OpenVINO computes in bf16 by default where they are).
 CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
 # Environment variables that change which kernels the CPU rows run, recorded where set.
-KERNEL_ENV = ("WDSR_FAST_CPU_ISA", "WDSR_FAST_CPU_BLOCK_A", "ONEDNN_MAX_CPU_ISA", "OMP_NUM_THREADS")
+KERNEL_ENV = ("WDSR_FAST_CPU_ISA", "WDSR_FAST_CPU_BLOCK_A", "WDSR_FAST_CPU_BLOCK_B",
+              "ONEDNN_MAX_CPU_ISA", "OMP_NUM_THREADS")
 
 
 def cpu_name() -> str:

@@ -8,9 +8,10 @@ runs is used (``isa_paths()`` lists them); the environment variable ``WDSR_FAST_
 ``generic``) picks another, read at every call. float32 WDSR-A blocks run the fused kernel on Winograd F(2x2, 3x3)
 convolutions with AVX-512 and AVX2 and oneDNN's convolutions (the ReLU and the residual fused in) on the portable path
 (the Winograd kernel where torch has no oneDNN), as measured; ``WDSR_FAST_CPU_BLOCK_A`` (``fused``: the fused kernel
-on direct convolutions, ``winograd`` or ``onednn``) picks one. This module loads the extension if it was built
-(``pip install --no-build-isolation .`` with a C++ compiler) through ``common.load_extension`` and exposes the four
-ops with the signatures of ``reference.py``.
+on direct convolutions, ``winograd`` or ``onednn``) picks one; ``WDSR_FAST_CPU_BLOCK_B`` (``direct``, or ``winograd``:
+on Winograd F(2x2, 3x3)) how WDSR-B blocks run their 3x3 (default: the fastest measured on the path). This module
+loads the extension if it was built (``pip install --no-build-isolation .`` with a C++ compiler) through
+``common.load_extension`` and exposes the four ops with the signatures of ``reference.py``.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ NAME = "cpu"
 
 ISA_ENV = "WDSR_FAST_CPU_ISA"
 BLOCK_A_ENV = "WDSR_FAST_CPU_BLOCK_A"
+BLOCK_B_ENV = "WDSR_FAST_CPU_BLOCK_B"
 
 _cpu, LOAD_ERROR, (head_conv, wdsr_a_block, wdsr_b_block, tail_shuffle) = load_extension(
     "_cpu", "wdsr_cpu", "it is built by `pip install --no-build-isolation .` where a C++ compiler works, and the "
