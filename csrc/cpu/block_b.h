@@ -162,6 +162,15 @@ struct BlockBContext {
   int conv_groups;
 };
 
+// The 1x1 chain's weights and biases, packed into `packed` (chain_floats(a) of them), into ctx.expand and ctx.reduce.
+inline int64_t chain_floats(const BArgs& a) {
+  return PackedRows::floats(a.wide, a.c) + PackedRows::floats(a.low_rank, a.wide);
+}
+inline void pack_chain(const BArgs& a, float* packed, BlockBContext& ctx) {
+  ctx.expand = PackedRows::pack(a.w_expand, a.b_expand, a.wide, a.c, packed);
+  ctx.reduce = PackedRows::pack(a.w_reduce, a.b_reduce, a.low_rank, a.wide, packed + PackedRows::floats(a.wide, a.c));
+}
+
 // One t row of the chunk [x0, x1) for image row `row` into dst ([t_words][ldt] words; column j is image column
 // x0 - 1 + j). Zero outside the image.
 inline void t_row(const BlockBContext& ctx, int n, int row, int x0, int x1, float* dst, float* x_tile,
@@ -262,14 +271,11 @@ void wdsr_b_block(const BArgs& a, const Parallel& parallel) {
   ctx.plan = plan_block_b(a, parallel.threads);
   ctx.conv_groups = ceil_div(a.c, kGroupLanes);
   const int t_words = ctx.plan.t_words;
-  const int64_t expand_floats = PackedRows::floats(a.wide, a.c);
-  const int64_t reduce_floats = PackedRows::floats(a.low_rank, a.wide);
   const int64_t conv_floats = static_cast<int64_t>(ctx.conv_groups) * 9 * t_words * kGroupLanes;
-  Buffer packed(expand_floats + reduce_floats + conv_floats + ctx.conv_groups * kGroupLanes);
-  float* w_conv = packed.get() + expand_floats + reduce_floats;
+  Buffer packed(chain_floats(a) + conv_floats + ctx.conv_groups * kGroupLanes);
+  float* w_conv = packed.get() + chain_floats(a);
   float* b_conv = w_conv + conv_floats;
-  ctx.expand = PackedRows::pack(a.w_expand, a.b_expand, a.wide, a.c, packed.get());
-  ctx.reduce = PackedRows::pack(a.w_reduce, a.b_reduce, a.low_rank, a.wide, packed.get() + expand_floats);
+  pack_chain(a, packed.get(), ctx);
   std::memset(w_conv, 0, sizeof(float) * static_cast<size_t>(conv_floats + ctx.conv_groups * kGroupLanes));
   for (int c = 0; c < a.c; ++c) {
     const int g = c / kGroupLanes, lane = c % kGroupLanes;

@@ -171,14 +171,11 @@ void wdsr_b_block_winograd(const BArgs& a, const Parallel& parallel) {
   chain.plan.ldt = imax(chain.plan.ldt, round_up(2 * round_up(ceil_div(chain.plan.bands.chunk_w, 2), VW) + 2, VW));
   const int t_words = chain.plan.t_words;
   ctx.groups = ceil_div(a.c, lanes);
-  const int64_t expand_floats = PackedRows::floats(a.wide, a.c);
-  const int64_t reduce_floats = PackedRows::floats(a.low_rank, a.wide);
   const int64_t u_floats = static_cast<int64_t>(16) * ctx.groups * t_words * lanes;
-  Buffer packed(expand_floats + reduce_floats + u_floats + ctx.groups * lanes);
-  float* u = packed.get() + expand_floats + reduce_floats;
+  Buffer packed(chain_floats(a) + u_floats + ctx.groups * lanes);
+  float* u = packed.get() + chain_floats(a);
   float* bias = u + u_floats;
-  chain.expand = PackedRows::pack(a.w_expand, a.b_expand, a.wide, a.c, packed.get());
-  chain.reduce = PackedRows::pack(a.w_reduce, a.b_reduce, a.low_rank, a.wide, packed.get() + expand_floats);
+  pack_chain(a, packed.get(), chain);
   std::memset(u, 0, sizeof(float) * static_cast<size_t>(u_floats + ctx.groups * lanes));
   for (int o = 0; o < a.c; ++o) {
     bias[o] = a.b_conv[o];
