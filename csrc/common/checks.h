@@ -54,7 +54,7 @@ inline void check_features(const char* op, const char* name, const at::Tensor& t
   TORCH_CHECK_VALUE(t.numel() > 0, op, ": ", name, ": empty tensor ", t.sizes());
   if (target.int32_indexing) {  // fewer elements than 2**31, so every side too
     TORCH_CHECK_VALUE(t.numel() < (int64_t(1) << 31), op, ": ", name, ": ", t.sizes(),
-                      " has 2**31 or more elements; upscale it in tiles (wdsr_fast.upscaler.upscale_tensor)");
+                      " has 2**31 or more elements; upscale it in tiles (wdsr_fast.inference.upscaler.upscale_tensor)");
   } else {
     for (int64_t side : t.sizes())
       TORCH_CHECK_VALUE(side < (int64_t(1) << 31), op, ": ", name, ": ", t.sizes(), " has a side of 2**31 or more");

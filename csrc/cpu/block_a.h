@@ -147,18 +147,23 @@ struct BlockAContext {
   int ring_cols;  // columns of a ring row: the chunk, its halo and the last register block's overrun
 };
 
+// The words of the x rows row - 1 .. row + 1 of image n (nullptr outside the image: the conv's zero padding).
+inline void x_rows_around(const AArgs& a, int n, int row, const float* (&x_rows)[3]) {
+  const int64_t row_words = static_cast<int64_t>(a.w) * (a.c / kPack);
+  for (int dy = 0; dy < 3; ++dy) {
+    const int y = row - 1 + dy;
+    x_rows[dy] = y >= 0 && y < a.h ? words(a.x) + (static_cast<int64_t>(n) * a.h + y) * row_words : nullptr;
+  }
+}
+
 // Wide row `row` of the chunk [x0, x1) into dst ([ring_cols][wide]; column j is image column x0 - 1 + j): the
 // expand conv and its ReLU at the columns inside the image; the others are left as they are (zero).
 inline void expand_row(const BlockAContext& ctx, int n, int row, int x0, int x1, feature_t* dst, float* edge) {
   const AArgs& a = *ctx.a;
   const int cw = a.c / kPack;  // words per pixel of x
-  const int64_t row_words = static_cast<int64_t>(a.w) * cw;
   const int edge_words = (kMaxPixels + 2) * cw;
   const float* x_rows[3];
-  for (int dy = 0; dy < 3; ++dy) {
-    const int y = row - 1 + dy;
-    x_rows[dy] = y >= 0 && y < a.h ? words(a.x) + (static_cast<int64_t>(n) * a.h + y) * row_words : nullptr;
-  }
+  x_rows_around(a, n, row, x_rows);
   const int first = imax(x0 - 1, 0), end = imin(x1 + 1, a.w);  // image columns to compute
   const int groups = ceil_div(a.wide, kALanes);
   for (int g = 0; g < groups; ++g) {
@@ -214,13 +219,9 @@ constexpr int kAInBlock = 16;
 
 [[gnu::noinline]] void expand_row_wide(const BlockAContext& ctx, int n, int row, int x0, int x1, float* dst, float* edge) {
   const AArgs& a = *ctx.a;
-  const int64_t row_floats = static_cast<int64_t>(a.w) * a.c;
   const int edge_floats = (kMaxPixels + 2) * a.c;
   const float* x_rows[3];
-  for (int dy = 0; dy < 3; ++dy) {
-    const int y = row - 1 + dy;
-    x_rows[dy] = y >= 0 && y < a.h ? a.x + (static_cast<int64_t>(n) * a.h + y) * row_floats : nullptr;
-  }
+  x_rows_around(a, n, row, x_rows);  // float features: a word is a channel
   const int first = imax(x0 - 1, 0), end = imin(x1 + 1, a.w);  // image columns to compute
   const int groups = ceil_div(a.wide, kALanes), in_blocks = ceil_div(a.c, kAInBlock);
   for (int g = 0; g < groups; ++g) {

@@ -201,17 +201,6 @@ inline void wino_gemm(const float* w, const float* in, int64_t in_stride, int co
     });
 }
 
-// Runs f.template operator()<G>() for G = vecs in [1, GV].
-template <int GV, typename F>
-inline void with_vecs(int vecs, F&& f) {
-  if constexpr (GV >= 1) {
-    if (vecs == GV) {
-      f.template operator()<GV>();
-      return;
-    }
-    with_vecs<GV - 1>(vecs, f);
-  }
-}
 
 // One row of `tiles` Winograd tiles of a 3x3 convolution of cin input channels to cout output channels, weights u
 // ([T^2][group][cin word][GV * VW]), in blocks of kTileBlock tiles: load(tile, channel, d) gives the input tile of VW
@@ -240,7 +229,7 @@ inline void winograd_tiles(int tiles, int cin, int cin_pad, int cout, const floa
       }
     for (int g = 0; g < groups; ++g) {
       const int c_valid = imin(lanes, cout - g * lanes);
-      with_vecs<GV>(ceil_div(c_valid, VW), [&]<int G>() {
+      with_rows<GV>(ceil_div(c_valid, VW), [&]<int G>() {
         for (int xi = 0; xi < TT; ++xi)
           wino_gemm<G, lanes>(u + (static_cast<int64_t>(xi) * groups + g) * cin_words * lanes,
                               words(V + xi * cin_pad), v_tile / kPack, cin_words, nt, Mt + xi * G * VW, TT * G * VW);

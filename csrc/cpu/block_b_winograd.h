@@ -124,7 +124,7 @@ inline void block_b_winograd_items(const void* context, int64_t begin, int64_t e
         for (int tv = 0; tv < nt; tv += VW) winograd_b_inputs(rows, t_words, ldt, b0 + tv, V, tv);
         for (int g = 0; g < ctx.groups; ++g) {
           const int c_valid = imin(lanes, a.c - g * lanes);
-          with_vecs<kWinoBVecs>(ceil_div(c_valid, VW), [&]<int G>() {
+          with_rows<kWinoBVecs>(ceil_div(c_valid, VW), [&]<int G>() {
             for (int xi = 0; xi < TT; ++xi)
               wino_gemm<G, lanes>(ctx.u + (static_cast<int64_t>(xi) * ctx.groups + g) * t_words * lanes,
                                   V + static_cast<int64_t>(xi) * t_words * kWinoBTiles, 1, t_words, nt,

@@ -29,10 +29,11 @@ import numpy as np
 import torch
 
 from ..inference.upscaler import Upscaler
-from ..inference.video import STAGES, default_batch, upscale_video_file
+from ..inference.video import STAGES, frames_per_batch, upscale_video_file
 from ..io.atomic import write_text
 from ..io.video import EncodeOptions, clip_frames, require_av
 from .report import environment
+from .rows import DTYPES
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,7 @@ def make_clip(path: Path, width: int, height: int, frames: int, rate: int = 24) 
     return path
 
 
-SHORT_DTYPES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+SHORT_DTYPES = {dtype: name for name, dtype in DTYPES.items()}  # torch.bfloat16 -> "bf16"
 
 
 def run_video_benchmark(bench: VideoBench) -> dict:
@@ -112,7 +113,7 @@ def run_video_benchmark(bench: VideoBench) -> dict:
     width, height = bench.in_size
     upscaler = Upscaler(bench.weights, scale=bench.scale if bench.weights is None else None, device=bench.device,
                         half=bench.half)
-    batch = bench.batch or default_batch(upscaler)
+    batch = frames_per_batch(upscaler, bench.batch)
     env = environment(upscaler.device)
     with tempfile.TemporaryDirectory() as folder:
         clip = make_clip(Path(folder) / "clip.mp4", width, height, bench.frames)

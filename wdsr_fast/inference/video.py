@@ -300,7 +300,7 @@ def upscale_video(source, target, upscaler: Upscaler | None = None, *, codec: st
 
     try:
         result = upscale_video_file(upscaler, source, target, EncodeOptions(codec, crf, preset, container),
-                                    batch or default_batch(upscaler), overwrite, start,
+                                    frames_per_batch(upscaler, batch), overwrite, start,
                                     bar.update if bar is not None else None)
     finally:
         if bar is not None:
