@@ -362,12 +362,45 @@ def test_wdsr_a_block_bf16(threads, a_block_path, shape, wide, channels_last):
 
 
 @needs_bf16
-def test_head_and_tail_bf16(threads):
-    img = image(2, 9, 13)
-    check_bf16("head_conv", [img, randn(32, 3, 3, 3, seed=8, scale=0.3), randn(32, seed=9, scale=0.1), MEAN, 127.5])
-    weights = [randn(27, 32, 3, 3, seed=10, scale=0.3), randn(27, seed=11, scale=0.1),
-               randn(27, 3, 5, 5, seed=12, scale=0.3), randn(27, seed=13, scale=0.1)]
-    check_bf16("tail_shuffle", [randn(2, 32, 9, 13, seed=1), img, *weights, MEAN, 127.5, 3])
+@pytest.mark.parametrize("c, h, w", [(32, 9, 13), (24, 5, 53), (7, 3, 30)])
+def test_head_bf16(threads, c, h, w):
+    """bf16 features straight from the kernel (an odd channel count: float32 kernels, then rounded)."""
+    out = check_bf16("head_conv", [image(2, h, w), randn(c, 3, 3, 3, seed=8, scale=0.3), randn(c, seed=9, scale=0.1),
+                                   MEAN, 127.5])
+    assert out.is_contiguous(memory_format=torch.channels_last)
+
+
+@needs_bf16
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_head_and_tail_bf16_convolve_the_image_in_float32(threads, scale):
+    """With bf16 features the head and the tail's skip still take the normalised image in float32: with zero
+    features every output element is its float64 value rounded to bf16 once (relative error at most 2^-8), where
+    the image rounded to bf16 would add up to 2^-7 more."""
+    img = image(2, 5, 21).bfloat16()
+    head = [randn(32, 3, 3, 3, seed=8, scale=0.3).bfloat16(), randn(32, seed=9, scale=0.1).bfloat16()]
+    out_c = 3 * scale * scale
+    tail = [torch.zeros(out_c, 32, 3, 3, dtype=torch.bfloat16), randn(out_c, seed=11, scale=0.1).bfloat16(),
+            randn(out_c, 3, 5, 5, seed=12, scale=0.3).bfloat16(), randn(out_c, seed=13, scale=0.1).bfloat16()]
+    features = torch.zeros(2, 32, 5, 21, dtype=torch.bfloat16)
+    for name, args in (("head_conv", [img, *head, MEAN, 127.5]),
+                       ("tail_shuffle", [features, img, *tail, MEAN, 127.5, scale])):
+        out = getattr(cpu_backend, name)(*args).double()
+        ref = getattr(reference, name)(*[a.double() if isinstance(a, torch.Tensor) else a for a in args])
+        assert ((out - ref).abs() <= 2.0**-8 * ref.abs() + 1e-6).all(), name
+
+
+@needs_bf16
+@pytest.mark.parametrize("scale", [2, 3, 4])
+@pytest.mark.parametrize("c, h, w", [(32, 9, 13), (20, 4, 53), (7, 3, 30)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_tail_bf16(threads, scale, c, h, w, channels_last):
+    """The tail on bf16 features (its skip on the float32 image), widths past one register block of pixels, an odd
+    channel count (float32 kernels on a float32 copy)."""
+    out_c = 3 * scale * scale
+    weights = [randn(out_c, c, 3, 3, seed=10, scale=0.3), randn(out_c, seed=11, scale=0.1),
+               randn(out_c, 3, 5, 5, seed=12, scale=0.3), randn(out_c, seed=13, scale=0.1)]
+    features = layout(randn(2, c, h, w, seed=1), channels_last)
+    check_bf16("tail_shuffle", [features, image(2, h, w), *weights, MEAN, 127.5, scale])
 
 
 @needs_bf16

@@ -85,24 +85,6 @@ struct WideBlock : ConvBlock<kAVecs, kAPixels> {
 
 #endif
 
-// Packs OIHW 3x3 weights (out, in, 3, 3) as [group][ky][input word][kx][kALanes] words, zero past `out`.
-inline void pack_conv_a(const float* w, int out, int in, float* packed) {
-  const int groups = ceil_div(out, kALanes), in_words = ceil_div(in, kPack);
-  std::memset(packed, 0, sizeof(float) * static_cast<size_t>(groups) * 9 * in_words * kALanes);
-  for (int o = 0; o < out; ++o)
-    for (int i = 0; i < in_words; ++i)
-      for (int ky = 0; ky < 3; ++ky)
-        for (int kx = 0; kx < 3; ++kx)
-          packed[(((static_cast<int64_t>(o / kALanes) * 3 + ky) * in_words + i) * 3 + kx) * kALanes + o % kALanes] =
-              word_of(w + ((static_cast<int64_t>(o) * in + i * kPack) * 3 + ky) * 3 + kx, 9, in - i * kPack);
-}
-
-// bias as [group][kALanes], zero past `out`.
-inline void pack_bias_a(const float* bias, int out, float* packed) {
-  std::memset(packed, 0, sizeof(float) * static_cast<size_t>(ceil_div(out, kALanes)) * kALanes);
-  for (int o = 0; o < out; ++o) packed[o] = bias[o];
-}
-
 // Runs f.template operator()<G>() for a group of c_valid channels: the wide block (G = kAVecs) where there are 16
 // registers, else G = 2, or 1 for a last group of VW channels or fewer.
 template <typename F>
@@ -339,10 +321,10 @@ void wdsr_a_block(const AArgs& a, const Parallel& parallel) {
   float* b_reduce = b_expand + expand_groups * kALanes;
   int* expand_taps = reinterpret_cast<int*>(b_reduce + reduce_groups * kALanes);
   int* reduce_taps = expand_taps + 3 * cw;
-  pack_conv_a(a.w_expand, a.wide, a.c, w_expand);
-  pack_conv_a(a.w_reduce, a.c, a.wide, w_reduce);
-  pack_bias_a(a.b_expand, a.wide, b_expand);
-  pack_bias_a(a.b_reduce, a.c, b_reduce);
+  pack_conv(a.w_expand, a.wide, a.c, 3, kALanes, w_expand);
+  pack_conv(a.w_reduce, a.c, a.wide, 3, kALanes, w_reduce);
+  pack_bias(a.b_expand, nullptr, a.wide, kALanes, b_expand);
+  pack_bias(a.b_reduce, nullptr, a.c, kALanes, b_reduce);
   for (int k = 0; k < cw; ++k)
     for (int dx = 0; dx < 3; ++dx) expand_taps[k * 3 + dx] = dx * cw + k;
   for (int l = 0; l < ww; ++l)

@@ -32,7 +32,7 @@ inline void with_group_vecs(int channels_left, F&& f) {
 }
 
 // acc[p][v] = bias[v] + sum_tap w[tap][v] * in[offsets[tap] + p * pixel_stride] for P pixels, over any number of
-// taps() calls. Taps come from offset tables, not loop arithmetic (GCC would carry the broadcasts shared by
+// taps() calls, in words or floats (Input). Taps come from offset tables, not loop arithmetic (GCC would carry the broadcasts shared by
 // neighbouring dx taps in registers and spill accumulators for them), in loops that run at least once (see
 // block_b.h's chain_rows). Weights are packed [tap][kGroupLanes].
 inline void store_lanes(float* p, vf v) { vstore(p, v); }
@@ -41,6 +41,41 @@ inline void store_lanes_n(float* p, vf v, int n) { vstore_n(p, v, n); }
 inline void store_lanes(Bf16* p, vf v) { vstore_feat(p, v); }
 inline void store_lanes_n(Bf16* p, vf v, int n) { vstore_feat_n(p, v, n); }
 #endif
+
+// What a tap's broadcast input is: a word of features (vdot: with bf16 features a pair of channels), or a float32
+// value in every precision (the normalised image of the head and of the tail's skip: vfma).
+enum class Input { words, floats };
+template <Input In>
+inline vf product(vf in, vf w, vf acc) {
+  if constexpr (In == Input::words) {
+    return vdot(in, w, acc);
+  } else {
+    return vfma(in, w, acc);
+  }
+}
+
+// Packs OIHW weights (out, in, k, k) as [group of `lanes` outputs][ky][input word][kx][lanes], zero past `out`: the
+// inputs in words of kPack channels (features), or with Input::floats one channel a word (the image).
+template <Input In = Input::words>
+inline void pack_conv(const float* w, int out, int in, int k, int lanes, float* packed) {
+  const int pack = In == Input::words ? kPack : 1;
+  const int groups = ceil_div(out, lanes), in_words = ceil_div(in, pack);
+  std::memset(packed, 0, sizeof(float) * static_cast<size_t>(groups) * k * k * in_words * lanes);
+  for (int o = 0; o < out; ++o)
+    for (int i = 0; i < in_words; ++i)
+      for (int ky = 0; ky < k; ++ky)
+        for (int kx = 0; kx < k; ++kx) {
+          const float* at = w + ((static_cast<int64_t>(o) * in + i * pack) * k + ky) * k + kx;
+          packed[(((static_cast<int64_t>(o / lanes) * k + ky) * in_words + i) * k + kx) * lanes + o % lanes] =
+              In == Input::words ? word_of(at, k * k, in - i * pack) : *at;
+        }
+}
+
+// bias (+ bias2 where given) as [group][lanes], zero past `out`.
+inline void pack_bias(const float* bias, const float* bias2, int out, int lanes, float* packed) {
+  std::memset(packed, 0, sizeof(float) * static_cast<size_t>(ceil_div(out, lanes)) * lanes);
+  for (int o = 0; o < out; ++o) packed[o] = bias[o] + (bias2 != nullptr ? bias2[o] : 0.0f);
+}
 
 template <int G, int P = kPixels<G>>
 struct ConvBlock {
@@ -52,6 +87,7 @@ struct ConvBlock {
       WDSR_UNROLL for (int p = 0; p < P; ++p) acc[p][v] = b;
     }
   }
+  template <Input In = Input::words>
   void taps(const float* w, const float* in, const int* offsets, int count, int pixel_stride) {
     int tap = 0;
     do {
@@ -60,7 +96,7 @@ struct ConvBlock {
       WDSR_UNROLL for (int v = 0; v < G; ++v) wv[v] = vload(w + tap * kGroupLanes + v * VW);
       WDSR_UNROLL for (int p = 0; p < P; ++p) {
         const vf iv = vset1(it[p * pixel_stride]);
-        WDSR_UNROLL for (int v = 0; v < G; ++v) acc[p][v] = vdot(iv, wv[v], acc[p][v]);
+        WDSR_UNROLL for (int v = 0; v < G; ++v) acc[p][v] = product<In>(iv, wv[v], acc[p][v]);
       }
     } while (++tap < count);
   }
@@ -85,7 +121,7 @@ struct ConvBlock {
   // The same over runs of K taps dx = 0 .. K - 1 (offsets[tap + dx] = offsets[tap] + dx * pixel_stride, count a
   // multiple of K): where the registers hold a run's K x G weights, each input value is broadcast once for the taps
   // of the run that use it (fits_tap_run).
-  template <int K>
+  template <int K, Input In = Input::words>
   void tap_runs(const float* w, const float* in, const int* offsets, int count, int pixel_stride) {
     if constexpr (fits_tap_run(K, G)) {
       int tap = 0;
@@ -99,18 +135,18 @@ struct ConvBlock {
           const vf iv = vset1(it[i * pixel_stride]);
           WDSR_UNROLL for (int dx = 0; dx < K; ++dx) {
             if (i - dx < 0 || i - dx >= P) continue;
-            WDSR_UNROLL for (int v = 0; v < G; ++v) acc[i - dx][v] = vdot(iv, wv[dx][v], acc[i - dx][v]);
+            WDSR_UNROLL for (int v = 0; v < G; ++v) acc[i - dx][v] = product<In>(iv, wv[dx][v], acc[i - dx][v]);
           }
         }
       } while ((tap += K) < count);
     } else {
-      taps(w, in, offsets, count, pixel_stride);
+      taps<In>(w, in, offsets, count, pixel_stride);
     }
   }
 };
 
-// Columns xb - 1 .. xb + pixels of one NHWC feature row of `w` pixels x c channels, zero outside the row: the row
-// itself where the window lies inside it, else a zero-padded copy in `edge` ((pixels + 2) x c floats).
+// Columns xb - 1 .. xb + pixels of one NHWC feature row of `w` pixels x c words, zero outside the row: the row
+// itself where the window lies inside it, else a zero-padded copy in `edge` ((pixels + 2) x c words).
 inline const float* feature_window(const float* row, int xb, int pixels, int w, int c, float* edge) {
   if (xb >= 1 && xb + pixels + 1 <= w) return row + static_cast<int64_t>(xb - 1) * c;
   std::memset(edge, 0, sizeof(float) * static_cast<size_t>(pixels + 2) * c);

@@ -1,4 +1,6 @@
-// The head conv and the fused tail on the CPU, written once for every vector width (simd.h).
+// The head conv and the fused tail on the CPU, written once for every vector width and features' precision (simd.h):
+// with bf16 features the tail's 3x3 multiplies feature words (vdot), while the head and the tail's 5x5 skip take the
+// float32 normalised image in both precisions (Input::floats: vfma).
 //
 // Both are small next to the blocks (WDSR-B 32x16 x2, FLOP per LR pixel: head 1,728, tail 6,912 + skip 1,800,
 // blocks 16 x 36,288 = 580,608), so the aim is no wasted memory traffic rather than peak FLOPs:
@@ -21,24 +23,6 @@
 
 namespace wdsr_cpu::WDSR_CPU_ISA {
 namespace {
-
-// Packs OIHW weights (out, in, k, k) as [group][ky][in][kx][kGroupLanes], zero past `out`.
-inline void pack_conv(const float* w, int out, int in, int k, float* packed) {
-  const int groups = ceil_div(out, kGroupLanes);
-  std::memset(packed, 0, sizeof(float) * static_cast<size_t>(groups) * k * k * in * kGroupLanes);
-  for (int o = 0; o < out; ++o)
-    for (int i = 0; i < in; ++i)
-      for (int ky = 0; ky < k; ++ky)
-        for (int kx = 0; kx < k; ++kx)
-          packed[(((static_cast<int64_t>(o / kGroupLanes) * k + ky) * in + i) * k + kx) * kGroupLanes +
-                 o % kGroupLanes] = w[((static_cast<int64_t>(o) * in + i) * k + ky) * k + kx];
-}
-
-// bias (+ bias2 where given) as [group][kGroupLanes], zero past `out`.
-inline void pack_bias(const float* bias, const float* bias2, int out, float* packed) {
-  std::memset(packed, 0, sizeof(float) * static_cast<size_t>(ceil_div(out, kGroupLanes)) * kGroupLanes);
-  for (int o = 0; o < out; ++o) packed[o] = bias[o] + (bias2 != nullptr ? bias2[o] : 0.0f);
-}
 
 // A ring of `height` zero-padded rows of the normalised image of one batch element, planar per colour:
 // row(y)[ch * ld + i] is (image[ch][y][i - pad] - mean[ch]) / norm_scale, zero outside the image.
@@ -74,8 +58,11 @@ class NormalisedRows {
 };
 
 // ---- head conv -------------------------------------------------------------------------------------------
+using HArgs = HeadArgsOf<feature_t>;
+using TArgs = TailArgsOf<feature_t>;
+
 struct HeadContext {
-  const HeadArgs* a;
+  const HArgs* a;
   const float* w;     // packed [group][dy][ch][dx][kGroupLanes]
   const float* bias;  // packed [group][kGroupLanes]
   int groups;
@@ -83,7 +70,7 @@ struct HeadContext {
 
 inline void head_items(const void* context, int64_t begin, int64_t end) {
   const HeadContext& ctx = *static_cast<const HeadContext*>(context);
-  const HeadArgs& a = *ctx.a;
+  const HArgs& a = *ctx.a;
   NormalisedRows rows(1, a.w);
   int taps[9];  // tap (ch, dx) of one image row
   for (int ch = 0; ch < 3; ++ch)
@@ -91,14 +78,14 @@ inline void head_items(const void* context, int64_t begin, int64_t end) {
   for (int64_t item = begin; item < end; ++item) {
     const int n = static_cast<int>(item / a.h), row = static_cast<int>(item % a.h);
     rows.advance(a.image, a.mean, a.norm_scale, n, row, a.h, a.w);
-    float* out_row = a.features + (static_cast<int64_t>(n) * a.h + row) * a.w * a.c;
+    feature_t* out_row = a.features + (static_cast<int64_t>(n) * a.h + row) * a.w * a.c;
     for (int g = 0; g < ctx.groups; ++g) {
       const int c_valid = imin(kGroupLanes, a.c - g * kGroupLanes);
       with_group_vecs(c_valid, [&]<int G>() {
         for (int xb = 0; xb < a.w; xb += kPixels<G>) {
           ConvBlock<G> block(ctx.bias + g * kGroupLanes);
           WDSR_UNROLL for (int dy = 0; dy < 3; ++dy)
-            block.template tap_runs<3>(ctx.w + (static_cast<int64_t>(g) * 27 + dy * 9) * kGroupLanes,
+            block.template tap_runs<3, Input::floats>(ctx.w + (static_cast<int64_t>(g) * 27 + dy * 9) * kGroupLanes,
                               rows.row(row - 1 + dy) + xb, taps, 9, 1);
           block.store(out_row + static_cast<int64_t>(xb) * a.c + g * kGroupLanes, a.c, a.w - xb, c_valid,
                       [](vf acc, int64_t, int) { return acc; });
@@ -108,13 +95,13 @@ inline void head_items(const void* context, int64_t begin, int64_t end) {
   }
 }
 
-void head_conv(const HeadArgs& a, const Parallel& parallel) {
+void head_conv(const HArgs& a, const Parallel& parallel) {
   HeadContext ctx{};
   ctx.a = &a;
   ctx.groups = ceil_div(a.c, kGroupLanes);
   Buffer packed(static_cast<int64_t>(ctx.groups) * 28 * kGroupLanes);
-  pack_conv(a.weight, a.c, 3, 3, packed.get());
-  pack_bias(a.bias, nullptr, a.c, packed.get() + ctx.groups * 27 * kGroupLanes);
+  pack_conv<Input::floats>(a.weight, a.c, 3, 3, kGroupLanes, packed.get());
+  pack_bias(a.bias, nullptr, a.c, kGroupLanes, packed.get() + ctx.groups * 27 * kGroupLanes);
   ctx.w = packed.get();
   ctx.bias = packed.get() + ctx.groups * 27 * kGroupLanes;
   parallel.run(static_cast<int64_t>(a.n) * a.h, &head_items, &ctx);
@@ -122,27 +109,27 @@ void head_conv(const HeadArgs& a, const Parallel& parallel) {
 
 // ---- tail: 3x3 tail conv + 5x5 skip conv + pixel shuffle + de-normalisation ------------------------------
 struct TailContext {
-  const TailArgs* a;
-  const float* w_tail;   // packed [group][dy][c][dx][kGroupLanes]
+  const TArgs* a;
+  const float* w_tail;   // packed [group][dy][c word][dx][kGroupLanes]
   const float* w_skip;   // packed [group][dy][ch][dx][kGroupLanes]
   const float* bias;     // b_tail + b_skip, packed [group][kGroupLanes]
-  const int* tail_taps;  // tap (c, dx) of one feature row: dx * c_count + c
+  const int* tail_taps;  // tap (c word, dx) of one feature row: dx * c_words + c word
   const int* shuffle;    // [s * w]: output column u of one (colour, i) row comes from result[shuffle[u]]
   int out_channels, groups, result_ld;
 };
 
 inline void tail_items(const void* context, int64_t begin, int64_t end) {
   const TailContext& ctx = *static_cast<const TailContext*>(context);
-  const TailArgs& a = *ctx.a;
-  const int s = a.scale, c = a.c;
-  const int64_t row_floats = static_cast<int64_t>(a.w) * c;
-  const int edge_floats = (kMaxPixels + 2) * c;  // one padded edge block of one feature row
+  const TArgs& a = *ctx.a;
+  const int s = a.scale, cw = a.c / kPack;  // words of features a pixel
+  const int64_t row_words = static_cast<int64_t>(a.w) * cw;
+  const int edge_words = (kMaxPixels + 2) * cw;  // one padded edge block of one feature row
   NormalisedRows image_rows(2, a.w);
-  Buffer scratch(row_floats + 3 * edge_floats + static_cast<int64_t>(round_up(a.w, kMaxPixels)) * ctx.result_ld);
+  Buffer scratch(row_words + 3 * edge_words + static_cast<int64_t>(round_up(a.w, kMaxPixels)) * ctx.result_ld);
   float* zero_row = scratch.get();  // the features above and below the image
-  float* edge = zero_row + row_floats;  // [dy][(kMaxPixels + 2) * c], column i holds feature column xb - 1 + i
-  float* result = edge + 3 * edge_floats;  // [pixel][result_ld]
-  std::memset(zero_row, 0, sizeof(float) * static_cast<size_t>(row_floats));
+  float* edge = zero_row + row_words;  // [dy][(kMaxPixels + 2) * cw], column i holds feature column xb - 1 + i
+  float* result = edge + 3 * edge_words;  // [pixel][result_ld]
+  std::memset(zero_row, 0, sizeof(float) * static_cast<size_t>(row_words));
   int skip_taps[15];  // tap (ch, dx) of one image row
   for (int ch = 0; ch < 3; ++ch)
     for (int dx = 0; dx < 5; ++dx) skip_taps[ch * 5 + dx] = ch * image_rows.ld() + dx;
@@ -153,20 +140,20 @@ inline void tail_items(const void* context, int64_t begin, int64_t end) {
     const float* feature_rows[3];
     for (int dy = 0; dy < 3; ++dy) {
       const int y = row - 1 + dy;
-      feature_rows[dy] = y >= 0 && y < a.h ? a.features + (static_cast<int64_t>(n) * a.h + y) * row_floats : zero_row;
+      feature_rows[dy] = y >= 0 && y < a.h ? words(a.features) + (static_cast<int64_t>(n) * a.h + y) * row_words : zero_row;
     }
     for (int g = 0; g < ctx.groups; ++g) {
       with_group_vecs(ctx.out_channels - g * kGroupLanes, [&]<int G>() {
         for (int xb = 0; xb < a.w; xb += kPixels<G>) {
           const float* in[3];
           for (int dy = 0; dy < 3; ++dy)
-            in[dy] = feature_window(feature_rows[dy], xb, kPixels<G>, a.w, c, edge + dy * edge_floats);
+            in[dy] = feature_window(feature_rows[dy], xb, kPixels<G>, a.w, cw, edge + dy * edge_words);
           ConvBlock<G> block(ctx.bias + g * kGroupLanes);
           WDSR_UNROLL for (int dy = 0; dy < 3; ++dy)
-            block.template tap_runs<3>(ctx.w_tail + (static_cast<int64_t>(g) * 3 + dy) * 3 * c * kGroupLanes, in[dy],
-                              ctx.tail_taps, 3 * c, c);
+            block.template tap_runs<3>(ctx.w_tail + (static_cast<int64_t>(g) * 3 + dy) * 3 * cw * kGroupLanes, in[dy],
+                              ctx.tail_taps, 3 * cw, cw);
           WDSR_UNROLL for (int dy = 0; dy < 5; ++dy)
-            block.template tap_runs<5>(ctx.w_skip + (static_cast<int64_t>(g) * 5 + dy) * 15 * kGroupLanes,
+            block.template tap_runs<5, Input::floats>(ctx.w_skip + (static_cast<int64_t>(g) * 5 + dy) * 15 * kGroupLanes,
                               image_rows.row(row - 2 + dy) + xb, skip_taps, 15, 1);
           WDSR_UNROLL for (int p = 0; p < kPixels<G>; ++p)
             WDSR_UNROLL for (int v = 0; v < G; ++v)
@@ -180,15 +167,15 @@ inline void tail_items(const void* context, int64_t begin, int64_t end) {
     for (int ch = 0; ch < 3; ++ch) {
       const vf mean = vset1(a.mean[ch]);
       for (int i = 0; i < s; ++i) {
-        float* dst = a.out + ((static_cast<int64_t>(n) * 3 + ch) * out_h + static_cast<int64_t>(s) * row + i) * out_w;
+        feature_t* dst = a.out + ((static_cast<int64_t>(n) * 3 + ch) * out_h + static_cast<int64_t>(s) * row + i) * out_w;
         const float* src = result + (ch * s + i) * s;
         for (int u = 0; u < out_w; u += VW) {
           const int lanes = imin(VW, static_cast<int>(out_w - u));
           const vf v = vfma(vgather_idx_n(src, ctx.shuffle + u, lanes), scale, mean);
           if (lanes == VW) {
-            vstore(dst + u, v);
+            vstore_feat(dst + u, v);
           } else {
-            vstore_n(dst + u, v, lanes);
+            vstore_feat_n(dst + u, v, lanes);
           }
         }
       }
@@ -196,28 +183,28 @@ inline void tail_items(const void* context, int64_t begin, int64_t end) {
   }
 }
 
-void tail_shuffle(const TailArgs& a, const Parallel& parallel) {
+void tail_shuffle(const TArgs& a, const Parallel& parallel) {
   TailContext ctx{};
   ctx.a = &a;
-  const int s = a.scale;
+  const int s = a.scale, cw = a.c / kPack;
   ctx.out_channels = 3 * s * s;
   ctx.groups = ceil_div(ctx.out_channels, kGroupLanes);
   ctx.result_ld = ctx.groups * kGroupLanes;
-  const int64_t tail_floats = static_cast<int64_t>(ctx.groups) * 9 * a.c * kGroupLanes;
+  const int64_t tail_floats = static_cast<int64_t>(ctx.groups) * 9 * cw * kGroupLanes;
   const int64_t skip_floats = static_cast<int64_t>(ctx.groups) * 75 * kGroupLanes;
   const int64_t bias_floats = static_cast<int64_t>(ctx.groups) * kGroupLanes;
-  Buffer packed(tail_floats + skip_floats + bias_floats + 3 * a.c + static_cast<int64_t>(s) * a.w);
+  Buffer packed(tail_floats + skip_floats + bias_floats + 3 * cw + static_cast<int64_t>(s) * a.w);
   float* w_tail = packed.get();
   float* w_skip = w_tail + tail_floats;
   float* bias = w_skip + skip_floats;
   int* tail_taps = reinterpret_cast<int*>(bias + bias_floats);
-  int* shuffle = tail_taps + 3 * a.c;
-  for (int ci = 0; ci < a.c; ++ci)
-    for (int dx = 0; dx < 3; ++dx) tail_taps[ci * 3 + dx] = dx * a.c + ci;
+  int* shuffle = tail_taps + 3 * cw;
+  for (int ci = 0; ci < cw; ++ci)
+    for (int dx = 0; dx < 3; ++dx) tail_taps[ci * 3 + dx] = dx * cw + ci;
   for (int u = 0; u < s * a.w; ++u) shuffle[u] = u / s * ctx.result_ld + u % s;
-  pack_conv(a.w_tail, ctx.out_channels, a.c, 3, w_tail);
-  pack_conv(a.w_skip, ctx.out_channels, 3, 5, w_skip);
-  pack_bias(a.b_tail, a.b_skip, ctx.out_channels, bias);
+  pack_conv(a.w_tail, ctx.out_channels, a.c, 3, kGroupLanes, w_tail);
+  pack_conv<Input::floats>(a.w_skip, ctx.out_channels, 3, 5, kGroupLanes, w_skip);
+  pack_bias(a.b_tail, a.b_skip, ctx.out_channels, kGroupLanes, bias);
   ctx.w_tail = w_tail;
   ctx.w_skip = w_skip;
   ctx.bias = bias;

@@ -30,14 +30,15 @@ struct Image {  // a logical (N, 3, H, W) float32 image with element strides
   int64_t stride_n, stride_c, stride_h, stride_w;
 };
 
-// features (N, H, W, c) = conv3x3((image - mean) / norm_scale, zero padded) + bias
-struct HeadArgs {
+// features (N, H, W, c) = conv3x3((image - mean) / norm_scale, zero padded) + bias, of Feature (float or Bf16)
+template <typename Feature>
+struct HeadArgsOf {
   Image image;
   const float* weight;  // (c, 3, 3, 3)
   const float* bias;    // (c)
   const float* mean;    // (3)
   float norm_scale;
-  float* features;      // (N, H, W, c)
+  Feature* features;    // (N, H, W, c)
   int n, h, w, c;
 };
 
@@ -71,13 +72,12 @@ struct BlockAArgsOf {
   Feature* y;
   int n, h, w, c, wide;
 };
-using BlockBArgs = BlockBArgsOf<float>;
-using BlockAArgs = BlockAArgsOf<float>;
-
 // out (N, 3, s*H, s*W) NCHW contiguous = pixel_shuffle(conv3x3(features) + conv5x5((image - mean) / norm_scale))
-//                                        * norm_scale + mean
-struct TailArgs {
-  const float* features;  // (N, H, W, c)
+//                                        * norm_scale + mean, features and out of Feature (float or Bf16; with Bf16,
+//                                        c even)
+template <typename Feature>
+struct TailArgsOf {
+  const Feature* features;  // (N, H, W, c)
   Image image;
   const float* w_tail;    // (3 s^2, c, 3, 3)
   const float* b_tail;    // (3 s^2)
@@ -85,9 +85,13 @@ struct TailArgs {
   const float* b_skip;    // (3 s^2)
   const float* mean;      // (3)
   float norm_scale;
-  float* out;
+  Feature* out;
   int n, h, w, c, scale;
 };
+using HeadArgs = HeadArgsOf<float>;
+using BlockBArgs = BlockBArgsOf<float>;
+using BlockAArgs = BlockAArgsOf<float>;
+using TailArgs = TailArgsOf<float>;
 
 // Column chunks of the fused block are at most this wide: its ring of three low-rank rows then stays in L2
 // (3 rows x 25 channels x 512 columns x 4 bytes = 154 KB for WDSR-B 32).
@@ -114,9 +118,12 @@ struct KernelTable {
   BlockBPath b_block_default;  // unless WDSR_FAST_CPU_BLOCK_B says otherwise: the fastest measured on this path
 };
 
-// The blocks on bf16 features: bf16 operands, fp32 accumulation, epilogues (bias, ReLU, residual) in fp32.
+// The ops on bf16 features: bf16 operands, fp32 accumulation, epilogues (bias, ReLU, residual) in fp32; the head
+// and the tail's skip convolve the float32 image.
 struct Bf16KernelTable {
   const char* isa;  // "avx512_bf16"
+  void (*head_conv)(const HeadArgsOf<Bf16>&, const Parallel&);
+  void (*tail_shuffle)(const TailArgsOf<Bf16>&, const Parallel&);
   void (*wdsr_b_block)(const BlockBArgsOf<Bf16>&, const Parallel&);
   void (*wdsr_a_block)(const BlockAArgsOf<Bf16>&, const Parallel&);           // direct convolutions
   void (*wdsr_a_block_winograd)(const BlockAArgsOf<Bf16>&, const Parallel&);  // Winograd F(2x2, 3x3)

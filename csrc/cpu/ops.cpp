@@ -3,9 +3,9 @@
 // extension that includes torch headers; the kernels (kernels_*.cpp) include none and compile in seconds.
 // All four ops run our kernels; float32 wdsr_a_block runs the fused kernel on direct or on Winograd convolutions, or
 // oneDNN's convolutions (channels_last, the ReLU and the residual fused into them as post-ops), whichever measured
-// fastest on the instruction-set path. bfloat16 features run
-// the bf16 block kernels where the CPU has AVX512-BF16 (an error elsewhere: cpu_backend.py does not pick this
-// backend there); the head and the tail, small next to the blocks, run in float32 on converted copies.
+// fastest on the instruction-set path. bfloat16 features run the bf16 kernels where the CPU has AVX512-BF16 (for the
+// blocks an error elsewhere: cpu_backend.py does not pick this backend there; the head and the tail then run in
+// float32 on converted copies, as for an odd channel count).
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/core/dispatch/Dispatcher.h>
@@ -111,6 +111,31 @@ wdsr_cpu::Parallel parallel() { return {at::get_num_threads(), &run_parallel}; }
 
 const float* floats(const at::Tensor& t) { return t.data_ptr<float>(); }
 
+// The float32 values of a weight or bias (the kernels take float32 weights): the tensor's own where it is float32
+// and contiguous, else a converted copy, for bfloat16 without a tensor op (aten::to on a WDSR-B block's six weights
+// and biases took 17 us, 0.6% of the bf16 model at 128x128 on one thread, measured).
+class Floats {
+ public:
+  explicit Floats(const at::Tensor& t) {
+    if (t.scalar_type() == at::kFloat && t.is_contiguous()) {
+      data_ = t.data_ptr<float>();
+    } else if (t.scalar_type() == at::kBFloat16 && t.is_contiguous()) {
+      const at::BFloat16* values = t.data_ptr<at::BFloat16>();
+      copy_.assign(values, values + t.numel());
+      data_ = copy_.data();
+    } else {
+      kept_ = t.to(at::kFloat).contiguous();
+      data_ = kept_.data_ptr<float>();
+    }
+  }
+  const float* get() const { return data_; }
+
+ private:
+  const float* data_ = nullptr;
+  std::vector<float> copy_;
+  at::Tensor kept_;
+};
+
 template <typename Feature>
 Feature* features_of(const at::Tensor& t) {
   if constexpr (std::is_same_v<Feature, float>) {
@@ -120,53 +145,77 @@ Feature* features_of(const at::Tensor& t) {
   }
 }
 
-// float32 copies of bfloat16 inputs (the kernels take float32 weights and images), the tensor itself otherwise.
+// A float32 copy of a bfloat16 image or feature map, the tensor itself otherwise.
 at::Tensor as_float(const at::Tensor& t) { return t.scalar_type() == at::kFloat ? t : t.to(at::kFloat); }
 
-// The fields of BlockAArgs and BlockBArgs that both block ops set alike: x and y (NHWC), the 1x1 or 3x3 expand and
-// reduce convolutions (contiguous tensors the caller keeps alive), the sizes.
+// The float32 expand and reduce convolutions of a block (1x1 or 3x3), kept alive for its kernel.
+struct BlockWeights {
+  Floats w_expand, b_expand, w_reduce, b_reduce;
+  int wide;
+  BlockWeights(const at::Tensor& we, const at::Tensor& be, const at::Tensor& wr, const at::Tensor& br)
+      : w_expand(we), b_expand(be), w_reduce(wr), b_reduce(br), wide(static_cast<int>(we.size(0))) {}
+};
+
+// The fields of BlockAArgs and BlockBArgs that both block ops set alike: x and y (NHWC), the expand and reduce
+// convolutions, the sizes.
 template <typename Feature, template <typename> class Args>
-void set_block_args(Args<Feature>& args, const at::Tensor& in, const at::Tensor& w_expand, const at::Tensor& b_expand,
-                    const at::Tensor& w_reduce, const at::Tensor& b_reduce, double res_scale, at::Tensor& y) {
+void set_block_args(Args<Feature>& args, const at::Tensor& in, const BlockWeights& weights, double res_scale,
+                    at::Tensor& y) {
   args.x = features_of<Feature>(in);
-  args.w_expand = floats(w_expand);
-  args.b_expand = floats(b_expand);
-  args.w_reduce = floats(w_reduce);
-  args.b_reduce = floats(b_reduce);
+  args.w_expand = weights.w_expand.get();
+  args.b_expand = weights.b_expand.get();
+  args.w_reduce = weights.w_reduce.get();
+  args.b_reduce = weights.b_reduce.get();
   args.res_scale = static_cast<float>(res_scale);
   args.y = features_of<Feature>(y);
   args.n = static_cast<int>(in.size(0));
   args.c = static_cast<int>(in.size(1));
   args.h = static_cast<int>(in.size(2));
   args.w = static_cast<int>(in.size(3));
-  args.wide = static_cast<int>(w_expand.size(0));
+  args.wide = weights.wide;
 }
 
 wdsr_cpu::Image image_of(const at::Tensor& image) {
   return {floats(image), image.stride(0), image.stride(1), image.stride(2), image.stride(3)};
 }
 
-at::Tensor head_conv(const at::Tensor& image, const at::Tensor& weight, const at::Tensor& bias,
-                     const at::Tensor& mean, double norm_scale) {
-  wdsr::check_head_conv(image, weight, bias, mean, wdsr::kCpuTarget);
+// The bf16 kernels for the head or the tail on bfloat16 features, where the CPU runs them and the channel count
+// is even; else none (the float32 kernels then run on float32 copies).
+const wdsr_cpu::Bf16KernelTable* bf16_head_tail(const at::Tensor& features_like, int64_t c) {
+  return features_like.scalar_type() == at::kBFloat16 && c % 2 == 0 ? bf16_table() : nullptr;
+}
+
+template <typename Feature>
+at::Tensor run_head(void (*kernel)(const wdsr_cpu::HeadArgsOf<Feature>&, const wdsr_cpu::Parallel&),
+                    const at::Tensor& image, const at::Tensor& weight, const at::Tensor& bias, const at::Tensor& mean,
+                    double norm_scale, at::ScalarType feature_type) {
   const int64_t c = weight.size(0);
-  const KernelTable& k = kernels("head_conv");
-  const at::Tensor w = as_float(weight).contiguous(), b = as_float(bias).contiguous(), img = as_float(image);
+  const Floats w(weight), b(bias);
+  const at::Tensor img = as_float(image);
   at::Tensor features = new_output({image.size(0), c, image.size(2), image.size(3)},
-                                   img.options().memory_format(at::MemoryFormat::ChannelsLast));
-  wdsr_cpu::HeadArgs args{};
+                                   img.options().dtype(feature_type).memory_format(at::MemoryFormat::ChannelsLast));
+  wdsr_cpu::HeadArgsOf<Feature> args{};
   args.image = image_of(img);
-  args.weight = floats(w);
-  args.bias = floats(b);
+  args.weight = w.get();
+  args.bias = b.get();
   args.mean = floats(mean);
   args.norm_scale = static_cast<float>(norm_scale);
-  args.features = features.data_ptr<float>();
+  args.features = features_of<Feature>(features);
   args.n = static_cast<int>(image.size(0));
   args.h = static_cast<int>(image.size(2));
   args.w = static_cast<int>(image.size(3));
   args.c = static_cast<int>(c);
-  k.head_conv(args, parallel());
-  return features.to(image.scalar_type());
+  kernel(args, parallel());
+  return features;
+}
+
+at::Tensor head_conv(const at::Tensor& image, const at::Tensor& weight, const at::Tensor& bias,
+                     const at::Tensor& mean, double norm_scale) {
+  wdsr::check_head_conv(image, weight, bias, mean, wdsr::kCpuTarget);
+  const KernelTable& k = kernels("head_conv");
+  if (const auto* k16 = bf16_head_tail(image, weight.size(0)))
+    return run_head(k16->head_conv, image, weight, bias, mean, norm_scale, at::kBFloat16);
+  return run_head(k.head_conv, image, weight, bias, mean, norm_scale, at::kFloat).to(image.scalar_type());
 }
 
 // oneDNN convolutions with a fused post-op: the ops torch.compile's CPU backend emits, which ATen exposes through
@@ -237,17 +286,16 @@ at::Tensor wdsr_a_block(const at::Tensor& x, const at::Tensor& w_expand, const a
     return onednn->binary.call(expanded, in, w_reduce.mul(res_scale), b_reduce.mul(res_scale), one, one, one, 1, "add",
                                std::nullopt, std::nullopt, ScalarList(), std::nullopt);
   }
-  const at::Tensor we = as_float(w_expand).contiguous(), be = as_float(b_expand).contiguous(),
-                   wr = as_float(w_reduce).contiguous(), br = as_float(b_reduce).contiguous();
+  const BlockWeights weights(w_expand, b_expand, w_reduce, b_reduce);
   at::Tensor y = new_output(x.sizes(), x.options().memory_format(at::MemoryFormat::ChannelsLast));
   const bool winograd = path == wdsr_cpu::BlockAPath::winograd;
   if (bf16) {
     wdsr_cpu::BlockAArgsOf<wdsr_cpu::Bf16> args{};
-    set_block_args(args, in, we, be, wr, br, res_scale, y);
+    set_block_args(args, in, weights, res_scale, y);
     (winograd ? k16->wdsr_a_block_winograd : k16->wdsr_a_block)(args, parallel());
   } else {
     wdsr_cpu::BlockAArgs args{};
-    set_block_args(args, in, we, be, wr, br, res_scale, y);
+    set_block_args(args, in, weights, res_scale, y);
     (winograd ? k.wdsr_a_block_winograd : k.wdsr_a_block)(args, parallel());
   }
   return y;
@@ -269,13 +317,13 @@ wdsr_cpu::BlockBPath b_block_path(wdsr_cpu::BlockBPath fastest) {
 
 template <typename Feature>
 void run_block_b(void (*kernel)(const wdsr_cpu::BlockBArgsOf<Feature>&, const wdsr_cpu::Parallel&),
-                 const at::Tensor& in, const at::Tensor& we, const at::Tensor& be, const at::Tensor& wr,
-                 const at::Tensor& br, const at::Tensor& wc, const at::Tensor& bc, double res_scale, at::Tensor& y) {
+                 const at::Tensor& in, const BlockWeights& weights, const Floats& w_conv, const Floats& b_conv,
+                 int low_rank, double res_scale, at::Tensor& y) {
   wdsr_cpu::BlockBArgsOf<Feature> args{};
-  set_block_args(args, in, we, be, wr, br, res_scale, y);
-  args.w_conv = floats(wc);
-  args.b_conv = floats(bc);
-  args.low_rank = static_cast<int>(wr.size(0));
+  set_block_args(args, in, weights, res_scale, y);
+  args.w_conv = w_conv.get();
+  args.b_conv = b_conv.get();
+  args.low_rank = low_rank;
   args.max_chunk_w = wdsr_cpu::kMaxChunkWidth;
   kernel(args, parallel());
 }
@@ -288,46 +336,58 @@ at::Tensor wdsr_b_block(const at::Tensor& x, const at::Tensor& w_expand, const a
   const KernelTable& k = kernels("wdsr_b_block");
   const wdsr_cpu::Bf16KernelTable* k16 = bf16 ? &bf16_kernels("wdsr_b_block", x.size(1), w_expand.size(0)) : nullptr;
   const at::Tensor in = channels_last(x);
-  const at::Tensor we = as_float(w_expand).contiguous(), be = as_float(b_expand).contiguous(),
-                   wr = as_float(w_reduce).contiguous(), br = as_float(b_reduce).contiguous(),
-                   wc = as_float(w_conv).contiguous(), bc = as_float(b_conv).contiguous();
+  const BlockWeights weights(w_expand, b_expand, w_reduce, b_reduce);
+  const Floats wc(w_conv), bc(b_conv);
+  const int low_rank = static_cast<int>(w_reduce.size(0));
   at::Tensor y = new_output(x.sizes(), x.options().memory_format(at::MemoryFormat::ChannelsLast));
   const bool winograd = b_block_path(bf16 ? k16->b_block_default : k.b_block_default) == wdsr_cpu::BlockBPath::winograd;
   if (bf16) {
-    run_block_b(winograd ? k16->wdsr_b_block_winograd : k16->wdsr_b_block, in, we, be, wr, br, wc, bc, res_scale, y);
+    run_block_b(winograd ? k16->wdsr_b_block_winograd : k16->wdsr_b_block, in, weights, wc, bc, low_rank, res_scale, y);
   } else {
-    run_block_b(winograd ? k.wdsr_b_block_winograd : k.wdsr_b_block, in, we, be, wr, br, wc, bc, res_scale, y);
+    run_block_b(winograd ? k.wdsr_b_block_winograd : k.wdsr_b_block, in, weights, wc, bc, low_rank, res_scale, y);
   }
   return y;
+}
+
+template <typename Feature>
+at::Tensor run_tail(void (*kernel)(const wdsr_cpu::TailArgsOf<Feature>&, const wdsr_cpu::Parallel&),
+                    const at::Tensor& in, const at::Tensor& image, const at::Tensor& w_tail, const at::Tensor& b_tail,
+                    const at::Tensor& w_skip, const at::Tensor& b_skip, const at::Tensor& mean, double norm_scale,
+                    int64_t scale) {
+  const int64_t n = in.size(0), c = in.size(1), h = in.size(2), w = in.size(3);
+  const at::Tensor img = as_float(image);
+  const Floats wt(w_tail), bt(b_tail), ws(w_skip), bs(b_skip);
+  at::Tensor out = new_output({n, 3, h * scale, w * scale}, in.options().memory_format(at::MemoryFormat::Contiguous));
+  wdsr_cpu::TailArgsOf<Feature> args{};
+  args.features = features_of<Feature>(in);
+  args.image = image_of(img);
+  args.w_tail = wt.get();
+  args.b_tail = bt.get();
+  args.w_skip = ws.get();
+  args.b_skip = bs.get();
+  args.mean = floats(mean);
+  args.norm_scale = static_cast<float>(norm_scale);
+  args.out = features_of<Feature>(out);
+  args.n = static_cast<int>(n);
+  args.h = static_cast<int>(h);
+  args.w = static_cast<int>(w);
+  args.c = static_cast<int>(c);
+  args.scale = static_cast<int>(scale);
+  kernel(args, parallel());
+  return out;
 }
 
 at::Tensor tail_shuffle(const at::Tensor& features, const at::Tensor& image, const at::Tensor& w_tail,
                         const at::Tensor& b_tail, const at::Tensor& w_skip, const at::Tensor& b_skip,
                         const at::Tensor& mean, double norm_scale, int64_t scale) {
   wdsr::check_tail_shuffle(features, image, w_tail, b_tail, w_skip, b_skip, mean, scale, wdsr::kCpuTarget);
-  const int64_t n = features.size(0), c = features.size(1), h = features.size(2), w = features.size(3);
   const KernelTable& k = kernels("tail_shuffle");
-  const at::Tensor in = channels_last(as_float(features)), img = as_float(image);
-  const at::Tensor wt = as_float(w_tail).contiguous(), bt = as_float(b_tail).contiguous(),
-                   ws = as_float(w_skip).contiguous(), bs = as_float(b_skip).contiguous();
-  at::Tensor out = new_output({n, 3, h * scale, w * scale}, in.options().memory_format(at::MemoryFormat::Contiguous));
-  wdsr_cpu::TailArgs args{};
-  args.features = floats(in);
-  args.image = image_of(img);
-  args.w_tail = floats(wt);
-  args.b_tail = floats(bt);
-  args.w_skip = floats(ws);
-  args.b_skip = floats(bs);
-  args.mean = floats(mean);
-  args.norm_scale = static_cast<float>(norm_scale);
-  args.out = out.data_ptr<float>();
-  args.n = static_cast<int>(n);
-  args.h = static_cast<int>(h);
-  args.w = static_cast<int>(w);
-  args.c = static_cast<int>(c);
-  args.scale = static_cast<int>(scale);
-  k.tail_shuffle(args, parallel());
-  return out.to(features.scalar_type());
+  if (const auto* k16 = bf16_head_tail(features, features.size(1)))
+    return run_tail(k16->tail_shuffle, channels_last(features), image, w_tail, b_tail, w_skip, b_skip, mean,
+                    norm_scale, scale);
+  return run_tail(k.tail_shuffle, channels_last(as_float(features)), image, w_tail, b_tail, w_skip, b_skip, mean,
+                  norm_scale, scale)
+      .to(features.scalar_type());
 }
 
 // isa_paths() -> the instruction-set paths this CPU and build run, fastest first (the first is the default).

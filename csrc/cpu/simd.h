@@ -9,6 +9,8 @@
 //   vf, vzero, vset1, vload, vstore, vload_n / vstore_n (the first n lanes, 0 < n <= VW), vfma(a, b, c) = a*b + c,
 //   vmax, vmul, vadd, vsub(a, b) = a - b, vgather_n(p, stride, n) (lane i = p[i * stride] for i < n, else 0),
 //   vgather_idx_n(p, index, n) (lane i = p[index[i]] for i < n, else 0), prefetch(p) (into L1),
+//   vtranspose(p, stride, out) (VW rows of VW floats, row i at p + i * stride, as columns: out[j] lane i =
+//   p[i * stride + j]; register shuffles, where VW gathers of a strided column cost several times more),
 //   vload_even_odd(p, even, odd) (the 2 VW floats from p: even = p[0], p[2], ..., odd = p[1], p[3], ...),
 //   in_register(v) (v, kept in a register: GCC otherwise folds a load that several FMAs reuse into each of them,
 //   as a memory operand, and the loads then outnumber the FMAs)
@@ -53,6 +55,34 @@ inline vf vgather_n(const float* p, int stride, int n) {
 }
 inline vf vgather_idx_n(const float* p, const int* index, int n) {
   return _mm512_mask_i32gather_ps(_mm512_setzero_ps(), lanes(n), _mm512_maskz_loadu_epi32(lanes(n), index), p, 4);
+}
+inline void vtranspose(const float* p, int64_t stride, vf (&out)[VW]) {
+  // Four rounds of two-input shuffles: pairs of rows, pairs of pairs within each 128-bit lane, then the lanes.
+  vf pairs[16], quads[16], halves[16];
+  for (int i = 0; i < 16; i += 2) {
+    const vf a = vload(p + i * stride), b = vload(p + (i + 1) * stride);
+    pairs[i] = _mm512_unpacklo_ps(a, b);
+    pairs[i + 1] = _mm512_unpackhi_ps(a, b);
+  }
+  // quads[4 g + j], 128-bit lane L: column 4 L + j of rows 4 g .. 4 g + 3
+  for (int g = 0; g < 4; ++g) {
+    const vf* q = pairs + 4 * g;
+    quads[4 * g + 0] = _mm512_shuffle_ps(q[0], q[2], 0x44);
+    quads[4 * g + 1] = _mm512_shuffle_ps(q[0], q[2], 0xEE);
+    quads[4 * g + 2] = _mm512_shuffle_ps(q[1], q[3], 0x44);
+    quads[4 * g + 3] = _mm512_shuffle_ps(q[1], q[3], 0xEE);
+  }
+  // halves[8 h + 4 e + j]: lanes L = e, e + 2 of the quads of rows 8 h .. 8 h + 7
+  for (int h = 0; h < 2; ++h)
+    for (int j = 0; j < 4; ++j) {
+      halves[8 * h + j] = _mm512_shuffle_f32x4(quads[8 * h + j], quads[8 * h + 4 + j], 0x88);
+      halves[8 * h + 4 + j] = _mm512_shuffle_f32x4(quads[8 * h + j], quads[8 * h + 4 + j], 0xDD);
+    }
+  for (int e = 0; e < 2; ++e)
+    for (int j = 0; j < 4; ++j) {
+      out[4 * e + j] = _mm512_shuffle_f32x4(halves[4 * e + j], halves[8 + 4 * e + j], 0x88);
+      out[8 + 4 * e + j] = _mm512_shuffle_f32x4(halves[4 * e + j], halves[8 + 4 * e + j], 0xDD);
+    }
 }
 inline void prefetch(const void* p) { _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0); }
 inline void vload_even_odd(const float* p, vf& even, vf& odd) {
@@ -101,6 +131,26 @@ inline vf vgather_idx_n(const float* p, const int* index, int n) {
   const __m256i mask = lanes(n);
   return _mm256_mask_i32gather_ps(_mm256_setzero_ps(), p, _mm256_maskload_epi32(index, mask),
                                   _mm256_castsi256_ps(mask), 4);
+}
+inline void vtranspose(const float* p, int64_t stride, vf (&out)[VW]) {
+  // Three rounds of two-input shuffles: pairs of rows, pairs of pairs within each 128-bit lane, then the lanes.
+  vf pairs[8], quads[8];
+  for (int i = 0; i < 8; i += 2) {
+    const vf a = vload(p + i * stride), b = vload(p + (i + 1) * stride);
+    pairs[i] = _mm256_unpacklo_ps(a, b);
+    pairs[i + 1] = _mm256_unpackhi_ps(a, b);
+  }
+  for (int g = 0; g < 2; ++g) {  // quads[4 g + j], 128-bit lane L: column 4 L + j of rows 4 g .. 4 g + 3
+    const vf* q = pairs + 4 * g;
+    quads[4 * g + 0] = _mm256_shuffle_ps(q[0], q[2], 0x44);
+    quads[4 * g + 1] = _mm256_shuffle_ps(q[0], q[2], 0xEE);
+    quads[4 * g + 2] = _mm256_shuffle_ps(q[1], q[3], 0x44);
+    quads[4 * g + 3] = _mm256_shuffle_ps(q[1], q[3], 0xEE);
+  }
+  for (int j = 0; j < 4; ++j) {
+    out[j] = _mm256_permute2f128_ps(quads[j], quads[4 + j], 0x20);
+    out[4 + j] = _mm256_permute2f128_ps(quads[j], quads[4 + j], 0x31);
+  }
 }
 inline void prefetch(const void* p) { _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0); }
 inline void vload_even_odd(const float* p, vf& even, vf& odd) {
@@ -202,6 +252,9 @@ inline vf vgather_idx_n(const float* p, const int* index, int n) {
   for (int i = 0; i < n && i < VW; ++i) lanes[i] = p[index[i]];
   return vload(lanes);
 }
+inline void vtranspose(const float* p, int64_t stride, vf (&out)[VW]) {
+  for (int j = 0; j < VW; ++j) out[j] = vgather_n(p + j, static_cast<int>(stride), VW);
+}
 }  // namespace
 }  // namespace wdsr_cpu::generic
 
@@ -219,7 +272,8 @@ inline vf vgather_idx_n(const float* p, const int* index, int n) {
 //   vdot(a, b, acc)                      acc + the products of a and b, word by word
 //   vload_feat(p), vload_feat_n(p, n)    VW features (the first n) as fp32 lanes
 //   vstore_feat(p, v), vstore_feat_n(p, v, n)
-//   vstore_words(p, v[kPack])            VW words whose channel j of lane i is v[j] lane i (planar rows -> pairs)
+//   vpack_words(v[kPack])                VW words whose channel j of lane i is v[j] lane i (planar rows -> pairs)
+//   vstore_words(p, v[kPack])            the same, stored; vrelu_words(w) max(channel, 0) for each channel of w
 //   vsplit_words(w, v[kPack])            the channels of VW words as kPack fp32 vectors (vstore_words' inverse)
 //   word_of(w, stride, count)            the word of w[0], w[stride], ... (count of them valid, the rest zero)
 namespace wdsr_cpu::WDSR_CPU_ISA {
@@ -234,12 +288,18 @@ inline vf vload_feat_n(const Bf16* p, int n) { return widen(_mm256_maskz_loadu_e
 inline __m256i narrow(vf v) { return (__m256i)_mm512_cvtneps_pbh(v); }
 inline void vstore_feat(Bf16* p, vf v) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), narrow(v)); }
 inline void vstore_feat_n(Bf16* p, vf v, int n) { _mm256_mask_storeu_epi16(p, lanes(n), narrow(v)); }
-inline void vstore_words(float* p, const vf (&v)[kPack]) {
+inline vf vpack_words(const vf (&v)[kPack]) {
   // cvtne2ps2bf16 gives v[0]'s 16 values then v[1]'s; the permutation interleaves them into pairs.
   const __m512i interleave = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7,
                                               22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
   const __m512i both = (__m512i)_mm512_cvtne2ps_pbh(v[1], v[0]);
-  _mm512_storeu_si512(p, _mm512_permutexvar_epi16(interleave, both));
+  return _mm512_castsi512_ps(_mm512_permutexvar_epi16(interleave, both));
+}
+inline void vstore_words(float* p, const vf (&v)[kPack]) { vstore(p, vpack_words(v)); }
+// max(w, 0) per bf16 half: a bf16 orders as the int16 of its bits where both are non-negative, and every negative
+// one is a negative int16, so one integer max does the ReLU of two channels' words.
+inline vf vrelu_words(vf w) {
+  return _mm512_castsi512_ps(_mm512_max_epi16(_mm512_castps_si512(w), _mm512_setzero_si512()));
 }
 inline void vsplit_words(vf w, vf (&v)[kPack]) {  // the inverse of vstore_words' pairing
   const __m512i bits = _mm512_castps_si512(w);
@@ -265,7 +325,9 @@ inline vf vload_feat(const float* p) { return vload(p); }
 inline vf vload_feat_n(const float* p, int n) { return vload_n(p, n); }
 inline void vstore_feat(float* p, vf v) { vstore(p, v); }
 inline void vstore_feat_n(float* p, vf v, int n) { vstore_n(p, v, n); }
+inline vf vpack_words(const vf (&v)[kPack]) { return v[0]; }
 inline void vstore_words(float* p, const vf (&v)[kPack]) { vstore(p, v[0]); }
+inline vf vrelu_words(vf w) { return vmax(w, vzero()); }
 inline void vsplit_words(vf w, vf (&v)[kPack]) { v[0] = w; }
 inline float word_of(const float* w, int64_t, int count) { return count > 0 ? w[0] : 0.0f; }
 #endif

@@ -1,9 +1,8 @@
 """The CPU backend: the fused C++ kernels of csrc/cpu/, registered as ``torch.ops.wdsr_cpu.*`` by ``wdsr_fast._cpu``.
 
-float32 on CPU tensors, and bfloat16 where the CPU has AVX512-BF16 (``bf16_isa()``: the blocks in bf16 with fp32
-accumulation, the head and tail in float32; the bf16 kernels take even channel counts; other dtypes raise
-TypeError), threads through ATen's ``parallel_for``, so
-``torch.set_num_threads`` applies. The kernels are compiled for several instruction sets and the fastest the CPU
+float32 on CPU tensors, and bfloat16 where the CPU has AVX512-BF16 (``bf16_isa()``: bf16 features with fp32
+accumulation, the image that the head and the tail's skip convolve in float32; the bf16 kernels take even channel
+counts; other dtypes raise TypeError), threads through ATen's ``parallel_for``, so ``torch.set_num_threads`` applies. The kernels are compiled for several instruction sets and the fastest the CPU
 runs is used (``isa_paths()`` lists them); the environment variable ``WDSR_FAST_CPU_ISA`` (``avx512``, ``avx2`` or
 ``generic``) picks another, read at every call. float32 WDSR-A blocks run the fused kernel on Winograd F(2x2, 3x3)
 convolutions with AVX-512 and AVX2 and oneDNN's convolutions (the ReLU and the residual fused in) on the portable path
