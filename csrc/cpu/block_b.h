@@ -15,10 +15,10 @@
 // - t ring: 3 rows x 25 channels x ldt (>= chunk + 2 + padding) floats, planar per row [l][column]:
 //   154 KB for a 512-wide chunk, in L2 (2 MB a core on the Xeon we measure on, 512 KB on Zen 2/3).
 // - The 1x1 chain runs on micro-tiles of P = 2 vectors of pixels (32 with AVX-512, 16 with AVX2), transposed
-//   from NHWC to planar [channel][pixel] in registers (VW x VW blocks: 5x faster than VW strided gathers, 128
-//   against 650 cycles a bf16 tile on Zen 4; the next tile prefetched: the loads otherwise wait for memory),
-//   so that both GEMMs vectorise over pixels and odd channel counts (25) cost no padding: x tile 32 x P
-//   (4 KB with AVX-512), wide tile 192 x P (24 KB with AVX-512, 12 KB with AVX2), both in L1.
+//   from NHWC to planar [channel][pixel] in registers (VW x VW blocks: 128 cycles a bf16 tile on Zen 4 where
+//   strided gathers took 650, measured alone with x in L2; the next tile prefetched: the loads otherwise wait
+//   for memory), so that both GEMMs vectorise over pixels and odd channel counts (25) cost no padding: x tile
+//   32 x P (4 KB with AVX-512), wide tile 192 x P (24 KB with AVX-512, 12 KB with AVX2), both in L1.
 //   Register blocks: R output channels x 2 pixel vectors with R = kAccumulators / 2 (12 on AVX-512: 24 zmm
 //   accumulators, 2 input vectors, 1 broadcast; 6 on AVX2: 12 ymm). Per input channel: 2 vector loads and
 //   R broadcast weights for 2R FMAs. Weights are packed per call as [group][k][R] so the broadcasts stream.

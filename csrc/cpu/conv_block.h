@@ -32,9 +32,9 @@ inline void with_group_vecs(int channels_left, F&& f) {
 }
 
 // acc[p][v] = bias[v] + sum_tap w[tap][v] * in[offsets[tap] + p * pixel_stride] for P pixels, over any number of
-// taps() calls, in words or floats (Input). Taps come from offset tables, not loop arithmetic (GCC would carry the broadcasts shared by
-// neighbouring dx taps in registers and spill accumulators for them), in loops that run at least once (see
-// block_b.h's chain_rows). Weights are packed [tap][kGroupLanes].
+// taps() calls, in words or floats (Input). Taps come from offset tables, not loop arithmetic (GCC would carry the
+// broadcasts shared by neighbouring dx taps in registers and spill accumulators for them), in loops that run at
+// least once (see block_b.h's chain_rows). Weights are packed [tap][kGroupLanes].
 inline void store_lanes(float* p, vf v) { vstore(p, v); }
 inline void store_lanes_n(float* p, vf v, int n) { vstore_n(p, v, n); }
 #if defined(WDSR_CPU_BF16)

@@ -140,7 +140,8 @@ inline void tail_items(const void* context, int64_t begin, int64_t end) {
     const float* feature_rows[3];
     for (int dy = 0; dy < 3; ++dy) {
       const int y = row - 1 + dy;
-      feature_rows[dy] = y >= 0 && y < a.h ? words(a.features) + (static_cast<int64_t>(n) * a.h + y) * row_words : zero_row;
+      feature_rows[dy] =
+          y >= 0 && y < a.h ? words(a.features) + (static_cast<int64_t>(n) * a.h + y) * row_words : zero_row;
     }
     for (int g = 0; g < ctx.groups; ++g) {
       with_group_vecs(ctx.out_channels - g * kGroupLanes, [&]<int G>() {
@@ -153,7 +154,8 @@ inline void tail_items(const void* context, int64_t begin, int64_t end) {
             block.template tap_runs<3>(ctx.w_tail + (static_cast<int64_t>(g) * 3 + dy) * 3 * cw * kGroupLanes, in[dy],
                               ctx.tail_taps, 3 * cw, cw);
           WDSR_UNROLL for (int dy = 0; dy < 5; ++dy)
-            block.template tap_runs<5, Input::floats>(ctx.w_skip + (static_cast<int64_t>(g) * 5 + dy) * 15 * kGroupLanes,
+            block.template tap_runs<5, Input::floats>(
+                ctx.w_skip + (static_cast<int64_t>(g) * 5 + dy) * 15 * kGroupLanes,
                               image_rows.row(row - 2 + dy) + xb, skip_taps, 15, 1);
           WDSR_UNROLL for (int p = 0; p < kPixels<G>; ++p)
             WDSR_UNROLL for (int v = 0; v < G; ++v)
@@ -167,7 +169,8 @@ inline void tail_items(const void* context, int64_t begin, int64_t end) {
     for (int ch = 0; ch < 3; ++ch) {
       const vf mean = vset1(a.mean[ch]);
       for (int i = 0; i < s; ++i) {
-        feature_t* dst = a.out + ((static_cast<int64_t>(n) * 3 + ch) * out_h + static_cast<int64_t>(s) * row + i) * out_w;
+        feature_t* dst =
+            a.out + ((static_cast<int64_t>(n) * 3 + ch) * out_h + static_cast<int64_t>(s) * row + i) * out_w;
         const float* src = result + (ch * s + i) * s;
         for (int u = 0; u < out_w; u += VW) {
           const int lanes = imin(VW, static_cast<int>(out_w - u));
