@@ -51,6 +51,8 @@ constexpr int kTileVecs = 2;                           // pixel vectors per 1x1-
 constexpr int kTilePixels = kTileVecs * VW;            // P
 constexpr int kChainRows = kAccumulators / kTileVecs;  // R: output channels per 1x1 register block
 constexpr int kConvPixels = kPixels<kGroupVecs>;  // PB: pixels per 3x3 register block
+// Floats per word of the x tile: P, or with bf16 2 P (each word twice, for expand_pairs).
+constexpr int kXStride = kPack * kTilePixels;
 using BArgs = BlockBArgsOf<feature_t>;
 
 // 1x1 conv of a planar micro-tile: out[r][p] = act(bias[r] + sum_k w[k][r] * in[k][p]) for R rows, k over input
@@ -78,6 +80,40 @@ inline void chain_rows(const float* w, const float* bias, const float* in, int k
       vstore(out + r / kPack * ld_out + v * VW, Relu ? vrelu_words(packed) : packed);
     }
 }
+
+#if defined(WDSR_CPU_BF16)
+// The expand with bf16 features, a word of wide channels at a time: the accumulators hold channel pairs (r, r + 1)
+// in neighbouring lanes for 8 pixels (weights broadcast as word pairs, x words duplicated in the x tile), so that
+// one vcvtne2ps2bf16 of two of them gives 16 words of the wide tile in order; chain_rows needs a vpermw more
+// to pair rows, and 14 loads per 24 vdpbf16ps against 10 here (the Winograd bf16 block 2% faster at 128x128 and
+// 270x480 on one Zen 4 core, paired rounds). Pairs x 2 kTileVecs accumulators; x tile [k][kXStride], out rows as
+// words (ld_out apart).
+template <int Pairs>
+inline void expand_pairs(const float* w, const float* bias, const float* x_tile, int k_count, float* out,
+                         int ld_out) {
+  constexpr int Q = 2 * kTileVecs;  // vectors of 8 pixels
+  vf acc[Pairs][Q];
+  WDSR_UNROLL for (int j = 0; j < Pairs; ++j) {
+    const vf b = vset1_pair(bias + 2 * j);
+    WDSR_UNROLL for (int q = 0; q < Q; ++q) acc[j][q] = b;
+  }
+  int k = 0;
+  do {  // k_count >= 1 (chain_rows)
+    vf in[Q];
+    WDSR_UNROLL for (int q = 0; q < Q; ++q) in[q] = vload(x_tile + k * kXStride + q * VW);
+    const float* wk = w + k * 2 * Pairs;
+    WDSR_UNROLL for (int j = 0; j < Pairs; ++j) {
+      const vf b = vset1_pair(wk + 2 * j);
+      WDSR_UNROLL for (int q = 0; q < Q; ++q) acc[j][q] = vdot(b, in[q], acc[j][q]);
+    }
+  } while (++k < k_count);
+  WDSR_UNROLL for (int j = 0; j < Pairs; ++j)
+    WDSR_UNROLL for (int v = 0; v < kTileVecs; ++v) {
+      const __m512i both = (__m512i)_mm512_cvtne2ps_pbh(acc[j][2 * v + 1], acc[j][2 * v]);
+      vstore(out + j * ld_out + v * VW, vrelu_words(_mm512_castsi512_ps(both)));
+    }
+}
+#endif
 
 // A 1x1 conv, rows x channels weights (OI), packed per register block as [k][R] over input words k (block g starts
 // at start(g) * k_count); rows padded to whole words with zero weights and biases.
@@ -120,8 +156,15 @@ inline void chain_layer(const PackedRows& layer, const float* in, float* out, in
     for (int f = g * ahead_per_block; f < imin((g + 1) * ahead_per_block, ahead_floats); f += 16) prefetch(ahead + f);
     const int start = layer.groups.start(g);
     with_rows<kChainRows / kPack>(layer.groups.size(g) / kPack, [&]<int Words>() {
-      chain_rows<Words * kPack, Relu>(layer.w + static_cast<int64_t>(start) * layer.k_count, layer.bias + start, in,
-                          layer.k_count, out + static_cast<int64_t>(start / kPack) * ld_out, ld_out);
+      const float* w = layer.w + static_cast<int64_t>(start) * layer.k_count;
+      float* out_rows = out + static_cast<int64_t>(start / kPack) * ld_out;
+#if defined(WDSR_CPU_BF16)
+      if constexpr (Relu) {  // the expand
+        expand_pairs<Words>(w, layer.bias + start, in, layer.k_count, out_rows, ld_out);
+        return;
+      }
+#endif
+      chain_rows<Words * kPack, Relu>(w, layer.bias + start, in, layer.k_count, out_rows, ld_out);
     });
   }
 }
@@ -173,6 +216,20 @@ inline void pack_chain(const BArgs& a, float* packed, BlockBContext& ctx) {
   ctx.reduce = PackedRows::pack(a.w_reduce, a.b_reduce, a.low_rank, a.wide, packed + PackedRows::floats(a.wide, a.c));
 }
 
+// Pixels v VW .. v VW + VW - 1 of x word k into the x tile ([k][kXStride]; with bf16 each word twice).
+inline void store_x_column(float* x_tile, int k, int v, vf column) {
+#if defined(WDSR_CPU_BF16)
+  vstore(x_tile + k * kXStride + 2 * v * VW, vdup_words(column, 0));
+  vstore(x_tile + k * kXStride + (2 * v + 1) * VW, vdup_words(column, 1));
+#else
+  vstore(x_tile + k * kXStride + v * VW, column);
+#endif
+}
+
+// Floats of the x tile and of the wide tile ([wide word][kTilePixels]) of t_row.
+inline int64_t x_tile_floats(const BArgs& a) { return static_cast<int64_t>(ceil_div(a.c, kPack)) * kXStride; }
+inline int64_t wide_tile_floats(const BArgs& a) { return static_cast<int64_t>(ceil_div(a.wide, kPack)) * kTilePixels; }
+
 // One t row of the chunk [x0, x1) for image row `row` into dst ([t_words][ldt] words; column j is image column
 // x0 - 1 + j). Zero outside the image.
 inline void t_row(const BlockBContext& ctx, int n, int row, int x0, int x1, float* dst, float* x_tile,
@@ -198,9 +255,9 @@ inline void t_row(const BlockBContext& ctx, int n, int row, int x0, int x1, floa
         for (; k + VW <= cw; k += VW) {
           vf columns[VW];
           vtranspose(px + k, cw, columns);
-          WDSR_UNROLL for (int j = 0; j < VW; ++j) vstore(x_tile + (k + j) * kTilePixels + v * VW, columns[j]);
+          WDSR_UNROLL for (int j = 0; j < VW; ++j) store_x_column(x_tile, k + j, v, columns[j]);
         }
-      for (; k < cw; ++k) vstore(x_tile + k * kTilePixels + v * VW, valid > 0 ? vgather_n(px + k, cw, valid) : vzero());
+      for (; k < cw; ++k) store_x_column(x_tile, k, v, valid > 0 ? vgather_n(px + k, cw, valid) : vzero());
     }
     // The next tile's pixels (or the next row's first), from memory while this one computes: the loads
     // above would wait for them.
@@ -248,14 +305,13 @@ inline void block_b_items(const void* context, int64_t begin, int64_t end) {
   const BlockBPlan& plan = ctx.plan;
   const int64_t ring_floats = static_cast<int64_t>(plan.t_words) * plan.ldt;  // one t row
   const int tap_count = 9 * plan.t_words;
-  const int tile_words = ceil_div(a.c, kPack) + ceil_div(a.wide, kPack);
-  Buffer scratch(3 * ring_floats + static_cast<int64_t>(tile_words) * kTilePixels + 3 * tap_count);
+  Buffer scratch(3 * ring_floats + x_tile_floats(a) + wide_tile_floats(a) + 3 * tap_count);
   float* ring = scratch.get();
   float* x_tile = ring + 3 * ring_floats;
-  float* wide_tile = x_tile + ceil_div(a.c, kPack) * kTilePixels;
+  float* wide_tile = x_tile + x_tile_floats(a);
   // taps[top][(dy * t_words + l) * 3 + dx]: offset of t[row - 1 + dy][l][dx] (word l) when row - 1 is in ring slot
   // top
-  int* taps = reinterpret_cast<int*>(wide_tile + ceil_div(a.wide, kPack) * kTilePixels);
+  int* taps = reinterpret_cast<int*>(wide_tile + wide_tile_floats(a));
   for (int top = 0; top < 3; ++top)
     for (int dy = 0; dy < 3; ++dy)
       for (int l = 0; l < plan.t_words; ++l)

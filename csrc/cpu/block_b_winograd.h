@@ -92,15 +92,14 @@ inline void block_b_winograd_items(const void* context, int64_t begin, int64_t e
   const BArgs& a = *chain.a;
   const int ldt = chain.plan.ldt, t_words = chain.plan.t_words;
   const int64_t row_floats = static_cast<int64_t>(t_words) * ldt;  // one t row
-  const int tile_words = ceil_div(a.c, kPack) + ceil_div(a.wide, kPack);
   const int64_t v_floats = static_cast<int64_t>(TT) * t_words * kWinoBTiles;
   const int64_t m_floats = static_cast<int64_t>(TT) * kWinoBTiles * lanes;
-  Buffer scratch(4 * row_floats + v_floats + m_floats + static_cast<int64_t>(tile_words) * kTilePixels);
+  Buffer scratch(4 * row_floats + v_floats + m_floats + x_tile_floats(a) + wide_tile_floats(a));
   float* ring = scratch.get();  // two slots of two t rows
   float* V = ring + 4 * row_floats;
   float* Mt = V + v_floats;
   float* x_tile = Mt + m_floats;
-  float* wide_tile = x_tile + ceil_div(a.c, kPack) * kTilePixels;
+  float* wide_tile = x_tile + x_tile_floats(a);
   const vf scale = vset1(a.res_scale);
   for (int64_t item = begin; item < end; ++item) {
     const auto [n, x0, x1, r0, r1] = chain.plan.bands.item(item);

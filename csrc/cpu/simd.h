@@ -301,6 +301,17 @@ inline void vstore_words(float* p, const vf (&v)[kPack]) { vstore(p, vpack_words
 inline vf vrelu_words(vf w) {
   return _mm512_castsi512_ps(_mm512_max_epi16(_mm512_castps_si512(w), _mm512_setzero_si512()));
 }
+// Pairs of words: vset1_pair(p) the 64 bits of p[0], p[1] in every pair of lanes; vdup_words(v, half) the words
+// 8 half .. 8 half + 7 of v, each twice (lanes 2i and 2i + 1 hold word 8 half + i).
+inline vf vset1_pair(const float* p) {
+  double pair;
+  std::memcpy(&pair, p, sizeof pair);
+  return _mm512_castpd_ps(_mm512_set1_pd(pair));
+}
+inline vf vdup_words(vf v, int half) {
+  const __m512i low = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+  return _mm512_permutexvar_ps(half == 0 ? low : _mm512_add_epi32(low, _mm512_set1_epi32(8)), v);
+}
 inline void vsplit_words(vf w, vf (&v)[kPack]) {  // the inverse of vstore_words' pairing
   const __m512i bits = _mm512_castps_si512(w);
   v[0] = _mm512_castsi512_ps(_mm512_slli_epi32(bits, 16));
