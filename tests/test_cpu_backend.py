@@ -315,6 +315,25 @@ def test_registry_picks_cpu_on_cpu_tensors():
     assert "CPU tensors" in ops.unavailable_reason("cpu", "meta")
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_outputs_reuse_freed_buffers_without_aliasing(dtype):
+    """The ops' outputs come from a pool of freed output buffers (csrc/cpu/output_pool.h): a freed output's buffer
+    is handed to the next output of its size, never to one while it is alive, and the values are the op's."""
+    if dtype == torch.bfloat16 and cpu_backend.bf16_isa() is None:
+        pytest.skip("this CPU or build runs no bf16 kernels")
+    # a size no other test uses
+    x = randn(1, 32, 13, 17, seed=1).to(dtype).contiguous(memory_format=torch.channels_last)
+    w = [t.to(dtype) for t in block_b_weights(32, 6, 0.8)]
+    first = cpu_backend.wdsr_b_block(x, *w, 1.0)
+    second = cpu_backend.wdsr_b_block(x, *w, 1.0)
+    assert first.data_ptr() != second.data_ptr()
+    freed, expected = first.data_ptr(), first.clone()
+    del first
+    third = cpu_backend.wdsr_b_block(x, *w, 1.0)
+    assert third.data_ptr() == freed
+    assert torch.equal(third, expected) and torch.equal(second, expected)
+
+
 # ---- bfloat16 -------------------------------------------------------------------------------------------------
 needs_bf16 = pytest.mark.skipif(cpu_backend.bf16_isa() is None, reason="this CPU or build runs no bf16 kernels")
 

@@ -133,6 +133,30 @@ inline void mat_vec(const float (&m)[R][C], const vf (&in)[C], vf (&out)[R]) {
   }
 }
 
+// U = G g G^T of one 3x3 kernel g (9 floats, row-major) as T x T floats u, in double and rounded once; G's zero
+// coefficients skipped at compile time (the unrolled loops index it with constants): 49 multiply-adds for F(2x2)
+// where the plain products take 84, once per (output, input) channel pair of a call.
+template <int M>
+inline void winograd_kernel(const float* g, float* u) {
+  using W = WinogradF<M>;
+  constexpr int T = W::T;
+  double tmp[T][3];
+  WDSR_UNROLL for (int y = 0; y < T; ++y)
+    WDSR_UNROLL for (int x = 0; x < 3; ++x) {
+      double acc = 0.0;
+      WDSR_UNROLL for (int k = 0; k < 3; ++k)
+        if (W::G[y][k] != 0.0) acc += W::G[y][k] * g[k * 3 + x];
+      tmp[y][x] = acc;
+    }
+  WDSR_UNROLL for (int y = 0; y < T; ++y)
+    WDSR_UNROLL for (int x = 0; x < T; ++x) {
+      double acc = 0.0;
+      WDSR_UNROLL for (int k = 0; k < 3; ++k)
+        if (W::G[x][k] != 0.0) acc += tmp[y][k] * W::G[x][k];
+      u[y * T + x] = static_cast<float>(acc);
+    }
+}
+
 // out = m d m^T for a C x C tile d.
 template <int R, int C>
 inline void transform_2d(const float (&m)[R][C], const vf (&d)[C][C], vf (&out)[R][R]) {
@@ -409,19 +433,10 @@ void winograd_pack_items(const void* context, int64_t begin, int64_t end) {
     const float* w = expand ? p.a->w_expand : p.a->w_reduce;
     float* out = (expand ? p.u_expand : p.u_reduce) + static_cast<int64_t>(k / group) * cin_words * group + k % group;
     for (int ci = ci0; ci < imin(cin, ci0 + kPackInputs); ci += kPack) {
-      float u[kPack][T * T] = {};  // U of input channels ci .. ci + kPack - 1
-      for (int pi = 0; pi < kPack && ci + pi < cin; ++pi) {
-        double gg[3][3] = {}, tmp[T][3];
-        if (k < cout)
-          for (int e = 0; e < 9; ++e) gg[e / 3][e % 3] = w[(static_cast<int64_t>(k) * cin + ci + pi) * 9 + e];
-        for (int y = 0; y < T; ++y)
-          for (int x = 0; x < 3; ++x)
-            tmp[y][x] = W::G[y][0] * gg[0][x] + W::G[y][1] * gg[1][x] + W::G[y][2] * gg[2][x];
-        for (int y = 0; y < T; ++y)
-          for (int x = 0; x < T; ++x)
-            u[pi][y * T + x] =
-                static_cast<float>(tmp[y][0] * W::G[x][0] + tmp[y][1] * W::G[x][1] + tmp[y][2] * W::G[x][2]);
-      }
+      float u[kPack][T * T] = {};  // U of input channels ci .. ci + kPack - 1 (zero past cout)
+      if (k < cout)
+        for (int pi = 0; pi < kPack && ci + pi < cin; ++pi)
+          winograd_kernel<M>(w + (static_cast<int64_t>(k) * cin + ci + pi) * 9, u[pi]);
       for (int xi = 0; xi < T * T; ++xi)
         out[xi * plane + static_cast<int64_t>(ci / kPack) * group] = word_of(&u[0][xi], T * T, cin - ci);
     }

@@ -160,7 +160,6 @@ inline void block_b_winograd_items(const void* context, int64_t begin, int64_t e
 }
 
 void wdsr_b_block_winograd(const BArgs& a, const Parallel& parallel) {
-  using W = WinogradF<2>;
   constexpr int lanes = kWinoBVecs * VW;
   WinogradBContext ctx{};
   BlockBContext& chain = ctx.chain;
@@ -180,18 +179,9 @@ void wdsr_b_block_winograd(const BArgs& a, const Parallel& parallel) {
     bias[o] = a.b_conv[o];
     float* out = u + static_cast<int64_t>(o / lanes) * t_words * lanes + o % lanes;
     for (int l = 0; l < a.low_rank; l += kPack) {
-      float uu[kPack][16] = {};  // U = G g G^T of input channels l .. l + kPack - 1, in double, rounded once
-      for (int pi = 0; pi < kPack && l + pi < a.low_rank; ++pi) {
-        const float* g = a.w_conv + (static_cast<int64_t>(o) * a.low_rank + l + pi) * 9;
-        double tmp[4][3];
-        for (int y = 0; y < 4; ++y)
-          for (int x = 0; x < 3; ++x)
-            tmp[y][x] = W::G[y][0] * g[x] + W::G[y][1] * g[3 + x] + W::G[y][2] * g[6 + x];
-        for (int y = 0; y < 4; ++y)
-          for (int x = 0; x < 4; ++x)
-            uu[pi][y * 4 + x] =
-                static_cast<float>(tmp[y][0] * W::G[x][0] + tmp[y][1] * W::G[x][1] + tmp[y][2] * W::G[x][2]);
-      }
+      float uu[kPack][16] = {};  // U of input channels l .. l + kPack - 1
+      for (int pi = 0; pi < kPack && l + pi < a.low_rank; ++pi)
+        winograd_kernel<2>(a.w_conv + (static_cast<int64_t>(o) * a.low_rank + l + pi) * 9, uu[pi]);
       for (int xi = 0; xi < 16; ++xi)
         out[static_cast<int64_t>(xi) * ctx.groups * t_words * lanes + (l / kPack) * lanes] =
             word_of(&uu[0][xi], 16, a.low_rank - l);

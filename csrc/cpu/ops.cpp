@@ -23,6 +23,7 @@
 #include "../common/op_schemas.h"
 #include "../common/tensors.h"
 #include "kernels.h"
+#include "output_pool.h"
 
 namespace {
 
@@ -193,7 +194,8 @@ at::Tensor run_head(void (*kernel)(const wdsr_cpu::HeadArgsOf<Feature>&, const w
   const Floats w(weight), b(bias);
   const at::Tensor img = as_float(image);
   at::Tensor features = new_output({image.size(0), c, image.size(2), image.size(3)},
-                                   img.options().dtype(feature_type).memory_format(at::MemoryFormat::ChannelsLast));
+                                   img.options().dtype(feature_type).memory_format(at::MemoryFormat::ChannelsLast),
+                                   &wdsr_cpu_binding::OutputPool::instance());
   wdsr_cpu::HeadArgsOf<Feature> args{};
   args.image = image_of(img);
   args.weight = w.get();
@@ -287,7 +289,8 @@ at::Tensor wdsr_a_block(const at::Tensor& x, const at::Tensor& w_expand, const a
                                std::nullopt, std::nullopt, ScalarList(), std::nullopt);
   }
   const BlockWeights weights(w_expand, b_expand, w_reduce, b_reduce);
-  at::Tensor y = new_output(x.sizes(), x.options().memory_format(at::MemoryFormat::ChannelsLast));
+  at::Tensor y = new_output(x.sizes(), x.options().memory_format(at::MemoryFormat::ChannelsLast),
+                            &wdsr_cpu_binding::OutputPool::instance());
   const bool winograd = path == wdsr_cpu::BlockAPath::winograd;
   if (bf16) {
     wdsr_cpu::BlockAArgsOf<wdsr_cpu::Bf16> args{};
@@ -339,7 +342,8 @@ at::Tensor wdsr_b_block(const at::Tensor& x, const at::Tensor& w_expand, const a
   const BlockWeights weights(w_expand, b_expand, w_reduce, b_reduce);
   const Floats wc(w_conv), bc(b_conv);
   const int low_rank = static_cast<int>(w_reduce.size(0));
-  at::Tensor y = new_output(x.sizes(), x.options().memory_format(at::MemoryFormat::ChannelsLast));
+  at::Tensor y = new_output(x.sizes(), x.options().memory_format(at::MemoryFormat::ChannelsLast),
+                            &wdsr_cpu_binding::OutputPool::instance());
   const bool winograd = b_block_path(bf16 ? k16->b_block_default : k.b_block_default) == wdsr_cpu::BlockBPath::winograd;
   if (bf16) {
     run_block_b(winograd ? k16->wdsr_b_block_winograd : k16->wdsr_b_block, in, weights, wc, bc, low_rank, res_scale, y);
@@ -357,7 +361,8 @@ at::Tensor run_tail(void (*kernel)(const wdsr_cpu::TailArgsOf<Feature>&, const w
   const int64_t n = in.size(0), c = in.size(1), h = in.size(2), w = in.size(3);
   const at::Tensor img = as_float(image);
   const Floats wt(w_tail), bt(b_tail), ws(w_skip), bs(b_skip);
-  at::Tensor out = new_output({n, 3, h * scale, w * scale}, in.options().memory_format(at::MemoryFormat::Contiguous));
+  at::Tensor out = new_output({n, 3, h * scale, w * scale}, in.options().memory_format(at::MemoryFormat::Contiguous),
+                              &wdsr_cpu_binding::OutputPool::instance());
   wdsr_cpu::TailArgsOf<Feature> args{};
   args.features = features_of<Feature>(in);
   args.image = image_of(img);
