@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 import re
+import signal
 
 import pytest
 import torch
@@ -22,6 +23,12 @@ DTYPES = [torch.float32, torch.float16] + ([torch.bfloat16] if DEVICE == "cuda" 
 TOLERANCE = {torch.float32: 1e-5, torch.float16: 5e-3, torch.bfloat16: 2e-2}
 BACKENDS = [b for b in ops.BACKENDS if ops.unavailable_reason(b, DEVICE) is None]  # those that run here
 MEAN = torch.tensor([114.4, 111.5, 103.0])  # a mean in pixel units, (3,) fp32
+
+
+def sigint_as_in_a_terminal() -> None:
+    """Ctrl-C's default action for a child process (``preexec_fn``), as under a terminal: a test run started in the
+    background inherits SIGINT ignored, and so would the command it tests."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def rel_error(out: torch.Tensor, ref: torch.Tensor) -> float:

@@ -23,7 +23,7 @@ from conftest import (
     sprite_rgba,
     stored_for,
 )
-from helpers import randomise, ychfan_forward, ychfan_state
+from helpers import randomise, sigint_as_in_a_terminal, ychfan_forward, ychfan_state
 from PIL import Image
 
 from wdsr_fast import Upscaler
@@ -393,11 +393,10 @@ sys.exit(main(sys.argv[1:]))
 @pytest.mark.parametrize("sig,status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_signals_remove_temporary_files(tmp_path, photos, weights, sig, status):
     out = tmp_path / "out"
-    # Ctrl-C's default action, as under a terminal: a test run started in the background inherits SIGINT ignored
     process = subprocess.Popen([sys.executable, "-c", SLOW_WRITE, "upscale", str(photos / "astronaut.png"), "-o",
                                 str(out), "--weights", str(weights), "--device", "cpu"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                               preexec_fn=sigint_as_in_a_terminal)
     assert process.stdout.readline().strip() == "writing"
     assert [p.name for p in out.iterdir() if p.name.endswith(".tmp")]  # a temporary file exists now
     process.send_signal(sig)

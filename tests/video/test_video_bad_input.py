@@ -11,6 +11,7 @@ import time
 import numpy as np
 import pytest
 from clips import av, decoded, make_clip
+from helpers import sigint_as_in_a_terminal
 
 from wdsr_fast.cli import main
 from wdsr_fast.io.video import VideoError, VideoReader
@@ -105,7 +106,7 @@ def test_an_interrupted_run_leaves_no_file(tmp_path, sig):
     (out / "kept_x2.mkv").write_bytes(b"an earlier result")
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
     proc = subprocess.Popen([sys.executable, "-m", "wdsr_fast", "upscale", str(src), "-o", str(out), "--threads",
-                             "1"], env=env, stderr=subprocess.PIPE, text=True)
+                             "1"], env=env, stderr=subprocess.PIPE, text=True, preexec_fn=sigint_as_in_a_terminal)
     deadline = time.monotonic() + 60
     while not any(p.name.startswith(".long_x2.mkv.") for p in out.iterdir()):  # the temporary file: mid-video
         assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.stderr else ""
