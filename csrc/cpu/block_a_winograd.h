@@ -109,14 +109,14 @@ constexpr int kTileBlock = WDSR_CPU_WINOGRAD_BLOCK * kAccumulators / 2;
 constexpr int kExpandVecs = WDSR_CPU_WINOGRAD_EXPAND_VECS;
 constexpr int kReduceVecs = 2;
 
-// out[r] = sum_k m[r][k] in[k], the coefficients known at compile time: zeros skipped, +-1 as adds.
-template <int R, int C>
-inline void mat_vec(const float (&m)[R][C], const vf (&in)[C], vf (&out)[R]) {
+// out[r] = sum_k m[r][k] in[k], the coefficients known at compile time (as floats): zeros skipped, +-1 as adds.
+template <typename Coef, int R, int C>
+inline void mat_vec(const Coef (&m)[R][C], const vf (&in)[C], vf (&out)[R]) {
   WDSR_UNROLL for (int r = 0; r < R; ++r) {
     vf acc = vzero();
     bool first = true;
     WDSR_UNROLL for (int k = 0; k < C; ++k) {
-      const float coef = m[r][k];
+      const float coef = static_cast<float>(m[r][k]);
       if (coef == 0.0f) continue;
       if (first) {
         acc = coef == 1.0f ? in[k] : vmul(vset1(coef), in[k]);
@@ -133,33 +133,9 @@ inline void mat_vec(const float (&m)[R][C], const vf (&in)[C], vf (&out)[R]) {
   }
 }
 
-// U = G g G^T of one 3x3 kernel g (9 floats, row-major) as T x T floats u, in double and rounded once; G's zero
-// coefficients skipped at compile time (the unrolled loops index it with constants): 49 multiply-adds for F(2x2)
-// where the plain products take 84, once per (output, input) channel pair of a call.
-template <int M>
-inline void winograd_kernel(const float* g, float* u) {
-  using W = WinogradF<M>;
-  constexpr int T = W::T;
-  double tmp[T][3];
-  WDSR_UNROLL for (int y = 0; y < T; ++y)
-    WDSR_UNROLL for (int x = 0; x < 3; ++x) {
-      double acc = 0.0;
-      WDSR_UNROLL for (int k = 0; k < 3; ++k)
-        if (W::G[y][k] != 0.0) acc += W::G[y][k] * g[k * 3 + x];
-      tmp[y][x] = acc;
-    }
-  WDSR_UNROLL for (int y = 0; y < T; ++y)
-    WDSR_UNROLL for (int x = 0; x < T; ++x) {
-      double acc = 0.0;
-      WDSR_UNROLL for (int k = 0; k < 3; ++k)
-        if (W::G[x][k] != 0.0) acc += tmp[y][k] * W::G[x][k];
-      u[y * T + x] = static_cast<float>(acc);
-    }
-}
-
 // out = m d m^T for a C x C tile d.
-template <int R, int C>
-inline void transform_2d(const float (&m)[R][C], const vf (&d)[C][C], vf (&out)[R][R]) {
+template <typename Coef, int R, int C>
+inline void transform_2d(const Coef (&m)[R][C], const vf (&d)[C][C], vf (&out)[R][R]) {
   vf tmp[R][C];
   WDSR_UNROLL for (int j = 0; j < C; ++j) {
     vf col[C], res[R];
@@ -168,6 +144,17 @@ inline void transform_2d(const float (&m)[R][C], const vf (&d)[C][C], vf (&out)[
     WDSR_UNROLL for (int i = 0; i < R; ++i) tmp[i][j] = res[i];
   }
   WDSR_UNROLL for (int i = 0; i < R; ++i) mat_vec(m, tmp[i], out[i]);
+}
+
+// U = G g G^T for the 3x3 kernels of n output channels (0 < n <= VW), vectorised over them: lane i from the 9 floats
+// at w + i * stride (row-major), the lanes past n zero. In float with G's coefficients as floats (exact for F(2x2):
+// 0, 1/2, 1); the transform of a whole call's weights takes microseconds (one channel at a time in double, the
+// WDSR-B block's took 23 us a call, measured).
+template <int M>
+inline void winograd_kernels(const float* w, int64_t stride, int n, vf (&u)[WinogradF<M>::T][WinogradF<M>::T]) {
+  vf g[3][3];
+  WDSR_UNROLL for (int e = 0; e < 9; ++e) g[e / 3][e % 3] = vgather_n(w + e, static_cast<int>(stride), n);
+  transform_2d(WinogradF<M>::G, g, u);
 }
 
 // acc[p][v] = sum_k w[k][v] in[k * k_stride + p * stride] for P tiles, over words k < count (simd.h: a channel, or a
@@ -403,10 +390,10 @@ void winograd_a_items(const void* context, int64_t begin, int64_t end) {
   }
 }
 
-// U = G g G^T, in double, rounded once (to a float, then with bf16 features to a bf16 word of two input channels).
-// Items: (output channel, block of kPackInputs input channels) of the expand
-// conv (its output channels rounded up to whole groups, zero past wide), then of the reduce conv: 128 + 128 items of
-// equal work for the baseline, so that the threads share them evenly.
+// U = G g G^T (winograd_kernels; with bf16 features rounded to bf16 words of two input channels). Items: (VW output
+// channels, block of kPackInputs input channels) of the expand conv (its output channels rounded up to whole groups,
+// zero past wide), then of the reduce conv: 8 + 8 items of equal work for the baseline with AVX-512, so that the
+// threads share them evenly.
 constexpr int kPackInputs = 32;
 
 struct WinogradPack {
@@ -427,18 +414,27 @@ void winograd_pack_items(const void* context, int64_t begin, int64_t end) {
     const int cout = expand ? p.a->wide : p.a->c, cin = expand ? p.a->c : p.a->wide;
     const int in_blocks = ceil_div(cin, kPackInputs);
     const int64_t i = expand ? item : item - p.expand_items;
-    const int k = static_cast<int>(i / in_blocks), ci0 = static_cast<int>(i % in_blocks) * kPackInputs;
+    const int k0 = static_cast<int>(i / in_blocks) * VW, ci0 = static_cast<int>(i % in_blocks) * kPackInputs;
     const int group = (expand ? kExpandVecs : kReduceVecs) * VW, cin_words = ceil_div(cin, kPack);
     const int64_t plane = static_cast<int64_t>(expand ? p.expand_lanes : p.reduce_lanes) * cin_words;  // an element
     const float* w = expand ? p.a->w_expand : p.a->w_reduce;
-    float* out = (expand ? p.u_expand : p.u_reduce) + static_cast<int64_t>(k / group) * cin_words * group + k % group;
+    float* out = (expand ? p.u_expand : p.u_reduce) + static_cast<int64_t>(k0 / group) * cin_words * group + k0 % group;
+    const int n = imin(VW, cout - k0);  // output channels k0 .. k0 + n - 1; none in a group's padding
     for (int ci = ci0; ci < imin(cin, ci0 + kPackInputs); ci += kPack) {
-      float u[kPack][T * T] = {};  // U of input channels ci .. ci + kPack - 1 (zero past cout)
-      if (k < cout)
-        for (int pi = 0; pi < kPack && ci + pi < cin; ++pi)
-          winograd_kernel<M>(w + (static_cast<int64_t>(k) * cin + ci + pi) * 9, u[pi]);
-      for (int xi = 0; xi < T * T; ++xi)
-        out[xi * plane + static_cast<int64_t>(ci / kPack) * group] = word_of(&u[0][xi], T * T, cin - ci);
+      vf u[kPack][T][T];  // U of input channels ci .. ci + kPack - 1, lane i output channel k0 + i
+      WDSR_UNROLL for (int pi = 0; pi < kPack; ++pi) {
+        if (n > 0 && ci + pi < cin) {
+          winograd_kernels<M>(w + (static_cast<int64_t>(k0) * cin + ci + pi) * 9, static_cast<int64_t>(cin) * 9, n,
+                              u[pi]);
+        } else {
+          WDSR_UNROLL for (int e = 0; e < T * T; ++e) u[pi][e / T][e % T] = vzero();
+        }
+      }
+      WDSR_UNROLL for (int e = 0; e < T * T; ++e) {
+        vf channels[kPack];
+        WDSR_UNROLL for (int pi = 0; pi < kPack; ++pi) channels[pi] = u[pi][e / T][e % T];
+        vstore(out + e * plane + static_cast<int64_t>(ci / kPack) * group, vpack_words(channels));
+      }
     }
   }
 }
@@ -462,9 +458,9 @@ void wdsr_a_block_winograd_m(const WinoArgs& a, const Parallel& parallel) {
   float* b_reduce = b_expand + ctx.wide_pad;
   for (int k = 0; k < ctx.wide_pad; ++k) b_expand[k] = k < a.wide ? a.b_expand[k] : 0.0f;
   for (int k = 0; k < ctx.c_pad; ++k) b_reduce[k] = k < a.c ? a.b_reduce[k] : 0.0f;
-  const int64_t expand_items = static_cast<int64_t>(expand_lanes) * ceil_div(a.c, kPackInputs);
+  const int64_t expand_items = static_cast<int64_t>(expand_lanes / VW) * ceil_div(a.c, kPackInputs);
   const WinogradPack pack{&a, u_expand, u_reduce, expand_lanes, reduce_lanes, expand_items};
-  parallel.run(expand_items + static_cast<int64_t>(reduce_lanes) * ceil_div(a.wide, kPackInputs),
+  parallel.run(expand_items + static_cast<int64_t>(reduce_lanes / VW) * ceil_div(a.wide, kPackInputs),
                &winograd_pack_items<M>, &pack);
   ctx.u_expand = u_expand;
   ctx.u_reduce = u_reduce;
