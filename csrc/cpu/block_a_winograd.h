@@ -157,6 +157,28 @@ inline void winograd_kernels(const float* w, int64_t stride, int n, vf (&u)[Wino
   transform_2d(WinogradF<M>::G, g, u);
 }
 
+// U of the kernels w[o][i] (OIHW 3x3, `cin` input channels a row of w) for output channels o0 .. o0 + n - 1 (lanes;
+// zero from n on, all zero for n <= 0) and input channels ci .. ci + kPack - 1 (zero from cin on), as words: element
+// e's VW words at out + e * element_stride.
+template <int M>
+inline void store_winograd_words(const float* w, int cin, int o0, int n, int ci, float* out, int64_t element_stride) {
+  constexpr int T = WinogradF<M>::T;
+  vf u[kPack][T][T];
+  WDSR_UNROLL for (int pi = 0; pi < kPack; ++pi) {
+    if (n > 0 && ci + pi < cin) {
+      winograd_kernels<M>(w + (static_cast<int64_t>(o0) * cin + ci + pi) * 9, static_cast<int64_t>(cin) * 9, n,
+                          u[pi]);
+    } else {
+      WDSR_UNROLL for (int e = 0; e < T * T; ++e) u[pi][e / T][e % T] = vzero();
+    }
+  }
+  WDSR_UNROLL for (int e = 0; e < T * T; ++e) {
+    vf channels[kPack];
+    WDSR_UNROLL for (int pi = 0; pi < kPack; ++pi) channels[pi] = u[pi][e / T][e % T];
+    vstore(out + e * element_stride, vpack_words(channels));
+  }
+}
+
 // acc[p][v] = sum_k w[k][v] in[k * k_stride + p * stride] for P tiles, over words k < count (simd.h: a channel, or a
 // pair of bf16 ones): G output-channel vectors (weights packed [k][Lanes], the first G * VW lanes used) x P tiles, each
 // broadcast once for its G multiply-adds (vdot).
@@ -406,8 +428,6 @@ struct WinogradPack {
 
 template <int M>
 void winograd_pack_items(const void* context, int64_t begin, int64_t end) {
-  using W = WinogradF<M>;
-  constexpr int T = W::T;
   const WinogradPack& p = *static_cast<const WinogradPack*>(context);
   for (int64_t item = begin; item < end; ++item) {
     const bool expand = item < p.expand_items;
@@ -420,22 +440,8 @@ void winograd_pack_items(const void* context, int64_t begin, int64_t end) {
     const float* w = expand ? p.a->w_expand : p.a->w_reduce;
     float* out = (expand ? p.u_expand : p.u_reduce) + static_cast<int64_t>(k0 / group) * cin_words * group + k0 % group;
     const int n = imin(VW, cout - k0);  // output channels k0 .. k0 + n - 1; none in a group's padding
-    for (int ci = ci0; ci < imin(cin, ci0 + kPackInputs); ci += kPack) {
-      vf u[kPack][T][T];  // U of input channels ci .. ci + kPack - 1, lane i output channel k0 + i
-      WDSR_UNROLL for (int pi = 0; pi < kPack; ++pi) {
-        if (n > 0 && ci + pi < cin) {
-          winograd_kernels<M>(w + (static_cast<int64_t>(k0) * cin + ci + pi) * 9, static_cast<int64_t>(cin) * 9, n,
-                              u[pi]);
-        } else {
-          WDSR_UNROLL for (int e = 0; e < T * T; ++e) u[pi][e / T][e % T] = vzero();
-        }
-      }
-      WDSR_UNROLL for (int e = 0; e < T * T; ++e) {
-        vf channels[kPack];
-        WDSR_UNROLL for (int pi = 0; pi < kPack; ++pi) channels[pi] = u[pi][e / T][e % T];
-        vstore(out + e * plane + static_cast<int64_t>(ci / kPack) * group, vpack_words(channels));
-      }
-    }
+    for (int ci = ci0; ci < imin(cin, ci0 + kPackInputs); ci += kPack)
+      store_winograd_words<M>(w, cin, k0, n, ci, out + static_cast<int64_t>(ci / kPack) * group, plane);
   }
 }
 

@@ -109,8 +109,7 @@ inline void expand_pairs(const float* w, const float* bias, const float* x_tile,
   } while (++k < k_count);
   WDSR_UNROLL for (int j = 0; j < Pairs; ++j)
     WDSR_UNROLL for (int v = 0; v < kTileVecs; ++v) {
-      const __m512i both = (__m512i)_mm512_cvtne2ps_pbh(acc[j][2 * v + 1], acc[j][2 * v]);
-      vstore(out + j * ld_out + v * VW, vrelu_words(_mm512_castsi512_ps(both)));
+      vstore(out + j * ld_out + v * VW, vrelu_words(vpack_lane_pairs(acc[j][2 * v], acc[j][2 * v + 1])));
     }
 }
 #endif

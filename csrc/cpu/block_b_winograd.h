@@ -178,23 +178,9 @@ void wdsr_b_block_winograd(const BArgs& a, const Parallel& parallel) {
   for (int o = 0; o < a.c; ++o) bias[o] = a.b_conv[o];
   for (int o0 = 0; o0 < a.c; o0 += VW) {  // VW output channels at a time (lanes)
     float* out = u + static_cast<int64_t>(o0 / lanes) * t_words * lanes + o0 % lanes;
-    for (int l = 0; l < a.low_rank; l += kPack) {
-      vf uu[kPack][4][4];  // U of input channels l .. l + kPack - 1
-      WDSR_UNROLL for (int pi = 0; pi < kPack; ++pi) {
-        if (l + pi < a.low_rank) {
-          winograd_kernels<2>(a.w_conv + (static_cast<int64_t>(o0) * a.low_rank + l + pi) * 9,
-                              static_cast<int64_t>(a.low_rank) * 9, imin(VW, a.c - o0), uu[pi]);
-        } else {
-          WDSR_UNROLL for (int e = 0; e < 16; ++e) uu[pi][e / 4][e % 4] = vzero();
-        }
-      }
-      WDSR_UNROLL for (int e = 0; e < 16; ++e) {
-        vf channels[kPack];
-        WDSR_UNROLL for (int pi = 0; pi < kPack; ++pi) channels[pi] = uu[pi][e / 4][e % 4];
-        vstore(out + static_cast<int64_t>(e) * ctx.groups * t_words * lanes + (l / kPack) * lanes,
-               vpack_words(channels));
-      }
-    }
+    for (int l = 0; l < a.low_rank; l += kPack)
+      store_winograd_words<2>(a.w_conv, a.low_rank, o0, imin(VW, a.c - o0), l, out + (l / kPack) * lanes,
+                              static_cast<int64_t>(ctx.groups) * t_words * lanes);
   }
   ctx.u = u;
   ctx.bias = bias;

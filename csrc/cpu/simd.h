@@ -301,6 +301,9 @@ inline void vstore_words(float* p, const vf (&v)[kPack]) { vstore(p, vpack_words
 inline vf vrelu_words(vf w) {
   return _mm512_castsi512_ps(_mm512_max_epi16(_mm512_castps_si512(w), _mm512_setzero_si512()));
 }
+// The words of two vectors whose neighbouring lanes 2i, 2i + 1 hold one word's two channels: those of `low` as words
+// 0 .. VW / 2 - 1, those of `high` after them (one vcvtne2ps2bf16; vpack_words pairs lanes of two vectors instead).
+inline vf vpack_lane_pairs(vf low, vf high) { return _mm512_castsi512_ps((__m512i)_mm512_cvtne2ps_pbh(high, low)); }
 // Pairs of words: vset1_pair(p) the 64 bits of p[0], p[1] in every pair of lanes; vdup_words(v, half) the words
 // 8 half .. 8 half + 7 of v, each twice (lanes 2i and 2i + 1 hold word 8 half + i).
 inline vf vset1_pair(const float* p) {

@@ -6,12 +6,7 @@
 #include "simd.h"
 // simd.h first: block_a_winograd.h is written against its vector type
 #include "block_a_winograd.h"
-
-namespace {
-void one_item_at_a_time(int64_t items, void (*body)(const void*, int64_t, int64_t), const void* context) {
-  for (int64_t item = items - 1; item >= 0; --item) body(context, item, item + 1);
-}
-}  // namespace
+#include "one_item_at_a_time.h"
 
 extern "C" void harness_wdsr_a_block(const float* x, const float* w_expand, const float* b_expand,
                                      const float* w_reduce, const float* b_reduce, float res_scale, float* y, int n,

@@ -7,12 +7,7 @@
 // simd.h first: block_b.h is written against its vector type
 #include "block_b.h"
 #include "block_b_winograd.h"
-
-namespace {
-void one_item_at_a_time(int64_t items, void (*body)(const void*, int64_t, int64_t), const void* context) {
-  for (int64_t item = items - 1; item >= 0; --item) body(context, item, item + 1);
-}
-}  // namespace
+#include "one_item_at_a_time.h"
 
 // winograd: the 3x3 on Winograd F(2x2, 3x3) (block_b_winograd.h) instead of direct.
 extern "C" void harness_wdsr_b_block(const float* x, const float* w_expand, const float* b_expand,
