@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from wdsr_fast import ops
+from wdsr_fast.ops import cpu_backend
 from wdsr_fast.bench.work import macs_per_pixel, min_bytes_per_pixel, model_work
 from wdsr_fast.cli.bench import main
 from wdsr_fast.model import PRESETS, WDSRConfig
@@ -323,8 +324,8 @@ def test_cuda_graph_rows_need_a_gpu():
 
 @pytest.mark.skipif(ops.unavailable_reason("cpu", "cpu") is not None, reason="the CPU kernels are not built")
 def test_wdsr_a_block_paths_and_bf16_peers(tmp_path):
-    """A WDSR-A case times the cpu backend with each way of running its blocks; a bf16 case on CPU races OpenVINO
-    at its defaults (bf16 where the CPU has the units), not the fp32 runtimes."""
+    """A WDSR-A case times the cpu backend with each way of running its blocks (a WDSR-B case too); a bf16 case on
+    CPU races OpenVINO at its defaults (bf16 where the CPU has the units), not the fp32 runtimes."""
     main(["--device", "cpu", "--cases", "wdsr-a-baseline:2:16x16:1:fp32", "wdsr-b-32x16:2:16x16:1:bf16",
           "--backends", "cpu", "--repeats", "1", "--no-memory", "--compile", "none", "--out", str(tmp_path)])
     rows = {(r["preset"], r["row"]): r for r in json.loads((tmp_path / "results.json").read_text())["rows"]}
@@ -332,6 +333,10 @@ def test_wdsr_a_block_paths_and_bf16_peers(tmp_path):
         row = rows[("wdsr-a-baseline", f"fast-cpu:a-{path}")]
         assert "skipped" not in row or "oneDNN" in row["skipped"], row
     assert "skipped" not in rows[("wdsr-a-baseline", "fast-cpu:a-fused")]
+    if cpu_backend.bf16_isa() is not None:  # and the bf16 WDSR-B case each way of running its blocks
+        for path in ("direct", "winograd", "onednn"):
+            row = rows[("wdsr-b-32x16", f"fast-cpu:b-{path}")]
+            assert "skipped" not in row or (path == "onednn" and "oneDNN" in row["skipped"]), row
     assert "raced in fp32" in rows[("wdsr-b-32x16", "onnxruntime")]["skipped"]
     default = rows[("wdsr-b-32x16", "openvino-default")]
     assert "skipped" not in default or "pip install" in default["skipped"], default

@@ -2,7 +2,7 @@
 
 Every op, on every instruction-set path this machine runs (``WDSR_FAST_CPU_ISA``; WDSR-A blocks on each way
 ``WDSR_FAST_CPU_BLOCK_A`` runs them: direct or Winograd convolutions, oneDNN; WDSR-B blocks with their 3x3 direct
-or on Winograd, ``WDSR_FAST_CPU_BLOCK_B``), with 1 and 2 threads, on
+or on Winograd, oneDNN, ``WDSR_FAST_CPU_BLOCK_B``), with 1 and 2 threads, on
 odd sizes (1-pixel-wide and 1-row images, widths that are not multiples of any vector width, maps wider than a
 column chunk, bands of rows), batch 2, NCHW and channels_last inputs, the WDSR-B width of the presets and a
 narrower one, outputs poisoned with NaN first. Error: max |out - ref| / max |ref| below 1e-5 (float32). bfloat16
@@ -86,9 +86,10 @@ def check(name, args):
     return out
 
 
-# How a WDSR-B block can run its 3x3 (WDSR_FAST_CPU_BLOCK_B): direct (block_b.h) or on Winograd F(2x2, 3x3)
-# (block_b_winograd.h); the default of each path (float32 by instruction set, and bf16): the fastest measured there
-B_BLOCK_PATHS = ["direct", "winograd"]
+# How a WDSR-B block can run (WDSR_FAST_CPU_BLOCK_B): the fused kernel with its 3x3 direct (block_b.h) or on Winograd
+# F(2x2, 3x3) (block_b_winograd.h), or oneDNN's convolutions where torch has oneDNN; the default of each path (float32
+# by instruction set, and bf16): the fastest measured there
+B_BLOCK_PATHS = ["direct", "winograd"] + (["onednn"] if torch.backends.mkldnn.is_available() else [])
 DEFAULT_B_BLOCK_PATHS = {"avx512": "winograd", "avx2": "winograd", "generic": "winograd", "bf16": "winograd"}
 
 
@@ -300,7 +301,7 @@ def test_wdsr_b_block_path_must_be_known(monkeypatch):
     monkeypatch.setenv(cpu_backend.BLOCK_B_ENV, "fft")
     w = block_b_weights(8, 6, 0.8)
     with pytest.raises(ValueError, match=r"WDSR_FAST_CPU_BLOCK_B=fft is not a way this build runs WDSR-B blocks; "
-                                         r"choose direct or winograd"):
+                                         r"choose direct(, winograd or onednn| or winograd \(this torch has no)"):
         cpu_backend.wdsr_b_block(randn(1, 8, 5, 7, seed=1), *w, 1.0)
 
 

@@ -100,8 +100,9 @@ constexpr int kMaxChunkWidth = 512;
 // The ways the binding runs a float32 WDSR-A block: the fused kernel on direct convolutions (block_a.h), the fused
 // kernel on Winograd F(2x2, 3x3) convolutions (block_a_winograd.h), or oneDNN's convolutions (ops.cpp).
 enum class BlockAPath { fused, winograd, onednn };
-// The ways a WDSR-B block runs: its 3x3 direct (block_b.h) or on Winograd F(2x2, 3x3) (block_b_winograd.h).
-enum class BlockBPath { direct, winograd };
+// The ways a WDSR-B block runs: the fused kernel with its 3x3 direct (block_b.h) or on Winograd F(2x2, 3x3)
+// (block_b_winograd.h), or oneDNN's convolutions (ops.cpp).
+enum class BlockBPath { direct, winograd, onednn };
 
 struct KernelTable {
   const char* isa;  // "avx512", "avx2" or "generic"

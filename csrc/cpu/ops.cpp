@@ -304,18 +304,21 @@ at::Tensor wdsr_a_block(const at::Tensor& x, const at::Tensor& w_expand, const a
   return y;
 }
 
-// WDSR_FAST_CPU_BLOCK_B=direct|winograd (read at every call): how WDSR-B blocks run their 3x3. Default: the path's
+// WDSR_FAST_CPU_BLOCK_B=direct|winograd|onednn (read at every call): how WDSR-B blocks run. Default: the path's
 // fastest measured (KernelTable::b_block_default, Bf16KernelTable's for bf16).
 constexpr const char* kBlockBEnv = "WDSR_FAST_CPU_BLOCK_B";
 
-wdsr_cpu::BlockBPath b_block_path(wdsr_cpu::BlockBPath fastest) {
+wdsr_cpu::BlockBPath b_block_path(wdsr_cpu::BlockBPath fastest, bool have_onednn) {
+  using wdsr_cpu::BlockBPath;
   const char* wanted = std::getenv(kBlockBEnv);
   if (wanted == nullptr || *wanted == '\0') return fastest;
   const std::string choice(wanted);
-  if (choice == "direct") return wdsr_cpu::BlockBPath::direct;
-  TORCH_CHECK_VALUE(choice == "winograd", "wdsr_b_block: ", kBlockBEnv, "=", choice,
-                    " is not a way this build runs WDSR-B blocks; choose direct or winograd");
-  return wdsr_cpu::BlockBPath::winograd;
+  if (choice == "direct") return BlockBPath::direct;
+  if (choice == "winograd") return BlockBPath::winograd;
+  TORCH_CHECK_VALUE(choice == "onednn" && have_onednn, "wdsr_b_block: ", kBlockBEnv, "=", choice,
+                    " is not a way this build runs WDSR-B blocks; choose ",
+                    have_onednn ? "direct, winograd or onednn" : "direct or winograd (this torch has no oneDNN)");
+  return BlockBPath::onednn;
 }
 
 template <typename Feature>
@@ -339,12 +342,25 @@ at::Tensor wdsr_b_block(const at::Tensor& x, const at::Tensor& w_expand, const a
   const KernelTable& k = kernels("wdsr_b_block");
   const wdsr_cpu::Bf16KernelTable* k16 = bf16 ? &bf16_kernels("wdsr_b_block", x.size(1), w_expand.size(0)) : nullptr;
   const at::Tensor in = channels_last(x);
+  const auto& onednn = onednn_convs();
+  const wdsr_cpu::BlockBPath path = b_block_path(bf16 ? k16->b_block_default : k.b_block_default, onednn.has_value());
+  if (path == wdsr_cpu::BlockBPath::onednn) {
+    // Three convolutions, the ReLU and the residual as their post-ops (as the WDSR-A block's oneDNN path); the wide
+    // and the low-rank activations go through memory.
+    const std::vector<int64_t> zero{0, 0}, one{1, 1};
+    const at::Tensor wide = onednn->unary.call(in, w_expand, b_expand, zero, one, one, 1, "relu", ScalarList(),
+                                               std::string_view(""));
+    const at::Tensor low = onednn->unary.call(wide, w_reduce, b_reduce, zero, one, one, 1, "none", ScalarList(),
+                                              std::string_view(""));
+    return onednn->binary.call(low, in, w_conv.mul(res_scale), b_conv.mul(res_scale), one, one, one, 1, "add",
+                               std::nullopt, std::nullopt, ScalarList(), std::nullopt);
+  }
   const BlockWeights weights(w_expand, b_expand, w_reduce, b_reduce);
   const Floats wc(w_conv), bc(b_conv);
   const int low_rank = static_cast<int>(w_reduce.size(0));
   at::Tensor y = new_output(x.sizes(), x.options().memory_format(at::MemoryFormat::ChannelsLast),
                             &wdsr_cpu_binding::OutputPool::instance());
-  const bool winograd = b_block_path(bf16 ? k16->b_block_default : k.b_block_default) == wdsr_cpu::BlockBPath::winograd;
+  const bool winograd = path == wdsr_cpu::BlockBPath::winograd;
   if (bf16) {
     run_block_b(winograd ? k16->wdsr_b_block_winograd : k16->wdsr_b_block, in, weights, wc, bc, low_rank, res_scale, y);
   } else {

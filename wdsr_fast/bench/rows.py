@@ -33,7 +33,7 @@ from ..inference.fast_wdsr import FastWDSR
 from ..model import WDSR, preset
 from ..model.fold import folded_copy
 from ..ops import reference as reference_ops
-from ..ops.cpu_backend import BLOCK_A_ENV
+from ..ops.cpu_backend import BLOCK_A_ENV, BLOCK_B_ENV
 from .runtimes import onnx_model, onnxruntime_runner, openvino_runner
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -310,20 +310,20 @@ def fast_rows(s: Setup) -> list[Row]:
             return in_variant(variant, lambda: model(x))
         return make
 
-    def block_a_path(path):  # the cpu backend with its WDSR-A blocks run one way (WDSR_FAST_CPU_BLOCK_A=path)
+    def block_path(env, path):  # the cpu backend with its blocks run one way (WDSR_FAST_CPU_BLOCK_A/B=path)
         def make():
             call = fast("cpu", False, None)()
 
             def run():
-                old = os.environ.get(BLOCK_A_ENV)
-                os.environ[BLOCK_A_ENV] = path
+                old = os.environ.get(env)
+                os.environ[env] = path
                 try:
                     return call()
                 finally:
                     if old is None:
-                        del os.environ[BLOCK_A_ENV]
+                        del os.environ[env]
                     else:
-                        os.environ[BLOCK_A_ENV] = old
+                        os.environ[env] = old
             run()  # raises here, skipping the row, where this build cannot run the path
             return run
         return make
@@ -332,9 +332,12 @@ def fast_rows(s: Setup) -> list[Row]:
                 backend=backend, variant="+".join(filter(None, (variant, "cuda-graphs" if graphs else ""))))
             for backend in s.options.backends for suffix, variant in triton_variants(backend, s)
             for graphs in (False, True)]
-    if "cpu" in s.options.backends and s.reference.config.variant == "a" and s.on_cpu:
-        rows += [Row(f"fast-cpu:a-{path}", FAST, block_a_path(path), backend="cpu", variant=f"block-a={path}")
-                 for path in ("fused", "winograd", "onednn")]
+    if "cpu" in s.options.backends and s.on_cpu:
+        variant = s.reference.config.variant
+        env, paths = (BLOCK_A_ENV, ("fused", "winograd", "onednn")) if variant == "a" else \
+            (BLOCK_B_ENV, ("direct", "winograd", "onednn"))
+        rows += [Row(f"fast-cpu:{variant}-{path}", FAST, block_path(env, path), backend="cpu",
+                     variant=f"block-{variant}={path}") for path in paths]
     return rows
 
 

@@ -8,8 +8,9 @@ them); the environment variable ``WDSR_FAST_CPU_ISA`` (``avx512``, ``avx2`` or `
 every call. float32 WDSR-A blocks run the fused kernel on Winograd F(2x2, 3x3) convolutions with AVX-512 and AVX2 and
 oneDNN's convolutions (the ReLU and the residual fused in) on the portable path (the Winograd kernel where torch has
 no oneDNN), as measured; ``WDSR_FAST_CPU_BLOCK_A`` (``fused``: the fused kernel on direct convolutions, ``winograd``
-or ``onednn``) picks one; ``WDSR_FAST_CPU_BLOCK_B`` (``direct``, or ``winograd``: on Winograd F(2x2, 3x3)) how WDSR-B
-blocks run their 3x3 (default: the fastest measured on the path). This module loads the extension if it was built
+or ``onednn``) picks one; ``WDSR_FAST_CPU_BLOCK_B`` (``direct``, ``winograd``: the fused kernel with its 3x3 direct
+or on Winograd F(2x2, 3x3), or ``onednn``) how WDSR-B blocks run (default: the fastest measured on the path; oneDNN
+is the path that uses AMX tiles where the CPU has them). This module loads the extension if it was built
 (``pip install --no-build-isolation .`` with a C++ compiler) through ``common.load_extension`` and exposes the four
 ops with the signatures of ``reference.py``.
 """
