@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from wdsr_fast import ops
-from wdsr_fast.ops import cpu_backend
 from wdsr_fast.bench.work import macs_per_pixel, min_bytes_per_pixel, model_work
 from wdsr_fast.cli.bench import main
 from wdsr_fast.model import PRESETS, WDSRConfig
+from wdsr_fast.ops import cpu_backend
 
 
 def config(name, scale=2):
