@@ -181,38 +181,6 @@ def test_wdsr_a_block_path_by_instruction_set(monkeypatch):
         assert not torch.equal(runs["fused"][0], runs["winograd"][0])
 
 
-def splits_512_bit_vectors() -> bool:
-    """AMD family 19h with AVX-512 (Zen 4), from /proc/cpuinfo."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    fields = dict(line.split(":", 1) for line in info.split("\n\n")[0].splitlines() if ":" in line)
-    fields = {k.strip(): v.strip() for k, v in fields.items()}
-    return (fields.get("vendor_id") == "AuthenticAMD" and fields.get("cpu family") == "25"
-            and "avx512f" in fields.get("flags", "").split())
-
-
-def test_wdsr_a_block_instruction_set(monkeypatch):
-    """float32 WDSR-A blocks run the first path, but AVX2 on Zen 4 (512-bit operations in two halves; measured faster
-    there); WDSR_FAST_CPU_ISA overrides. The AVX-512 and AVX2 builds of the Winograd block do the same arithmetic in
-    the same order: the choice changes no output bit."""
-    monkeypatch.delenv(cpu_backend.ISA_ENV, raising=False)
-    expected = "avx2" if splits_512_bit_vectors() and "avx512" in ISAS and "avx2" in ISAS else ISAS[0]
-    assert cpu_backend.a_block_isa() == expected
-    x = layout(randn(1, 16, 6, 9, seed=1), True)
-    w = [randn(48, 16, 3, 3, seed=2), randn(48, seed=3), randn(16, 48, 3, 3, seed=4), randn(16, seed=5)]
-    default = cpu_backend.wdsr_a_block(x, *w, 0.5)
-    outputs = {}
-    for isa in ISAS:
-        monkeypatch.setenv(cpu_backend.ISA_ENV, isa)
-        assert cpu_backend.a_block_isa() == isa
-        outputs[isa] = cpu_backend.wdsr_a_block(x, *w, 0.5)
-    assert torch.equal(default, outputs[expected])
-    if "avx512" in ISAS and "avx2" in ISAS:
-        assert torch.equal(outputs["avx512"], outputs["avx2"])
-
-
 def test_wdsr_a_block_path_must_be_known(monkeypatch):
     monkeypatch.setenv(cpu_backend.BLOCK_A_ENV, "fft")
     x = randn(1, 8, 5, 7, seed=1)

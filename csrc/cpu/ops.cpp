@@ -12,10 +12,6 @@
 #include <Python.h>
 #include <torch/library.h>
 
-#if defined(__x86_64__) || defined(__i386__)
-#include <cpuid.h>
-#endif
-
 #include <cstdlib>
 #include <optional>
 #include <string>
@@ -98,36 +94,6 @@ const KernelTable& kernels(const char* op) {
   TORCH_CHECK_VALUE(chosen != nullptr, op, ": ", kIsaEnv, "=", wanted, " is not an instruction-set path this CPU "
                     "and build run; choose one of: ", isa_names());
   return *chosen;
-}
-
-// Whether the CPU executes 512-bit vector operations as two 256-bit halves: AMD family 19h with AVX-512 (Zen 4; its
-// Zen 3 models have no AVX-512). There the AVX2 build of the float32 WDSR-A block ran 1.04-1.08x the AVX-512 one
-// (one process, calls interleaved; benchmarks/README.md), while WDSR-B's ran level.
-bool splits_512_bit_vectors() {
-  static const bool split = [] {
-#if (defined(__x86_64__) || defined(__i386__)) && defined(WDSR_CPU_HAVE_AVX512)
-    __builtin_cpu_init();
-    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
-    if (!__builtin_cpu_is("amd") || !__get_cpuid(1, &eax, &ebx, &ecx, &edx)) return false;
-    const unsigned family = ((eax >> 8) & 0xF) + ((eax >> 20) & 0xFF);
-    return family == 0x19;
-#else
-    return false;
-#endif
-  }();
-  return split;
-}
-
-// The kernels of float32 WDSR-A blocks: kernels()'s, but the AVX2 build where the CPU splits 512-bit vectors and
-// WDSR_FAST_CPU_ISA names no path.
-const KernelTable& a_block_kernels() {
-  const KernelTable& k = kernels("wdsr_a_block");
-#if defined(WDSR_CPU_HAVE_AVX512) && defined(WDSR_CPU_HAVE_AVX2)
-  const char* wanted = std::getenv(kIsaEnv);
-  if ((wanted == nullptr || *wanted == '\0') && &k == &wdsr_cpu::kAvx512Kernels && splits_512_bit_vectors())
-    return wdsr_cpu::kAvx2Kernels;
-#endif
-  return k;
 }
 
 // at::parallel_for is inline OpenMP code when torch's threads are OpenMP's: built without OpenMP, it runs on the
@@ -307,7 +273,7 @@ wdsr_cpu::BlockAPath a_block_path(wdsr_cpu::BlockAPath fastest, bool have_onednn
 at::Tensor wdsr_a_block(const at::Tensor& x, const at::Tensor& w_expand, const at::Tensor& b_expand,
                         const at::Tensor& w_reduce, const at::Tensor& b_reduce, double res_scale) {
   wdsr::check_wdsr_a_block(x, w_expand, b_expand, w_reduce, b_reduce, wdsr::kCpuTarget);
-  const KernelTable& k = a_block_kernels();
+  const KernelTable& k = kernels("wdsr_a_block");
   const bool bf16 = x.scalar_type() == at::kBFloat16;
   const wdsr_cpu::Bf16KernelTable* k16 = bf16 ? &bf16_kernels("wdsr_a_block", x.size(1), w_expand.size(0)) : nullptr;
   const at::Tensor in = channels_last(x);
@@ -467,10 +433,6 @@ PyObject* py_bf16_isa(PyObject*, PyObject*) {
   return PyUnicode_FromString(bf16_table()->isa);
 }
 
-// a_block_isa() -> the instruction-set path of float32 WDSR-A blocks (isa_paths()'s first, but AVX2 on CPUs that
-// split 512-bit vectors; WDSR_FAST_CPU_ISA's where set).
-PyObject* py_a_block_isa(PyObject*, PyObject*) { return PyUnicode_FromString(a_block_kernels().isa); }
-
 // threaded() -> whether the ops use torch's intra-op threads (False: built without the OpenMP torch uses).
 PyObject* py_threaded(PyObject*, PyObject*) { return PyBool_FromLong(kThreaded ? 1 : 0); }
 
@@ -494,9 +456,6 @@ extern "C" PyMODINIT_FUNC PyInit__cpu(void) {
        "The instruction-set paths this CPU and build run, fastest first (the first is the default)."},
       {"bf16_isa", py_bf16_isa, METH_NOARGS,
        "The instruction-set path of the bf16 block kernels on this CPU and build (None: bf16 features unsupported)."},
-      {"a_block_isa", py_a_block_isa, METH_NOARGS,
-       "The instruction-set path of float32 WDSR-A blocks: isa_paths()'s first, but AVX2 on CPUs that split 512-bit "
-       "vectors (Zen 4), where it measured faster; WDSR_FAST_CPU_ISA's where set."},
       {"threaded", py_threaded, METH_NOARGS,
        "Whether the ops use torch's intra-op threads (False where built without the OpenMP torch uses)."},
       {nullptr, nullptr, 0, nullptr}};

@@ -4,14 +4,13 @@ float32 on CPU tensors, and bfloat16 where the CPU has AVX512-BF16 (``bf16_isa()
 accumulation, the image that the head and the tail's skip convolve in float32; the bf16 kernels take even channel
 counts; other dtypes raise TypeError), threads through ATen's ``parallel_for``, so ``torch.set_num_threads`` applies.
 The kernels are compiled for several instruction sets and the fastest the CPU runs is used (``isa_paths()`` lists
-them; float32 WDSR-A blocks run the AVX2 kernels on AMD Zen 4, ``a_block_isa()``); the environment variable
-``WDSR_FAST_CPU_ISA`` (``avx512``, ``avx2`` or ``generic``) picks another, read at every call. float32 WDSR-A
-blocks run the fused kernel on Winograd F(2x2, 3x3) convolutions with AVX-512 and AVX2 and oneDNN's convolutions
-(the ReLU and the residual fused in) on the portable path (the Winograd kernel where torch has no oneDNN), as
-measured; ``WDSR_FAST_CPU_BLOCK_A`` (``fused``: the fused kernel on direct convolutions, ``winograd`` or
-``onednn``) picks one; ``WDSR_FAST_CPU_BLOCK_B`` (``direct``, ``winograd``: the fused kernel with its 3x3 direct or
-on Winograd F(2x2, 3x3), or ``onednn``) how WDSR-B blocks run (default: the fastest measured on the path; oneDNN is
-the path that uses AMX tiles where the CPU has them). This module loads the extension if it was built
+them); the environment variable ``WDSR_FAST_CPU_ISA`` (``avx512``, ``avx2`` or ``generic``) picks another, read at
+every call. float32 WDSR-A blocks run the fused kernel on Winograd F(2x2, 3x3) convolutions with AVX-512 and AVX2 and
+oneDNN's convolutions (the ReLU and the residual fused in) on the portable path (the Winograd kernel where torch has
+no oneDNN), as measured; ``WDSR_FAST_CPU_BLOCK_A`` (``fused``: the fused kernel on direct convolutions, ``winograd``
+or ``onednn``) picks one; ``WDSR_FAST_CPU_BLOCK_B`` (``direct``, ``winograd``: the fused kernel with its 3x3 direct
+or on Winograd F(2x2, 3x3), or ``onednn``) how WDSR-B blocks run (default: the fastest measured on the path; oneDNN
+is the path that uses AMX tiles where the CPU has them). This module loads the extension if it was built
 (``pip install --no-build-isolation .`` with a C++ compiler) through ``common.load_extension`` and exposes the four
 ops with the signatures of ``reference.py``.
 """
@@ -51,12 +50,6 @@ THREADED = _cpu is not None and _cpu.threaded()  # False: built without the Open
 def isa_paths() -> tuple[str, ...]:
     """The instruction-set paths of the kernels that this CPU runs, fastest (the default) first."""
     return tuple(_cpu.isa_paths()) if _cpu is not None else ()
-
-
-def a_block_isa() -> str | None:
-    """The instruction-set path of float32 WDSR-A blocks: ``isa_paths()[0]``, but AVX2 on CPUs that split 512-bit
-    vectors into two halves (AMD Zen 4, where it measured faster), or the one ``WDSR_FAST_CPU_ISA`` names."""
-    return _cpu.a_block_isa() if _cpu is not None else None
 
 
 def bf16_isa() -> str | None:
