@@ -10,9 +10,11 @@
 //   the matrices at compile time).
 // - The 16 elements e of a tile are 16 GEMMs over channels, M[tile][e][o] = sum_i U[e][i][o] V[tile][e][i],
 //   vectorised over output channels in the register blocks of conv_block.h's scheme (WinoBlock): G output-channel
-//   vectors x P tiles, each V value broadcast once for its G FMAs. With 32 registers 4 x 6 for the expand (128
-//   outputs), 2 x 8 for the reduce (32 outputs); with 16, 2 x 6 for both. In L1 on one Zen 4 core: 116 GFLOP/s
-//   for 4 x 6, 2 x 8 and AVX2's 2 x 6, 107 for 2 x 12 (the direct kernel: about 108 on the whole block).
+//   vectors x P tiles, each V value broadcast once for its G FMAs: 2 x 8 with 32 registers, 2 x 6 with 16, for the
+//   expand (128 outputs) and the reduce (32). In L1 on one Zen 4 core: 116 GFLOP/s for 4 x 6, 2 x 8 and AVX2's
+//   2 x 6, 107 for 2 x 12 (the direct kernel: about 108 on the whole block); in the block, 4 x 6 for the expand
+//   (its M 98 KB for a block of 24 tiles, twice 2 x 8's) made the AVX-512 block 1.08-1.12x slower in fp32 and
+//   1.07-1.10x in bf16 (128x128 and 270x480, 1 and 2 threads, paired runs), slower than the AVX2 build.
 // - Transforms: each input tile once per (tile, input channel): 16 loads, 32 adds, 16 stores a vector of channels;
 //   each output tile once per (tile, output channel) in the epilogue: 16 loads, 24 adds, then the bias and the ReLU
 //   (expand) or the bias and the residual (reduce). About 2.5 kFLOP a pixel against 65.5 kFLOP in the GEMMs, but
@@ -44,6 +46,10 @@
 //   AVX-512, 2 threads: Winograd 6.67 | 50.2, direct 11.7 | 91.2 (1.76x | 1.82x), oneDNN 12.3 | 117
 //   AVX2, 1 thread:     Winograd 12.3 | 96.0, direct 22.7 | 183 (1.85x | 1.91x), oneDNN 25.1 | 217
 //   AVX2, 2 threads:    Winograd 6.25 | 48.6, direct 11.8 | 95.9 (1.89x | 1.97x), oneDNN 12.6 | 117
+// With the expand's 2 x 8 blocks (before: 4 x 6), idle machine, medians of 5, three paired runs: AVX-512 Winograd
+// 11.3-11.4 | 89.4-89.6 on 1 thread (was 12.7 | 99.7-100.2), 5.7-6.0 | 44.6-45.2 on 2 (was 6.3-6.6 | 50.1-52.2);
+// AVX2 unchanged (11.7-11.8 | 93.0-94.5, 5.9-6.7 | 46.7-48.0); bf16 6.6 | 51.8-52.2 (was 7.2 | 56.9-57.3), 3.4-3.6 |
+// 26.2-26.5 (was 3.6-3.8 | 28.6-28.8).
 // bf16 (kernels_avx512_bf16.cpp: V, U, the ring and x, y in bf16, the GEMMs on vdpbf16ps, M, the transforms and the
 // epilogues in fp32), the same machine idle (load average 0.8), medians of 9 interleaved rounds, ms, 128x128 |
 // 270x480: 1 thread Winograd 7.37 | 57.0, direct 11.3 | 87.0 (1.53x), oneDNN's bf16 convolutions 12.0 | 90.2;
@@ -101,12 +107,9 @@ constexpr int kWinoChunk = WDSR_CPU_WINOGRAD_CHUNK;
 #endif
 // Tiles transformed at once, V and M in memory for them: 24 with 32 registers, 12 with 16.
 constexpr int kTileBlock = WDSR_CPU_WINOGRAD_BLOCK * kAccumulators / 2;
-// Output-channel vectors per register block of the expand conv (128 wide channels) and of the reduce (32): with
-// 32 registers 4 x 6 tiles for the expand (each broadcast serves 4 FMAs), 2 x 8 for the reduce; with 16, 2 x 6.
-#ifndef WDSR_CPU_WINOGRAD_EXPAND_VECS
-#define WDSR_CPU_WINOGRAD_EXPAND_VECS (kRegisters == 32 ? 4 : 2)
-#endif
-constexpr int kExpandVecs = WDSR_CPU_WINOGRAD_EXPAND_VECS;
+// Output-channel vectors per register block of the expand conv (128 wide channels) and of the reduce (32): 2 x 8
+// tiles with 32 registers, 2 x 6 with 16 (4 x 6 for the expand measured slower: above).
+constexpr int kExpandVecs = 2;
 constexpr int kReduceVecs = 2;
 
 // out[r] = sum_k m[r][k] in[k], the coefficients known at compile time (as floats): zeros skipped, +-1 as adds.
