@@ -12,6 +12,7 @@
 #include <Python.h>
 #include <torch/library.h>
 
+#include <array>
 #include <cstdlib>
 #include <optional>
 #include <string>
@@ -237,6 +238,19 @@ using ConvBinary = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Te
 struct OneDnnConvs {
   c10::TypedOperatorHandle<ConvUnary> unary;
   c10::TypedOperatorHandle<ConvBinary> binary;
+
+  // conv(x, w) + b, then the ReLU where `relu`; stride 1, `padding` on each side.
+  at::Tensor conv(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, int64_t padding, bool relu) const {
+    const std::vector<int64_t> pad{padding, padding}, one{1, 1};
+    return unary.call(x, w, b, pad, one, one, 1, relu ? "relu" : "none", ScalarList(), std::string_view(""));
+  }
+  // residual + res_scale * (conv(x, w) + b): the residual added by the convolution, the scale folded into w and b.
+  at::Tensor conv_residual(const at::Tensor& x, const at::Tensor& residual, const at::Tensor& w, const at::Tensor& b,
+                           double res_scale, int64_t padding) const {
+    const std::vector<int64_t> pad{padding, padding}, one{1, 1};
+    return binary.call(x, residual, w.mul(res_scale), b.mul(res_scale), pad, one, one, 1, "add", std::nullopt,
+                       std::nullopt, ScalarList(), std::nullopt);
+  }
 };
 
 const std::optional<OneDnnConvs>& onednn_convs() {
@@ -253,21 +267,25 @@ const std::optional<OneDnnConvs>& onednn_convs() {
 // WDSR_FAST_CPU_BLOCK_A=fused|winograd|onednn (read at every call): how WDSR-A blocks run. Default: the path's
 // fastest measured (KernelTable::a_block_default, Bf16KernelTable's for bf16), the Winograd kernel where that is
 // oneDNN and torch has none
-// (it beats the direct one on every path: 1.7-1.9x with AVX-512 and AVX2, 2.6x on the portable path, measured).
+// (it beats the direct one on every path: 1.85-2.0x with AVX-512 and AVX2, 2.6x on the portable path, measured).
 constexpr const char* kBlockAEnv = "WDSR_FAST_CPU_BLOCK_A";
 
-wdsr_cpu::BlockAPath a_block_path(wdsr_cpu::BlockAPath fastest, bool have_onednn) {
-  using wdsr_cpu::BlockAPath;
-  const char* wanted = std::getenv(kBlockAEnv);
+// The way `block` ("WDSR-A", "WDSR-B") blocks run: the one `env` names (`names`: Path's three values in order, the
+// last oneDNN's, offered where torch has oneDNN), unset: `fastest` (the Winograd kernel for oneDNN where torch has
+// none).
+template <typename Path>
+Path block_path(const char* op, const char* block, const char* env, const std::array<const char*, 3>& names,
+                Path fastest, bool have_onednn) {
+  const char* wanted = std::getenv(env);
   if (wanted == nullptr || *wanted == '\0')
-    return fastest == BlockAPath::onednn && !have_onednn ? BlockAPath::winograd : fastest;
+    return fastest == Path::onednn && !have_onednn ? Path::winograd : fastest;
   const std::string choice(wanted);
-  if (choice == "fused") return BlockAPath::fused;
-  if (choice == "winograd") return BlockAPath::winograd;
-  TORCH_CHECK_VALUE(choice == "onednn" && have_onednn, "wdsr_a_block: ", kBlockAEnv, "=", choice,
-                    " is not a way this build runs WDSR-A blocks; choose ",
-                    have_onednn ? "fused, winograd or onednn" : "fused or winograd (this torch has no oneDNN)");
-  return BlockAPath::onednn;
+  for (int i = 0; i < 2; ++i)
+    if (choice == names[i]) return static_cast<Path>(i);
+  TORCH_CHECK_VALUE(choice == names[2] && have_onednn, op, ": ", env, "=", choice, " is not a way this build runs ",
+                    block, " blocks; choose ", names[0], have_onednn ? ", " : " or ", names[1],
+                    have_onednn ? " or " : " (this torch has no oneDNN)", have_onednn ? names[2] : "");
+  return Path::onednn;
 }
 
 at::Tensor wdsr_a_block(const at::Tensor& x, const at::Tensor& w_expand, const at::Tensor& b_expand,
@@ -278,15 +296,12 @@ at::Tensor wdsr_a_block(const at::Tensor& x, const at::Tensor& w_expand, const a
   const wdsr_cpu::Bf16KernelTable* k16 = bf16 ? &bf16_kernels("wdsr_a_block", x.size(1), w_expand.size(0)) : nullptr;
   const at::Tensor in = channels_last(x);
   const auto& onednn = onednn_convs();
-  const wdsr_cpu::BlockAPath path = a_block_path(bf16 ? k16->a_block_default : k.a_block_default, onednn.has_value());
+  const auto path = block_path("wdsr_a_block", "WDSR-A", kBlockAEnv, {"fused", "winograd", "onednn"},
+                               bf16 ? k16->a_block_default : k.a_block_default, onednn.has_value());
   if (path == wdsr_cpu::BlockAPath::onednn) {
     // y = conv(relu(conv(x, w_expand) + b_expand), res_scale * w_reduce) + res_scale * b_reduce + x: the ReLU and the
     // residual ride on the convolutions (5% faster per block at 128x128 than separate passes, 2 threads, measured).
-    const std::vector<int64_t> one{1, 1};
-    const at::Tensor expanded =
-        onednn->unary.call(in, w_expand, b_expand, one, one, one, 1, "relu", ScalarList(), std::string_view(""));
-    return onednn->binary.call(expanded, in, w_reduce.mul(res_scale), b_reduce.mul(res_scale), one, one, one, 1, "add",
-                               std::nullopt, std::nullopt, ScalarList(), std::nullopt);
+    return onednn->conv_residual(onednn->conv(in, w_expand, b_expand, 1, true), in, w_reduce, b_reduce, res_scale, 1);
   }
   const BlockWeights weights(w_expand, b_expand, w_reduce, b_reduce);
   at::Tensor y = new_output(x.sizes(), x.options().memory_format(at::MemoryFormat::ChannelsLast),
@@ -307,19 +322,6 @@ at::Tensor wdsr_a_block(const at::Tensor& x, const at::Tensor& w_expand, const a
 // WDSR_FAST_CPU_BLOCK_B=direct|winograd|onednn (read at every call): how WDSR-B blocks run. Default: the path's
 // fastest measured (KernelTable::b_block_default, Bf16KernelTable's for bf16).
 constexpr const char* kBlockBEnv = "WDSR_FAST_CPU_BLOCK_B";
-
-wdsr_cpu::BlockBPath b_block_path(wdsr_cpu::BlockBPath fastest, bool have_onednn) {
-  using wdsr_cpu::BlockBPath;
-  const char* wanted = std::getenv(kBlockBEnv);
-  if (wanted == nullptr || *wanted == '\0') return fastest;
-  const std::string choice(wanted);
-  if (choice == "direct") return BlockBPath::direct;
-  if (choice == "winograd") return BlockBPath::winograd;
-  TORCH_CHECK_VALUE(choice == "onednn" && have_onednn, "wdsr_b_block: ", kBlockBEnv, "=", choice,
-                    " is not a way this build runs WDSR-B blocks; choose ",
-                    have_onednn ? "direct, winograd or onednn" : "direct or winograd (this torch has no oneDNN)");
-  return BlockBPath::onednn;
-}
 
 template <typename Feature>
 void run_block_b(void (*kernel)(const wdsr_cpu::BlockBArgsOf<Feature>&, const wdsr_cpu::Parallel&),
@@ -343,17 +345,13 @@ at::Tensor wdsr_b_block(const at::Tensor& x, const at::Tensor& w_expand, const a
   const wdsr_cpu::Bf16KernelTable* k16 = bf16 ? &bf16_kernels("wdsr_b_block", x.size(1), w_expand.size(0)) : nullptr;
   const at::Tensor in = channels_last(x);
   const auto& onednn = onednn_convs();
-  const wdsr_cpu::BlockBPath path = b_block_path(bf16 ? k16->b_block_default : k.b_block_default, onednn.has_value());
+  const auto path = block_path("wdsr_b_block", "WDSR-B", kBlockBEnv, {"direct", "winograd", "onednn"},
+                               bf16 ? k16->b_block_default : k.b_block_default, onednn.has_value());
   if (path == wdsr_cpu::BlockBPath::onednn) {
     // Three convolutions, the ReLU and the residual as their post-ops (as the WDSR-A block's oneDNN path); the wide
     // and the low-rank activations go through memory.
-    const std::vector<int64_t> zero{0, 0}, one{1, 1};
-    const at::Tensor wide = onednn->unary.call(in, w_expand, b_expand, zero, one, one, 1, "relu", ScalarList(),
-                                               std::string_view(""));
-    const at::Tensor low = onednn->unary.call(wide, w_reduce, b_reduce, zero, one, one, 1, "none", ScalarList(),
-                                              std::string_view(""));
-    return onednn->binary.call(low, in, w_conv.mul(res_scale), b_conv.mul(res_scale), one, one, one, 1, "add",
-                               std::nullopt, std::nullopt, ScalarList(), std::nullopt);
+    const at::Tensor wide = onednn->conv(in, w_expand, b_expand, 0, true);
+    return onednn->conv_residual(onednn->conv(wide, w_reduce, b_reduce, 0, false), in, w_conv, b_conv, res_scale, 1);
   }
   const BlockWeights weights(w_expand, b_expand, w_reduce, b_reduce);
   const Floats wc(w_conv), bc(b_conv);
