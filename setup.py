@@ -32,6 +32,8 @@ CPU_KERNELS = [
     ("avx512", "csrc/cpu/kernels_avx512.cpp", ["-mavx512f", "-mavx512vl", "-mavx2", "-mfma"]),
     ("avx512_bf16", "csrc/cpu/kernels_avx512_bf16.cpp",
      ["-mavx512f", "-mavx512vl", "-mavx512bw", "-mavx512bf16", "-mavx2", "-mfma"]),
+    ("amx", "csrc/cpu/kernels_amx.cpp",
+     ["-mavx512f", "-mavx512vl", "-mavx512bw", "-mavx512bf16", "-mavx2", "-mfma", "-mamx-tile", "-mamx-bf16"]),
     ("avx2", "csrc/cpu/kernels_avx2.cpp", ["-mavx2", "-mfma"]),
     ("generic", "csrc/cpu/kernels_generic.cpp", []),
 ]

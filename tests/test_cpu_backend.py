@@ -99,6 +99,16 @@ def b_block_path(request, monkeypatch):
     return request.param
 
 
+# bf16 WDSR-B blocks run these ways too: on AMX tiles (block_b_amx.h) where the CPU has AMX-BF16
+B_BF16_BLOCK_PATHS = B_BLOCK_PATHS + (["amx"] if cpu_backend.amx() else [])
+
+
+@pytest.fixture(params=B_BF16_BLOCK_PATHS)
+def b_bf16_block_path(request, monkeypatch):
+    monkeypatch.setenv(cpu_backend.BLOCK_B_ENV, request.param)
+    return request.param
+
+
 # n, c, h, w: odd sizes; 1 pixel wide; 1 row; wider than a column chunk (512); three chunks and two bands of rows
 BLOCK_SHAPES = [(2, 32, 9, 13), (1, 32, 17, 1), (2, 32, 1, 30), (1, 32, 5, 530), (1, 32, 7, 1100)]
 WIDTHS = [(6, 0.8), (4, 0.8)]  # (expansion, low_rank): the presets' WDSR-B and a narrower block
@@ -185,8 +195,8 @@ def test_wdsr_a_block_path_must_be_known(monkeypatch):
     monkeypatch.setenv(cpu_backend.BLOCK_A_ENV, "fft")
     x = randn(1, 8, 5, 7, seed=1)
     w = [randn(16, 8, 3, 3, seed=2), randn(16, seed=3), randn(8, 16, 3, 3, seed=4), randn(8, seed=5)]
-    with pytest.raises(ValueError, match=r"WDSR_FAST_CPU_BLOCK_A=fft is not a way this build runs WDSR-A blocks; "
-                                         r"choose fused, winograd"):
+    with pytest.raises(ValueError, match=r"WDSR_FAST_CPU_BLOCK_A=fft is not a way this CPU and build run WDSR-A "
+                                         r"blocks on float32 features; choose one of: fused, winograd(, onednn)?$"):
         cpu_backend.wdsr_a_block(x, *w, 0.5)
 
 
@@ -300,8 +310,12 @@ def test_wdsr_b_block_path_by_instruction_set(monkeypatch):
 def test_wdsr_b_block_path_must_be_known(monkeypatch):
     monkeypatch.setenv(cpu_backend.BLOCK_B_ENV, "fft")
     w = block_b_weights(8, 6, 0.8)
-    with pytest.raises(ValueError, match=r"WDSR_FAST_CPU_BLOCK_B=fft is not a way this build runs WDSR-B blocks; "
-                                         r"choose direct(, winograd or onednn| or winograd \(this torch has no)"):
+    with pytest.raises(ValueError, match=r"WDSR_FAST_CPU_BLOCK_B=fft is not a way this CPU and build run WDSR-B "
+                                         r"blocks on float32 features; choose one of: direct, winograd(, onednn)?$"):
+        cpu_backend.wdsr_b_block(randn(1, 8, 5, 7, seed=1), *w, 1.0)
+    monkeypatch.setenv(cpu_backend.BLOCK_B_ENV, "amx")  # bfloat16 features only
+    with pytest.raises(ValueError, match=r"WDSR_FAST_CPU_BLOCK_B=amx is not a way this CPU and build run WDSR-B "
+                                         r"blocks on float32 features"):
         cpu_backend.wdsr_b_block(randn(1, 8, 5, 7, seed=1), *w, 1.0)
 
 
@@ -359,7 +373,7 @@ def check_bf16(name, args):
 @needs_bf16
 @pytest.mark.parametrize("shape", BLOCK_SHAPES)
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_wdsr_b_block_bf16(threads, b_block_path, shape, channels_last):
+def test_wdsr_b_block_bf16(threads, b_bf16_block_path, shape, channels_last):
     x = layout(randn(*shape, seed=1), channels_last)
     y = check_bf16("wdsr_b_block", [x, *block_b_weights(shape[1], 6, 0.8), 0.7])
     assert y.is_contiguous(memory_format=torch.channels_last)
@@ -367,7 +381,7 @@ def test_wdsr_b_block_bf16(threads, b_block_path, shape, channels_last):
 
 @needs_bf16
 @pytest.mark.parametrize("c, expansion, low_rank", [(24, 4, 0.8), (8, 6, 0.8), (40, 3, 0.5)])
-def test_wdsr_b_block_bf16_other_widths(threads, b_block_path, c, expansion, low_rank):
+def test_wdsr_b_block_bf16_other_widths(threads, b_bf16_block_path, c, expansion, low_rank):
     """An odd low rank (19: a zero channel pads its last pair), channel counts that are not multiples of 16."""
     check_bf16("wdsr_b_block", [randn(2, c, 11, 19, seed=3), *block_b_weights(c, expansion, low_rank), 1.0])
 
@@ -574,7 +588,8 @@ def test_bad_inputs_say_what_is_wrong(monkeypatch):
 HARNESS_FLAGS = {"avx512": ["-DWDSR_CPU_AVX512", "-mavx512f", "-mavx512vl", "-mavx2", "-mfma"],
                  "avx2": ["-DWDSR_CPU_AVX2", "-mavx2", "-mfma"], "generic": ["-DWDSR_CPU_GENERIC"],
                  # the portable path as compilers without GNU vector extensions build it
-                 "generic-structs": ["-DWDSR_CPU_GENERIC", "-DWDSR_CPU_NO_VECTOR_EXTENSIONS"]}
+                 "generic-structs": ["-DWDSR_CPU_GENERIC", "-DWDSR_CPU_NO_VECTOR_EXTENSIONS"],
+                 "amx": []}  # the AMX harness defines its instruction set; build_amx_harness passes the flags
 # (what the bug breaks, text of block_b.h, its replacement)
 MUTANTS = [
     ("left halo column of a chunk", "const int ja = x0 == 0 ? 1 : 0;", "const int ja = 1;"),
@@ -657,6 +672,73 @@ WINOGRAD_B_MUTANTS = [
 def test_winograd_b_deliberate_bugs_are_caught(tmp_path, mutant):
     lib = build_harness(tmp_path, "generic", mutant, header="block_b_winograd.h")
     assert harness_error(lib, winograd=True) > TOLERANCE
+
+
+# ---- the WDSR-B block on AMX tiles through its harness: the tile operations emulated in C++ (any CPU with
+# AVX512-BF16 for the epilogues), narrow column chunks, bands, channel counts past one tile, and bugs it must catch
+AMX_HARNESS = Path(__file__).resolve().parent / "cpu_harness" / "block_b_amx.cpp"
+AMX_FLAGS = ["-mavx512f", "-mavx512vl", "-mavx512bw", "-mavx512bf16", "-mavx2", "-mfma"]
+# (n, c, h, w), expansion, low_rank, column chunk, threads planned for: c and the wide and low-rank channels below,
+# at and past one tile (32); rows of 1 to 3 GEMM steps of 32 pixels, the last one partial
+AMX_CASES = [((2, 16, 11, 23), 6, 0.8, 8, 4), ((1, 32, 9, 37), 6, 0.8, 512, 2), ((1, 40, 5, 70), 3, 0.5, 33, 3),
+             ((1, 32, 6, 1), 6, 0.8, 8, 4), ((1, 8, 1, 9), 6, 0.8, 5, 1)]
+# (what the bug breaks, text of block_b_amx.h, its replacement)
+AMX_MUTANTS = [
+    ("left halo column of a chunk", "const int ja = x0 == 0 ? 1 : 0;", "const int ja = 1;"),
+    ("ring rotation", "top = (top + 1) % 3;", "top = (top + 2) % 3;"),
+    ("halo row above a band", "amx_t_row(ctx, n, r0 - 1, x0, x1, s.ring, s);",
+     "amx_t_row(ctx, n, -1, x0, x1, s.ring, s);"),
+    ("second A tile of the 1x1 GEMM steps", "tiles_step(a + kt * kTileK, a + kTileRows * a_ld + kt * kTileK,",
+     "tiles_step(a + kt * kTileK, a + kt * kTileK,"),
+    ("expand biases past the first step", "ctx.bias_expand + n0,", "ctx.bias_expand,"),
+    ("second K tile of the reduce", "amx_gemm(s.wide, ctx.wide_pad, ctx.b_reduce, n0, ctx.wide_pad / kTileK, s.c);",
+     "amx_gemm(s.wide, ctx.wide_pad, ctx.b_reduce, n0, 1, s.c);"),
+]
+
+
+def build_amx_harness(tmp_path, mutant=None, emulated=True):
+    if cpu_backend.bf16_isa() is None:
+        pytest.skip("the harness's epilogues need AVX512-BF16, which this CPU or build lacks")
+    flags = [*AMX_FLAGS, "-DWDSR_CPU_AMX_EMULATED"] if emulated else [*AMX_FLAGS, "-mamx-tile", "-mamx-bf16"]
+    return build_harness(tmp_path, "amx", mutant, AMX_HARNESS, "block_b_amx.h", ["-O2", *flags])
+
+
+def amx_harness_error(lib):
+    """The worst ratio over AMX_CASES of the harness's error against float64 (on the same bf16 values) to that of
+    torch's bf16 ops on the same input (inf where an output was never written)."""
+    worst = 0.0
+    for shape, expansion, low_rank, chunk, threads in AMX_CASES:
+        n, c, h, w = shape
+        x = randn(*shape, seed=1).bfloat16()
+        ws = [t.bfloat16() for t in block_b_weights(c, expansion, low_rank)]
+        nhwc = x.permute(0, 2, 3, 1).contiguous()
+        y = torch.full_like(nhwc, float("nan"))
+        floats = [t.float().contiguous() for t in ws]
+        ptr = ctypes.c_void_p
+        lib.harness_wdsr_b_block_amx(*[ptr(t.data_ptr()) for t in [nhwc, *floats]], ctypes.c_float(0.7),
+                                     ptr(y.data_ptr()), n, h, w, c, ws[0].shape[0], ws[2].shape[0], chunk, threads)
+        out = y.permute(0, 3, 1, 2)
+        ref = reference.wdsr_b_block(x.double(), *[t.double() for t in ws], 0.7)
+        torch_err = rel_error(reference.wdsr_b_block(x, *ws, 0.7), ref)
+        worst = max(worst, float("inf") if torch.isnan(out).any() else rel_error(out, ref) / max(torch_err, 1e-3))
+    return worst
+
+
+def test_amx_block_through_the_harness(tmp_path):
+    """At most 2x the error of torch's bf16 ops (as the other bf16 kernels, check_bf16)."""
+    assert amx_harness_error(build_amx_harness(tmp_path)) <= 2
+
+
+@pytest.mark.skipif(not cpu_backend.amx(), reason="this CPU or build has no AMX tiles for bf16")
+def test_amx_block_through_the_harness_on_tiles(tmp_path):
+    lib = build_amx_harness(tmp_path, emulated=False)
+    assert lib.harness_amx_permit() == 1
+    assert amx_harness_error(lib) <= 2
+
+
+@pytest.mark.parametrize("mutant", AMX_MUTANTS, ids=[m[0] for m in AMX_MUTANTS])
+def test_amx_deliberate_bugs_are_caught(tmp_path, mutant):
+    assert amx_harness_error(build_amx_harness(tmp_path, mutant)) > 2
 
 
 # ---- the Winograd WDSR-A block's halo logic through its harness: column chunks of 5 (3 tiles of F(2x2), the last

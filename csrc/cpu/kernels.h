@@ -101,8 +101,9 @@ constexpr int kMaxChunkWidth = 512;
 // kernel on Winograd F(2x2, 3x3) convolutions (block_a_winograd.h), or oneDNN's convolutions (ops.cpp).
 enum class BlockAPath { fused, winograd, onednn };
 // The ways a WDSR-B block runs: the fused kernel with its 3x3 direct (block_b.h) or on Winograd F(2x2, 3x3)
-// (block_b_winograd.h), or oneDNN's convolutions (ops.cpp).
-enum class BlockBPath { direct, winograd, onednn };
+// (block_b_winograd.h), oneDNN's convolutions (ops.cpp), or for bf16 features the fused kernel on AMX tiles
+// (block_b_amx.h).
+enum class BlockBPath { direct, winograd, onednn, amx };
 
 struct KernelTable {
   const char* isa;  // "avx512", "avx2" or "generic"
@@ -133,11 +134,21 @@ struct Bf16KernelTable {
   BlockBPath b_block_default;  // as KernelTable's
 };
 
+// The WDSR-B block on AMX tiles (block_b_amx.h), bf16 features.
+struct AmxKernelTable {
+  const char* isa;  // "avx512_amx"
+  // Call once, where the CPU runs the bf16 kernels: true where it has AMX-TILE and AMX-BF16 and the operating system
+  // grants this process the tile registers (afterwards wdsr_b_block may run on any thread).
+  bool (*permit)();
+  void (*wdsr_b_block)(const BlockBArgsOf<Bf16>&, const Parallel&);
+};
+
 // Defined by the per-ISA translation units that were built (see setup.py); constant data, so that naming
 // a table runs no code of an instruction set the CPU may lack.
 extern const KernelTable kGenericKernels;
 extern const KernelTable kAvx2Kernels;
 extern const KernelTable kAvx512Kernels;
 extern const Bf16KernelTable kAvx512Bf16Kernels;
+extern const AmxKernelTable kAmxKernels;
 
 }  // namespace wdsr_cpu

@@ -69,6 +69,18 @@ const wdsr_cpu::Bf16KernelTable* bf16_table() {
   return table;
 }
 
+// The WDSR-B block on AMX tiles, where built, where the bf16 kernels run and the CPU has AMX-BF16 with the tile
+// registers granted to this process.
+const wdsr_cpu::AmxKernelTable* amx_table() {
+  static const wdsr_cpu::AmxKernelTable* table = []() -> const wdsr_cpu::AmxKernelTable* {
+#ifdef WDSR_CPU_HAVE_AMX
+    if (bf16_table() != nullptr && wdsr_cpu::kAmxKernels.permit()) return &wdsr_cpu::kAmxKernels;
+#endif
+    return nullptr;
+  }();
+  return table;
+}
+
 // The bf16 kernels for a block op on bfloat16 x: they take even channel counts (two channels a 32-bit word).
 const wdsr_cpu::Bf16KernelTable& bf16_kernels(const char* op, int64_t c, int64_t wide) {
   const wdsr_cpu::Bf16KernelTable* table = bf16_table();
@@ -270,22 +282,25 @@ const std::optional<OneDnnConvs>& onednn_convs() {
 // (it beats the direct one on every path: 1.85-2.0x with AVX-512 and AVX2, 2.6x on the portable path, measured).
 constexpr const char* kBlockAEnv = "WDSR_FAST_CPU_BLOCK_A";
 
-// The way `block` ("WDSR-A", "WDSR-B") blocks run: the one `env` names (`names`: Path's three values in order, the
-// last oneDNN's, offered where torch has oneDNN), unset: `fastest` (the Winograd kernel for oneDNN where torch has
-// none).
-template <typename Path>
-Path block_path(const char* op, const char* block, const char* env, const std::array<const char*, 3>& names,
-                Path fastest, bool have_onednn) {
+// The way `block` ("WDSR-A", "WDSR-B") blocks on `features` ("float32", "bfloat16") run: the one `env` names
+// (`names`: Path's values in order, `offered`: which of them this CPU and build run), unset: `fastest` (the Winograd
+// kernel where that is not offered: oneDNN where torch has none).
+template <typename Path, size_t N>
+Path block_path(const char* op, const char* block, const char* features, const char* env,
+                const std::array<const char*, N>& names, const std::array<bool, N>& offered, Path fastest) {
   const char* wanted = std::getenv(env);
-  if (wanted == nullptr || *wanted == '\0')
-    return fastest == Path::onednn && !have_onednn ? Path::winograd : fastest;
+  if (wanted == nullptr || *wanted == '\0') return offered[static_cast<size_t>(fastest)] ? fastest : Path::winograd;
   const std::string choice(wanted);
-  for (int i = 0; i < 2; ++i)
-    if (choice == names[i]) return static_cast<Path>(i);
-  TORCH_CHECK_VALUE(choice == names[2] && have_onednn, op, ": ", env, "=", choice, " is not a way this build runs ",
-                    block, " blocks; choose ", names[0], have_onednn ? ", " : " or ", names[1],
-                    have_onednn ? " or " : " (this torch has no oneDNN)", have_onednn ? names[2] : "");
-  return Path::onednn;
+  std::optional<size_t> match;
+  std::string choices;
+  for (size_t i = 0; i < N; ++i) {
+    if (!offered[i]) continue;
+    if (choice == names[i]) match = i;
+    choices += (choices.empty() ? "" : ", ") + std::string(names[i]);
+  }
+  TORCH_CHECK_VALUE(match.has_value(), op, ": ", env, "=", choice, " is not a way this CPU and build run ", block,
+                    " blocks on ", features, " features; choose one of: ", choices);
+  return static_cast<Path>(*match);
 }
 
 at::Tensor wdsr_a_block(const at::Tensor& x, const at::Tensor& w_expand, const at::Tensor& b_expand,
@@ -296,8 +311,9 @@ at::Tensor wdsr_a_block(const at::Tensor& x, const at::Tensor& w_expand, const a
   const wdsr_cpu::Bf16KernelTable* k16 = bf16 ? &bf16_kernels("wdsr_a_block", x.size(1), w_expand.size(0)) : nullptr;
   const at::Tensor in = channels_last(x);
   const auto& onednn = onednn_convs();
-  const auto path = block_path("wdsr_a_block", "WDSR-A", kBlockAEnv, {"fused", "winograd", "onednn"},
-                               bf16 ? k16->a_block_default : k.a_block_default, onednn.has_value());
+  const auto path = block_path<wdsr_cpu::BlockAPath, 3>(
+      "wdsr_a_block", "WDSR-A", bf16 ? "bfloat16" : "float32", kBlockAEnv, {"fused", "winograd", "onednn"},
+      {true, true, onednn.has_value()}, bf16 ? k16->a_block_default : k.a_block_default);
   if (path == wdsr_cpu::BlockAPath::onednn) {
     // y = conv(relu(conv(x, w_expand) + b_expand), res_scale * w_reduce) + res_scale * b_reduce + x: the ReLU and the
     // residual ride on the convolutions (5% faster per block at 128x128 than separate passes, 2 threads, measured).
@@ -319,7 +335,8 @@ at::Tensor wdsr_a_block(const at::Tensor& x, const at::Tensor& w_expand, const a
   return y;
 }
 
-// WDSR_FAST_CPU_BLOCK_B=direct|winograd|onednn (read at every call): how WDSR-B blocks run. Default: the path's
+// WDSR_FAST_CPU_BLOCK_B=direct|winograd|onednn|amx (read at every call; amx for bfloat16 features on CPUs with
+// AMX-BF16): how WDSR-B blocks run. Default: the path's
 // fastest measured (KernelTable::b_block_default, Bf16KernelTable's for bf16).
 constexpr const char* kBlockBEnv = "WDSR_FAST_CPU_BLOCK_B";
 
@@ -345,8 +362,9 @@ at::Tensor wdsr_b_block(const at::Tensor& x, const at::Tensor& w_expand, const a
   const wdsr_cpu::Bf16KernelTable* k16 = bf16 ? &bf16_kernels("wdsr_b_block", x.size(1), w_expand.size(0)) : nullptr;
   const at::Tensor in = channels_last(x);
   const auto& onednn = onednn_convs();
-  const auto path = block_path("wdsr_b_block", "WDSR-B", kBlockBEnv, {"direct", "winograd", "onednn"},
-                               bf16 ? k16->b_block_default : k.b_block_default, onednn.has_value());
+  const auto path = block_path<wdsr_cpu::BlockBPath, 4>(
+      "wdsr_b_block", "WDSR-B", bf16 ? "bfloat16" : "float32", kBlockBEnv, {"direct", "winograd", "onednn", "amx"},
+      {true, true, onednn.has_value(), bf16 && amx_table() != nullptr}, bf16 ? k16->b_block_default : k.b_block_default);
   if (path == wdsr_cpu::BlockBPath::onednn) {
     // Three convolutions, the ReLU and the residual as their post-ops (as the WDSR-A block's oneDNN path); the wide
     // and the low-rank activations go through memory.
@@ -359,7 +377,9 @@ at::Tensor wdsr_b_block(const at::Tensor& x, const at::Tensor& w_expand, const a
   at::Tensor y = new_output(x.sizes(), x.options().memory_format(at::MemoryFormat::ChannelsLast),
                             &wdsr_cpu_binding::OutputPool::instance());
   const bool winograd = path == wdsr_cpu::BlockBPath::winograd;
-  if (bf16) {
+  if (path == wdsr_cpu::BlockBPath::amx) {
+    run_block_b(amx_table()->wdsr_b_block, in, weights, wc, bc, low_rank, res_scale, y);
+  } else if (bf16) {
     run_block_b(winograd ? k16->wdsr_b_block_winograd : k16->wdsr_b_block, in, weights, wc, bc, low_rank, res_scale, y);
   } else {
     run_block_b(winograd ? k.wdsr_b_block_winograd : k.wdsr_b_block, in, weights, wc, bc, low_rank, res_scale, y);
@@ -431,6 +451,9 @@ PyObject* py_bf16_isa(PyObject*, PyObject*) {
   return PyUnicode_FromString(bf16_table()->isa);
 }
 
+// amx() -> whether WDSR-B blocks on bfloat16 features can run on AMX tiles here (WDSR_FAST_CPU_BLOCK_B=amx).
+PyObject* py_amx(PyObject*, PyObject*) { return PyBool_FromLong(amx_table() != nullptr ? 1 : 0); }
+
 // threaded() -> whether the ops use torch's intra-op threads (False: built without the OpenMP torch uses).
 PyObject* py_threaded(PyObject*, PyObject*) { return PyBool_FromLong(kThreaded ? 1 : 0); }
 
@@ -454,6 +477,8 @@ extern "C" PyMODINIT_FUNC PyInit__cpu(void) {
        "The instruction-set paths this CPU and build run, fastest first (the first is the default)."},
       {"bf16_isa", py_bf16_isa, METH_NOARGS,
        "The instruction-set path of the bf16 block kernels on this CPU and build (None: bf16 features unsupported)."},
+      {"amx", py_amx, METH_NOARGS,
+       "Whether WDSR-B blocks on bfloat16 features can run on AMX tiles here (WDSR_FAST_CPU_BLOCK_B=amx)."},
       {"threaded", py_threaded, METH_NOARGS,
        "Whether the ops use torch's intra-op threads (False where built without the OpenMP torch uses)."},
       {nullptr, nullptr, 0, nullptr}};

@@ -1,7 +1,7 @@
 // One vector of fp32 lanes for the instruction set this translation unit is compiled for: the only
 // ISA-specific code of the CPU kernels. The including file defines exactly one of WDSR_CPU_AVX512,
 // WDSR_CPU_AVX2 or WDSR_CPU_GENERIC (and its compiler flags), with WDSR_CPU_AVX512 optionally WDSR_CPU_BF16 (the
-// bf16 kernels, -mavx512bf16), then the algorithm headers use:
+// bf16 kernels, -mavx512bf16) and with that WDSR_CPU_AMX (the AMX kernels), then the algorithm headers use:
 //   VW            lanes per vector
 //   kRegisters    vector registers (32 zmm, 16 ymm; 16 for the portable path, as SSE2 has)
 //   kAccumulators vector accumulators a register-blocked micro-kernel may keep live (the rest of the
@@ -25,7 +25,9 @@
 
 #if defined(WDSR_CPU_AVX512)
 #include <immintrin.h>
-#if defined(WDSR_CPU_BF16)
+#if defined(WDSR_CPU_AMX)
+#define WDSR_CPU_ISA avx512_amx
+#elif defined(WDSR_CPU_BF16)
 #define WDSR_CPU_ISA avx512_bf16
 #else
 #define WDSR_CPU_ISA avx512

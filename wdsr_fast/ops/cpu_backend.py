@@ -3,16 +3,16 @@
 float32 on CPU tensors, and bfloat16 where the CPU has AVX512-BF16 (``bf16_isa()``: bf16 features with fp32
 accumulation, the image that the head and the tail's skip convolve in float32; the bf16 kernels take even channel
 counts; other dtypes raise TypeError), threads through ATen's ``parallel_for``, so ``torch.set_num_threads`` applies.
-The kernels are compiled for several instruction sets and the fastest the CPU runs is used (``isa_paths()`` lists
-them); the environment variable ``WDSR_FAST_CPU_ISA`` (``avx512``, ``avx2`` or ``generic``) picks another, read at
-every call. float32 WDSR-A blocks run the fused kernel on Winograd F(2x2, 3x3) convolutions with AVX-512 and AVX2 and
-oneDNN's convolutions (the ReLU and the residual fused in) on the portable path (the Winograd kernel where torch has
-no oneDNN), as measured; ``WDSR_FAST_CPU_BLOCK_A`` (``fused``: the fused kernel on direct convolutions, ``winograd``
-or ``onednn``) picks one; ``WDSR_FAST_CPU_BLOCK_B`` (``direct``, ``winograd``: the fused kernel with its 3x3 direct
-or on Winograd F(2x2, 3x3), or ``onednn``) how WDSR-B blocks run (default: the fastest measured on the path; oneDNN
-is the path that uses AMX tiles where the CPU has them). This module loads the extension if it was built
-(``pip install --no-build-isolation .`` with a C++ compiler) through ``common.load_extension`` and exposes the four
-ops with the signatures of ``reference.py``.
+The kernels are compiled for several instruction sets and the fastest the CPU runs is used (``isa_paths()`` lists them);
+the environment variable ``WDSR_FAST_CPU_ISA`` (``avx512``, ``avx2`` or ``generic``) picks another, read at every call.
+float32 WDSR-A blocks run the fused kernel on Winograd F(2x2, 3x3) convolutions with AVX-512 and AVX2 and oneDNN's
+convolutions (the ReLU and the residual fused in) on the portable path (the Winograd kernel where torch has no oneDNN),
+as measured; ``WDSR_FAST_CPU_BLOCK_A`` (``fused``: the fused kernel on direct convolutions, ``winograd`` or ``onednn``)
+picks one; ``WDSR_FAST_CPU_BLOCK_B`` (``direct``, ``winograd``: the fused kernel with its 3x3 direct or on Winograd
+F(2x2, 3x3), ``onednn``, or for bfloat16 features on CPUs with AMX-BF16 ``amx``: the fused kernel on AMX tiles,
+``amx()``) how WDSR-B blocks run (default: the fastest measured on the path). This module loads the extension if it was
+built (``pip install --no-build-isolation .`` with a C++ compiler) through ``common.load_extension`` and exposes the
+four ops with the signatures of ``reference.py``.
 """
 from __future__ import annotations
 
@@ -55,6 +55,11 @@ def isa_paths() -> tuple[str, ...]:
 def bf16_isa() -> str | None:
     """The instruction-set path of the bf16 block kernels on this CPU and build (None: bf16 is not run here)."""
     return _cpu.bf16_isa() if _cpu is not None else None
+
+
+def amx() -> bool:
+    """Whether WDSR-B blocks on bfloat16 features can run on AMX tiles here (``WDSR_FAST_CPU_BLOCK_B=amx``)."""
+    return bool(_cpu.amx()) if _cpu is not None else False
 
 
 def _bf16_reason(config) -> str | None:
