@@ -335,7 +335,7 @@ def fast_rows(s: Setup) -> list[Row]:
     if "cpu" in s.options.backends and s.on_cpu:
         variant = s.reference.config.variant
         env, paths = (BLOCK_A_ENV, ("fused", "winograd", "onednn")) if variant == "a" else \
-            (BLOCK_B_ENV, ("direct", "winograd", "onednn"))
+            (BLOCK_B_ENV, ("direct", "winograd", "onednn", "amx"))
         rows += [Row(f"fast-cpu:{variant}-{path}", FAST, block_path(env, path), backend="cpu",
                      variant=f"block-{variant}={path}") for path in paths]
     return rows
