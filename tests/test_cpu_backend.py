@@ -682,25 +682,30 @@ AMX_FLAGS = ["-mavx512f", "-mavx512vl", "-mavx512bw", "-mavx512bf16", "-mavx2", 
 # at and past one tile (32); rows of 1 to 3 GEMM steps of 32 pixels, the last one partial
 AMX_CASES = [((2, 16, 11, 23), 6, 0.8, 8, 4), ((1, 32, 9, 37), 6, 0.8, 512, 2), ((1, 40, 5, 70), 3, 0.5, 33, 3),
              ((1, 32, 6, 1), 6, 0.8, 8, 4), ((1, 8, 1, 9), 6, 0.8, 5, 1)]
-# (what the bug breaks, text of block_b_amx.h, its replacement)
+# (what the bug breaks, the header, its text, the replacement)
 AMX_MUTANTS = [
-    ("left halo column of a chunk", "const int ja = x0 == 0 ? 1 : 0;", "const int ja = 1;"),
-    ("ring rotation", "top = (top + 1) % 3;", "top = (top + 2) % 3;"),
-    ("halo row above a band", "amx_t_row(ctx, n, r0 - 1, x0, x1, s.ring, s);",
+    ("left halo column of a chunk", "block_b_amx.h", "const int ja = x0 == 0 ? 1 : 0;", "const int ja = 1;"),
+    ("ring rotation", "block_b_amx.h", "top = (top + 1) % 3;", "top = (top + 2) % 3;"),
+    ("halo row above a band", "block_b_amx.h", "amx_t_row(ctx, n, r0 - 1, x0, x1, s.ring, s);",
      "amx_t_row(ctx, n, -1, x0, x1, s.ring, s);"),
-    ("second A tile of the 1x1 GEMM steps", "tiles_step(a + kt * kTileK, a + kTileRows * a_ld + kt * kTileK,",
-     "tiles_step(a + kt * kTileK, a + kt * kTileK,"),
-    ("expand biases past the first step", "ctx.bias_expand + n0,", "ctx.bias_expand,"),
-    ("second K tile of the reduce", "amx_gemm(s.wide, ctx.wide_pad, ctx.b_reduce, n0, ctx.wide_pad / kTileK, s.c);",
+    ("expand biases past the first step", "block_b_amx.h", "ctx.bias_expand + n0,", "ctx.bias_expand,"),
+    ("second K tile of the reduce", "block_b_amx.h",
+     "amx_gemm(s.wide, ctx.wide_pad, ctx.b_reduce, n0, ctx.wide_pad / kTileK, s.c);",
      "amx_gemm(s.wide, ctx.wide_pad, ctx.b_reduce, n0, 1, s.c);"),
+    ("second A tile of the 1x1 GEMM steps", "amx_conv.h",
+     "tiles_step(a + kt * kTileK, a + kTileRows * a_ld + kt * kTileK,", "tiles_step(a + kt * kTileK, a + kt * kTileK,"),
+    ("the taps' column shift", "amx_conv.h", "rows[dy] + static_cast<int64_t>(col + dx) * ld;",
+     "rows[dy] + static_cast<int64_t>(col + 1) * ld;"),
 ]
 
 
 def build_amx_harness(tmp_path, mutant=None, emulated=True):
+    """The harness on emulated tiles, or on the CPU's; mutant: an entry of AMX_MUTANTS."""
     if cpu_backend.bf16_isa() is None:
         pytest.skip("the harness's epilogues need AVX512-BF16, which this CPU or build lacks")
     flags = [*AMX_FLAGS, "-DWDSR_CPU_AMX_EMULATED"] if emulated else [*AMX_FLAGS, "-mamx-tile", "-mamx-bf16"]
-    return build_harness(tmp_path, "amx", mutant, AMX_HARNESS, "block_b_amx.h", ["-O2", *flags])
+    header, change = (mutant[1], (mutant[0], *mutant[2:])) if mutant else ("block_b_amx.h", None)
+    return build_harness(tmp_path, "amx", change, AMX_HARNESS, header, ["-O2", *flags])
 
 
 def amx_harness_error(lib):

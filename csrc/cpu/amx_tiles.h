@@ -143,22 +143,5 @@ inline void tiles_store(float* c, int64_t c_stride) {
 }
 #endif
 
-// Packs the weights w (element (n, k) at w[n * n_stride + k * k_stride], n < n_count output and k < k_count input
-// channels) as B tiles [n_tiles][k_tiles] (kTileElems bf16 each, VNNI order), zero past the counts.
-inline void pack_b_tiles(const float* w, int64_t n_stride, int64_t k_stride, int n_count, int k_count, int n_tiles,
-                         int k_tiles, uint16_t* out) {
-  for (int nt = 0; nt < n_tiles; ++nt)
-    for (int kt = 0; kt < k_tiles; ++kt) {
-      uint16_t* tile = out + (static_cast<int64_t>(nt) * k_tiles + kt) * kTileElems;
-      for (int r = 0; r < kTileRows; ++r)
-        for (int n = 0; n < kTileN; ++n)
-          for (int j = 0; j < 2; ++j) {
-            const int on = nt * kTileN + n, ik = kt * kTileK + 2 * r + j;
-            tile[r * 2 * kTileN + 2 * n + j] =
-                on < n_count && ik < k_count ? static_cast<uint16_t>(bf16_bits(w[on * n_stride + ik * k_stride])) : 0;
-          }
-    }
-}
-
 }  // namespace
 }  // namespace wdsr_cpu::WDSR_CPU_ISA
