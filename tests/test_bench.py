@@ -337,8 +337,9 @@ def test_wdsr_a_block_paths_and_bf16_peers(tmp_path):
         for path in ("direct", "winograd", "onednn"):
             row = rows[("wdsr-b-32x16", f"fast-cpu:b-{path}")]
             assert "skipped" not in row or (path == "onednn" and "oneDNN" in row["skipped"]), row
-        amx = rows[("wdsr-b-32x16", "fast-cpu:b-amx")]  # AMX tiles: timed where the CPU has them
+        amx = rows[("wdsr-b-32x16", "fast-cpu:b-amx")]  # AMX tiles: timed where the CPU has them, for bf16
         assert ("skipped" not in amx) == cpu_backend.amx(), amx
+    assert "float32 features" in rows[("wdsr-a-baseline", "fast-cpu:a-amx")]["skipped"]
     assert "raced in fp32" in rows[("wdsr-b-32x16", "onnxruntime")]["skipped"]
     default = rows[("wdsr-b-32x16", "openvino-default")]
     assert "skipped" not in default or "pip install" in default["skipped"], default

@@ -142,6 +142,16 @@ def a_block_path(request, monkeypatch):
     return request.param
 
 
+# bf16 WDSR-A blocks run these ways too: on AMX tiles (block_a_amx.h) where the CPU has AMX-BF16
+A_BF16_BLOCK_PATHS = A_BLOCK_PATHS + (["amx"] if cpu_backend.amx() else [])
+
+
+@pytest.fixture(params=A_BF16_BLOCK_PATHS)
+def a_bf16_block_path(request, monkeypatch):
+    monkeypatch.setenv(cpu_backend.BLOCK_A_ENV, request.param)
+    return request.param
+
+
 # n, c, h, w: odd sizes, 1 row, 1 column, two bands of rows on 2 threads (one of an odd number of rows), two column
 # chunks (direct: 256 columns at most) or three (Winograd: 128), chunks of an odd width (261: 131 + 130 direct, 87 x 3
 # Winograd); channel counts that are not multiples of the register blocks (AVX2: 32 output channels), of the
@@ -390,7 +400,7 @@ def test_wdsr_b_block_bf16_other_widths(threads, b_bf16_block_path, c, expansion
 @pytest.mark.parametrize("shape, wide", [((2, 32, 9, 13), 128), ((1, 24, 1, 7), 96), ((1, 32, 4, 300), 128),
                                          ((1, 12, 6, 37), 40), ((3, 20, 5, 11), 72)])
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_wdsr_a_block_bf16(threads, a_block_path, shape, wide, channels_last):
+def test_wdsr_a_block_bf16(threads, a_bf16_block_path, shape, wide, channels_last):
     c = shape[1]
     x = layout(randn(*shape, seed=1), channels_last)
     w = [randn(wide, c, 3, 3, seed=4, scale=0.1), randn(wide, seed=5, scale=0.1),
@@ -674,14 +684,18 @@ def test_winograd_b_deliberate_bugs_are_caught(tmp_path, mutant):
     assert harness_error(lib, winograd=True) > TOLERANCE
 
 
-# ---- the WDSR-B block on AMX tiles through its harness: the tile operations emulated in C++ (any CPU with
+# ---- the blocks on AMX tiles through their harness: the tile operations emulated in C++ (any CPU with
 # AVX512-BF16 for the epilogues), narrow column chunks, bands, channel counts past one tile, and bugs it must catch
-AMX_HARNESS = Path(__file__).resolve().parent / "cpu_harness" / "block_b_amx.cpp"
+AMX_HARNESS = Path(__file__).resolve().parent / "cpu_harness" / "amx_blocks.cpp"
 AMX_FLAGS = ["-mavx512f", "-mavx512vl", "-mavx512bw", "-mavx512bf16", "-mavx2", "-mfma"]
 # (n, c, h, w), expansion, low_rank, column chunk, threads planned for: c and the wide and low-rank channels below,
 # at and past one tile (32); rows of 1 to 3 GEMM steps of 32 pixels, the last one partial
-AMX_CASES = [((2, 16, 11, 23), 6, 0.8, 8, 4), ((1, 32, 9, 37), 6, 0.8, 512, 2), ((1, 40, 5, 70), 3, 0.5, 33, 3),
-             ((1, 32, 6, 1), 6, 0.8, 8, 4), ((1, 8, 1, 9), 6, 0.8, 5, 1)]
+AMX_B_CASES = [((2, 16, 11, 23), 6, 0.8, 8, 4), ((1, 32, 9, 37), 6, 0.8, 512, 2), ((1, 40, 5, 70), 3, 0.5, 33, 3),
+               ((1, 32, 6, 1), 6, 0.8, 8, 4), ((1, 8, 1, 9), 6, 0.8, 5, 1)]
+# WDSR-A: (n, c, h, w), wide, threads planned for, with column chunks of 5 or 40 pixels (AMX_A_CHUNKS)
+AMX_A_CASES = [((2, 16, 11, 23), 40, 4), ((1, 32, 9, 37), 128, 2), ((1, 40, 6, 70), 72, 3), ((1, 16, 6, 1), 40, 4),
+               ((1, 20, 1, 9), 24, 1)]
+AMX_A_CHUNKS = (5, 40)
 # (what the bug breaks, the header, its text, the replacement)
 AMX_MUTANTS = [
     ("left halo column of a chunk", "block_b_amx.h", "const int ja = x0 == 0 ? 1 : 0;", "const int ja = 1;"),
@@ -696,23 +710,49 @@ AMX_MUTANTS = [
      "tiles_step(a + kt * kTileK, a + kTileRows * a_ld + kt * kTileK,", "tiles_step(a + kt * kTileK, a + kt * kTileK,"),
     ("the taps' column shift", "amx_conv.h", "rows[dy] + static_cast<int64_t>(col + dx) * ld;",
      "rows[dy] + static_cast<int64_t>(col + 1) * ld;"),
+    ("WDSR-A: zero wide columns outside the image", "block_a_amx.h", "if (col >= 0 && col < a.w) {", "if (col >= 0) {"),
+    ("WDSR-A: the x ring's rotation", "block_a_amx.h", "return x_ring + (r - r0 + 2) % 3 * x_elems;",
+     "return x_ring + (r - r0 + 2) % 2 * x_elems;"),
+    ("WDSR-A: the halo row below a band", "block_a_amx.h", "amx_wide_row(ctx, q, x0, x1, x_rows, w_slot(q), c);",
+     "amx_wide_row(ctx, q < r1 ? q : -1, x0, x1, x_rows, w_slot(q), c);"),
 ]
 
 
-def build_amx_harness(tmp_path, mutant=None, emulated=True):
-    """The harness on emulated tiles, or on the CPU's; mutant: an entry of AMX_MUTANTS."""
+def build_amx_harness(tmp_path, mutant=None, emulated=True, a_chunk=5):
+    """The harness on emulated tiles, or on the CPU's, its WDSR-A column chunks a_chunk wide; mutant: an entry of
+    AMX_MUTANTS."""
     if cpu_backend.bf16_isa() is None:
         pytest.skip("the harness's epilogues need AVX512-BF16, which this CPU or build lacks")
     flags = [*AMX_FLAGS, "-DWDSR_CPU_AMX_EMULATED"] if emulated else [*AMX_FLAGS, "-mamx-tile", "-mamx-bf16"]
     header, change = (mutant[1], (mutant[0], *mutant[2:])) if mutant else ("block_b_amx.h", None)
-    return build_harness(tmp_path, "amx", change, AMX_HARNESS, header, ["-O2", *flags])
+    (tmp_path / f"chunk{a_chunk}").mkdir()
+    return build_harness(tmp_path / f"chunk{a_chunk}", "amx", change, AMX_HARNESS, header,
+                         ["-O2", f"-DWDSR_CPU_AMX_A_CHUNK={a_chunk}", *flags])
+
+
+def bf16_error_ratio(out, ref, torch_out):
+    """out's error against float64 over that of torch's bf16 ops (torch_out), inf where out has NaN."""
+    return float("inf") if torch.isnan(out).any() else rel_error(out, ref) / max(rel_error(torch_out, ref), 1e-3)
 
 
 def amx_harness_error(lib):
-    """The worst ratio over AMX_CASES of the harness's error against float64 (on the same bf16 values) to that of
-    torch's bf16 ops on the same input (inf where an output was never written)."""
+    """The worst ratio over AMX_B_CASES and AMX_A_CASES of the harness's error against float64 (on the same bf16
+    values) to that of torch's bf16 ops on the same input (inf where an output was never written)."""
     worst = 0.0
-    for shape, expansion, low_rank, chunk, threads in AMX_CASES:
+    for shape, wide, threads in AMX_A_CASES:
+        n, c, h, w = shape
+        x = randn(*shape, seed=1).bfloat16()
+        ws = [t.bfloat16() for t in (randn(wide, c, 3, 3, seed=4, scale=0.1), randn(wide, seed=5, scale=0.1),
+                                     randn(c, wide, 3, 3, seed=6, scale=0.05), randn(c, seed=7, scale=0.1))]
+        nhwc = x.permute(0, 2, 3, 1).contiguous()
+        y = torch.full_like(nhwc, float("nan"))
+        floats = [t.float().contiguous() for t in ws]  # alive during the call
+        ptr = ctypes.c_void_p
+        lib.harness_wdsr_a_block_amx(*[ptr(t.data_ptr()) for t in [nhwc, *floats]], ctypes.c_float(0.5),
+                                     ptr(y.data_ptr()), n, h, w, c, wide, threads)
+        ref = reference.wdsr_a_block(x.double(), *[t.double() for t in ws], 0.5)
+        worst = max(worst, bf16_error_ratio(y.permute(0, 3, 1, 2), ref, reference.wdsr_a_block(x, *ws, 0.5)))
+    for shape, expansion, low_rank, chunk, threads in AMX_B_CASES:
         n, c, h, w = shape
         x = randn(*shape, seed=1).bfloat16()
         ws = [t.bfloat16() for t in block_b_weights(c, expansion, low_rank)]
@@ -722,20 +762,19 @@ def amx_harness_error(lib):
         ptr = ctypes.c_void_p
         lib.harness_wdsr_b_block_amx(*[ptr(t.data_ptr()) for t in [nhwc, *floats]], ctypes.c_float(0.7),
                                      ptr(y.data_ptr()), n, h, w, c, ws[0].shape[0], ws[2].shape[0], chunk, threads)
-        out = y.permute(0, 3, 1, 2)
         ref = reference.wdsr_b_block(x.double(), *[t.double() for t in ws], 0.7)
-        torch_err = rel_error(reference.wdsr_b_block(x, *ws, 0.7), ref)
-        worst = max(worst, float("inf") if torch.isnan(out).any() else rel_error(out, ref) / max(torch_err, 1e-3))
+        worst = max(worst, bf16_error_ratio(y.permute(0, 3, 1, 2), ref, reference.wdsr_b_block(x, *ws, 0.7)))
     return worst
 
 
-def test_amx_block_through_the_harness(tmp_path):
+@pytest.mark.parametrize("a_chunk", AMX_A_CHUNKS)
+def test_amx_blocks_through_the_harness(tmp_path, a_chunk):
     """At most 2x the error of torch's bf16 ops (as the other bf16 kernels, check_bf16)."""
-    assert amx_harness_error(build_amx_harness(tmp_path)) <= 2
+    assert amx_harness_error(build_amx_harness(tmp_path, a_chunk=a_chunk)) <= 2
 
 
 @pytest.mark.skipif(not cpu_backend.amx(), reason="this CPU or build has no AMX tiles for bf16")
-def test_amx_block_through_the_harness_on_tiles(tmp_path):
+def test_amx_blocks_through_the_harness_on_tiles(tmp_path):
     lib = build_amx_harness(tmp_path, emulated=False)
     assert lib.harness_amx_permit() == 1
     assert amx_harness_error(lib) <= 2

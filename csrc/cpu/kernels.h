@@ -97,9 +97,10 @@ using TailArgs = TailArgsOf<float>;
 // (3 rows x 25 channels x 512 columns x 4 bytes = 154 KB for WDSR-B 32).
 constexpr int kMaxChunkWidth = 512;
 
-// The ways the binding runs a float32 WDSR-A block: the fused kernel on direct convolutions (block_a.h), the fused
-// kernel on Winograd F(2x2, 3x3) convolutions (block_a_winograd.h), or oneDNN's convolutions (ops.cpp).
-enum class BlockAPath { fused, winograd, onednn };
+// The ways the binding runs a WDSR-A block: the fused kernel on direct convolutions (block_a.h), the fused kernel on
+// Winograd F(2x2, 3x3) convolutions (block_a_winograd.h), oneDNN's convolutions (ops.cpp), or for bf16 features the
+// fused kernel on AMX tiles (block_a_amx.h).
+enum class BlockAPath { fused, winograd, onednn, amx };
 // The ways a WDSR-B block runs: the fused kernel with its 3x3 direct (block_b.h) or on Winograd F(2x2, 3x3)
 // (block_b_winograd.h), oneDNN's convolutions (ops.cpp), or for bf16 features the fused kernel on AMX tiles
 // (block_b_amx.h).
@@ -134,12 +135,13 @@ struct Bf16KernelTable {
   BlockBPath b_block_default;  // as KernelTable's
 };
 
-// The WDSR-B block on AMX tiles (block_b_amx.h), bf16 features.
+// The blocks on AMX tiles (block_a_amx.h, block_b_amx.h), bf16 features.
 struct AmxKernelTable {
   const char* isa;  // "avx512_amx"
   // Call once, where the CPU runs the bf16 kernels: true where it has AMX-TILE and AMX-BF16 and the operating system
-  // grants this process the tile registers (afterwards wdsr_b_block may run on any thread).
+  // grants this process the tile registers (afterwards the blocks may run on any thread).
   bool (*permit)();
+  void (*wdsr_a_block)(const BlockAArgsOf<Bf16>&, const Parallel&);
   void (*wdsr_b_block)(const BlockBArgsOf<Bf16>&, const Parallel&);
 };
 

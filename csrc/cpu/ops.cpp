@@ -69,7 +69,7 @@ const wdsr_cpu::Bf16KernelTable* bf16_table() {
   return table;
 }
 
-// The WDSR-B block on AMX tiles, where built, where the bf16 kernels run and the CPU has AMX-BF16 with the tile
+// The blocks on AMX tiles, where built, where the bf16 kernels run and the CPU has AMX-BF16 with the tile
 // registers granted to this process.
 const wdsr_cpu::AmxKernelTable* amx_table() {
   static const wdsr_cpu::AmxKernelTable* table = []() -> const wdsr_cpu::AmxKernelTable* {
@@ -276,7 +276,8 @@ const std::optional<OneDnnConvs>& onednn_convs() {
   return convs;
 }
 
-// WDSR_FAST_CPU_BLOCK_A=fused|winograd|onednn (read at every call): how WDSR-A blocks run. Default: the path's
+// WDSR_FAST_CPU_BLOCK_A=fused|winograd|onednn|amx (read at every call; amx for bfloat16 features on CPUs with
+// AMX-BF16): how WDSR-A blocks run. Default: the path's
 // fastest measured (KernelTable::a_block_default, Bf16KernelTable's for bf16), the Winograd kernel where that is
 // oneDNN and torch has none
 // (it beats the direct one on every path: 1.85-2.0x with AVX-512 and AVX2, 2.6x on the portable path, measured).
@@ -311,9 +312,10 @@ at::Tensor wdsr_a_block(const at::Tensor& x, const at::Tensor& w_expand, const a
   const wdsr_cpu::Bf16KernelTable* k16 = bf16 ? &bf16_kernels("wdsr_a_block", x.size(1), w_expand.size(0)) : nullptr;
   const at::Tensor in = channels_last(x);
   const auto& onednn = onednn_convs();
-  const auto path = block_path<wdsr_cpu::BlockAPath, 3>(
-      "wdsr_a_block", "WDSR-A", bf16 ? "bfloat16" : "float32", kBlockAEnv, {"fused", "winograd", "onednn"},
-      {true, true, onednn.has_value()}, bf16 ? k16->a_block_default : k.a_block_default);
+  const auto path = block_path<wdsr_cpu::BlockAPath, 4>(
+      "wdsr_a_block", "WDSR-A", bf16 ? "bfloat16" : "float32", kBlockAEnv, {"fused", "winograd", "onednn", "amx"},
+      {true, true, onednn.has_value(), bf16 && amx_table() != nullptr},
+      bf16 ? k16->a_block_default : k.a_block_default);
   if (path == wdsr_cpu::BlockAPath::onednn) {
     // y = conv(relu(conv(x, w_expand) + b_expand), res_scale * w_reduce) + res_scale * b_reduce + x: the ReLU and the
     // residual ride on the convolutions (5% faster per block at 128x128 than separate passes, 2 threads, measured).
@@ -323,7 +325,11 @@ at::Tensor wdsr_a_block(const at::Tensor& x, const at::Tensor& w_expand, const a
   at::Tensor y = new_output(x.sizes(), x.options().memory_format(at::MemoryFormat::ChannelsLast),
                             &wdsr_cpu_binding::OutputPool::instance());
   const bool winograd = path == wdsr_cpu::BlockAPath::winograd;
-  if (bf16) {
+  if (path == wdsr_cpu::BlockAPath::amx) {
+    wdsr_cpu::BlockAArgsOf<wdsr_cpu::Bf16> args{};
+    set_block_args(args, in, weights, res_scale, y);
+    amx_table()->wdsr_a_block(args, parallel());
+  } else if (bf16) {
     wdsr_cpu::BlockAArgsOf<wdsr_cpu::Bf16> args{};
     set_block_args(args, in, weights, res_scale, y);
     (winograd ? k16->wdsr_a_block_winograd : k16->wdsr_a_block)(args, parallel());
@@ -364,7 +370,8 @@ at::Tensor wdsr_b_block(const at::Tensor& x, const at::Tensor& w_expand, const a
   const auto& onednn = onednn_convs();
   const auto path = block_path<wdsr_cpu::BlockBPath, 4>(
       "wdsr_b_block", "WDSR-B", bf16 ? "bfloat16" : "float32", kBlockBEnv, {"direct", "winograd", "onednn", "amx"},
-      {true, true, onednn.has_value(), bf16 && amx_table() != nullptr}, bf16 ? k16->b_block_default : k.b_block_default);
+      {true, true, onednn.has_value(), bf16 && amx_table() != nullptr},
+      bf16 ? k16->b_block_default : k.b_block_default);
   if (path == wdsr_cpu::BlockBPath::onednn) {
     // Three convolutions, the ReLU and the residual as their post-ops (as the WDSR-A block's oneDNN path); the wide
     // and the low-rank activations go through memory.
@@ -451,7 +458,7 @@ PyObject* py_bf16_isa(PyObject*, PyObject*) {
   return PyUnicode_FromString(bf16_table()->isa);
 }
 
-// amx() -> whether WDSR-B blocks on bfloat16 features can run on AMX tiles here (WDSR_FAST_CPU_BLOCK_B=amx).
+// amx() -> whether blocks on bfloat16 features can run on AMX tiles here (WDSR_FAST_CPU_BLOCK_A / _B=amx).
 PyObject* py_amx(PyObject*, PyObject*) { return PyBool_FromLong(amx_table() != nullptr ? 1 : 0); }
 
 // threaded() -> whether the ops use torch's intra-op threads (False: built without the OpenMP torch uses).
@@ -478,7 +485,7 @@ extern "C" PyMODINIT_FUNC PyInit__cpu(void) {
       {"bf16_isa", py_bf16_isa, METH_NOARGS,
        "The instruction-set path of the bf16 block kernels on this CPU and build (None: bf16 features unsupported)."},
       {"amx", py_amx, METH_NOARGS,
-       "Whether WDSR-B blocks on bfloat16 features can run on AMX tiles here (WDSR_FAST_CPU_BLOCK_B=amx)."},
+       "Whether blocks on bfloat16 features can run on AMX tiles here (WDSR_FAST_CPU_BLOCK_A / _B=amx)."},
       {"threaded", py_threaded, METH_NOARGS,
        "Whether the ops use torch's intra-op threads (False where built without the OpenMP torch uses)."},
       {nullptr, nullptr, 0, nullptr}};

@@ -9,10 +9,10 @@ float32 WDSR-A blocks run the fused kernel on Winograd F(2x2, 3x3) convolutions 
 convolutions (the ReLU and the residual fused in) on the portable path (the Winograd kernel where torch has no oneDNN),
 as measured; ``WDSR_FAST_CPU_BLOCK_A`` (``fused``: the fused kernel on direct convolutions, ``winograd`` or ``onednn``)
 picks one; ``WDSR_FAST_CPU_BLOCK_B`` (``direct``, ``winograd``: the fused kernel with its 3x3 direct or on Winograd
-F(2x2, 3x3), ``onednn``, or for bfloat16 features on CPUs with AMX-BF16 ``amx``: the fused kernel on AMX tiles,
-``amx()``) how WDSR-B blocks run (default: the fastest measured on the path). This module loads the extension if it was
-built (``pip install --no-build-isolation .`` with a C++ compiler) through ``common.load_extension`` and exposes the
-four ops with the signatures of ``reference.py``.
+F(2x2, 3x3), or ``onednn``) how WDSR-B blocks run (default: the fastest measured on the path). For bfloat16 features on
+CPUs with AMX-BF16 both also take ``amx``: the fused kernels on AMX tiles (``amx()`` says whether this CPU and build run
+them). This module loads the extension if it was built (``pip install --no-build-isolation .`` with a C++ compiler)
+through ``common.load_extension`` and exposes the four ops with the signatures of ``reference.py``.
 """
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ def bf16_isa() -> str | None:
 
 
 def amx() -> bool:
-    """Whether WDSR-B blocks on bfloat16 features can run on AMX tiles here (``WDSR_FAST_CPU_BLOCK_B=amx``)."""
+    """Whether blocks on bfloat16 features can run on AMX tiles here (``WDSR_FAST_CPU_BLOCK_A`` / ``_B=amx``)."""
     return bool(_cpu.amx()) if _cpu is not None else False
 
 
