@@ -41,10 +41,27 @@ inline int64_t pack_conv3x3_tiles(const float* w, int out_count, int in_count, i
   return 9 * tap_elems;
 }
 
-// c[p][n] = sum over k of a[p][k] b[k][n0 + n] for 32 pixels (rows a_ld bf16 apart) and the 32 output channels from
-// n0 (b: B tiles [n tiles][k_tiles]); c: [kAmxPixels][kAmxChannels] fp32.
-inline void amx_gemm(const uint16_t* a, int a_ld, const uint16_t* b, int n0, int k_tiles, float* c) {
-  tiles_zero();
+// A layer's biases as C tiles, each of the n_pad / 16 tiles 16 rows of the same 16 biases (zero past count); returns
+// its floats' count where out is null.
+inline int64_t pack_bias_tiles(const float* bias, int count, int n_pad, float* out) {
+  if (out != nullptr)
+    for (int n = 0; n < n_pad; ++n)
+      for (int r = 0; r < kTileRows; ++r)
+        out[(n / kTileN * kTileRows + r) * kTileN + n % kTileN] = n < count ? bias[n] : 0.0f;
+  return static_cast<int64_t>(n_pad) * kTileRows;
+}
+
+// The C tiles of output channels n0 .. n0 + 31 set to their biases (bias: pack_bias_tiles').
+inline void tiles_init_bias(const float* bias, int n0) {
+  const float* tile = bias + static_cast<int64_t>(n0 / kTileN) * kTileRows * kTileN;
+  tiles_init(tile, tile + kTileRows * kTileN);
+}
+
+// c[p][n] = bias[n0 + n] + sum over k of a[p][k] b[k][n0 + n] for 32 pixels (rows a_ld bf16 apart) and the 32 output
+// channels from n0 (b: B tiles [n tiles][k_tiles], bias: pack_bias_tiles'); c: [kAmxPixels][kAmxChannels] fp32.
+inline void amx_gemm(const uint16_t* a, int a_ld, const uint16_t* b, const float* bias, int n0, int k_tiles,
+                     float* c) {
+  tiles_init_bias(bias, n0);
   const uint16_t* b0 = b + static_cast<int64_t>(n0 / kTileN) * k_tiles * kTileElems;
   for (int kt = 0; kt < k_tiles; ++kt)
     tiles_step(a + kt * kTileK, a + kTileRows * a_ld + kt * kTileK, 2 * a_ld, b0 + kt * kTileElems,
@@ -52,11 +69,12 @@ inline void amx_gemm(const uint16_t* a, int a_ld, const uint16_t* b, int n0, int
   tiles_store(c, kAmxChannels * sizeof(float));
 }
 
-// The 3x3 of 32 pixels from column col (rows[dy]: three rows of ld bf16 a pixel, column col + p + dx the input of
-// output pixel p at tap dx) for the 32 output channels from n0 (b: pack_conv3x3_tiles' [tap][n tiles][k_tiles]).
-inline void amx_conv3x3(const uint16_t* const (&rows)[3], int col, int ld, const uint16_t* b, int n_tiles,
-                        int k_tiles, int n0, float* c) {
-  tiles_zero();
+// The 3x3 plus bias of 32 pixels from column col (rows[dy]: three rows of ld bf16 a pixel, column col + p + dx the
+// input of output pixel p at tap dx) for the 32 output channels from n0 (b: pack_conv3x3_tiles' [tap][n tiles][k_tiles],
+// bias: pack_bias_tiles').
+inline void amx_conv3x3(const uint16_t* const (&rows)[3], int col, int ld, const uint16_t* b, const float* bias,
+                        int n_tiles, int k_tiles, int n0, float* c) {
+  tiles_init_bias(bias, n0);
   const int64_t tap_elems = static_cast<int64_t>(n_tiles) * k_tiles * kTileElems;
   for (int dy = 0; dy < 3; ++dy)
     for (int dx = 0; dx < 3; ++dx) {
@@ -69,29 +87,24 @@ inline void amx_conv3x3(const uint16_t* const (&rows)[3], int col, int ld, const
   tiles_store(c, kAmxChannels * sizeof(float));
 }
 
-// 32 fp32 channels of c plus bias, rounded to bf16 (ReLU'd where Relu), to dst.
+// 32 fp32 channels of c rounded to bf16 (ReLU'd where Relu: one integer max for the rounded words), to dst.
 template <bool Relu>
-inline void store_bf16_channels(const float* c, const float* bias, uint16_t* dst) {
-  vf low = vadd(vload(c), vload(bias)), high = vadd(vload(c + VW), vload(bias + VW));
-  if constexpr (Relu) {
-    low = vmax(low, vzero());
-    high = vmax(high, vzero());
-  }
-  _mm512_storeu_si512(dst, (__m512i)_mm512_cvtne2ps_pbh(high, low));
+inline void store_bf16_channels(const float* c, uint16_t* dst) {
+  const vf words = vpack_lane_pairs(vload(c), vload(c + VW));  // channels 0 .. 15, then 16 .. 31
+  _mm512_storeu_si512(dst, _mm512_castps_si512(Relu ? vrelu_words(words) : words));
 }
 
-// The blocks' output for `pixels` pixels of one row from the C tiles of the channels n0 .. n0 + 31:
-// y = x + res_scale * (c + bias), x and y NHWC with `channels` channels from the pixel at `at` (elements).
-inline void store_residual(const float* c, const float* bias, float res_scale, const Bf16* x, Bf16* y, int64_t at,
-                           int channels, int n0, int pixels) {
+// The blocks' output for `pixels` pixels of one row from the C tiles of the channels n0 .. n0 + 31 (biases
+// included): y = x + res_scale * c, x and y NHWC with `channels` channels from the pixel at `at` (elements).
+inline void store_residual(const float* c, float res_scale, const Bf16* x, Bf16* y, int64_t at, int channels, int n0,
+                           int pixels) {
   const vf scale = vset1(res_scale);
   for (int p = 0; p < pixels; ++p)
     for (int v = 0; v < kAmxChannels; v += VW) {
       const int k0 = n0 + v, lanes = imin(VW, channels - k0);
       if (lanes <= 0) break;
       const int64_t i = at + static_cast<int64_t>(p) * channels + k0;
-      const vf acc = vadd(vload(c + p * kAmxChannels + v), vload(bias + k0));
-      vstore_feat_n(y + i, vfma(scale, acc, vload_feat_n(x + i, lanes)), lanes);
+      vstore_feat_n(y + i, vfma(scale, vload(c + p * kAmxChannels + v), vload_feat_n(x + i, lanes)), lanes);
     }
 }
 

@@ -10,7 +10,8 @@
 // With WDSR_CPU_AMX_EMULATED the same functions run in plain C++ on a thread-local copy of the tile registers (for
 // tests on CPUs without AMX: tests/cpu_harness/block_b_amx.cpp); otherwise they are the AMX instructions (built with
 // -mamx-tile -mamx-bf16; a process runs them after tiles_permitted() returned true, each thread between
-// tiles_configure() and tiles_release()).
+// tiles_configure() and tiles_release()). A GEMM step sequence: tiles_init (the C tiles from memory: the biases),
+// tiles_step per K tile, tiles_store.
 #pragma once
 #include <cstdint>
 #include <cstring>
@@ -66,7 +67,13 @@ inline void tile_dp(int c, int a, int b) {
 inline bool tiles_permitted() { return true; }
 inline void tiles_configure() {}
 inline void tiles_release() {}
-inline void tiles_zero() { std::memset(emulated_tiles.bytes, 0, 4 * sizeof emulated_tiles.bytes[0]); }
+// C[2 i] = the tile at c0, C[2 i + 1] the tile at c1 (16 rows of 16 fp32).
+inline void tiles_init(const float* c0, const float* c1) {
+  tile_load(0, c0, 64);
+  tile_load(1, c1, 64);
+  tile_load(2, c0, 64);
+  tile_load(3, c1, 64);
+}
 // C += A_i B_j for the A tiles at a0, a1 (rows a_stride bytes apart) and the B tiles at b0, b1 (packed, 64-byte rows).
 inline void tiles_step(const void* a0, const void* a1, int64_t a_stride, const void* b0, const void* b1) {
   tile_load(4, a0, a_stride);
@@ -118,11 +125,11 @@ inline void tiles_configure() {
   _tile_loadconfig(&config);
 }
 inline void tiles_release() { _tile_release(); }
-inline void tiles_zero() {
-  _tile_zero(0);
-  _tile_zero(1);
-  _tile_zero(2);
-  _tile_zero(3);
+inline void tiles_init(const float* c0, const float* c1) {
+  _tile_loadd(0, c0, 64);
+  _tile_loadd(1, c1, 64);
+  _tile_loadd(2, c0, 64);
+  _tile_loadd(3, c1, 64);
 }
 inline void tiles_step(const void* a0, const void* a1, int64_t a_stride, const void* b0, const void* b1) {
   _tile_loadd(4, a0, a_stride);

@@ -32,8 +32,8 @@ struct AmxAContext {
   int ldx, ldw;         // pixels per x ring row (column i: image column x0 - 2 + i), per wide row (x0 - 1 + j)
   const uint16_t* b_expand;  // pack_conv3x3_tiles: [9 taps][wide_pad / 16][c_pad / 32]
   const uint16_t* b_reduce;  // [9 taps][c_pad / 16][wide_pad / 32]
-  const float* bias_expand;  // [wide_pad], zero past wide
-  const float* bias_reduce;  // [c_pad]
+  const float* bias_expand;  // pack_bias_tiles: wide_pad x 16, zero past wide
+  const float* bias_reduce;  // c_pad x 16
 };
 
 // x's row `row` over the chunk's columns x0 - 2 .. into dst ([ldx][c_pad]); zero outside the image.
@@ -55,16 +55,16 @@ inline void amx_wide_row(const AmxAContext& ctx, int row, int x0, int x1, const 
     std::memset(dst, 0, sizeof(uint16_t) * static_cast<size_t>(ctx.ldw) * ctx.wide_pad);
     return;
   }
-  const int columns = x1 - x0 + 2;
+  const int columns = x1 - x0 + 2, wide_pad = ctx.wide_pad;  // a local: the stores below may alias ctx for GCC
   for (int j = 0; j < columns; j += kAmxPixels)
-    for (int n0 = 0; n0 < ctx.wide_pad; n0 += kAmxChannels) {
+    for (int n0 = 0; n0 < wide_pad; n0 += kAmxChannels) {
       // wide column j + p from x columns j + p + dx: the x ring starts one column left of the wide ring
-      amx_conv3x3(x_rows, j, ctx.c_pad, ctx.b_expand, ctx.wide_pad / kTileN, ctx.c_pad / kTileK, n0, c);
+      amx_conv3x3(x_rows, j, ctx.c_pad, ctx.b_expand, ctx.bias_expand, wide_pad / kTileN, ctx.c_pad / kTileK, n0, c);
       for (int p = 0; p < kAmxPixels; ++p) {
         const int col = x0 - 1 + j + p;
-        uint16_t* out = dst + static_cast<int64_t>(j + p) * ctx.wide_pad + n0;
+        uint16_t* out = dst + static_cast<int64_t>(j + p) * wide_pad + n0;
         if (col >= 0 && col < a.w) {
-          store_bf16_channels<true>(c + p * kAmxChannels, ctx.bias_expand + n0, out);
+          store_bf16_channels<true>(c + p * kAmxChannels, out);
         } else {
           std::memset(out, 0, sizeof(uint16_t) * kAmxChannels);
         }
@@ -99,9 +99,9 @@ inline void block_a_amx_items(const void* context, int64_t begin, int64_t end) {
       const int64_t pixel0 = (static_cast<int64_t>(n) * a.h + row) * a.w;
       for (int xb = x0; xb < x1; xb += kAmxPixels)
         for (int n0 = 0; n0 < ctx.c_pad; n0 += kAmxChannels) {
-          amx_conv3x3(w_rows, xb - x0, ctx.wide_pad, ctx.b_reduce, ctx.c_pad / kTileN, ctx.wide_pad / kTileK, n0, c);
-          store_residual(c, ctx.bias_reduce, a.res_scale, a.x, a.y, (pixel0 + xb) * a.c, a.c, n0,
-                         imin(kAmxPixels, x1 - xb));
+          amx_conv3x3(w_rows, xb - x0, ctx.wide_pad, ctx.b_reduce, ctx.bias_reduce, ctx.c_pad / kTileN,
+                      ctx.wide_pad / kTileK, n0, c);
+          store_residual(c, a.res_scale, a.x, a.y, (pixel0 + xb) * a.c, a.c, n0, imin(kAmxPixels, x1 - xb));
         }
     }
   }
@@ -120,19 +120,18 @@ void wdsr_a_block_amx(const BlockAArgsOf<Bf16>& a, const Parallel& parallel) {
   ctx.ldx = ctx.ldw + 2;
   const int64_t expand_elems = pack_conv3x3_tiles(a.w_expand, a.wide, a.c, ctx.wide_pad, ctx.c_pad, nullptr);
   const int64_t reduce_elems = pack_conv3x3_tiles(a.w_reduce, a.c, a.wide, ctx.c_pad, ctx.wide_pad, nullptr);
-  const int64_t bias_floats = ctx.wide_pad + ctx.c_pad;
+  const int64_t bias_floats = static_cast<int64_t>(ctx.wide_pad + ctx.c_pad) * kTileRows;
   Buffer packed(bias_floats + (expand_elems + reduce_elems) / 2);
-  float* bias = packed.get();
-  std::memset(bias, 0, sizeof(float) * static_cast<size_t>(bias_floats));
-  std::memcpy(bias, a.b_expand, sizeof(float) * static_cast<size_t>(a.wide));
-  std::memcpy(bias + ctx.wide_pad, a.b_reduce, sizeof(float) * static_cast<size_t>(a.c));
-  auto* tiles = reinterpret_cast<uint16_t*>(bias + bias_floats);
+  float* bias_expand = packed.get();
+  float* bias_reduce = bias_expand + pack_bias_tiles(a.b_expand, a.wide, ctx.wide_pad, bias_expand);
+  pack_bias_tiles(a.b_reduce, a.c, ctx.c_pad, bias_reduce);
+  auto* tiles = reinterpret_cast<uint16_t*>(bias_expand + bias_floats);
   pack_conv3x3_tiles(a.w_expand, a.wide, a.c, ctx.wide_pad, ctx.c_pad, tiles);
   pack_conv3x3_tiles(a.w_reduce, a.c, a.wide, ctx.c_pad, ctx.wide_pad, tiles + expand_elems);
   ctx.b_expand = tiles;
   ctx.b_reduce = tiles + expand_elems;
-  ctx.bias_expand = bias;
-  ctx.bias_reduce = bias + ctx.wide_pad;
+  ctx.bias_expand = bias_expand;
+  ctx.bias_reduce = bias_reduce;
   parallel.run(ctx.bands.items, &block_a_amx_items, &ctx);
 }
 

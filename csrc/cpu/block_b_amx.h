@@ -12,8 +12,9 @@
 //   rows, but pixel-major with its channels padded to 32 ([column][32] bf16, 64 bytes a pixel: one A tile row),
 //   36 KB a row for a 512-column chunk; the wide activation of 32 pixels (12 KB) and x's 32 pixels (2 KB), padded
 //   the same way, stay in L1. Weights are packed per call as B tiles: 12 + 12 + 18 KB.
-// - Epilogues run in AVX-512 from the C tiles stored to a 4 KB buffer: bias, ReLU and rounding to bf16 for the wide
-//   activation (per 32 pixels 12 x 32 vectors), bias for t, bias, res_scale and the residual for y.
+// - The C tiles start as the biases (tiles loaded from a packed copy); epilogues run in AVX-512 from the C tiles
+//   stored to a 4 KB buffer: rounding to bf16 and ReLU for the wide activation (per 32 pixels 6 x 32 of 2 loads, a
+//   vcvtne2ps2bf16, an integer max and a store), rounding for t, res_scale and the residual for y.
 // - Accuracy: the products and sums are fp32 as in the AVX512-BF16 kernels; the wide activation and t are rounded
 //   to bf16 once, as there.
 // Not yet measured (no AMX CPU in our sessions); WDSR_FAST_CPU_BLOCK_B=amx runs it, the default stays the Winograd
@@ -33,9 +34,9 @@ struct AmxBContext {
   const uint16_t* b_expand;      // B tiles [wide_pad / 16][c_pad / 32]
   const uint16_t* b_reduce;      // [low_pad / 16][wide_pad / 32]
   const uint16_t* b_conv;        // [9 taps][c_pad / 16][low_pad / 32]
-  const float* bias_expand;      // [wide_pad], zero past wide
-  const float* bias_reduce;      // [low_pad]
-  const float* bias_conv;        // [c_pad]
+  const float* bias_expand;      // pack_bias_tiles: wide_pad x 16, zero past wide
+  const float* bias_reduce;      // low_pad x 16
+  const float* bias_conv;        // c_pad x 16
 };
 
 // Per item: the t ring, x's and the wide activation's 32 pixels, the C tiles.
@@ -58,20 +59,19 @@ inline void amx_t_row(const AmxBContext& ctx, int n, int row, int x0, int x1, ui
   const int ja = x0 == 0 ? 1 : 0;              // first column inside the image
   const int jb = imin(x1 + 1, a.w) - x0 + 1;  // one past the last
   const Bf16* x_row = a.x + (static_cast<int64_t>(n) * a.h + row) * a.w * a.c;
+  const int wide_pad = ctx.wide_pad, low_pad = ctx.low_pad;  // locals: the stores below may alias ctx for GCC
   for (int j = ja; j < jb; j += kAmxPixels) {
     const int pixels = imin(kAmxPixels, jb - j);
     stage_pixels(x_row + static_cast<int64_t>(x0 - 1 + j) * a.c, a.c, pixels, kAmxPixels, ctx.c_pad, s.x);
     for (int n0 = 0; n0 < ctx.wide_pad; n0 += kAmxChannels) {  // expand, ReLU
-      amx_gemm(s.x, ctx.c_pad, ctx.b_expand, n0, ctx.c_pad / kTileK, s.c);
-      for (int p = 0; p < kAmxPixels; ++p)
-        store_bf16_channels<true>(s.c + p * kAmxChannels, ctx.bias_expand + n0,
-                                  s.wide + static_cast<int64_t>(p) * ctx.wide_pad + n0);
+      amx_gemm(s.x, ctx.c_pad, ctx.b_expand, ctx.bias_expand, n0, ctx.c_pad / kTileK, s.c);
+      uint16_t* wide = s.wide + n0;
+      for (int p = 0; p < kAmxPixels; ++p) store_bf16_channels<true>(s.c + p * kAmxChannels, wide + p * wide_pad);
     }
     for (int n0 = 0; n0 < ctx.low_pad; n0 += kAmxChannels) {  // reduce
-      amx_gemm(s.wide, ctx.wide_pad, ctx.b_reduce, n0, ctx.wide_pad / kTileK, s.c);
-      for (int p = 0; p < pixels; ++p)
-        store_bf16_channels<false>(s.c + p * kAmxChannels, ctx.bias_reduce + n0,
-                                   dst + static_cast<int64_t>(j + p) * ctx.low_pad + n0);
+      amx_gemm(s.wide, wide_pad, ctx.b_reduce, ctx.bias_reduce, n0, wide_pad / kTileK, s.c);
+      uint16_t* t = dst + static_cast<int64_t>(j) * low_pad + n0;
+      for (int p = 0; p < pixels; ++p) store_bf16_channels<false>(s.c + p * kAmxChannels, t + p * low_pad);
     }
   }
   if (ja == 1) std::memset(dst, 0, sizeof(uint16_t) * ctx.low_pad);
@@ -86,9 +86,9 @@ inline void amx_conv_row(const AmxBContext& ctx, int n, int row, int x0, int x1,
   const int64_t pixel0 = (static_cast<int64_t>(n) * a.h + row) * a.w;
   for (int xb = x0; xb < x1; xb += kAmxPixels)
     for (int n0 = 0; n0 < ctx.c_pad; n0 += kAmxChannels) {
-      amx_conv3x3(rows, xb - x0, ctx.low_pad, ctx.b_conv, ctx.c_pad / kTileN, ctx.low_pad / kTileK, n0, s.c);
-      store_residual(s.c, ctx.bias_conv, a.res_scale, a.x, a.y, (pixel0 + xb) * a.c, a.c, n0,
-                     imin(kAmxPixels, x1 - xb));
+      amx_conv3x3(rows, xb - x0, ctx.low_pad, ctx.b_conv, ctx.bias_conv, ctx.c_pad / kTileN, ctx.low_pad / kTileK, n0,
+                  s.c);
+      store_residual(s.c, a.res_scale, a.x, a.y, (pixel0 + xb) * a.c, a.c, n0, imin(kAmxPixels, x1 - xb));
     }
 }
 
@@ -131,14 +131,16 @@ void wdsr_b_block_amx(const BlockBArgsOf<Bf16>& a, const Parallel& parallel) {
   const int64_t expand_elems = static_cast<int64_t>(ctx.wide_pad / kTileN) * (ctx.c_pad / kTileK) * kTileElems;
   const int64_t reduce_elems = static_cast<int64_t>(ctx.low_pad / kTileN) * (ctx.wide_pad / kTileK) * kTileElems;
   const int64_t conv_elems = pack_conv3x3_tiles(a.w_conv, a.c, a.low_rank, ctx.c_pad, ctx.low_pad, nullptr);
-  const int64_t bias_floats = ctx.wide_pad + ctx.low_pad + ctx.c_pad;
+  const int64_t bias_floats = static_cast<int64_t>(ctx.wide_pad + ctx.low_pad + ctx.c_pad) * kTileRows;
   Buffer packed(bias_floats + (expand_elems + reduce_elems + conv_elems) / 2);
-  float* bias = packed.get();
-  std::memset(bias, 0, sizeof(float) * static_cast<size_t>(bias_floats));
-  std::memcpy(bias, a.b_expand, sizeof(float) * static_cast<size_t>(a.wide));
-  std::memcpy(bias + ctx.wide_pad, a.b_reduce, sizeof(float) * static_cast<size_t>(a.low_rank));
-  std::memcpy(bias + ctx.wide_pad + ctx.low_pad, a.b_conv, sizeof(float) * static_cast<size_t>(a.c));
-  auto* tiles = reinterpret_cast<uint16_t*>(bias + bias_floats);
+  float* bias_expand = packed.get();
+  float* bias_reduce = bias_expand + pack_bias_tiles(a.b_expand, a.wide, ctx.wide_pad, bias_expand);
+  float* bias_conv = bias_reduce + pack_bias_tiles(a.b_reduce, a.low_rank, ctx.low_pad, bias_reduce);
+  pack_bias_tiles(a.b_conv, a.c, ctx.c_pad, bias_conv);
+  ctx.bias_expand = bias_expand;
+  ctx.bias_reduce = bias_reduce;
+  ctx.bias_conv = bias_conv;
+  auto* tiles = reinterpret_cast<uint16_t*>(bias_expand + bias_floats);
   pack_b_tiles(a.w_expand, a.c, 1, a.wide, a.c, ctx.wide_pad / kTileN, ctx.c_pad / kTileK, tiles);
   pack_b_tiles(a.w_reduce, a.wide, 1, a.low_rank, a.wide, ctx.low_pad / kTileN, ctx.wide_pad / kTileK,
                tiles + expand_elems);
@@ -146,9 +148,6 @@ void wdsr_b_block_amx(const BlockBArgsOf<Bf16>& a, const Parallel& parallel) {
   ctx.b_expand = tiles;
   ctx.b_reduce = tiles + expand_elems;
   ctx.b_conv = tiles + expand_elems + reduce_elems;
-  ctx.bias_expand = bias;
-  ctx.bias_reduce = bias + ctx.wide_pad;
-  ctx.bias_conv = bias + ctx.wide_pad + ctx.low_pad;
   parallel.run(ctx.bands.items, &block_b_amx_items, &ctx);
 }
 
