@@ -12,8 +12,11 @@ The halo logic is also run through a ctypes harness with narrow column chunks, w
 copies of the kernel source must fail the same check.
 """
 import ctypes
+import json
+import os
 import shutil
 import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -613,6 +616,12 @@ MUTANTS = [
 
 
 def build_harness(tmp_path, isa, mutant=None, harness=HARNESS, header="block_b.h", defines=()):
+    return ctypes.CDLL(str(compile_harness(tmp_path, isa, mutant, harness, header, defines)))
+
+
+def compile_harness(tmp_path, isa, mutant=None, harness=HARNESS, header="block_b.h", defines=()):
+    """The harness built as a shared library (its path): for `isa`, from the kernel headers or a copy with `mutant`
+    (what it breaks, text of `header`, its replacement) applied."""
     compiler = shutil.which("c++") or shutil.which("g++")
     if compiler is None:
         pytest.skip("no C++ compiler to build the test harness")
@@ -626,7 +635,7 @@ def build_harness(tmp_path, isa, mutant=None, harness=HARNESS, header="block_b.h
     library = tmp_path / f"harness_{isa}.so"
     subprocess.run([compiler, "-std=c++20", "-O1", "-shared", "-fPIC", *HARNESS_FLAGS[isa], *defines, f"-I{include}",
                     str(harness), "-o", str(library)], check=True, capture_output=True)
-    return ctypes.CDLL(str(library))
+    return library
 
 
 def harness_block(lib, x, weights, res_scale, max_chunk_w, threads, winograd=False):
@@ -719,16 +728,18 @@ AMX_MUTANTS = [
 ]
 
 
-def build_amx_harness(tmp_path, mutant=None, emulated=True, a_chunk=5):
+def build_amx_harness(tmp_path, mutant=None, emulated=True, a_chunk=5, sanitize=False):
     """The harness on emulated tiles, or on the CPU's, its WDSR-A column chunks a_chunk wide; mutant: an entry of
-    AMX_MUTANTS."""
+    AMX_MUTANTS; sanitize: with AddressSanitizer (then its path, not loaded)."""
     if cpu_backend.bf16_isa() is None:
         pytest.skip("the harness's epilogues need AVX512-BF16, which this CPU or build lacks")
     flags = [*AMX_FLAGS, "-DWDSR_CPU_AMX_EMULATED"] if emulated else [*AMX_FLAGS, "-mamx-tile", "-mamx-bf16"]
     header, change = (mutant[1], (mutant[0], *mutant[2:])) if mutant else ("block_b_amx.h", None)
     (tmp_path / f"chunk{a_chunk}").mkdir()
-    return build_harness(tmp_path / f"chunk{a_chunk}", "amx", change, AMX_HARNESS, header,
-                         ["-O2", f"-DWDSR_CPU_AMX_A_CHUNK={a_chunk}", *flags])
+    library = compile_harness(tmp_path / f"chunk{a_chunk}", "amx", change, AMX_HARNESS, header,
+                              ["-O2", f"-DWDSR_CPU_AMX_A_CHUNK={a_chunk}", *flags,
+                               *(["-fsanitize=address", "-fno-omit-frame-pointer"] if sanitize else [])])
+    return library if sanitize else ctypes.CDLL(str(library))  # a sanitized one runs in a process of its own
 
 
 def bf16_error_ratio(out, ref, torch_out):
@@ -779,6 +790,46 @@ def test_amx_blocks_through_the_harness_on_tiles(tmp_path):
     lib = build_amx_harness(tmp_path, emulated=False)
     assert lib.harness_amx_permit() == 1
     assert amx_harness_error(lib) <= 2
+
+
+# Runs both AMX blocks of the harness at argv[1] on every case of argv[2] (a JSON list of [block, n, c, h, w, wide,
+# low_rank, chunk, threads]), random inputs: under AddressSanitizer it aborts on any read or write outside a buffer.
+AMX_ASAN_RUNNER = """
+import ctypes, json, sys
+import numpy as np
+lib = ctypes.CDLL(sys.argv[1])
+rng = np.random.default_rng(0)
+def arr(*shape, dtype=np.float32):
+    return (rng.standard_normal(shape) * 0.1).astype(np.float32).view(np.uint32).__rshift__(16).astype(dtype) \
+        if dtype == np.uint16 else (rng.standard_normal(shape) * 0.1).astype(np.float32)
+ptr = lambda a: ctypes.c_void_p(a.ctypes.data)
+for block, n, c, h, w, wide, low, chunk, threads in json.loads(sys.argv[2]):
+    x, y = arr(n, h, w, c, dtype=np.uint16), np.zeros((n, h, w, c), np.uint16)
+    if block == "a":
+        ws = [arr(wide, c, 3, 3), arr(wide), arr(c, wide, 3, 3), arr(c)]
+        lib.harness_wdsr_a_block_amx(ptr(x), *map(ptr, ws), ctypes.c_float(0.5), ptr(y), n, h, w, c, wide, threads)
+    else:
+        ws = [arr(wide, c), arr(wide), arr(low, wide), arr(low), arr(c, low, 3, 3), arr(c)]
+        lib.harness_wdsr_b_block_amx(ptr(x), *map(ptr, ws), ctypes.c_float(0.5), ptr(y), n, h, w, c, wide, low,
+                                     chunk, threads)
+"""
+
+
+@pytest.mark.parametrize("a_chunk", AMX_A_CHUNKS)
+def test_amx_blocks_stay_inside_their_buffers(tmp_path, a_chunk):
+    """The emulated tile loads and stores touch the bytes the tile instructions do (16 rows of 64 bytes at the
+    stride): under AddressSanitizer neither block reads or writes outside a buffer."""
+    asan = subprocess.run([shutil.which("c++") or "g++", "-print-file-name=libasan.so"], capture_output=True,
+                          text=True).stdout.strip()
+    if not Path(asan).is_file():
+        pytest.skip("the compiler has no AddressSanitizer runtime")
+    lib = build_amx_harness(tmp_path, a_chunk=a_chunk, sanitize=True)
+    cases = [["a", *shape, wide, 0, 0, threads] for shape, wide, threads in AMX_A_CASES]
+    cases += [["b", *shape, int(shape[1] * e), int(shape[1] * r), chunk, threads]
+              for shape, e, r, chunk, threads in AMX_B_CASES]
+    run = subprocess.run([sys.executable, "-c", AMX_ASAN_RUNNER, str(lib), json.dumps(cases)], capture_output=True,
+                         text=True, env={**os.environ, "LD_PRELOAD": asan, "ASAN_OPTIONS": "detect_leaks=0"})
+    assert run.returncode == 0, run.stderr[-3000:]
 
 
 @pytest.mark.parametrize("mutant", AMX_MUTANTS, ids=[m[0] for m in AMX_MUTANTS])
