@@ -209,7 +209,8 @@ def test_wdsr_a_block_path_must_be_known(monkeypatch):
     x = randn(1, 8, 5, 7, seed=1)
     w = [randn(16, 8, 3, 3, seed=2), randn(16, seed=3), randn(8, 16, 3, 3, seed=4), randn(8, seed=5)]
     with pytest.raises(ValueError, match=r"WDSR_FAST_CPU_BLOCK_A=fft is not a way this CPU and build run WDSR-A "
-                                         r"blocks on float32 features; choose one of: fused, winograd(, onednn)?$"):
+                                         r"blocks on float32 features; choose one of: fused, winograd, (onednn, )?"
+                                         r"fastest$"):
         cpu_backend.wdsr_a_block(x, *w, 0.5)
 
 
@@ -324,12 +325,60 @@ def test_wdsr_b_block_path_must_be_known(monkeypatch):
     monkeypatch.setenv(cpu_backend.BLOCK_B_ENV, "fft")
     w = block_b_weights(8, 6, 0.8)
     with pytest.raises(ValueError, match=r"WDSR_FAST_CPU_BLOCK_B=fft is not a way this CPU and build run WDSR-B "
-                                         r"blocks on float32 features; choose one of: direct, winograd(, onednn)?$"):
+                                         r"blocks on float32 features; choose one of: direct, winograd, (onednn, )?"
+                                         r"fastest$"):
         cpu_backend.wdsr_b_block(randn(1, 8, 5, 7, seed=1), *w, 1.0)
     monkeypatch.setenv(cpu_backend.BLOCK_B_ENV, "amx")  # bfloat16 features only
     with pytest.raises(ValueError, match=r"WDSR_FAST_CPU_BLOCK_B=amx is not a way this CPU and build run WDSR-B "
                                          r"blocks on float32 features"):
         cpu_backend.wdsr_b_block(randn(1, 8, 5, 7, seed=1), *w, 1.0)
+
+
+@pytest.mark.parametrize("variant", ["a", "b"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fastest_races_the_ways_at_the_first_call(monkeypatch, variant, dtype):
+    """WDSR_FAST_CPU_BLOCK_A / _B=fastest: the first call runs every way offered, records their times and their
+    outputs' differences from the default's, and returns the chosen way's output, bit for bit; later calls run that
+    way without racing again, until forget_races()."""
+    if dtype == torch.bfloat16 and cpu_backend.bf16_isa() is None:
+        pytest.skip("this CPU or build runs no bf16 kernels")
+    env, ways = ((cpu_backend.BLOCK_A_ENV, A_BF16_BLOCK_PATHS if dtype == torch.bfloat16 else A_BLOCK_PATHS)
+                 if variant == "a" else
+                 (cpu_backend.BLOCK_B_ENV, B_BF16_BLOCK_PATHS if dtype == torch.bfloat16 else B_BLOCK_PATHS))
+    op = getattr(cpu_backend, f"wdsr_{variant}_block")
+    x = randn(1, 16, 9, 21, seed=1).to(dtype)
+    w = ([randn(32, 16, 3, 3, seed=2, scale=0.1), randn(32, seed=3, scale=0.1), randn(16, 32, 3, 3, seed=4, scale=0.05),
+          randn(16, seed=5, scale=0.1)] if variant == "a" else block_b_weights(16, 6, 0.8))
+    w = [t.to(dtype) for t in w]
+    key = f"WDSR-{variant.upper()} {'bfloat16' if dtype == torch.bfloat16 else 'float32'}: {' '.join(ways)}"
+    cpu_backend.forget_races()
+    monkeypatch.setenv(env, "fastest")
+    raced = op(x, *w, 0.7)
+    assert list(cpu_backend.races()) == [key]
+    chosen, ms, difference = cpu_backend.races()[key]
+    assert chosen in ways and list(ms) == ways and list(difference) == ways and all(t > 0 for t in ms.values())
+    assert max(difference.values()) < (2e-2 if dtype == torch.bfloat16 else 1e-5) and min(difference.values()) == 0
+    again = op(x, *w, 0.7)
+    monkeypatch.setenv(env, chosen)
+    assert torch.equal(raced, op(x, *w, 0.7)) and torch.equal(again, raced)
+    assert cpu_backend.races()[key] == (chosen, ms, difference)  # not raced again
+    cpu_backend.forget_races()
+    assert cpu_backend.races() == {}
+
+
+def test_the_default_races_only_unmeasured_ways(monkeypatch):
+    """Unset, WDSR_FAST_CPU_BLOCK_B runs the way measured fastest on the path, raced at the first call only against
+    the AMX kernel, where the CPU has one (its speed not yet measured by our races)."""
+    monkeypatch.delenv(cpu_backend.BLOCK_B_ENV, raising=False)
+    cpu_backend.forget_races()
+    w = block_b_weights(16, 6, 0.8)
+    cpu_backend.wdsr_b_block(randn(1, 16, 5, 7, seed=1), *w, 1.0)
+    assert cpu_backend.races() == {}
+    if cpu_backend.bf16_isa() is not None:
+        cpu_backend.wdsr_b_block(randn(1, 16, 5, 7, seed=1).bfloat16(), *[t.bfloat16() for t in w], 1.0)
+        raced = {"WDSR-B bfloat16: winograd amx"} if cpu_backend.amx() else set()
+        assert set(cpu_backend.races()) == raced
+    cpu_backend.forget_races()
 
 
 def test_whole_model_wdsr_a_block_paths(isa, threads, a_block_path):

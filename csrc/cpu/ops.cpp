@@ -23,6 +23,7 @@
 #include "../common/checks.h"
 #include "../common/op_schemas.h"
 #include "../common/tensors.h"
+#include "block_choice.h"
 #include "kernels.h"
 #include "output_pool.h"
 
@@ -276,33 +277,12 @@ const std::optional<OneDnnConvs>& onednn_convs() {
   return convs;
 }
 
-// WDSR_FAST_CPU_BLOCK_A=fused|winograd|onednn|amx (read at every call; amx for bfloat16 features on CPUs with
-// AMX-BF16): how WDSR-A blocks run. Default: the path's
-// fastest measured (KernelTable::a_block_default, Bf16KernelTable's for bf16), the Winograd kernel where that is
-// oneDNN and torch has none
-// (it beats the direct one on every path: 1.85-2.0x with AVX-512 and AVX2, 2.6x on the portable path, measured).
+// WDSR_FAST_CPU_BLOCK_A=fused|winograd|onednn|amx|fastest (read at every call; amx for bfloat16 features on CPUs
+// with AMX-BF16): how WDSR-A blocks run (block_choice.h). Default: the path's fastest measured
+// (KernelTable::a_block_default, Bf16KernelTable's for bf16; the Winograd kernel where that is oneDNN and torch has
+// none: it beats the direct one on every path, 1.85-2.0x with AVX-512 and AVX2, 2.6x on the portable path), raced
+// against the AMX kernel at the first call where the CPU has AMX-BF16.
 constexpr const char* kBlockAEnv = "WDSR_FAST_CPU_BLOCK_A";
-
-// The way `block` ("WDSR-A", "WDSR-B") blocks on `features` ("float32", "bfloat16") run: the one `env` names
-// (`names`: Path's values in order, `offered`: which of them this CPU and build run), unset: `fastest` (the Winograd
-// kernel where that is not offered: oneDNN where torch has none).
-template <typename Path, size_t N>
-Path block_path(const char* op, const char* block, const char* features, const char* env,
-                const std::array<const char*, N>& names, const std::array<bool, N>& offered, Path fastest) {
-  const char* wanted = std::getenv(env);
-  if (wanted == nullptr || *wanted == '\0') return offered[static_cast<size_t>(fastest)] ? fastest : Path::winograd;
-  const std::string choice(wanted);
-  std::optional<size_t> match;
-  std::string choices;
-  for (size_t i = 0; i < N; ++i) {
-    if (!offered[i]) continue;
-    if (choice == names[i]) match = i;
-    choices += (choices.empty() ? "" : ", ") + std::string(names[i]);
-  }
-  TORCH_CHECK_VALUE(match.has_value(), op, ": ", env, "=", choice, " is not a way this CPU and build run ", block,
-                    " blocks on ", features, " features; choose one of: ", choices);
-  return static_cast<Path>(*match);
-}
 
 at::Tensor wdsr_a_block(const at::Tensor& x, const at::Tensor& w_expand, const at::Tensor& b_expand,
                         const at::Tensor& w_reduce, const at::Tensor& b_reduce, double res_scale) {
@@ -312,38 +292,41 @@ at::Tensor wdsr_a_block(const at::Tensor& x, const at::Tensor& w_expand, const a
   const wdsr_cpu::Bf16KernelTable* k16 = bf16 ? &bf16_kernels("wdsr_a_block", x.size(1), w_expand.size(0)) : nullptr;
   const at::Tensor in = channels_last(x);
   const auto& onednn = onednn_convs();
-  const auto path = block_path<wdsr_cpu::BlockAPath, 4>(
-      "wdsr_a_block", "WDSR-A", bf16 ? "bfloat16" : "float32", kBlockAEnv, {"fused", "winograd", "onednn", "amx"},
-      {true, true, onednn.has_value(), bf16 && amx_table() != nullptr},
-      bf16 ? k16->a_block_default : k.a_block_default);
-  if (path == wdsr_cpu::BlockAPath::onednn) {
-    // y = conv(relu(conv(x, w_expand) + b_expand), res_scale * w_reduce) + res_scale * b_reduce + x: the ReLU and the
-    // residual ride on the convolutions (5% faster per block at 128x128 than separate passes, 2 threads, measured).
-    return onednn->conv_residual(onednn->conv(in, w_expand, b_expand, 1, true), in, w_reduce, b_reduce, res_scale, 1);
-  }
+  using Path = wdsr_cpu::BlockAPath;
+  const wdsr_cpu_binding::BlockWays<4> ways{"wdsr_a_block", "WDSR-A", bf16 ? "bfloat16" : "float32", kBlockAEnv,
+                                           {"fused", "winograd", "onednn", "amx"},
+                                           {true, true, onednn.has_value(), bf16 && amx_table() != nullptr}};
+  const auto choice = wdsr_cpu_binding::choose_way(
+      ways, static_cast<size_t>(bf16 ? k16->a_block_default : k.a_block_default), {static_cast<size_t>(Path::amx)});
   const BlockWeights weights(w_expand, b_expand, w_reduce, b_reduce);
-  at::Tensor y = new_output(x.sizes(), x.options().memory_format(at::MemoryFormat::ChannelsLast),
-                            &wdsr_cpu_binding::OutputPool::instance());
-  const bool winograd = path == wdsr_cpu::BlockAPath::winograd;
-  if (path == wdsr_cpu::BlockAPath::amx) {
-    wdsr_cpu::BlockAArgsOf<wdsr_cpu::Bf16> args{};
-    set_block_args(args, in, weights, res_scale, y);
-    amx_table()->wdsr_a_block(args, parallel());
-  } else if (bf16) {
-    wdsr_cpu::BlockAArgsOf<wdsr_cpu::Bf16> args{};
-    set_block_args(args, in, weights, res_scale, y);
-    (winograd ? k16->wdsr_a_block_winograd : k16->wdsr_a_block)(args, parallel());
-  } else {
-    wdsr_cpu::BlockAArgs args{};
-    set_block_args(args, in, weights, res_scale, y);
-    (winograd ? k.wdsr_a_block_winograd : k.wdsr_a_block)(args, parallel());
-  }
-  return y;
+  return wdsr_cpu_binding::run_choice(ways, choice, [&](size_t way) {
+    const auto path = static_cast<Path>(way);
+    if (path == Path::onednn) {
+      // y = conv(relu(conv(x, w_expand) + b_expand), res_scale * w_reduce) + res_scale * b_reduce + x: the ReLU and
+      // the residual ride on the convolutions (5% faster per block at 128x128 than separate passes, 2 threads,
+      // measured).
+      return onednn->conv_residual(onednn->conv(in, w_expand, b_expand, 1, true), in, w_reduce, b_reduce, res_scale,
+                                   1);
+    }
+    at::Tensor y = new_output(x.sizes(), x.options().memory_format(at::MemoryFormat::ChannelsLast),
+                              &wdsr_cpu_binding::OutputPool::instance());
+    const bool winograd = path == Path::winograd;
+    if (bf16) {
+      wdsr_cpu::BlockAArgsOf<wdsr_cpu::Bf16> args{};
+      set_block_args(args, in, weights, res_scale, y);
+      (path == Path::amx ? amx_table()->wdsr_a_block
+                         : winograd ? k16->wdsr_a_block_winograd : k16->wdsr_a_block)(args, parallel());
+    } else {
+      wdsr_cpu::BlockAArgs args{};
+      set_block_args(args, in, weights, res_scale, y);
+      (winograd ? k.wdsr_a_block_winograd : k.wdsr_a_block)(args, parallel());
+    }
+    return y;
+  });
 }
 
-// WDSR_FAST_CPU_BLOCK_B=direct|winograd|onednn|amx (read at every call; amx for bfloat16 features on CPUs with
-// AMX-BF16): how WDSR-B blocks run. Default: the path's
-// fastest measured (KernelTable::b_block_default, Bf16KernelTable's for bf16).
+// WDSR_FAST_CPU_BLOCK_B=direct|winograd|onednn|amx|fastest: how WDSR-B blocks run, as WDSR_FAST_CPU_BLOCK_A for
+// WDSR-A (KernelTable::b_block_default).
 constexpr const char* kBlockBEnv = "WDSR_FAST_CPU_BLOCK_B";
 
 template <typename Feature>
@@ -368,30 +351,36 @@ at::Tensor wdsr_b_block(const at::Tensor& x, const at::Tensor& w_expand, const a
   const wdsr_cpu::Bf16KernelTable* k16 = bf16 ? &bf16_kernels("wdsr_b_block", x.size(1), w_expand.size(0)) : nullptr;
   const at::Tensor in = channels_last(x);
   const auto& onednn = onednn_convs();
-  const auto path = block_path<wdsr_cpu::BlockBPath, 4>(
-      "wdsr_b_block", "WDSR-B", bf16 ? "bfloat16" : "float32", kBlockBEnv, {"direct", "winograd", "onednn", "amx"},
-      {true, true, onednn.has_value(), bf16 && amx_table() != nullptr},
-      bf16 ? k16->b_block_default : k.b_block_default);
-  if (path == wdsr_cpu::BlockBPath::onednn) {
-    // Three convolutions, the ReLU and the residual as their post-ops (as the WDSR-A block's oneDNN path); the wide
-    // and the low-rank activations go through memory.
-    const at::Tensor wide = onednn->conv(in, w_expand, b_expand, 0, true);
-    return onednn->conv_residual(onednn->conv(wide, w_reduce, b_reduce, 0, false), in, w_conv, b_conv, res_scale, 1);
-  }
+  using Path = wdsr_cpu::BlockBPath;
+  const wdsr_cpu_binding::BlockWays<4> ways{"wdsr_b_block", "WDSR-B", bf16 ? "bfloat16" : "float32", kBlockBEnv,
+                                           {"direct", "winograd", "onednn", "amx"},
+                                           {true, true, onednn.has_value(), bf16 && amx_table() != nullptr}};
+  const auto choice = wdsr_cpu_binding::choose_way(
+      ways, static_cast<size_t>(bf16 ? k16->b_block_default : k.b_block_default), {static_cast<size_t>(Path::amx)});
   const BlockWeights weights(w_expand, b_expand, w_reduce, b_reduce);
   const Floats wc(w_conv), bc(b_conv);
   const int low_rank = static_cast<int>(w_reduce.size(0));
-  at::Tensor y = new_output(x.sizes(), x.options().memory_format(at::MemoryFormat::ChannelsLast),
-                            &wdsr_cpu_binding::OutputPool::instance());
-  const bool winograd = path == wdsr_cpu::BlockBPath::winograd;
-  if (path == wdsr_cpu::BlockBPath::amx) {
-    run_block_b(amx_table()->wdsr_b_block, in, weights, wc, bc, low_rank, res_scale, y);
-  } else if (bf16) {
-    run_block_b(winograd ? k16->wdsr_b_block_winograd : k16->wdsr_b_block, in, weights, wc, bc, low_rank, res_scale, y);
-  } else {
-    run_block_b(winograd ? k.wdsr_b_block_winograd : k.wdsr_b_block, in, weights, wc, bc, low_rank, res_scale, y);
-  }
-  return y;
+  return wdsr_cpu_binding::run_choice(ways, choice, [&](size_t way) {
+    const auto path = static_cast<Path>(way);
+    if (path == Path::onednn) {
+      // Three convolutions, the ReLU and the residual as their post-ops (as the WDSR-A block's oneDNN path); the
+      // wide and the low-rank activations go through memory.
+      const at::Tensor wide = onednn->conv(in, w_expand, b_expand, 0, true);
+      return onednn->conv_residual(onednn->conv(wide, w_reduce, b_reduce, 0, false), in, w_conv, b_conv, res_scale,
+                                   1);
+    }
+    at::Tensor y = new_output(x.sizes(), x.options().memory_format(at::MemoryFormat::ChannelsLast),
+                              &wdsr_cpu_binding::OutputPool::instance());
+    const bool winograd = path == Path::winograd;
+    if (bf16) {
+      run_block_b(path == Path::amx ? amx_table()->wdsr_b_block
+                                    : winograd ? k16->wdsr_b_block_winograd : k16->wdsr_b_block,
+                  in, weights, wc, bc, low_rank, res_scale, y);
+    } else {
+      run_block_b(winograd ? k.wdsr_b_block_winograd : k.wdsr_b_block, in, weights, wc, bc, low_rank, res_scale, y);
+    }
+    return y;
+  });
 }
 
 template <typename Feature>
@@ -461,6 +450,45 @@ PyObject* py_bf16_isa(PyObject*, PyObject*) {
 // amx() -> whether blocks on bfloat16 features can run on AMX tiles here (WDSR_FAST_CPU_BLOCK_A / _B=amx).
 PyObject* py_amx(PyObject*, PyObject*) { return PyBool_FromLong(amx_table() != nullptr ? 1 : 0); }
 
+// races() -> {"<block> <features>: <ways>": (way chosen, {way: ms}, {way: difference})} for the races run so far
+// (block_choice.h).
+PyObject* py_races(PyObject*, PyObject*) {
+  std::lock_guard<std::mutex> lock(wdsr_cpu_binding::race_mutex());
+  PyObject* races = PyDict_New();
+  if (races == nullptr) return nullptr;
+  for (const auto& [key, record] : wdsr_cpu_binding::race_records()) {
+    PyObject* ms = PyDict_New();
+    PyObject* difference = PyDict_New();
+    bool ok = ms != nullptr && difference != nullptr;
+    for (size_t i = 0; ok && i < record.ms.size(); ++i) {
+      PyObject* t = PyFloat_FromDouble(record.ms[i].second);
+      PyObject* d = PyFloat_FromDouble(record.difference[i].second);
+      ok = t != nullptr && d != nullptr && PyDict_SetItemString(ms, record.ms[i].first.c_str(), t) == 0 &&
+           PyDict_SetItemString(difference, record.difference[i].first.c_str(), d) == 0;
+      Py_XDECREF(t);
+      Py_XDECREF(d);
+    }
+    PyObject* entry = ok ? Py_BuildValue("(sOO)", record.chosen.c_str(), ms, difference)
+                         : nullptr;
+    Py_XDECREF(ms);
+    Py_XDECREF(difference);
+    if (entry == nullptr || PyDict_SetItemString(races, key.c_str(), entry) != 0) {
+      Py_XDECREF(entry);
+      Py_DECREF(races);
+      return nullptr;
+    }
+    Py_DECREF(entry);
+  }
+  return races;
+}
+
+// forget_races() -> None: the next call of each block kind races its ways again.
+PyObject* py_forget_races(PyObject*, PyObject*) {
+  std::lock_guard<std::mutex> lock(wdsr_cpu_binding::race_mutex());
+  wdsr_cpu_binding::race_records().clear();
+  Py_RETURN_NONE;
+}
+
 // threaded() -> whether the ops use torch's intra-op threads (False: built without the OpenMP torch uses).
 PyObject* py_threaded(PyObject*, PyObject*) { return PyBool_FromLong(kThreaded ? 1 : 0); }
 
@@ -486,6 +514,10 @@ extern "C" PyMODINIT_FUNC PyInit__cpu(void) {
        "The instruction-set path of the bf16 block kernels on this CPU and build (None: bf16 features unsupported)."},
       {"amx", py_amx, METH_NOARGS,
        "Whether blocks on bfloat16 features can run on AMX tiles here (WDSR_FAST_CPU_BLOCK_A / _B=amx)."},
+      {"races", py_races, METH_NOARGS,
+       "The ways of running blocks raced at a first call so far: {'<block> <features>: <ways>': (way chosen, {way: ms}, "
+       "{way: largest difference from the default way's output, relative})}."},
+      {"forget_races", py_forget_races, METH_NOARGS, "Race the ways of each block kind again at its next call."},
       {"threaded", py_threaded, METH_NOARGS,
        "Whether the ops use torch's intra-op threads (False where built without the OpenMP torch uses)."},
       {nullptr, nullptr, 0, nullptr}};

@@ -11,8 +11,10 @@ as measured; ``WDSR_FAST_CPU_BLOCK_A`` (``fused``: the fused kernel on direct co
 picks one; ``WDSR_FAST_CPU_BLOCK_B`` (``direct``, ``winograd``: the fused kernel with its 3x3 direct or on Winograd
 F(2x2, 3x3), or ``onednn``) how WDSR-B blocks run (default: the fastest measured on the path). For bfloat16 features on
 CPUs with AMX-BF16 both also take ``amx``: the fused kernels on AMX tiles (``amx()`` says whether this CPU and build run
-them). This module loads the extension if it was built (``pip install --no-build-isolation .`` with a C++ compiler)
-through ``common.load_extension`` and exposes the four ops with the signatures of ``reference.py``.
+them), and there the default is raced against them at the first call of each block kind; ``fastest`` races every way
+offered at the first call (``races()`` says what was measured). This module loads the extension if it was built (``pip
+install --no-build-isolation .`` with a C++ compiler) through ``common.load_extension`` and exposes the four ops with
+the signatures of ``reference.py``.
 """
 from __future__ import annotations
 
@@ -60,6 +62,19 @@ def bf16_isa() -> str | None:
 def amx() -> bool:
     """Whether blocks on bfloat16 features can run on AMX tiles here (``WDSR_FAST_CPU_BLOCK_A`` / ``_B=amx``)."""
     return bool(_cpu.amx()) if _cpu is not None else False
+
+
+def races() -> dict[str, tuple[str, dict[str, float], dict[str, float]]]:
+    """The ways of running a block kind raced at its first call so far (``WDSR_FAST_CPU_BLOCK_A`` / ``_B=fastest``,
+    and by default bfloat16 blocks on CPUs with AMX-BF16): ``{"<block> <features>: <ways>": (way chosen, {way: best
+    of three in ms}, {way: largest difference from the default way's output, relative to its largest value})}``."""
+    return dict(_cpu.races()) if _cpu is not None else {}
+
+
+def forget_races() -> None:
+    """Race again at the next call of each block kind (after the inputs' size or the thread count changed)."""
+    if _cpu is not None:
+        _cpu.forget_races()
 
 
 def _bf16_reason(config) -> str | None:
