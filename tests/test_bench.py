@@ -323,9 +323,12 @@ def test_cuda_graph_rows_need_a_gpu():
 
 
 @pytest.mark.skipif(ops.unavailable_reason("cpu", "cpu") is not None, reason="the CPU kernels are not built")
-def test_wdsr_a_block_paths_and_bf16_peers(tmp_path):
+def test_wdsr_a_block_paths_and_bf16_peers(tmp_path, monkeypatch):
     """A WDSR-A case times the cpu backend with each way of running its blocks (a WDSR-B case too); a bf16 case on
-    CPU races OpenVINO at its defaults (bf16 where the CPU has the units), not the fp32 runtimes."""
+    CPU races OpenVINO at its defaults (bf16 where the CPU has the units), not the fp32 runtimes. The results record
+    what the blocks' first-call races measured (here WDSR-A's, run with WDSR_FAST_CPU_BLOCK_A=fastest)."""
+    monkeypatch.setenv(cpu_backend.BLOCK_A_ENV, "fastest")
+    cpu_backend.forget_races()
     main(["--device", "cpu", "--cases", "wdsr-a-baseline:2:16x16:1:fp32", "wdsr-b-32x16:2:16x16:1:bf16",
           "--backends", "cpu", "--repeats", "1", "--no-memory", "--compile", "none", "--out", str(tmp_path)])
     rows = {(r["preset"], r["row"]): r for r in json.loads((tmp_path / "results.json").read_text())["rows"]}
@@ -340,6 +343,10 @@ def test_wdsr_a_block_paths_and_bf16_peers(tmp_path):
         amx = rows[("wdsr-b-32x16", "fast-cpu:b-amx")]  # AMX tiles: timed where the CPU has them, for bf16
         assert ("skipped" not in amx) == cpu_backend.amx(), amx
     assert "float32 features" in rows[("wdsr-a-baseline", "fast-cpu:a-amx")]["skipped"]
+    races = json.loads((tmp_path / "results.json").read_text())["environment"]["cpu_block_races"]
+    assert races == {k: list(v) for k, v in cpu_backend.races().items()}
+    assert any(key.startswith("WDSR-A float32: ") for key in races), races
+    cpu_backend.forget_races()
     assert "raced in fp32" in rows[("wdsr-b-32x16", "onnxruntime")]["skipped"]
     default = rows[("wdsr-b-32x16", "openvino-default")]
     assert "skipped" not in default or "pip install" in default["skipped"], default

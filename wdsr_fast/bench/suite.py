@@ -13,6 +13,7 @@ import torch
 
 from .. import ops
 from ..model import PRESETS, SCALES
+from ..ops import cpu_backend
 from .measure import CPU_MATMUL_SIZE, GPU_MATMUL_SIZE, measure, peak_rates
 from .memory import METHOD as CPU_MEMORY_METHOD
 from .report import environment, format_table, short_cpu_name, write_results
@@ -122,6 +123,8 @@ def run_benchmark(plan: Plan) -> Path:
             env["cases_measured"] = f"{number} of {len(plan.cases)}"
             write_results(rows, env, plan.out)
     env.pop("cases_measured", None)
+    if plan.device.type == "cpu":  # what the CPU blocks' first-call races measured (AMX CPUs, `fastest`)
+        env["cpu_block_races"] = cpu_backend.races()
     if hasattr(os, "getloadavg"):
         env["load_average_at_end"] = os.getloadavg()
     print(f"{env['device']} ({', '.join(env['cpu_flags']) or env['torch_cpu_capability']}), torch {env['torch']}, "
