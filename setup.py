@@ -33,7 +33,10 @@ CPU_KERNELS = [
     ("avx512_bf16", "csrc/cpu/kernels_avx512_bf16.cpp",
      ["-mavx512f", "-mavx512vl", "-mavx512bw", "-mavx512bf16", "-mavx2", "-mfma"]),
     ("amx", "csrc/cpu/kernels_amx.cpp",
-     ["-mavx512f", "-mavx512vl", "-mavx512bw", "-mavx512bf16", "-mavx2", "-mfma", "-mamx-tile", "-mamx-bf16"]),
+     ["-mavx512f", "-mavx512vl", "-mavx512bw", "-mavx512bf16", "-mavx2", "-mfma",
+      # For tests (.ci/amx_emulated): the AMX kernels on tiles emulated in C++ (slow), offered on CPUs without AMX.
+      *(["-DWDSR_CPU_AMX_EMULATED"] if os.environ.get("WDSR_FAST_CPU_AMX_EMULATED") == "1"
+        else ["-mamx-tile", "-mamx-bf16"])]),
     ("avx2", "csrc/cpu/kernels_avx2.cpp", ["-mavx2", "-mfma"]),
     ("generic", "csrc/cpu/kernels_generic.cpp", []),
 ]
