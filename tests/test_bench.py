@@ -326,10 +326,11 @@ def test_cuda_graph_rows_need_a_gpu():
 def test_wdsr_a_block_paths_and_bf16_peers(tmp_path, monkeypatch):
     """A WDSR-A case times the cpu backend with each way of running its blocks (a WDSR-B case too); a bf16 case on
     CPU races OpenVINO at its defaults (bf16 where the CPU has the units), not the fp32 runtimes. The results record
-    what the blocks' first-call races measured (here WDSR-A's, run with WDSR_FAST_CPU_BLOCK_A=fastest)."""
+    what the blocks' first-call races measured (here WDSR-A's at 64 x 64 input pixels, with
+    WDSR_FAST_CPU_BLOCK_A=fastest)."""
     monkeypatch.setenv(cpu_backend.BLOCK_A_ENV, "fastest")
     cpu_backend.forget_races()
-    main(["--device", "cpu", "--cases", "wdsr-a-baseline:2:16x16:1:fp32", "wdsr-b-32x16:2:16x16:1:bf16",
+    main(["--device", "cpu", "--cases", "wdsr-a-baseline:2:128x128:1:fp32", "wdsr-b-32x16:2:16x16:1:bf16",
           "--backends", "cpu", "--repeats", "1", "--no-memory", "--compile", "none", "--out", str(tmp_path)])
     rows = {(r["preset"], r["row"]): r for r in json.loads((tmp_path / "results.json").read_text())["rows"]}
     for path in ("fused", "onednn"):

@@ -337,22 +337,24 @@ def test_wdsr_b_block_path_must_be_known(monkeypatch):
 @pytest.mark.parametrize("variant", ["a", "b"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_fastest_races_the_ways_at_the_first_call(monkeypatch, variant, dtype):
-    """WDSR_FAST_CPU_BLOCK_A / _B=fastest: the first call runs every way offered, records their times and their
-    outputs' differences from the default's, and returns the chosen way's output, bit for bit; later calls run that
-    way without racing again, until forget_races()."""
+    """WDSR_FAST_CPU_BLOCK_A / _B=fastest: the first call of at least 64 x 64 pixels runs every way offered, records
+    their times and their outputs' differences from the default's, and returns the chosen way's output, bit for bit;
+    later calls run that way without racing again, until forget_races()."""
     if dtype == torch.bfloat16 and cpu_backend.bf16_isa() is None:
         pytest.skip("this CPU or build runs no bf16 kernels")
     env, ways = ((cpu_backend.BLOCK_A_ENV, A_BF16_BLOCK_PATHS if dtype == torch.bfloat16 else A_BLOCK_PATHS)
                  if variant == "a" else
                  (cpu_backend.BLOCK_B_ENV, B_BF16_BLOCK_PATHS if dtype == torch.bfloat16 else B_BLOCK_PATHS))
     op = getattr(cpu_backend, f"wdsr_{variant}_block")
-    x = randn(1, 16, 9, 21, seed=1).to(dtype)
+    small, x = randn(1, 16, 9, 21, seed=1).to(dtype), randn(1, 16, 64, 67, seed=1).to(dtype)
     w = ([randn(32, 16, 3, 3, seed=2, scale=0.1), randn(32, seed=3, scale=0.1), randn(16, 32, 3, 3, seed=4, scale=0.05),
           randn(16, seed=5, scale=0.1)] if variant == "a" else block_b_weights(16, 6, 0.8))
     w = [t.to(dtype) for t in w]
     key = f"WDSR-{variant.upper()} {'bfloat16' if dtype == torch.bfloat16 else 'float32'}: {' '.join(ways)}"
     cpu_backend.forget_races()
     monkeypatch.setenv(env, "fastest")
+    op(small, *w, 0.7)  # under 64 x 64 pixels: the default way, no race
+    assert cpu_backend.races() == {}
     raced = op(x, *w, 0.7)
     assert list(cpu_backend.races()) == [key]
     chosen, ms, difference = cpu_backend.races()[key]
@@ -371,11 +373,11 @@ def test_the_default_races_only_unmeasured_ways(monkeypatch):
     the AMX kernel, where the CPU has one (its speed not yet measured by our races)."""
     monkeypatch.delenv(cpu_backend.BLOCK_B_ENV, raising=False)
     cpu_backend.forget_races()
-    w = block_b_weights(16, 6, 0.8)
-    cpu_backend.wdsr_b_block(randn(1, 16, 5, 7, seed=1), *w, 1.0)
+    w, x = block_b_weights(16, 6, 0.8), randn(1, 16, 64, 64, seed=1)
+    cpu_backend.wdsr_b_block(x, *w, 1.0)
     assert cpu_backend.races() == {}
     if cpu_backend.bf16_isa() is not None:
-        cpu_backend.wdsr_b_block(randn(1, 16, 5, 7, seed=1).bfloat16(), *[t.bfloat16() for t in w], 1.0)
+        cpu_backend.wdsr_b_block(x.bfloat16(), *[t.bfloat16() for t in w], 1.0)
         raced = {"WDSR-B bfloat16: winograd amx"} if cpu_backend.amx() else set()
         assert set(cpu_backend.races()) == raced
     cpu_backend.forget_races()

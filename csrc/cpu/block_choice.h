@@ -47,6 +47,10 @@ struct RaceRecord {
   std::vector<std::pair<std::string, double>> ms, difference;
 };
 
+// Inputs of fewer pixels (N x H x W) run the reference way without racing: their times are mostly the calls'
+// fixed costs (packing weights, starting threads), not those of the images the race should choose for.
+constexpr int64_t kRacePixels = 64 * 64;
+
 // Two correct bf16 kernels differ by under 1% of the largest output value (each is within 2x torch's own bf16 error
 // of float64: tests/test_cpu_backend.py); a broken one by about as much as the values themselves.
 constexpr double kAgreement = 0.05;
@@ -89,16 +93,17 @@ BlockChoice choose_way(const BlockWays<N>& ways, size_t measured, const std::vec
   return {*match, {}};
 }
 
-// run(way) -> the block's output run that way. Races the ways of choice.race at the first call of this block kind
-// and dtype (each run three times, interleaved, best of three; a way whose output disagrees with the reference's is
-// left out with a warning), then runs the way chosen.
+// run(way) -> the block's output run that way, for an input of `pixels` pixels. Races the ways of choice.race at the
+// first call of this block kind and dtype with at least kRacePixels pixels (each run three times, interleaved, best
+// of three; a way whose output disagrees with the reference's is left out with a warning), then runs the way chosen.
 template <size_t N, typename Run>
-at::Tensor run_choice(const BlockWays<N>& ways, const BlockChoice& choice, Run&& run) {
+at::Tensor run_choice(const BlockWays<N>& ways, const BlockChoice& choice, int64_t pixels, Run&& run) {
   if (choice.race.empty()) return run(choice.way);
   std::string key = std::string(ways.block) + " " + ways.features + ":";
   for (size_t way : choice.race) key += std::string(" ") + ways.names[way];
   std::lock_guard<std::mutex> lock(race_mutex());  // one race at a time; later calls find its record
   if (const auto found = race_records().find(key); found != race_records().end()) return run(found->second.way);
+  if (pixels < kRacePixels) return run(choice.way);
   std::vector<at::Tensor> outputs;
   for (size_t way : choice.race) outputs.push_back(run(way));  // also the warm-up
   size_t chosen = 0;
@@ -120,8 +125,9 @@ at::Tensor run_choice(const BlockWays<N>& ways, const BlockChoice& choice, Run&&
     record.ms.emplace_back(name, best[i]);
     record.difference.emplace_back(name, difference);
     if (difference > kAgreement) {
-      TORCH_WARN(ways.block, " blocks on ", ways.features, " features: the ", name, " kernel's output differs from the ",
-                 ways.names[choice.way], " kernel's by ", difference, " of its largest value; it is not used");
+      TORCH_WARN(ways.block, " blocks on ", ways.features, " features: the ", name,
+                 " kernel's output differs from the ", ways.names[choice.way], " kernel's by ", difference,
+                 " of its largest value; it is not used");
     } else if (best[i] < best[chosen]) {
       chosen = i;
     }

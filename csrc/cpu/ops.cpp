@@ -299,7 +299,7 @@ at::Tensor wdsr_a_block(const at::Tensor& x, const at::Tensor& w_expand, const a
   const auto choice = wdsr_cpu_binding::choose_way(
       ways, static_cast<size_t>(bf16 ? k16->a_block_default : k.a_block_default), {static_cast<size_t>(Path::amx)});
   const BlockWeights weights(w_expand, b_expand, w_reduce, b_reduce);
-  return wdsr_cpu_binding::run_choice(ways, choice, [&](size_t way) {
+  return wdsr_cpu_binding::run_choice(ways, choice, x.size(0) * x.size(2) * x.size(3), [&](size_t way) {
     const auto path = static_cast<Path>(way);
     if (path == Path::onednn) {
       // y = conv(relu(conv(x, w_expand) + b_expand), res_scale * w_reduce) + res_scale * b_reduce + x: the ReLU and
@@ -360,7 +360,7 @@ at::Tensor wdsr_b_block(const at::Tensor& x, const at::Tensor& w_expand, const a
   const BlockWeights weights(w_expand, b_expand, w_reduce, b_reduce);
   const Floats wc(w_conv), bc(b_conv);
   const int low_rank = static_cast<int>(w_reduce.size(0));
-  return wdsr_cpu_binding::run_choice(ways, choice, [&](size_t way) {
+  return wdsr_cpu_binding::run_choice(ways, choice, x.size(0) * x.size(2) * x.size(3), [&](size_t way) {
     const auto path = static_cast<Path>(way);
     if (path == Path::onednn) {
       // Three convolutions, the ReLU and the residual as their post-ops (as the WDSR-A block's oneDNN path); the
@@ -515,8 +515,8 @@ extern "C" PyMODINIT_FUNC PyInit__cpu(void) {
       {"amx", py_amx, METH_NOARGS,
        "Whether blocks on bfloat16 features can run on AMX tiles here (WDSR_FAST_CPU_BLOCK_A / _B=amx)."},
       {"races", py_races, METH_NOARGS,
-       "The ways of running blocks raced at a first call so far: {'<block> <features>: <ways>': (way chosen, {way: ms}, "
-       "{way: largest difference from the default way's output, relative})}."},
+       "The ways of running blocks raced at a first call so far: {'<block> <features>: <ways>': (way chosen, "
+       "{way: ms}, {way: largest difference from the default way's output, relative})}."},
       {"forget_races", py_forget_races, METH_NOARGS, "Race the ways of each block kind again at its next call."},
       {"threaded", py_threaded, METH_NOARGS,
        "Whether the ops use torch's intra-op threads (False where built without the OpenMP torch uses)."},
