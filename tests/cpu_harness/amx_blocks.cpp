@@ -18,25 +18,11 @@ extern "C" void harness_wdsr_b_block_amx(const wdsr_cpu::Bf16* x, const float* w
                                          const float* w_reduce, const float* b_reduce, const float* w_conv,
                                          const float* b_conv, float res_scale, wdsr_cpu::Bf16* y, int n, int h, int w,
                                          int c, int wide, int low_rank, int max_chunk_w, int threads) {
-  wdsr_cpu::BlockBArgsOf<wdsr_cpu::Bf16> a{};
-  a.x = x;
-  a.w_expand = w_expand;
-  a.b_expand = b_expand;
-  a.w_reduce = w_reduce;
-  a.b_reduce = b_reduce;
-  a.w_conv = w_conv;
-  a.b_conv = b_conv;
-  a.res_scale = res_scale;
-  a.y = y;
-  a.n = n;
-  a.h = h;
-  a.w = w;
-  a.c = c;
-  a.wide = wide;
-  a.low_rank = low_rank;
-  a.max_chunk_w = max_chunk_w;
-  const wdsr_cpu::Parallel parallel{threads, &one_item_at_a_time};
-  wdsr_cpu::WDSR_CPU_ISA::wdsr_b_block_amx(a, parallel);
+  const wdsr_cpu::BlockBArgsOf<wdsr_cpu::Bf16> a{
+      .x = x, .w_expand = w_expand, .b_expand = b_expand, .w_reduce = w_reduce, .b_reduce = b_reduce, .w_conv = w_conv,
+      .b_conv = b_conv, .res_scale = res_scale, .y = y, .n = n, .h = h, .w = w, .c = c, .wide = wide,
+      .low_rank = low_rank, .max_chunk_w = max_chunk_w};
+  wdsr_cpu::WDSR_CPU_ISA::wdsr_b_block_amx(a, wdsr_cpu::Parallel{threads, &one_item_at_a_time});
 }
 
 // x and y bf16 (N, H, W, c); weights and biases float32 as kernels.h's BlockAArgs; column chunks of
@@ -44,19 +30,8 @@ extern "C" void harness_wdsr_b_block_amx(const wdsr_cpu::Bf16* x, const float* w
 extern "C" void harness_wdsr_a_block_amx(const wdsr_cpu::Bf16* x, const float* w_expand, const float* b_expand,
                                          const float* w_reduce, const float* b_reduce, float res_scale,
                                          wdsr_cpu::Bf16* y, int n, int h, int w, int c, int wide, int threads) {
-  wdsr_cpu::BlockAArgsOf<wdsr_cpu::Bf16> a{};
-  a.x = x;
-  a.w_expand = w_expand;
-  a.b_expand = b_expand;
-  a.w_reduce = w_reduce;
-  a.b_reduce = b_reduce;
-  a.res_scale = res_scale;
-  a.y = y;
-  a.n = n;
-  a.h = h;
-  a.w = w;
-  a.c = c;
-  a.wide = wide;
-  const wdsr_cpu::Parallel parallel{threads, &one_item_at_a_time};
-  wdsr_cpu::WDSR_CPU_ISA::wdsr_a_block_amx(a, parallel);
+  const wdsr_cpu::BlockAArgsOf<wdsr_cpu::Bf16> a{
+      .x = x, .w_expand = w_expand, .b_expand = b_expand, .w_reduce = w_reduce, .b_reduce = b_reduce,
+      .res_scale = res_scale, .y = y, .n = n, .h = h, .w = w, .c = c, .wide = wide};
+  wdsr_cpu::WDSR_CPU_ISA::wdsr_a_block_amx(a, wdsr_cpu::Parallel{threads, &one_item_at_a_time});
 }

@@ -11,18 +11,8 @@
 extern "C" void harness_wdsr_a_block(const float* x, const float* w_expand, const float* b_expand,
                                      const float* w_reduce, const float* b_reduce, float res_scale, float* y, int n,
                                      int h, int w, int c, int wide, int threads) {
-  wdsr_cpu::BlockAArgs a{};
-  a.x = x;
-  a.w_expand = w_expand;
-  a.b_expand = b_expand;
-  a.w_reduce = w_reduce;
-  a.b_reduce = b_reduce;
-  a.res_scale = res_scale;
-  a.y = y;
-  a.n = n;
-  a.h = h;
-  a.w = w;
-  a.c = c;
-  a.wide = wide;
+  const wdsr_cpu::BlockAArgs a{.x = x, .w_expand = w_expand, .b_expand = b_expand, .w_reduce = w_reduce,
+                                .b_reduce = b_reduce, .res_scale = res_scale, .y = y, .n = n, .h = h, .w = w, .c = c,
+                                .wide = wide};
   wdsr_cpu::WDSR_CPU_ISA::wdsr_a_block_winograd(a, wdsr_cpu::Parallel{threads, &one_item_at_a_time});
 }
