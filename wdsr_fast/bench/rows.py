@@ -334,8 +334,10 @@ def fast_rows(s: Setup) -> list[Row]:
             for graphs in (False, True)]
     if "cpu" in s.options.backends and s.on_cpu:
         variant = s.reference.config.variant
-        env, paths = (BLOCK_A_ENV, ("fused", "winograd", "onednn", "amx")) if variant == "a" else \
-            (BLOCK_B_ENV, ("direct", "winograd", "onednn", "amx"))
+        env, paths = (BLOCK_A_ENV, ["fused", "winograd", "onednn"]) if variant == "a" else \
+            (BLOCK_B_ENV, ["direct", "winograd", "onednn"])
+        if s.dtype == torch.bfloat16:  # the AMX kernels take bf16 features only
+            paths.append("amx")
         rows += [Row(f"fast-cpu:{variant}-{path}", FAST, block_path(env, path), backend="cpu",
                      variant=f"block-{variant}={path}") for path in paths]
     return rows
