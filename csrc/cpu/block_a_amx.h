@@ -5,7 +5,8 @@
 // - Both 3x3s are amx_conv.h's tap GEMMs: per 32 pixels the expand is 9 taps x 4 steps of 32 wide channels, the
 //   reduce 9 taps x 4 K tiles of 32 wide channels: 72 GEMM steps of 4 tile products (16 x 16 x 32 multiply-adds
 //   each), exactly the block's 73,728 multiply-adds a pixel, 144 cycles a pixel at one tile product per 16 cycles,
-//   where the AVX512-BF16 Winograd block (block_a_winograd.h) needs about 1,000 at its peak.
+//   where the AVX512-BF16 Winograd block (block_a_winograd.h, 32,768 multiply-adds a pixel) needs 512 at its peak
+//   with two 512-bit vdpbf16ps a cycle (1,024 with one).
 // - Memory: a work item is a band of rows of one column chunk; x's rows are staged into a ring of three
 //   ([column][c_pad] bf16, zero outside the image: the expand's padding), the wide activation into another
 //   ([column][wide_pad], 256 bytes a pixel, zero outside the image: the reduce's padding), 110 KB for a 512-column

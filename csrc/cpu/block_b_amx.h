@@ -7,7 +7,8 @@
 //   tiles (32): per 32 pixels the expand is 6 x 4 products, the reduce 1 x 6 x 4 (25 -> 32 low-rank channels), the
 //   3x3 9 taps x 4 (its A tiles the t ring's pixel rows shifted by the tap: no im2col) = 84 products, 1.36x the
 //   multiply-adds of the exact layers; a tile product issues every 16 cycles, so 42 cycles a pixel where the
-//   AVX512-BF16 Winograd block (block_b_winograd.h) needs about 440 at its peak.
+//   AVX512-BF16 Winograd block (block_b_winograd.h, 14,144 multiply-adds a pixel) needs 221 at its peak with two
+//   512-bit vdpbf16ps a cycle (Sapphire Rapids; 442 with one, as Zen 4).
 // - Memory: as block_b.h, a work item is a band of rows of one column chunk; the low-rank t lives in a ring of three
 //   rows, but pixel-major with its channels padded to 32 ([column][32] bf16, 64 bytes a pixel: one A tile row),
 //   36 KB a row for a 512-column chunk; the wide activation of 32 pixels (12 KB) and x's 32 pixels (2 KB), padded
