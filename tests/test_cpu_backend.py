@@ -850,12 +850,13 @@ import ctypes, json, sys
 import numpy as np
 lib = ctypes.CDLL(sys.argv[1])
 rng = np.random.default_rng(0)
-def arr(*shape, dtype=np.float32):
-    return (rng.standard_normal(shape) * 0.1).astype(np.float32).view(np.uint32).__rshift__(16).astype(dtype) \
-        if dtype == np.uint16 else (rng.standard_normal(shape) * 0.1).astype(np.float32)
+def arr(*shape):
+    return (rng.standard_normal(shape) * 0.1).astype(np.float32)
+def bf16(*shape):  # the upper halves of float32 values
+    return (arr(*shape).view(np.uint32) >> 16).astype(np.uint16)
 ptr = lambda a: ctypes.c_void_p(a.ctypes.data)
 for block, n, c, h, w, wide, low, chunk, threads in json.loads(sys.argv[2]):
-    x, y = arr(n, h, w, c, dtype=np.uint16), np.zeros((n, h, w, c), np.uint16)
+    x, y = bf16(n, h, w, c), np.zeros((n, h, w, c), np.uint16)
     if block == "a":
         ws = [arr(wide, c, 3, 3), arr(wide), arr(c, wide, 3, 3), arr(c)]
         lib.harness_wdsr_a_block_amx(ptr(x), *map(ptr, ws), ctypes.c_float(0.5), ptr(y), n, h, w, c, wide, threads)

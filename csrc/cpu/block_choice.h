@@ -39,12 +39,16 @@ struct BlockChoice {
   std::vector<size_t> race;
 };
 
-// What the first call of a raced block kind measured: the way chosen, each way's best of three runs and its
-// output's largest difference from the reference way's, relative to the reference output's largest value.
+// What the first call of a raced block kind measured: the way chosen and, per way raced, its best of three runs and
+// its output's largest difference from the reference way's, relative to the reference output's largest value.
 struct RaceRecord {
+  struct Entry {
+    const char* way;
+    double ms, difference;
+  };
   size_t way;
-  std::string chosen;  // its name
-  std::vector<std::pair<std::string, double>> ms, difference;
+  const char* chosen;  // its name (names are string literals)
+  std::vector<Entry> entries;
 };
 
 // Inputs of fewer pixels (N x H x W) run the reference way without racing: their times are mostly the calls'
@@ -70,16 +74,17 @@ inline std::map<std::string, RaceRecord>& race_records() {
 template <size_t N>
 BlockChoice choose_way(const BlockWays<N>& ways, size_t measured, const std::vector<size_t>& unmeasured) {
   const size_t reference = ways.offered[measured] ? measured : 1;
+  const char* wanted = std::getenv(ways.env);
+  if (wanted == nullptr || *wanted == '\0') {
+    std::vector<size_t> race;
+    for (size_t i : unmeasured)
+      if (ways.offered[i] && i != reference) race.push_back(i);
+    if (!race.empty()) race.insert(race.begin(), reference);
+    return {reference, race};
+  }
   std::vector<size_t> offered;
   for (size_t i = 0; i < N; ++i)
     if (ways.offered[i]) offered.push_back(i);
-  const char* wanted = std::getenv(ways.env);
-  if (wanted == nullptr || *wanted == '\0') {
-    std::vector<size_t> race{reference};
-    for (size_t i : unmeasured)
-      if (ways.offered[i] && i != reference) race.push_back(i);
-    return {reference, race.size() > 1 ? race : std::vector<size_t>{}};
-  }
   const std::string choice(wanted);
   if (choice == "fastest") return {reference, offered};
   std::optional<size_t> match;
@@ -122,8 +127,7 @@ at::Tensor run_choice(const BlockWays<N>& ways, const BlockChoice& choice, int64
   for (size_t i = 0; i < choice.race.size(); ++i) {
     const char* name = ways.names[choice.race[i]];
     const double difference = (outputs[i].to(at::kFloat) - reference).abs().max().item<double>() / scale;
-    record.ms.emplace_back(name, best[i]);
-    record.difference.emplace_back(name, difference);
+    record.entries.push_back({name, best[i], difference});
     if (difference > kAgreement) {
       TORCH_WARN(ways.block, " blocks on ", ways.features, " features: the ", name,
                  " kernel's output differs from the ", ways.names[choice.way], " kernel's by ", difference,

@@ -277,6 +277,12 @@ const std::optional<OneDnnConvs>& onednn_convs() {
   return convs;
 }
 
+// Which of a block's four ways (the fused kernel direct, on Winograd, oneDNN, AMX: both Path enums) this CPU and build
+// run on bfloat16 (bf16) or float32 features.
+std::array<bool, 4> offered_ways(bool bf16) {
+  return {true, true, onednn_convs().has_value(), bf16 && amx_table() != nullptr};
+}
+
 // WDSR_FAST_CPU_BLOCK_A=fused|winograd|onednn|amx|fastest (read at every call; amx for bfloat16 features on CPUs
 // with AMX-BF16): how WDSR-A blocks run (block_choice.h). Default: the path's fastest measured
 // (KernelTable::a_block_default, Bf16KernelTable's for bf16; the Winograd kernel where that is oneDNN and torch has
@@ -294,8 +300,7 @@ at::Tensor wdsr_a_block(const at::Tensor& x, const at::Tensor& w_expand, const a
   const auto& onednn = onednn_convs();
   using Path = wdsr_cpu::BlockAPath;
   const wdsr_cpu_binding::BlockWays<4> ways{"wdsr_a_block", "WDSR-A", bf16 ? "bfloat16" : "float32", kBlockAEnv,
-                                           {"fused", "winograd", "onednn", "amx"},
-                                           {true, true, onednn.has_value(), bf16 && amx_table() != nullptr}};
+                                           {"fused", "winograd", "onednn", "amx"}, offered_ways(bf16)};
   const auto choice = wdsr_cpu_binding::choose_way(
       ways, static_cast<size_t>(bf16 ? k16->a_block_default : k.a_block_default), {static_cast<size_t>(Path::amx)});
   const BlockWeights weights(w_expand, b_expand, w_reduce, b_reduce);
@@ -353,8 +358,7 @@ at::Tensor wdsr_b_block(const at::Tensor& x, const at::Tensor& w_expand, const a
   const auto& onednn = onednn_convs();
   using Path = wdsr_cpu::BlockBPath;
   const wdsr_cpu_binding::BlockWays<4> ways{"wdsr_b_block", "WDSR-B", bf16 ? "bfloat16" : "float32", kBlockBEnv,
-                                           {"direct", "winograd", "onednn", "amx"},
-                                           {true, true, onednn.has_value(), bf16 && amx_table() != nullptr}};
+                                           {"direct", "winograd", "onednn", "amx"}, offered_ways(bf16)};
   const auto choice = wdsr_cpu_binding::choose_way(
       ways, static_cast<size_t>(bf16 ? k16->b_block_default : k.b_block_default), {static_cast<size_t>(Path::amx)});
   const BlockWeights weights(w_expand, b_expand, w_reduce, b_reduce);
@@ -460,24 +464,24 @@ PyObject* py_races(PyObject*, PyObject*) {
     PyObject* ms = PyDict_New();
     PyObject* difference = PyDict_New();
     bool ok = ms != nullptr && difference != nullptr;
-    for (size_t i = 0; ok && i < record.ms.size(); ++i) {
-      PyObject* t = PyFloat_FromDouble(record.ms[i].second);
-      PyObject* d = PyFloat_FromDouble(record.difference[i].second);
-      ok = t != nullptr && d != nullptr && PyDict_SetItemString(ms, record.ms[i].first.c_str(), t) == 0 &&
-           PyDict_SetItemString(difference, record.difference[i].first.c_str(), d) == 0;
+    for (const auto& entry : record.entries) {
+      if (!ok) break;
+      PyObject* t = PyFloat_FromDouble(entry.ms);
+      PyObject* d = PyFloat_FromDouble(entry.difference);
+      ok = t != nullptr && d != nullptr && PyDict_SetItemString(ms, entry.way, t) == 0 &&
+           PyDict_SetItemString(difference, entry.way, d) == 0;
       Py_XDECREF(t);
       Py_XDECREF(d);
     }
-    PyObject* entry = ok ? Py_BuildValue("(sOO)", record.chosen.c_str(), ms, difference)
-                         : nullptr;
+    PyObject* race = ok ? Py_BuildValue("(sOO)", record.chosen, ms, difference) : nullptr;
     Py_XDECREF(ms);
     Py_XDECREF(difference);
-    if (entry == nullptr || PyDict_SetItemString(races, key.c_str(), entry) != 0) {
-      Py_XDECREF(entry);
+    if (race == nullptr || PyDict_SetItemString(races, key.c_str(), race) != 0) {
+      Py_XDECREF(race);
       Py_DECREF(races);
       return nullptr;
     }
-    Py_DECREF(entry);
+    Py_DECREF(race);
   }
   return races;
 }
