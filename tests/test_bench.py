@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from wdsr_fast import ops
+from wdsr_fast.bench import measure
 from wdsr_fast.bench.work import macs_per_pixel, min_bytes_per_pixel, model_work
 from wdsr_fast.cli.bench import main
 from wdsr_fast.model import PRESETS, WDSRConfig
@@ -63,6 +64,18 @@ def test_bad_batch():
         main(["--device", "cpu", "--batch", "0"])
 
 
+@pytest.mark.parametrize("flags, dtype, expected", [
+    (["avx2", "fma", "avx512f", "avx512_bf16"], torch.bfloat16, torch.bfloat16),
+    (["avx2", "fma", "avx512f", "amx_tile", "amx_bf16"], torch.bfloat16, torch.bfloat16),
+    (["avx2", "fma"], torch.bfloat16, torch.float32),  # bf16 rows compute in fp32 there
+    (["avx2", "fma", "avx512f", "avx512_bf16"], torch.float32, torch.float32),
+])
+def test_cpu_peak_matmul_dtype(monkeypatch, flags, dtype, expected):
+    monkeypatch.setattr(measure, "cpu_flags", lambda: flags)
+    assert measure.peak_dtype(torch.device("cpu"), dtype) == expected
+    assert measure.peak_dtype(torch.device("cuda"), torch.float16) == torch.float16
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     """One tiny run at 1 and 2 threads, every row kind and an added one ("peer"); torch.compile through its "eager"
@@ -89,6 +102,7 @@ def test_run_writes_results(tiny_run, capsys):
     env = results["environment"]
     assert env["torch"] and env["cpu"] and env["torch_cpu_capability"] and env["peak_matmul"] == "2048^3 matmul"
     assert set(env["peaks"]["fp32"]) == {"1", "2"} and env["peaks"]["fp32"]["1"]["gflops"] > 0
+    assert env["peak_matmul_dtypes"] == {"fp32": "float32"}
     assert set(env["cpu_flags"]) <= {"avx2", "fma", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16"}
     assert isinstance(env["kernel_env"], dict)  # WDSR_FAST_CPU_ISA and the like, where set
     assert (out / "results.csv").read_text().startswith("preset,scale")
@@ -194,8 +208,6 @@ def test_a_new_row_kind_is_one_function(tiny_run):
 
 def test_cpu_kernels_script_runs(tmp_path):
     """benchmarks/cpu_kernels.py end to end on a tiny case: every row it promises, with a time."""
-    from wdsr_fast import ops
-
     if ops.unavailable_reason("cpu", "cpu"):
         pytest.skip(f"the cpu backend cannot run here: {ops.unavailable_reason('cpu', 'cpu')}")
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "cpu_kernels.py"

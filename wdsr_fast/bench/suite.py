@@ -14,7 +14,7 @@ import torch
 from .. import ops
 from ..model import PRESETS, SCALES
 from ..ops import cpu_backend
-from .measure import CPU_MATMUL_SIZE, GPU_MATMUL_SIZE, measure, peak_rates
+from .measure import CPU_MATMUL_SIZE, GPU_MATMUL_SIZE, measure, peak_dtype, peak_rates
 from .memory import METHOD as CPU_MEMORY_METHOD
 from .report import environment, format_table, short_cpu_name, write_results
 from .rows import DTYPES, Case, RowOptions, Setup
@@ -129,7 +129,7 @@ def run_benchmark(plan: Plan) -> Path:
         env["load_average_at_end"] = os.getloadavg()
     print(f"{env['device']} ({', '.join(env['cpu_flags']) or env['torch_cpu_capability']}), torch {env['torch']}, "
           f"commit {env['commit']}; {env['peak_matmul']} and copy peaks: "
-          + "; ".join(f"{d} {t} thr {p['gflops']:.0f} GFLOP/s {p['gbps']:.0f} GB/s"
+          + "; ".join(f"{d} {t} thr {p['gflops']:.0f} GFLOP/s ({env['peak_matmul_dtypes'][d]}) {p['gbps']:.0f} GB/s"
                       for d, by_threads in env["peaks"].items() for t, p in by_threads.items()))
     print(format_table(rows))
     if not plan.memory:
@@ -146,6 +146,8 @@ def measure_machine(plan: Plan) -> tuple[dict, dict]:
              for d in plan.dtypes}
     env["peaks"] = {d: {str(t): {"gflops": f / 1e9, "gbps": b / 1e9} for t, (f, b) in p.items()}
                     for d, p in peaks.items()}
+    env["peak_matmul_dtypes"] = {d: str(peak_dtype(plan.device, DTYPES[d])).removeprefix("torch.")
+                                 for d in plan.dtypes}
     env["peak_matmul"] = f"{CPU_MATMUL_SIZE if on_cpu else GPU_MATMUL_SIZE}^3 matmul"
     env["threads"], env["rounds"] = list(plan.threads), plan.rounds
     env["tf32_convolutions"] = ops.tf32_convolutions()  # fp32: cuDNN's convolutions and the Triton dots
