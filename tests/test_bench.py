@@ -132,6 +132,37 @@ def test_comparisons(tiny_run):
     assert rows[("op:wdsr_b_block:torch", 1)]["vs_reference_op"] > 0
 
 
+def test_fast_rows_against_the_fastest_peer(tiny_run):
+    _, results, rows = tiny_run
+    for threads in (1, 2):
+        fast = rows[("fast-torch", threads)]
+        peers = [r for r in results["rows"] if r["threads"] == threads and "ms" in r and r["op"] is None
+                 and r["kind"] in ("eager", "folded", "torchscript", "compile", "runtime")
+                 and r["computes_in"] == "fp32"]
+        best = min(peers, key=lambda r: r["ms"])
+        assert fast["best_peer"] == best["row"] and fast["vs_best_peer"] == pytest.approx(best["ms"] / fast["ms"])
+        assert "best_peer" not in rows[("eager", threads)]  # peers are not raced against each other
+
+
+@pytest.mark.parametrize("dtype, peers", [("fp32", {"openvino"}), ("bf16", {"openvino", "openvino-default"})])
+def test_a_peer_in_lower_precision_races_only_that_precision(dtype, peers):
+    """OpenVINO at its default (bf16 on bf16 CPUs) is no peer in an fp32 case; a peer in fp32 races every case."""
+    from types import SimpleNamespace
+
+    from wdsr_fast.bench.rows import FAST, RUNTIME, Case, Row
+
+    def timed(label, kind, ms, computes_in):
+        return measure.Timed(SimpleNamespace(threads=1), Row(label, kind, make=lambda: None),
+                             {"ms": ms, "computes_in": computes_in})
+
+    rows = [timed("fast-cpu", FAST, 10.0, dtype), timed("openvino", RUNTIME, 20.0, "fp32"),
+            timed("openvino-default", RUNTIME, 5.0 if dtype == "fp32" else 15.0, "bf16")]
+    measure.compare(Case("wdsr-b-32x16", 2, 64, 64, 1, dtype), rows, {})
+    expected = min((r for r in rows[1:] if r.row.label in peers), key=lambda r: r.result["ms"])
+    assert rows[0].result["best_peer"] == expected.row.label
+    assert rows[0].result["vs_best_peer"] == expected.result["ms"] / 10.0
+
+
 def test_rows_that_cannot_run_say_why(tiny_run):
     _, _, rows = tiny_run
     assert "max-autotune-on-cpu" in rows[("compile-max", 1)]["skipped"]

@@ -28,13 +28,16 @@ import torch
 
 from .memory import peak_memory_cpu
 from .report import cpu_flags
-from .rows import COMPILE, EAGER, OP, REFERENCE_OPS, Row, Setup, rows_of
+from .rows import COMPILE, EAGER, FAST, FOLDED, OP, REFERENCE_OPS, RUNTIME, TORCHSCRIPT, Row, Setup, rows_of
+from .runtimes import RuntimeCall
 from .timing import time_call
 from .work import model_work, op_work
 
 CPU_MATMUL_SIZE = 2048
 GPU_MATMUL_SIZE = 8192
 PEAK_ROUNDS = 5  # at least
+PEER_KINDS = (EAGER, FOLDED, TORCHSCRIPT, COMPILE, RUNTIME)  # whole-model rows a FastWDSR row races
+FULL_PRECISION = "fp32"  # a peer computing in it races every case; one in bf16 or fp16 only the bf16 and fp16 cases
 
 
 @contextlib.contextmanager
@@ -131,6 +134,7 @@ def build(setup: Setup, row: Row, expected: dict) -> Timed:
     try:
         with torch_threads(setup.threads), torch.inference_mode():
             call = row.make()
+            result["computes_in"] = call.precision if isinstance(call, RuntimeCall) else case.dtype
             start = time.perf_counter()
             out = output_of(call())
             result["first_call_s"] = time.perf_counter() - start
@@ -210,8 +214,10 @@ def row_memory(x: Timed) -> dict:
 
 
 def compare(case, timed: list[Timed], eager_fp32: dict) -> None:
-    """Speed-ups, within each thread count: whole-model rows against eager fp32 (NCHW) and torch.compile, op rows
-    against the reference op; and each row against itself at the fewest threads measured (``thread_scaling``)."""
+    """Speed-ups, within each thread count: whole-model rows against eager fp32 (NCHW) and torch.compile, FastWDSR
+    rows against the fastest peer (``best_peer``, ``vs_best_peer``: the fastest row of PEER_KINDS computing in the
+    case's precision or in fp32, so that in an fp32 case OpenVINO at its bf16 default is no peer), op rows against
+    the reference op; and each row against itself at the fewest threads measured (``thread_scaling``)."""
     def ms_of(threads: int, wanted: Callable[[Row], bool]) -> float | None:
         return next((x.result.get("ms") for x in timed if x.setup.threads == threads and wanted(x.row)), None)
 
@@ -229,10 +235,19 @@ def compare(case, timed: list[Timed], eager_fp32: dict) -> None:
                 result["vs_eager_fp32"] = eager_fp32[key] / result["ms"]
             if compiled := ms_of(threads, lambda r: r.kind == COMPILE and not r.variant):
                 result["vs_compile"] = compiled / result["ms"]
+            if row.kind == FAST and (peers := [x for x in timed if is_peer(x, case.dtype, threads)]):
+                best = min(peers, key=lambda x: x.result["ms"])
+                result["best_peer"] = best.row.label
+                result["vs_best_peer"] = best.result["ms"] / result["ms"]
         elif baseline := ms_of(threads, functools.partial(is_reference_op, op=row.op)):
             result["vs_reference_op"] = baseline / result["ms"]
         if threads != fewest and (alone := ms_of(fewest, functools.partial(has_label, label=row.label))):
             result["thread_scaling"] = alone / result["ms"]
+
+
+def is_peer(x: Timed, dtype: str, threads: int) -> bool:
+    return (x.setup.threads == threads and x.row.kind in PEER_KINDS and x.row.op is None and "ms" in x.result
+            and x.result["computes_in"] in (dtype, FULL_PRECISION))
 
 
 def is_reference_op(row: Row, op: str | None) -> bool:

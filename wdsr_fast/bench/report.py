@@ -17,7 +17,8 @@ from ..io.atomic import atomic_path, write_text
 
 COLUMNS = ("preset", "scale", "out_w", "out_h", "batch", "dtype", "threads", "row", "ms_per_image", "fps",
            "mpix_per_s", "gflops", "of_peak", "peak_gflops", "roofline", "vs_eager_fp32", "vs_compile",
-           "vs_reference_op", "thread_scaling", "rel_err", "first_call_s", "peak_mem_mb", "skipped")
+           "best_peer", "vs_best_peer", "vs_reference_op", "thread_scaling", "rel_err", "first_call_s",
+           "peak_mem_mb", "skipped")
 PACKAGES = ("numpy", "onnx", "onnxruntime", "openvino", "triton")  # versions recorded beside torch's
 # The ISA extensions the CPU rows care about (bf16 and AMX: OpenVINO computes in bf16 by default where they are).
 CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")

@@ -2,8 +2,9 @@
 
 ``onnx_model(reference, folder)`` writes the ONNX file once (``wdsr_fast.deploy.onnx.export_onnx``: the folded
 network, dynamic shapes, checked in ONNX Runtime against the float64 reference). ``onnxruntime_runner`` and
-``openvino_runner`` turn it into a callable over one fixed input, with a given number of threads; each raises
-``RuntimeError`` saying what to install when its runtime is missing.
+``openvino_runner`` turn it into a ``RuntimeCall`` over one fixed input, with a given number of threads, that also
+says what precision the runtime computes in; each raises ``RuntimeError`` saying what to install when its runtime
+is missing.
 
 - ONNX Runtime: CPU execution provider, all graph optimisations, ``threads`` intra-op threads, sequential, idle
   threads not spinning (``session.intra_op.allow_spinning=0``). With spinning on, its idle worker kept a core busy
@@ -15,6 +16,7 @@ network, dynamic shapes, checked in ONNX Runtime against the float64 reference).
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,6 +27,20 @@ from ..model import WDSR
 
 ONNX_FILE = "model.onnx"
 INSTALL_HINT = "pip install 'wdsr-fast[bench]'"
+# OpenVINO's element types as the benchmark's dtype names.
+OPENVINO_PRECISIONS = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}
+
+
+@dataclasses.dataclass(frozen=True)
+class RuntimeCall:
+    """A runtime's inference on its fixed input; ``precision``: what it computes in, as the runtime reports it
+    (a key of ``rows.DTYPES``)."""
+
+    run: Callable[[], np.ndarray]
+    precision: str
+
+    def __call__(self) -> np.ndarray:
+        return self.run()
 
 
 def onnx_model(reference: WDSR, folder: Path) -> Path:
@@ -38,7 +54,7 @@ def onnx_model(reference: WDSR, folder: Path) -> Path:
     return path
 
 
-def onnxruntime_runner(path: Path, image: np.ndarray, threads: int) -> Callable[[], np.ndarray]:
+def onnxruntime_runner(path: Path, image: np.ndarray, threads: int) -> RuntimeCall:
     """A call of ONNX Runtime (CPU provider) on ``image`` (N, 3, H, W) float32."""
     try:
         import onnxruntime as ort
@@ -52,10 +68,10 @@ def onnxruntime_runner(path: Path, image: np.ndarray, threads: int) -> Callable[
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     feed = {INPUT_NAME: np.ascontiguousarray(image)}
-    return lambda: session.run(None, feed)[0]
+    return RuntimeCall(lambda: session.run(None, feed)[0], "fp32")
 
 
-def openvino_runner(path: Path, image: np.ndarray, threads: int, fp32: bool = True) -> Callable[[], np.ndarray]:
+def openvino_runner(path: Path, image: np.ndarray, threads: int, fp32: bool = True) -> RuntimeCall:
     """A call of OpenVINO (CPU device, latency hint) on ``image`` (N, 3, H, W) float32: computing in fp32, or with
     ``fp32=False`` at the runtime's default inference precision (bf16 on CPUs with AVX512-BF16 or AMX)."""
     try:
@@ -77,5 +93,6 @@ def openvino_runner(path: Path, image: np.ndarray, threads: int, fp32: bool = Tr
     def run() -> np.ndarray:
         request.infer(feed, share_inputs=True)
         return request.get_output_tensor(0).data
-    return run
+    precision = compiled.get_property(hints.inference_precision).get_type_name()
+    return RuntimeCall(run, OPENVINO_PRECISIONS.get(precision, precision))
 
