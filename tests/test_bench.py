@@ -163,6 +163,17 @@ def test_a_peer_in_lower_precision_races_only_that_precision(dtype, peers):
     assert rows[0].result["vs_best_peer"] == expected.result["ms"] / 10.0
 
 
+def test_peer_summary_names_plain_fast_rows_only(tiny_run):
+    from wdsr_fast.bench.report import peer_summary
+
+    _, results, rows = tiny_run
+    lines = peer_summary(results["rows"]).splitlines()
+    assert len(lines) == 2 and all(line.startswith("fast-torch, wdsr-b-32x16 x3 48x36 batch 2 fp32") for line in lines)
+    fast = rows[("fast-torch", 2)]
+    assert f"2 threads: {fast['ms_per_image']:.3g} ms, {fast['vs_best_peer']:.2f}x the fastest peer, " \
+           f"{fast['best_peer']} (" in lines[1]
+
+
 def test_rows_that_cannot_run_say_why(tiny_run):
     _, _, rows = tiny_run
     assert "max-autotune-on-cpu" in rows[("compile-max", 1)]["skipped"]

@@ -129,7 +129,7 @@ def build(setup: Setup, row: Row, expected: dict) -> Timed:
     """Make the row and warm it up; ``expected``: reference outputs by op (None: the whole model)."""
     case = setup.case
     result = {**dataclasses.asdict(case), "threads": setup.threads, "row": row.label, "kind": row.kind,
-              "backend": row.backend, "op": row.op}
+              "backend": row.backend, "op": row.op, "variant": row.variant}
     timed = Timed(setup, row, result)
     try:
         with torch_threads(setup.threads), torch.inference_mode():

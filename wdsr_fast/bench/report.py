@@ -105,6 +105,18 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def peer_summary(rows: list[dict]) -> str:
+    """A line per plain FastWDSR row (no variant) that has a peer: its time and how it compares with the fastest."""
+    def threads(n: int) -> str:
+        return f"{n} thread" + ("s" if n > 1 else "")
+
+    return "\n".join(
+        f"{r['row']}, {r['preset']} x{r['scale']} {r['out_w']}x{r['out_h']} batch {r['batch']} {r['dtype']}, "
+        f"{threads(r['threads'])}: {r['ms_per_image']:.3g} ms, {r['vs_best_peer']:.2f}x the fastest peer, "
+        f"{r['best_peer']} ({r['ms_per_image'] * r['vs_best_peer']:.3g} ms)"
+        for r in rows if r["kind"] == "fast" and not r.get("variant") and "vs_best_peer" in r)
+
+
 def write_results(rows: list[dict], env: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "results.json", json.dumps({"environment": env, "rows": rows}, indent=1))

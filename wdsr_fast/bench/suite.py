@@ -16,7 +16,7 @@ from ..model import PRESETS, SCALES
 from ..ops import cpu_backend
 from .measure import CPU_MATMUL_SIZE, GPU_MATMUL_SIZE, measure, peak_dtype, peak_rates
 from .memory import METHOD as CPU_MEMORY_METHOD
-from .report import environment, format_table, short_cpu_name, write_results
+from .report import environment, format_table, peer_summary, short_cpu_name, write_results
 from .rows import DTYPES, Case, RowOptions, Setup
 
 DTYPE_ORDER = ("fp32", "fp16", "bf16")  # fp32 first: the other dtypes are compared with its eager time
@@ -132,6 +132,8 @@ def run_benchmark(plan: Plan) -> Path:
           + "; ".join(f"{d} {t} thr {p['gflops']:.0f} GFLOP/s ({env['peak_matmul_dtypes'][d]}) {p['gbps']:.0f} GB/s"
                       for d, by_threads in env["peaks"].items() for t, p in by_threads.items()))
     print(format_table(rows))
+    if summary := peer_summary(rows):
+        print(summary)
     if not plan.memory:
         print("peak memory not measured" + (" (--quick; --memory measures it)" if plan.quick else ""))
     write_results(rows, env, plan.out)
