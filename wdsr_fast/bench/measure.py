@@ -87,8 +87,8 @@ def peak_rates(device: torch.device, dtype: torch.dtype, threads: list[int], rou
 
 def peak_dtype(device: torch.device, dtype: torch.dtype) -> torch.dtype:
     """The dtype of the matmul that rows in ``dtype`` are held to: their own on GPU; on CPU bf16 where the CPU
-    multiplies bf16 in hardware (AVX512-BF16 or AMX: 2.4x the fp32 matmul's rate on a Zen 4 core), else fp32 (a
-    CPU without bf16 units multiplies bf16 rows' values in fp32)."""
+    multiplies bf16 in hardware (AVX512-BF16 or AMX: a multiple of its fp32 rate), else fp32 (a CPU without bf16
+    units multiplies bf16 rows' values in fp32)."""
     if device.type == "cuda":
         return dtype
     bf16_units = bool({"avx512_bf16", "amx_bf16"} & set(cpu_flags()))
