@@ -369,8 +369,8 @@ def test_fastest_races_the_ways_at_the_first_call(monkeypatch, variant, dtype):
 
 
 def test_the_default_races_only_unmeasured_ways(monkeypatch):
-    """Unset, WDSR_FAST_CPU_BLOCK_B runs the way measured fastest on the path, raced at the first call only against
-    the AMX kernel, where the CPU has one (its speed not yet measured by our races)."""
+    """Unset, WDSR_FAST_CPU_BLOCK_B runs the way measured fastest on the path, raced at the first call only where
+    the CPU has AMX, against the AMX kernel and oneDNN's convolutions (their speeds not yet measured by our races)."""
     monkeypatch.delenv(cpu_backend.BLOCK_B_ENV, raising=False)
     cpu_backend.forget_races()
     w, x = block_b_weights(16, 6, 0.8), randn(1, 16, 64, 64, seed=1)
@@ -378,7 +378,7 @@ def test_the_default_races_only_unmeasured_ways(monkeypatch):
     assert cpu_backend.races() == {}
     if cpu_backend.bf16_isa() is not None:
         cpu_backend.wdsr_b_block(x.bfloat16(), *[t.bfloat16() for t in w], 1.0)
-        raced = {"WDSR-B bfloat16: winograd amx"} if cpu_backend.amx() else set()
+        raced = {"WDSR-B bfloat16: winograd onednn amx"} if cpu_backend.amx() else set()
         assert set(cpu_backend.races()) == raced
     cpu_backend.forget_races()
 

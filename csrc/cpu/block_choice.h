@@ -63,7 +63,7 @@ inline std::mutex& race_mutex() {
   static std::mutex mutex;
   return mutex;
 }
-// Keyed by "<block> <features>: <ways raced>" ("WDSR-B bfloat16: winograd amx").
+// Keyed by "<block> <features>: <ways raced>" ("WDSR-B bfloat16: winograd onednn amx").
 inline std::map<std::string, RaceRecord>& race_records() {
   static std::map<std::string, RaceRecord> records;
   return records;
