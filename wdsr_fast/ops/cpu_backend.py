@@ -13,8 +13,8 @@ F(2x2, 3x3), or ``onednn``) how WDSR-B blocks run (default: the fastest measured
 CPUs with AMX-BF16 both also take ``amx``: the fused kernels on AMX tiles (``amx()`` says whether this CPU and build run
 them), and there the default is raced against them and ``onednn`` at the first call of each block kind; ``fastest``
 races every way offered at the first call (``races()`` says what was measured). This module loads the extension if it
-was built (``pip install --no-build-isolation .`` with a C++ compiler) through ``common.load_extension`` and exposes the four ops with
-the signatures of ``reference.py``.
+was built (``pip install --no-build-isolation .`` with a C++ compiler) through ``common.load_extension`` and exposes
+the four ops with the signatures of ``reference.py``.
 """
 from __future__ import annotations
 
