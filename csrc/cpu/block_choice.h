@@ -2,7 +2,7 @@
 // (measure the ways offered at the first call and keep the fastest whose output agrees with the default's); unset,
 // the way measured fastest on the path (kernels.h's tables), except where those races have not measured every way
 // offered: there the default is measured the same way at the first call (bfloat16 blocks on CPUs with AMX-BF16: the
-// AVX512-BF16 kernels against the AMX ones).
+// AVX512-BF16 kernels against the AMX ones and oneDNN's convolutions).
 #pragma once
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>

@@ -277,25 +277,33 @@ const std::optional<OneDnnConvs>& onednn_convs() {
   return convs;
 }
 
-// Which of a block's four ways (the fused kernel direct, on Winograd, oneDNN, AMX: both Path enums) this CPU and build
-// run on bfloat16 (bf16) or float32 features.
-std::array<bool, 4> offered_ways(bool bf16) {
-  return {true, true, onednn_convs().has_value(), bf16 && amx_table() != nullptr};
-}
+// A block kind's four ways on bfloat16 (bf16) or float32 features (the fused kernel direct, on Winograd, oneDNN, AMX:
+// both Path enums), offered where this CPU and build run them, and how this call runs: `measured`, the path's measured
+// fastest, unless the env variable says otherwise; on bfloat16 features where the CPU has AMX-BF16 raced at the first
+// call against our AMX kernel and oneDNN's convolutions (which run AMX tiles there too), since no race of ours has
+// measured either on such a CPU.
+struct BlockPlan {
+  wdsr_cpu_binding::BlockWays<4> ways;
+  wdsr_cpu_binding::BlockChoice choice;
+};
 
-// The ways a block's default races at its first call: on bfloat16 features where the CPU has AMX-BF16, our AMX kernel
-// and oneDNN's convolutions (which run AMX tiles there too), since no race of ours has measured either on such a CPU;
-// elsewhere none (the default is the path's measured fastest).
-std::vector<size_t> unmeasured_ways(bool bf16, size_t onednn, size_t amx) {
-  if (bf16 && amx_table() != nullptr) return {onednn, amx};
-  return {};
+template <typename Path>
+BlockPlan plan_block(const char* op, const char* block, const char* env, std::array<const char*, 4> names, bool bf16,
+                     Path measured) {
+  const bool amx = bf16 && amx_table() != nullptr;
+  BlockPlan plan{{op, block, bf16 ? "bfloat16" : "float32", env, names, {true, true, onednn_convs().has_value(), amx}},
+                 {}};
+  std::vector<size_t> unmeasured;
+  if (amx) unmeasured = {static_cast<size_t>(Path::onednn), static_cast<size_t>(Path::amx)};
+  plan.choice = wdsr_cpu_binding::choose_way(plan.ways, static_cast<size_t>(measured), unmeasured);
+  return plan;
 }
 
 // WDSR_FAST_CPU_BLOCK_A=fused|winograd|onednn|amx|fastest (read at every call; amx for bfloat16 features on CPUs
 // with AMX-BF16): how WDSR-A blocks run (block_choice.h). Default: the path's fastest measured
 // (KernelTable::a_block_default, Bf16KernelTable's for bf16; the Winograd kernel where that is oneDNN and torch has
 // none: it beats the direct one on every path, 1.85-2.0x with AVX-512 and AVX2, 2.6x on the portable path), raced
-// against unmeasured_ways at the first call.
+// at the first call where plan_block says.
 constexpr const char* kBlockAEnv = "WDSR_FAST_CPU_BLOCK_A";
 
 at::Tensor wdsr_a_block(const at::Tensor& x, const at::Tensor& w_expand, const at::Tensor& b_expand,
@@ -307,13 +315,10 @@ at::Tensor wdsr_a_block(const at::Tensor& x, const at::Tensor& w_expand, const a
   const at::Tensor in = channels_last(x);
   const auto& onednn = onednn_convs();
   using Path = wdsr_cpu::BlockAPath;
-  const wdsr_cpu_binding::BlockWays<4> ways{"wdsr_a_block", "WDSR-A", bf16 ? "bfloat16" : "float32", kBlockAEnv,
-                                           {"fused", "winograd", "onednn", "amx"}, offered_ways(bf16)};
-  const auto choice = wdsr_cpu_binding::choose_way(
-      ways, static_cast<size_t>(bf16 ? k16->a_block_default : k.a_block_default),
-      unmeasured_ways(bf16, static_cast<size_t>(Path::onednn), static_cast<size_t>(Path::amx)));
+  const BlockPlan plan = plan_block("wdsr_a_block", "WDSR-A", kBlockAEnv, {"fused", "winograd", "onednn", "amx"}, bf16,
+                                    bf16 ? k16->a_block_default : k.a_block_default);
   const BlockWeights weights(w_expand, b_expand, w_reduce, b_reduce);
-  return wdsr_cpu_binding::run_choice(ways, choice, x.size(0) * x.size(2) * x.size(3), [&](size_t way) {
+  return wdsr_cpu_binding::run_choice(plan.ways, plan.choice, x.size(0) * x.size(2) * x.size(3), [&](size_t way) {
     const auto path = static_cast<Path>(way);
     if (path == Path::onednn) {
       // y = conv(relu(conv(x, w_expand) + b_expand), res_scale * w_reduce) + res_scale * b_reduce + x: the ReLU and
@@ -366,15 +371,12 @@ at::Tensor wdsr_b_block(const at::Tensor& x, const at::Tensor& w_expand, const a
   const at::Tensor in = channels_last(x);
   const auto& onednn = onednn_convs();
   using Path = wdsr_cpu::BlockBPath;
-  const wdsr_cpu_binding::BlockWays<4> ways{"wdsr_b_block", "WDSR-B", bf16 ? "bfloat16" : "float32", kBlockBEnv,
-                                           {"direct", "winograd", "onednn", "amx"}, offered_ways(bf16)};
-  const auto choice = wdsr_cpu_binding::choose_way(
-      ways, static_cast<size_t>(bf16 ? k16->b_block_default : k.b_block_default),
-      unmeasured_ways(bf16, static_cast<size_t>(Path::onednn), static_cast<size_t>(Path::amx)));
+  const BlockPlan plan = plan_block("wdsr_b_block", "WDSR-B", kBlockBEnv, {"direct", "winograd", "onednn", "amx"},
+                                    bf16, bf16 ? k16->b_block_default : k.b_block_default);
   const BlockWeights weights(w_expand, b_expand, w_reduce, b_reduce);
   const Floats wc(w_conv), bc(b_conv);
   const int low_rank = static_cast<int>(w_reduce.size(0));
-  return wdsr_cpu_binding::run_choice(ways, choice, x.size(0) * x.size(2) * x.size(3), [&](size_t way) {
+  return wdsr_cpu_binding::run_choice(plan.ways, plan.choice, x.size(0) * x.size(2) * x.size(3), [&](size_t way) {
     const auto path = static_cast<Path>(way);
     if (path == Path::onednn) {
       // Three convolutions, the ReLU and the residual as their post-ops (as the WDSR-A block's oneDNN path); the

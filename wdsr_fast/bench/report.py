@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from ..io.atomic import atomic_path, write_text
+from .rows import FAST
 
 COLUMNS = ("preset", "scale", "out_w", "out_h", "batch", "dtype", "threads", "row", "ms_per_image", "fps",
            "mpix_per_s", "gflops", "of_peak", "peak_gflops", "roofline", "vs_eager_fp32", "vs_compile",
@@ -114,7 +115,7 @@ def peer_summary(rows: list[dict]) -> str:
         f"{r['row']}, {r['preset']} x{r['scale']} {r['out_w']}x{r['out_h']} batch {r['batch']} {r['dtype']}, "
         f"{threads(r['threads'])}: {r['ms_per_image']:.3g} ms, {r['vs_best_peer']:.2f}x the fastest peer, "
         f"{r['best_peer']} ({r['ms_per_image'] * r['vs_best_peer']:.3g} ms)"
-        for r in rows if r["kind"] == "fast" and not r.get("variant") and "vs_best_peer" in r)
+        for r in rows if r["kind"] == FAST and not r.get("variant") and "vs_best_peer" in r)
 
 
 def write_results(rows: list[dict], env: dict, out: Path) -> None:
